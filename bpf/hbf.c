@@ -1,0 +1,469 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//go:build ignore
+
+/*
+ * hbf's data plane: one XDP program that decides every packet on its own.
+ *
+ *   blocked source (exact hash, then LPM)  -> drop, unless allowlisted
+ *   TCP stealth probe (NULL, FIN, XMAS, SYN+FIN, SYN+RST) -> counted as a port, dropped
+ *   SYN (SYN set; ACK, RST, FIN clear)     -> counted as a port; reported once per
+ *                                             attempt; the one that makes a source
+ *                                             exceed max_ports distinct ports within
+ *                                             the window blocks it and is dropped
+ *   anything else                          -> pass
+ *
+ * The larger steps are global functions: the verifier checks each once, on
+ * its own, instead of once for every path that leads to it.
+ */
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "hbf.h"
+#include "parse.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#define EEXIST 17
+
+/* A load the compiler may not replace with a value it already holds. */
+#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+
+struct config hbf_config = {
+	.max_ports = 3,
+	.window_ms = 60 * 1000,
+	.block_ns = 3600ULL * 1000 * 1000 * 1000,
+};
+
+/* Exact addresses: one hash lookup is cheaper than any LPM walk. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 18);
+	__type(key, struct addr);
+	__type(value, struct rule);
+} blocks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 18);
+	__type(key, struct lpm_key);
+	__type(value, struct rule);
+} block_prefixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 14);
+	__type(key, struct lpm_key);
+	__type(value, struct rule);
+} allow_prefixes SEC(".maps");
+
+/* Not LRU: LRU values cannot hold a bpf_spin_lock, and a flood of new sources
+ * must not evict the state of a real scanner. The daemon deletes idle entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 16);
+	__type(key, struct addr);
+	__type(value, struct scan_state);
+} scan_states SEC(".maps");
+
+/* An all-zero tracker entry to insert from: too big for the stack, and typed
+ * as bytes because a value holding a spin lock cannot be passed to a helper. */
+struct scan_state_bytes {
+	__u8 b[sizeof(struct scan_state)];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scan_state_bytes);
+} scan_zero SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+/* Make the event and enum types visible to bpf2go. */
+const struct conn_event *unused_conn_event __attribute__((unused));
+const struct scan_event *unused_scan_event __attribute__((unused));
+const enum counter *unused_counter __attribute__((unused));
+const enum event_type *unused_event_type __attribute__((unused));
+const enum scan_event_flags *unused_scan_event_flags __attribute__((unused));
+const enum rule_origin *unused_rule_origin __attribute__((unused));
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline int drop(__u32 reason)
+{
+	count(reason);
+	return XDP_DROP;
+}
+
+/* The clock is read only on paths that need it: a rule with an expiry, or an
+ * attempt to track. */
+static __always_inline int rule_live(const struct rule *r)
+{
+	return r->expires_ns == 0 || r->expires_ns > bpf_ktime_get_coarse_ns();
+}
+
+struct lpm_retry {
+	struct lpm_key key;
+	__u32 found;
+};
+
+static __always_inline long lpm_retry_step(void *map, struct lpm_retry *c)
+{
+	struct rule *r = bpf_map_lookup_elem(map, &c->key);
+	if (!r)
+		return 1;
+	if (rule_live(r)) {
+		c->found = 1;
+		return 1;
+	}
+	__u32 shorter = r->prefixlen < c->key.prefixlen ? r->prefixlen : c->key.prefixlen;
+	if (shorter == 0)
+		return 1;
+	c->key.prefixlen = shorter - 1;
+	return 0;
+}
+
+static long block_retry_step(__u64 i, void *ctx)
+{
+	return lpm_retry_step(&block_prefixes, ctx);
+}
+
+static long allow_retry_step(__u64 i, void *ctx)
+{
+	return lpm_retry_step(&allow_prefixes, ctx);
+}
+
+/* lpm_live finds the longest live prefix holding addr. An expired hit must not
+ * hide a shorter live one, so the lookup repeats with a key shorter than the
+ * expired prefix (an LPM lookup matches no prefix longer than the key's).
+ * That is rare, so it runs in bpf_loop, off the common path. The daemon
+ * deletes expired entries. */
+static __always_inline struct rule *lpm_live(void *map, void *retry_step, const struct addr *addr)
+{
+	struct lpm_retry c = { .key = { .prefixlen = 128, .addr = *addr } };
+	struct rule *r = bpf_map_lookup_elem(map, &c.key);
+	if (!r || rule_live(r))
+		return r;
+	if (r->prefixlen == 0)
+		return NULL;
+	c.key.prefixlen = (r->prefixlen < 128 ? r->prefixlen : 128) - 1;
+	bpf_loop(128, retry_step, &c, 0);
+	if (!c.found)
+		return NULL;
+	return bpf_map_lookup_elem(map, &c.key);
+}
+
+/* blocked reports whether a live block holds the address, and counts the
+ * packet against it. */
+__noinline int blocked(const struct addr *addr)
+{
+	if (!addr)
+		return 0;
+	struct rule *r = bpf_map_lookup_elem(&blocks, addr);
+	if (!r || !rule_live(r))
+		r = lpm_live(&block_prefixes, block_retry_step, addr);
+	if (!r)
+		return 0;
+	__sync_fetch_and_add(&r->packets, 1);
+	return 1;
+}
+
+__noinline int allowlisted(const struct addr *addr)
+{
+	if (!addr)
+		return 0;
+	return lpm_live(&allow_prefixes, allow_retry_step, addr) != NULL;
+}
+
+enum track_outcome {
+	TRACK_NEW_ATTEMPT = 1, /* not a retransmission of the port's last attempt */
+	TRACK_CROSSED = 2,     /* this packet took the source past max_ports */
+	TRACK_FLAGGED = 4,     /* the source crossed earlier in this burst */
+};
+
+struct scan_ports {
+	__u16 ports[HBF_SCAN_SLOTS];
+	__u16 n;
+};
+
+/*
+ * track records one attempt (SYN or stealth probe) on a port in the source's
+ * tracker entry, under its lock so that packets of one source handled on
+ * several CPUs at once are counted one after the other: exactly one of them
+ * crosses the threshold. The slots are kept most recent first, so the ports
+ * still inside the window are a prefix of the list.
+ *
+ * No helper may be called while the lock is held, so bpf_loop is out and the
+ * loops are unrolled. Each phase hands its result to the next through the
+ * entry (len, move) instead of a register: a value read back from a map is
+ * unknown to the verifier, so what it learnt from one phase's branches does
+ * not multiply the states it explores in the next.
+ */
+static __always_inline __u32 track(struct scan_state *st, const struct packet *pkt,
+				   __u64 now_ms, struct scan_ports *out)
+{
+	__u32 now32 = (__u32)now_ms;
+	__u32 outcome = TRACK_NEW_ATTEMPT;
+
+	bpf_spin_lock(&st->lock);
+
+	if (now_ms - st->last_ms > hbf_config.window_ms) {
+		st->len = 0;
+		st->flags = 0;
+	}
+	st->last_ms = now_ms;
+
+	/* Phase 1: find the port. A new one takes a free slot, or the least
+	 * recently used. move is the slot that becomes slot 0. */
+	{
+		__u32 max_ports = READ_ONCE(hbf_config.max_ports);
+		if (max_ports > HBF_MAX_PORTS_LIMIT)
+			max_ports = HBF_MAX_PORTS_LIMIT;
+		__u32 len = st->len;
+		if (len > max_ports + 1)
+			len = max_ports + 1;
+		__u32 move = len <= max_ports ? len : max_ports;
+		int found = 0;
+#pragma unroll
+		for (__u32 i = 0; i < HBF_SCAN_SLOTS; i++) {
+			if (!found && i < len && st->slots[i].port == pkt->dport) {
+				found = 1;
+				move = i;
+				if (st->slots[i].sport == pkt->sport && st->slots[i].seq == pkt->seq)
+					outcome = 0;
+			}
+		}
+		if (!found && len <= max_ports)
+			len++;
+		st->len = len;
+		st->move = move;
+	}
+
+	/* Phase 2: move to front. */
+	{
+		__u32 move = READ_ONCE(st->move);
+#pragma unroll
+		for (__u32 i = HBF_SCAN_SLOTS - 1; i > 0; i--) {
+			if (i <= move)
+				st->slots[i] = st->slots[i - 1];
+		}
+		st->slots[0].port = pkt->dport;
+		st->slots[0].sport = pkt->sport;
+		st->slots[0].seq = pkt->seq;
+		st->slots[0].seen_ms = now32;
+	}
+
+	/* Phase 3: ports last seen longer ago than the window leave the tail. */
+	{
+		__u32 len = READ_ONCE(st->len);
+		__u32 window = READ_ONCE(hbf_config.window_ms);
+		__u32 live = 1;
+		int stale = 0;
+#pragma unroll
+		for (__u32 i = 1; i < HBF_SCAN_SLOTS; i++) {
+			if (stale || i >= len || now32 - st->slots[i].seen_ms > window)
+				stale = 1;
+			else
+				live = i + 1;
+		}
+		st->len = live;
+	}
+
+	/* Phase 4: the verdict. */
+	if (st->flags & SCAN_FLAGGED) {
+		outcome |= TRACK_FLAGGED;
+	} else if (READ_ONCE(st->len) > READ_ONCE(hbf_config.max_ports)) {
+		st->flags |= SCAN_FLAGGED;
+		outcome |= TRACK_CROSSED;
+		/* All slots, whatever len is: n tells the reader where to stop. */
+#pragma unroll
+		for (__u32 i = 0; i < HBF_SCAN_SLOTS; i++)
+			out->ports[i] = st->slots[i].port;
+		out->n = READ_ONCE(st->len);
+	}
+
+	bpf_spin_unlock(&st->lock);
+	return outcome;
+}
+
+static __always_inline struct scan_state *tracker_entry(const struct addr *src)
+{
+	struct scan_state *st = bpf_map_lookup_elem(&scan_states, src);
+	if (st)
+		return st;
+
+	__u32 zero = 0;
+	struct scan_state_bytes *init = bpf_map_lookup_elem(&scan_zero, &zero);
+	if (!init)
+		return NULL;
+	long err = bpf_map_update_elem(&scan_states, src, init, BPF_NOEXIST);
+	if (err && err != -EEXIST) /* another CPU may have inserted it first */
+		return NULL;
+	return bpf_map_lookup_elem(&scan_states, src);
+}
+
+static __always_inline __u8 block_scanner(const struct addr *src, __u64 now, __u64 *expires)
+{
+	struct rule r = {
+		.created_ns = now,
+		.prefixlen = 128,
+		.origin = ORIGIN_SCAN,
+	};
+	__u64 duration = READ_ONCE(hbf_config.block_ns);
+	if (duration)
+		r.expires_ns = now + duration;
+	*expires = r.expires_ns;
+
+	/* A live block of this address would have dropped the packet already, so
+	 * an entry already here is an expired one: replace it. */
+	if (bpf_map_update_elem(&blocks, src, &r, BPF_ANY)) {
+		count(COUNTER_BLOCK_FAILURES);
+		return SCAN_EV_BLOCK_FAILED;
+	}
+	count(COUNTER_BLOCKS_ADDED);
+	return SCAN_EV_BLOCKED;
+}
+
+static __always_inline void report_scan(struct xdp_md *ctx, const struct packet *pkt, __u64 now,
+					const struct scan_ports *ports, __u8 flags, __u64 expires)
+{
+	struct scan_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count(COUNTER_EVENTS_LOST);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->time_ns = now;
+	ev->type = EVENT_SCAN;
+	ev->family = pkt->family;
+	ev->flags = flags;
+	ev->ifindex = ctx->ingress_ifindex;
+	ev->saddr = pkt->saddr;
+	ev->daddr = pkt->daddr;
+	ev->expires_ns = expires;
+	__builtin_memcpy(ev->ports, ports->ports, sizeof(ev->ports));
+	ev->nports = ports->n;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+static __always_inline void report_connection(struct xdp_md *ctx, const struct packet *pkt, __u64 now)
+{
+	count(COUNTER_NEW_CONNECTIONS);
+	struct conn_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		count(COUNTER_EVENTS_LOST);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->time_ns = now;
+	ev->type = EVENT_CONNECTION;
+	ev->family = pkt->family;
+	ev->ifindex = ctx->ingress_ifindex;
+	ev->saddr = pkt->saddr;
+	ev->daddr = pkt->daddr;
+	ev->sport = pkt->sport;
+	ev->dport = pkt->dport;
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* attempt handles a SYN (probe == 0) or a stealth probe (probe == 1) and
+ * returns the verdict. allowed: the source is known to be allowlisted. */
+__noinline int attempt(struct xdp_md *ctx, const struct packet *pkt, int probe, int allowed)
+{
+	if (!pkt)
+		return XDP_PASS;
+
+	__u64 now = bpf_ktime_get_coarse_ns();
+	struct scan_ports ports = {};
+	__u32 outcome = TRACK_NEW_ATTEMPT;
+	__u32 reason = probe ? COUNTER_DROP_STEALTH : COUNTER_DROP_SCAN;
+
+	struct scan_state *st = tracker_entry(&pkt->saddr);
+	if (st)
+		outcome = track(st, pkt, now / 1000000, &ports);
+	else
+		count(COUNTER_TRACKER_FULL);
+
+	if (outcome & (TRACK_CROSSED | TRACK_FLAGGED))
+		allowed = allowed || allowlisted(&pkt->saddr);
+
+	if (outcome & TRACK_CROSSED) {
+		count(COUNTER_SCANS_DETECTED);
+		if (allowed) {
+			count(COUNTER_SCANS_ALLOWLISTED);
+			report_scan(ctx, pkt, now, &ports, SCAN_EV_ALLOWLISTED, 0);
+		} else {
+			__u64 expires = 0;
+			__u8 flags = block_scanner(&pkt->saddr, now, &expires);
+			report_scan(ctx, pkt, now, &ports, flags, expires);
+			return drop(reason);
+		}
+	} else if ((outcome & TRACK_FLAGGED) && !allowed) {
+		return drop(reason);
+	}
+
+	if (probe)
+		return drop(COUNTER_DROP_STEALTH);
+	if (outcome & TRACK_NEW_ATTEMPT)
+		report_connection(ctx, pkt, now);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int hbf_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct packet pkt = {};
+	int allowed = 0;
+
+	count(COUNTER_PACKETS);
+
+	enum parse_result r = parse_ip(data, end, &pkt);
+	if (r == PARSE_PASS)
+		return XDP_PASS;
+	if (r == PARSE_MALFORMED)
+		return drop(COUNTER_DROP_MALFORMED);
+
+	/* The source check needs only the IP header: whatever follows, a blocked
+	 * source goes no further. */
+	if (blocked(&pkt.saddr)) {
+		if (!allowlisted(&pkt.saddr))
+			return drop(COUNTER_DROP_BLOCKED);
+		count(COUNTER_ALLOWLIST_OVERRIDES);
+		allowed = 1;
+	}
+
+	r = parse_tcp(data, end, &pkt);
+	if (r == PARSE_PASS)
+		return XDP_PASS;
+	if (r == PARSE_MALFORMED)
+		return drop(COUNTER_DROP_MALFORMED);
+
+	__u8 f = pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN);
+	if (f == TCP_SYN)
+		return attempt(ctx, &pkt, 0, allowed);
+	if (!(f & (TCP_SYN | TCP_ACK | TCP_RST)) || ((f & TCP_SYN) && (f & (TCP_FIN | TCP_RST))))
+		return attempt(ctx, &pkt, 1, allowed);
+	return XDP_PASS;
+}

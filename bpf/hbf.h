@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The ABI between the XDP program and the Go control plane: every struct and
+ * enum here is turned into a Go type by bpf2go (-type), never copied by hand.
+ * Changing a map's key or value layout changes the pinned-map layout version.
+ */
+#ifndef HBF_H
+#define HBF_H
+
+#include <linux/types.h>
+
+/* --max-ports is at most this; the tracker keeps one more slot than the
+ * threshold, which is exactly what "more than N distinct ports" needs. */
+#define HBF_MAX_PORTS_LIMIT 32
+#define HBF_SCAN_SLOTS (HBF_MAX_PORTS_LIMIT + 1)
+
+/* Addresses are 16 bytes everywhere; IPv4 is stored IPv4-mapped
+ * (::ffff:a.b.c.d), so an IPv6 packet from ::ffff:a.b.c.d and an IPv4 packet
+ * from a.b.c.d share block, allow and scan state. */
+struct addr {
+	__u8 b[16];
+};
+
+/* LPM key; prefixlen counts bits of the 16-byte (mapped) address. */
+struct lpm_key {
+	__u32 prefixlen;
+	struct addr addr;
+};
+
+enum rule_origin {
+	ORIGIN_OPERATOR = 0, /* written by the daemon: CLI, files, flags */
+	ORIGIN_SCAN = 1,     /* written by the XDP program when a scan crossed the threshold */
+};
+
+/* Value of the block and allow maps. Times are CLOCK_MONOTONIC ns, the clock
+ * of bpf_ktime_get_coarse_ns(). */
+struct rule {
+	__u64 expires_ns; /* 0: never */
+	__u64 created_ns;
+	__u64 packets;    /* packets dropped by this block (allow rules: unused) */
+	__u8 prefixlen;   /* the key's prefix length, so an expired LPM hit can look again shorter */
+	__u8 origin;      /* enum rule_origin */
+	__u8 _pad[6];
+};
+
+/* Runtime settings; a global the daemon rewrites without reloading. */
+struct config {
+	__u32 max_ports;  /* N: more than N distinct ports within the window is a scan */
+	__u32 window_ms;
+	__u64 block_ns;   /* duration of a scan block; 0: never expires */
+};
+
+struct port_slot {
+	__u16 port;  /* destination port */
+	__u16 sport; /* source port and sequence number of the last attempt, */
+	__u32 seen_ms;
+	__u32 seq;   /* to tell a retransmitted SYN from a new connection */
+};
+
+enum scan_flags {
+	SCAN_FLAGGED = 1, /* crossed the threshold in the current burst */
+};
+
+/* Per-source tracker entry: the most recently used distinct destination
+ * ports, most recent first. */
+struct scan_state {
+	struct bpf_spin_lock lock;
+	__u8 len;   /* slots in use */
+	__u8 move;  /* scratch for track(), under the lock */
+	__u8 flags;
+	__u8 _pad;
+	__u64 last_ms;
+	struct port_slot slots[HBF_SCAN_SLOTS];
+};
+
+enum event_type {
+	EVENT_CONNECTION = 1,
+	EVENT_SCAN = 2,
+};
+
+struct conn_event {
+	__u64 time_ns;
+	__u8 type;   /* EVENT_CONNECTION */
+	__u8 family; /* 4 or 6: the packet's IP version */
+	__u16 _pad;
+	__u32 ifindex;
+	struct addr saddr;
+	struct addr daddr;
+	__u16 sport;
+	__u16 dport;
+	__u32 _pad2;
+};
+
+enum scan_event_flags {
+	SCAN_EV_ALLOWLISTED = 1,  /* reported, not blocked */
+	SCAN_EV_BLOCKED = 2,      /* the program inserted a block */
+	SCAN_EV_BLOCK_FAILED = 4, /* the block map refused the entry (full) */
+};
+
+struct scan_event {
+	__u64 time_ns;
+	__u8 type;   /* EVENT_SCAN */
+	__u8 family;
+	__u8 flags;  /* enum scan_event_flags */
+	__u8 nports;
+	__u32 ifindex;
+	struct addr saddr;
+	struct addr daddr;
+	__u64 expires_ns; /* of the block; 0: permanent */
+	__u16 ports[HBF_SCAN_SLOTS];
+	__u16 _pad[3];
+};
+
+/* Indexes of the per-CPU counters array. */
+enum counter {
+	COUNTER_PACKETS = 0,        /* every packet the program saw */
+	COUNTER_DROP_BLOCKED,
+	COUNTER_DROP_STEALTH,
+	COUNTER_DROP_SCAN,
+	COUNTER_DROP_MALFORMED,
+	COUNTER_NEW_CONNECTIONS,
+	COUNTER_SCANS_DETECTED,
+	COUNTER_SCANS_ALLOWLISTED,  /* of which from allowlisted sources */
+	COUNTER_ALLOWLIST_OVERRIDES, /* packets of a blocked source passed because allowlisted */
+	COUNTER_BLOCKS_ADDED,        /* blocks the program inserted itself */
+	COUNTER_BLOCK_FAILURES,      /* block map full */
+	COUNTER_EVENTS_LOST,         /* ring buffer full */
+	COUNTER_TRACKER_FULL,        /* a new source could not be tracked */
+	COUNTER_MAX,
+};
+
+#endif

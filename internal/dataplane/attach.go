@@ -1,0 +1,157 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// XDPMode says how the program is attached to an interface.
+type XDPMode string
+
+const (
+	// XDPAuto tries the driver's native XDP and falls back to generic.
+	XDPAuto XDPMode = "auto"
+	// XDPNative runs in the driver, before the kernel allocates an skb.
+	XDPNative XDPMode = "native"
+	// XDPGeneric runs after skb allocation: any driver, same verdicts, slower.
+	XDPGeneric XDPMode = "generic"
+	// xdpAdopted: an earlier process's pinned link now runs this program.
+	xdpAdopted XDPMode = "adopted"
+)
+
+// ParseXDPMode accepts auto, native and generic.
+func ParseXDPMode(s string) (XDPMode, error) {
+	switch m := XDPMode(s); m {
+	case XDPAuto, XDPNative, XDPGeneric:
+		return m, nil
+	}
+	return "", fmt.Errorf("%q is not an XDP mode: use auto, native or generic", s)
+}
+
+// Attachment is the program attached to one interface through a bpf_link,
+// which no other tool can replace behind hbf's back.
+type Attachment struct {
+	Iface   string
+	Ifindex int
+	Mode    XDPMode
+	link    link.Link
+	pin     string
+}
+
+// Attach attaches the program to the named interface. With pinning, the link
+// is pinned, and a link an earlier process pinned for the interface gets this
+// program swapped in atomically (no moment without a filter).
+func (d *Dataplane) Attach(iface string, mode XDPMode) (*Attachment, error) {
+	ifc, err := net.InterfaceByName(iface)
+	if err != nil {
+		return nil, fmt.Errorf("interface %q: %w", iface, err)
+	}
+	a := &Attachment{Iface: iface, Ifindex: ifc.Index}
+
+	if d.pinDir != "" {
+		a.pin = filepath.Join(d.linkDir(), iface)
+		ok, err := d.adoptLink(a)
+		if err != nil || ok {
+			return a, err
+		}
+	}
+
+	switch mode {
+	case XDPNative, XDPGeneric:
+		a.link, err = d.attachXDP(ifc.Index, mode)
+		a.Mode = mode
+	case XDPAuto:
+		a.Mode = XDPNative
+		a.link, err = d.attachXDP(ifc.Index, XDPNative)
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ERANGE) {
+			a.Mode = XDPGeneric
+			a.link, err = d.attachXDP(ifc.Index, XDPGeneric)
+		}
+	default:
+		return nil, fmt.Errorf("unknown XDP mode %q", mode)
+	}
+	if err != nil {
+		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("attach to %s: another XDP program is attached (see `ip link show %s`); detach it first: %w", iface, iface, err)
+		}
+		return nil, fmt.Errorf("attach to %s in %s mode: %w", iface, a.Mode, err)
+	}
+
+	if a.pin != "" {
+		if err := os.MkdirAll(d.linkDir(), 0o700); err != nil {
+			a.link.Close()
+			return nil, fmt.Errorf("create pin folder: %w", err)
+		}
+		if err := a.link.Pin(a.pin); err != nil {
+			a.link.Close()
+			return nil, fmt.Errorf("pin link for %s: %w", iface, err)
+		}
+	}
+	return a, nil
+}
+
+func (d *Dataplane) attachXDP(ifindex int, mode XDPMode) (link.Link, error) {
+	flags := link.XDPDriverMode
+	if mode == XDPGeneric {
+		flags = link.XDPGenericMode
+	}
+	return link.AttachXDP(link.XDPOptions{Program: d.objs.HbfXdp, Interface: ifindex, Flags: flags})
+}
+
+// adoptLink swaps this program into a link pinned for the interface.
+func (d *Dataplane) adoptLink(a *Attachment) (bool, error) {
+	l, err := link.LoadPinnedLink(a.pin, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("open pinned link %s: %w", a.pin, err)
+	}
+	info, err := l.Info()
+	if err == nil && info.XDP() != nil && int(info.XDP().Ifindex) != a.Ifindex {
+		// The interface was re-created: the old link is bound to a dead index.
+		err = unix.ENOLINK
+	}
+	if err == nil {
+		err = l.Update(d.objs.HbfXdp)
+	}
+	if errors.Is(err, unix.ENOLINK) {
+		// Defunct link (its interface went away): start afresh.
+		l.Close()
+		if err := os.Remove(a.pin); err != nil {
+			return false, fmt.Errorf("remove defunct link pin: %w", err)
+		}
+		return false, nil
+	}
+	if err != nil {
+		l.Close()
+		return false, fmt.Errorf("swap program into pinned link %s: %w", a.pin, err)
+	}
+	a.link = l
+	a.Mode = xdpAdopted
+	return true, nil
+}
+
+// Detach removes the program from the interface.
+func (a *Attachment) Detach() error {
+	if a.pin != "" {
+		if err := a.link.Unpin(); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("unpin link for %s: %w", a.Iface, err)
+		}
+	}
+	if err := a.link.Close(); err != nil {
+		return fmt.Errorf("detach from %s: %w", a.Iface, err)
+	}
+	return nil
+}
+
+// Release closes this process's handle; a pinned link stays attached.
+func (a *Attachment) Release() error {
+	return a.link.Close()
+}

@@ -1,0 +1,227 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// MaxPortsLimit is the largest threshold the program's tracker can hold.
+const MaxPortsLimit = 32
+
+// layoutVersion names the pinned-object folder. Bump it when a pinned map's
+// key, value or type changes, so an old pin is never read with a new layout.
+const layoutVersion = "v1"
+
+// Settings are the program's runtime knobs; SetSettings changes them without
+// reloading.
+type Settings struct {
+	// MaxPorts: a source that tries more distinct ports than this within
+	// Window is a scanner.
+	MaxPorts int
+	Window   time.Duration
+	// BlockDuration of the block the program inserts for a scanner; 0 means
+	// the block never expires.
+	BlockDuration time.Duration
+}
+
+// Validate reports the first setting the program cannot honour.
+func (s Settings) Validate() error {
+	if s.MaxPorts < 1 || s.MaxPorts > MaxPortsLimit {
+		return fmt.Errorf("max ports %d: must be between 1 and %d", s.MaxPorts, MaxPortsLimit)
+	}
+	if s.Window < time.Millisecond || s.Window > 24*time.Hour {
+		return fmt.Errorf("window %s: must be between 1ms and 24h", s.Window)
+	}
+	if s.BlockDuration < 0 {
+		return fmt.Errorf("block duration %s: must not be negative (0 means no expiry)", s.BlockDuration)
+	}
+	return nil
+}
+
+// Options for Load.
+type Options struct {
+	// PinPath is a folder on a bpffs. When set, the maps that hold state
+	// (rules, scan tracker, counters) and the XDP links are pinned under it,
+	// and a later Load with the same PinPath adopts them, so the state
+	// outlives the process. Empty: nothing is pinned (unit tests).
+	PinPath string
+}
+
+// pinnedMaps are the maps whose content is state worth keeping; the ring
+// buffer, the settings and the tracker template belong to one program.
+var pinnedMaps = []string{
+	hbfMapBlocks,
+	hbfMapBlockPrefixes,
+	hbfMapAllowPrefixes,
+	hbfMapScanStates,
+	hbfMapCounters,
+}
+
+// Dataplane is the loaded program and its maps.
+type Dataplane struct {
+	objs    hbfObjects
+	pinDir  string // "" when not pinned
+	adopted bool
+}
+
+// Load loads the XDP program into the kernel, adopting the maps pinned under
+// opts.PinPath when there are any. It does not attach the program.
+func Load(opts Options) (*Dataplane, error) {
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	spec, err := loadHbf()
+	if err != nil {
+		return nil, err
+	}
+
+	d := &Dataplane{}
+	collOpts := &ebpf.CollectionOptions{}
+	if opts.PinPath != "" {
+		d.pinDir = filepath.Join(opts.PinPath, layoutVersion)
+		replacements, err := adoptMaps(spec, d.mapDir())
+		if err != nil {
+			return nil, err
+		}
+		collOpts.MapReplacements = replacements
+		d.adopted = len(replacements) > 0
+		defer func() {
+			for _, m := range replacements {
+				m.Close()
+			}
+		}()
+	}
+
+	if err := spec.LoadAndAssign(&d.objs, collOpts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load XDP program: the kernel's verifier refused it: %+v", ve)
+		}
+		return nil, fmt.Errorf("load XDP program: %w", err)
+	}
+	if d.pinDir != "" && !d.adopted {
+		if err := d.pinMaps(); err != nil {
+			d.objs.Close()
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+func (d *Dataplane) mapDir() string  { return filepath.Join(d.pinDir, "maps") }
+func (d *Dataplane) linkDir() string { return filepath.Join(d.pinDir, "links") }
+
+// Adopted reports whether Load reused maps pinned by an earlier process.
+func (d *Dataplane) Adopted() bool { return d.adopted }
+
+// adoptMaps opens the maps pinned in dir. All or none: a partial set means an
+// interrupted pin or unpin, and mixing old and new maps would split the state.
+func adoptMaps(spec *ebpf.CollectionSpec, dir string) (map[string]*ebpf.Map, error) {
+	out := make(map[string]*ebpf.Map)
+	closeAll := func() {
+		for _, m := range out {
+			m.Close()
+		}
+	}
+	var missing []string
+	for _, name := range pinnedMaps {
+		path := filepath.Join(dir, name)
+		m, err := ebpf.LoadPinnedMap(path, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			missing = append(missing, name)
+			continue
+		}
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("open pinned map %s: %w", path, err)
+		}
+		if err := spec.Maps[name].Compatible(m); err != nil {
+			m.Close()
+			closeAll()
+			return nil, fmt.Errorf("pinned map %s does not match this hbf's layout (%w); "+
+				"remove %s to start with empty state", path, err, dir)
+		}
+		out[name] = m
+	}
+	if len(out) > 0 && len(missing) > 0 {
+		closeAll()
+		return nil, fmt.Errorf("pinned maps in %s are incomplete (missing %v); "+
+			"remove the folder to start with empty state", dir, missing)
+	}
+	return out, nil
+}
+
+func (d *Dataplane) pinMaps() error {
+	if err := os.MkdirAll(d.mapDir(), 0o700); err != nil {
+		return fmt.Errorf("create pin folder: %w (is %s on a bpffs?)", err, filepath.Dir(d.pinDir))
+	}
+	for _, name := range pinnedMaps {
+		m, err := d.mapByName(name)
+		if err != nil {
+			return err
+		}
+		if err := m.Pin(filepath.Join(d.mapDir(), name)); err != nil {
+			return fmt.Errorf("pin map %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func (d *Dataplane) mapByName(name string) (*ebpf.Map, error) {
+	switch name {
+	case hbfMapBlocks:
+		return d.objs.Blocks, nil
+	case hbfMapBlockPrefixes:
+		return d.objs.BlockPrefixes, nil
+	case hbfMapAllowPrefixes:
+		return d.objs.AllowPrefixes, nil
+	case hbfMapScanStates:
+		return d.objs.ScanStates, nil
+	case hbfMapCounters:
+		return d.objs.Counters, nil
+	}
+	return nil, fmt.Errorf("no map %q", name)
+}
+
+// SetSettings changes the program's knobs; packets see the new values at once.
+func (d *Dataplane) SetSettings(s Settings) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	cfg := hbfConfig{
+		MaxPorts: uint32(s.MaxPorts),
+		WindowMs: uint32(s.Window.Milliseconds()),
+		BlockNs:  uint64(s.BlockDuration.Nanoseconds()),
+	}
+	if err := d.objs.HbfConfig.Set(cfg); err != nil {
+		return fmt.Errorf("write settings: %w", err)
+	}
+	return nil
+}
+
+// Close releases the process's handles. Pinned maps and links stay, and with
+// them enforcement; Unpin removes them.
+func (d *Dataplane) Close() error {
+	return d.objs.Close()
+}
+
+// Unpin removes everything Load and Attach pinned: links (which detaches the
+// program once this process closes its handles) and maps.
+func (d *Dataplane) Unpin() error {
+	if d.pinDir == "" {
+		return nil
+	}
+	if err := os.RemoveAll(d.pinDir); err != nil {
+		return fmt.Errorf("remove pins: %w", err)
+	}
+	// The parent is ours too when nothing else lives there.
+	_ = os.Remove(filepath.Dir(d.pinDir))
+	return nil
+}

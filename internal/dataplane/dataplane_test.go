@@ -1,0 +1,714 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/hbf-firewall/hbf/internal/testenv"
+)
+
+const (
+	xdpAborted = 0
+	xdpDrop    = 1
+	xdpPass    = 2
+)
+
+var defaults = Settings{MaxPorts: 3, Window: time.Minute, BlockDuration: time.Hour}
+
+type testDP struct {
+	*Dataplane
+	t      *testing.T
+	events *EventReader
+}
+
+func newTestDP(t *testing.T, s Settings) *testDP {
+	t.Helper()
+	testenv.RequirePrivileged(t)
+	dp, err := Load(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dp.Close() })
+	if err := dp.SetSettings(s); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := dp.Events()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ev.Close() })
+	return &testDP{Dataplane: dp, t: t, events: ev}
+}
+
+func (d *testDP) runBytes(b []byte) uint32 {
+	d.t.Helper()
+	ret, err := d.objs.HbfXdp.Run(&ebpf.RunOptions{Data: b})
+	if err != nil {
+		d.t.Fatalf("run program on %d bytes: %v", len(b), err)
+	}
+	return ret
+}
+
+func (d *testDP) run(f frame) uint32 {
+	d.t.Helper()
+	return d.runBytes(f.bytes())
+}
+
+// drain returns the events the runs so far produced: the program submits
+// them before Run returns.
+func (d *testDP) drain() []Event {
+	d.t.Helper()
+	var out []Event
+	for {
+		d.events.SetDeadline(time.Now())
+		ev, err := d.events.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return out
+		}
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		out = append(out, ev)
+	}
+}
+
+func (d *testDP) counters() Counters {
+	d.t.Helper()
+	c, err := d.Counters()
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return c
+}
+
+func (d *testDP) mustBlock(prefix string, expires time.Time) {
+	d.t.Helper()
+	if err := d.Block(netip.MustParsePrefix(prefix), expires); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func (d *testDP) mustAllow(prefix string) {
+	d.t.Helper()
+	if err := d.Allow(netip.MustParsePrefix(prefix), time.Time{}); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func verdict(v uint32) string {
+	return map[uint32]string{xdpAborted: "ABORTED", xdpDrop: "DROP", xdpPass: "PASS"}[v]
+}
+
+func expectVerdict(t *testing.T, got, want uint32, what string) {
+	t.Helper()
+	if got != want {
+		t.Errorf("%s: verdict %s, want %s", what, verdict(got), verdict(want))
+	}
+}
+
+func TestNewConnectionIsReported(t *testing.T) {
+	for _, tc := range []struct{ src, dst string }{
+		{"192.0.2.56", "203.0.113.5"},
+		{"2001:db8::56", "2001:db8::1"},
+	} {
+		t.Run(tc.src, func(t *testing.T) {
+			d := newTestDP(t, defaults)
+			expectVerdict(t, d.run(tcpSYN(tc.src, tc.dst, 5973, 80)), xdpPass, "SYN")
+
+			events := d.drain()
+			if len(events) != 1 {
+				t.Fatalf("got %d events, want 1: %v", len(events), events)
+			}
+			c, ok := events[0].(*Connection)
+			if !ok {
+				t.Fatalf("got %T, want *Connection", events[0])
+			}
+			wantSrc := netip.AddrPortFrom(netip.MustParseAddr(tc.src), 5973)
+			wantDst := netip.AddrPortFrom(netip.MustParseAddr(tc.dst), 80)
+			if c.Src != wantSrc || c.Dst != wantDst {
+				t.Errorf("connection %v -> %v, want %v -> %v", c.Src, c.Dst, wantSrc, wantDst)
+			}
+			if age := time.Since(c.Time); age < 0 || age > 5*time.Second {
+				t.Errorf("event time %v is %v from now", c.Time, age)
+			}
+			if n := d.counters().NewConnections; n != 1 {
+				t.Errorf("new connections counter %d, want 1", n)
+			}
+		})
+	}
+}
+
+func TestSYNWithECNIsANewConnection(t *testing.T) {
+	d := newTestDP(t, defaults)
+	f := tcpSYN("192.0.2.56", "203.0.113.5", 40000, 443).with(func(f *frame) { f.flags = syn | ece | cwr })
+	expectVerdict(t, d.run(f), xdpPass, "SYN+ECE+CWR")
+	if n := len(d.drain()); n != 1 {
+		t.Errorf("got %d events, want 1", n)
+	}
+}
+
+func TestRetransmittedSYNIsReportedOnce(t *testing.T) {
+	d := newTestDP(t, defaults)
+	first := tcpSYN("192.0.2.56", "203.0.113.5", 40000, 22)
+	for range 3 {
+		expectVerdict(t, d.run(first), xdpPass, "retransmitted SYN")
+	}
+	// A new attempt to the same port from another source port is a new
+	// connection, and still one port for the scan tally.
+	for sport := uint16(40001); sport < 40010; sport++ {
+		expectVerdict(t, d.run(tcpSYN("192.0.2.56", "203.0.113.5", sport, 22)), xdpPass, "new attempt")
+	}
+	var conns int
+	for _, ev := range d.drain() {
+		if _, ok := ev.(*Connection); !ok {
+			t.Fatalf("unexpected event %#v", ev)
+		}
+		conns++
+	}
+	if conns != 10 {
+		t.Errorf("got %d connection events, want 10 (1 + 9 new attempts)", conns)
+	}
+	if c := d.counters(); c.NewConnections != 10 || c.ScansDetected != 0 {
+		t.Errorf("counters %+v, want 10 new connections and no scan", c)
+	}
+}
+
+func TestNonSYNSegmentsPassUnreported(t *testing.T) {
+	d := newTestDP(t, defaults)
+	for i, flags := range []uint8{ack, syn | ack, rst, rst | ack, fin | ack, psh | ack, ack | urg} {
+		// Many ports: none of these may count toward a scan.
+		f := tcpSYN("192.0.2.56", "203.0.113.5", 40000, uint16(1000+i)).with(func(f *frame) { f.flags = flags })
+		expectVerdict(t, d.run(f), xdpPass, fmt.Sprintf("flags %#x", flags))
+	}
+	if ev := d.drain(); len(ev) != 0 {
+		t.Errorf("got events %v, want none", ev)
+	}
+	if c := d.counters(); c.NewConnections != 0 || c.ScansDetected != 0 {
+		t.Errorf("counters %+v, want no connection, no scan", c)
+	}
+}
+
+func TestStealthProbesAreDropped(t *testing.T) {
+	probes := map[string]uint8{
+		"NULL": 0, "FIN": fin, "XMAS": fin | psh | urg, "PSH": psh, "URG": urg,
+		"FIN+PSH": fin | psh, "SYN+FIN": syn | fin, "SYN+RST": syn | rst,
+		"SYN+FIN+ACK": syn | fin | ack, "SYN+RST+ACK": syn | rst | ack,
+	}
+	d := newTestDP(t, defaults)
+	i := 0
+	for name, flags := range probes {
+		i++
+		// One source each, so no source reaches the threshold.
+		f := tcpSYN(fmt.Sprintf("198.51.100.%d", i), "203.0.113.5", 40000, 80).with(func(f *frame) { f.flags = flags })
+		expectVerdict(t, d.run(f), xdpDrop, name)
+	}
+	if ev := d.drain(); len(ev) != 0 {
+		t.Errorf("got events %v, want none", ev)
+	}
+	if c := d.counters(); c.DroppedStealth != uint64(len(probes)) || c.NewConnections != 0 {
+		t.Errorf("counters %+v, want %d stealth drops and no connection", c, len(probes))
+	}
+}
+
+func TestScanCrossingThresholdIsBlocked(t *testing.T) {
+	for _, src := range []string{"192.0.2.66", "2001:db8::66"} {
+		t.Run(src, func(t *testing.T) {
+			dst := "203.0.113.5"
+			if netip.MustParseAddr(src).Is6() {
+				dst = "2001:db8::1"
+			}
+			d := newTestDP(t, defaults)
+			for port := uint16(80); port < 83; port++ {
+				expectVerdict(t, d.run(tcpSYN(src, dst, 50000, port)), xdpPass, fmt.Sprintf("SYN to port %d (within N)", port))
+			}
+			expectVerdict(t, d.run(tcpSYN(src, dst, 50000, 83)), xdpDrop, "SYN to the (N+1)th port")
+			// Blocked now: every packet, not only SYNs.
+			expectVerdict(t, d.run(tcpSYN(src, dst, 50000, 80).with(func(f *frame) { f.flags = ack })), xdpDrop, "ACK after block")
+			expectVerdict(t, d.run(tcpSYN(src, dst, 50001, 80)), xdpDrop, "SYN to a known port after block")
+
+			var conns int
+			var scans []*Scan
+			for _, ev := range d.drain() {
+				switch ev := ev.(type) {
+				case *Connection:
+					conns++
+				case *Scan:
+					scans = append(scans, ev)
+				}
+			}
+			if conns != 3 {
+				t.Errorf("got %d connection events, want 3 (the dropped SYN is no connection)", conns)
+			}
+			if len(scans) != 1 {
+				t.Fatalf("got %d scan events, want 1", len(scans))
+			}
+			s := scans[0]
+			if s.Src != netip.MustParseAddr(src) || s.Dst != netip.MustParseAddr(dst) {
+				t.Errorf("scan %v -> %v, want %v -> %v", s.Src, s.Dst, src, dst)
+			}
+			if !slices.Equal(s.Ports, []uint16{80, 81, 82, 83}) {
+				t.Errorf("scan ports %v, want [80 81 82 83]", s.Ports)
+			}
+			if !s.Blocked || s.Allowlisted || s.BlockFailed {
+				t.Errorf("scan flags blocked=%v allowlisted=%v failed=%v, want a block", s.Blocked, s.Allowlisted, s.BlockFailed)
+			}
+			if until := time.Until(s.Expires); until < 59*time.Minute || until > 61*time.Minute {
+				t.Errorf("block expires in %v, want 1h", until)
+			}
+
+			blocks, err := d.Blocks()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := netip.PrefixFrom(netip.MustParseAddr(src), netip.MustParseAddr(src).BitLen())
+			if len(blocks) != 1 || blocks[0].Prefix != want || blocks[0].Origin != OriginScan || blocks[0].Packets != 2 {
+				t.Errorf("blocks %+v, want one scan block of %v with 2 packets dropped", blocks, want)
+			}
+			c := d.counters()
+			if c.ScansDetected != 1 || c.BlocksAdded != 1 || c.DroppedScan != 1 || c.DroppedBlocked != 2 || c.NewConnections != 3 {
+				t.Errorf("counters %+v", c)
+			}
+		})
+	}
+}
+
+func TestPermanentScanBlock(t *testing.T) {
+	s := defaults
+	s.BlockDuration = 0
+	d := newTestDP(t, s)
+	for port := uint16(1); port <= 4; port++ {
+		d.run(tcpSYN("192.0.2.66", "203.0.113.5", 50000, port))
+	}
+	blocks, err := d.Blocks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(blocks) != 1 || !blocks[0].Expires.IsZero() {
+		t.Errorf("blocks %+v, want one block without expiry", blocks)
+	}
+}
+
+func TestStealthProbesCountTowardScan(t *testing.T) {
+	d := newTestDP(t, defaults)
+	for port := uint16(1); port <= 3; port++ {
+		f := tcpSYN("192.0.2.66", "203.0.113.5", 50000, port).with(func(f *frame) { f.flags = fin | psh | urg })
+		expectVerdict(t, d.run(f), xdpDrop, "XMAS probe")
+	}
+	if c := d.counters(); c.ScansDetected != 0 {
+		t.Fatalf("scan after %d probes with N=3", 3)
+	}
+	f := tcpSYN("192.0.2.66", "203.0.113.5", 50000, 4).with(func(f *frame) { f.flags = fin })
+	expectVerdict(t, d.run(f), xdpDrop, "4th probe")
+	if c := d.counters(); c.ScansDetected != 1 || c.BlocksAdded != 1 || c.DroppedStealth != 4 {
+		t.Errorf("counters %+v, want one scan, one block, 4 stealth drops", c)
+	}
+}
+
+func TestPortsOutsideWindowDoNotCount(t *testing.T) {
+	s := defaults
+	s.Window = 300 * time.Millisecond
+	d := newTestDP(t, s)
+	src, dst := "192.0.2.66", "203.0.113.5"
+	for port := uint16(1); port <= 3; port++ {
+		expectVerdict(t, d.run(tcpSYN(src, dst, 50000, port)), xdpPass, "early port")
+	}
+	time.Sleep(400 * time.Millisecond) // ports 1-3 leave the window
+	for port := uint16(4); port <= 6; port++ {
+		expectVerdict(t, d.run(tcpSYN(src, dst, 50000, port)), xdpPass, fmt.Sprintf("port %d in a fresh window", port))
+	}
+	expectVerdict(t, d.run(tcpSYN(src, dst, 50000, 7)), xdpDrop, "4th port of the fresh window")
+	var ports []uint16
+	for _, ev := range d.drain() {
+		if s, ok := ev.(*Scan); ok {
+			ports = s.Ports
+		}
+	}
+	if !slices.Equal(ports, []uint16{4, 5, 6, 7}) {
+		t.Errorf("scan ports %v, want [4 5 6 7]", ports)
+	}
+}
+
+func TestRecentlyUsedPortStaysInWindow(t *testing.T) {
+	// A port the source keeps using is in the window however long ago it
+	// was first seen.
+	s := defaults
+	s.Window = 400 * time.Millisecond
+	d := newTestDP(t, s)
+	src, dst := "192.0.2.66", "203.0.113.5"
+	d.run(tcpSYN(src, dst, 50000, 80))
+	d.run(tcpSYN(src, dst, 50000, 81))
+	time.Sleep(250 * time.Millisecond)
+	d.run(tcpSYN(src, dst, 50001, 80)) // refreshes 80
+	time.Sleep(250 * time.Millisecond) // 81 is out, 80 is in
+	expectVerdict(t, d.run(tcpSYN(src, dst, 50000, 82)), xdpPass, "port 82")
+	expectVerdict(t, d.run(tcpSYN(src, dst, 50000, 83)), xdpPass, "port 83: 80, 82, 83 in window")
+	expectVerdict(t, d.run(tcpSYN(src, dst, 50000, 84)), xdpDrop, "port 84: 80, 82, 83, 84 in window")
+}
+
+func TestBlocks(t *testing.T) {
+	d := newTestDP(t, defaults)
+	past := time.Now().Add(-time.Second)
+	d.mustBlock("192.0.2.7/32", time.Time{})
+	d.mustBlock("198.51.100.0/24", time.Time{})
+	d.mustBlock("2001:db8:1::7/128", time.Time{})
+	d.mustBlock("2001:db8:2::/64", time.Time{})
+	d.mustBlock("192.0.2.8/32", past)
+	d.mustBlock("2001:db8:3::/48", past)
+	// An expired /24 inside a live /16 must not hide the /16.
+	d.mustBlock("203.0.0.0/16", time.Time{})
+	d.mustBlock("203.0.113.0/24", past)
+
+	for _, tc := range []struct {
+		src  string
+		want uint32
+	}{
+		{"192.0.2.7", xdpDrop},
+		{"192.0.2.9", xdpPass},
+		{"198.51.100.200", xdpDrop},
+		{"198.51.101.1", xdpPass},
+		{"2001:db8:1::7", xdpDrop},
+		{"2001:db8:1::8", xdpPass},
+		{"2001:db8:2::ffff", xdpDrop},
+		{"2001:db8:2:1::1", xdpPass},
+		{"192.0.2.8", xdpPass},
+		{"2001:db8:3::1", xdpPass},
+		{"203.0.113.9", xdpDrop},
+		{"203.0.5.5", xdpDrop},
+		{"::ffff:192.0.2.7", xdpDrop}, // IPv4-mapped IPv6 is the IPv4 address
+	} {
+		dst := "192.0.2.1"
+		if netip.MustParseAddr(tc.src).Is6() {
+			dst = "2001:db8::1"
+		}
+		f := tcpSYN(tc.src, dst, 40000, 443).with(func(f *frame) { f.flags = ack })
+		expectVerdict(t, d.run(f), tc.want, tc.src)
+	}
+	if c := d.counters(); c.DroppedBlocked != 7 {
+		t.Errorf("blocked drops %d, want 7", c.DroppedBlocked)
+	}
+}
+
+func TestBlockExpiresInKernel(t *testing.T) {
+	d := newTestDP(t, defaults)
+	d.mustBlock("192.0.2.7/32", time.Now().Add(300*time.Millisecond))
+	d.mustBlock("198.51.100.0/24", time.Now().Add(300*time.Millisecond))
+	ackFrom := func(src string) frame {
+		return tcpSYN(src, "192.0.2.1", 40000, 443).with(func(f *frame) { f.flags = ack })
+	}
+	expectVerdict(t, d.run(ackFrom("192.0.2.7")), xdpDrop, "before expiry")
+	expectVerdict(t, d.run(ackFrom("198.51.100.7")), xdpDrop, "before expiry (CIDR)")
+	time.Sleep(400 * time.Millisecond)
+	expectVerdict(t, d.run(ackFrom("192.0.2.7")), xdpPass, "after expiry")
+	expectVerdict(t, d.run(ackFrom("198.51.100.7")), xdpPass, "after expiry (CIDR)")
+}
+
+func TestAllowlistOverridesBlockAndScan(t *testing.T) {
+	d := newTestDP(t, defaults)
+	d.mustAllow("192.0.2.0/24")
+	d.mustBlock("192.0.2.7/32", time.Time{})
+	d.mustBlock("192.0.0.0/16", time.Time{})
+
+	expectVerdict(t, d.run(tcpSYN("192.0.2.7", "192.0.2.1", 40000, 22)), xdpPass, "blocked but allowlisted")
+	expectVerdict(t, d.run(tcpSYN("192.0.3.7", "192.0.2.1", 40000, 22)), xdpDrop, "blocked, not allowlisted")
+
+	// An allowlisted scanner: counted and reported, never blocked or dropped.
+	for port := uint16(1); port <= 6; port++ {
+		expectVerdict(t, d.run(tcpSYN("192.0.2.66", "192.0.2.1", 40000, port)), xdpPass, "allowlisted scanner")
+	}
+	var conns, scans int
+	for _, ev := range d.drain() {
+		switch ev := ev.(type) {
+		case *Connection:
+			conns++
+		case *Scan:
+			scans++
+			if !ev.Allowlisted || ev.Blocked || ev.Src != netip.MustParseAddr("192.0.2.66") {
+				t.Errorf("scan %+v, want allowlisted and not blocked", ev)
+			}
+		}
+	}
+	if conns != 7 || scans != 1 {
+		t.Errorf("got %d connections and %d scans, want 7 and 1", conns, scans)
+	}
+	blocks, _ := d.Blocks()
+	for _, b := range blocks {
+		if b.Origin == OriginScan {
+			t.Errorf("allowlisted scanner was blocked: %+v", b)
+		}
+	}
+	// Overrides: 192.0.2.7 once, and 192.0.2.66 (inside the blocked /16) six times.
+	if c := d.counters(); c.ScansAllowlisted != 1 || c.AllowlistOverrides != 7 {
+		t.Errorf("counters %+v, want 1 allowlisted scan, 7 overrides", c)
+	}
+}
+
+func TestNonIPAndNonTCPPass(t *testing.T) {
+	d := newTestDP(t, defaults)
+	arp := make([]byte, 42)
+	arp[12], arp[13] = 0x08, 0x06
+	expectVerdict(t, d.runBytes(arp), xdpPass, "ARP")
+	lldp := make([]byte, 60)
+	lldp[12], lldp[13] = 0x88, 0xcc
+	expectVerdict(t, d.runBytes(lldp), xdpPass, "LLDP")
+	udp := tcpSYN("192.0.2.66", "192.0.2.1", 53, 53).with(func(f *frame) { f.proto = 17; f.payload = make([]byte, 8) })
+	expectVerdict(t, d.run(udp), xdpPass, "UDP")
+	if c := d.counters(); c.Packets != 3 || c.DroppedMalformed != 0 {
+		t.Errorf("counters %+v, want 3 packets seen, none malformed", c)
+	}
+}
+
+func TestEncapsulationsAreParsed(t *testing.T) {
+	base4 := tcpSYN("192.0.2.56", "192.0.2.1", 40000, 8080)
+	base6 := tcpSYN("2001:db8::56", "2001:db8::1", 40000, 8080)
+	for name, f := range map[string]frame{
+		"802.1Q":         base4.with(func(f *frame) { f.vlans = []uint16{100} }),
+		"QinQ":           base4.with(func(f *frame) { f.vlans = []uint16{10, 100} }),
+		"IPv4 options":   base4.with(func(f *frame) { f.ipOptions = []byte{1, 1, 1, 7, 7, 4, 0, 0, 0, 0, 0} }),
+		"IPv6 ext chain": base6.with(func(f *frame) { f.ext = []ext6{{typ: 0}, {typ: 60}, {typ: 43}, {typ: 44}, {typ: 51}} }),
+		"IPv4 first fragment": base4.with(func(f *frame) {
+			f.moreFrags = true
+			f.payload = make([]byte, 16)
+		}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			d := newTestDP(t, defaults)
+			expectVerdict(t, d.run(f), xdpPass, name)
+			events := d.drain()
+			if len(events) != 1 {
+				t.Fatalf("got %d events, want 1", len(events))
+			}
+			if c := events[0].(*Connection); c.Src.Port() != 40000 || c.Dst.Port() != 8080 {
+				t.Errorf("connection %v -> %v: ports misread", c.Src, c.Dst)
+			}
+		})
+	}
+}
+
+func TestMalformedAndFragments(t *testing.T) {
+	base4 := tcpSYN("192.0.2.56", "192.0.2.1", 40000, 8080)
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want uint32
+	}{
+		{"three VLAN tags", base4.with(func(f *frame) { f.vlans = []uint16{1, 2, 3} }).bytes(), xdpDrop},
+		{"non-first fragment", base4.with(func(f *frame) { f.fragOffset = 3 }).bytes(), xdpPass},
+		{"IPv6 non-first fragment", tcpSYN("2001:db8::56", "2001:db8::1", 1, 2).with(func(f *frame) {
+			f.ext = []ext6{{typ: 44, fragOff: 3}}
+		}).bytes(), xdpPass},
+		// RFC 1858: a first fragment too short for the TCP header hides its flags.
+		{"tiny first fragment", func() []byte {
+			b := base4.with(func(f *frame) { f.moreFrags = true }).bytes()
+			b[14+3] = 20 + 8 // IP total length: 8 bytes of TCP
+			return b
+		}(), xdpDrop},
+		{"IHL below 5", func() []byte { b := base4.bytes(); b[14] = 0x44; return b }(), xdpDrop},
+		{"TCP data offset below 5", func() []byte { b := base4.bytes(); b[14+20+12] = 4 << 4; return b }(), xdpDrop},
+		{"IPv6 ext chain too long", tcpSYN("2001:db8::56", "2001:db8::1", 1, 2).with(func(f *frame) {
+			f.ext = slices.Repeat([]ext6{{typ: 60}}, 9)
+		}).bytes(), xdpDrop},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newTestDP(t, defaults)
+			expectVerdict(t, d.runBytes(tc.b), tc.want, tc.name)
+			if ev := d.drain(); len(ev) != 0 {
+				t.Errorf("events %v, want none", ev)
+			}
+			c := d.counters()
+			if tc.want == xdpDrop && c.DroppedMalformed != 1 {
+				t.Errorf("malformed drops %d, want 1", c.DroppedMalformed)
+			}
+		})
+	}
+}
+
+func TestBlockedSourceDroppedInEveryFragment(t *testing.T) {
+	d := newTestDP(t, defaults)
+	d.mustBlock("192.0.2.56/32", time.Time{})
+	f := tcpSYN("192.0.2.56", "192.0.2.1", 40000, 8080).with(func(f *frame) { f.fragOffset = 100 })
+	expectVerdict(t, d.run(f), xdpDrop, "non-first fragment of a blocked source")
+}
+
+// Every fixture cut at every length: no ABORTED, no report from a partial
+// header, and a blocked source never passes once its IP header is whole.
+func TestTruncatedFrames(t *testing.T) {
+	base4 := tcpSYN("192.0.2.56", "192.0.2.1", 40000, 8080)
+	base6 := tcpSYN("2001:db8::56", "2001:db8::1", 40000, 8080)
+	fixtures := map[string]struct {
+		f     frame
+		ipEnd int // bytes up to the end of the fixed IP header
+	}{
+		"IPv4":         {base4, 14 + 20},
+		"IPv6":         {base6, 14 + 40},
+		"802.1Q IPv4":  {base4.with(func(f *frame) { f.vlans = []uint16{7} }), 18 + 20},
+		"QinQ IPv6":    {base6.with(func(f *frame) { f.vlans = []uint16{7, 8} }), 22 + 40},
+		"IPv4 options": {base4.with(func(f *frame) { f.ipOptions = make([]byte, 12) }), 14 + 20},
+		"IPv6 ext":     {base6.with(func(f *frame) { f.ext = []ext6{{typ: 0}, {typ: 44}} }), 14 + 40},
+	}
+	for name, fx := range fixtures {
+		t.Run(name, func(t *testing.T) {
+			d := newTestDP(t, defaults)
+			full := fx.f.raw()
+			for n := 14; n < len(full); n++ {
+				v := d.runBytes(full[:n])
+				if v == xdpAborted {
+					t.Fatalf("%d bytes: XDP_ABORTED", n)
+				}
+			}
+			for _, ev := range d.drain() {
+				if c, ok := ev.(*Connection); ok {
+					t.Errorf("connection reported from a truncated frame: %v", c)
+				}
+			}
+
+			d.mustBlock(netip.PrefixFrom(fx.f.src, fx.f.src.BitLen()).String(), time.Time{})
+			for n := fx.ipEnd; n <= len(full); n++ {
+				expectVerdict(t, d.runBytes(full[:n]), xdpDrop, fmt.Sprintf("blocked source, %d bytes", n))
+			}
+		})
+	}
+}
+
+// SYNs of one source handled on several CPUs at once: the tracker's lock
+// must let exactly one cross the threshold, and at most N pass.
+func TestScanAcrossCPUs(t *testing.T) {
+	d := newTestDP(t, defaults)
+	cpus := min(runtime.NumCPU(), 4)
+	if cpus < 2 {
+		t.Logf("only %d CPU: the runs below cannot overlap", cpus)
+	}
+	const rounds = 300
+	for round := range rounds {
+		src := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0xaa, 14: byte(round >> 8), 15: byte(round)}).String()
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		passed := make([]int, cpus)
+		for cpu := range cpus {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+				var set unix.CPUSet
+				set.Set(cpu)
+				_ = unix.SchedSetaffinity(0, &set)
+				<-start
+				for p := range 6 {
+					b := tcpSYN(src, "2001:db8::1", 50000, uint16(1000*cpu+p)).bytes()
+					ret, err := d.objs.HbfXdp.Run(&ebpf.RunOptions{Data: b})
+					if err == nil && ret == xdpPass {
+						passed[cpu]++
+					}
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		total := 0
+		for _, n := range passed {
+			total += n
+		}
+		if total > defaults.MaxPorts {
+			t.Fatalf("round %d: %d SYNs to distinct ports passed, want at most %d", round, total, defaults.MaxPorts)
+		}
+	}
+	var scans int
+	for _, ev := range d.drain() {
+		if _, ok := ev.(*Scan); ok {
+			scans++
+		}
+	}
+	if c := d.counters(); scans != rounds || c.ScansDetected != rounds || c.BlocksAdded != rounds {
+		t.Errorf("%d scan events, counters %+v; want exactly one scan and block per source (%d)", scans, c, rounds)
+	}
+}
+
+func TestSweepRemovesExpiredState(t *testing.T) {
+	d := newTestDP(t, defaults)
+	past := time.Now().Add(-time.Second)
+	d.mustBlock("192.0.2.7/32", past)
+	d.mustBlock("192.0.2.8/32", time.Time{})
+	d.mustBlock("198.51.100.0/24", past)
+	if err := d.Allow(netip.MustParsePrefix("203.0.113.0/24"), past); err != nil {
+		t.Fatal(err)
+	}
+	d.run(tcpSYN("192.0.2.66", "192.0.2.1", 40000, 80))
+	time.Sleep(20 * time.Millisecond)
+
+	st, err := d.Sweep(10 * time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st != (SweepStats{Blocks: 2, Allows: 1, Trackers: 1}) {
+		t.Errorf("swept %+v, want 2 blocks, 1 allow, 1 tracker", st)
+	}
+	blocks, _ := d.Blocks()
+	if len(blocks) != 1 || blocks[0].Prefix.String() != "192.0.2.8/32" {
+		t.Errorf("blocks left %+v, want only 192.0.2.8/32", blocks)
+	}
+}
+
+func TestRuleRoundTrip(t *testing.T) {
+	d := newTestDP(t, defaults)
+	expires := time.Now().Add(time.Hour).Truncate(time.Second)
+	for _, p := range []string{"192.0.2.7/32", "198.51.100.0/24", "2001:db8::7/128", "2001:db8::/32"} {
+		if err := d.Block(netip.MustParsePrefix(p), expires); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blocks, err := d.Blocks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, b := range blocks {
+		got = append(got, b.Prefix.String())
+		if d := b.Expires.Sub(expires); d < -time.Millisecond || d > time.Millisecond {
+			t.Errorf("%v expires %v, want %v", b.Prefix, b.Expires, expires)
+		}
+		if b.Origin != OriginOperator {
+			t.Errorf("%v origin %v, want operator", b.Prefix, b.Origin)
+		}
+	}
+	slices.Sort(got)
+	want := []string{"192.0.2.7/32", "198.51.100.0/24", "2001:db8::/32", "2001:db8::7/128"}
+	if !slices.Equal(got, want) {
+		t.Errorf("blocks %v, want %v", got, want)
+	}
+	if ok, err := d.Unblock(netip.MustParsePrefix("198.51.100.0/24")); !ok || err != nil {
+		t.Errorf("unblock: %v %v", ok, err)
+	}
+	if ok, _ := d.Unblock(netip.MustParsePrefix("198.51.100.0/24")); ok {
+		t.Error("second unblock found an entry")
+	}
+	if err := d.Block(netip.MustParsePrefix("192.0.2.7/24"), time.Time{}); err == nil {
+		t.Error("a prefix with host bits set was accepted")
+	}
+}
+
+func TestSettingsValidate(t *testing.T) {
+	for _, s := range []Settings{
+		{MaxPorts: 0, Window: time.Minute},
+		{MaxPorts: MaxPortsLimit + 1, Window: time.Minute},
+		{MaxPorts: 3, Window: 0},
+		{MaxPorts: 3, Window: 25 * time.Hour},
+		{MaxPorts: 3, Window: time.Minute, BlockDuration: -time.Second},
+	} {
+		if err := s.Validate(); err == nil {
+			t.Errorf("%+v accepted", s)
+		}
+	}
+	if err := defaults.Validate(); err != nil {
+		t.Errorf("defaults refused: %v", err)
+	}
+}

@@ -1,0 +1,139 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// Connection is a new inbound TCP connection: a SYN that passed, reported
+// once per attempt (not per retransmission).
+type Connection struct {
+	Time    time.Time
+	Ifindex int
+	Src     netip.AddrPort
+	Dst     netip.AddrPort
+}
+
+// Scan is a source that tried more than the threshold of distinct ports
+// within the window. Ports are the distinct ports of the window, ascending.
+type Scan struct {
+	Time        time.Time
+	Ifindex     int
+	Src         netip.Addr
+	Dst         netip.Addr
+	Ports       []uint16
+	Allowlisted bool // reported only: the source is on the allowlist
+	Blocked     bool // the program blocked the source
+	BlockFailed bool // the program could not block it: the block map is full
+	Expires     time.Time
+}
+
+// Event is *Connection or *Scan.
+type Event interface{ isEvent() }
+
+func (*Connection) isEvent() {}
+func (*Scan) isEvent()       {}
+
+// ErrClosed is returned by Read after Close.
+var ErrClosed = ringbuf.ErrClosed
+
+// EventReader reads the program's events.
+type EventReader struct {
+	rd  *ringbuf.Reader
+	rec ringbuf.Record
+}
+
+// Events opens a reader of the program's ring buffer. One reader per
+// Dataplane: every event goes to exactly one reader.
+func (d *Dataplane) Events() (*EventReader, error) {
+	rd, err := ringbuf.NewReader(d.objs.Events)
+	if err != nil {
+		return nil, fmt.Errorf("open event ring buffer: %w", err)
+	}
+	return &EventReader{rd: rd}, nil
+}
+
+// SetDeadline makes Read return os.ErrDeadlineExceeded once t passes with
+// nothing to read; the zero time waits forever.
+func (r *EventReader) SetDeadline(t time.Time) { r.rd.SetDeadline(t) }
+
+// Read blocks until the next event.
+func (r *EventReader) Read() (Event, error) {
+	if err := r.rd.ReadInto(&r.rec); err != nil {
+		return nil, err
+	}
+	return decodeEvent(r.rec.RawSample)
+}
+
+// Close unblocks a pending Read.
+func (r *EventReader) Close() error { return r.rd.Close() }
+
+func decodeEvent(b []byte) (Event, error) {
+	// Every event starts with time_ns then the type byte.
+	if len(b) < 9 {
+		return nil, fmt.Errorf("event of %d bytes is too short", len(b))
+	}
+	switch b[8] {
+	case uint8(hbfEventTypeEVENT_CONNECTION):
+		var ev hbfConnEvent
+		if err := decodeInto(b, &ev); err != nil {
+			return nil, err
+		}
+		return &Connection{
+			Time:    toWall(ev.TimeNs),
+			Ifindex: int(ev.Ifindex),
+			Src:     netip.AddrPortFrom(eventAddr(ev.Saddr, ev.Family), ev.Sport),
+			Dst:     netip.AddrPortFrom(eventAddr(ev.Daddr, ev.Family), ev.Dport),
+		}, nil
+	case uint8(hbfEventTypeEVENT_SCAN):
+		var ev hbfScanEvent
+		if err := decodeInto(b, &ev); err != nil {
+			return nil, err
+		}
+		n := min(int(ev.Nports), len(ev.Ports))
+		ports := slices.Clone(ev.Ports[:n])
+		slices.Sort(ports)
+		flags := hbfScanEventFlags(ev.Flags)
+		return &Scan{
+			Time:    toWall(ev.TimeNs),
+			Ifindex: int(ev.Ifindex),
+			// The block is keyed by the IPv4 address even when the packet
+			// came as IPv4-mapped IPv6, so that is the address reported.
+			Src:         netip.AddrFrom16(ev.Saddr.B).Unmap(),
+			Dst:         eventAddr(ev.Daddr, ev.Family),
+			Ports:       ports,
+			Allowlisted: flags&hbfScanEventFlagsSCAN_EV_ALLOWLISTED != 0,
+			Blocked:     flags&hbfScanEventFlagsSCAN_EV_BLOCKED != 0,
+			BlockFailed: flags&hbfScanEventFlagsSCAN_EV_BLOCK_FAILED != 0,
+			Expires:     toWall(ev.ExpiresNs),
+		}, nil
+	}
+	return nil, fmt.Errorf("event of unknown type %d", b[8])
+}
+
+func decodeInto[T any](b []byte, v *T) error {
+	if len(b) < int(unsafe.Sizeof(*v)) {
+		return fmt.Errorf("event of %d bytes is shorter than its type (%d)", len(b), unsafe.Sizeof(*v))
+	}
+	_, err := binary.Decode(b, binary.NativeEndian, v)
+	if err != nil {
+		return fmt.Errorf("decode event: %w", err)
+	}
+	return nil
+}
+
+// eventAddr turns an address as the program stores it back into the packet's
+// own family.
+func eventAddr(a hbfAddr, family uint8) netip.Addr {
+	addr := netip.AddrFrom16(a.B)
+	if family == 4 {
+		return addr.Unmap()
+	}
+	return addr
+}

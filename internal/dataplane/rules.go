@@ -1,0 +1,272 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// Origin says who wrote a rule.
+type Origin uint8
+
+const (
+	// OriginOperator: written through the daemon (flags, files, CLI).
+	OriginOperator = Origin(hbfRuleOriginORIGIN_OPERATOR)
+	// OriginScan: written by the XDP program for a source that scanned.
+	OriginScan = Origin(hbfRuleOriginORIGIN_SCAN)
+)
+
+func (o Origin) String() string {
+	if o == OriginScan {
+		return "scan"
+	}
+	return "operator"
+}
+
+// Rule is one block or allow entry as the kernel holds it.
+type Rule struct {
+	Prefix  netip.Prefix
+	Created time.Time
+	Expires time.Time // zero: never
+	Packets uint64    // dropped by this block
+	Origin  Origin
+}
+
+// Expired reports whether the rule no longer applies at now.
+func (r Rule) Expired(now time.Time) bool {
+	return !r.Expires.IsZero() && !now.Before(r.Expires)
+}
+
+// key16 returns the 16-byte form the program uses: IPv4 as IPv4-mapped IPv6,
+// with the prefix length counted in those 128 bits.
+func key16(p netip.Prefix) (hbfAddr, uint32, error) {
+	if !p.IsValid() {
+		return hbfAddr{}, 0, fmt.Errorf("invalid prefix %v", p)
+	}
+	if p.Masked() != p {
+		return hbfAddr{}, 0, fmt.Errorf("prefix %v has host bits set", p)
+	}
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96
+	}
+	return hbfAddr{B: p.Addr().As16()}, uint32(bits), nil
+}
+
+// prefixOf is the inverse of key16: mapped addresses come back as IPv4.
+func prefixOf(a hbfAddr, bits uint32) netip.Prefix {
+	addr := netip.AddrFrom16(a.B)
+	if addr.Is4In6() && bits >= 96 {
+		return netip.PrefixFrom(addr.Unmap(), int(bits-96))
+	}
+	return netip.PrefixFrom(addr, int(bits))
+}
+
+func newRule(bits uint32, expires time.Time, origin Origin) hbfRule {
+	return hbfRule{
+		ExpiresNs: toMono(expires),
+		CreatedNs: monoNow(),
+		Prefixlen: uint8(bits),
+		Origin:    uint8(origin),
+	}
+}
+
+// Block makes the program drop every packet from prefix until expires (the
+// zero time: never). A single address goes to the exact-match map, a wider
+// prefix to the LPM trie. An existing entry for the prefix is replaced.
+func (d *Dataplane) Block(p netip.Prefix, expires time.Time) error {
+	addr, bits, err := key16(p)
+	if err != nil {
+		return err
+	}
+	rule := newRule(bits, expires, OriginOperator)
+	if bits == 128 {
+		err = d.objs.Blocks.Update(addr, rule, ebpf.UpdateAny)
+	} else {
+		err = d.objs.BlockPrefixes.Update(hbfLpmKey{Prefixlen: bits, Addr: addr}, rule, ebpf.UpdateAny)
+	}
+	if err != nil {
+		return fmt.Errorf("block %v: %w", p, err)
+	}
+	return nil
+}
+
+// Unblock removes the block for exactly prefix (not narrower or wider ones).
+// It reports false when there was none.
+func (d *Dataplane) Unblock(p netip.Prefix) (bool, error) {
+	addr, bits, err := key16(p)
+	if err != nil {
+		return false, err
+	}
+	if bits == 128 {
+		err = d.objs.Blocks.Delete(addr)
+	} else {
+		err = d.objs.BlockPrefixes.Delete(hbfLpmKey{Prefixlen: bits, Addr: addr})
+	}
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("unblock %v: %w", p, err)
+	}
+	// A scanner's tracker entry would keep dropping its new ports until the
+	// window passes; an operator who unblocks means now.
+	if bits == 128 {
+		_ = d.objs.ScanStates.Delete(addr)
+	}
+	return true, nil
+}
+
+// Allow puts prefix on the allowlist until expires (zero: never): the program
+// never drops, and never blocks, its packets for being blocked or scanning.
+func (d *Dataplane) Allow(p netip.Prefix, expires time.Time) error {
+	addr, bits, err := key16(p)
+	if err != nil {
+		return err
+	}
+	rule := newRule(bits, expires, OriginOperator)
+	if err := d.objs.AllowPrefixes.Update(hbfLpmKey{Prefixlen: bits, Addr: addr}, rule, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("allow %v: %w", p, err)
+	}
+	return nil
+}
+
+// Disallow removes prefix from the allowlist; false when it was not there.
+func (d *Dataplane) Disallow(p netip.Prefix) (bool, error) {
+	addr, bits, err := key16(p)
+	if err != nil {
+		return false, err
+	}
+	err = d.objs.AllowPrefixes.Delete(hbfLpmKey{Prefixlen: bits, Addr: addr})
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("disallow %v: %w", p, err)
+	}
+	return true, nil
+}
+
+func ruleOf(p netip.Prefix, r hbfRule) Rule {
+	return Rule{
+		Prefix:  p,
+		Created: toWall(r.CreatedNs),
+		Expires: toWall(r.ExpiresNs),
+		Packets: r.Packets,
+		Origin:  Origin(r.Origin),
+	}
+}
+
+// Blocks lists every block entry, expired ones included (see Sweep).
+func (d *Dataplane) Blocks() ([]Rule, error) {
+	var out []Rule
+	var addr hbfAddr
+	var rule hbfRule
+	it := d.objs.Blocks.Iterate()
+	for it.Next(&addr, &rule) {
+		out = append(out, ruleOf(prefixOf(addr, 128), rule))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list blocks: %w", err)
+	}
+	prefixes, err := lpmRules(d.objs.BlockPrefixes)
+	if err != nil {
+		return nil, fmt.Errorf("list block prefixes: %w", err)
+	}
+	return append(out, prefixes...), nil
+}
+
+// Allows lists the allowlist.
+func (d *Dataplane) Allows() ([]Rule, error) {
+	out, err := lpmRules(d.objs.AllowPrefixes)
+	if err != nil {
+		return nil, fmt.Errorf("list allowlist: %w", err)
+	}
+	return out, nil
+}
+
+func lpmRules(m *ebpf.Map) ([]Rule, error) {
+	var out []Rule
+	var key hbfLpmKey
+	var rule hbfRule
+	it := m.Iterate()
+	for it.Next(&key, &rule) {
+		out = append(out, ruleOf(prefixOf(key.Addr, key.Prefixlen), rule))
+	}
+	return out, it.Err()
+}
+
+// SweepStats counts what Sweep removed.
+type SweepStats struct {
+	Blocks, Allows, Trackers int
+}
+
+// Sweep deletes expired rules, which the program already ignores, and the
+// tracker entries of sources idle for longer than window, so the fixed-size
+// maps keep room for new entries.
+func (d *Dataplane) Sweep(window time.Duration) (SweepStats, error) {
+	var st SweepStats
+	nowMono := monoNow()
+	expired := func(r hbfRule) bool { return r.ExpiresNs != 0 && r.ExpiresNs <= nowMono }
+
+	var errs []error
+	var addr hbfAddr
+	var rule hbfRule
+	var stale []hbfAddr
+	it := d.objs.Blocks.Iterate()
+	for it.Next(&addr, &rule) {
+		if expired(rule) {
+			stale = append(stale, addr)
+		}
+	}
+	errs = append(errs, it.Err())
+	for _, a := range stale {
+		if err := d.objs.Blocks.Delete(a); err == nil {
+			st.Blocks++
+		}
+	}
+
+	sweepLPM := func(m *ebpf.Map) int {
+		var key hbfLpmKey
+		var keys []hbfLpmKey
+		it := m.Iterate()
+		for it.Next(&key, &rule) {
+			if expired(rule) {
+				keys = append(keys, key)
+			}
+		}
+		errs = append(errs, it.Err())
+		n := 0
+		for _, k := range keys {
+			if err := m.Delete(k); err == nil {
+				n++
+			}
+		}
+		return n
+	}
+	st.Blocks += sweepLPM(d.objs.BlockPrefixes)
+	st.Allows = sweepLPM(d.objs.AllowPrefixes)
+
+	idleBefore := nowMono/1e6 - uint64(window.Milliseconds())
+	var state hbfScanState
+	stale = stale[:0]
+	it = d.objs.ScanStates.Iterate()
+	for it.Next(&addr, &state) {
+		if state.LastMs < idleBefore {
+			stale = append(stale, addr)
+		}
+	}
+	errs = append(errs, it.Err())
+	for _, a := range stale {
+		if err := d.objs.ScanStates.Delete(a); err == nil {
+			st.Trackers++
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return st, fmt.Errorf("sweep: %w", err)
+	}
+	return st, nil
+}
