@@ -85,6 +85,9 @@ func Load(opts Options) (*Dataplane, error) {
 	d := &Dataplane{}
 	collOpts := &ebpf.CollectionOptions{}
 	if opts.PinPath != "" {
+		if err := ensureBPFFS(opts.PinPath); err != nil {
+			return nil, err
+		}
 		d.pinDir = filepath.Join(opts.PinPath, layoutVersion)
 		replacements, err := adoptMaps(spec, d.mapDir())
 		if err != nil {
@@ -160,7 +163,7 @@ func adoptMaps(spec *ebpf.CollectionSpec, dir string) (map[string]*ebpf.Map, err
 
 func (d *Dataplane) pinMaps() error {
 	if err := os.MkdirAll(d.mapDir(), 0o700); err != nil {
-		return fmt.Errorf("create pin folder: %w (is %s on a bpffs?)", err, filepath.Dir(d.pinDir))
+		return fmt.Errorf("create pin folder: %w", err)
 	}
 	for _, name := range pinnedMaps {
 		m, err := d.mapByName(name)

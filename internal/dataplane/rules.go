@@ -270,3 +270,31 @@ func (d *Dataplane) Sweep(window time.Duration) (SweepStats, error) {
 	}
 	return st, nil
 }
+
+// BlockedSources counts the block entries in force (expired ones excluded).
+func (d *Dataplane) BlockedSources() (int, error) {
+	now := monoNow()
+	n := 0
+	var rule hbfRule
+	var addr hbfAddr
+	it := d.objs.Blocks.Iterate()
+	for it.Next(&addr, &rule) {
+		if rule.ExpiresNs == 0 || rule.ExpiresNs > now {
+			n++
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("count blocks: %w", err)
+	}
+	var key hbfLpmKey
+	it = d.objs.BlockPrefixes.Iterate()
+	for it.Next(&key, &rule) {
+		if rule.ExpiresNs == 0 || rule.ExpiresNs > now {
+			n++
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("count block prefixes: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hbf-firewall/hbf/internal/daemon"
+	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/report"
+)
+
+// daemonEnv maps flags to the environment variables that set them.
+var daemonEnv = map[string]string{
+	"iface":          "HBF_IFACE",
+	"max-ports":      "HBF_MAX_PORTS",
+	"window":         "HBF_TIME_THRESHOLD",
+	"block-duration": "HBF_BLOCK_DURATION",
+	"timeout":        "HBF_TIMEOUT_SECONDS",
+	"xdp-mode":       "HBF_XDP_MODE",
+	"pin-path":       "HBF_PIN_PATH",
+	"state-dir":      "HBF_STATE_DIR",
+	"metrics-addr":   "HBF_METRICS_ADDR",
+	"log-format":     "HBF_LOG_FORMAT",
+	"log-file":       "HBF_LOG_FILE",
+	"blocklist":      "HBF_BLOCKLIST_FILE_PATH",
+	"allow":          "HBF_ALLOW",
+}
+
+func newDaemonCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
+	cfg := daemon.Defaults
+	var xdpMode, logFormat string
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "Protect interfaces: report connections, detect and block port scans",
+		Long: `Attach hbf's XDP program to the interfaces and run until stopped (SIGINT,
+SIGTERM) or until --timeout. Every setting can also come from the environment
+variable in brackets; a flag beats its variable.`,
+		Example: `  sudo hbf daemon --iface eth0
+  sudo hbf daemon --iface eth0 --max-ports 10 --window 30s --log-format json
+  sudo HBF_IFACE=eth0 HBF_BLOCKLIST_FILE_PATH=/etc/hbf/blocklist.txt hbf daemon`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd.Flags(), getenv, daemonEnv); err != nil {
+				return usageError{err}
+			}
+			var err error
+			if cfg.XDPMode, err = dataplane.ParseXDPMode(xdpMode); err != nil {
+				return usageError{fmt.Errorf("--xdp-mode: %w", err)}
+			}
+			if cfg.LogFormat, err = report.ParseFormat(logFormat); err != nil {
+				return usageError{fmt.Errorf("--log-format: %w", err)}
+			}
+			if len(cfg.Ifaces) == 0 {
+				name, err := daemon.DefaultRouteInterface()
+				if err != nil {
+					return usageError{err}
+				}
+				cfg.Ifaces = []string{name}
+			}
+			if err := cfg.Validate(); err != nil {
+				return usageError{err}
+			}
+			cfg.SSHConnection = getenv("SSH_CONNECTION")
+			cfg.Version = version
+			cfg.Stdout = stdout
+			cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
+			return daemon.Run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&cfg.Ifaces, "iface", nil, "interface to protect, repeatable (default: the interface of the default route) [HBF_IFACE]")
+	f.IntVar(&cfg.MaxPorts, "max-ports", cfg.MaxPorts, fmt.Sprintf("a source trying more than this many distinct ports within --window is a scanner (1-%d) [HBF_MAX_PORTS]", dataplane.MaxPortsLimit))
+	f.Var(durationValue{&cfg.Window}, "window", "sliding window of the scan threshold: a duration or seconds [HBF_TIME_THRESHOLD]")
+	f.Var(durationValue{&cfg.BlockDuration}, "block-duration", "how long a scanner stays blocked; 0 blocks for good [HBF_BLOCK_DURATION]")
+	f.Var(durationValue{&cfg.Timeout}, "timeout", "run this long, then exit cleanly; 0 runs until stopped [HBF_TIMEOUT_SECONDS]")
+	f.StringVar(&xdpMode, "xdp-mode", string(cfg.XDPMode), "auto, native or generic; auto falls back to generic when the driver has no native XDP [HBF_XDP_MODE]")
+	f.StringVar(&cfg.PinPath, "pin-path", cfg.PinPath, "bpffs folder for hbf's pinned maps and links [HBF_PIN_PATH]")
+	f.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "folder for hbf's state and its single-instance lock [HBF_STATE_DIR]")
+	f.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "address of the Prometheus endpoint /metrics; empty disables it [HBF_METRICS_ADDR]")
+	f.StringVar(&logFormat, "log-format", string(cfg.LogFormat), "event lines as text or json [HBF_LOG_FORMAT]")
+	f.StringVar(&cfg.LogFile, "log-file", "", "also append event lines to this file [HBF_LOG_FILE]")
+	f.StringVar(&cfg.Blocklist, "blocklist", "", "file of IPs and CIDRs to block at start, one per line, # comments [HBF_BLOCKLIST_FILE_PATH]")
+	f.Var(prefixesValue{&cfg.Allow}, "allow", "IP or CIDR never to block, repeatable; the host's own addresses, loopback and the SSH client are always allowed [HBF_ALLOW]")
+	return cmd
+}

@@ -1,0 +1,84 @@
+// Package daemon wires hbf together and runs it: the data plane, the event
+// reporting, the metrics server, and the start and stop of it all.
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/report"
+)
+
+// Config is everything the daemon needs; the command line builds it.
+type Config struct {
+	Ifaces        []string // interfaces to protect; at least one
+	MaxPorts      int
+	Window        time.Duration
+	BlockDuration time.Duration // 0: scan blocks never expire
+	Timeout       time.Duration // 0: run until stopped
+	XDPMode       dataplane.XDPMode
+	PinPath       string
+	StateDir      string
+	MetricsAddr   string // "" disables the metrics server
+	LogFormat     report.Format
+	LogFile       string // "": events go to Stdout only
+	Blocklist     string // "": none
+	Allow         []netip.Prefix
+	// SSHConnection is $SSH_CONNECTION: its client is allowlisted so that
+	// starting hbf over SSH cannot lock the operator out.
+	SSHConnection string
+
+	Version string
+	Stdout  io.Writer    // event lines
+	Logger  *slog.Logger // diagnostics
+	// Ready, when set, is called once every interface is protected.
+	Ready func()
+}
+
+// Defaults are the settings a bare `hbf daemon` runs with.
+var Defaults = Config{
+	MaxPorts:      3,
+	Window:        60 * time.Second,
+	BlockDuration: time.Hour,
+	XDPMode:       dataplane.XDPAuto,
+	PinPath:       "/sys/fs/bpf/hbf",
+	StateDir:      "/var/lib/hbf",
+	MetricsAddr:   "127.0.0.1:9717",
+	LogFormat:     report.Text,
+}
+
+func (c Config) settings() dataplane.Settings {
+	return dataplane.Settings{MaxPorts: c.MaxPorts, Window: c.Window, BlockDuration: c.BlockDuration}
+}
+
+// Validate names the first setting that cannot work, as a flag would.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Ifaces) == 0 {
+		errs = append(errs, errors.New("--iface: no interface to protect"))
+	}
+	if c.MaxPorts < 1 || c.MaxPorts > dataplane.MaxPortsLimit {
+		errs = append(errs, fmt.Errorf("--max-ports %d: must be between 1 and %d", c.MaxPorts, dataplane.MaxPortsLimit))
+	}
+	if c.Window < time.Millisecond || c.Window > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("--window %s: must be between 1ms and 24h", c.Window))
+	}
+	if c.BlockDuration < 0 {
+		errs = append(errs, fmt.Errorf("--block-duration %s: must not be negative (0 blocks for good)", c.BlockDuration))
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("--timeout %s: must not be negative (0 runs until stopped)", c.Timeout))
+	}
+	if c.PinPath == "" {
+		errs = append(errs, errors.New("--pin-path: must name a folder on a bpffs"))
+	}
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("--state-dir: must name a folder"))
+	}
+	return errors.Join(errs...)
+}

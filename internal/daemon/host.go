@@ -1,0 +1,75 @@
+package daemon
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+)
+
+// hostAllowlist is what is never blocked whatever the operator configured:
+// the host's own addresses, loopback, and the SSH client hbf was started
+// from.
+func hostAllowlist(sshConnection string) ([]netip.Prefix, error) {
+	out := []netip.Prefix{
+		netip.MustParsePrefix("127.0.0.0/8"),
+		netip.MustParsePrefix("::1/128"),
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("list the host's addresses: %w", err)
+	}
+	for _, a := range addrs {
+		ipnet, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		if ip, ok := netip.AddrFromSlice(ipnet.IP); ok {
+			ip = ip.Unmap()
+			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+		}
+	}
+	// SSH_CONNECTION is "client-ip client-port server-ip server-port".
+	if f := strings.Fields(sshConnection); len(f) == 4 {
+		if ip, err := netip.ParseAddr(f[0]); err == nil {
+			ip = ip.Unmap().WithZone("")
+			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+		}
+	}
+	return out, nil
+}
+
+// DefaultRouteInterface names the interface of the IPv4 default route, else
+// of the IPv6 one.
+func DefaultRouteInterface() (string, error) {
+	if name, err := scanRoutes("/proc/net/route", func(f []string) bool {
+		return len(f) > 2 && f[1] == "00000000" && f[0] != "Iface"
+	}, 0); err == nil && name != "" {
+		return name, nil
+	}
+	name, err := scanRoutes("/proc/net/ipv6_route", func(f []string) bool {
+		return len(f) == 10 && f[0] == strings.Repeat("0", 32) && f[1] == "00" && f[9] != "lo"
+	}, 9)
+	if err != nil || name == "" {
+		return "", fmt.Errorf("no default route to take the interface from: name it with --iface")
+	}
+	return name, nil
+}
+
+func scanRoutes(path string, isDefault func([]string) bool, ifaceField int) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if isDefault(fields) {
+			return fields[ifaceField], nil
+		}
+	}
+	return "", sc.Err()
+}

@@ -1,0 +1,149 @@
+// Package metrics exposes hbf's counters to Prometheus. Data-plane counters
+// are read from the kernel's per-CPU maps at scrape time, so they are exact
+// whatever the event stream lost; no metric has a per-address label.
+package metrics
+
+import (
+	"net/http"
+	"runtime"
+	"slices"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/hbf-firewall/hbf/internal/dataplane"
+)
+
+// Source is what the collector reads at scrape time.
+type Source interface {
+	Counters() (dataplane.Counters, error)
+	// BlockedSources counts the block entries in force.
+	BlockedSources() (int, error)
+}
+
+// Attachment is an interface hbf protects, for hbf_xdp_attached.
+type Attachment struct {
+	Iface string
+	Mode  string
+}
+
+// Metrics is hbf's registry.
+type Metrics struct {
+	reg          *prometheus.Registry
+	decodeErrors atomic.Uint64
+}
+
+var (
+	descNewConns   = prometheus.NewDesc("hbf_new_connections_total", "New inbound TCP connections (SYNs that passed), retransmissions counted once.", nil, nil)
+	descPackets    = prometheus.NewDesc("hbf_packets_total", "Packets the XDP program saw.", nil, nil)
+	descDropped    = prometheus.NewDesc("hbf_packets_dropped_total", "Packets the XDP program dropped, by reason.", []string{"reason"}, nil)
+	descScans      = prometheus.NewDesc("hbf_port_scans_detected_total", "Port scans detected, allowlisted sources included.", nil, nil)
+	descScansAllow = prometheus.NewDesc("hbf_port_scans_allowlisted_total", "Port scans from allowlisted sources: reported, not blocked.", nil, nil)
+	descBlocked    = prometheus.NewDesc("hbf_blocked_sources", "Block entries (addresses and prefixes) in force.", nil, nil)
+	descScanBlocks = prometheus.NewDesc("hbf_scan_blocks_total", "Blocks the XDP program inserted for scanners.", nil, nil)
+	descBlockFail  = prometheus.NewDesc("hbf_scan_block_failures_total", "Scanner blocks the full block map refused.", nil, nil)
+	descOverrides  = prometheus.NewDesc("hbf_allowlist_overrides_total", "Packets of blocked sources passed because the source is allowlisted.", nil, nil)
+	descTracker    = prometheus.NewDesc("hbf_scan_tracker_full_total", "Attempts from new sources the full scan tracker could not hold.", nil, nil)
+	descLost       = prometheus.NewDesc("hbf_events_lost_total", "Events lost: ring buffer full in the kernel, or undecodable in the daemon.", nil, nil)
+	descScrapeErr  = prometheus.NewDesc("hbf_scrape_errors_total", "Failures to read the data plane while serving a scrape.", nil, nil)
+	descAttached   = prometheus.NewDesc("hbf_xdp_attached", "Interfaces the XDP program is attached to, with the attach mode.", []string{"iface", "mode"}, nil)
+)
+
+// order puts the families people look at first at the top of /metrics.
+var order = []string{
+	"hbf_new_connections_total",
+	"hbf_packets_total",
+	"hbf_packets_dropped_total",
+	"hbf_port_scans_detected_total",
+	"hbf_port_scans_allowlisted_total",
+	"hbf_blocked_sources",
+	"hbf_scan_blocks_total",
+	"hbf_scan_block_failures_total",
+	"hbf_events_lost_total",
+}
+
+type collector struct {
+	src          Source
+	attached     func() []Attachment
+	decodeErrors *atomic.Uint64
+	scrapeErrors atomic.Uint64
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descNewConns, descPackets, descDropped, descScans, descScansAllow,
+		descBlocked, descScanBlocks, descBlockFail, descOverrides, descTracker, descLost, descScrapeErr, descAttached} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	if k, err := c.src.Counters(); err != nil {
+		c.scrapeErrors.Add(1)
+	} else {
+		counter(descNewConns, k.NewConnections)
+		counter(descPackets, k.Packets)
+		counter(descDropped, k.DroppedBlocked, "blocked")
+		counter(descDropped, k.DroppedStealth, "stealth")
+		counter(descDropped, k.DroppedScan, "scan")
+		counter(descDropped, k.DroppedMalformed, "malformed")
+		counter(descScans, k.ScansDetected)
+		counter(descScansAllow, k.ScansAllowlisted)
+		counter(descScanBlocks, k.BlocksAdded)
+		counter(descBlockFail, k.BlockFailures)
+		counter(descOverrides, k.AllowlistOverrides)
+		counter(descTracker, k.TrackerFull)
+		counter(descLost, k.EventsLost+c.decodeErrors.Load())
+	}
+	if n, err := c.src.BlockedSources(); err != nil {
+		c.scrapeErrors.Add(1)
+	} else {
+		ch <- prometheus.MustNewConstMetric(descBlocked, prometheus.GaugeValue, float64(n))
+	}
+	for _, a := range c.attached() {
+		ch <- prometheus.MustNewConstMetric(descAttached, prometheus.GaugeValue, 1, a.Iface, a.Mode)
+	}
+	counter(descScrapeErr, c.scrapeErrors.Load())
+}
+
+// New builds the registry: hbf's metrics, build info, and the Go runtime's.
+func New(src Source, attached func() []Attachment, version string) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.reg.MustRegister(&collector{src: src, attached: attached, decodeErrors: &m.decodeErrors})
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "hbf_build_info",
+		Help:        "hbf's version; the value is always 1.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	build.Set(1)
+	m.reg.MustRegister(build, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// EventDecodeFailed counts an event the daemon could not decode as lost.
+func (m *Metrics) EventDecodeFailed() { m.decodeErrors.Add(1) }
+
+// Handler serves /metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(ordered{m.reg}, promhttp.HandlerOpts{})
+}
+
+// ordered returns families in the order above, the rest by name after them.
+type ordered struct{ prometheus.Gatherer }
+
+func (o ordered) Gather() ([]*dto.MetricFamily, error) {
+	fams, err := o.Gatherer.Gather()
+	rank := func(name string) int {
+		if i := slices.Index(order, name); i >= 0 {
+			return i
+		}
+		return len(order)
+	}
+	slices.SortStableFunc(fams, func(a, b *dto.MetricFamily) int { return rank(a.GetName()) - rank(b.GetName()) })
+	return fams, err
+}

@@ -1,0 +1,74 @@
+package report
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestTextLines(t *testing.T) {
+	at := time.Date(2026, 11, 27, 15, 28, 5, 0, time.Local)
+	for _, tc := range []struct {
+		ev   Event
+		want string
+	}{
+		{&Connection{Time: at, Src: netip.MustParseAddrPort("192.0.2.56:5973"), Dst: netip.MustParseAddrPort("10.0.0.5:80")},
+			"2026-11-27 15:28:05: New connection: 192.0.2.56:5973 -> 10.0.0.5:80"},
+		{&Connection{Time: at, Src: netip.MustParseAddrPort("[2001:db8::56]:5973"), Dst: netip.MustParseAddrPort("[2001:db8::1]:80")},
+			"2026-11-27 15:28:05: New connection: [2001:db8::56]:5973 -> [2001:db8::1]:80"},
+		{&Scan{Time: at, Src: netip.MustParseAddr("192.0.2.56"), Dst: netip.MustParseAddr("10.0.0.5"), Ports: []uint16{80, 81, 82, 83}},
+			"2026-11-27 15:28:05: Port scan detected: 192.0.2.56 -> 10.0.0.5 on ports 80,81,82,83"},
+		{&Scan{Time: at, Src: netip.MustParseAddr("192.0.2.56"), Dst: netip.MustParseAddr("10.0.0.5"), Ports: []uint16{1, 2}, Allowlisted: true},
+			"2026-11-27 15:28:05: Port scan detected: 192.0.2.56 -> 10.0.0.5 on ports 1,2 (allowlisted, not blocked)"},
+		{&Block{Time: at, Prefix: netip.MustParsePrefix("192.0.2.56/32"), Reason: "port scan", Duration: time.Hour},
+			"2026-11-27 15:28:05: Blocked 192.0.2.56 for 1h0m0s: port scan"},
+		{&Block{Time: at, Prefix: netip.MustParsePrefix("198.51.100.0/24"), Reason: "port scan"},
+			"2026-11-27 15:28:05: Blocked 198.51.100.0/24 permanently: port scan"},
+	} {
+		var buf bytes.Buffer
+		if err := NewWriter(&buf, Text).Write(tc.ev); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSuffix(buf.String(), "\n"); got != tc.want {
+			t.Errorf("got  %q\nwant %q", got, tc.want)
+		}
+	}
+}
+
+func TestJSONLines(t *testing.T) {
+	at := time.Date(2026, 11, 27, 15, 28, 5, 0, time.UTC)
+	var buf bytes.Buffer
+	w := NewWriter(&buf, JSON)
+	evs := []Event{
+		&Connection{Time: at, Iface: "eth0", Src: netip.MustParseAddrPort("192.0.2.56:5973"), Dst: netip.MustParseAddrPort("10.0.0.5:80")},
+		&Scan{Time: at, Iface: "eth0", Src: netip.MustParseAddr("192.0.2.56"), Dst: netip.MustParseAddr("10.0.0.5"), Ports: []uint16{80, 81, 82, 83}},
+		&Block{Time: at, Prefix: netip.MustParsePrefix("192.0.2.56/32"), Reason: "port scan", Duration: time.Hour, Expires: at.Add(time.Hour)},
+		&Block{Time: at, Prefix: netip.MustParsePrefix("2001:db8::/32"), Reason: "blocklist"},
+	}
+	for _, ev := range evs {
+		if err := w.Write(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{
+		`{"time":"2026-11-27T15:28:05.000Z","event":"connection","iface":"eth0","src":"192.0.2.56","src_port":5973,"dst":"10.0.0.5","dst_port":80}`,
+		`{"time":"2026-11-27T15:28:05.000Z","event":"portscan","iface":"eth0","src":"192.0.2.56","dst":"10.0.0.5","ports":[80,81,82,83]}`,
+		`{"time":"2026-11-27T15:28:05.000Z","event":"block","prefix":"192.0.2.56","reason":"port scan","duration":"1h0m0s","expires":"2026-11-27T16:28:05.000Z"}`,
+		`{"time":"2026-11-27T15:28:05.000Z","event":"block","prefix":"2001:db8::/32","reason":"blocklist","duration":"permanent"}`,
+	}
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("got %d lines, want %d:\n%s", len(lines), len(want), buf.String())
+	}
+	for i, line := range lines {
+		if line != want[i] {
+			t.Errorf("line %d:\n got  %s\n want %s", i, line, want[i])
+		}
+		if !json.Valid([]byte(line)) {
+			t.Errorf("line %d is not JSON", i)
+		}
+	}
+}
