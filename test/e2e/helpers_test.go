@@ -1,0 +1,364 @@
+// Package e2e runs the hbf binary in network-namespace labs and drives it
+// with real clients: curl, nmap, and Go dialers.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hbf-firewall/hbf/internal/netlab"
+	"github.com/hbf-firewall/hbf/internal/testenv"
+)
+
+var hbfBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hbf-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	hbfBin = filepath.Join(dir, "hbf")
+	build := exec.Command("go", "build", "-o", hbfBin, "../../cmd/hbf")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build hbf:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func newLab(t *testing.T, opts netlab.Options) *netlab.Lab {
+	t.Helper()
+	testenv.RequirePrivileged(t)
+	testenv.RequireCommand(t, "ip")
+	testenv.RequireCommand(t, "nsenter")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lab, err := netlab.New(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	return lab
+}
+
+// serveHTTP answers HTTP on the host's ports, IPv4 and IPv6.
+func serveHTTP(t *testing.T, ns *netlab.NS, ports ...int) {
+	t.Helper()
+	for _, port := range ports {
+		ln, err := ns.Listen("tcp", fmt.Sprintf(":%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			io.WriteString(w, "hello from the host\n")
+		})}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+	}
+}
+
+type daemonProc struct {
+	t        *testing.T
+	cmd      *exec.Cmd
+	pinPath  string
+	stateDir string
+	ns       *netlab.NS
+
+	mu     sync.Mutex
+	lines  []string
+	stderr bytes.Buffer
+	done   chan struct{}
+	err    error
+}
+
+func randomName(prefix string) string {
+	var b [4]byte
+	rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// startDaemon runs `hbf daemon` on the host's interface with its own pin
+// path and state folder, and waits until it protects the interface.
+func startDaemon(t *testing.T, lab *netlab.Lab, args ...string) *daemonProc {
+	t.Helper()
+	d := tryDaemon(t, lab, args...)
+	deadline := time.After(20 * time.Second)
+	for !strings.Contains(d.stderrText(), "hbf is running") {
+		select {
+		case <-d.done:
+			t.Fatalf("hbf daemon exited early (%v):\n%s", d.err, d.stderrText())
+		case <-deadline:
+			t.Fatalf("hbf daemon not ready after 20s:\n%s", d.stderrText())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return d
+}
+
+// tryDaemon starts `hbf daemon` without waiting for it.
+func tryDaemon(t *testing.T, lab *netlab.Lab, args ...string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{t: t, pinPath: "/sys/fs/bpf/" + randomName("hbftest"), stateDir: t.TempDir(), ns: lab.Host, done: make(chan struct{})}
+	full := append([]string{"daemon", "--iface", netlab.Iface, "--pin-path", d.pinPath, "--state-dir", d.stateDir}, args...)
+	d.cmd = lab.Host.Command(context.Background(), hbfBin, full...)
+	d.cmd.Stderr = lockedWriter{&d.mu, &d.stderr}
+	stdout, err := d.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			d.mu.Lock()
+			d.lines = append(d.lines, sc.Text())
+			d.mu.Unlock()
+		}
+		d.err = d.cmd.Wait()
+		close(d.done)
+	}()
+	t.Cleanup(func() {
+		if d.running() {
+			d.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-d.done:
+			case <-time.After(10 * time.Second):
+				d.cmd.Process.Kill()
+				<-d.done
+			}
+		}
+		os.RemoveAll(d.pinPath)
+		if t.Failed() {
+			t.Logf("hbf stdout:\n%s\nhbf stderr:\n%s", strings.Join(d.output(), "\n"), d.stderrText())
+		}
+	})
+	return d
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func (d *daemonProc) running() bool {
+	select {
+	case <-d.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (d *daemonProc) stderrText() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stderr.String()
+}
+
+func (d *daemonProc) output() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.lines...)
+}
+
+// matching returns the event lines that match re.
+func (d *daemonProc) matching(re *regexp.Regexp) []string {
+	var out []string
+	for _, l := range d.output() {
+		if re.MatchString(l) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// waitLine waits for an event line matching re.
+func (d *daemonProc) waitLine(re *regexp.Regexp) string {
+	d.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := d.matching(re); len(m) > 0 {
+			return m[0]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	d.t.Fatalf("no event line matches %s; got:\n%s", re, strings.Join(d.output(), "\n"))
+	return ""
+}
+
+// stop sends SIGTERM and returns the exit error.
+func (d *daemonProc) stop() error {
+	d.t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(15 * time.Second):
+		d.t.Fatal("hbf daemon did not stop within 15s of SIGTERM")
+	}
+	return d.err
+}
+
+// wait waits for the daemon to exit by itself.
+func (d *daemonProc) wait(timeout time.Duration) error {
+	d.t.Helper()
+	select {
+	case <-d.done:
+		return d.err
+	case <-time.After(timeout):
+		d.t.Fatalf("hbf daemon still running after %v", timeout)
+		return nil
+	}
+}
+
+// metrics scrapes the daemon's /metrics from inside the host namespace.
+func (d *daemonProc) metrics() string {
+	d.t.Helper()
+	resp, err := d.ns.HTTPClient().Get("http://127.0.0.1:9717/metrics")
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return string(b)
+}
+
+// curl fetches from the host with the real client; it fails the test when
+// the connection fails.
+func curl(t *testing.T, ns *netlab.NS, url string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	out, err := ns.Run(ctx, "curl", "-sS", "-g", "--max-time", "5", url)
+	if err != nil || !strings.Contains(out, "hello from the host") {
+		t.Fatalf("curl %s from %s: %v: %s", url, ns.Role, err, out)
+	}
+}
+
+// dialOutcome tries a TCP connection from ns: "open", "closed" (refused) or
+// "filtered" (no answer within the timeout).
+func dialOutcome(ns *netlab.NS, addr netip.AddrPort, timeout time.Duration) string {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, err := ns.DialContext(ctx, "tcp", addr.String())
+	switch {
+	case err == nil:
+		c.Close()
+		return "open"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "closed"
+	default:
+		return "filtered"
+	}
+}
+
+type nmapRun struct {
+	Hosts []struct {
+		Ports []struct {
+			ID    int `xml:"portid,attr"`
+			State struct {
+				State string `xml:"state,attr"`
+			} `xml:"state"`
+		} `xml:"ports>port"`
+	} `xml:"host"`
+}
+
+// nmap scans target from ns and returns each port's state.
+func nmap(t *testing.T, ns *netlab.NS, target netip.Addr, ports string, args ...string) map[int]string {
+	t.Helper()
+	testenv.RequireCommand(t, "nmap")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	full := append([]string{"-n", "-Pn", "-oX", "-", "-p", ports}, args...)
+	if target.Is6() {
+		full = append(full, "-6")
+	}
+	full = append(full, target.String())
+	cmd := ns.Command(ctx, "nmap", full...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("nmap %v: %v: %s", full, err, stderr.String())
+	}
+	var run nmapRun
+	if err := xml.Unmarshal(out, &run); err != nil {
+		t.Fatalf("nmap output: %v\n%s", err, out)
+	}
+	states := map[int]string{}
+	for _, h := range run.Hosts {
+		for _, p := range h.Ports {
+			states[p.ID] = p.State.State
+		}
+	}
+	return states
+}
+
+// learned lists the ports whose state the scan found out: open or closed.
+func learned(states map[int]string) []int {
+	var out []int
+	for port, s := range states {
+		if s == "open" || s == "closed" {
+			out = append(out, port)
+		}
+	}
+	return out
+}
+
+// noXDP checks that nothing is attached to the host's interface any more.
+func noXDP(t *testing.T, ns *netlab.NS) {
+	t.Helper()
+	out, err := ns.Run(context.Background(), "ip", "link", "show", netlab.Iface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, "xdp") {
+		t.Errorf("an XDP program is still attached:\n%s", out)
+	}
+}
+
+var timePrefix = `^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d: `
+
+// line matches a whole event line: format is a regular expression, the
+// args are quoted into it.
+func line(format string, args ...any) *regexp.Regexp {
+	quoted := make([]any, len(args))
+	for i, a := range args {
+		quoted[i] = regexp.QuoteMeta(fmt.Sprint(a))
+	}
+	return regexp.MustCompile(timePrefix + fmt.Sprintf(format, quoted...) + "$")
+}
+
+func hostPort(a netip.Addr, port int) netip.AddrPort { return netip.AddrPortFrom(a, uint16(port)) }
