@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"log/slog"
 
 	"github.com/spf13/cobra"
@@ -29,7 +28,7 @@ var daemonEnv = map[string]string{
 	"allow":          "HBF_ALLOW",
 }
 
-func newDaemonCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
+func newDaemonCmd(e env) *cobra.Command {
 	cfg := daemon.Defaults
 	var xdpMode, logFormat string
 	cmd := &cobra.Command{
@@ -43,7 +42,7 @@ variable in brackets; a flag beats its variable.`,
   sudo HBF_IFACE=eth0 HBF_BLOCKLIST_FILE_PATH=/etc/hbf/blocklist.txt hbf daemon`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd.Flags(), getenv, daemonEnv); err != nil {
+			if err := applyEnv(cmd.Flags(), e.getenv, daemonEnv); err != nil {
 				return usageError{err}
 			}
 			var err error
@@ -63,11 +62,11 @@ variable in brackets; a flag beats its variable.`,
 			if err := cfg.Validate(); err != nil {
 				return usageError{err}
 			}
-			cfg.SSHConnection = getenv("SSH_CONNECTION")
+			cfg.SSHConnection = e.getenv("SSH_CONNECTION")
 			cfg.Version = version
-			cfg.Stdout = stdout
-			cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
-			return daemon.Run(cmd.Context(), cfg)
+			cfg.Stdout = e.stdout
+			cfg.Logger = slog.New(slog.NewTextHandler(e.stderr, nil))
+			return e.runDaemon(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()

@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/hbf-firewall/hbf/internal/daemon"
 )
 
 // version is set at build time: -ldflags "-X main.version=..."
@@ -21,20 +23,28 @@ var version = "dev"
 // usageError marks errors that are the caller's, for exit status 2.
 type usageError struct{ error }
 
+// env is what the commands take from the process, so tests can replace it.
+type env struct {
+	getenv    func(string) string
+	stdout    io.Writer
+	stderr    io.Writer
+	runDaemon func(context.Context, daemon.Config) error
+}
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], env{getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr, runDaemon: daemon.Run}))
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	root := newRoot(getenv, stdout, stderr)
+func run(ctx context.Context, args []string, e env) int {
+	root := newRoot(e)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(stderr, "hbf:", err)
+	fmt.Fprintln(e.stderr, "hbf:", err)
 	var ue usageError
 	if errors.As(err, &ue) {
 		return 2
@@ -42,7 +52,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return 1
 }
 
-func newRoot(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
+func newRoot(e env) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "hbf",
 		Short: "A host-based firewall on eBPF/XDP",
@@ -53,11 +63,11 @@ gets through.`,
 		SilenceErrors: true,
 		Version:       version,
 	}
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
 	})
-	root.AddCommand(newDaemonCmd(getenv, stdout, stderr), newDemoCmd(stdout, stderr))
+	root.AddCommand(newDaemonCmd(e), newDemoCmd(e))
 	return root
 }

@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -435,5 +437,41 @@ func TestSecondDaemonIsRefused(t *testing.T) {
 	}
 	if !first.running() {
 		t.Error("the first daemon stopped")
+	}
+}
+
+func TestDemo(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	for _, scanner := range []string{"builtin", "nmap"} {
+		t.Run(scanner, func(t *testing.T) {
+			if scanner == "nmap" {
+				testenv.RequireCommand(t, "nmap")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			out, err := exec.CommandContext(ctx, hbfBin, "demo", "--scanner", scanner).CombinedOutput()
+			if err != nil {
+				t.Fatalf("hbf demo: %v\n%s", err, out)
+			}
+			text := string(out)
+			for _, want := range []string{
+				"Port scan detected: 192.0.2.3 -> 192.0.2.1 on ports",
+				"Blocked 192.0.2.3 for 1h0m0s: port scan",
+				"client fetches http://192.0.2.1/: ok",
+				"scanner fetches http://192.0.2.1/: timed out (blocked)",
+				"lab removed",
+			} {
+				if !strings.Contains(text, want) {
+					t.Errorf("demo output lacks %q:\n%s", want, text)
+				}
+			}
+			m := regexp.MustCompile(`learned the state of (\d+) of 20 ports`).FindStringSubmatch(text)
+			if m == nil {
+				t.Fatalf("no learned-ports line:\n%s", text)
+			}
+			if n, _ := strconv.Atoi(m[1]); n > maxPorts {
+				t.Errorf("the scanner learned %d ports, want at most %d", n, maxPorts)
+			}
+		})
 	}
 }

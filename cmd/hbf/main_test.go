@@ -1,0 +1,91 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hbf-firewall/hbf/internal/daemon"
+	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/report"
+)
+
+// runCLI runs hbf with a fake environment and captures the daemon config
+// instead of running it.
+func runCLI(args []string, vars map[string]string) (int, daemon.Config, string) {
+	var got daemon.Config
+	var stderr bytes.Buffer
+	e := env{
+		getenv: func(k string) string { return vars[k] },
+		stdout: &bytes.Buffer{},
+		stderr: &stderr,
+		runDaemon: func(_ context.Context, c daemon.Config) error {
+			got = c
+			return nil
+		},
+	}
+	code := run(context.Background(), args, e)
+	return code, got, stderr.String()
+}
+
+func TestDaemonFlagsAndEnvironment(t *testing.T) {
+	code, cfg, stderr := runCLI(
+		[]string{"daemon", "--iface", "lo", "--max-ports", "5", "--window", "30", "--allow", "192.0.2.0/24,2001:db8::1"},
+		map[string]string{
+			"HBF_MAX_PORTS":           "9", // the flag wins
+			"HBF_TIME_THRESHOLD":      "90", // the flag wins
+			"HBF_TIMEOUT_SECONDS":     "120",
+			"HBF_BLOCKLIST_FILE_PATH": "/etc/hbf/blocklist.txt",
+			"HBF_BLOCK_DURATION":      "2h",
+			"HBF_LOG_FORMAT":          "json",
+			"SSH_CONNECTION":          "198.51.100.7 50000 192.0.2.1 22",
+		})
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	want := daemon.Defaults
+	want.Ifaces = []string{"lo"}
+	want.MaxPorts = 5
+	want.Window = 30 * time.Second
+	want.Timeout = 2 * time.Minute
+	want.BlockDuration = 2 * time.Hour
+	want.Blocklist = "/etc/hbf/blocklist.txt"
+	want.LogFormat = report.JSON
+	want.Allow = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::1/128")}
+	want.SSHConnection = "198.51.100.7 50000 192.0.2.1 22"
+	if !slices.Equal(cfg.Ifaces, want.Ifaces) || cfg.MaxPorts != want.MaxPorts || cfg.Window != want.Window ||
+		cfg.Timeout != want.Timeout || cfg.BlockDuration != want.BlockDuration || cfg.Blocklist != want.Blocklist ||
+		cfg.LogFormat != want.LogFormat || !slices.Equal(cfg.Allow, want.Allow) || cfg.SSHConnection != want.SSHConnection ||
+		cfg.XDPMode != dataplane.XDPAuto || cfg.PinPath != want.PinPath || cfg.MetricsAddr != want.MetricsAddr {
+		t.Errorf("config\n got %+v\nwant %+v", cfg, want)
+	}
+}
+
+func TestDaemonRefusesNonsense(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		vars map[string]string
+		want string
+	}{
+		{[]string{"daemon", "--iface", "lo", "--max-ports", "0"}, nil, "--max-ports 0: must be between 1 and 32"},
+		{[]string{"daemon", "--iface", "lo", "--max-ports", "33"}, nil, "--max-ports 33: must be between 1 and 32"},
+		{[]string{"daemon", "--iface", "lo", "--window", "-5s"}, nil, "--window -5s: must be between 1ms and 24h"},
+		{[]string{"daemon", "--iface", "lo", "--window", "soon"}, nil, `"soon" is neither a duration`},
+		{[]string{"daemon", "--iface", "lo", "--allow", "10.0.0.300"}, nil, `"10.0.0.300" is not an IP or CIDR`},
+		{[]string{"daemon", "--iface", "lo", "--allow", "10.0.0.5/8"}, nil, `has host bits set`},
+		{[]string{"daemon", "--iface", "lo", "--xdp-mode", "turbo"}, nil, `--xdp-mode: "turbo" is not an XDP mode`},
+		{[]string{"daemon", "--iface", "lo", "--log-format", "xml"}, nil, `--log-format: "xml" is not a log format`},
+		{[]string{"daemon", "--iface", "lo"}, map[string]string{"HBF_MAX_PORTS": "many"}, `HBF_MAX_PORTS=many:`},
+		{[]string{"daemon", "--iface", "lo"}, map[string]string{"HBF_TIMEOUT_SECONDS": "-1"}, `--timeout -1s: must not be negative`},
+		{[]string{"daemon", "--no-such-flag"}, nil, "unknown flag: --no-such-flag"},
+	} {
+		code, _, stderr := runCLI(tc.args, tc.vars)
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v %v: exit %d, stderr %q; want exit 2 saying %q", tc.args, tc.vars, code, stderr, tc.want)
+		}
+	}
+}
