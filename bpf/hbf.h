@@ -64,7 +64,7 @@ enum scan_flags {
 /* Per-source tracker entry: the most recently used distinct destination
  * ports, most recent first. */
 struct scan_state {
-	struct bpf_spin_lock lock;
+	__u32 lock; /* 1 while a CPU updates the entry; see tracker_lock() */
 	__u8 len;   /* slots in use */
 	__u8 move;  /* scratch for track(), under the lock */
 	__u8 flags;
@@ -126,6 +126,7 @@ enum counter {
 	COUNTER_BLOCK_FAILURES,      /* block map full */
 	COUNTER_EVENTS_LOST,         /* ring buffer full */
 	COUNTER_TRACKER_FULL,        /* a new source could not be tracked */
+	COUNTER_DROP_TRACKER_BUSY,   /* dropped: its tracker entry stayed locked too long */
 	COUNTER_MAX,
 };
 

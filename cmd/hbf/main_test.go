@@ -36,7 +36,7 @@ func TestDaemonFlagsAndEnvironment(t *testing.T) {
 	code, cfg, stderr := runCLI(
 		[]string{"daemon", "--iface", "lo", "--max-ports", "5", "--window", "30", "--allow", "192.0.2.0/24,2001:db8::1"},
 		map[string]string{
-			"HBF_MAX_PORTS":           "9", // the flag wins
+			"HBF_MAX_PORTS":           "9",  // the flag wins
 			"HBF_TIME_THRESHOLD":      "90", // the flag wins
 			"HBF_TIMEOUT_SECONDS":     "120",
 			"HBF_BLOCKLIST_FILE_PATH": "/etc/hbf/blocklist.txt",

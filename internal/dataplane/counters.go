@@ -17,6 +17,7 @@ type Counters struct {
 	BlockFailures      uint64 // scanner blocks refused by a full map
 	EventsLost         uint64 // events dropped because the ring buffer was full
 	TrackerFull        uint64 // attempts from sources the full tracker could not hold
+	DroppedTrackerBusy uint64 // attempts dropped: their tracker entry stayed locked
 }
 
 // Counters reads and sums the per-CPU counters.
@@ -36,6 +37,7 @@ func (d *Dataplane) Counters() (Counters, error) {
 		hbfCounterCOUNTER_BLOCK_FAILURES:      &c.BlockFailures,
 		hbfCounterCOUNTER_EVENTS_LOST:         &c.EventsLost,
 		hbfCounterCOUNTER_TRACKER_FULL:        &c.TrackerFull,
+		hbfCounterCOUNTER_DROP_TRACKER_BUSY:   &c.DroppedTrackerBusy,
 	}
 	if len(fields) != int(hbfCounterCOUNTER_MAX) {
 		return c, fmt.Errorf("counters: program has %d, this build reads %d", hbfCounterCOUNTER_MAX, len(fields))

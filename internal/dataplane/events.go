@@ -2,8 +2,10 @@ package dataplane
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"time"
 	"unsafe"
@@ -43,6 +45,10 @@ func (*Scan) isEvent()       {}
 // ErrClosed is returned by Read after Close.
 var ErrClosed = ringbuf.ErrClosed
 
+// PollInterval bounds how long a connection event waits in the ring buffer:
+// the program does not wake the reader for each one (see bpf/hbf.c).
+const PollInterval = 20 * time.Millisecond
+
 // EventReader reads the program's events.
 type EventReader struct {
 	rd  *ringbuf.Reader
@@ -59,13 +65,29 @@ func (d *Dataplane) Events() (*EventReader, error) {
 	return &EventReader{rd: rd}, nil
 }
 
-// SetDeadline makes Read return os.ErrDeadlineExceeded once t passes with
-// nothing to read; the zero time waits forever.
-func (r *EventReader) SetDeadline(t time.Time) { r.rd.SetDeadline(t) }
-
-// Read blocks until the next event.
+// Read blocks until the next event, or returns ErrClosed after Close.
 func (r *EventReader) Read() (Event, error) {
-	if err := r.rd.ReadInto(&r.rec); err != nil {
+	for {
+		r.rd.SetDeadline(time.Now().Add(PollInterval))
+		err := r.rd.ReadInto(&r.rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return decodeEvent(r.rec.RawSample)
+	}
+}
+
+// Poll returns the next event already in the ring, or nil when there is none.
+func (r *EventReader) Poll() (Event, error) {
+	r.rd.SetDeadline(time.Now())
+	err := r.rd.ReadInto(&r.rec)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, nil
+	}
+	if err != nil {
 		return nil, err
 	}
 	return decodeEvent(r.rec.RawSample)

@@ -55,7 +55,8 @@ const (
 	hbfCounterCOUNTER_BLOCK_FAILURES      hbfCounter = 10
 	hbfCounterCOUNTER_EVENTS_LOST         hbfCounter = 11
 	hbfCounterCOUNTER_TRACKER_FULL        hbfCounter = 12
-	hbfCounterCOUNTER_MAX                 hbfCounter = 13
+	hbfCounterCOUNTER_DROP_TRACKER_BUSY   hbfCounter = 13
+	hbfCounterCOUNTER_MAX                 hbfCounter = 14
 )
 
 type hbfEventType uint32
@@ -112,11 +113,8 @@ const (
 )
 
 type hbfScanState struct {
-	_    structs.HostLayout
-	Lock struct {
-		_   structs.HostLayout
-		Val uint32
-	}
+	_      structs.HostLayout
+	Lock   uint32
 	Len    uint8
 	Move   uint8
 	Flags  uint8
@@ -130,11 +128,6 @@ type hbfScanState struct {
 		Seq    uint32
 	}
 	_ [4]byte
-}
-
-type hbfScanStateBytes struct {
-	_ structs.HostLayout
-	B [416]uint8
 }
 
 // Names of all BPF objects in the ELF.

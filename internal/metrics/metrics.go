@@ -92,6 +92,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descDropped, k.DroppedStealth, "stealth")
 		counter(descDropped, k.DroppedScan, "scan")
 		counter(descDropped, k.DroppedMalformed, "malformed")
+		counter(descDropped, k.DroppedTrackerBusy, "tracker_busy")
 		counter(descScans, k.ScansDetected)
 		counter(descScansAllow, k.ScansAllowlisted)
 		counter(descScanBlocks, k.BlocksAdded)
