@@ -34,6 +34,11 @@ struct config hbf_config = {
 	.block_ns = 3600ULL * 1000 * 1000 * 1000,
 };
 
+/* Set by the daemon while block_prefixes holds an entry: most hosts block
+ * single addresses only, and an LPM lookup on every packet is not free. Only
+ * the daemon writes that map, so the hint cannot go stale under it. */
+__u32 hbf_have_block_prefixes = 0;
+
 /* Exact addresses: one hash lookup is cheaper than any LPM walk. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -182,7 +187,9 @@ __noinline int blocked(const struct addr *addr)
 	if (!addr)
 		return 0;
 	struct rule *r = bpf_map_lookup_elem(&blocks, addr);
-	if (!r || !rule_live(r))
+	if (r && !rule_live(r))
+		r = NULL;
+	if (!r && READ_ONCE(hbf_have_block_prefixes))
 		r = lpm_live(&block_prefixes, block_retry_step, addr);
 	if (!r)
 		return 0;

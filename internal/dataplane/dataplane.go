@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -63,11 +64,16 @@ var pinnedMaps = []string{
 	hbfMapCounters,
 }
 
-// Dataplane is the loaded program and its maps.
+// Dataplane is the loaded program and its maps. Its methods are safe for
+// concurrent use.
 type Dataplane struct {
 	objs    hbfObjects
 	pinDir  string // "" when not pinned
 	adopted bool
+
+	// prefixMu serialises changes of block_prefixes with the program's
+	// hint that the map is not empty.
+	prefixMu sync.Mutex
 }
 
 // Load loads the XDP program into the kernel, adopting the maps pinned under
@@ -114,6 +120,10 @@ func Load(opts Options) (*Dataplane, error) {
 			d.objs.Close()
 			return nil, err
 		}
+	}
+	if err := d.updatePrefixHint(); err != nil {
+		d.objs.Close()
+		return nil, err
 	}
 	return d, nil
 }

@@ -709,3 +709,37 @@ func TestSettingsValidate(t *testing.T) {
 		t.Errorf("defaults refused: %v", err)
 	}
 }
+
+func TestPrefixHintFollowsPrefixBlocks(t *testing.T) {
+	d := newTestDP(t, defaults)
+	hint := func() uint32 {
+		var v uint32
+		if err := d.objs.HbfHaveBlockPrefixes.Get(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	ack := tcpSYN("198.51.100.7", "192.0.2.1", 40000, 443).with(func(f *frame) { f.flags = ack })
+	if hint() != 0 {
+		t.Fatal("hint set with no prefix block")
+	}
+	d.mustBlock("198.51.100.0/24", time.Time{})
+	expectVerdict(t, d.run(ack), xdpDrop, "CIDR block")
+	if _, err := d.Unblock(netip.MustParsePrefix("198.51.100.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	if hint() != 0 {
+		t.Error("hint still set after the last prefix block went")
+	}
+	expectVerdict(t, d.run(ack), xdpPass, "after unblock")
+	d.mustBlock("198.51.0.0/16", time.Now().Add(-time.Second)) // expired: swept below
+	d.mustBlock("198.51.100.0/24", time.Time{})
+	expectVerdict(t, d.run(ack), xdpDrop, "CIDR block again")
+	if _, err := d.Sweep(time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if hint() != 1 {
+		t.Error("sweep cleared the hint while a live prefix block remains")
+	}
+	expectVerdict(t, d.run(ack), xdpDrop, "after sweep")
+}

@@ -143,6 +143,7 @@ const (
 	hbfMapScanZero             = "scan_zero"
 	hbfProgHbfXdp              = "hbf_xdp"
 	hbfVarHbfConfig            = "hbf_config"
+	hbfVarHbfHaveBlockPrefixes = "hbf_have_block_prefixes"
 	hbfVarUnusedConnEvent      = "unused_conn_event"
 	hbfVarUnusedCounter        = "unused_counter"
 	hbfVarUnusedEventType      = "unused_event_type"
@@ -214,6 +215,7 @@ type hbfMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type hbfVariableSpecs struct {
 	HbfConfig            *ebpf.VariableSpec `ebpf:"hbf_config"`
+	HbfHaveBlockPrefixes *ebpf.VariableSpec `ebpf:"hbf_have_block_prefixes"`
 	UnusedConnEvent      *ebpf.VariableSpec `ebpf:"unused_conn_event"`
 	UnusedCounter        *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEventType      *ebpf.VariableSpec `ebpf:"unused_event_type"`
@@ -268,6 +270,7 @@ func (m *hbfMaps) Close() error {
 // It can be passed to loadHbfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hbfVariables struct {
 	HbfConfig            *ebpf.Variable `ebpf:"hbf_config"`
+	HbfHaveBlockPrefixes *ebpf.Variable `ebpf:"hbf_have_block_prefixes"`
 	UnusedConnEvent      *ebpf.Variable `ebpf:"unused_conn_event"`
 	UnusedCounter        *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEventType      *ebpf.Variable `ebpf:"unused_event_type"`

@@ -86,12 +86,51 @@ func (d *Dataplane) Block(p netip.Prefix, expires time.Time) error {
 	if bits == 128 {
 		err = d.objs.Blocks.Update(addr, rule, ebpf.UpdateAny)
 	} else {
+		d.prefixMu.Lock()
+		defer d.prefixMu.Unlock()
+		// The hint first: the program must never skip a map holding a block.
+		if err := d.setPrefixHint(true); err != nil {
+			return err
+		}
 		err = d.objs.BlockPrefixes.Update(hbfLpmKey{Prefixlen: bits, Addr: addr}, rule, ebpf.UpdateAny)
+		if err != nil {
+			err = errors.Join(err, d.updatePrefixHintLocked())
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("block %v: %w", p, err)
 	}
 	return nil
+}
+
+func (d *Dataplane) setPrefixHint(used bool) error {
+	var v uint32
+	if used {
+		v = 1
+	}
+	if err := d.objs.HbfHaveBlockPrefixes.Set(v); err != nil {
+		return fmt.Errorf("set the prefix-block hint: %w", err)
+	}
+	return nil
+}
+
+// updatePrefixHint tells the program whether block_prefixes holds entries.
+func (d *Dataplane) updatePrefixHint() error {
+	d.prefixMu.Lock()
+	defer d.prefixMu.Unlock()
+	return d.updatePrefixHintLocked()
+}
+
+func (d *Dataplane) updatePrefixHintLocked() error {
+	var key hbfLpmKey
+	err := d.objs.BlockPrefixes.NextKey(nil, &key)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return d.setPrefixHint(false)
+	}
+	if err != nil {
+		return fmt.Errorf("look into block prefixes: %w", err)
+	}
+	return d.setPrefixHint(true)
 }
 
 // Unblock removes the block for exactly prefix (not narrower or wider ones).
@@ -104,7 +143,12 @@ func (d *Dataplane) Unblock(p netip.Prefix) (bool, error) {
 	if bits == 128 {
 		err = d.objs.Blocks.Delete(addr)
 	} else {
+		d.prefixMu.Lock()
 		err = d.objs.BlockPrefixes.Delete(hbfLpmKey{Prefixlen: bits, Addr: addr})
+		if err == nil {
+			err = d.updatePrefixHintLocked()
+		}
+		d.prefixMu.Unlock()
 	}
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return false, nil
@@ -247,7 +291,10 @@ func (d *Dataplane) Sweep(window time.Duration) (SweepStats, error) {
 		}
 		return n
 	}
+	d.prefixMu.Lock()
 	st.Blocks += sweepLPM(d.objs.BlockPrefixes)
+	errs = append(errs, d.updatePrefixHintLocked())
+	d.prefixMu.Unlock()
 	st.Allows = sweepLPM(d.objs.AllowPrefixes)
 
 	idleBefore := nowMono/1e6 - uint64(window.Milliseconds())
