@@ -13,13 +13,17 @@ import (
 // the host's own addresses, loopback, and the SSH client hbf was started
 // from.
 func hostAllowlist(sshConnection string) ([]netip.Prefix, error) {
-	out := []netip.Prefix{
-		netip.MustParsePrefix("127.0.0.0/8"),
-		netip.MustParsePrefix("::1/128"),
-	}
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return nil, fmt.Errorf("list the host's addresses: %w", err)
+	}
+	return neverBlock(addrs, sshConnection), nil
+}
+
+func neverBlock(addrs []net.Addr, sshConnection string) []netip.Prefix {
+	out := []netip.Prefix{
+		netip.MustParsePrefix("127.0.0.0/8"),
+		netip.MustParsePrefix("::1/128"),
 	}
 	for _, a := range addrs {
 		ipnet, ok := a.(*net.IPNet)
@@ -38,18 +42,22 @@ func hostAllowlist(sshConnection string) ([]netip.Prefix, error) {
 			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
 		}
 	}
-	return out, nil
+	return out
 }
 
 // DefaultRouteInterface names the interface of the IPv4 default route, else
 // of the IPv6 one.
 func DefaultRouteInterface() (string, error) {
-	if name, err := scanRoutes("/proc/net/route", func(f []string) bool {
+	return defaultRouteInterface("/proc/net/route", "/proc/net/ipv6_route")
+}
+
+func defaultRouteInterface(v4Routes, v6Routes string) (string, error) {
+	if name, err := scanRoutes(v4Routes, func(f []string) bool {
 		return len(f) > 2 && f[1] == "00000000" && f[0] != "Iface"
 	}, 0); err == nil && name != "" {
 		return name, nil
 	}
-	name, err := scanRoutes("/proc/net/ipv6_route", func(f []string) bool {
+	name, err := scanRoutes(v6Routes, func(f []string) bool {
 		return len(f) == 10 && f[0] == strings.Repeat("0", 32) && f[1] == "00" && f[9] != "lo"
 	}, 9)
 	if err != nil || name == "" {
