@@ -23,6 +23,16 @@ func ensureBPFFS(dir string) error {
 	if err != nil || strings.HasPrefix(rel, "..") {
 		return fmt.Errorf("pin path %s is not on a BPF filesystem: mount one (mount -t bpf bpf DIR) or use a folder under %s", dir, DefaultBPFFS)
 	}
+	// Two hbf processes starting at once must not both mount: the second
+	// mount would hide the first one's pins.
+	dirfd, err := unix.Open(DefaultBPFFS, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", DefaultBPFFS, err)
+	}
+	defer unix.Close(dirfd)
+	if err := unix.Flock(dirfd, unix.LOCK_EX); err != nil {
+		return fmt.Errorf("lock %s: %w", DefaultBPFFS, err)
+	}
 	if onBPFFS(DefaultBPFFS) {
 		return nil
 	}

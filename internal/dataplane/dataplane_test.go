@@ -23,6 +23,10 @@ const (
 
 var defaults = Settings{MaxPorts: 3, Window: time.Minute, BlockDuration: time.Hour}
 
+var noExpiry time.Time
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
 type testDP struct {
 	*Dataplane
 	t      *testing.T

@@ -475,3 +475,44 @@ func TestDemo(t *testing.T) {
 		})
 	}
 }
+
+// A daemon that dies without cleaning up leaves its pinned link attached:
+// enforcement goes on, and the next daemon adopts the pins.
+func TestCrashKeepsEnforcingAndRestartAdopts(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"client", "scanner"}})
+	serveHTTP(t, lab.Host, 8080)
+	scanner, client := lab.Peers["scanner"], lab.Peers["client"]
+	host := lab.Host.Addr4
+
+	first := startDaemon(t, lab)
+	for port := 8080; port <= 8083; port++ {
+		dialOutcome(scanner, hostPort(host, port), time.Second)
+	}
+	first.waitLine(line("Blocked %s for 1h0m0s: port scan", scanner.Addr4))
+	first.cmd.Process.Kill()
+	first.wait(10 * time.Second)
+
+	if got := dialOutcome(scanner, hostPort(host, 8080), 2*time.Second); got != "filtered" {
+		t.Errorf("after the crash the scanner's connection is %s, want dropped", got)
+	}
+	if got := dialOutcome(client, hostPort(host, 8080), 5*time.Second); got != "open" {
+		t.Errorf("after the crash the client's connection is %s, want open", got)
+	}
+
+	second := waitReady(t, tryDaemonAt(t, lab, first.pinPath, first.stateDir))
+	if !strings.Contains(second.stderrText(), "adopted the maps pinned by an earlier run") ||
+		!strings.Contains(second.stderrText(), "xdp_mode=adopted") {
+		t.Errorf("the second daemon did not adopt the pins:\n%s", second.stderrText())
+	}
+	if got := dialOutcome(scanner, hostPort(host, 8080), 2*time.Second); got != "filtered" {
+		t.Errorf("after the restart the scanner's connection is %s, want dropped", got)
+	}
+	curl(t, client, fmt.Sprintf("http://%s:8080/", host))
+	second.waitLine(line(`New connection: %s:\d+ -> %s:8080`, client.Addr4, host))
+
+	if err := second.stop(); err != nil {
+		t.Errorf("exit %v", err)
+	}
+	noXDP(t, lab.Host)
+}

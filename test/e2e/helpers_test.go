@@ -103,7 +103,11 @@ func randomName(prefix string) string {
 // path and state folder, and waits until it protects the interface.
 func startDaemon(t *testing.T, lab *netlab.Lab, args ...string) *daemonProc {
 	t.Helper()
-	d := tryDaemon(t, lab, args...)
+	return waitReady(t, tryDaemon(t, lab, args...))
+}
+
+func waitReady(t *testing.T, d *daemonProc) *daemonProc {
+	t.Helper()
 	deadline := time.After(20 * time.Second)
 	for !strings.Contains(d.stderrText(), "hbf is running") {
 		select {
@@ -120,7 +124,13 @@ func startDaemon(t *testing.T, lab *netlab.Lab, args ...string) *daemonProc {
 // tryDaemon starts `hbf daemon` without waiting for it.
 func tryDaemon(t *testing.T, lab *netlab.Lab, args ...string) *daemonProc {
 	t.Helper()
-	d := &daemonProc{t: t, pinPath: "/sys/fs/bpf/" + randomName("hbftest"), stateDir: t.TempDir(), ns: lab.Host, done: make(chan struct{})}
+	return tryDaemonAt(t, lab, "/sys/fs/bpf/"+randomName("hbftest"), t.TempDir(), args...)
+}
+
+// tryDaemonAt starts `hbf daemon` with the given pin path and state folder.
+func tryDaemonAt(t *testing.T, lab *netlab.Lab, pinPath, stateDir string, args ...string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{t: t, pinPath: pinPath, stateDir: stateDir, ns: lab.Host, done: make(chan struct{})}
 	full := append([]string{"daemon", "--iface", netlab.Iface, "--pin-path", d.pinPath, "--state-dir", d.stateDir}, args...)
 	d.cmd = lab.Host.Command(context.Background(), hbfBin, full...)
 	d.cmd.Stderr = lockedWriter{&d.mu, &d.stderr}
