@@ -264,6 +264,12 @@ static __always_inline __u32 track(struct scan_state *st, const struct packet *p
 	if (!tracker_lock(st))
 		return TRACK_BUSY;
 
+	/* The clock was read before the lock: another CPU may have stamped the
+	 * entry with a later time. Time in an entry never goes backwards, or an
+	 * unsigned difference would wrap and empty the window. */
+	if (now_ms < st->last_ms)
+		now_ms = st->last_ms;
+	now32 = (__u32)now_ms;
 	if (now_ms - st->last_ms > hbf_config.window_ms) {
 		st->len = 0;
 		st->flags = 0;

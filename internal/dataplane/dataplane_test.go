@@ -588,7 +588,7 @@ func TestScanAcrossCPUs(t *testing.T) {
 	if cpus < 2 {
 		t.Logf("only %d CPU: the runs below cannot overlap", cpus)
 	}
-	const rounds = 300
+	const rounds = 2000
 	for round := range rounds {
 		src := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0xaa, 14: byte(round >> 8), 15: byte(round)}).String()
 		var wg sync.WaitGroup
