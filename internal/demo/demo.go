@@ -193,17 +193,7 @@ func scan(ctx context.Context, kind string, ns *netlab.NS, target netip.Addr) (m
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			dctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
-			defer cancel()
-			state := "filtered"
-			c, err := ns.DialContext(dctx, "tcp", netip.AddrPortFrom(target, uint16(port)).String())
-			switch {
-			case err == nil:
-				c.Close()
-				state = "open"
-			case errors.Is(err, syscall.ECONNREFUSED):
-				state = "closed"
-			}
+			state := ns.Probe(ctx, netip.AddrPortFrom(target, uint16(port)), 1500*time.Millisecond)
 			mu.Lock()
 			out[port] = state
 			mu.Unlock()

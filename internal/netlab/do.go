@@ -2,10 +2,14 @@ package netlab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -73,4 +77,22 @@ func (ns *NS) HTTPClient() *http.Client {
 		DialContext:       ns.DialContext,
 		DisableKeepAlives: true,
 	}}
+}
+
+// Probe tries a TCP connection from the namespace and says what a scanner
+// learns from it: "open", "closed" (refused) or "filtered" (no answer
+// before the timeout).
+func (ns *NS) Probe(ctx context.Context, addr netip.AddrPort, timeout time.Duration) string {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, err := ns.DialContext(ctx, "tcp", addr.String())
+	switch {
+	case err == nil:
+		c.Close()
+		return "open"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "closed"
+	default:
+		return "filtered"
+	}
 }

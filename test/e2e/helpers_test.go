@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/xml"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -277,21 +276,9 @@ func curl(t *testing.T, ns *netlab.NS, url string) {
 	}
 }
 
-// dialOutcome tries a TCP connection from ns: "open", "closed" (refused) or
-// "filtered" (no answer within the timeout).
+// dialOutcome is what a scanner learns from one connection attempt.
 func dialOutcome(ns *netlab.NS, addr netip.AddrPort, timeout time.Duration) string {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	c, err := ns.DialContext(ctx, "tcp", addr.String())
-	switch {
-	case err == nil:
-		c.Close()
-		return "open"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "closed"
-	default:
-		return "filtered"
-	}
+	return ns.Probe(context.Background(), addr, timeout)
 }
 
 type nmapRun struct {
