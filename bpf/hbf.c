@@ -217,7 +217,9 @@ struct scan_ports {
 };
 
 /* Tries to take an entry's lock before giving up: far more than an update
- * takes, since the holder runs in softirq context and cannot be preempted. */
+ * takes, since in softirq context the holder cannot be preempted. Where it can
+ * (PREEMPT_RT, test runs), a packet that cannot get the lock is dropped and
+ * counted, never let through uncounted. */
 #define TRACKER_LOCK_SPINS 1024
 
 /*

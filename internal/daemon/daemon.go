@@ -125,7 +125,7 @@ func Run(ctx context.Context, cfg Config) error {
 	attached = true
 
 	var wg sync.WaitGroup
-	wg.Go(func() { d.readEvents(events) })
+	wg.Go(func() { d.readEvents(ctx, events) })
 	wg.Go(func() { d.sweep(ctx) })
 	var srv *http.Server
 	if metricsLn != nil {
@@ -151,10 +151,8 @@ func Run(ctx context.Context, cfg Config) error {
 		_ = srv.Shutdown(shutdownCtx)
 		cancel()
 	}
-	// Let the reader take what the program already sent before it stops.
-	time.Sleep(50 * time.Millisecond)
+	wg.Wait() // the reader has reported what the program sent before the stop
 	events.Close()
-	wg.Wait()
 	d.detachAll()
 	if err := dp.Unpin(); err != nil {
 		log.Warn("could not remove pins", "pin_path", cfg.PinPath, "err", err)
@@ -210,9 +208,15 @@ func (d *daemon) ifname(index int) string {
 	return ""
 }
 
-func (d *daemon) readEvents(rd *dataplane.EventReader) {
+// readEvents reports the program's events until ctx ends, then what is
+// still in the ring.
+func (d *daemon) readEvents(ctx context.Context, rd *dataplane.EventReader) {
 	for {
-		ev, err := rd.Read()
+		ev, err := rd.Read(ctx)
+		if ctx.Err() != nil {
+			d.drain(rd)
+			return
+		}
 		if errors.Is(err, dataplane.ErrClosed) {
 			return
 		}
@@ -221,24 +225,44 @@ func (d *daemon) readEvents(rd *dataplane.EventReader) {
 			d.log.Warn("unreadable event", "err", err)
 			continue
 		}
-		switch ev := ev.(type) {
-		case *dataplane.Connection:
-			d.out.write(&report.Connection{Time: ev.Time, Iface: d.ifname(ev.Ifindex), Src: ev.Src, Dst: ev.Dst})
-		case *dataplane.Scan:
-			d.out.write(&report.Scan{Time: ev.Time, Iface: d.ifname(ev.Ifindex), Src: ev.Src, Dst: ev.Dst,
-				Ports: ev.Ports, Allowlisted: ev.Allowlisted})
-			if ev.Blocked {
-				duration := d.cfg.BlockDuration
-				if ev.Expires.IsZero() {
-					duration = 0
-				}
-				d.out.write(&report.Block{Time: ev.Time, Prefix: netip.PrefixFrom(ev.Src, ev.Src.BitLen()),
-					Reason: "port scan", Duration: duration, Expires: ev.Expires})
+		d.report(ev)
+	}
+}
+
+func (d *daemon) drain(rd *dataplane.EventReader) {
+	for {
+		ev, err := rd.Poll()
+		switch {
+		case errors.Is(err, dataplane.ErrClosed):
+			return
+		case err != nil:
+			d.metrics.EventDecodeFailed()
+		case ev == nil:
+			return
+		default:
+			d.report(ev)
+		}
+	}
+}
+
+func (d *daemon) report(ev dataplane.Event) {
+	switch ev := ev.(type) {
+	case *dataplane.Connection:
+		d.out.write(&report.Connection{Time: ev.Time, Iface: d.ifname(ev.Ifindex), Src: ev.Src, Dst: ev.Dst})
+	case *dataplane.Scan:
+		d.out.write(&report.Scan{Time: ev.Time, Iface: d.ifname(ev.Ifindex), Src: ev.Src, Dst: ev.Dst,
+			Ports: ev.Ports, Allowlisted: ev.Allowlisted})
+		if ev.Blocked {
+			duration := d.cfg.BlockDuration
+			if ev.Expires.IsZero() {
+				duration = 0
 			}
-			if ev.BlockFailed {
-				d.log.Error("scanner not blocked: the block map is full; its new ports are still dropped for the window",
-					"src", ev.Src)
-			}
+			d.out.write(&report.Block{Time: ev.Time, Prefix: netip.PrefixFrom(ev.Src, ev.Src.BitLen()),
+				Reason: "port scan", Duration: duration, Expires: ev.Expires})
+		}
+		if ev.BlockFailed {
+			d.log.Error("scanner not blocked: the block map is full; its new ports are still dropped for the window",
+				"src", ev.Src)
 		}
 	}
 }

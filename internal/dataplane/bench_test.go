@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"testing"
@@ -101,7 +102,7 @@ func benchDistinct(b *testing.B, dp *Dataplane, frames func(i int) frame, want u
 	defer rd.Close()
 	go func() { // keep the ring drained, as the daemon does
 		for {
-			if _, err := rd.Read(); errors.Is(err, ErrClosed) {
+			if _, err := rd.Read(context.Background()); errors.Is(err, ErrClosed) {
 				return
 			}
 		}

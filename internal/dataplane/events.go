@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -65,9 +66,13 @@ func (d *Dataplane) Events() (*EventReader, error) {
 	return &EventReader{rd: rd}, nil
 }
 
-// Read blocks until the next event, or returns ErrClosed after Close.
-func (r *EventReader) Read() (Event, error) {
+// Read blocks until the next event, ctx's end (its error), or Close
+// (ErrClosed).
+func (r *EventReader) Read(ctx context.Context) (Event, error) {
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		r.rd.SetDeadline(time.Now().Add(PollInterval))
 		err := r.rd.ReadInto(&r.rec)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
