@@ -78,11 +78,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if dp.Adopted() {
 		log.Info("adopted the maps pinned by an earlier run", "pin_path", cfg.PinPath)
 	}
-	// Until every interface is attached, an error undoes the pins; after,
-	// the deferred shutdown does.
-	attached := false
+	// A start that fails undoes what it created; what an earlier run left
+	// pinned stays, since it may be what still protects the host.
+	started := false
 	defer func() {
-		if !attached {
+		if !started && !dp.Adopted() {
 			_ = dp.Unpin()
 		}
 	}()
@@ -112,7 +112,7 @@ func Run(ctx context.Context, cfg Config) error {
 	for _, name := range cfg.Ifaces {
 		a, err := dp.Attach(name, cfg.XDPMode)
 		if err != nil {
-			d.detachAll()
+			d.abandon()
 			events.Close()
 			return err
 		}
@@ -122,7 +122,7 @@ func Run(ctx context.Context, cfg Config) error {
 		d.mu.Unlock()
 		log.Info("protecting interface", "iface", a.Iface, "xdp_mode", a.Mode)
 	}
-	attached = true
+	started = true
 
 	var wg sync.WaitGroup
 	wg.Go(func() { d.readEvents(ctx, events) })
@@ -191,6 +191,21 @@ func (d *daemon) detachAll() {
 			continue
 		}
 		d.log.Info("detached", "iface", a.Iface)
+	}
+	d.attachments = nil
+}
+
+// abandon gives up a failed start: it detaches what it attached and leaves
+// adopted links as it found them, attached.
+func (d *daemon) abandon() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, a := range d.attachments {
+		if a.Mode == dataplane.XDPAdopted {
+			_ = a.Release()
+		} else {
+			_ = a.Detach()
+		}
 	}
 	d.attachments = nil
 }

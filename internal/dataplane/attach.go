@@ -21,8 +21,9 @@ const (
 	XDPNative XDPMode = "native"
 	// XDPGeneric runs after skb allocation: any driver, same verdicts, slower.
 	XDPGeneric XDPMode = "generic"
-	// xdpAdopted: an earlier process's pinned link now runs this program.
-	xdpAdopted XDPMode = "adopted"
+	// XDPAdopted: the link an earlier process pinned now runs this program;
+	// it kept the mode it was attached with.
+	XDPAdopted XDPMode = "adopted"
 )
 
 // ParseXDPMode accepts auto, native and generic.
@@ -134,7 +135,7 @@ func (d *Dataplane) adoptLink(a *Attachment) (bool, error) {
 		return false, fmt.Errorf("swap program into pinned link %s: %w", a.pin, err)
 	}
 	a.link = l
-	a.Mode = xdpAdopted
+	a.Mode = XDPAdopted
 	return true, nil
 }
 

@@ -500,6 +500,16 @@ func TestCrashKeepsEnforcingAndRestartAdopts(t *testing.T) {
 		t.Errorf("after the crash the client's connection is %s, want open", got)
 	}
 
+	// A restart that fails half-way (lo has no native XDP) must leave the
+	// crashed run's enforcement in place.
+	failed := tryDaemonAt(t, lab, first.pinPath, first.stateDir, "--iface", "lo", "--xdp-mode", "native")
+	if err := failed.wait(20 * time.Second); err == nil {
+		t.Fatal("native XDP on lo was accepted")
+	}
+	if got := dialOutcome(scanner, hostPort(host, 8080), 2*time.Second); got != "filtered" {
+		t.Errorf("after a failed restart the scanner's connection is %s, want dropped:\n%s", got, failed.stderrText())
+	}
+
 	second := waitReady(t, tryDaemonAt(t, lab, first.pinPath, first.stateDir))
 	if !strings.Contains(second.stderrText(), "adopted the maps pinned by an earlier run") ||
 		!strings.Contains(second.stderrText(), "xdp_mode=adopted") {
