@@ -26,6 +26,7 @@ var daemonEnv = map[string]string{
 	"log-file":       "HBF_LOG_FILE",
 	"blocklist":      "HBF_BLOCKLIST_FILE_PATH",
 	"allow":          "HBF_ALLOW",
+	"detach-on-exit": "HBF_DETACH_ON_EXIT",
 }
 
 func newDaemonCmd(e env) *cobra.Command {
@@ -82,6 +83,7 @@ variable in brackets; a flag beats its variable.`,
 	f.StringVar(&logFormat, "log-format", string(cfg.LogFormat), "event lines as text or json [HBF_LOG_FORMAT]")
 	f.StringVar(&cfg.LogFile, "log-file", "", "also append event lines to this file [HBF_LOG_FILE]")
 	f.StringVar(&cfg.Blocklist, "blocklist", "", "file of IPs and CIDRs to block at start, one per line, # comments [HBF_BLOCKLIST_FILE_PATH]")
+	f.BoolVar(&cfg.DetachOnExit, "detach-on-exit", false, "remove enforcement when stopping cleanly (demos, tests); by default it stays until `hbf uninstall` [HBF_DETACH_ON_EXIT]")
 	f.Var(prefixesValue{&cfg.Allow}, "allow", "IP or CIDR never to block, repeatable; the host's own addresses, loopback and the SSH client are always allowed [HBF_ALLOW]")
 	return cmd
 }

@@ -68,6 +68,6 @@ gets through.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
 	})
-	root.AddCommand(newDaemonCmd(e), newDemoCmd(e))
+	root.AddCommand(newDaemonCmd(e), newDemoCmd(e), newUninstallCmd(e))
 	return root
 }

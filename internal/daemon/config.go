@@ -29,6 +29,9 @@ type Config struct {
 	LogFile       string // "": events go to Stdout only
 	Blocklist     string // "": none
 	Allow         []netip.Prefix
+	// DetachOnExit removes enforcement (links and pins) when the daemon
+	// stops cleanly. Off by default: every exit keeps the host protected.
+	DetachOnExit bool
 	// SSHConnection is $SSH_CONNECTION: its client is allowlisted so that
 	// starting hbf over SSH cannot lock the operator out.
 	SSHConnection string

@@ -153,6 +153,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	wg.Wait() // the reader has reported what the program sent before the stop
 	events.Close()
+	if !cfg.DetachOnExit {
+		d.releaseAll()
+		log.Info("stopped; enforcement stays in place: the program remains attached and its maps pinned",
+			"pin_path", cfg.PinPath, "remove_with", "hbf uninstall")
+		return nil
+	}
 	d.detachAll()
 	if err := dp.Unpin(); err != nil {
 		log.Warn("could not remove pins", "pin_path", cfg.PinPath, "err", err)
@@ -191,6 +197,16 @@ func (d *daemon) detachAll() {
 			continue
 		}
 		d.log.Info("detached", "iface", a.Iface)
+	}
+	d.attachments = nil
+}
+
+// releaseAll closes this process's handles; the pinned links stay attached.
+func (d *daemon) releaseAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, a := range d.attachments {
+		_ = a.Release()
 	}
 	d.attachments = nil
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hbf-firewall/hbf/internal/dataplane"
 )
 
 // lockStateDir takes the state folder's lock: one daemon per state folder.
@@ -33,4 +35,14 @@ func lockStateDir(dir string) (release func(), err error) {
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())), 0)
 	return func() { f.Close() }, nil
+}
+
+// Uninstall removes hbf's enforcement when no daemon runs: links, pins.
+func Uninstall(pinPath, stateDir string) ([]string, error) {
+	release, err := lockStateDir(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return dataplane.Uninstall(pinPath)
 }

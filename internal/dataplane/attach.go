@@ -156,3 +156,33 @@ func (a *Attachment) Detach() error {
 func (a *Attachment) Release() error {
 	return a.link.Close()
 }
+
+// Uninstall removes what hbf pinned under pinPath while no daemon holds it:
+// each pinned link is unpinned (which detaches its program) and the maps'
+// pins are removed. It returns the interfaces it detached.
+func Uninstall(pinPath string) ([]string, error) {
+	dir := filepath.Join(pinPath, layoutVersion)
+	entries, err := os.ReadDir(filepath.Join(dir, "links"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read pinned links: %w", err)
+	}
+	var detached []string
+	for _, e := range entries {
+		path := filepath.Join(dir, "links", e.Name())
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			return detached, fmt.Errorf("open pinned link %s: %w", path, err)
+		}
+		err = l.Unpin()
+		l.Close()
+		if err != nil {
+			return detached, fmt.Errorf("unpin %s: %w", path, err)
+		}
+		detached = append(detached, e.Name())
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return detached, fmt.Errorf("remove pins: %w", err)
+	}
+	_ = os.Remove(pinPath) // ours too when nothing else lives there
+	return detached, nil
+}

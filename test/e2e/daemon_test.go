@@ -526,3 +526,46 @@ func TestCrashKeepsEnforcingAndRestartAdopts(t *testing.T) {
 	}
 	noXDP(t, lab.Host)
 }
+
+func TestStopKeepsEnforcementUntilUninstall(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"client", "scanner"}})
+	serveHTTP(t, lab.Host, 8080)
+	scanner, client := lab.Peers["scanner"], lab.Peers["client"]
+	host := lab.Host.Addr4
+
+	d := startDaemon(t, lab, "--detach-on-exit=false")
+	for port := 8080; port <= 8083; port++ {
+		dialOutcome(scanner, hostPort(host, port), time.Second)
+	}
+	d.waitLine(line("Blocked %s for 1h0m0s: port scan", scanner.Addr4))
+	if err := d.stop(); err != nil {
+		t.Fatalf("SIGTERM: exit %v", err)
+	}
+	if !strings.Contains(d.stderrText(), "enforcement stays in place") || !strings.Contains(d.stderrText(), "hbf uninstall") {
+		t.Errorf("a clean stop does not say how to remove enforcement:\n%s", d.stderrText())
+	}
+	if got := dialOutcome(scanner, hostPort(host, 8080), 2*time.Second); got != "filtered" {
+		t.Errorf("after the stop the scanner's connection is %s, want dropped", got)
+	}
+	if got := dialOutcome(client, hostPort(host, 8080), 5*time.Second); got != "open" {
+		t.Errorf("after the stop the client's connection is %s, want open", got)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := lab.Host.Run(ctx, hbfBin, "uninstall", "--pin-path", d.pinPath, "--state-dir", d.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "detached from eth0") {
+		t.Errorf("uninstall said %q", out)
+	}
+	noXDP(t, lab.Host)
+	if _, err := os.Stat(d.pinPath); !os.IsNotExist(err) {
+		t.Errorf("pin path %s exists after uninstall", d.pinPath)
+	}
+	if got := dialOutcome(scanner, hostPort(host, 8080), 5*time.Second); got != "open" {
+		t.Errorf("after uninstall the scanner's connection is %s, want open", got)
+	}
+}

@@ -130,7 +130,10 @@ func tryDaemon(t *testing.T, lab *netlab.Lab, args ...string) *daemonProc {
 func tryDaemonAt(t *testing.T, lab *netlab.Lab, pinPath, stateDir string, args ...string) *daemonProc {
 	t.Helper()
 	d := &daemonProc{t: t, pinPath: pinPath, stateDir: stateDir, ns: lab.Host, done: make(chan struct{})}
-	full := append([]string{"daemon", "--iface", netlab.Iface, "--pin-path", d.pinPath, "--state-dir", d.stateDir}, args...)
+	// Tests remove enforcement on a clean stop unless they pass
+	// --detach-on-exit=false to see it stay.
+	full := append([]string{"daemon", "--iface", netlab.Iface, "--pin-path", d.pinPath, "--state-dir", d.stateDir,
+		"--detach-on-exit"}, args...)
 	d.cmd = lab.Host.Command(context.Background(), hbfBin, full...)
 	d.cmd.Stderr = lockedWriter{&d.mu, &d.stderr}
 	stdout, err := d.cmd.StdoutPipe()
