@@ -39,11 +39,13 @@ struct config hbf_config = {
  * the daemon writes that map, so the hint cannot go stale under it. */
 __u32 hbf_have_block_prefixes = 0;
 
-/* Exact addresses: one hash lookup is cheaper than any LPM walk. */
+/* Exact addresses: one hash lookup is cheaper than any LPM walk. Room for a
+ * million-address blocklist; entries cost memory only once written, the
+ * bucket array (16 MiB) from the start. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 18);
+	__uint(max_entries, 1 << 20);
 	__type(key, struct addr);
 	__type(value, struct rule);
 } blocks SEC(".maps");
@@ -213,8 +215,18 @@ enum track_outcome {
 
 struct scan_ports {
 	__u16 ports[HBF_SCAN_SLOTS];
+	__u32 ages_ms[HBF_SCAN_SLOTS];
 	__u16 n;
 };
+
+/* Where track() copies a crossing's evidence: too big for the stack. One
+ * per CPU, as an XDP program runs one packet at a time on a CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scan_ports);
+} scan_evidence SEC(".maps");
 
 /* Tries to take an entry's lock before giving up: far more than an update
  * takes, since in softirq context the holder cannot be preempted. Where it can
@@ -345,8 +357,10 @@ static __always_inline __u32 track(struct scan_state *st, const struct packet *p
 		outcome |= TRACK_CROSSED;
 		/* All slots, whatever len is: n tells the reader where to stop. */
 #pragma unroll
-		for (__u32 i = 0; i < HBF_SCAN_SLOTS; i++)
+		for (__u32 i = 0; i < HBF_SCAN_SLOTS; i++) {
 			out->ports[i] = st->slots[i].port;
+			out->ages_ms[i] = now32 - st->slots[i].seen_ms;
+		}
 		out->n = READ_ONCE(st->len);
 	}
 
@@ -410,6 +424,7 @@ static __always_inline void report_scan(struct xdp_md *ctx, const struct packet 
 	ev->daddr = pkt->daddr;
 	ev->expires_ns = expires;
 	__builtin_memcpy(ev->ports, ports->ports, sizeof(ev->ports));
+	__builtin_memcpy(ev->ages_ms, ports->ages_ms, sizeof(ev->ages_ms));
 	ev->nports = ports->n;
 	bpf_ringbuf_submit(ev, BPF_RB_FORCE_WAKEUP);
 }
@@ -444,13 +459,16 @@ __noinline int attempt(struct xdp_md *ctx, const struct packet *pkt, int probe, 
 		return XDP_PASS;
 
 	__u64 now = bpf_ktime_get_coarse_ns();
-	struct scan_ports ports = {};
+	__u32 zero = 0;
+	struct scan_ports *ports = bpf_map_lookup_elem(&scan_evidence, &zero);
+	if (!ports)
+		return XDP_PASS; /* cannot happen: a one-entry array */
 	__u32 outcome = TRACK_NEW_ATTEMPT;
 	__u32 reason = probe ? COUNTER_DROP_STEALTH : COUNTER_DROP_SCAN;
 
 	struct scan_state *st = tracker_entry(&pkt->saddr);
 	if (st)
-		outcome = track(st, pkt, now / 1000000, &ports);
+		outcome = track(st, pkt, now / 1000000, ports);
 	else
 		count(COUNTER_TRACKER_FULL);
 	/* Fail closed: an attempt the tracker could not count must not pass. */
@@ -464,11 +482,11 @@ __noinline int attempt(struct xdp_md *ctx, const struct packet *pkt, int probe, 
 		count(COUNTER_SCANS_DETECTED);
 		if (allowed) {
 			count(COUNTER_SCANS_ALLOWLISTED);
-			report_scan(ctx, pkt, now, &ports, SCAN_EV_ALLOWLISTED, 0);
+			report_scan(ctx, pkt, now, ports, SCAN_EV_ALLOWLISTED, 0);
 		} else {
 			__u64 expires = 0;
 			__u8 flags = block_scanner(&pkt->saddr, now, &expires);
-			report_scan(ctx, pkt, now, &ports, flags, expires);
+			report_scan(ctx, pkt, now, ports, flags, expires);
 			return drop(reason);
 		}
 	} else if ((outcome & TRACK_FLAGGED) && !allowed) {

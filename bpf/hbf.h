@@ -109,6 +109,9 @@ struct scan_event {
 	__u64 expires_ns; /* of the block; 0: permanent */
 	__u16 ports[HBF_SCAN_SLOTS];
 	__u16 _pad[3];
+	/* When each port was last tried: ms before time_ns. */
+	__u32 ages_ms[HBF_SCAN_SLOTS];
+	__u32 _pad2;
 };
 
 /* Indexes of the per-CPU counters array. */

@@ -27,6 +27,9 @@ var daemonEnv = map[string]string{
 	"blocklist":      "HBF_BLOCKLIST_FILE_PATH",
 	"allow":          "HBF_ALLOW",
 	"detach-on-exit": "HBF_DETACH_ON_EXIT",
+	"socket":         "HBF_SOCKET",
+	"min-prefix-v4":  "HBF_MIN_PREFIX_V4",
+	"min-prefix-v6":  "HBF_MIN_PREFIX_V6",
 }
 
 func newDaemonCmd(e env) *cobra.Command {
@@ -84,6 +87,9 @@ variable in brackets; a flag beats its variable.`,
 	f.StringVar(&cfg.LogFile, "log-file", "", "also append event lines to this file [HBF_LOG_FILE]")
 	f.StringVar(&cfg.Blocklist, "blocklist", "", "file of IPs and CIDRs to block at start, one per line, # comments [HBF_BLOCKLIST_FILE_PATH]")
 	f.BoolVar(&cfg.DetachOnExit, "detach-on-exit", false, "remove enforcement when stopping cleanly (demos, tests); by default it stays until `hbf uninstall` [HBF_DETACH_ON_EXIT]")
+	f.StringVar(&cfg.Socket, "socket", cfg.Socket, "unix socket of the API the CLI talks to (root only) [HBF_SOCKET]")
+	f.IntVar(&cfg.Rules.MinBitsV4, "min-prefix-v4", cfg.Rules.MinBitsV4, "refuse IPv4 blocks wider than this prefix length [HBF_MIN_PREFIX_V4]")
+	f.IntVar(&cfg.Rules.MinBitsV6, "min-prefix-v6", cfg.Rules.MinBitsV6, "refuse IPv6 blocks wider than this prefix length [HBF_MIN_PREFIX_V6]")
 	f.Var(prefixesValue{&cfg.Allow}, "allow", "IP or CIDR never to block, repeatable; the host's own addresses, loopback and the SSH client are always allowed [HBF_ALLOW]")
 	return cmd
 }

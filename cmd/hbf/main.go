@@ -68,6 +68,9 @@ gets through.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
 	})
-	root.AddCommand(newDaemonCmd(e), newDemoCmd(e), newUninstallCmd(e))
+	root.AddCommand(newDaemonCmd(e), newDemoCmd(e),
+		newBlockCmd(e), newUnblockCmd(e), newAllowCmd(e), newDisallowCmd(e),
+		newListCmd(e), newWhyCmd(e), newStatusCmd(e), newEventsCmd(e),
+		newStopCmd(e), newUninstallCmd(e))
 	return root
 }

@@ -10,7 +10,9 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/policy"
 	"github.com/hbf-firewall/hbf/internal/report"
 )
 
@@ -29,6 +31,8 @@ type Config struct {
 	LogFile       string // "": events go to Stdout only
 	Blocklist     string // "": none
 	Allow         []netip.Prefix
+	Socket        string       // the API's unix socket
+	Rules         policy.Rules // what operators may block
 	// DetachOnExit removes enforcement (links and pins) when the daemon
 	// stops cleanly. Off by default: every exit keeps the host protected.
 	DetachOnExit bool
@@ -53,6 +57,8 @@ var Defaults = Config{
 	StateDir:      "/var/lib/hbf",
 	MetricsAddr:   "127.0.0.1:9717",
 	LogFormat:     report.Text,
+	Socket:        api.DefaultSocket,
+	Rules:         policy.DefaultRules,
 }
 
 func (c Config) settings() dataplane.Settings {
@@ -83,5 +89,9 @@ func (c Config) Validate() error {
 	if c.StateDir == "" {
 		errs = append(errs, errors.New("--state-dir: must name a folder"))
 	}
+	if c.Socket == "" {
+		errs = append(errs, errors.New("--socket: must name a path"))
+	}
+	errs = append(errs, c.Rules.Validate())
 	return errors.Join(errs...)
 }

@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,27 +11,44 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/metrics"
 	"github.com/hbf-firewall/hbf/internal/report"
 	"github.com/hbf-firewall/hbf/internal/sources"
+	"github.com/hbf-firewall/hbf/internal/store"
 )
 
-// Run protects the configured interfaces until ctx ends or the timeout
-// passes. Everything that can be refused (settings, the blocklist, the
-// interfaces, the metrics address) is checked before the program attaches.
+const (
+	// reconcileEvery: how often the kernel and the store are brought in
+	// step, which also catches what lost events did not say.
+	reconcileEvery = 30 * time.Second
+	backupEvery    = time.Minute
+)
+
+// errUninstall ends Run removing enforcement, whatever DetachOnExit says.
+var errUninstall = errors.New("hbf uninstall")
+
+// Run protects the configured interfaces until ctx ends, the timeout
+// passes, or `hbf stop` or `hbf uninstall` asks. Everything that can be
+// refused (settings, lists, interfaces, addresses) is checked before the
+// program attaches, and the kernel holds every decision before the daemon
+// says it is running.
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	log := cfg.Logger
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	if cfg.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
-		defer cancel()
+		var cancelTimeout context.CancelFunc
+		ctx, cancelTimeout = context.WithTimeout(ctx, cfg.Timeout)
+		defer cancelTimeout()
 	}
 
 	for _, name := range cfg.Ifaces {
@@ -37,32 +56,44 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("--iface %s: no such interface", name)
 		}
 	}
-	var blocklist []netip.Prefix
-	if cfg.Blocklist != "" {
-		var err error
-		if blocklist, err = sources.LoadFile(cfg.Blocklist); err != nil {
-			return fmt.Errorf("--blocklist: %w", err)
-		}
-	}
-	allow, err := hostAllowlist(cfg.SSHConnection)
+	fixed, err := fixedAllows(cfg)
 	if err != nil {
 		return err
 	}
-	allow = append(allow, cfg.Allow...)
 
 	release, err := lockStateDir(cfg.StateDir)
 	if err != nil {
 		return err
 	}
 	defer release()
+	st, recovery, err := store.Open(cfg.StateDir)
+	if err != nil {
+		return fmt.Errorf("%w (what hbf pinned, if anything, stays in force)", err)
+	}
+	defer st.Close()
+	if recovery.Found != "" {
+		log.Warn("the store was damaged", "found", recovery.Found, "did", recovery.Did)
+	}
+	audit, err := openAudit(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer audit.close()
 
-	var metricsLn net.Listener
+	var metricsLn, apiLn net.Listener
 	if cfg.MetricsAddr != "" {
 		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
 			return fmt.Errorf("--metrics-addr %s: %w", cfg.MetricsAddr, err)
 		}
 		defer metricsLn.Close()
 	}
+	if apiLn, err = api.Listen(cfg.Socket); err != nil {
+		return err
+	}
+	defer func() {
+		apiLn.Close()
+		os.Remove(cfg.Socket)
+	}()
 
 	out, err := openOutputs(cfg)
 	if err != nil {
@@ -86,29 +117,40 @@ func Run(ctx context.Context, cfg Config) error {
 			_ = dp.Unpin()
 		}
 	}()
-
 	if err := dp.SetSettings(cfg.settings()); err != nil {
 		return err
 	}
-	if err := syncAllowlist(dp, allow); err != nil {
+
+	d := &daemon{cfg: cfg, log: log, dp: dp, out: out, hub: newHub(), ifnames: map[int]string{},
+		started: time.Now(), storeStatus: "ok"}
+	if recovery.Found != "" {
+		d.storeStatus = recovery.String()
+	}
+	d.state, err = newState(dp, st, cfg.Rules, fixed, audit, d.publish, log)
+	if err != nil {
 		return err
 	}
-	if err := applyBlocklist(dp, blocklist); err != nil {
+	lists, err := d.readLists(st)
+	if err != nil {
 		return err
 	}
-	warnAllowOverlap(log, blocklist, allow)
-	if len(blocklist) > 0 {
-		log.Info("blocklist loaded", "file", cfg.Blocklist, "entries", len(blocklist))
+	d.state.SetLists(lists)
+	began := time.Now()
+	stats, err := d.state.Reconcile(recovery.Empty)
+	if err != nil {
+		return fmt.Errorf("bring the kernel in step with the store: %w", err)
 	}
+	log.Info("kernel in step with the store", "written", stats.Written, "removed", stats.Removed,
+		"adopted", stats.Adopted, "took", time.Since(began).Round(time.Millisecond))
+	if err := st.Backup(); err != nil {
+		log.Warn("cannot back up the store", "err", err)
+	}
+	d.metrics = metrics.New(dp, d.attachedInfo, cfg.Version)
 
 	events, err := dp.Events()
 	if err != nil {
 		return err
 	}
-
-	d := &daemon{cfg: cfg, log: log, dp: dp, out: out, ifnames: map[int]string{}}
-	d.metrics = metrics.New(dp, d.attachedInfo, cfg.Version)
-
 	for _, name := range cfg.Ifaces {
 		a, err := dp.Attach(name, cfg.XDPMode)
 		if err != nil {
@@ -126,34 +168,45 @@ func Run(ctx context.Context, cfg Config) error {
 
 	var wg sync.WaitGroup
 	wg.Go(func() { d.readEvents(ctx, events) })
-	wg.Go(func() { d.sweep(ctx) })
-	var srv *http.Server
+	wg.Go(func() { d.maintain(ctx, st) })
+	wg.Go(func() {
+		svc := &service{d: d, audit: audit, cancel: cancel}
+		if err := api.Serve(ctx, apiLn, svc); err != nil {
+			log.Error("API server stopped", "err", err)
+		}
+	})
 	if metricsLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", d.metrics.Handler())
-		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		wg.Go(func() {
 			if err := srv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("metrics server stopped", "err", err)
 			}
 		})
+		wg.Go(func() {
+			<-ctx.Done()
+			shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(shutdown)
+		})
 		log.Info("serving metrics", "url", "http://"+metricsLn.Addr().String()+"/metrics")
 	}
-	log.Info("hbf is running", "max_ports", cfg.MaxPorts, "window", cfg.Window, "block_duration", cfg.BlockDuration)
+	log.Info("hbf is running", "max_ports", cfg.MaxPorts, "window", cfg.Window,
+		"block_duration", cfg.BlockDuration, "socket", cfg.Socket)
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}
 
 	<-ctx.Done()
-	log.Info("stopping", "reason", context.Cause(ctx))
-	if srv != nil {
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = srv.Shutdown(shutdownCtx)
-		cancel()
-	}
+	cause := context.Cause(ctx)
+	log.Info("stopping", "reason", cause)
 	wg.Wait() // the reader has reported what the program sent before the stop
 	events.Close()
-	if !cfg.DetachOnExit {
+	if err := st.Backup(); err != nil {
+		log.Warn("cannot back up the store", "err", err)
+	}
+	if !cfg.DetachOnExit && !errors.Is(cause, errUninstall) {
 		d.releaseAll()
 		log.Info("stopped; enforcement stays in place: the program remains attached and its maps pinned",
 			"pin_path", cfg.PinPath, "remove_with", "hbf uninstall")
@@ -166,16 +219,85 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
+// fixedAllows are the entries never blocked: loopback, the host's own
+// addresses, the SSH client, and --allow.
+func fixedAllows(cfg Config) ([]fixedAllow, error) {
+	out, err := hostAllowlist(cfg.SSHConnection)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range cfg.Allow {
+		out = append(out, fixedAllow{prefix: p, origin: "flag", why: "allowed by --allow"})
+	}
+	return out, nil
+}
+
+// readLists reads the blocklist files. A file that does not parse is
+// replaced by its last good copy when hbf has one, with a warning; on a
+// first start it stops the daemon, before anything is attached.
+func (d *daemon) readLists(st *store.Store) ([]*listSource, error) {
+	if d.cfg.Blocklist == "" {
+		return nil, nil
+	}
+	path := d.cfg.Blocklist
+	id := "file:" + path
+	check := d.state.CheckBlock
+	f, err := sources.ReadFile(path, check)
+	if err != nil {
+		copyFile, src, cerr := st.LastGoodCopy(id)
+		if cerr != nil {
+			return nil, fmt.Errorf("--blocklist: %w", err)
+		}
+		defer copyFile.Close()
+		list, skipped, perr := sources.ParseList(copyFile, check)
+		if perr != nil {
+			return nil, fmt.Errorf("--blocklist: %w; and its last good copy does not parse: %v", err, perr)
+		}
+		d.log.Warn("blocklist unreadable: using its last good copy", "file", path, "err", err,
+			"copy_from", src.Loaded.Format(time.RFC3339), "entries", list.Len())
+		d.warnSkipped(path, skipped)
+		d.mu.Lock()
+		d.storeStatus = "degraded: " + path + " unreadable, its last good copy in use"
+		d.mu.Unlock()
+		return []*listSource{{id: id, path: path, list: list}}, nil
+	}
+	d.warnSkipped(path, f.Skipped)
+	if err := st.SaveSource(id, path, bytes.NewReader(f.Content), int64(len(f.Content)), f.List.Len()); err != nil {
+		d.log.Warn("cannot keep a copy of the blocklist", "file", path, "err", err)
+	}
+	d.log.Info("blocklist loaded", "file", path, "entries", f.List.Len())
+	return []*listSource{{id: id, path: path, list: f.List}}, nil
+}
+
+func (d *daemon) warnSkipped(path string, skipped []sources.Skipped) {
+	if len(skipped) > 0 {
+		d.log.Warn("blocklist entries refused by policy, skipped", "file", path, "count", len(skipped),
+			"entries", sources.SkippedText(path, skipped))
+	}
+}
+
 type daemon struct {
 	cfg     Config
 	log     *slog.Logger
 	dp      *dataplane.Dataplane
+	state   *state
 	out     *outputs
+	hub     *hub
 	metrics *metrics.Metrics
+	started time.Time
 
 	mu          sync.Mutex
 	attachments []*dataplane.Attachment
 	ifnames     map[int]string
+	storeStatus string
+}
+
+// publish writes an event to the outputs and to `hbf events`.
+func (d *daemon) publish(ev report.Event) {
+	d.out.write(ev)
+	if line, err := report.AppendJSON(nil, ev); err == nil {
+		d.hub.publish(line)
+	}
 }
 
 func (d *daemon) attachedInfo() []metrics.Attachment {
@@ -279,17 +401,22 @@ func (d *daemon) drain(rd *dataplane.EventReader) {
 func (d *daemon) report(ev dataplane.Event) {
 	switch ev := ev.(type) {
 	case *dataplane.Connection:
-		d.out.write(&report.Connection{Time: ev.Time, Iface: d.ifname(ev.Ifindex), Src: ev.Src, Dst: ev.Dst})
+		d.publish(&report.Connection{Time: ev.Time, Iface: d.ifname(ev.Ifindex), Src: ev.Src, Dst: ev.Dst})
 	case *dataplane.Scan:
-		d.out.write(&report.Scan{Time: ev.Time, Iface: d.ifname(ev.Ifindex), Src: ev.Src, Dst: ev.Dst,
-			Ports: ev.Ports, Allowlisted: ev.Allowlisted})
+		ports := make([]uint16, len(ev.Ports))
+		for i, p := range ev.Ports {
+			ports[i] = p.Port
+		}
+		d.publish(&report.Scan{Time: ev.Time, Iface: d.ifname(ev.Ifindex), Src: ev.Src, Dst: ev.Dst,
+			Ports: ports, Allowlisted: ev.Allowlisted})
 		if ev.Blocked {
 			duration := d.cfg.BlockDuration
 			if ev.Expires.IsZero() {
 				duration = 0
 			}
-			d.out.write(&report.Block{Time: ev.Time, Prefix: netip.PrefixFrom(ev.Src, ev.Src.BitLen()),
+			d.publish(&report.Block{Time: ev.Time, Prefix: netip.PrefixFrom(ev.Src, ev.Src.BitLen()),
 				Reason: "port scan", Duration: duration, Expires: ev.Expires})
+			d.state.OnScan(ev)
 		}
 		if ev.BlockFailed {
 			d.log.Error("scanner not blocked: the block map is full; its new ports are still dropped for the window",
@@ -298,80 +425,133 @@ func (d *daemon) report(ev dataplane.Event) {
 	}
 }
 
-// sweep clears what the program already ignores (expired rules) and the
-// scan state of idle sources, so the fixed-size maps keep room.
-func (d *daemon) sweep(ctx context.Context) {
-	every := min(max(d.cfg.Window, time.Second), 10*time.Second)
-	t := time.NewTicker(every)
-	defer t.Stop()
+// maintain ends expired decisions, reconciles the kernel and the store, and
+// backs the store up, until ctx ends.
+func (d *daemon) maintain(ctx context.Context, st *store.Store) {
+	sweep := time.NewTicker(min(max(d.cfg.Window, time.Second), 10*time.Second))
+	defer sweep.Stop()
+	reconcile := time.NewTicker(reconcileEvery)
+	defer reconcile.Stop()
+	backup := time.NewTicker(backupEvery)
+	defer backup.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			st, err := d.dp.Sweep(d.cfg.Window)
-			if err != nil {
+		case <-sweep.C:
+			if err := d.state.Sweep(d.cfg.Window); err != nil {
 				d.log.Warn("sweep failed", "err", err)
-			} else if st.Blocks > 0 || st.Allows > 0 {
-				d.log.Info("expired entries removed", "blocks", st.Blocks, "allows", st.Allows)
+			}
+		case <-reconcile.C:
+			stats, err := d.state.Reconcile(false)
+			if err != nil {
+				d.log.Warn("reconciliation failed", "err", err)
+			} else if stats != (reconcileStats{}) {
+				d.log.Info("kernel and store brought in step", "written", stats.Written, "removed", stats.Removed,
+					"adopted", stats.Adopted, "fixed", stats.Fixed)
+			}
+		case <-backup.C:
+			if err := st.Backup(); err != nil {
+				d.log.Warn("cannot back up the store", "err", err)
 			}
 		}
 	}
 }
 
-// syncAllowlist makes the kernel's allowlist exactly want: entries an
-// earlier run left for settings that changed must not keep exempting anyone.
-func syncAllowlist(dp *dataplane.Dataplane, want []netip.Prefix) error {
-	have, err := dp.Allows()
+// service answers the API.
+type service struct {
+	d      *daemon
+	audit  *auditLog
+	cancel context.CancelCauseFunc
+}
+
+func (s *service) Block(_ context.Context, c api.Caller, req api.ChangeRequest) []api.Result {
+	return s.d.state.Block(c, req.Targets, req.For, req.Reason)
+}
+
+func (s *service) Unblock(_ context.Context, c api.Caller, req api.ChangeRequest) []api.Result {
+	return s.d.state.Unblock(c, req.Targets, req.All)
+}
+
+func (s *service) Allow(_ context.Context, c api.Caller, req api.ChangeRequest) []api.Result {
+	return s.d.state.Allow(c, req.Targets, req.For, req.Reason)
+}
+
+func (s *service) Disallow(_ context.Context, c api.Caller, req api.ChangeRequest) []api.Result {
+	return s.d.state.Disallow(c, req.Targets)
+}
+
+func (s *service) Blocks(ctx context.Context, fn func(api.Block) error) error {
+	return s.d.state.Blocks(ctx, fn)
+}
+
+func (s *service) Allows(context.Context) ([]api.Allow, error) { return s.d.state.Allows(), nil }
+
+func (s *service) Why(_ context.Context, addr netip.Addr) (api.Why, error) {
+	return s.d.state.Why(addr), nil
+}
+
+func (s *service) Events(ctx context.Context, follow bool, fn func(json.RawMessage) error) error {
+	return s.d.hub.Events(ctx, follow, fn)
+}
+
+func (s *service) Stop(_ context.Context, c api.Caller) error {
+	s.audit.event(c, "stop")
+	s.cancel(fmt.Errorf("hbf stop (%s)", c))
+	return nil
+}
+
+func (s *service) Uninstall(_ context.Context, c api.Caller) error {
+	s.audit.event(c, "uninstall")
+	s.cancel(fmt.Errorf("%w (%s)", errUninstall, c))
+	return nil
+}
+
+func (s *service) Status(context.Context) (api.Status, error) {
+	d := s.d
+	k, err := d.dp.Counters()
 	if err != nil {
-		return err
+		return api.Status{}, err
 	}
-	wanted := make(map[netip.Prefix]bool, len(want))
-	for _, p := range want {
-		wanted[p] = true
+	st := api.Status{
+		Version: d.cfg.Version,
+		PID:     os.Getpid(),
+		Started: d.started,
+		Uptime:  time.Since(d.started).Round(time.Second).String(),
+		Settings: map[string]string{
+			"max_ports":      strconv.Itoa(d.cfg.MaxPorts),
+			"window":         d.cfg.Window.String(),
+			"block_duration": d.cfg.BlockDuration.String(),
+			"pin_path":       d.cfg.PinPath,
+			"state_dir":      d.cfg.StateDir,
+			"detach_on_exit": strconv.FormatBool(d.cfg.DetachOnExit),
+		},
+		Counters: map[string]uint64{
+			"packets":             k.Packets,
+			"new_connections":     k.NewConnections,
+			"scans_detected":      k.ScansDetected,
+			"dropped_blocked":     k.DroppedBlocked,
+			"dropped_stealth":     k.DroppedStealth,
+			"dropped_scan":        k.DroppedScan,
+			"dropped_malformed":   k.DroppedMalformed,
+			"events_lost":         k.EventsLost,
+			"scan_blocks":         k.BlocksAdded,
+			"scan_block_failures": k.BlockFailures,
+		},
+		Entries: d.state.counts(),
 	}
-	for _, r := range have {
-		if !wanted[r.Prefix] {
-			if _, err := dp.Disallow(r.Prefix); err != nil {
-				return err
-			}
-		}
+	d.mu.Lock()
+	for _, a := range d.attachments {
+		st.Interfaces = append(st.Interfaces, api.Interface{Name: a.Iface, Mode: string(a.Mode)})
 	}
-	for _, p := range want {
-		if err := dp.Allow(p, time.Time{}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// applyBlocklist writes the whole list or, if the kernel refuses an entry,
-// none of it.
-func applyBlocklist(dp *dataplane.Dataplane, list []netip.Prefix) error {
-	for i, p := range list {
-		if err := dp.Block(p, time.Time{}); err != nil {
-			for _, q := range list[:i] {
-				_, _ = dp.Unblock(q)
-			}
-			return fmt.Errorf("--blocklist: %w (nothing from the list was applied)", err)
-		}
-	}
-	return nil
-}
-
-func warnAllowOverlap(log *slog.Logger, blocklist, allow []netip.Prefix) {
-	for _, b := range blocklist {
-		for _, a := range allow {
-			if b.Overlaps(a) {
-				log.Warn("blocklist entry overlaps the allowlist: allowlisted sources stay reachable",
-					"entry", b, "allowlisted", a)
-			}
-		}
-	}
+	st.Store = d.storeStatus
+	d.mu.Unlock()
+	return st, nil
 }
 
 type outputs struct {
 	log     *slog.Logger
+	mu      sync.Mutex
 	writers []*report.Writer
 	file    *os.File
 	failed  []bool
@@ -397,6 +577,8 @@ func openOutputs(cfg Config) (*outputs, error) {
 // write sends ev to every output; one failing output does not stop the
 // others, and its failure is logged once.
 func (o *outputs) write(ev report.Event) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	for i, w := range o.writers {
 		if err := w.Write(ev); err != nil && !o.failed[i] {
 			o.failed[i] = true

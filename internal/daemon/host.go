@@ -12,7 +12,7 @@ import (
 // hostAllowlist is what is never blocked whatever the operator configured:
 // the host's own addresses, loopback, and the SSH client hbf was started
 // from.
-func hostAllowlist(sshConnection string) ([]netip.Prefix, error) {
+func hostAllowlist(sshConnection string) ([]fixedAllow, error) {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return nil, fmt.Errorf("list the host's addresses: %w", err)
@@ -20,10 +20,10 @@ func hostAllowlist(sshConnection string) ([]netip.Prefix, error) {
 	return neverBlock(addrs, sshConnection), nil
 }
 
-func neverBlock(addrs []net.Addr, sshConnection string) []netip.Prefix {
-	out := []netip.Prefix{
-		netip.MustParsePrefix("127.0.0.0/8"),
-		netip.MustParsePrefix("::1/128"),
+func neverBlock(addrs []net.Addr, sshConnection string) []fixedAllow {
+	out := []fixedAllow{
+		{prefix: netip.MustParsePrefix("127.0.0.0/8"), origin: "loopback", why: "loopback"},
+		{prefix: netip.MustParsePrefix("::1/128"), origin: "loopback", why: "loopback"},
 	}
 	for _, a := range addrs {
 		ipnet, ok := a.(*net.IPNet)
@@ -32,14 +32,18 @@ func neverBlock(addrs []net.Addr, sshConnection string) []netip.Prefix {
 		}
 		if ip, ok := netip.AddrFromSlice(ipnet.IP); ok {
 			ip = ip.Unmap()
-			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+			if ip.IsLoopback() {
+				continue
+			}
+			out = append(out, fixedAllow{prefix: netip.PrefixFrom(ip, ip.BitLen()), origin: "host", why: "an address of this host"})
 		}
 	}
 	// SSH_CONNECTION is "client-ip client-port server-ip server-port".
 	if f := strings.Fields(sshConnection); len(f) == 4 {
 		if ip, err := netip.ParseAddr(f[0]); err == nil {
 			ip = ip.Unmap().WithZone("")
-			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+			out = append(out, fixedAllow{prefix: netip.PrefixFrom(ip, ip.BitLen()), origin: "ssh",
+				why: "the SSH client hbf was started from"})
 		}
 	}
 	return out

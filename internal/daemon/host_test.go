@@ -14,7 +14,7 @@ func TestNeverBlock(t *testing.T) {
 		&net.IPNet{IP: net.ParseIP("192.0.2.1"), Mask: net.CIDRMask(24, 32)},
 		&net.IPNet{IP: net.ParseIP("2001:db8::1"), Mask: net.CIDRMask(64, 128)},
 	}
-	got := neverBlock(addrs, "198.51.100.7 50022 192.0.2.1 22")
+	got := prefixes(neverBlock(addrs, "198.51.100.7 50022 192.0.2.1 22"))
 	for _, want := range []string{"127.0.0.0/8", "::1/128", "192.0.2.1/32", "2001:db8::1/128", "198.51.100.7/32"} {
 		if !slices.Contains(got, netip.MustParsePrefix(want)) {
 			t.Errorf("%s is not on the never-block list %v", want, got)
@@ -24,12 +24,20 @@ func TestNeverBlock(t *testing.T) {
 	if slices.Contains(got, netip.MustParsePrefix("192.0.2.0/24")) {
 		t.Errorf("the host's subnet is on the list: %v", got)
 	}
-	if got := neverBlock(nil, "fe80::1%eth0 50022 fe80::2%eth0 22"); !slices.Contains(got, netip.MustParsePrefix("fe80::1/128")) {
+	if got := prefixes(neverBlock(nil, "fe80::1%eth0 50022 fe80::2%eth0 22")); !slices.Contains(got, netip.MustParsePrefix("fe80::1/128")) {
 		t.Errorf("an SSH client with a zone is missing: %v", got)
 	}
 	if got := neverBlock(nil, "garbage"); len(got) != 2 {
 		t.Errorf("a malformed SSH_CONNECTION added entries: %v", got)
 	}
+}
+
+func prefixes(f []fixedAllow) []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range f {
+		out = append(out, a.prefix)
+	}
+	return out
 }
 
 func TestDefaultRouteInterface(t *testing.T) {

@@ -27,6 +27,14 @@ var noExpiry time.Time
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
+func portsOf(s *Scan) []uint16 {
+	var out []uint16
+	for _, p := range s.Ports {
+		out = append(out, p.Port)
+	}
+	return out
+}
+
 type testDP struct {
 	*Dataplane
 	t      *testing.T
@@ -257,8 +265,13 @@ func TestScanCrossingThresholdIsBlocked(t *testing.T) {
 			if s.Src != netip.MustParseAddr(src) || s.Dst != netip.MustParseAddr(dst) {
 				t.Errorf("scan %v -> %v, want %v -> %v", s.Src, s.Dst, src, dst)
 			}
-			if !slices.Equal(s.Ports, []uint16{80, 81, 82, 83}) {
-				t.Errorf("scan ports %v, want [80 81 82 83]", s.Ports)
+			if got := portsOf(s); !slices.Equal(got, []uint16{80, 81, 82, 83}) {
+				t.Errorf("scan ports %v, want [80 81 82 83]", got)
+			}
+			for _, p := range s.Ports {
+				if d := s.Time.Sub(p.Seen); d < 0 || d > 5*time.Second {
+					t.Errorf("port %d seen %v before the scan event", p.Port, d)
+				}
 			}
 			if !s.Blocked || s.Allowlisted || s.BlockFailed {
 				t.Errorf("scan flags blocked=%v allowlisted=%v failed=%v, want a block", s.Blocked, s.Allowlisted, s.BlockFailed)
@@ -331,7 +344,7 @@ func TestPortsOutsideWindowDoNotCount(t *testing.T) {
 	var ports []uint16
 	for _, ev := range d.drain() {
 		if s, ok := ev.(*Scan); ok {
-			ports = s.Ports
+			ports = portsOf(s)
 		}
 	}
 	if !slices.Equal(ports, []uint16{4, 5, 6, 7}) {
@@ -746,4 +759,68 @@ func TestPrefixHintFollowsPrefixBlocks(t *testing.T) {
 		t.Error("sweep cleared the hint while a live prefix block remains")
 	}
 	expectVerdict(t, d.run(ack), xdpDrop, "after sweep")
+}
+
+func TestScanEvidenceTimes(t *testing.T) {
+	d := newTestDP(t, defaults)
+	src, dst := "192.0.2.66", "203.0.113.5"
+	d.run(tcpSYN(src, dst, 50000, 22))
+	time.Sleep(300 * time.Millisecond)
+	for port := uint16(80); port <= 82; port++ {
+		d.run(tcpSYN(src, dst, 50000, port))
+	}
+	var scan *Scan
+	for _, ev := range d.drain() {
+		if s, ok := ev.(*Scan); ok {
+			scan = s
+		}
+	}
+	if scan == nil || len(scan.Ports) != 4 || scan.Ports[0].Port != 22 {
+		t.Fatalf("scan %+v", scan)
+	}
+	if age := scan.Time.Sub(scan.Ports[0].Seen); age < 250*time.Millisecond || age > 2*time.Second {
+		t.Errorf("port 22 was tried %v before the scan, want ~300ms", age)
+	}
+	if age := scan.Time.Sub(scan.Ports[3].Seen); age > 100*time.Millisecond {
+		t.Errorf("port 82 was tried %v before the scan, want ~0", age)
+	}
+}
+
+func TestBlockManyAllOrNothing(t *testing.T) {
+	d := newTestDP(t, defaults)
+	var prefixes []netip.Prefix
+	for i := range 150000 { // more than two batches
+		prefixes = append(prefixes, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32))
+	}
+	prefixes = append(prefixes, mustPrefix("198.51.100.0/24"), mustPrefix("2001:db8::/48"))
+	n, err := d.BlockMany(slices.Values(prefixes), noExpiry)
+	if err != nil || n != len(prefixes) {
+		t.Fatalf("BlockMany: %d, %v", n, err)
+	}
+	expectVerdict(t, d.run(tcpSYN("10.1.0.5", "192.0.2.1", 1, 2)), xdpDrop, "bulk-blocked address")
+	expectVerdict(t, d.run(tcpSYN("198.51.100.5", "192.0.2.1", 1, 2)), xdpDrop, "bulk-blocked prefix")
+	if r, ok, err := d.LookupBlock(mustPrefix("198.51.100.0/24")); !ok || err != nil || r.Packets != 1 {
+		t.Errorf("LookupBlock: %+v %v %v", r, ok, err)
+	}
+	if _, ok, _ := d.LookupBlock(mustPrefix("198.51.100.0/25")); ok {
+		t.Error("LookupBlock found a prefix that is not there")
+	}
+	count := 0
+	if err := d.EachBlock(func(Rule) error { count++; return nil }); err != nil || count != len(prefixes) {
+		t.Errorf("EachBlock saw %d, %v", count, err)
+	}
+	if n, err := d.UnblockMany(slices.Values(prefixes)); n != len(prefixes) || err != nil {
+		t.Errorf("UnblockMany: %d, %v", n, err)
+	}
+
+	// A bad entry after two full batches: nothing stays.
+	bad := append(slices.Clone(prefixes[:140000]), netip.PrefixFrom(netip.MustParseAddr("192.0.2.7"), 24))
+	if _, err := d.BlockMany(slices.Values(bad), noExpiry); err == nil {
+		t.Fatal("a prefix with host bits was accepted")
+	}
+	count = 0
+	d.EachBlock(func(Rule) error { count++; return nil })
+	if count != 0 {
+		t.Errorf("%d entries left after a refused bulk block", count)
+	}
 }

@@ -23,6 +23,12 @@ type Connection struct {
 	Dst     netip.AddrPort
 }
 
+// PortTry is a port a scanner tried, and when it last did.
+type PortTry struct {
+	Port uint16
+	Seen time.Time
+}
+
 // Scan is a source that tried more than the threshold of distinct ports
 // within the window. Ports are the distinct ports of the window, ascending.
 type Scan struct {
@@ -30,7 +36,7 @@ type Scan struct {
 	Ifindex     int
 	Src         netip.Addr
 	Dst         netip.Addr
-	Ports       []uint16
+	Ports       []PortTry
 	Allowlisted bool // reported only: the source is on the allowlist
 	Blocked     bool // the program blocked the source
 	BlockFailed bool // the program could not block it: the block map is full
@@ -123,12 +129,16 @@ func decodeEvent(b []byte) (Event, error) {
 		if err := decodeInto(b, &ev); err != nil {
 			return nil, err
 		}
+		at := toWall(ev.TimeNs)
 		n := min(int(ev.Nports), len(ev.Ports))
-		ports := slices.Clone(ev.Ports[:n])
-		slices.Sort(ports)
+		ports := make([]PortTry, n)
+		for i := range n {
+			ports[i] = PortTry{Port: ev.Ports[i], Seen: at.Add(-time.Duration(ev.AgesMs[i]) * time.Millisecond)}
+		}
+		slices.SortFunc(ports, func(a, b PortTry) int { return int(a.Port) - int(b.Port) })
 		flags := hbfScanEventFlags(ev.Flags)
 		return &Scan{
-			Time:    toWall(ev.TimeNs),
+			Time:    at,
 			Ifindex: int(ev.Ifindex),
 			// The block is keyed by the IPv4 address even when the packet
 			// came as IPv4-mapped IPv6, so that is the address reported.

@@ -102,6 +102,8 @@ type hbfScanEvent struct {
 	ExpiresNs uint64
 	Ports     [33]uint16
 	Pad       [3]uint16
+	AgesMs    [33]uint32
+	Pad2      uint32
 }
 
 type hbfScanEventFlags uint32
@@ -111,6 +113,15 @@ const (
 	hbfScanEventFlagsSCAN_EV_BLOCKED      hbfScanEventFlags = 2
 	hbfScanEventFlagsSCAN_EV_BLOCK_FAILED hbfScanEventFlags = 4
 )
+
+type hbfScanPorts struct {
+	_      structs.HostLayout
+	Ports  [33]uint16
+	_      [2]byte
+	AgesMs [33]uint32
+	N      uint16
+	_      [2]byte
+}
 
 type hbfScanState struct {
 	_      structs.HostLayout
@@ -139,6 +150,7 @@ const (
 	hbfMapBlocks               = "blocks"
 	hbfMapCounters             = "counters"
 	hbfMapEvents               = "events"
+	hbfMapScanEvidence         = "scan_evidence"
 	hbfMapScanStates           = "scan_states"
 	hbfMapScanZero             = "scan_zero"
 	hbfProgHbfXdp              = "hbf_xdp"
@@ -206,6 +218,7 @@ type hbfMapSpecs struct {
 	Blocks        *ebpf.MapSpec `ebpf:"blocks"`
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
+	ScanEvidence  *ebpf.MapSpec `ebpf:"scan_evidence"`
 	ScanStates    *ebpf.MapSpec `ebpf:"scan_states"`
 	ScanZero      *ebpf.MapSpec `ebpf:"scan_zero"`
 }
@@ -249,6 +262,7 @@ type hbfMaps struct {
 	Blocks        *ebpf.Map `ebpf:"blocks"`
 	Counters      *ebpf.Map `ebpf:"counters"`
 	Events        *ebpf.Map `ebpf:"events"`
+	ScanEvidence  *ebpf.Map `ebpf:"scan_evidence"`
 	ScanStates    *ebpf.Map `ebpf:"scan_states"`
 	ScanZero      *ebpf.Map `ebpf:"scan_zero"`
 }
@@ -260,6 +274,7 @@ func (m *hbfMaps) Close() error {
 		m.Blocks,
 		m.Counters,
 		m.Events,
+		m.ScanEvidence,
 		m.ScanStates,
 		m.ScanZero,
 	)

@@ -84,7 +84,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer os.RemoveAll(state)
 	say("starting hbf on the host's eth0 (threshold: more than %d ports in 60s)", o.MaxPorts)
-	d, err := startDaemon(o, host, "daemon", "--iface", netlab.Iface, "--pin-path", pin, "--state-dir", state, "--detach-on-exit",
+	d, err := startDaemon(o, host, "daemon", "--iface", netlab.Iface, "--pin-path", pin, "--state-dir", state, "--socket", state+"/hbf.sock", "--detach-on-exit",
 		"--max-ports", strconv.Itoa(o.MaxPorts))
 	if err != nil {
 		return err

@@ -43,7 +43,7 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 // CheckBlock refuses blocks no careful operator means.
 func CheckBlock(p netip.Prefix) error {
 	if p.Bits() == 0 {
-		return fmt.Errorf("%s would block every %s source", p, map[bool]string{true: "IPv4", false: "IPv6"}[p.Addr().Is4()])
+		return fmt.Errorf("%s would block every %s source", p, family(p))
 	}
 	return nil
 }

@@ -30,7 +30,7 @@ func ParseFormat(s string) (Format, error) {
 	return "", fmt.Errorf("%q is not a log format: use text or json", s)
 }
 
-// Event is *Connection, *Scan or *Block.
+// Event is *Connection, *Scan, *Block, *Unblock, *Allow or *Disallow.
 type Event interface{ isEvent() }
 
 // Connection is a new inbound TCP connection.
@@ -60,9 +60,36 @@ type Block struct {
 	Expires  time.Time     // zero: permanent
 }
 
+// Unblock is a block an operator removed.
+type Unblock struct {
+	Time   time.Time
+	Prefix netip.Prefix
+	By     string
+}
+
+// Allow is a new allowlist entry.
+type Allow struct {
+	Time     time.Time
+	Prefix   netip.Prefix
+	Reason   string
+	Duration time.Duration // 0: permanent
+	Expires  time.Time
+	By       string
+}
+
+// Disallow is an allowlist entry an operator removed.
+type Disallow struct {
+	Time   time.Time
+	Prefix netip.Prefix
+	By     string
+}
+
 func (*Connection) isEvent() {}
 func (*Scan) isEvent()       {}
 func (*Block) isEvent()      {}
+func (*Unblock) isEvent()    {}
+func (*Allow) isEvent()      {}
+func (*Disallow) isEvent()   {}
 
 // Writer writes events to an io.Writer; safe for concurrent use.
 type Writer struct {
@@ -83,7 +110,7 @@ func (w *Writer) Write(ev Event) error {
 	defer w.mu.Unlock()
 	var err error
 	if w.format == JSON {
-		w.buf, err = appendJSON(w.buf[:0], ev)
+		w.buf, err = AppendJSON(w.buf[:0], ev)
 	} else {
 		w.buf = appendText(w.buf[:0], ev)
 	}
@@ -114,6 +141,23 @@ func appendText(b []byte, ev Event) []byte {
 			return fmt.Appendf(b, ": Blocked %s permanently: %s", PrefixString(ev.Prefix), ev.Reason)
 		}
 		return fmt.Appendf(b, ": Blocked %s for %s: %s", PrefixString(ev.Prefix), ev.Duration, ev.Reason)
+	case *Unblock:
+		b = ev.Time.Local().AppendFormat(b, textTime)
+		return fmt.Appendf(b, ": Unblocked %s (%s)", PrefixString(ev.Prefix), ev.By)
+	case *Allow:
+		b = ev.Time.Local().AppendFormat(b, textTime)
+		if ev.Duration == 0 {
+			b = fmt.Appendf(b, ": Allowed %s permanently", PrefixString(ev.Prefix))
+		} else {
+			b = fmt.Appendf(b, ": Allowed %s for %s", PrefixString(ev.Prefix), ev.Duration)
+		}
+		if ev.Reason != "" {
+			b = fmt.Appendf(b, ": %s", ev.Reason)
+		}
+		return fmt.Appendf(b, " (%s)", ev.By)
+	case *Disallow:
+		b = ev.Time.Local().AppendFormat(b, textTime)
+		return fmt.Appendf(b, ": Disallowed %s (%s)", PrefixString(ev.Prefix), ev.By)
 	}
 	return fmt.Appendf(b, "unknown event %T", ev)
 }
@@ -160,12 +204,14 @@ type jsonBlock struct {
 	Time     string `json:"time"`
 	Event    string `json:"event"`
 	Prefix   string `json:"prefix"`
-	Reason   string `json:"reason"`
-	Duration string `json:"duration"`
+	Reason   string `json:"reason,omitempty"`
+	Duration string `json:"duration,omitempty"`
 	Expires  string `json:"expires,omitempty"`
+	By       string `json:"by,omitempty"`
 }
 
-func appendJSON(b []byte, ev Event) ([]byte, error) {
+// AppendJSON appends ev as one JSON object (no newline).
+func AppendJSON(b []byte, ev Event) ([]byte, error) {
 	var v any
 	switch ev := ev.(type) {
 	case *Connection:
@@ -191,9 +237,69 @@ func appendJSON(b []byte, ev Event) ([]byte, error) {
 			jb.Expires = ev.Expires.Format(jsonTime)
 		}
 		v = jb
+	case *Unblock:
+		v = jsonBlock{Time: ev.Time.Format(jsonTime), Event: "unblock", Prefix: PrefixString(ev.Prefix), By: ev.By}
+	case *Allow:
+		jb := jsonBlock{Time: ev.Time.Format(jsonTime), Event: "allow", Prefix: PrefixString(ev.Prefix),
+			Reason: ev.Reason, Duration: "permanent", By: ev.By}
+		if ev.Duration != 0 {
+			jb.Duration = ev.Duration.String()
+			jb.Expires = ev.Expires.Format(jsonTime)
+		}
+		v = jb
+	case *Disallow:
+		v = jsonBlock{Time: ev.Time.Format(jsonTime), Event: "disallow", Prefix: PrefixString(ev.Prefix), By: ev.By}
 	default:
 		return b, fmt.Errorf("unknown event %T", ev)
 	}
 	out, err := json.Marshal(v)
 	return append(b, out...), err
+}
+
+// ParseJSON reads back an event AppendJSON wrote.
+func ParseJSON(line []byte) (Event, error) {
+	var v struct {
+		Time        time.Time `json:"time"`
+		Event       string    `json:"event"`
+		Iface       string    `json:"iface"`
+		Src         string    `json:"src"`
+		SrcPort     uint16    `json:"src_port"`
+		Dst         string    `json:"dst"`
+		DstPort     uint16    `json:"dst_port"`
+		Ports       []uint16  `json:"ports"`
+		Allowlisted bool      `json:"allowlisted"`
+		Prefix      string    `json:"prefix"`
+		Reason      string    `json:"reason"`
+		Duration    string    `json:"duration"`
+		Expires     time.Time `json:"expires"`
+		By          string    `json:"by"`
+	}
+	if err := json.Unmarshal(line, &v); err != nil {
+		return nil, err
+	}
+	addr := func(s string) netip.Addr { a, _ := netip.ParseAddr(s); return a }
+	prefix := func(s string) netip.Prefix {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			return p
+		}
+		a := addr(s)
+		return netip.PrefixFrom(a, a.BitLen())
+	}
+	duration := func(s string) time.Duration { d, _ := time.ParseDuration(s); return d }
+	switch v.Event {
+	case "connection":
+		return &Connection{Time: v.Time, Iface: v.Iface, Src: netip.AddrPortFrom(addr(v.Src), v.SrcPort),
+			Dst: netip.AddrPortFrom(addr(v.Dst), v.DstPort)}, nil
+	case "portscan":
+		return &Scan{Time: v.Time, Iface: v.Iface, Src: addr(v.Src), Dst: addr(v.Dst), Ports: v.Ports, Allowlisted: v.Allowlisted}, nil
+	case "block":
+		return &Block{Time: v.Time, Prefix: prefix(v.Prefix), Reason: v.Reason, Duration: duration(v.Duration), Expires: v.Expires}, nil
+	case "unblock":
+		return &Unblock{Time: v.Time, Prefix: prefix(v.Prefix), By: v.By}, nil
+	case "allow":
+		return &Allow{Time: v.Time, Prefix: prefix(v.Prefix), Reason: v.Reason, Duration: duration(v.Duration), Expires: v.Expires, By: v.By}, nil
+	case "disallow":
+		return &Disallow{Time: v.Time, Prefix: prefix(v.Prefix), By: v.By}, nil
+	}
+	return nil, fmt.Errorf("unknown event %q", v.Event)
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -133,7 +134,7 @@ func tryDaemonAt(t *testing.T, lab *netlab.Lab, pinPath, stateDir string, args .
 	// Tests remove enforcement on a clean stop unless they pass
 	// --detach-on-exit=false to see it stay.
 	full := append([]string{"daemon", "--iface", netlab.Iface, "--pin-path", d.pinPath, "--state-dir", d.stateDir,
-		"--detach-on-exit"}, args...)
+		"--socket", d.socket(), "--detach-on-exit"}, args...)
 	d.cmd = lab.Host.Command(context.Background(), hbfBin, full...)
 	d.cmd.Stderr = lockedWriter{&d.mu, &d.stderr}
 	stdout, err := d.cmd.StdoutPipe()
@@ -180,6 +181,29 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// socket is the daemon's API socket: in its state folder, so that daemons
+// of parallel tests never meet.
+func (d *daemonProc) socket() string { return filepath.Join(d.stateDir, "hbf.sock") }
+
+// cli runs an hbf client command against this daemon; it returns the
+// output and the exit code.
+func (d *daemonProc) cli(args ...string) (string, int) {
+	d.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, hbfBin, append(args, "--socket", d.socket())...)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &exit):
+		return string(out), exit.ExitCode()
+	}
+	d.t.Fatalf("hbf %v: %v", args, err)
+	return "", -1
 }
 
 func (d *daemonProc) running() bool {

@@ -1,0 +1,85 @@
+// Package api is hbf's local control API: HTTP/JSON on a unix socket that
+// only root can open. The daemon serves it; the CLI is its client.
+package api
+
+import (
+	"net/netip"
+	"time"
+)
+
+// DefaultSocket is where the daemon listens and the CLI looks.
+const DefaultSocket = "/run/hbf/hbf.sock"
+
+// ChangeRequest asks to block, unblock, allow or disallow targets.
+type ChangeRequest struct {
+	Targets []string `json:"targets"`
+	// For: how long; 0 never expires. Block and allow only.
+	For    time.Duration `json:"for,omitempty"`
+	Reason string        `json:"reason,omitempty"`
+	// All: unblock every manual and scan block (lists keep theirs).
+	All bool `json:"all,omitempty"`
+}
+
+// Result is the answer for one target.
+type Result struct {
+	Target string       `json:"target"`
+	Prefix netip.Prefix `json:"prefix,omitzero"`
+	OK     bool         `json:"ok"`
+	Error  string       `json:"error,omitempty"`
+}
+
+// PortSeen is one port of a scan's evidence.
+type PortSeen struct {
+	Port uint16    `json:"port"`
+	Seen time.Time `json:"seen"`
+}
+
+// Block is one block as `hbf list` shows it.
+type Block struct {
+	Prefix  netip.Prefix `json:"prefix"`
+	Origin  string       `json:"origin"` // manual, scan, file, kernel
+	Reason  string       `json:"reason,omitempty"`
+	Source  string       `json:"source,omitempty"` // the list file, for origin file
+	By      string       `json:"by,omitempty"`
+	Created time.Time    `json:"created,omitzero"`
+	Expires time.Time    `json:"expires,omitzero"` // absent: never
+	Ports   []PortSeen   `json:"ports,omitempty"`
+	Packets uint64       `json:"packets_dropped"`
+}
+
+// Allow is one allowlist entry.
+type Allow struct {
+	Prefix  netip.Prefix `json:"prefix"`
+	Origin  string       `json:"origin"` // manual, flag, host, loopback, ssh
+	Reason  string       `json:"reason,omitempty"`
+	By      string       `json:"by,omitempty"`
+	Created time.Time    `json:"created,omitzero"`
+	Expires time.Time    `json:"expires,omitzero"`
+}
+
+// Why explains what hbf does with one address.
+type Why struct {
+	Addr    netip.Addr `json:"addr"`
+	Verdict string     `json:"verdict"` // blocked, allowed, allowed-despite-block, not-blocked
+	Blocks  []Block    `json:"blocks,omitempty"`
+	Allows  []Allow    `json:"allows,omitempty"`
+}
+
+// Interface is an interface hbf protects.
+type Interface struct {
+	Name string `json:"name"`
+	Mode string `json:"xdp_mode"`
+}
+
+// Status is the daemon's state.
+type Status struct {
+	Version    string            `json:"version"`
+	PID        int               `json:"pid"`
+	Started    time.Time         `json:"started"`
+	Uptime     string            `json:"uptime"`
+	Interfaces []Interface       `json:"interfaces"`
+	Settings   map[string]string `json:"settings"`
+	Counters   map[string]uint64 `json:"counters"`
+	Entries    map[string]int    `json:"entries"`
+	Store      string            `json:"store"` // "ok" or what recovery found
+}

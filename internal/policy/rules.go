@@ -1,0 +1,72 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Protected is a prefix that may never be blocked, with why.
+type Protected struct {
+	Prefix netip.Prefix
+	Why    string // "loopback", "an address of this host", "the allowlist entry 192.0.2.0/24 (office)"
+}
+
+// Rules say what an operator may block.
+type Rules struct {
+	// Blocks shorter than these are refused: too easy to cut off half the
+	// internet by a typo.
+	MinBitsV4, MinBitsV6 int
+}
+
+// DefaultRules refuse blocks wider than a /8 (IPv4) or a /32 (IPv6).
+var DefaultRules = Rules{MinBitsV4: 8, MinBitsV6: 32}
+
+// Validate checks the minimums themselves.
+func (r Rules) Validate() error {
+	if r.MinBitsV4 < 1 || r.MinBitsV4 > 32 {
+		return fmt.Errorf("--min-prefix-v4 %d: must be between 1 and 32", r.MinBitsV4)
+	}
+	if r.MinBitsV6 < 1 || r.MinBitsV6 > 128 {
+		return fmt.Errorf("--min-prefix-v6 %d: must be between 1 and 128", r.MinBitsV6)
+	}
+	return nil
+}
+
+// CheckBlock refuses a block of p when it is everything, wider than the
+// minimum, or overlaps anything protected (either way round: a range that
+// contains an allowlisted address is refused too). The error names the rule.
+func (r Rules) CheckBlock(p netip.Prefix, protected []Protected) error {
+	if err := CheckBlock(p); err != nil {
+		return err
+	}
+	if p.Addr().Is4() && p.Bits() < r.MinBitsV4 {
+		return fmt.Errorf("%s is wider than /%d, the narrowest IPv4 block allowed (--min-prefix-v4)", p, r.MinBitsV4)
+	}
+	if p.Addr().Is6() && p.Bits() < r.MinBitsV6 {
+		return fmt.Errorf("%s is wider than /%d, the narrowest IPv6 block allowed (--min-prefix-v6)", p, r.MinBitsV6)
+	}
+	for _, pr := range protected {
+		if p.Overlaps(pr.Prefix) {
+			if pr.Prefix.Contains(p.Addr()) && pr.Prefix.Bits() <= p.Bits() {
+				return fmt.Errorf("%s is %s: never blocked", p, pr.Why)
+			}
+			return fmt.Errorf("%s contains %s, %s: never blocked", p, pr.Prefix, pr.Why)
+		}
+	}
+	return nil
+}
+
+// CheckAllow refuses allows no careful operator means.
+func CheckAllow(p netip.Prefix) error {
+	if p.Bits() == 0 {
+		return fmt.Errorf("%s would exempt every %s source from hbf: stop hbf instead", p, family(p))
+	}
+	return nil
+}
+
+func family(p netip.Prefix) string {
+	if p.Addr().Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
+}
