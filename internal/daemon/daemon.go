@@ -434,6 +434,7 @@ func (d *daemon) maintain(ctx context.Context, st *store.Store) {
 	defer reconcile.Stop()
 	backup := time.NewTicker(backupEvery)
 	defer backup.Stop()
+	lost := d.eventsLost()
 	for {
 		select {
 		case <-ctx.Done():
@@ -442,19 +443,38 @@ func (d *daemon) maintain(ctx context.Context, st *store.Store) {
 			if err := d.state.Sweep(d.cfg.Window); err != nil {
 				d.log.Warn("sweep failed", "err", err)
 			}
-		case <-reconcile.C:
-			stats, err := d.state.Reconcile(false)
-			if err != nil {
-				d.log.Warn("reconciliation failed", "err", err)
-			} else if stats != (reconcileStats{}) {
-				d.log.Info("kernel and store brought in step", "written", stats.Written, "removed", stats.Removed,
-					"adopted", stats.Adopted, "fixed", stats.Fixed)
+			// Lost events may have been scans: what they would have told
+			// is in the kernel, so look there now.
+			if n := d.eventsLost(); n > lost {
+				d.log.Warn("events were lost (ring buffer full); reconciling with the kernel", "lost", n-lost)
+				lost = n
+				d.reconcile()
 			}
+		case <-reconcile.C:
+			d.reconcile()
 		case <-backup.C:
 			if err := st.Backup(); err != nil {
 				d.log.Warn("cannot back up the store", "err", err)
 			}
 		}
+	}
+}
+
+func (d *daemon) eventsLost() uint64 {
+	k, err := d.dp.Counters()
+	if err != nil {
+		return 0
+	}
+	return k.EventsLost
+}
+
+func (d *daemon) reconcile() {
+	stats, err := d.state.Reconcile(false)
+	if err != nil {
+		d.log.Warn("reconciliation failed", "err", err)
+	} else if stats != (reconcileStats{}) {
+		d.log.Info("kernel and store brought in step", "written", stats.Written, "removed", stats.Removed,
+			"adopted", stats.Adopted, "fixed", stats.Fixed)
 	}
 }
 

@@ -197,14 +197,15 @@ func (s *state) block(c api.Caller, target string, d time.Duration, reason strin
 		return res
 	}
 	p, err := policy.ParsePrefix(target)
-	if err == nil {
-		err = s.checkBlock(p)
-	}
 	if err != nil {
 		res.Error = err.Error()
 		return res
 	}
 	res.Prefix = p
+	if err := s.checkBlock(p); err != nil {
+		res.Error = err.Error()
+		return res
+	}
 	now := s.now()
 	if reason == "" {
 		reason = "manual block"
@@ -318,14 +319,15 @@ func (s *state) allow(c api.Caller, target string, d time.Duration, reason strin
 		return res
 	}
 	p, err := policy.ParsePrefix(target)
-	if err == nil {
-		err = policy.CheckAllow(p)
-	}
 	if err != nil {
 		res.Error = err.Error()
 		return res
 	}
 	res.Prefix = p
+	if err := policy.CheckAllow(p); err != nil {
+		res.Error = err.Error()
+		return res
+	}
 	now := s.now()
 	a := store.Allow{Prefix: p, Origin: store.OriginManual, Reason: reason, By: c.String(), Created: now, Expires: expiry(now, d)}
 	old, hadOld := s.allows[p]

@@ -36,6 +36,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Others than root run it too (the permission tests).
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	hbfBin = filepath.Join(dir, "hbf")
 	build := exec.Command("go", "build", "-o", hbfBin, "../../cmd/hbf")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
