@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -18,6 +18,7 @@ import (
 	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/metrics"
+	"github.com/hbf-firewall/hbf/internal/policy"
 	"github.com/hbf-firewall/hbf/internal/report"
 	"github.com/hbf-firewall/hbf/internal/sources"
 	"github.com/hbf-firewall/hbf/internal/store"
@@ -43,6 +44,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	log := cfg.Logger
+	log.Info("starting", "version", cfg.Version, "ifaces", cfg.Ifaces)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if cfg.Timeout > 0 {
@@ -101,7 +103,17 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer out.close()
 
+	// Reading the lists and loading the program (the verifier) take about
+	// as long each: one runs while the other does.
+	allows, err := st.Allows()
+	if err != nil {
+		return fmt.Errorf("read the store: %w", err)
+	}
+	listsDone := make(chan listsRead, 1)
+	go func() { listsDone <- readLists(cfg, st, protectedFrom(fixed, slices.Values(allows), time.Now())) }()
+
 	dp, err := dataplane.Load(dataplane.Options{PinPath: cfg.PinPath})
+	read := <-listsDone
 	if err != nil {
 		return err
 	}
@@ -130,11 +142,15 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	lists, err := d.readLists(st)
-	if err != nil {
-		return err
+	if read.err != nil {
+		return read.err
 	}
-	d.state.SetLists(lists)
+	if read.degraded != "" && d.storeStatus == "ok" {
+		d.storeStatus = read.degraded
+	} else if read.degraded != "" {
+		d.storeStatus += "; " + read.degraded
+	}
+	d.state.SetLists(read.lists)
 	began := time.Now()
 	stats, err := d.state.Reconcile(recovery.Empty)
 	if err != nil {
@@ -167,6 +183,9 @@ func Run(ctx context.Context, cfg Config) error {
 	started = true
 
 	var wg sync.WaitGroup
+	if read.saveCopy != nil {
+		wg.Go(read.saveCopy)
+	}
 	wg.Go(func() { d.readEvents(ctx, events) })
 	wg.Go(func() { d.maintain(ctx, st) })
 	wg.Go(func() {
@@ -232,46 +251,58 @@ func fixedAllows(cfg Config) ([]fixedAllow, error) {
 	return out, nil
 }
 
-// readLists reads the blocklist files. A file that does not parse is
-// replaced by its last good copy when hbf has one, with a warning; on a
-// first start it stops the daemon, before anything is attached.
-func (d *daemon) readLists(st *store.Store) ([]*listSource, error) {
-	if d.cfg.Blocklist == "" {
-		return nil, nil
+// listsRead is what reading the lists found.
+type listsRead struct {
+	lists    []*listSource
+	saveCopy func() // keeps the last good copy; not on the way to protection
+	degraded string // why a last good copy stands in for a list
+	err      error
+}
+
+// readLists reads the blocklist files, checking each entry against what is
+// protected. A file that does not parse is replaced by its last good copy
+// when hbf has one, with a warning; on a first start it stops the daemon,
+// before anything is attached.
+func readLists(cfg Config, st *store.Store, protected []policy.Protected) listsRead {
+	if cfg.Blocklist == "" {
+		return listsRead{}
 	}
-	path := d.cfg.Blocklist
+	log := cfg.Logger
+	path := cfg.Blocklist
 	id := "file:" + path
-	check := d.state.CheckBlock
+	check := func(p netip.Prefix) error { return cfg.Rules.CheckBlock(p, protected) }
 	f, err := sources.ReadFile(path, check)
 	if err != nil {
 		copyFile, src, cerr := st.LastGoodCopy(id)
 		if cerr != nil {
-			return nil, fmt.Errorf("--blocklist: %w", err)
+			return listsRead{err: fmt.Errorf("--blocklist: %w", err)}
 		}
 		defer copyFile.Close()
 		list, skipped, perr := sources.ParseList(copyFile, check)
 		if perr != nil {
-			return nil, fmt.Errorf("--blocklist: %w; and its last good copy does not parse: %v", err, perr)
+			return listsRead{err: fmt.Errorf("--blocklist: %w; and its last good copy does not parse: %v", err, perr)}
 		}
-		d.log.Warn("blocklist unreadable: using its last good copy", "file", path, "err", err,
+		log.Warn("blocklist unreadable: using its last good copy", "file", path, "err", err,
 			"copy_from", src.Loaded.Format(time.RFC3339), "entries", list.Len())
-		d.warnSkipped(path, skipped)
-		d.mu.Lock()
-		d.storeStatus = "degraded: " + path + " unreadable, its last good copy in use"
-		d.mu.Unlock()
-		return []*listSource{{id: id, path: path, list: list}}, nil
+		warnSkipped(log, path, skipped)
+		return listsRead{lists: []*listSource{{id: id, path: path, list: list}},
+			degraded: "degraded: " + path + " unreadable, its last good copy in use"}
 	}
-	d.warnSkipped(path, f.Skipped)
-	if err := st.SaveSource(id, path, bytes.NewReader(f.Content), int64(len(f.Content)), f.List.Len()); err != nil {
-		d.log.Warn("cannot keep a copy of the blocklist", "file", path, "err", err)
+	warnSkipped(log, path, f.Skipped)
+	log.Info("blocklist loaded", "file", path, "entries", f.List.Len())
+	return listsRead{
+		lists: []*listSource{{id: id, path: path, list: f.List}},
+		saveCopy: func() {
+			if err := st.SaveSource(id, path, f.SHA256, f.List.Len()); err != nil {
+				log.Warn("cannot keep a copy of the blocklist", "file", path, "err", err)
+			}
+		},
 	}
-	d.log.Info("blocklist loaded", "file", path, "entries", f.List.Len())
-	return []*listSource{{id: id, path: path, list: f.List}}, nil
 }
 
-func (d *daemon) warnSkipped(path string, skipped []sources.Skipped) {
+func warnSkipped(log *slog.Logger, path string, skipped []sources.Skipped) {
 	if len(skipped) > 0 {
-		d.log.Warn("blocklist entries refused by policy, skipped", "file", path, "count", len(skipped),
+		log.Warn("blocklist entries refused by policy, skipped", "file", path, "count", len(skipped),
 			"entries", sources.SkippedText(path, skipped))
 	}
 }

@@ -98,12 +98,15 @@ func (s *state) uncacheBlock(origin store.Origin, p netip.Prefix) {
 // protected lists what no block may touch: the fixed allows and the live
 // allowlist entries.
 func (s *state) protected() []policy.Protected {
-	out := make([]policy.Protected, 0, len(s.fixed)+len(s.allows))
-	for _, f := range s.fixed {
+	return protectedFrom(s.fixed, maps.Values(s.allows), s.now())
+}
+
+func protectedFrom(fixed []fixedAllow, allows iter.Seq[store.Allow], now time.Time) []policy.Protected {
+	var out []policy.Protected
+	for _, f := range fixed {
 		out = append(out, policy.Protected{Prefix: f.prefix, Why: f.why})
 	}
-	now := s.now()
-	for _, a := range s.allows {
+	for a := range allows {
 		if !a.Expired(now) {
 			why := "on the allowlist"
 			if a.Reason != "" {
@@ -118,13 +121,6 @@ func (s *state) protected() []policy.Protected {
 // checkBlock is the policy check for a block of p.
 func (s *state) checkBlock(p netip.Prefix) error {
 	return s.rules.CheckBlock(p, s.protected())
-}
-
-// CheckBlock is checkBlock for callers outside the lock.
-func (s *state) CheckBlock(p netip.Prefix) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.checkBlock(p)
 }
 
 // listHolding names the list that holds exactly p, or "".
@@ -555,29 +551,21 @@ func (s *state) Reconcile(recovering bool) (reconcileStats, error) {
 	}
 
 	// What the decisions hold that the kernel lacks.
-	want := s.desiredCount()
-	if present >= want {
+	if present >= s.desiredCount() {
 		return st, nil
 	}
 	kernelEmpty := present == 0
-	missing := func(yield func(netip.Prefix) bool) {
-		for p := range s.desired() {
+	// Entries with an expiry are few (lists are permanent): they are
+	// written one by one, the permanent ones in bulk.
+	var timed []netip.Prefix
+	permanent := func(yield func(netip.Prefix) bool) {
+		for p, exp := range s.desired() {
 			if !kernelEmpty {
 				if _, ok, _ := s.dp.LookupBlock(p); ok {
 					continue
 				}
 			}
-			if !yield(p) {
-				return
-			}
-		}
-	}
-	// Entries with an expiry are few (lists are permanent): write them one
-	// by one, and the permanent ones in bulk.
-	var timed []netip.Prefix
-	permanent := func(yield func(netip.Prefix) bool) {
-		for p := range missing {
-			if exp, _ := s.effective(p); !exp.IsZero() {
+			if !exp.IsZero() {
 				timed = append(timed, p)
 				continue
 			}
@@ -601,10 +589,11 @@ func (s *state) Reconcile(recovering bool) (reconcileStats, error) {
 	return st, nil
 }
 
-// desired yields every prefix some live decision blocks, once.
-func (s *state) desired() iter.Seq[netip.Prefix] {
-	return func(yield func(netip.Prefix) bool) {
-		seen := func(p netip.Prefix, upto int) bool {
+// desired yields every prefix some live decision blocks, once, with the
+// expiry the kernel should hold (zero: never).
+func (s *state) desired() iter.Seq2[netip.Prefix, time.Time] {
+	return func(yield func(netip.Prefix, time.Time) bool) {
+		inLists := func(p netip.Prefix, upto int) bool {
 			for _, l := range s.lists[:upto] {
 				if l.list.Has(p) {
 					return true
@@ -614,19 +603,20 @@ func (s *state) desired() iter.Seq[netip.Prefix] {
 		}
 		for i, l := range s.lists {
 			for p := range l.list.All() {
-				if i > 0 && seen(p, i) {
+				if i > 0 && inLists(p, i) {
 					continue
 				}
-				if !yield(p) {
+				if !yield(p, time.Time{}) {
 					return
 				}
 			}
 		}
 		for p := range s.blocks {
-			if _, ok := s.effective(p); ok && !seen(p, len(s.lists)) {
-				if !yield(p) {
-					return
-				}
+			if inLists(p, len(s.lists)) {
+				continue
+			}
+			if exp, ok := s.effective(p); ok && !yield(p, exp) {
+				return
 			}
 		}
 	}

@@ -5,66 +5,66 @@ import (
 	"fmt"
 	"iter"
 	"net/netip"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
 )
 
-// batchSize bounds the memory of one batch: 64Ki entries of 48 bytes.
-const batchSize = 1 << 16
+// batchSize bounds the memory of one batch: 16Ki entries of 48 bytes.
+const batchSize = 1 << 14
 
 // BlockMany blocks every prefix until expires (zero: never) with batch map
-// operations, and returns how many it wrote. All or nothing: when the kernel
-// refuses an entry (a full map), it removes what it wrote and says so.
+// operations, one writer per CPU, and returns how many it wrote. All or
+// nothing: when the kernel refuses an entry (a full map), it removes what it
+// wrote and says so.
 func (d *Dataplane) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time) (int, error) {
 	d.prefixMu.Lock()
 	defer d.prefixMu.Unlock()
 
-	exp, created := toMono(expires), monoNow()
-	var exact []hbfAddr
-	var lpm []hbfLpmKey
-	var written [][]hbfAddr
-	var writtenLPM [][]hbfLpmKey
-	total := 0
+	ref := nowRef()
+	exp, created := ref.toMono(expires), ref.mono
 	rule := func(bits uint32) hbfRule {
 		return hbfRule{ExpiresNs: exp, CreatedNs: created, Prefixlen: uint8(bits), Origin: uint8(OriginOperator)}
 	}
-
-	flushExact := func() error {
-		if len(exact) == 0 {
-			return nil
-		}
-		values := make([]hbfRule, len(exact))
-		for i := range values {
-			values[i] = rule(128)
-		}
-		n, err := d.objs.Blocks.BatchUpdate(exact, values, nil)
-		written = append(written, exact[:n])
-		total += n
-		exact = nil
-		return err
+	// Every exact entry gets the same value: one read-only slice serves all.
+	values := make([]hbfRule, batchSize)
+	for i := range values {
+		values[i] = rule(128)
 	}
-	flushLPM := func() error {
-		if len(lpm) == 0 {
-			return nil
-		}
-		if err := d.setPrefixHint(true); err != nil {
-			return err
-		}
-		for i, k := range lpm {
-			// LPM tries have no batch update; few lists hold many prefixes.
-			if err := d.objs.BlockPrefixes.Update(k, rule(k.Prefixlen), ebpf.UpdateAny); err != nil {
-				writtenLPM = append(writtenLPM, lpm[:i])
-				total += i
-				return err
+
+	// The kernel takes a bucket lock per entry; CPUs write in parallel.
+	type result struct {
+		keys []hbfAddr // what the kernel took
+		err  error
+	}
+	work := make(chan []hbfAddr)
+	results := make(chan result)
+	var wg sync.WaitGroup
+	for range runtime.NumCPU() {
+		wg.Go(func() {
+			for keys := range work {
+				n, err := d.objs.Blocks.BatchUpdate(keys, values[:len(keys)], nil)
+				results <- result{keys[:n], err}
+			}
+		})
+	}
+	var written [][]hbfAddr
+	var errs []error
+	collected := make(chan struct{})
+	go func() {
+		defer close(collected)
+		for r := range results {
+			written = append(written, r.keys)
+			if r.err != nil {
+				errs = append(errs, r.err)
 			}
 		}
-		writtenLPM = append(writtenLPM, lpm)
-		total += len(lpm)
-		lpm = nil
-		return nil
-	}
+	}()
 
+	var lpm []hbfLpmKey
+	exact := make([]hbfAddr, 0, batchSize)
 	var err error
 	for p := range prefixes {
 		addr, bits, kerr := key16(p)
@@ -72,36 +72,49 @@ func (d *Dataplane) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time
 			err = kerr
 			break
 		}
-		if bits == 128 {
-			exact = append(exact, addr)
-			if len(exact) == batchSize {
-				if err = flushExact(); err != nil {
-					break
-				}
-			}
-		} else {
+		if bits < 128 {
 			lpm = append(lpm, hbfLpmKey{Prefixlen: bits, Addr: addr})
-			if len(lpm) == batchSize {
-				if err = flushLPM(); err != nil {
+			continue
+		}
+		exact = append(exact, addr)
+		if len(exact) == batchSize {
+			work <- exact
+			exact = make([]hbfAddr, 0, batchSize)
+		}
+	}
+	if err == nil && len(exact) > 0 {
+		work <- exact
+	}
+	close(work)
+	wg.Wait()
+	close(results)
+	<-collected
+
+	// Prefixes: LPM tries have no batch update, and few lists hold many.
+	var writtenLPM []hbfLpmKey
+	if err == nil && len(errs) == 0 && len(lpm) > 0 {
+		if err = d.setPrefixHint(true); err == nil {
+			for _, k := range lpm {
+				if err = d.objs.BlockPrefixes.Update(k, rule(k.Prefixlen), ebpf.UpdateAny); err != nil {
 					break
 				}
+				writtenLPM = append(writtenLPM, k)
 			}
 		}
 	}
-	if err == nil {
-		err = errors.Join(flushExact(), flushLPM())
+	total := len(writtenLPM)
+	for _, keys := range written {
+		total += len(keys)
 	}
-	if err == nil {
+	if err = errors.Join(append(errs, err)...); err == nil {
 		return total, nil
 	}
 	// Undo: a list is applied whole or not at all.
 	for _, keys := range written {
 		_, _ = d.objs.Blocks.BatchDelete(keys, nil)
 	}
-	for _, keys := range writtenLPM {
-		for _, k := range keys {
-			_ = d.objs.BlockPrefixes.Delete(k)
-		}
+	for _, k := range writtenLPM {
+		_ = d.objs.BlockPrefixes.Delete(k)
 	}
 	return 0, fmt.Errorf("bulk block after %d entries: %w (nothing of it was kept)", total, errors.Join(err, d.updatePrefixHintLocked()))
 }
@@ -152,23 +165,32 @@ func (d *Dataplane) UnblockMany(prefixes iter.Seq[netip.Prefix]) (int, error) {
 }
 
 // EachBlock calls fn with every block entry, expired ones included, without
-// holding them all in memory.
+// holding them all in memory. Exact entries are read in batches: one
+// syscall per entry would take seconds for a million.
 func (d *Dataplane) EachBlock(fn func(Rule) error) error {
-	var addr hbfAddr
-	var rule hbfRule
-	it := d.objs.Blocks.Iterate()
-	for it.Next(&addr, &rule) {
-		if err := fn(ruleOf(prefixOf(addr, 128), rule)); err != nil {
-			return err
+	ref := nowRef()
+	keys := make([]hbfAddr, 4096)
+	rules := make([]hbfRule, 4096)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := d.objs.Blocks.BatchLookup(&cursor, keys, rules, nil)
+		for i := range n {
+			if ferr := fn(ruleOf(prefixOf(keys[i], 128), rules[i], ref)); ferr != nil {
+				return ferr
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read blocks: %w", err)
 		}
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read blocks: %w", err)
-	}
 	var key hbfLpmKey
-	it = d.objs.BlockPrefixes.Iterate()
+	var rule hbfRule
+	it := d.objs.BlockPrefixes.Iterate()
 	for it.Next(&key, &rule) {
-		if err := fn(ruleOf(prefixOf(key.Addr, key.Prefixlen), rule)); err != nil {
+		if err := fn(ruleOf(prefixOf(key.Addr, key.Prefixlen), rule, ref)); err != nil {
 			return err
 		}
 	}
@@ -200,5 +222,5 @@ func (d *Dataplane) LookupBlock(p netip.Prefix) (Rule, bool, error) {
 	if err != nil {
 		return Rule{}, false, fmt.Errorf("look up %v: %w", p, err)
 	}
-	return ruleOf(p, rule), true, nil
+	return ruleOf(p, rule, nowRef()), true, nil
 }

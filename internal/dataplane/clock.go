@@ -8,7 +8,12 @@ import (
 
 // The program stamps times with bpf_ktime_get_coarse_ns, CLOCK_MONOTONIC.
 // Rules keep their expiry in that clock so the kernel can honour it alone;
-// these convert at the edge.
+// a clockRef, one reading of both clocks, converts at the edge. Take one per
+// operation, not per entry: reading CLOCK_MONOTONIC here is a system call.
+type clockRef struct {
+	wall time.Time
+	mono uint64
+}
 
 func monoNow() uint64 {
 	var ts unix.Timespec
@@ -17,29 +22,32 @@ func monoNow() uint64 {
 	return uint64(ts.Nano())
 }
 
+func nowRef() clockRef {
+	mono := monoNow()
+	return clockRef{wall: time.Now(), mono: mono}
+}
+
 // toMono converts a wall-clock time to the program's clock; the zero time,
 // meaning "never", stays 0.
-func toMono(t time.Time) uint64 {
+func (c clockRef) toMono(t time.Time) uint64 {
 	if t.IsZero() {
 		return 0
 	}
-	d := time.Until(t)
-	now := monoNow()
+	d := t.Sub(c.wall)
 	if d >= 0 {
-		return now + uint64(d)
+		return c.mono + uint64(d)
 	}
-	if past := uint64(-d); past < now {
-		return now - past
+	if past := uint64(-d); past < c.mono {
+		return c.mono - past
 	}
 	return 1 // long past; 0 would mean "never expires"
 }
 
 // toWall converts a time of the program's clock to wall-clock time; 0 stays
 // the zero time.
-func toWall(mono uint64) time.Time {
+func (c clockRef) toWall(mono uint64) time.Time {
 	if mono == 0 {
 		return time.Time{}
 	}
-	now := monoNow()
-	return time.Now().Add(-time.Duration(int64(now - mono)))
+	return c.wall.Add(time.Duration(int64(mono - c.mono)))
 }

@@ -112,6 +112,7 @@ func decodeEvent(b []byte) (Event, error) {
 	if len(b) < 9 {
 		return nil, fmt.Errorf("event of %d bytes is too short", len(b))
 	}
+	ref := nowRef()
 	switch b[8] {
 	case uint8(hbfEventTypeEVENT_CONNECTION):
 		var ev hbfConnEvent
@@ -119,7 +120,7 @@ func decodeEvent(b []byte) (Event, error) {
 			return nil, err
 		}
 		return &Connection{
-			Time:    toWall(ev.TimeNs),
+			Time:    ref.toWall(ev.TimeNs),
 			Ifindex: int(ev.Ifindex),
 			Src:     netip.AddrPortFrom(eventAddr(ev.Saddr, ev.Family), ev.Sport),
 			Dst:     netip.AddrPortFrom(eventAddr(ev.Daddr, ev.Family), ev.Dport),
@@ -129,7 +130,7 @@ func decodeEvent(b []byte) (Event, error) {
 		if err := decodeInto(b, &ev); err != nil {
 			return nil, err
 		}
-		at := toWall(ev.TimeNs)
+		at := ref.toWall(ev.TimeNs)
 		n := min(int(ev.Nports), len(ev.Ports))
 		ports := make([]PortTry, n)
 		for i := range n {
@@ -148,7 +149,7 @@ func decodeEvent(b []byte) (Event, error) {
 			Allowlisted: flags&hbfScanEventFlagsSCAN_EV_ALLOWLISTED != 0,
 			Blocked:     flags&hbfScanEventFlagsSCAN_EV_BLOCKED != 0,
 			BlockFailed: flags&hbfScanEventFlagsSCAN_EV_BLOCK_FAILED != 0,
-			Expires:     toWall(ev.ExpiresNs),
+			Expires:     ref.toWall(ev.ExpiresNs),
 		}, nil
 	}
 	return nil, fmt.Errorf("event of unknown type %d", b[8])

@@ -66,9 +66,10 @@ func prefixOf(a hbfAddr, bits uint32) netip.Prefix {
 }
 
 func newRule(bits uint32, expires time.Time, origin Origin) hbfRule {
+	ref := nowRef()
 	return hbfRule{
-		ExpiresNs: toMono(expires),
-		CreatedNs: monoNow(),
+		ExpiresNs: ref.toMono(expires),
+		CreatedNs: ref.mono,
 		Prefixlen: uint8(bits),
 		Origin:    uint8(origin),
 	}
@@ -194,33 +195,25 @@ func (d *Dataplane) Disallow(p netip.Prefix) (bool, error) {
 	return true, nil
 }
 
-func ruleOf(p netip.Prefix, r hbfRule) Rule {
+func ruleOf(p netip.Prefix, r hbfRule, ref clockRef) Rule {
 	return Rule{
 		Prefix:  p,
-		Created: toWall(r.CreatedNs),
-		Expires: toWall(r.ExpiresNs),
+		Created: ref.toWall(r.CreatedNs),
+		Expires: ref.toWall(r.ExpiresNs),
 		Packets: r.Packets,
 		Origin:  Origin(r.Origin),
 	}
 }
 
-// Blocks lists every block entry, expired ones included (see Sweep).
+// Blocks lists every block entry, expired ones included (see Sweep). For
+// maps that may hold a million entries, EachBlock does not collect them.
 func (d *Dataplane) Blocks() ([]Rule, error) {
 	var out []Rule
-	var addr hbfAddr
-	var rule hbfRule
-	it := d.objs.Blocks.Iterate()
-	for it.Next(&addr, &rule) {
-		out = append(out, ruleOf(prefixOf(addr, 128), rule))
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("list blocks: %w", err)
-	}
-	prefixes, err := lpmRules(d.objs.BlockPrefixes)
-	if err != nil {
-		return nil, fmt.Errorf("list block prefixes: %w", err)
-	}
-	return append(out, prefixes...), nil
+	err := d.EachBlock(func(r Rule) error {
+		out = append(out, r)
+		return nil
+	})
+	return out, err
 }
 
 // Allows lists the allowlist.
@@ -233,12 +226,13 @@ func (d *Dataplane) Allows() ([]Rule, error) {
 }
 
 func lpmRules(m *ebpf.Map) ([]Rule, error) {
+	ref := nowRef()
 	var out []Rule
 	var key hbfLpmKey
 	var rule hbfRule
 	it := m.Iterate()
 	for it.Next(&key, &rule) {
-		out = append(out, ruleOf(prefixOf(key.Addr, key.Prefixlen), rule))
+		out = append(out, ruleOf(prefixOf(key.Addr, key.Prefixlen), rule, ref))
 	}
 	return out, it.Err()
 }

@@ -1,6 +1,7 @@
 package sources
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -34,8 +35,8 @@ func TestReadFile(t *testing.T) {
 	if got := collect(f.List); !slices.Equal(got, want) {
 		t.Errorf("got %v, want %v (sorted, IPv4 first, duplicates once)", got, want)
 	}
-	if string(f.Content) != content {
-		t.Error("content not kept")
+	if f.SHA256 != sha256.Sum256([]byte(content)) {
+		t.Error("hash of the content")
 	}
 	if !f.List.Has(netip.MustParsePrefix("198.51.100.0/24")) || f.List.Has(netip.MustParsePrefix("198.51.100.0/25")) {
 		t.Error("Has")
@@ -90,4 +91,34 @@ func TestTooWideEntriesAreSkipped(t *testing.T) {
 	if l.Len() != 1 || len(skipped) != 2 || !strings.Contains(skipped[0].Err.Error(), "0.0.0.0/0 would block every IPv4 source") {
 		t.Errorf("list %v, skipped %+v", collect(l), skipped)
 	}
+}
+
+func TestParseIPv4MatchesNetip(t *testing.T) {
+	for _, s := range []string{"192.0.2.7", "0.0.0.0", "255.255.255.255", "1.2.3", "1.2.3.4.5", "256.1.1.1",
+		"01.2.3.4", "1.2.3.04", "1..2.3", ".1.2.3", "1.2.3.", "1.2.3.4/32", "1.2.3.-4", "", "1.2.3.999", "10.0.0.0"} {
+		got, ok := parseIPv4([]byte(s))
+		want, err := netip.ParseAddr(s)
+		switch {
+		case ok && (err != nil || got.Addr() != want || got.Bits() != 32):
+			t.Errorf("%q: fast parser says %v, netip %v %v", s, got, want, err)
+		case !ok && err == nil && want.Is4() && !strings.Contains(s, "/"):
+			t.Errorf("%q: fast parser refused what netip reads as %v", s, want)
+		}
+	}
+}
+
+func FuzzParseIPv4(f *testing.F) {
+	for _, s := range []string{"192.0.2.7", "01.2.3.4", "1.2.3", "255.255.255.255", "1.2.3.4/24"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := parseIPv4([]byte(s))
+		want, err := netip.ParseAddr(s)
+		if ok && (err != nil || got.Addr() != want) {
+			t.Errorf("%q: fast parser says %v, netip %v %v", s, got, want, err)
+		}
+		if !ok && err == nil && want.Is4() {
+			t.Errorf("%q: fast parser refused what netip reads as %v", s, want)
+		}
+	})
 }

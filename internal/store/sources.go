@@ -1,9 +1,11 @@
 package store
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,37 +20,16 @@ import (
 // streaming, never held in a database transaction.
 func (s *Store) copyPath(sum string) string { return filepath.Join(s.dir, "sources", sum+".list") }
 
-// SaveSource records that src parsed, with content as its last good copy.
-// The copy is written only when the content changed.
-func (s *Store) SaveSource(id, location string, content io.ReaderAt, size int64, entries int) error {
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(content, 0, size)); err != nil {
-		return err
-	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	path := s.copyPath(sum)
-	if _, err := os.Stat(path); err != nil {
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return err
-		}
-		tmp := path + ".tmp"
-		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(f, io.NewSectionReader(content, 0, size))
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(tmp, path)
-		}
-		if err != nil {
-			os.Remove(tmp)
-			return fmt.Errorf("save the last good copy of %s: %w", location, err)
+// SaveSource records that the list at path parsed, and keeps a copy of
+// it as its last good copy. sum is the hash of the content that parsed: the
+// copy is kept only if it is still that content (the file may have changed
+// since), and written only when it differs from the previous copy.
+func (s *Store) SaveSource(id, path string, sum [sha256.Size]byte, entries int) error {
+	hexSum := hex.EncodeToString(sum[:])
+	dst := s.copyPath(hexSum)
+	if _, err := os.Stat(dst); err != nil {
+		if err := copyChecked(path, dst, sum); err != nil {
+			return fmt.Errorf("keep a copy of %s: %w", path, err)
 		}
 	}
 	var old Source
@@ -57,15 +38,50 @@ func (s *Store) SaveSource(id, location string, content io.ReaderAt, size int64,
 		if v := b.Get([]byte(id)); v != nil {
 			_ = json.Unmarshal(v, &old)
 		}
-		return put(tx, bucketSources, []byte(id), Source{ID: id, Location: location, Loaded: time.Now(), SHA256: sum, Entries: entries})
+		return put(tx, bucketSources, []byte(id), Source{ID: id, Location: path, Loaded: time.Now(), SHA256: hexSum, Entries: entries})
 	})
 	if err != nil {
 		return err
 	}
-	if old.SHA256 != "" && old.SHA256 != sum {
+	if old.SHA256 != "" && old.SHA256 != hexSum {
 		os.Remove(s.copyPath(old.SHA256))
 	}
 	return nil
+}
+
+// copyChecked copies from to dst, atomically, if its content hashes to sum.
+func copyChecked(from, dst string, sum [sha256.Size]byte) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return err
+	}
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(out, h), in)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && !bytes.Equal(h.Sum(nil), sum[:]) {
+		err = errors.New("the file changed while hbf read it; the copy waits for the next read")
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
 }
 
 // LastGoodCopy opens the last content of source id that parsed.

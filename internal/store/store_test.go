@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"io"
 	"net/netip"
 	"os"
@@ -95,15 +96,23 @@ func TestHistoryIsBounded(t *testing.T) {
 
 func TestSourcesKeepTheirLastGoodCopy(t *testing.T) {
 	s, _ := mustOpen(t, t.TempDir())
+	path := filepath.Join(t.TempDir(), "list")
 	first := []byte("192.0.2.7\n198.51.100.0/24\n")
-	if err := s.SaveSource("file:/etc/hbf/list", "/etc/hbf/list", bytes.NewReader(first), int64(len(first)), 2); err != nil {
+	os.WriteFile(path, first, 0o600)
+	if err := s.SaveSource("file:"+path, path, sha256.Sum256(first), 2); err != nil {
 		t.Fatal(err)
 	}
 	second := []byte("192.0.2.8\n")
-	if err := s.SaveSource("file:/etc/hbf/list", "/etc/hbf/list", bytes.NewReader(second), int64(len(second)), 1); err != nil {
+	os.WriteFile(path, second, 0o600)
+	if err := s.SaveSource("file:"+path, path, sha256.Sum256(second), 1); err != nil {
 		t.Fatal(err)
 	}
-	f, src, err := s.LastGoodCopy("file:/etc/hbf/list")
+	// Changed again after it parsed: no copy of content that did not parse.
+	os.WriteFile(path, []byte("garbage\n"), 0o600)
+	if err := s.SaveSource("file:"+path, path, sha256.Sum256([]byte("192.0.2.9\n")), 1); err == nil {
+		t.Error("a copy of changed content was kept")
+	}
+	f, src, err := s.LastGoodCopy("file:" + path)
 	if err != nil {
 		t.Fatal(err)
 	}

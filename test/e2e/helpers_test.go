@@ -53,7 +53,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func newLab(t *testing.T, opts netlab.Options) *netlab.Lab {
+func newLab(t testing.TB, opts netlab.Options) *netlab.Lab {
 	t.Helper()
 	testenv.RequirePrivileged(t)
 	testenv.RequireCommand(t, "ip")
@@ -69,7 +69,7 @@ func newLab(t *testing.T, opts netlab.Options) *netlab.Lab {
 }
 
 // serveHTTP answers HTTP on the host's ports, IPv4 and IPv6.
-func serveHTTP(t *testing.T, ns *netlab.NS, ports ...int) {
+func serveHTTP(t testing.TB, ns *netlab.NS, ports ...int) {
 	t.Helper()
 	for _, port := range ports {
 		ln, err := ns.Listen("tcp", fmt.Sprintf(":%d", port))
@@ -85,7 +85,7 @@ func serveHTTP(t *testing.T, ns *netlab.NS, ports ...int) {
 }
 
 type daemonProc struct {
-	t        *testing.T
+	t        testing.TB
 	cmd      *exec.Cmd
 	pinPath  string
 	stateDir string
@@ -106,12 +106,12 @@ func randomName(prefix string) string {
 
 // startDaemon runs `hbf daemon` on the host's interface with its own pin
 // path and state folder, and waits until it protects the interface.
-func startDaemon(t *testing.T, lab *netlab.Lab, args ...string) *daemonProc {
+func startDaemon(t testing.TB, lab *netlab.Lab, args ...string) *daemonProc {
 	t.Helper()
 	return waitReady(t, tryDaemon(t, lab, args...))
 }
 
-func waitReady(t *testing.T, d *daemonProc) *daemonProc {
+func waitReady(t testing.TB, d *daemonProc) *daemonProc {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
 	for !strings.Contains(d.stderrText(), "hbf is running") {
@@ -127,13 +127,13 @@ func waitReady(t *testing.T, d *daemonProc) *daemonProc {
 }
 
 // tryDaemon starts `hbf daemon` without waiting for it.
-func tryDaemon(t *testing.T, lab *netlab.Lab, args ...string) *daemonProc {
+func tryDaemon(t testing.TB, lab *netlab.Lab, args ...string) *daemonProc {
 	t.Helper()
 	return tryDaemonAt(t, lab, "/sys/fs/bpf/"+randomName("hbftest"), t.TempDir(), args...)
 }
 
 // tryDaemonAt starts `hbf daemon` with the given pin path and state folder.
-func tryDaemonAt(t *testing.T, lab *netlab.Lab, pinPath, stateDir string, args ...string) *daemonProc {
+func tryDaemonAt(t testing.TB, lab *netlab.Lab, pinPath, stateDir string, args ...string) *daemonProc {
 	t.Helper()
 	d := &daemonProc{t: t, pinPath: pinPath, stateDir: stateDir, ns: lab.Host, done: make(chan struct{})}
 	// Tests remove enforcement on a clean stop unless they pass
