@@ -21,7 +21,7 @@ func lockStateDir(dir string) (release func(), err error) {
 	path := filepath.Join(dir, "hbf.lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("--state-dir %s: %w", dir, err)
+		return nil, fmt.Errorf("state folder %s is not writable: %w (what hbf pinned, if anything, stays in force)", dir, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		pid, _ := os.ReadFile(path)
