@@ -72,3 +72,55 @@ func TestJSONLines(t *testing.T) {
 		}
 	}
 }
+
+func TestOperatorEventLines(t *testing.T) {
+	at := time.Date(2026, 11, 27, 15, 28, 5, 0, time.Local)
+	p := netip.MustParsePrefix("192.0.2.7/32")
+	for _, tc := range []struct {
+		ev   Event
+		want string
+	}{
+		{&Unblock{Time: at, Prefix: p, By: "uid 0"}, "2026-11-27 15:28:05: Unblocked 192.0.2.7 (uid 0)"},
+		{&Allow{Time: at, Prefix: netip.MustParsePrefix("198.51.100.0/24"), Reason: "office", By: "uid 0"},
+			"2026-11-27 15:28:05: Allowed 198.51.100.0/24 permanently: office (uid 0)"},
+		{&Allow{Time: at, Prefix: p, Duration: time.Hour, Expires: at.Add(time.Hour), By: "uid 0"},
+			"2026-11-27 15:28:05: Allowed 192.0.2.7 for 1h0m0s (uid 0)"},
+		{&Disallow{Time: at, Prefix: p, By: "uid 0"}, "2026-11-27 15:28:05: Disallowed 192.0.2.7 (uid 0)"},
+	} {
+		var buf bytes.Buffer
+		NewWriter(&buf, Text).Write(tc.ev)
+		if got := strings.TrimSuffix(buf.String(), "\n"); got != tc.want {
+			t.Errorf("got  %q\nwant %q", got, tc.want)
+		}
+	}
+}
+
+// `hbf events` turns the daemon's JSON lines back into text: every event
+// must come back as it was.
+func TestJSONRoundTrip(t *testing.T) {
+	at := time.Date(2026, 11, 27, 15, 28, 5, 0, time.UTC)
+	for _, ev := range []Event{
+		&Connection{Time: at, Iface: "eth0", Src: netip.MustParseAddrPort("[2001:db8::56]:5973"), Dst: netip.MustParseAddrPort("[2001:db8::1]:80")},
+		&Scan{Time: at, Src: netip.MustParseAddr("192.0.2.56"), Dst: netip.MustParseAddr("10.0.0.5"), Ports: []uint16{1, 2, 3, 4}, Allowlisted: true},
+		&Block{Time: at, Prefix: netip.MustParsePrefix("198.51.100.0/24"), Reason: "port scan", Duration: time.Hour, Expires: at.Add(time.Hour)},
+		&Block{Time: at, Prefix: netip.MustParsePrefix("192.0.2.7/32"), Reason: "manual block"},
+		&Unblock{Time: at, Prefix: netip.MustParsePrefix("192.0.2.7/32"), By: "uid 0"},
+		&Allow{Time: at, Prefix: netip.MustParsePrefix("192.0.2.7/32"), Duration: time.Hour, Expires: at.Add(time.Hour), By: "uid 0"},
+		&Disallow{Time: at, Prefix: netip.MustParsePrefix("192.0.2.7/32"), By: "uid 0"},
+	} {
+		line, err := AppendJSON(nil, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := ParseJSON(line)
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		var a, b bytes.Buffer
+		NewWriter(&a, Text).Write(ev)
+		NewWriter(&b, Text).Write(back)
+		if a.String() != b.String() {
+			t.Errorf("round trip of %s:\n got  %s want %s", line, b.String(), a.String())
+		}
+	}
+}
