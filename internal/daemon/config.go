@@ -43,8 +43,6 @@ type Config struct {
 	Version string
 	Stdout  io.Writer    // event lines
 	Logger  *slog.Logger // diagnostics
-	// Ready, when set, is called once every interface is protected.
-	Ready func()
 }
 
 // Defaults are the settings a bare `hbf daemon` runs with.

@@ -213,9 +213,6 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("hbf is running", "max_ports", cfg.MaxPorts, "window", cfg.Window,
 		"block_duration", cfg.BlockDuration, "socket", cfg.Socket)
-	if cfg.Ready != nil {
-		cfg.Ready()
-	}
 
 	<-ctx.Done()
 	cause := context.Cause(ctx)

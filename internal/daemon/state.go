@@ -173,17 +173,23 @@ func expiry(now time.Time, d time.Duration) time.Time {
 	return now.Add(d)
 }
 
+// each does one change per target, with the lock held, and audits each.
+func (s *state) each(c api.Caller, action string, targets []string, d time.Duration, reason string,
+	do func(target string) api.Result) []api.Result {
+	out := make([]api.Result, 0, len(targets))
+	for _, t := range targets {
+		r := do(t)
+		s.audit.write(c, action, t, r, d, reason)
+		out = append(out, r)
+	}
+	return out
+}
+
 // Block blocks each target for d (0: no expiry).
 func (s *state) Block(c api.Caller, targets []string, d time.Duration, reason string) []api.Result {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]api.Result, 0, len(targets))
-	for _, t := range targets {
-		r := s.block(c, t, d, reason)
-		s.audit.write(c, "block", t, r, d, reason)
-		out = append(out, r)
-	}
-	return out
+	return s.each(c, "block", targets, d, reason, func(t string) api.Result { return s.block(c, t, d, reason) })
 }
 
 func (s *state) block(c api.Caller, target string, d time.Duration, reason string) api.Result {
@@ -243,13 +249,7 @@ func (s *state) Unblock(c api.Caller, targets []string, all bool) []api.Result {
 		}
 		slices.Sort(targets)
 	}
-	out := make([]api.Result, 0, len(targets))
-	for _, t := range targets {
-		r := s.unblock(c, t)
-		s.audit.write(c, "unblock", t, r, 0, "")
-		out = append(out, r)
-	}
-	return out
+	return s.each(c, "unblock", targets, 0, "", func(t string) api.Result { return s.unblock(c, t) })
 }
 
 func (s *state) unblock(c api.Caller, target string) api.Result {
@@ -299,13 +299,7 @@ func (s *state) unblock(c api.Caller, target string) api.Result {
 func (s *state) Allow(c api.Caller, targets []string, d time.Duration, reason string) []api.Result {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]api.Result, 0, len(targets))
-	for _, t := range targets {
-		r := s.allow(c, t, d, reason)
-		s.audit.write(c, "allow", t, r, d, reason)
-		out = append(out, r)
-	}
-	return out
+	return s.each(c, "allow", targets, d, reason, func(t string) api.Result { return s.allow(c, t, d, reason) })
 }
 
 func (s *state) allow(c api.Caller, target string, d time.Duration, reason string) api.Result {
@@ -355,13 +349,7 @@ func (s *state) allow(c api.Caller, target string, d time.Duration, reason strin
 func (s *state) Disallow(c api.Caller, targets []string) []api.Result {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]api.Result, 0, len(targets))
-	for _, t := range targets {
-		r := s.disallow(c, t)
-		s.audit.write(c, "disallow", t, r, 0, "")
-		out = append(out, r)
-	}
-	return out
+	return s.each(c, "disallow", targets, 0, "", func(t string) api.Result { return s.disallow(c, t) })
 }
 
 func (s *state) disallow(c api.Caller, target string) api.Result {
