@@ -313,24 +313,33 @@ func (d *Dataplane) Sweep(window time.Duration) (SweepStats, error) {
 }
 
 // BlockedSources counts the block entries in force (expired ones excluded).
+// It runs at every metrics scrape: exact entries are read in batches.
 func (d *Dataplane) BlockedSources() (int, error) {
 	now := monoNow()
+	live := func(r hbfRule) bool { return r.ExpiresNs == 0 || r.ExpiresNs > now }
 	n := 0
-	var rule hbfRule
-	var addr hbfAddr
-	it := d.objs.Blocks.Iterate()
-	for it.Next(&addr, &rule) {
-		if rule.ExpiresNs == 0 || rule.ExpiresNs > now {
-			n++
+	keys := make([]hbfAddr, 4096)
+	rules := make([]hbfRule, 4096)
+	var cursor ebpf.MapBatchCursor
+	for {
+		k, err := d.objs.Blocks.BatchLookup(&cursor, keys, rules, nil)
+		for _, r := range rules[:k] {
+			if live(r) {
+				n++
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("count blocks: %w", err)
 		}
 	}
-	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("count blocks: %w", err)
-	}
 	var key hbfLpmKey
-	it = d.objs.BlockPrefixes.Iterate()
+	var rule hbfRule
+	it := d.objs.BlockPrefixes.Iterate()
 	for it.Next(&key, &rule) {
-		if rule.ExpiresNs == 0 || rule.ExpiresNs > now {
+		if live(rule) {
 			n++
 		}
 	}
