@@ -477,6 +477,11 @@ func (s *state) Reconcile(recovering bool) (reconcileStats, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var st reconcileStats
+	swept, err := s.dp.SweepRules()
+	st.Removed += swept.Blocks
+	if err != nil {
+		return st, err
+	}
 	if err := s.syncAllows(); err != nil {
 		return st, fmt.Errorf("allowlist: %w", err)
 	}
@@ -489,7 +494,7 @@ func (s *state) Reconcile(recovering bool) (reconcileStats, error) {
 	}
 	var fixes []fix
 	present := 0
-	err := s.dp.EachBlock(func(r dataplane.Rule) error {
+	err = s.dp.EachBlock(func(r dataplane.Rule) error {
 		exp, ok := s.effective(r.Prefix)
 		switch {
 		case ok:
@@ -498,7 +503,7 @@ func (s *state) Reconcile(recovering bool) (reconcileStats, error) {
 				fixes = append(fixes, fix{r.Prefix, exp})
 			}
 		case r.Expired(now):
-			// The sweep removes it; the kernel already ignores it.
+			// Expired since the sweep above: the kernel ignores it.
 		case r.Origin == dataplane.OriginScan:
 			adopt = append(adopt, store.Block{Prefix: r.Prefix, Origin: store.OriginScan, Reason: "port scan",
 				By: "kernel", Created: r.Created, Expires: r.Expires})
@@ -532,7 +537,7 @@ func (s *state) Reconcile(recovering bool) (reconcileStats, error) {
 	}
 	if len(stale) > 0 {
 		n, err := s.dp.UnblockMany(slices.Values(stale))
-		st.Removed = n
+		st.Removed += n
 		if err != nil {
 			return st, err
 		}
@@ -627,9 +632,9 @@ func sameTime(a, b time.Time) bool {
 	return d < time.Second && d > -time.Second
 }
 
-// Sweep ends the decisions that expired: the store forgets them, the
-// kernel's entries go (the kernel already ignores them), the history notes
-// them.
+// Sweep ends the decisions that expired: the store forgets them and the
+// history notes them (the kernel already ignores them; Reconcile clears its
+// entries). It also clears the scan state of idle sources.
 func (s *state) Sweep(window time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -658,7 +663,7 @@ func (s *state) Sweep(window time.Duration) error {
 			s.history(store.Change{Time: now, Action: "expire", Prefix: p, Origin: store.OriginManual, Reason: "allow"})
 		}
 	}
-	if _, err := s.dp.Sweep(window); err != nil {
+	if _, err := s.dp.SweepTrackers(window); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

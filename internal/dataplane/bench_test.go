@@ -183,7 +183,7 @@ func BenchmarkXDP(b *testing.B) {
 			a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0xbe, 0xef, 12: byte(i >> 24), 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)})
 			return tcpSYN(a.String(), "2001:db8::1", 40000, 443)
 		}, xdpPass, 50000, func() {
-			if _, err := dp.Sweep(0); err != nil {
+			if _, err := dp.SweepTrackers(0); err != nil {
 				b.Fatal(err)
 			}
 		})

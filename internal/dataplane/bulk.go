@@ -164,27 +164,37 @@ func (d *Dataplane) UnblockMany(prefixes iter.Seq[netip.Prefix]) (int, error) {
 	return removed, nil
 }
 
-// EachBlock calls fn with every block entry, expired ones included, without
-// holding them all in memory. Exact entries are read in batches: one
+// eachBatch calls fn for every entry of a hash map, read in batches: one
 // syscall per entry would take seconds for a million.
-func (d *Dataplane) EachBlock(fn func(Rule) error) error {
-	ref := nowRef()
-	keys := make([]hbfAddr, 4096)
-	rules := make([]hbfRule, 4096)
+func eachBatch[K, V any](m *ebpf.Map, fn func(*K, *V) error) error {
+	keys := make([]K, 1024)
+	values := make([]V, 1024)
 	var cursor ebpf.MapBatchCursor
 	for {
-		n, err := d.objs.Blocks.BatchLookup(&cursor, keys, rules, nil)
+		n, err := m.BatchLookup(&cursor, keys, values, nil)
 		for i := range n {
-			if ferr := fn(ruleOf(prefixOf(keys[i], 128), rules[i], ref)); ferr != nil {
+			if ferr := fn(&keys[i], &values[i]); ferr != nil {
 				return ferr
 			}
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			break
+			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("read blocks: %w", err)
+			return err
 		}
+	}
+}
+
+// EachBlock calls fn with every block entry, expired ones included, without
+// holding them all in memory.
+func (d *Dataplane) EachBlock(fn func(Rule) error) error {
+	ref := nowRef()
+	err := eachBatch(d.objs.Blocks, func(a *hbfAddr, r *hbfRule) error {
+		return fn(ruleOf(prefixOf(*a, 128), *r, ref))
+	})
+	if err != nil {
+		return fmt.Errorf("read blocks: %w", err)
 	}
 	var key hbfLpmKey
 	var rule hbfRule

@@ -659,12 +659,15 @@ func TestSweepRemovesExpiredState(t *testing.T) {
 	d.run(tcpSYN("192.0.2.66", "192.0.2.1", 40000, 80))
 	time.Sleep(20 * time.Millisecond)
 
-	st, err := d.Sweep(10 * time.Millisecond)
+	st, err := d.SweepRules()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st != (SweepStats{Blocks: 2, Allows: 1, Trackers: 1}) {
-		t.Errorf("swept %+v, want 2 blocks, 1 allow, 1 tracker", st)
+	if st != (SweepStats{Blocks: 2, Allows: 1}) {
+		t.Errorf("swept %+v, want 2 blocks, 1 allow", st)
+	}
+	if n, err := d.SweepTrackers(10 * time.Millisecond); n != 1 || err != nil {
+		t.Errorf("swept %d trackers (%v), want 1", n, err)
 	}
 	blocks, _ := d.Blocks()
 	if len(blocks) != 1 || blocks[0].Prefix.String() != "192.0.2.8/32" {
@@ -752,7 +755,7 @@ func TestPrefixHintFollowsPrefixBlocks(t *testing.T) {
 	d.mustBlock("198.51.0.0/16", time.Now().Add(-time.Second)) // expired: swept below
 	d.mustBlock("198.51.100.0/24", time.Time{})
 	expectVerdict(t, d.run(ack), xdpDrop, "CIDR block again")
-	if _, err := d.Sweep(time.Minute); err != nil {
+	if _, err := d.SweepRules(); err != nil {
 		t.Fatal(err)
 	}
 	if hint() != 1 {

@@ -237,31 +237,33 @@ func lpmRules(m *ebpf.Map) ([]Rule, error) {
 	return out, it.Err()
 }
 
-// SweepStats counts what Sweep removed.
+// SweepStats counts what a sweep removed.
 type SweepStats struct {
 	Blocks, Allows, Trackers int
 }
 
-// Sweep deletes expired rules, which the program already ignores, and the
-// tracker entries of sources idle for longer than window, so the fixed-size
-// maps keep room for new entries.
-func (d *Dataplane) Sweep(window time.Duration) (SweepStats, error) {
+// SweepRules deletes expired rules, which the program already ignores, so
+// the fixed-size maps keep room for new entries.
+func (d *Dataplane) SweepRules() (SweepStats, error) {
 	var st SweepStats
 	nowMono := monoNow()
 	expired := func(r hbfRule) bool { return r.ExpiresNs != 0 && r.ExpiresNs <= nowMono }
 
 	var errs []error
-	var addr hbfAddr
 	var rule hbfRule
 	var stale []hbfAddr
-	it := d.objs.Blocks.Iterate()
-	for it.Next(&addr, &rule) {
-		if expired(rule) {
-			stale = append(stale, addr)
+	errs = append(errs, eachBatch(d.objs.Blocks, func(a *hbfAddr, r *hbfRule) error {
+		if expired(*r) {
+			stale = append(stale, *a)
 		}
-	}
-	errs = append(errs, it.Err())
+		return nil
+	}))
 	for _, a := range stale {
+		// The program may have replaced an expired entry with a new scan
+		// block since it was read: look again right before deleting.
+		if err := d.objs.Blocks.Lookup(a, &rule); err != nil || !expired(rule) {
+			continue
+		}
 		if err := d.objs.Blocks.Delete(a); err == nil {
 			st.Blocks++
 		}
@@ -290,26 +292,33 @@ func (d *Dataplane) Sweep(window time.Duration) (SweepStats, error) {
 	errs = append(errs, d.updatePrefixHintLocked())
 	d.prefixMu.Unlock()
 	st.Allows = sweepLPM(d.objs.AllowPrefixes)
-
-	idleBefore := nowMono/1e6 - uint64(window.Milliseconds())
-	var state hbfScanState
-	stale = stale[:0]
-	it = d.objs.ScanStates.Iterate()
-	for it.Next(&addr, &state) {
-		if state.LastMs < idleBefore {
-			stale = append(stale, addr)
-		}
-	}
-	errs = append(errs, it.Err())
-	for _, a := range stale {
-		if err := d.objs.ScanStates.Delete(a); err == nil {
-			st.Trackers++
-		}
-	}
 	if err := errors.Join(errs...); err != nil {
-		return st, fmt.Errorf("sweep: %w", err)
+		return st, fmt.Errorf("sweep rules: %w", err)
 	}
 	return st, nil
+}
+
+// SweepTrackers deletes the scan-tracker entries of sources idle for longer
+// than window, so the tracker keeps room for new sources.
+func (d *Dataplane) SweepTrackers(window time.Duration) (int, error) {
+	idleBefore := monoNow()/1e6 - uint64(window.Milliseconds())
+	var stale []hbfAddr
+	err := eachBatch(d.objs.ScanStates, func(a *hbfAddr, s *hbfScanState) error {
+		if s.LastMs < idleBefore {
+			stale = append(stale, *a)
+		}
+		return nil
+	})
+	n := 0
+	for _, a := range stale {
+		if d.objs.ScanStates.Delete(a) == nil {
+			n++
+		}
+	}
+	if err != nil {
+		return n, fmt.Errorf("sweep trackers: %w", err)
+	}
+	return n, nil
 }
 
 // BlockedSources counts the block entries in force (expired ones excluded).
@@ -318,22 +327,14 @@ func (d *Dataplane) BlockedSources() (int, error) {
 	now := monoNow()
 	live := func(r hbfRule) bool { return r.ExpiresNs == 0 || r.ExpiresNs > now }
 	n := 0
-	keys := make([]hbfAddr, 4096)
-	rules := make([]hbfRule, 4096)
-	var cursor ebpf.MapBatchCursor
-	for {
-		k, err := d.objs.Blocks.BatchLookup(&cursor, keys, rules, nil)
-		for _, r := range rules[:k] {
-			if live(r) {
-				n++
-			}
+	err := eachBatch(d.objs.Blocks, func(_ *hbfAddr, r *hbfRule) error {
+		if live(*r) {
+			n++
 		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			break
-		}
-		if err != nil {
-			return 0, fmt.Errorf("count blocks: %w", err)
-		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count blocks: %w", err)
 	}
 	var key hbfLpmKey
 	var rule hbfRule
