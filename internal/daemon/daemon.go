@@ -26,8 +26,9 @@ import (
 
 const (
 	// reconcileEvery: how often the kernel and the store are brought in
-	// step, which also catches what lost events did not say.
-	reconcileEvery = 30 * time.Second
+	// step besides at start and as soon as events are lost. It walks every
+	// kernel entry: with a million, ~1 CPU-second each time.
+	reconcileEvery = 5 * time.Minute
 	backupEvery    = time.Minute
 )
 
