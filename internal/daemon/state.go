@@ -185,6 +185,28 @@ func (s *state) each(c api.Caller, action string, targets []string, d time.Durat
 	return out
 }
 
+// parseTarget reads res.Target for a change lasting d (0: no expiry) and
+// runs check on it; on refusal it fills res.Error.
+func parseTarget(res *api.Result, d time.Duration, check func(netip.Prefix) error) (netip.Prefix, bool) {
+	if d < 0 {
+		res.Error = fmt.Sprintf("--for %s: must not be negative (0 means no expiry)", d)
+		return netip.Prefix{}, false
+	}
+	p, err := policy.ParsePrefix(res.Target)
+	if err != nil {
+		res.Error = err.Error()
+		return p, false
+	}
+	res.Prefix = p
+	if check != nil {
+		if err := check(p); err != nil {
+			res.Error = err.Error()
+			return p, false
+		}
+	}
+	return p, true
+}
+
 // Block blocks each target for d (0: no expiry).
 func (s *state) Block(c api.Caller, targets []string, d time.Duration, reason string) []api.Result {
 	s.mu.Lock()
@@ -194,18 +216,8 @@ func (s *state) Block(c api.Caller, targets []string, d time.Duration, reason st
 
 func (s *state) block(c api.Caller, target string, d time.Duration, reason string) api.Result {
 	res := api.Result{Target: target}
-	if d < 0 {
-		res.Error = fmt.Sprintf("--for %s: must not be negative (0 blocks for good)", d)
-		return res
-	}
-	p, err := policy.ParsePrefix(target)
-	if err != nil {
-		res.Error = err.Error()
-		return res
-	}
-	res.Prefix = p
-	if err := s.checkBlock(p); err != nil {
-		res.Error = err.Error()
+	p, ok := parseTarget(&res, d, s.checkBlock)
+	if !ok {
 		return res
 	}
 	now := s.now()
@@ -254,12 +266,10 @@ func (s *state) Unblock(c api.Caller, targets []string, all bool) []api.Result {
 
 func (s *state) unblock(c api.Caller, target string) api.Result {
 	res := api.Result{Target: target}
-	p, err := policy.ParsePrefix(target)
-	if err != nil {
-		res.Error = err.Error()
+	p, ok := parseTarget(&res, 0, nil)
+	if !ok {
 		return res
 	}
-	res.Prefix = p
 	records := maps.Clone(s.blocks[p])
 	if len(records) == 0 {
 		if path := s.listHolding(p); path != "" {
@@ -304,18 +314,8 @@ func (s *state) Allow(c api.Caller, targets []string, d time.Duration, reason st
 
 func (s *state) allow(c api.Caller, target string, d time.Duration, reason string) api.Result {
 	res := api.Result{Target: target}
-	if d < 0 {
-		res.Error = fmt.Sprintf("--for %s: must not be negative (0 allows for good)", d)
-		return res
-	}
-	p, err := policy.ParsePrefix(target)
-	if err != nil {
-		res.Error = err.Error()
-		return res
-	}
-	res.Prefix = p
-	if err := policy.CheckAllow(p); err != nil {
-		res.Error = err.Error()
+	p, ok := parseTarget(&res, d, policy.CheckAllow)
+	if !ok {
 		return res
 	}
 	now := s.now()
@@ -354,12 +354,10 @@ func (s *state) Disallow(c api.Caller, targets []string) []api.Result {
 
 func (s *state) disallow(c api.Caller, target string) api.Result {
 	res := api.Result{Target: target}
-	p, err := policy.ParsePrefix(target)
-	if err != nil {
-		res.Error = err.Error()
+	p, ok := parseTarget(&res, 0, nil)
+	if !ok {
 		return res
 	}
-	res.Prefix = p
 	for _, f := range s.fixed {
 		if f.prefix == p {
 			res.Error = fmt.Sprintf("%s is %s: always allowed", p, f.why)
