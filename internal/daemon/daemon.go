@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -83,14 +82,19 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer audit.close()
 
-	var metricsLn, apiLn net.Listener
+	// Health answers from now on: a long start is visible as not ready.
+	var web *httpServer
 	if cfg.MetricsAddr != "" {
-		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+		ln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
 			return fmt.Errorf("--metrics-addr %s: %w", cfg.MetricsAddr, err)
 		}
-		defer metricsLn.Close()
+		web = serveHTTP(ln, log)
+		defer web.close()
+		log.Info("serving metrics and health", "url", "http://"+ln.Addr().String()+"/metrics")
 	}
-	if apiLn, err = api.Listen(cfg.Socket); err != nil {
+	apiLn, err := api.Listen(cfg.Socket)
+	if err != nil {
 		return err
 	}
 	defer func() {
@@ -104,6 +108,12 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer out.close()
 
+	progress := func(step string) {
+		if web != nil {
+			web.setReady(step)
+		}
+	}
+	progress("starting: reading the lists and loading the program")
 	// Reading the lists and loading the program (the verifier) take about
 	// as long each: one runs while the other does.
 	allows, err := st.Allows()
@@ -152,6 +162,7 @@ func Run(ctx context.Context, cfg Config) error {
 		d.storeStatus += "; " + read.degraded
 	}
 	d.state.SetLists(read.lists)
+	progress("starting: writing the decisions to the kernel")
 	began := time.Now()
 	stats, err := d.state.Reconcile(recovery.Empty)
 	if err != nil {
@@ -168,6 +179,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	progress("starting: attaching to the interfaces")
 	for _, name := range cfg.Ifaces {
 		a, err := dp.Attach(name, cfg.XDPMode)
 		if err != nil {
@@ -195,22 +207,9 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Error("API server stopped", "err", err)
 		}
 	})
-	if metricsLn != nil {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", d.metrics.Handler())
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		wg.Go(func() {
-			if err := srv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("metrics server stopped", "err", err)
-			}
-		})
-		wg.Go(func() {
-			<-ctx.Done()
-			shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(shutdown)
-		})
-		log.Info("serving metrics", "url", "http://"+metricsLn.Addr().String()+"/metrics")
+	if web != nil {
+		web.setMetrics(d.metrics.Handler())
+		web.setReady("") // attached, lists loaded, store open
 	}
 	log.Info("hbf is running", "max_ports", cfg.MaxPorts, "window", cfg.Window,
 		"block_duration", cfg.BlockDuration, "socket", cfg.Socket)
@@ -218,6 +217,9 @@ func Run(ctx context.Context, cfg Config) error {
 	<-ctx.Done()
 	cause := context.Cause(ctx)
 	log.Info("stopping", "reason", cause)
+	if web != nil {
+		web.setReady("stopping")
+	}
 	wg.Wait() // the reader has reported what the program sent before the stop
 	events.Close()
 	if err := st.Backup(); err != nil {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -567,5 +569,45 @@ func TestStopKeepsEnforcementUntilUninstall(t *testing.T) {
 	}
 	if got := dialOutcome(scanner, hostPort(host, 8080), 5*time.Second); got != "open" {
 		t.Errorf("after uninstall the scanner's connection is %s, want open", got)
+	}
+}
+
+func (d *daemonProc) get(path string) (int, string) {
+	d.t.Helper()
+	resp, err := d.ns.HTTPClient().Get("http://127.0.0.1:9717" + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// /healthz answers as soon as the daemon binds; /readyz only once it
+// protects its interfaces.
+func TestHealthEndpoints(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{})
+	list := writeList(t, 300000) // a start long enough to watch
+	d := tryDaemon(t, lab, "--blocklist", list)
+	var sawNotReady, sawHealthy bool
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(d.stderrText(), "hbf is running") && time.Now().Before(deadline) {
+		if code, body := d.get("/readyz"); code == http.StatusServiceUnavailable && strings.Contains(body, "starting") {
+			sawNotReady = true
+		}
+		if code, _ := d.get("/healthz"); code == http.StatusOK {
+			sawHealthy = true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !sawNotReady || !sawHealthy {
+		t.Errorf("during the start: /readyz 503 seen %v, /healthz 200 seen %v", sawNotReady, sawHealthy)
+	}
+	if code, body := d.get("/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz after the start: %d %s", code, body)
+	}
+	if code, body := d.get("/metrics"); code != http.StatusOK || !strings.Contains(body, "hbf_new_connections_total") {
+		t.Errorf("/metrics: %d", code)
 	}
 }
