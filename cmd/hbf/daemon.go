@@ -13,28 +13,29 @@ import (
 
 // daemonEnv maps flags to the environment variables that set them.
 var daemonEnv = map[string]string{
-	"iface":          "HBF_IFACE",
-	"max-ports":      "HBF_MAX_PORTS",
-	"window":         "HBF_TIME_THRESHOLD",
-	"block-duration": "HBF_BLOCK_DURATION",
-	"timeout":        "HBF_TIMEOUT_SECONDS",
-	"xdp-mode":       "HBF_XDP_MODE",
-	"pin-path":       "HBF_PIN_PATH",
-	"state-dir":      "HBF_STATE_DIR",
-	"metrics-addr":   "HBF_METRICS_ADDR",
-	"log-format":     "HBF_LOG_FORMAT",
-	"log-file":       "HBF_LOG_FILE",
-	"blocklist":      "HBF_BLOCKLIST_FILE_PATH",
-	"allow":          "HBF_ALLOW",
-	"detach-on-exit": "HBF_DETACH_ON_EXIT",
-	"socket":         "HBF_SOCKET",
-	"min-prefix-v4":  "HBF_MIN_PREFIX_V4",
-	"min-prefix-v6":  "HBF_MIN_PREFIX_V6",
+	"iface":           "HBF_IFACE",
+	"max-ports":       "HBF_MAX_PORTS",
+	"window":          "HBF_TIME_THRESHOLD",
+	"block-duration":  "HBF_BLOCK_DURATION",
+	"timeout":         "HBF_TIMEOUT_SECONDS",
+	"xdp-mode":        "HBF_XDP_MODE",
+	"pin-path":        "HBF_PIN_PATH",
+	"state-dir":       "HBF_STATE_DIR",
+	"metrics-addr":    "HBF_METRICS_ADDR",
+	"log-format":      "HBF_LOG_FORMAT",
+	"log-file":        "HBF_LOG_FILE",
+	"log-connections": "HBF_LOG_CONNECTIONS",
+	"blocklist":       "HBF_BLOCKLIST_FILE_PATH",
+	"allow":           "HBF_ALLOW",
+	"detach-on-exit":  "HBF_DETACH_ON_EXIT",
+	"socket":          "HBF_SOCKET",
+	"min-prefix-v4":   "HBF_MIN_PREFIX_V4",
+	"min-prefix-v6":   "HBF_MIN_PREFIX_V6",
 }
 
 func newDaemonCmd(e env) *cobra.Command {
 	cfg := daemon.Defaults
-	var xdpMode, logFormat string
+	var xdpMode, logFormat, connLog string
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Protect interfaces: report connections, detect and block port scans",
@@ -55,6 +56,9 @@ variable in brackets; a flag beats its variable.`,
 			}
 			if cfg.LogFormat, err = report.ParseFormat(logFormat); err != nil {
 				return usageError{fmt.Errorf("--log-format: %w", err)}
+			}
+			if cfg.ConnLog, err = daemon.ParseConnLog(connLog); err != nil {
+				return usageError{fmt.Errorf("--log-connections %w", err)}
 			}
 			if len(cfg.Ifaces) == 0 {
 				name, err := daemon.DefaultRouteInterface()
@@ -84,6 +88,7 @@ variable in brackets; a flag beats its variable.`,
 	f.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "folder for hbf's state and its single-instance lock [HBF_STATE_DIR]")
 	f.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "address of the Prometheus endpoint /metrics; empty disables it [HBF_METRICS_ADDR]")
 	f.StringVar(&logFormat, "log-format", string(cfg.LogFormat), "event lines as text or json [HBF_LOG_FORMAT]")
+	f.StringVar(&connLog, "log-connections", "all", "connection lines: all, off, or rate=N/s (then a line counts those held back; counters stay exact) [HBF_LOG_CONNECTIONS]")
 	f.StringVar(&cfg.LogFile, "log-file", "", "also append event lines to this file [HBF_LOG_FILE]")
 	f.StringVar(&cfg.Blocklist, "blocklist", "", "file of IPs and CIDRs to block at start, one per line, # comments [HBF_BLOCKLIST_FILE_PATH]")
 	f.BoolVar(&cfg.DetachOnExit, "detach-on-exit", false, "remove enforcement when stopping cleanly (demos, tests); by default it stays until `hbf uninstall` [HBF_DETACH_ON_EXIT]")

@@ -28,8 +28,9 @@ type Config struct {
 	StateDir      string
 	MetricsAddr   string // "" disables the metrics server
 	LogFormat     report.Format
-	LogFile       string // "": events go to Stdout only
-	Blocklist     string // "": none
+	LogFile       string  // "": events go to Stdout only
+	ConnLog       ConnLog // which connection lines are written
+	Blocklist     string  // "": none
 	Allow         []netip.Prefix
 	Socket        string       // the API's unix socket
 	Rules         policy.Rules // what operators may block

@@ -145,7 +145,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	d := &daemon{cfg: cfg, log: log, dp: dp, out: out, hub: newHub(), ifnames: map[int]string{},
-		started: time.Now(), storeStatus: "ok"}
+		started: time.Now(), storeStatus: "ok", conns: &connLimiter{mode: cfg.ConnLog}}
 	if recovery.Found != "" {
 		d.storeStatus = recovery.String()
 	}
@@ -314,6 +314,7 @@ type daemon struct {
 	state   *state
 	out     *outputs
 	hub     *hub
+	conns   *connLimiter
 	metrics *metrics.Metrics
 	started time.Time
 
@@ -399,6 +400,7 @@ func (d *daemon) readEvents(ctx context.Context, rd *dataplane.EventReader) {
 		ev, err := rd.Read(ctx)
 		if ctx.Err() != nil {
 			d.drain(rd)
+			d.flushSuppressed()
 			return
 		}
 		if errors.Is(err, dataplane.ErrClosed) {
@@ -432,7 +434,9 @@ func (d *daemon) drain(rd *dataplane.EventReader) {
 func (d *daemon) report(ev dataplane.Event) {
 	switch ev := ev.(type) {
 	case *dataplane.Connection:
-		d.publish(&report.Connection{Time: ev.Time, Iface: d.ifname(ev.Ifindex), Src: ev.Src, Dst: ev.Dst})
+		if d.conns.allow(ev.Time) {
+			d.publish(&report.Connection{Time: ev.Time, Iface: d.ifname(ev.Ifindex), Src: ev.Src, Dst: ev.Dst})
+		}
 	case *dataplane.Scan:
 		ports := make([]uint16, len(ev.Ports))
 		for i, p := range ev.Ports {
@@ -465,11 +469,15 @@ func (d *daemon) maintain(ctx context.Context, st *store.Store) {
 	defer reconcile.Stop()
 	backup := time.NewTicker(backupEvery)
 	defer backup.Stop()
+	suppressed := time.NewTicker(time.Second)
+	defer suppressed.Stop()
 	lost := d.eventsLost()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-suppressed.C:
+			d.flushSuppressed()
 		case <-sweep.C:
 			if err := d.state.Sweep(d.cfg.Window); err != nil {
 				d.log.Warn("sweep failed", "err", err)
@@ -488,6 +496,13 @@ func (d *daemon) maintain(ctx context.Context, st *store.Store) {
 				d.log.Warn("cannot back up the store", "err", err)
 			}
 		}
+	}
+}
+
+// flushSuppressed writes how many connection lines the limit held back.
+func (d *daemon) flushSuppressed() {
+	if n := d.conns.takeSuppressed(); n > 0 {
+		d.publish(&report.Suppressed{Time: time.Now(), Count: n})
 	}
 }
 

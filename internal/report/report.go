@@ -30,7 +30,8 @@ func ParseFormat(s string) (Format, error) {
 	return "", fmt.Errorf("%q is not a log format: use text or json", s)
 }
 
-// Event is *Connection, *Scan, *Block, *Unblock, *Allow or *Disallow.
+// Event is *Connection, *Scan, *Block, *Unblock, *Allow, *Disallow or
+// *Suppressed.
 type Event interface{ isEvent() }
 
 // Connection is a new inbound TCP connection.
@@ -84,6 +85,13 @@ type Disallow struct {
 	By     string
 }
 
+// Suppressed counts connection lines held back by the rate limit.
+type Suppressed struct {
+	Time  time.Time
+	Count int
+}
+
+func (*Suppressed) isEvent() {}
 func (*Connection) isEvent() {}
 func (*Scan) isEvent()       {}
 func (*Block) isEvent()      {}
@@ -158,6 +166,9 @@ func appendText(b []byte, ev Event) []byte {
 	case *Disallow:
 		b = ev.Time.Local().AppendFormat(b, textTime)
 		return fmt.Appendf(b, ": Disallowed %s (%s)", PrefixString(ev.Prefix), ev.By)
+	case *Suppressed:
+		b = ev.Time.Local().AppendFormat(b, textTime)
+		return fmt.Appendf(b, ": %d connection lines suppressed", ev.Count)
 	}
 	return fmt.Appendf(b, "unknown event %T", ev)
 }
@@ -249,6 +260,12 @@ func AppendJSON(b []byte, ev Event) ([]byte, error) {
 		v = jb
 	case *Disallow:
 		v = jsonBlock{Time: ev.Time.Format(jsonTime), Event: "disallow", Prefix: PrefixString(ev.Prefix), By: ev.By}
+	case *Suppressed:
+		v = struct {
+			Time  string `json:"time"`
+			Event string `json:"event"`
+			Count int    `json:"count"`
+		}{ev.Time.Format(jsonTime), "suppressed", ev.Count}
 	default:
 		return b, fmt.Errorf("unknown event %T", ev)
 	}
@@ -273,6 +290,7 @@ func ParseJSON(line []byte) (Event, error) {
 		Duration    string    `json:"duration"`
 		Expires     time.Time `json:"expires"`
 		By          string    `json:"by"`
+		Count       int       `json:"count"`
 	}
 	if err := json.Unmarshal(line, &v); err != nil {
 		return nil, err
@@ -300,6 +318,8 @@ func ParseJSON(line []byte) (Event, error) {
 		return &Allow{Time: v.Time, Prefix: prefix(v.Prefix), Reason: v.Reason, Duration: duration(v.Duration), Expires: v.Expires, By: v.By}, nil
 	case "disallow":
 		return &Disallow{Time: v.Time, Prefix: prefix(v.Prefix), By: v.By}, nil
+	case "suppressed":
+		return &Suppressed{Time: v.Time, Count: v.Count}, nil
 	}
 	return nil, fmt.Errorf("unknown event %q", v.Event)
 }

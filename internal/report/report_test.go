@@ -86,6 +86,7 @@ func TestOperatorEventLines(t *testing.T) {
 		{&Allow{Time: at, Prefix: p, Duration: time.Hour, Expires: at.Add(time.Hour), By: "uid 0"},
 			"2026-11-27 15:28:05: Allowed 192.0.2.7 for 1h0m0s (uid 0)"},
 		{&Disallow{Time: at, Prefix: p, By: "uid 0"}, "2026-11-27 15:28:05: Disallowed 192.0.2.7 (uid 0)"},
+		{&Suppressed{Time: at, Count: 1234}, "2026-11-27 15:28:05: 1234 connection lines suppressed"},
 	} {
 		var buf bytes.Buffer
 		NewWriter(&buf, Text).Write(tc.ev)
@@ -107,6 +108,7 @@ func TestJSONRoundTrip(t *testing.T) {
 		&Unblock{Time: at, Prefix: netip.MustParsePrefix("192.0.2.7/32"), By: "uid 0"},
 		&Allow{Time: at, Prefix: netip.MustParsePrefix("192.0.2.7/32"), Duration: time.Hour, Expires: at.Add(time.Hour), By: "uid 0"},
 		&Disallow{Time: at, Prefix: netip.MustParsePrefix("192.0.2.7/32"), By: "uid 0"},
+		&Suppressed{Time: at, Count: 1234},
 	} {
 		line, err := AppendJSON(nil, ev)
 		if err != nil {

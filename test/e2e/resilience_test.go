@@ -284,3 +284,37 @@ func TestDamagedStoreRecovers(t *testing.T) {
 		t.Errorf("with the daemon refused, the blocked source's connection is %s", got)
 	}
 }
+
+// A connection flood cannot fill the disk: lines are limited, the rest
+// counted, and the counters stay exact.
+func TestConnectionLinesAreRateLimited(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"flooder"}})
+	serveHTTP(t, lab.Host, 8080)
+	d := startDaemon(t, lab, "--log-connections", "rate=10/s")
+	begin := time.Now()
+	sent := hping(t, lab.Peers["flooder"], lab.Host.Addr4.String(), 3000)()
+
+	suppressedRe := regexp.MustCompile(timePrefix + `(\d+) connection lines suppressed$`)
+	deadline := time.Now().Add(15 * time.Second)
+	var lines, suppressed int
+	for {
+		lines, suppressed = len(d.matching(regexp.MustCompile("New connection"))), 0
+		for _, l := range d.matching(suppressedRe) {
+			n, _ := strconv.Atoi(suppressedRe.FindStringSubmatch(l)[1])
+			suppressed += n
+		}
+		if lines+suppressed >= sent || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	seconds := int(time.Since(begin).Seconds()) + 2
+	if lines > 10*seconds {
+		t.Errorf("%d connection lines in about %d s, want at most 10 a second", lines, seconds)
+	}
+	counted := scrape(t, d).value(t, "hbf_new_connections_total", "")
+	if lines+suppressed != sent || int(counted) != sent {
+		t.Errorf("%d SYNs sent: %d lines + %d suppressed, counter %v; want all accounted for", sent, lines, suppressed, counted)
+	}
+}
