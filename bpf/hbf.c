@@ -110,6 +110,7 @@ const enum counter *unused_counter __attribute__((unused));
 const enum event_type *unused_event_type __attribute__((unused));
 const enum scan_event_flags *unused_scan_event_flags __attribute__((unused));
 const enum rule_origin *unused_rule_origin __attribute__((unused));
+const enum config_flags *unused_config_flags __attribute__((unused));
 
 static __always_inline void count(__u32 idx)
 {
@@ -478,18 +479,22 @@ __noinline int attempt(struct xdp_md *ctx, const struct packet *pkt, int probe, 
 	if (outcome & (TRACK_CROSSED | TRACK_FLAGGED))
 		allowed = allowed || allowlisted(&pkt->saddr);
 
+	int monitor = READ_ONCE(hbf_config.flags) & CONFIG_MONITOR;
 	if (outcome & TRACK_CROSSED) {
 		count(COUNTER_SCANS_DETECTED);
 		if (allowed) {
 			count(COUNTER_SCANS_ALLOWLISTED);
 			report_scan(ctx, pkt, now, ports, SCAN_EV_ALLOWLISTED, 0);
+		} else if (monitor) {
+			count(COUNTER_SCANS_MONITORED);
+			report_scan(ctx, pkt, now, ports, SCAN_EV_MONITOR, 0);
 		} else {
 			__u64 expires = 0;
 			__u8 flags = block_scanner(&pkt->saddr, now, &expires);
 			report_scan(ctx, pkt, now, ports, flags, expires);
 			return drop(reason);
 		}
-	} else if ((outcome & TRACK_FLAGGED) && !allowed) {
+	} else if ((outcome & TRACK_FLAGGED) && !allowed && !monitor) {
 		return drop(reason);
 	}
 

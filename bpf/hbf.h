@@ -43,11 +43,17 @@ struct rule {
 	__u8 _pad[6];
 };
 
+enum config_flags {
+	CONFIG_MONITOR = 1, /* report scans as "would block"; block and drop nothing for them */
+};
+
 /* Runtime settings; a global the daemon rewrites without reloading. */
 struct config {
 	__u32 max_ports;  /* N: more than N distinct ports within the window is a scan */
 	__u32 window_ms;
 	__u64 block_ns;   /* duration of a scan block; 0: never expires */
+	__u32 flags;      /* enum config_flags */
+	__u32 _pad;
 };
 
 struct port_slot {
@@ -95,6 +101,7 @@ enum scan_event_flags {
 	SCAN_EV_ALLOWLISTED = 1,  /* reported, not blocked */
 	SCAN_EV_BLOCKED = 2,      /* the program inserted a block */
 	SCAN_EV_BLOCK_FAILED = 4, /* the block map refused the entry (full) */
+	SCAN_EV_MONITOR = 8,      /* monitor mode: would have been blocked */
 };
 
 struct scan_event {
@@ -130,6 +137,7 @@ enum counter {
 	COUNTER_EVENTS_LOST,         /* ring buffer full */
 	COUNTER_TRACKER_FULL,        /* a new source could not be tracked */
 	COUNTER_DROP_TRACKER_BUSY,   /* dropped: its tracker entry stayed locked too long */
+	COUNTER_SCANS_MONITORED,     /* scans let through in monitor mode */
 	COUNTER_MAX,
 };
 

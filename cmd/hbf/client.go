@@ -318,6 +318,40 @@ func newEventsCmd(e env) *cobra.Command {
 	return clientCmd(e, o, cmd, true)
 }
 
+func newModeCmd(e env) *cobra.Command {
+	o := &clientOpts{}
+	cmd := &cobra.Command{
+		Use:   "mode [enforce|monitor]",
+		Short: "Show or switch the mode: enforce blocks scanners, monitor only reports them",
+		Long: `Without an argument, show the mode. enforce: scanners are blocked. monitor:
+scans are reported as "would block" and nothing is blocked for them, while
+manual and list blocks stay in force; for tuning thresholds on live traffic.
+The switch lasts until the daemon restarts or reloads its configuration.`,
+		Args:      cobra.MaximumNArgs(1),
+		ValidArgs: []string{"enforce", "monitor"},
+		RunE: func(c *cobra.Command, args []string) error {
+			cl := o.client()
+			if len(args) == 0 {
+				st, err := cl.Status(c.Context())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(e.stdout, st.Settings["mode"])
+				return nil
+			}
+			if _, err := daemon.ParseMode(args[0]); err != nil {
+				return usageError{err}
+			}
+			if err := cl.SetMode(c.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintln(e.stdout, "mode:", args[0])
+			return nil
+		},
+	}
+	return clientCmd(e, o, cmd, false)
+}
+
 func newStopCmd(e env) *cobra.Command {
 	o := &clientOpts{}
 	cmd := &cobra.Command{

@@ -35,7 +35,7 @@ var daemonEnv = map[string]string{
 
 func newDaemonCmd(e env) *cobra.Command {
 	cfg := daemon.Defaults
-	var xdpMode, logFormat, connLog string
+	var xdpMode, logFormat, connLog, mode string
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Protect interfaces: report connections, detect and block port scans",
@@ -56,6 +56,9 @@ variable in brackets; a flag beats its variable.`,
 			}
 			if cfg.LogFormat, err = report.ParseFormat(logFormat); err != nil {
 				return usageError{fmt.Errorf("--log-format: %w", err)}
+			}
+			if cfg.Monitor, err = daemon.ParseMode(mode); err != nil {
+				return usageError{fmt.Errorf("--mode: %w", err)}
 			}
 			if cfg.ConnLog, err = daemon.ParseConnLog(connLog); err != nil {
 				return usageError{fmt.Errorf("--log-connections %w", err)}
@@ -81,6 +84,7 @@ variable in brackets; a flag beats its variable.`,
 	f.StringSliceVar(&cfg.Ifaces, "iface", nil, "interface to protect, repeatable (default: the interface of the default route) [HBF_IFACE]")
 	f.IntVar(&cfg.MaxPorts, "max-ports", cfg.MaxPorts, fmt.Sprintf("a source trying more than this many distinct ports within --window is a scanner (1-%d) [HBF_MAX_PORTS]", dataplane.MaxPortsLimit))
 	f.Var(durationValue{&cfg.Window}, "window", "sliding window of the scan threshold: a duration or seconds [HBF_TIME_THRESHOLD]")
+	f.StringVar(&mode, "mode", "enforce", "enforce: block scanners; monitor: report them as \"would block\" (manual and list blocks stay in force) [HBF_MODE]")
 	f.Var(durationValue{&cfg.BlockDuration}, "block-duration", "how long a scanner stays blocked; 0 blocks for good [HBF_BLOCK_DURATION]")
 	f.Var(durationValue{&cfg.Timeout}, "timeout", "run this long, then exit cleanly; 0 runs until stopped [HBF_TIMEOUT_SECONDS]")
 	f.StringVar(&xdpMode, "xdp-mode", string(cfg.XDPMode), "auto, native or generic; auto falls back to generic when the driver has no native XDP [HBF_XDP_MODE]")

@@ -71,6 +71,6 @@ gets through.`,
 	root.AddCommand(newDaemonCmd(e), newDemoCmd(e),
 		newBlockCmd(e), newUnblockCmd(e), newAllowCmd(e), newDisallowCmd(e),
 		newListCmd(e), newWhyCmd(e), newStatusCmd(e), newEventsCmd(e),
-		newStopCmd(e), newUninstallCmd(e))
+		newModeCmd(e), newStopCmd(e), newUninstallCmd(e))
 	return root
 }

@@ -148,6 +148,11 @@ func (c *Client) Events(ctx context.Context, follow bool, fn func([]byte) error)
 	return sc.Err()
 }
 
+// SetMode switches the daemon to "enforce" or "monitor".
+func (c *Client) SetMode(ctx context.Context, mode string) error {
+	return c.call(ctx, http.MethodPost, "/v1/mode", ModeRequest{Mode: mode}, &struct{}{})
+}
+
 // Stop stops the daemon; enforcement stays.
 func (c *Client) Stop(ctx context.Context) error {
 	return c.call(ctx, http.MethodPost, "/v1/stop", nil, &struct{}{})

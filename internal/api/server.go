@@ -39,6 +39,8 @@ type Service interface {
 	// Events calls fn with the recent events, then, when follow is set,
 	// with each new one until ctx ends. Events are JSON lines.
 	Events(ctx context.Context, follow bool, fn func(json.RawMessage) error) error
+	// SetMode switches to "enforce" or "monitor".
+	SetMode(ctx context.Context, c Caller, mode string) error
 	Stop(ctx context.Context, c Caller) error
 	Uninstall(ctx context.Context, c Caller) error
 }
@@ -205,6 +207,18 @@ func Handler(svc Service) http.Handler {
 			}
 			return nil
 		})
+	})
+	mux.HandleFunc("POST /v1/mode", func(w http.ResponseWriter, r *http.Request) {
+		var req ModeRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&req); err != nil {
+			httpError(w, http.StatusBadRequest, fmt.Errorf("request body: %w", err))
+			return
+		}
+		if err := svc.SetMode(r.Context(), caller(r), req.Mode); err != nil {
+			httpError(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, struct{}{})
 	})
 	mux.HandleFunc("POST /v1/stop", func(w http.ResponseWriter, r *http.Request) {
 		if err := svc.Stop(r.Context(), caller(r)); err != nil {

@@ -27,8 +27,9 @@ func (s *okService) Status(context.Context) (Status, error)                   { 
 func (s *okService) Events(context.Context, bool, func(json.RawMessage) error) error {
 	return nil
 }
-func (s *okService) Stop(context.Context, Caller) error      { return nil }
-func (s *okService) Uninstall(context.Context, Caller) error { return nil }
+func (s *okService) SetMode(context.Context, Caller, string) error { return nil }
+func (s *okService) Stop(context.Context, Caller) error            { return nil }
+func (s *okService) Uninstall(context.Context, Caller) error       { return nil }
 
 func request(uid int, body string) *http.Request {
 	r := httptest.NewRequest(http.MethodPost, "/v1/block", strings.NewReader(body))

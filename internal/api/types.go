@@ -83,3 +83,8 @@ type Status struct {
 	Entries    map[string]int    `json:"entries"`
 	Store      string            `json:"store"` // "ok" or what recovery found
 }
+
+// ModeRequest switches the daemon to "enforce" or "monitor".
+type ModeRequest struct {
+	Mode string `json:"mode"`
+}

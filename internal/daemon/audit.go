@@ -54,6 +54,15 @@ func (a *auditLog) write(c api.Caller, action, target string, r api.Result, d ti
 	a.append(rec)
 }
 
+// change records a setting changed through the API.
+func (a *auditLog) change(c api.Caller, action, value string, err error) {
+	rec := auditRecord{Time: time.Now(), UID: c.UID, PID: c.PID, Action: action, Target: value, Result: "accepted"}
+	if err != nil {
+		rec.Result, rec.Error = "refused", err.Error()
+	}
+	a.append(rec)
+}
+
 func (a *auditLog) event(c api.Caller, action string) {
 	a.append(auditRecord{Time: time.Now(), UID: c.UID, PID: c.PID, Action: action, Result: "accepted"})
 }

@@ -22,6 +22,7 @@ type Config struct {
 	MaxPorts      int
 	Window        time.Duration
 	BlockDuration time.Duration // 0: scan blocks never expire
+	Monitor       bool          // report scans as "would block", block nothing for them
 	Timeout       time.Duration // 0: run until stopped
 	XDPMode       dataplane.XDPMode
 	PinPath       string
@@ -61,7 +62,26 @@ var Defaults = Config{
 }
 
 func (c Config) settings() dataplane.Settings {
-	return dataplane.Settings{MaxPorts: c.MaxPorts, Window: c.Window, BlockDuration: c.BlockDuration}
+	return dataplane.Settings{MaxPorts: c.MaxPorts, Window: c.Window, BlockDuration: c.BlockDuration, Monitor: c.Monitor}
+}
+
+// ModeName is "monitor" or "enforce".
+func ModeName(monitor bool) string {
+	if monitor {
+		return "monitor"
+	}
+	return "enforce"
+}
+
+// ParseMode reads enforce or monitor.
+func ParseMode(s string) (monitor bool, err error) {
+	switch s {
+	case "enforce":
+		return false, nil
+	case "monitor":
+		return true, nil
+	}
+	return false, fmt.Errorf("%q is not a mode: use enforce or monitor", s)
 }
 
 // Validate names the first setting that cannot work, as a flag would.

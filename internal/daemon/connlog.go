@@ -87,3 +87,9 @@ func (l *connLimiter) takeSuppressed() int {
 	l.suppressed = 0
 	return n
 }
+
+func (l *connLimiter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mode.String()
+}

@@ -145,7 +145,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	d := &daemon{cfg: cfg, log: log, dp: dp, out: out, hub: newHub(), ifnames: map[int]string{},
-		started: time.Now(), storeStatus: "ok", conns: &connLimiter{mode: cfg.ConnLog}}
+		started: time.Now(), storeStatus: "ok", conns: &connLimiter{mode: cfg.ConnLog}, settings: cfg.settings()}
 	if recovery.Found != "" {
 		d.storeStatus = recovery.String()
 	}
@@ -211,7 +211,7 @@ func Run(ctx context.Context, cfg Config) error {
 		web.setMetrics(d.metrics.Handler())
 		web.setReady("") // attached, lists loaded, store open
 	}
-	log.Info("hbf is running", "max_ports", cfg.MaxPorts, "window", cfg.Window,
+	log.Info("hbf is running", "mode", ModeName(cfg.Monitor), "max_ports", cfg.MaxPorts, "window", cfg.Window,
 		"block_duration", cfg.BlockDuration, "socket", cfg.Socket)
 
 	<-ctx.Done()
@@ -322,6 +322,25 @@ type daemon struct {
 	attachments []*dataplane.Attachment
 	ifnames     map[int]string
 	storeStatus string
+	settings    dataplane.Settings // what the program runs with now
+}
+
+// currentSettings are the program's settings, which change at run time.
+func (d *daemon) currentSettings() dataplane.Settings {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.settings
+}
+
+// setSettings changes the program's settings.
+func (d *daemon) setSettings(s dataplane.Settings) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.dp.SetSettings(s); err != nil {
+		return err
+	}
+	d.settings = s
+	return nil
 }
 
 // publish writes an event to the outputs and to `hbf events`.
@@ -443,9 +462,9 @@ func (d *daemon) report(ev dataplane.Event) {
 			ports[i] = p.Port
 		}
 		d.publish(&report.Scan{Time: ev.Time, Iface: d.ifname(ev.Ifindex), Src: ev.Src, Dst: ev.Dst,
-			Ports: ports, Allowlisted: ev.Allowlisted})
+			Ports: ports, Allowlisted: ev.Allowlisted, WouldBlock: ev.WouldBlock})
 		if ev.Blocked {
-			duration := d.cfg.BlockDuration
+			duration := d.currentSettings().BlockDuration
 			if ev.Expires.IsZero() {
 				duration = 0
 			}
@@ -463,7 +482,7 @@ func (d *daemon) report(ev dataplane.Event) {
 // maintain ends expired decisions, reconciles the kernel and the store, and
 // backs the store up, until ctx ends.
 func (d *daemon) maintain(ctx context.Context, st *store.Store) {
-	sweep := time.NewTicker(min(max(d.cfg.Window, time.Second), 10*time.Second))
+	sweep := time.NewTicker(min(max(d.currentSettings().Window, time.Second), 10*time.Second))
 	defer sweep.Stop()
 	reconcile := time.NewTicker(reconcileEvery)
 	defer reconcile.Stop()
@@ -479,7 +498,7 @@ func (d *daemon) maintain(ctx context.Context, st *store.Store) {
 		case <-suppressed.C:
 			d.flushSuppressed()
 		case <-sweep.C:
-			if err := d.state.Sweep(d.cfg.Window); err != nil {
+			if err := d.state.Sweep(d.currentSettings().Window); err != nil {
 				d.log.Warn("sweep failed", "err", err)
 			}
 			// Lost events may have been scans: what they would have told
@@ -561,6 +580,21 @@ func (s *service) Events(ctx context.Context, follow bool, fn func(json.RawMessa
 	return s.d.hub.Events(ctx, follow, fn)
 }
 
+func (s *service) SetMode(_ context.Context, c api.Caller, mode string) error {
+	monitor, err := ParseMode(mode)
+	if err == nil {
+		set := s.d.currentSettings()
+		set.Monitor = monitor
+		err = s.d.setSettings(set)
+	}
+	s.audit.change(c, "mode", mode, err)
+	if err != nil {
+		return err
+	}
+	s.d.log.Info("mode changed", "mode", mode, "by", c.String())
+	return nil
+}
+
 func (s *service) Stop(_ context.Context, c api.Caller) error {
 	s.audit.event(c, "stop")
 	s.cancel(fmt.Errorf("hbf stop (%s)", c))
@@ -579,18 +613,21 @@ func (s *service) Status(context.Context) (api.Status, error) {
 	if err != nil {
 		return api.Status{}, err
 	}
+	set := d.currentSettings()
 	st := api.Status{
 		Version: d.cfg.Version,
 		PID:     os.Getpid(),
 		Started: d.started,
 		Uptime:  time.Since(d.started).Round(time.Second).String(),
 		Settings: map[string]string{
-			"max_ports":      strconv.Itoa(d.cfg.MaxPorts),
-			"window":         d.cfg.Window.String(),
-			"block_duration": d.cfg.BlockDuration.String(),
-			"pin_path":       d.cfg.PinPath,
-			"state_dir":      d.cfg.StateDir,
-			"detach_on_exit": strconv.FormatBool(d.cfg.DetachOnExit),
+			"mode":            ModeName(set.Monitor),
+			"max_ports":       strconv.Itoa(set.MaxPorts),
+			"window":          set.Window.String(),
+			"block_duration":  set.BlockDuration.String(),
+			"log_connections": d.conns.String(),
+			"pin_path":        d.cfg.PinPath,
+			"state_dir":       d.cfg.StateDir,
+			"detach_on_exit":  strconv.FormatBool(d.cfg.DetachOnExit),
 		},
 		Counters: map[string]uint64{
 			"packets":             k.Packets,
@@ -603,6 +640,7 @@ func (s *service) Status(context.Context) (api.Status, error) {
 			"events_lost":         k.EventsLost,
 			"scan_blocks":         k.BlocksAdded,
 			"scan_block_failures": k.BlockFailures,
+			"scans_monitored":     k.ScansMonitored,
 		},
 		Entries: d.state.counts(),
 	}

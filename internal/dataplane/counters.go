@@ -18,6 +18,7 @@ type Counters struct {
 	EventsLost         uint64 // events dropped because the ring buffer was full
 	TrackerFull        uint64 // attempts from sources the full tracker could not hold
 	DroppedTrackerBusy uint64 // attempts dropped: their tracker entry stayed locked
+	ScansMonitored     uint64 // scans let through in monitor mode
 }
 
 // Counters reads and sums the per-CPU counters.
@@ -38,6 +39,7 @@ func (d *Dataplane) Counters() (Counters, error) {
 		hbfCounterCOUNTER_EVENTS_LOST:         &c.EventsLost,
 		hbfCounterCOUNTER_TRACKER_FULL:        &c.TrackerFull,
 		hbfCounterCOUNTER_DROP_TRACKER_BUSY:   &c.DroppedTrackerBusy,
+		hbfCounterCOUNTER_SCANS_MONITORED:     &c.ScansMonitored,
 	}
 	if len(fields) != int(hbfCounterCOUNTER_MAX) {
 		return c, fmt.Errorf("counters: program has %d, this build reads %d", hbfCounterCOUNTER_MAX, len(fields))

@@ -29,6 +29,9 @@ type Settings struct {
 	// BlockDuration of the block the program inserts for a scanner; 0 means
 	// the block never expires.
 	BlockDuration time.Duration
+	// Monitor: scans are reported as "would block"; the program blocks and
+	// drops nothing for them. Blocks already made stay in force.
+	Monitor bool
 }
 
 // Validate reports the first setting the program cannot honour.
@@ -212,6 +215,9 @@ func (d *Dataplane) SetSettings(s Settings) error {
 		MaxPorts: uint32(s.MaxPorts),
 		WindowMs: uint32(s.Window.Milliseconds()),
 		BlockNs:  uint64(s.BlockDuration.Nanoseconds()),
+	}
+	if s.Monitor {
+		cfg.Flags |= uint32(hbfConfigFlagsCONFIG_MONITOR)
 	}
 	if err := d.objs.HbfConfig.Set(cfg); err != nil {
 		return fmt.Errorf("write settings: %w", err)

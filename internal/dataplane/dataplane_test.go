@@ -843,3 +843,38 @@ func TestBlockedSourcesCountsLiveEntries(t *testing.T) {
 		t.Errorf("BlockedSources: %d, %v; want 10001", n, err)
 	}
 }
+
+func TestMonitorModeReportsWithoutBlocking(t *testing.T) {
+	s := defaults
+	s.Monitor = true
+	d := newTestDP(t, s)
+	d.mustBlock("198.51.100.7/32", noExpiry) // manual blocks stay in force
+	for port := uint16(1); port <= 6; port++ {
+		expectVerdict(t, d.run(tcpSYN("192.0.2.66", "192.0.2.1", 40000, port)), xdpPass, "monitor mode")
+	}
+	expectVerdict(t, d.run(tcpSYN("198.51.100.7", "192.0.2.1", 40000, 22)), xdpDrop, "manual block in monitor mode")
+	var scans []*Scan
+	for _, ev := range d.drain() {
+		if s, ok := ev.(*Scan); ok {
+			scans = append(scans, s)
+		}
+	}
+	if len(scans) != 1 || !scans[0].WouldBlock || scans[0].Blocked {
+		t.Errorf("scans %+v, want one marked would-block", scans)
+	}
+	if blocks, _ := d.Blocks(); len(blocks) != 1 {
+		t.Errorf("blocks %+v, want only the manual one", blocks)
+	}
+	if c := d.counters(); c.ScansMonitored != 1 || c.ScansDetected != 1 || c.BlocksAdded != 0 {
+		t.Errorf("counters %+v", c)
+	}
+	// Back to enforce: the next scanner is blocked.
+	s.Monitor = false
+	d.SetSettings(s)
+	for port := uint16(1); port <= 4; port++ {
+		d.run(tcpSYN("192.0.2.67", "192.0.2.1", 40000, port))
+	}
+	if c := d.counters(); c.BlocksAdded != 1 {
+		t.Errorf("enforce after monitor: %d blocks", c.BlocksAdded)
+	}
+}

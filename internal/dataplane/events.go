@@ -39,6 +39,7 @@ type Scan struct {
 	Ports       []PortTry
 	Allowlisted bool // reported only: the source is on the allowlist
 	Blocked     bool // the program blocked the source
+	WouldBlock  bool // monitor mode: it would have
 	BlockFailed bool // the program could not block it: the block map is full
 	Expires     time.Time
 }
@@ -149,6 +150,7 @@ func decodeEvent(b []byte) (Event, error) {
 			Allowlisted: flags&hbfScanEventFlagsSCAN_EV_ALLOWLISTED != 0,
 			Blocked:     flags&hbfScanEventFlagsSCAN_EV_BLOCKED != 0,
 			BlockFailed: flags&hbfScanEventFlagsSCAN_EV_BLOCK_FAILED != 0,
+			WouldBlock:  flags&hbfScanEventFlagsSCAN_EV_MONITOR != 0,
 			Expires:     ref.toWall(ev.ExpiresNs),
 		}, nil
 	}

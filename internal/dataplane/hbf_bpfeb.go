@@ -23,7 +23,15 @@ type hbfConfig struct {
 	MaxPorts uint32
 	WindowMs uint32
 	BlockNs  uint64
+	Flags    uint32
+	Pad      uint32
 }
+
+type hbfConfigFlags uint32
+
+const (
+	hbfConfigFlagsCONFIG_MONITOR hbfConfigFlags = 1
+)
 
 type hbfConnEvent struct {
 	_       structs.HostLayout
@@ -56,7 +64,8 @@ const (
 	hbfCounterCOUNTER_EVENTS_LOST         hbfCounter = 11
 	hbfCounterCOUNTER_TRACKER_FULL        hbfCounter = 12
 	hbfCounterCOUNTER_DROP_TRACKER_BUSY   hbfCounter = 13
-	hbfCounterCOUNTER_MAX                 hbfCounter = 14
+	hbfCounterCOUNTER_SCANS_MONITORED     hbfCounter = 14
+	hbfCounterCOUNTER_MAX                 hbfCounter = 15
 )
 
 type hbfEventType uint32
@@ -112,6 +121,7 @@ const (
 	hbfScanEventFlagsSCAN_EV_ALLOWLISTED  hbfScanEventFlags = 1
 	hbfScanEventFlagsSCAN_EV_BLOCKED      hbfScanEventFlags = 2
 	hbfScanEventFlagsSCAN_EV_BLOCK_FAILED hbfScanEventFlags = 4
+	hbfScanEventFlagsSCAN_EV_MONITOR      hbfScanEventFlags = 8
 )
 
 type hbfScanPorts struct {
@@ -156,6 +166,7 @@ const (
 	hbfProgHbfXdp              = "hbf_xdp"
 	hbfVarHbfConfig            = "hbf_config"
 	hbfVarHbfHaveBlockPrefixes = "hbf_have_block_prefixes"
+	hbfVarUnusedConfigFlags    = "unused_config_flags"
 	hbfVarUnusedConnEvent      = "unused_conn_event"
 	hbfVarUnusedCounter        = "unused_counter"
 	hbfVarUnusedEventType      = "unused_event_type"
@@ -229,6 +240,7 @@ type hbfMapSpecs struct {
 type hbfVariableSpecs struct {
 	HbfConfig            *ebpf.VariableSpec `ebpf:"hbf_config"`
 	HbfHaveBlockPrefixes *ebpf.VariableSpec `ebpf:"hbf_have_block_prefixes"`
+	UnusedConfigFlags    *ebpf.VariableSpec `ebpf:"unused_config_flags"`
 	UnusedConnEvent      *ebpf.VariableSpec `ebpf:"unused_conn_event"`
 	UnusedCounter        *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEventType      *ebpf.VariableSpec `ebpf:"unused_event_type"`
@@ -286,6 +298,7 @@ func (m *hbfMaps) Close() error {
 type hbfVariables struct {
 	HbfConfig            *ebpf.Variable `ebpf:"hbf_config"`
 	HbfHaveBlockPrefixes *ebpf.Variable `ebpf:"hbf_have_block_prefixes"`
+	UnusedConfigFlags    *ebpf.Variable `ebpf:"unused_config_flags"`
 	UnusedConnEvent      *ebpf.Variable `ebpf:"unused_conn_event"`
 	UnusedCounter        *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEventType      *ebpf.Variable `ebpf:"unused_event_type"`

@@ -42,6 +42,7 @@ var (
 	descDropped    = prometheus.NewDesc("hbf_packets_dropped_total", "Packets the XDP program dropped, by reason.", []string{"reason"}, nil)
 	descScans      = prometheus.NewDesc("hbf_port_scans_detected_total", "Port scans detected, allowlisted sources included.", nil, nil)
 	descScansAllow = prometheus.NewDesc("hbf_port_scans_allowlisted_total", "Port scans from allowlisted sources: reported, not blocked.", nil, nil)
+	descScansMon   = prometheus.NewDesc("hbf_port_scans_monitored_total", "Port scans in monitor mode: reported as would-block, not blocked.", nil, nil)
 	descBlocked    = prometheus.NewDesc("hbf_blocked_sources", "Block entries (addresses and prefixes) in force.", nil, nil)
 	descScanBlocks = prometheus.NewDesc("hbf_scan_blocks_total", "Blocks the XDP program inserted for scanners.", nil, nil)
 	descBlockFail  = prometheus.NewDesc("hbf_scan_block_failures_total", "Scanner blocks the full block map refused.", nil, nil)
@@ -59,6 +60,7 @@ var order = []string{
 	"hbf_packets_dropped_total",
 	"hbf_port_scans_detected_total",
 	"hbf_port_scans_allowlisted_total",
+	"hbf_port_scans_monitored_total",
 	"hbf_blocked_sources",
 	"hbf_scan_blocks_total",
 	"hbf_scan_block_failures_total",
@@ -73,7 +75,7 @@ type collector struct {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descNewConns, descPackets, descDropped, descScans, descScansAllow,
+	for _, d := range []*prometheus.Desc{descNewConns, descPackets, descDropped, descScans, descScansAllow, descScansMon,
 		descBlocked, descScanBlocks, descBlockFail, descOverrides, descTracker, descLost, descScrapeErr, descAttached} {
 		ch <- d
 	}
@@ -95,6 +97,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descDropped, k.DroppedTrackerBusy, "tracker_busy")
 		counter(descScans, k.ScansDetected)
 		counter(descScansAllow, k.ScansAllowlisted)
+		counter(descScansMon, k.ScansMonitored)
 		counter(descScanBlocks, k.BlocksAdded)
 		counter(descBlockFail, k.BlockFailures)
 		counter(descOverrides, k.AllowlistOverrides)

@@ -50,6 +50,7 @@ type Scan struct {
 	Dst         netip.Addr
 	Ports       []uint16
 	Allowlisted bool // reported, not blocked
+	WouldBlock  bool // monitor mode: reported, not blocked
 }
 
 // Block is a new block.
@@ -142,6 +143,9 @@ func appendText(b []byte, ev Event) []byte {
 		if ev.Allowlisted {
 			b = append(b, " (allowlisted, not blocked)"...)
 		}
+		if ev.WouldBlock {
+			b = append(b, " (monitor mode: would block)"...)
+		}
 		return b
 	case *Block:
 		b = ev.Time.Local().AppendFormat(b, textTime)
@@ -209,6 +213,7 @@ type jsonScan struct {
 	Dst         string   `json:"dst"`
 	Ports       []uint16 `json:"ports"`
 	Allowlisted bool     `json:"allowlisted,omitempty"`
+	WouldBlock  bool     `json:"would_block,omitempty"`
 }
 
 type jsonBlock struct {
@@ -234,7 +239,7 @@ func AppendJSON(b []byte, ev Event) ([]byte, error) {
 	case *Scan:
 		v = jsonScan{
 			Time: ev.Time.Format(jsonTime), Event: "portscan", Iface: ev.Iface,
-			Src: ev.Src.String(), Dst: ev.Dst.String(), Ports: ev.Ports, Allowlisted: ev.Allowlisted,
+			Src: ev.Src.String(), Dst: ev.Dst.String(), Ports: ev.Ports, Allowlisted: ev.Allowlisted, WouldBlock: ev.WouldBlock,
 		}
 	case *Block:
 		jb := jsonBlock{
@@ -285,6 +290,7 @@ func ParseJSON(line []byte) (Event, error) {
 		DstPort     uint16    `json:"dst_port"`
 		Ports       []uint16  `json:"ports"`
 		Allowlisted bool      `json:"allowlisted"`
+		WouldBlock  bool      `json:"would_block"`
 		Prefix      string    `json:"prefix"`
 		Reason      string    `json:"reason"`
 		Duration    string    `json:"duration"`
@@ -309,7 +315,7 @@ func ParseJSON(line []byte) (Event, error) {
 		return &Connection{Time: v.Time, Iface: v.Iface, Src: netip.AddrPortFrom(addr(v.Src), v.SrcPort),
 			Dst: netip.AddrPortFrom(addr(v.Dst), v.DstPort)}, nil
 	case "portscan":
-		return &Scan{Time: v.Time, Iface: v.Iface, Src: addr(v.Src), Dst: addr(v.Dst), Ports: v.Ports, Allowlisted: v.Allowlisted}, nil
+		return &Scan{Time: v.Time, Iface: v.Iface, Src: addr(v.Src), Dst: addr(v.Dst), Ports: v.Ports, Allowlisted: v.Allowlisted, WouldBlock: v.WouldBlock}, nil
 	case "block":
 		return &Block{Time: v.Time, Prefix: prefix(v.Prefix), Reason: v.Reason, Duration: duration(v.Duration), Expires: v.Expires}, nil
 	case "unblock":

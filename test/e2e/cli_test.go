@@ -293,3 +293,40 @@ func TestBlockExpiresOnTime(t *testing.T) {
 		t.Errorf("listed after expiry: %+v", blocks)
 	}
 }
+
+// Monitor mode reports scans as "would block" and blocks nothing for them,
+// while manual blocks stay in force; `hbf mode` switches at run time.
+func TestMonitorMode(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"client", "scanner", "scanner2"}})
+	serveHTTP(t, lab.Host, 8080, 8081, 8082)
+	host := lab.Host.Addr4
+	scanner := lab.Peers["scanner"]
+	d := startDaemon(t, lab, "--mode", "monitor")
+	if out := d.mustCLI("mode"); strings.TrimSpace(out) != "monitor" {
+		t.Errorf("hbf mode said %q", out)
+	}
+	d.mustCLI("block", lab.Peers["client"].Addr4.String())
+
+	states := nmap(t, scanner, host, "8080-8089", "-sS", "-T4")
+	if got := learned(states); len(got) != 10 {
+		t.Errorf("in monitor mode the scanner learned %d of 10 ports", len(got))
+	}
+	d.waitLine(line(`Port scan detected: %s -> %s on ports [0-9,]+ \(monitor mode: would block\)`, scanner.Addr4, host))
+	if blocked := d.matching(regexp.MustCompile("Blocked " + regexp.QuoteMeta(scanner.Addr4.String()))); len(blocked) != 0 {
+		t.Errorf("monitor mode blocked the scanner: %v", blocked)
+	}
+	if got := dialOutcome(lab.Peers["client"], hostPort(host, 8080), time.Second); got != "filtered" {
+		t.Errorf("in monitor mode the manual block let the client through: %s", got)
+	}
+	if v := scrape(t, d).value(t, "hbf_port_scans_monitored_total", ""); v != 1 {
+		t.Errorf("scans monitored %v, want 1", v)
+	}
+
+	d.mustCLI("mode", "enforce")
+	for port := 8080; port <= 8083; port++ {
+		dialOutcome(lab.Peers["scanner2"], hostPort(host, port), time.Second)
+	}
+	d.waitLine(line("Blocked %s for 1h0m0s: port scan", lab.Peers["scanner2"].Addr4))
+	d.refused(2, `"watch" is not a mode`, "mode", "watch")
+}
