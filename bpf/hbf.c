@@ -39,6 +39,10 @@ struct config hbf_config = {
  * the daemon writes that map, so the hint cannot go stale under it. */
 __u32 hbf_have_block_prefixes = 0;
 
+/* Destination ports that never count toward a scan (--ignore-ports): one bit
+ * a port. Service ports clients legitimately combine, like 80 and 443. */
+__u64 hbf_ignored_ports[65536 / 64];
+
 /* Exact addresses: one hash lookup is cheaper than any LPM walk. Room for a
  * million-address blocklist; entries cost memory only once written, the
  * bucket array (16 MiB) from the start. */
@@ -76,6 +80,22 @@ struct {
 	__type(key, struct addr);
 	__type(value, struct scan_state);
 } scan_states SEC(".maps");
+
+/* The last attempt each source made to each ignored port, to report a
+ * retransmitted SYN once: ignored ports stay out of the tracker. Losing an
+ * entry to the LRU costs at most a repeated report, never a missed one. */
+struct attempt_key {
+	struct addr saddr;
+	__u16 sport;
+	__u16 dport;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, struct attempt_key);
+	__type(value, __u32); /* sequence number */
+} ignored_attempts SEC(".maps");
 
 /* An all-zero tracker entry to insert from: it does not fit on the stack. */
 struct {
@@ -452,12 +472,38 @@ static __always_inline void report_connection(struct xdp_md *ctx, const struct p
 	bpf_ringbuf_submit(ev, wake);
 }
 
+static __always_inline int port_ignored(__u16 port)
+{
+	return (READ_ONCE(hbf_ignored_ports[port >> 6]) >> (port & 63)) & 1;
+}
+
+/* ignored_retransmission reports whether a SYN to an ignored port repeats
+ * the source's last attempt there, and remembers it. */
+static __always_inline int ignored_retransmission(const struct packet *pkt)
+{
+	struct attempt_key k = { .saddr = pkt->saddr, .sport = pkt->sport, .dport = pkt->dport };
+	__u32 *seq = bpf_map_lookup_elem(&ignored_attempts, &k);
+	if (seq && *seq == pkt->seq)
+		return 1;
+	bpf_map_update_elem(&ignored_attempts, &k, &pkt->seq, BPF_ANY);
+	return 0;
+}
+
 /* attempt handles a SYN (probe == 0) or a stealth probe (probe == 1) and
  * returns the verdict. allowed: the source is known to be allowlisted. */
 __noinline int attempt(struct xdp_md *ctx, const struct packet *pkt, int probe, int allowed)
 {
 	if (!pkt)
 		return XDP_PASS;
+
+	/* Ignored ports are never counted nor a reason to block. */
+	if (port_ignored(pkt->dport)) {
+		if (probe)
+			return drop(COUNTER_DROP_STEALTH);
+		if (!ignored_retransmission(pkt))
+			report_connection(ctx, pkt, bpf_ktime_get_coarse_ns());
+		return XDP_PASS;
+	}
 
 	__u64 now = bpf_ktime_get_coarse_ns();
 	__u32 zero = 0;

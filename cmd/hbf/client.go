@@ -46,7 +46,7 @@ func clientCmd(e env, o *clientOpts, cmd *cobra.Command, withOutput bool) *cobra
 	}
 	run := cmd.RunE
 	cmd.RunE = func(c *cobra.Command, args []string) error {
-		if err := applyEnv(c.Flags(), e.getenv, map[string]string{"socket": "HBF_SOCKET"}); err != nil {
+		if err := applyEnv(c.Flags(), e.getenv); err != nil {
 			return usageError{err}
 		}
 		if _, err := o.json(); err != nil {
@@ -380,7 +380,7 @@ XDP program attached to each interface and the maps pinned under --pin-path.
 The store (decisions, history) stays in --state-dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if err := applyEnv(c.Flags(), e.getenv, daemonEnv); err != nil {
+			if err := applyEnv(c.Flags(), e.getenv); err != nil {
 				return usageError{err}
 			}
 			err := o.client().Uninstall(c.Context())

@@ -11,28 +11,6 @@ import (
 	"github.com/hbf-firewall/hbf/internal/report"
 )
 
-// daemonEnv maps flags to the environment variables that set them.
-var daemonEnv = map[string]string{
-	"iface":           "HBF_IFACE",
-	"max-ports":       "HBF_MAX_PORTS",
-	"window":          "HBF_TIME_THRESHOLD",
-	"block-duration":  "HBF_BLOCK_DURATION",
-	"timeout":         "HBF_TIMEOUT_SECONDS",
-	"xdp-mode":        "HBF_XDP_MODE",
-	"pin-path":        "HBF_PIN_PATH",
-	"state-dir":       "HBF_STATE_DIR",
-	"metrics-addr":    "HBF_METRICS_ADDR",
-	"log-format":      "HBF_LOG_FORMAT",
-	"log-file":        "HBF_LOG_FILE",
-	"log-connections": "HBF_LOG_CONNECTIONS",
-	"blocklist":       "HBF_BLOCKLIST_FILE_PATH",
-	"allow":           "HBF_ALLOW",
-	"detach-on-exit":  "HBF_DETACH_ON_EXIT",
-	"socket":          "HBF_SOCKET",
-	"min-prefix-v4":   "HBF_MIN_PREFIX_V4",
-	"min-prefix-v6":   "HBF_MIN_PREFIX_V6",
-}
-
 func newDaemonCmd(e env) *cobra.Command {
 	cfg := daemon.Defaults
 	var xdpMode, logFormat, connLog, mode string
@@ -47,7 +25,7 @@ variable in brackets; a flag beats its variable.`,
   sudo HBF_IFACE=eth0 HBF_BLOCKLIST_FILE_PATH=/etc/hbf/blocklist.txt hbf daemon`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd.Flags(), e.getenv, daemonEnv); err != nil {
+			if err := applyEnv(cmd.Flags(), e.getenv); err != nil {
 				return usageError{err}
 			}
 			var err error
@@ -85,6 +63,7 @@ variable in brackets; a flag beats its variable.`,
 	f.IntVar(&cfg.MaxPorts, "max-ports", cfg.MaxPorts, fmt.Sprintf("a source trying more than this many distinct ports within --window is a scanner (1-%d) [HBF_MAX_PORTS]", dataplane.MaxPortsLimit))
 	f.Var(durationValue{&cfg.Window}, "window", "sliding window of the scan threshold: a duration or seconds [HBF_TIME_THRESHOLD]")
 	f.StringVar(&mode, "mode", "enforce", "enforce: block scanners; monitor: report them as \"would block\" (manual and list blocks stay in force) [HBF_MODE]")
+	f.Var(portsValue{&cfg.IgnorePorts}, "ignore-ports", "ports (and ranges) that never count toward a scan nor are a reason to block, e.g. 80,443 [HBF_IGNORE_PORTS]")
 	f.Var(durationValue{&cfg.BlockDuration}, "block-duration", "how long a scanner stays blocked; 0 blocks for good [HBF_BLOCK_DURATION]")
 	f.Var(durationValue{&cfg.Timeout}, "timeout", "run this long, then exit cleanly; 0 runs until stopped [HBF_TIMEOUT_SECONDS]")
 	f.StringVar(&xdpMode, "xdp-mode", string(cfg.XDPMode), "auto, native or generic; auto falls back to generic when the driver has no native XDP [HBF_XDP_MODE]")

@@ -53,16 +53,62 @@ func (v prefixesValue) Set(s string) error {
 	return nil
 }
 
+// portsValue collects ports and port ranges: "80,443,8000-8100".
+type portsValue struct{ p *[]uint16 }
+
+func (v portsValue) String() string {
+	s := make([]string, len(*v.p))
+	for i, p := range *v.p {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(s, ",")
+}
+func (v portsValue) Type() string { return "ports" }
+func (v portsValue) Set(s string) error {
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		first, err1 := strconv.ParseUint(lo, 10, 16)
+		last, err2 := first, error(nil)
+		if isRange {
+			last, err2 = strconv.ParseUint(hi, 10, 16)
+		}
+		if err1 != nil || err2 != nil || first == 0 || last < first {
+			return fmt.Errorf("%q is not a port (1-65535) or a range of them (8000-8100)", part)
+		}
+		for p := first; p <= last; p++ {
+			*v.p = append(*v.p, uint16(p))
+		}
+	}
+	return nil
+}
+
+// legacyEnv are the variables earlier tools used, kept by name.
+var legacyEnv = map[string]string{
+	"window":    "HBF_TIME_THRESHOLD",
+	"timeout":   "HBF_TIMEOUT_SECONDS",
+	"blocklist": "HBF_BLOCKLIST_FILE_PATH",
+}
+
+// envName is the variable that sets a flag: HBF_ and the flag's name in
+// capitals (--max-ports: HBF_MAX_PORTS), but for the legacy names.
+func envName(flag string) string {
+	if name, ok := legacyEnv[flag]; ok {
+		return name
+	}
+	return "HBF_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
 // applyEnv gives every flag the operator did not set the value of its
 // environment variable, so flags beat the environment. Errors name the
 // variable.
-func applyEnv(fs *pflag.FlagSet, getenv func(string) string, names map[string]string) error {
+func applyEnv(fs *pflag.FlagSet, getenv func(string) string) error {
 	var err error
 	fs.VisitAll(func(f *pflag.Flag) {
-		env, ok := names[f.Name]
-		if !ok || f.Changed || err != nil {
+		if f.Changed || err != nil || f.Name == "help" {
 			return
 		}
+		env := envName(f.Name)
 		val := getenv(env)
 		if val == "" {
 			return

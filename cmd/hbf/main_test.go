@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/hbf-firewall/hbf/internal/daemon"
 	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/report"
@@ -42,6 +44,8 @@ func TestDaemonFlagsAndEnvironment(t *testing.T) {
 			"HBF_BLOCKLIST_FILE_PATH": "/etc/hbf/blocklist.txt",
 			"HBF_BLOCK_DURATION":      "2h",
 			"HBF_LOG_FORMAT":          "json",
+			"HBF_IGNORE_PORTS":        "80,443,8000-8002",
+			"HBF_MODE":                "monitor",
 			"SSH_CONNECTION":          "198.51.100.7 50000 192.0.2.1 22",
 		})
 	if code != 0 {
@@ -57,6 +61,9 @@ func TestDaemonFlagsAndEnvironment(t *testing.T) {
 	want.LogFormat = report.JSON
 	want.Allow = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::1/128")}
 	want.SSHConnection = "198.51.100.7 50000 192.0.2.1 22"
+	if !slices.Equal(cfg.IgnorePorts, []uint16{80, 443, 8000, 8001, 8002}) || !cfg.Monitor {
+		t.Errorf("ignore ports %v, monitor %v", cfg.IgnorePorts, cfg.Monitor)
+	}
 	if !slices.Equal(cfg.Ifaces, want.Ifaces) || cfg.MaxPorts != want.MaxPorts || cfg.Window != want.Window ||
 		cfg.Timeout != want.Timeout || cfg.BlockDuration != want.BlockDuration || cfg.Blocklist != want.Blocklist ||
 		cfg.LogFormat != want.LogFormat || !slices.Equal(cfg.Allow, want.Allow) || cfg.SSHConnection != want.SSHConnection ||
@@ -82,10 +89,25 @@ func TestDaemonRefusesNonsense(t *testing.T) {
 		{[]string{"daemon", "--iface", "lo"}, map[string]string{"HBF_MAX_PORTS": "many"}, `HBF_MAX_PORTS=many:`},
 		{[]string{"daemon", "--iface", "lo"}, map[string]string{"HBF_TIMEOUT_SECONDS": "-1"}, `--timeout -1s: must not be negative`},
 		{[]string{"daemon", "--no-such-flag"}, nil, "unknown flag: --no-such-flag"},
+		{[]string{"daemon", "--iface", "lo", "--ignore-ports", "80,http"}, nil, `"http" is not a port`},
+		{[]string{"daemon", "--iface", "lo", "--ignore-ports", "90-80"}, nil, `"90-80" is not a port`},
+		{[]string{"daemon", "--iface", "lo", "--mode", "watch"}, nil, `--mode: "watch" is not a mode`},
+		{[]string{"daemon", "--iface", "lo", "--log-connections", "some"}, nil, `--log-connections "some"`},
 	} {
 		code, _, stderr := runCLI(tc.args, tc.vars)
 		if code != 2 || !strings.Contains(stderr, tc.want) {
 			t.Errorf("%v %v: exit %d, stderr %q; want exit 2 saying %q", tc.args, tc.vars, code, stderr, tc.want)
 		}
 	}
+}
+
+// Every flag of the daemon is named in its help with the variable that sets
+// it, so the two cannot drift apart.
+func TestEveryDaemonFlagNamesItsVariable(t *testing.T) {
+	cmd := newDaemonCmd(env{getenv: func(string) string { return "" }})
+	cmd.Flags().VisitAll(func(f *pflag.Flag) {
+		if f.Name != "help" && !strings.Contains(f.Usage, "["+envName(f.Name)+"]") {
+			t.Errorf("--%s: usage does not name %s", f.Name, envName(f.Name))
+		}
+	})
 }

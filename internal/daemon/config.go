@@ -23,6 +23,7 @@ type Config struct {
 	Window        time.Duration
 	BlockDuration time.Duration // 0: scan blocks never expire
 	Monitor       bool          // report scans as "would block", block nothing for them
+	IgnorePorts   []uint16      // never counted toward a scan
 	Timeout       time.Duration // 0: run until stopped
 	XDPMode       dataplane.XDPMode
 	PinPath       string
@@ -62,7 +63,8 @@ var Defaults = Config{
 }
 
 func (c Config) settings() dataplane.Settings {
-	return dataplane.Settings{MaxPorts: c.MaxPorts, Window: c.Window, BlockDuration: c.BlockDuration, Monitor: c.Monitor}
+	return dataplane.Settings{MaxPorts: c.MaxPorts, Window: c.Window, BlockDuration: c.BlockDuration,
+		Monitor: c.Monitor, IgnorePorts: c.IgnorePorts}
 }
 
 // ModeName is "monitor" or "enforce".

@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -518,6 +519,17 @@ func (d *daemon) maintain(ctx context.Context, st *store.Store) {
 	}
 }
 
+func portsText(ports []uint16) string {
+	if len(ports) == 0 {
+		return "-"
+	}
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(s, ",")
+}
+
 // flushSuppressed writes how many connection lines the limit held back.
 func (d *daemon) flushSuppressed() {
 	if n := d.conns.takeSuppressed(); n > 0 {
@@ -625,6 +637,7 @@ func (s *service) Status(context.Context) (api.Status, error) {
 			"window":          set.Window.String(),
 			"block_duration":  set.BlockDuration.String(),
 			"log_connections": d.conns.String(),
+			"ignore_ports":    portsText(set.IgnorePorts),
 			"pin_path":        d.cfg.PinPath,
 			"state_dir":       d.cfg.StateDir,
 			"detach_on_exit":  strconv.FormatBool(d.cfg.DetachOnExit),

@@ -32,6 +32,8 @@ type Settings struct {
 	// Monitor: scans are reported as "would block"; the program blocks and
 	// drops nothing for them. Blocks already made stay in force.
 	Monitor bool
+	// IgnorePorts never count toward a scan, nor are a reason to block.
+	IgnorePorts []uint16
 }
 
 // Validate reports the first setting the program cannot honour.
@@ -218,6 +220,14 @@ func (d *Dataplane) SetSettings(s Settings) error {
 	}
 	if s.Monitor {
 		cfg.Flags |= uint32(hbfConfigFlagsCONFIG_MONITOR)
+	}
+	var ignored [65536 / 64]uint64
+	for _, p := range s.IgnorePorts {
+		ignored[p>>6] |= 1 << (p & 63)
+	}
+	// The ports first: a new threshold must not meet the old exemptions.
+	if err := d.objs.HbfIgnoredPorts.Set(ignored); err != nil {
+		return fmt.Errorf("write ignored ports: %w", err)
 	}
 	if err := d.objs.HbfConfig.Set(cfg); err != nil {
 		return fmt.Errorf("write settings: %w", err)

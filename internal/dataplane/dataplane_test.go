@@ -878,3 +878,35 @@ func TestMonitorModeReportsWithoutBlocking(t *testing.T) {
 		t.Errorf("enforce after monitor: %d blocks", c.BlocksAdded)
 	}
 }
+
+func TestIgnoredPortsNeverCount(t *testing.T) {
+	s := defaults
+	s.IgnorePorts = []uint16{80, 443}
+	d := newTestDP(t, s)
+	src, dst := "192.0.2.66", "192.0.2.1"
+	for _, port := range []uint16{80, 443, 22, 25} {
+		expectVerdict(t, d.run(tcpSYN(src, dst, 40000, port)), xdpPass, fmt.Sprintf("port %d", port))
+	}
+	expectVerdict(t, d.run(tcpSYN(src, dst, 40000, 443)), xdpPass, "retransmission to an ignored port")
+	f := tcpSYN(src, dst, 40000, 80).with(func(f *frame) { f.flags = fin })
+	expectVerdict(t, d.run(f), xdpDrop, "stealth probe to an ignored port")
+	expectVerdict(t, d.run(tcpSYN(src, dst, 40000, 53)), xdpPass, "3rd counted port")
+	expectVerdict(t, d.run(tcpSYN(src, dst, 40000, 110)), xdpDrop, "4th counted port")
+
+	var conns int
+	var scan *Scan
+	for _, ev := range d.drain() {
+		switch ev := ev.(type) {
+		case *Connection:
+			conns++
+		case *Scan:
+			scan = ev
+		}
+	}
+	if conns != 5 {
+		t.Errorf("%d connections reported, want 5 (the retransmission once)", conns)
+	}
+	if scan == nil || !slices.Equal(portsOf(scan), []uint16{22, 25, 53, 110}) {
+		t.Errorf("scan %+v, want the counted ports 22,25,53,110", scan)
+	}
+}

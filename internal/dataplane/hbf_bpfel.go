@@ -18,6 +18,13 @@ type hbfAddr struct {
 	B [16]uint8
 }
 
+type hbfAttemptKey struct {
+	_     structs.HostLayout
+	Saddr hbfAddr
+	Sport uint16
+	Dport uint16
+}
+
 type hbfConfig struct {
 	_        structs.HostLayout
 	MaxPorts uint32
@@ -160,12 +167,14 @@ const (
 	hbfMapBlocks               = "blocks"
 	hbfMapCounters             = "counters"
 	hbfMapEvents               = "events"
+	hbfMapIgnoredAttempts      = "ignored_attempts"
 	hbfMapScanEvidence         = "scan_evidence"
 	hbfMapScanStates           = "scan_states"
 	hbfMapScanZero             = "scan_zero"
 	hbfProgHbfXdp              = "hbf_xdp"
 	hbfVarHbfConfig            = "hbf_config"
 	hbfVarHbfHaveBlockPrefixes = "hbf_have_block_prefixes"
+	hbfVarHbfIgnoredPorts      = "hbf_ignored_ports"
 	hbfVarUnusedConfigFlags    = "unused_config_flags"
 	hbfVarUnusedConnEvent      = "unused_conn_event"
 	hbfVarUnusedCounter        = "unused_counter"
@@ -224,14 +233,15 @@ type hbfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hbfMapSpecs struct {
-	AllowPrefixes *ebpf.MapSpec `ebpf:"allow_prefixes"`
-	BlockPrefixes *ebpf.MapSpec `ebpf:"block_prefixes"`
-	Blocks        *ebpf.MapSpec `ebpf:"blocks"`
-	Counters      *ebpf.MapSpec `ebpf:"counters"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	ScanEvidence  *ebpf.MapSpec `ebpf:"scan_evidence"`
-	ScanStates    *ebpf.MapSpec `ebpf:"scan_states"`
-	ScanZero      *ebpf.MapSpec `ebpf:"scan_zero"`
+	AllowPrefixes   *ebpf.MapSpec `ebpf:"allow_prefixes"`
+	BlockPrefixes   *ebpf.MapSpec `ebpf:"block_prefixes"`
+	Blocks          *ebpf.MapSpec `ebpf:"blocks"`
+	Counters        *ebpf.MapSpec `ebpf:"counters"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	IgnoredAttempts *ebpf.MapSpec `ebpf:"ignored_attempts"`
+	ScanEvidence    *ebpf.MapSpec `ebpf:"scan_evidence"`
+	ScanStates      *ebpf.MapSpec `ebpf:"scan_states"`
+	ScanZero        *ebpf.MapSpec `ebpf:"scan_zero"`
 }
 
 // hbfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -240,6 +250,7 @@ type hbfMapSpecs struct {
 type hbfVariableSpecs struct {
 	HbfConfig            *ebpf.VariableSpec `ebpf:"hbf_config"`
 	HbfHaveBlockPrefixes *ebpf.VariableSpec `ebpf:"hbf_have_block_prefixes"`
+	HbfIgnoredPorts      *ebpf.VariableSpec `ebpf:"hbf_ignored_ports"`
 	UnusedConfigFlags    *ebpf.VariableSpec `ebpf:"unused_config_flags"`
 	UnusedConnEvent      *ebpf.VariableSpec `ebpf:"unused_conn_event"`
 	UnusedCounter        *ebpf.VariableSpec `ebpf:"unused_counter"`
@@ -269,14 +280,15 @@ func (o *hbfObjects) Close() error {
 //
 // It can be passed to loadHbfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hbfMaps struct {
-	AllowPrefixes *ebpf.Map `ebpf:"allow_prefixes"`
-	BlockPrefixes *ebpf.Map `ebpf:"block_prefixes"`
-	Blocks        *ebpf.Map `ebpf:"blocks"`
-	Counters      *ebpf.Map `ebpf:"counters"`
-	Events        *ebpf.Map `ebpf:"events"`
-	ScanEvidence  *ebpf.Map `ebpf:"scan_evidence"`
-	ScanStates    *ebpf.Map `ebpf:"scan_states"`
-	ScanZero      *ebpf.Map `ebpf:"scan_zero"`
+	AllowPrefixes   *ebpf.Map `ebpf:"allow_prefixes"`
+	BlockPrefixes   *ebpf.Map `ebpf:"block_prefixes"`
+	Blocks          *ebpf.Map `ebpf:"blocks"`
+	Counters        *ebpf.Map `ebpf:"counters"`
+	Events          *ebpf.Map `ebpf:"events"`
+	IgnoredAttempts *ebpf.Map `ebpf:"ignored_attempts"`
+	ScanEvidence    *ebpf.Map `ebpf:"scan_evidence"`
+	ScanStates      *ebpf.Map `ebpf:"scan_states"`
+	ScanZero        *ebpf.Map `ebpf:"scan_zero"`
 }
 
 func (m *hbfMaps) Close() error {
@@ -286,6 +298,7 @@ func (m *hbfMaps) Close() error {
 		m.Blocks,
 		m.Counters,
 		m.Events,
+		m.IgnoredAttempts,
 		m.ScanEvidence,
 		m.ScanStates,
 		m.ScanZero,
@@ -298,6 +311,7 @@ func (m *hbfMaps) Close() error {
 type hbfVariables struct {
 	HbfConfig            *ebpf.Variable `ebpf:"hbf_config"`
 	HbfHaveBlockPrefixes *ebpf.Variable `ebpf:"hbf_have_block_prefixes"`
+	HbfIgnoredPorts      *ebpf.Variable `ebpf:"hbf_ignored_ports"`
 	UnusedConfigFlags    *ebpf.Variable `ebpf:"unused_config_flags"`
 	UnusedConnEvent      *ebpf.Variable `ebpf:"unused_conn_event"`
 	UnusedCounter        *ebpf.Variable `ebpf:"unused_counter"`

@@ -611,3 +611,21 @@ func TestHealthEndpoints(t *testing.T) {
 		t.Errorf("/metrics: %d", code)
 	}
 }
+
+func TestIgnoredPortsDoNotCount(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"client"}})
+	serveHTTP(t, lab.Host, 8080, 8081, 9000, 9001, 9002, 9003)
+	client, host := lab.Peers["client"], lab.Host.Addr4
+	d := startDaemon(t, lab, "--ignore-ports", "8080,8081")
+	// A browser-like client: two service ports, three others. Not a scan.
+	for _, port := range []int{8080, 8081, 9000, 9001, 9002} {
+		if got := dialOutcome(client, hostPort(host, port), 5*time.Second); got != "open" {
+			t.Fatalf("port %d: %s", port, got)
+		}
+	}
+	if got := dialOutcome(client, hostPort(host, 9003), time.Second); got != "filtered" {
+		t.Errorf("the 4th counted port: %s, want dropped", got)
+	}
+	d.waitLine(line(`Port scan detected: %s -> %s on ports 9000,9001,9002,9003`, client.Addr4, host))
+}
