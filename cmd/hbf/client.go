@@ -276,6 +276,9 @@ func newStatusCmd(e env) *cobra.Command {
 			for _, i := range st.Interfaces {
 				fmt.Fprintf(tw, "interface\t%s (%s XDP)\n", i.Name, i.Mode)
 			}
+			for _, l := range st.Lists {
+				fmt.Fprintf(tw, "list\t%s\t%d entries, loaded %s: %s\n", l.Source, l.Entries, stamp(l.Loaded), l.Status)
+			}
 			for _, section := range []struct {
 				name string
 				kv   map[string]string
@@ -346,6 +349,26 @@ The switch lasts until the daemon restarts or reloads its configuration.`,
 				return err
 			}
 			fmt.Fprintln(e.stdout, "mode:", args[0])
+			return nil
+		},
+	}
+	return clientCmd(e, o, cmd, false)
+}
+
+func newReloadCmd(e env) *cobra.Command {
+	o := &clientOpts{}
+	cmd := &cobra.Command{
+		Use:   "reload",
+		Short: "Have the daemon re-read its configuration file and every list, and reopen its log file",
+		Long: `Like SIGHUP: re-read the configuration file and every list, reopen the log
+file. A configuration that does not check is refused whole, with the reason,
+and the running one stays.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := o.client().Reload(c.Context()); err != nil {
+				return err
+			}
+			fmt.Fprintln(e.stdout, "reloaded")
 			return nil
 		},
 	}

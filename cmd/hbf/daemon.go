@@ -1,83 +1,189 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"slices"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/hbf-firewall/hbf/internal/daemon"
 	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/report"
 )
 
+// defaultConfigFile is read when it exists and --config names no other.
+const defaultConfigFile = "/etc/hbf/hbf.yaml"
+
+// daemonFlags are the daemon's settings. Each has one name as a flag
+// (--max-ports), an environment variable (HBF_MAX_PORTS) and a key of the
+// configuration file (max-ports:); that is also the order of precedence.
+type daemonFlags struct {
+	fs                                *pflag.FlagSet
+	cfg                               daemon.Config
+	xdpMode, logFormat, connLog, mode string
+	config                            string
+}
+
+func newDaemonFlags(fs *pflag.FlagSet) *daemonFlags {
+	d := &daemonFlags{fs: fs, cfg: daemon.Defaults}
+	cfg := &d.cfg
+	fs.StringVar(&d.config, "config", "", "YAML file of settings, keys named as these flags (default "+defaultConfigFile+" when present) [HBF_CONFIG]")
+	fs.StringSliceVar(&cfg.Ifaces, "iface", nil, "interface to protect, repeatable (default: the interface of the default route) [HBF_IFACE]")
+	fs.IntVar(&cfg.MaxPorts, "max-ports", cfg.MaxPorts, fmt.Sprintf("a source trying more than this many distinct ports within --window is a scanner (1-%d) [HBF_MAX_PORTS]", dataplane.MaxPortsLimit))
+	fs.Var(durationValue{&cfg.Window}, "window", "sliding window of the scan threshold: a duration or seconds [HBF_TIME_THRESHOLD]")
+	fs.StringVar(&d.mode, "mode", "enforce", "enforce: block scanners; monitor: report them as \"would block\" (manual and list blocks stay in force) [HBF_MODE]")
+	fs.Var(portsValue{&cfg.IgnorePorts}, "ignore-ports", "ports (and ranges) that never count toward a scan nor are a reason to block, e.g. 80,443 [HBF_IGNORE_PORTS]")
+	fs.Var(durationValue{&cfg.BlockDuration}, "block-duration", "how long a scanner stays blocked; 0 blocks for good [HBF_BLOCK_DURATION]")
+	fs.Var(durationValue{&cfg.Timeout}, "timeout", "run this long, then exit cleanly; 0 runs until stopped [HBF_TIMEOUT_SECONDS]")
+	fs.StringVar(&d.xdpMode, "xdp-mode", string(cfg.XDPMode), "auto, native or generic; auto falls back to generic when the driver has no native XDP [HBF_XDP_MODE]")
+	fs.StringVar(&cfg.PinPath, "pin-path", cfg.PinPath, "bpffs folder for hbf's pinned maps and links [HBF_PIN_PATH]")
+	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "folder for hbf's state and its single-instance lock [HBF_STATE_DIR]")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "address of /metrics, /healthz and /readyz; empty disables them [HBF_METRICS_ADDR]")
+	fs.StringVar(&d.logFormat, "log-format", string(cfg.LogFormat), "event lines as text or json [HBF_LOG_FORMAT]")
+	fs.StringVar(&d.connLog, "log-connections", "all", "connection lines: all, off, or rate=N/s (then a line counts those held back; counters stay exact) [HBF_LOG_CONNECTIONS]")
+	fs.StringVar(&cfg.LogFile, "log-file", "", "also append event lines to this file; reopened on reload, for logrotate [HBF_LOG_FILE]")
+	fs.StringSliceVar(&cfg.Blocklists, "blocklist", nil, "file of IPs and CIDRs to block, one per line, # or ; comments; repeatable; watched [HBF_BLOCKLIST_FILE_PATH]")
+	fs.BoolVar(&cfg.DetachOnExit, "detach-on-exit", false, "remove enforcement when stopping cleanly (demos, tests); by default it stays until `hbf uninstall` [HBF_DETACH_ON_EXIT]")
+	fs.StringVar(&cfg.Socket, "socket", cfg.Socket, "unix socket of the API the CLI talks to (root only) [HBF_SOCKET]")
+	fs.IntVar(&cfg.Rules.MinBitsV4, "min-prefix-v4", cfg.Rules.MinBitsV4, "refuse IPv4 blocks wider than this prefix length [HBF_MIN_PREFIX_V4]")
+	fs.IntVar(&cfg.Rules.MinBitsV6, "min-prefix-v6", cfg.Rules.MinBitsV6, "refuse IPv6 blocks wider than this prefix length [HBF_MIN_PREFIX_V6]")
+	fs.Var(prefixesValue{&cfg.Allow}, "allow", "IP or CIDR never to block, repeatable; the host's own addresses, loopback and the SSH client are always allowed [HBF_ALLOW]")
+	return d
+}
+
+// resolve completes the settings the command line left from the
+// environment, then the configuration file, and checks them all.
+// findIface looks up the default route's interface when none is named.
+func (d *daemonFlags) resolve(getenv func(string) string, findIface bool) (daemon.Config, error) {
+	if err := applyEnv(d.fs, getenv); err != nil {
+		return daemon.Config{}, err
+	}
+	path, required := d.config, d.config != ""
+	if !required {
+		path = defaultConfigFile
+	}
+	if _, err := os.Stat(path); err == nil || required {
+		if err := applyFile(d.fs, path); err != nil {
+			return daemon.Config{}, err
+		}
+		d.cfg.ConfigFile = path
+	}
+
+	cfg := d.cfg
+	var err error
+	if cfg.XDPMode, err = dataplane.ParseXDPMode(d.xdpMode); err != nil {
+		return cfg, fmt.Errorf("--xdp-mode: %w", err)
+	}
+	if cfg.LogFormat, err = report.ParseFormat(d.logFormat); err != nil {
+		return cfg, fmt.Errorf("--log-format: %w", err)
+	}
+	if cfg.Monitor, err = daemon.ParseMode(d.mode); err != nil {
+		return cfg, fmt.Errorf("--mode: %w", err)
+	}
+	if cfg.ConnLog, err = daemon.ParseConnLog(d.connLog); err != nil {
+		return cfg, fmt.Errorf("--log-connections %w", err)
+	}
+	if len(cfg.Ifaces) == 0 && findIface {
+		name, err := daemon.DefaultRouteInterface()
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Ifaces = []string{name}
+	}
+	return cfg, cfg.Validate()
+}
+
+// daemonConfig parses the daemon's arguments into a complete configuration.
+func daemonConfig(args []string, e env) (daemon.Config, error) {
+	fs := pflag.NewFlagSet("daemon", pflag.ContinueOnError)
+	fs.SetOutput(nopWriter{})
+	d := newDaemonFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return daemon.Config{}, err
+	}
+	cfg, err := d.resolve(e.getenv, true)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.SSHConnection = e.getenv("SSH_CONNECTION")
+	cfg.Version = version
+	cfg.Stdout = e.stdout
+	cfg.Logger = slog.New(slog.NewTextHandler(e.stderr, nil))
+	return cfg, nil
+}
+
+type nopWriter struct{}
+
+func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }
+
 func newDaemonCmd(e env) *cobra.Command {
-	cfg := daemon.Defaults
-	var xdpMode, logFormat, connLog, mode string
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Protect interfaces: report connections, detect and block port scans",
 		Long: `Attach hbf's XDP program to the interfaces and run until stopped (SIGINT,
-SIGTERM) or until --timeout. Every setting can also come from the environment
-variable in brackets; a flag beats its variable.`,
+SIGTERM, hbf stop) or until --timeout. Every setting comes from, in this order:
+its flag, the environment variable in brackets, the configuration file (a YAML
+key named as the flag), its default. SIGHUP or hbf reload re-reads the
+configuration file and every list, and reopens the log file.`,
 		Example: `  sudo hbf daemon --iface eth0
   sudo hbf daemon --iface eth0 --max-ports 10 --window 30s --log-format json
-  sudo HBF_IFACE=eth0 HBF_BLOCKLIST_FILE_PATH=/etc/hbf/blocklist.txt hbf daemon`,
-		Args: cobra.NoArgs,
+  sudo HBF_IFACE=eth0 HBF_BLOCKLIST_FILE_PATH=/etc/hbf/blocklist.txt hbf daemon
+  sudo hbf daemon --config /etc/hbf/hbf.yaml`,
+		Args:               cobra.NoArgs,
+		DisableFlagParsing: false,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyEnv(cmd.Flags(), e.getenv); err != nil {
+			// Parsed again from the arguments, so a reload rebuilds the
+			// configuration exactly as this start does.
+			args := daemonArgs(e.args)
+			cfg, err := daemonConfig(args, e)
+			if err != nil {
 				return usageError{err}
 			}
-			var err error
-			if cfg.XDPMode, err = dataplane.ParseXDPMode(xdpMode); err != nil {
-				return usageError{fmt.Errorf("--xdp-mode: %w", err)}
-			}
-			if cfg.LogFormat, err = report.ParseFormat(logFormat); err != nil {
-				return usageError{fmt.Errorf("--log-format: %w", err)}
-			}
-			if cfg.Monitor, err = daemon.ParseMode(mode); err != nil {
-				return usageError{fmt.Errorf("--mode: %w", err)}
-			}
-			if cfg.ConnLog, err = daemon.ParseConnLog(connLog); err != nil {
-				return usageError{fmt.Errorf("--log-connections %w", err)}
-			}
-			if len(cfg.Ifaces) == 0 {
-				name, err := daemon.DefaultRouteInterface()
-				if err != nil {
-					return usageError{err}
-				}
-				cfg.Ifaces = []string{name}
-			}
-			if err := cfg.Validate(); err != nil {
-				return usageError{err}
-			}
-			cfg.SSHConnection = e.getenv("SSH_CONNECTION")
-			cfg.Version = version
-			cfg.Stdout = e.stdout
-			cfg.Logger = slog.New(slog.NewTextHandler(e.stderr, nil))
+			cfg.Reload = func() (daemon.Config, error) { return daemonConfig(args, e) }
 			return e.runDaemon(cmd.Context(), cfg)
 		},
 	}
-	f := cmd.Flags()
-	f.StringSliceVar(&cfg.Ifaces, "iface", nil, "interface to protect, repeatable (default: the interface of the default route) [HBF_IFACE]")
-	f.IntVar(&cfg.MaxPorts, "max-ports", cfg.MaxPorts, fmt.Sprintf("a source trying more than this many distinct ports within --window is a scanner (1-%d) [HBF_MAX_PORTS]", dataplane.MaxPortsLimit))
-	f.Var(durationValue{&cfg.Window}, "window", "sliding window of the scan threshold: a duration or seconds [HBF_TIME_THRESHOLD]")
-	f.StringVar(&mode, "mode", "enforce", "enforce: block scanners; monitor: report them as \"would block\" (manual and list blocks stay in force) [HBF_MODE]")
-	f.Var(portsValue{&cfg.IgnorePorts}, "ignore-ports", "ports (and ranges) that never count toward a scan nor are a reason to block, e.g. 80,443 [HBF_IGNORE_PORTS]")
-	f.Var(durationValue{&cfg.BlockDuration}, "block-duration", "how long a scanner stays blocked; 0 blocks for good [HBF_BLOCK_DURATION]")
-	f.Var(durationValue{&cfg.Timeout}, "timeout", "run this long, then exit cleanly; 0 runs until stopped [HBF_TIMEOUT_SECONDS]")
-	f.StringVar(&xdpMode, "xdp-mode", string(cfg.XDPMode), "auto, native or generic; auto falls back to generic when the driver has no native XDP [HBF_XDP_MODE]")
-	f.StringVar(&cfg.PinPath, "pin-path", cfg.PinPath, "bpffs folder for hbf's pinned maps and links [HBF_PIN_PATH]")
-	f.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "folder for hbf's state and its single-instance lock [HBF_STATE_DIR]")
-	f.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "address of the Prometheus endpoint /metrics; empty disables it [HBF_METRICS_ADDR]")
-	f.StringVar(&logFormat, "log-format", string(cfg.LogFormat), "event lines as text or json [HBF_LOG_FORMAT]")
-	f.StringVar(&connLog, "log-connections", "all", "connection lines: all, off, or rate=N/s (then a line counts those held back; counters stay exact) [HBF_LOG_CONNECTIONS]")
-	f.StringVar(&cfg.LogFile, "log-file", "", "also append event lines to this file [HBF_LOG_FILE]")
-	f.StringVar(&cfg.Blocklist, "blocklist", "", "file of IPs and CIDRs to block at start, one per line, # comments [HBF_BLOCKLIST_FILE_PATH]")
-	f.BoolVar(&cfg.DetachOnExit, "detach-on-exit", false, "remove enforcement when stopping cleanly (demos, tests); by default it stays until `hbf uninstall` [HBF_DETACH_ON_EXIT]")
-	f.StringVar(&cfg.Socket, "socket", cfg.Socket, "unix socket of the API the CLI talks to (root only) [HBF_SOCKET]")
-	f.IntVar(&cfg.Rules.MinBitsV4, "min-prefix-v4", cfg.Rules.MinBitsV4, "refuse IPv4 blocks wider than this prefix length [HBF_MIN_PREFIX_V4]")
-	f.IntVar(&cfg.Rules.MinBitsV6, "min-prefix-v6", cfg.Rules.MinBitsV6, "refuse IPv6 blocks wider than this prefix length [HBF_MIN_PREFIX_V6]")
-	f.Var(prefixesValue{&cfg.Allow}, "allow", "IP or CIDR never to block, repeatable; the host's own addresses, loopback and the SSH client are always allowed [HBF_ALLOW]")
+	// Registered for --help and for cobra's own parsing errors.
+	newDaemonFlags(cmd.Flags())
+	return cmd
+}
+
+// daemonArgs are the arguments after the daemon command.
+func daemonArgs(args []string) []string {
+	if i := slices.Index(args, "daemon"); i >= 0 {
+		return args[i+1:]
+	}
+	return nil
+}
+
+func newConfigCmd(e env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "Work with hbf's configuration file",
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "check FILE",
+		Short: "Check a configuration file without a daemon: keys, values, and the lists it names",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			fs := pflag.NewFlagSet("daemon", pflag.ContinueOnError)
+			d := newDaemonFlags(fs)
+			d.config = args[0]
+			// The file alone: neither this shell's environment nor its routes.
+			cfg, err := d.resolve(func(string) string { return "" }, false)
+			if err != nil && !errors.Is(err, daemon.ErrNoInterface) {
+				return err
+			}
+			if err := daemon.CheckLists(cfg); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "%s: ok\n", args[0])
+			return nil
+		},
+	})
 	return cmd
 }

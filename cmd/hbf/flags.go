@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/hbf-firewall/hbf/internal/policy"
 )
@@ -118,4 +120,55 @@ func applyEnv(fs *pflag.FlagSet, getenv func(string) string) error {
 		}
 	})
 	return err
+}
+
+// applyFile gives every setting neither a flag nor the environment set the
+// value its key has in the YAML file at path. A key that is no setting, or a
+// value its flag refuses, is an error naming the file, the line and the key.
+func applyFile(fs *pflag.FlagSet, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("--config: %w", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil // an empty file sets nothing
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return fmt.Errorf("%s line %d: want settings as key: value", path, root.Line)
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		f := fs.Lookup(k.Value)
+		if f == nil || k.Value == "config" || k.Value == "help" {
+			return fmt.Errorf("%s line %d: %q is not a setting (see hbf daemon --help)", path, k.Line, k.Value)
+		}
+		var value string
+		switch v.Kind {
+		case yaml.ScalarNode:
+			value = v.Value
+		case yaml.SequenceNode:
+			items := make([]string, len(v.Content))
+			for j, item := range v.Content {
+				if item.Kind != yaml.ScalarNode {
+					return fmt.Errorf("%s line %d: %s: a list of plain values, please", path, item.Line, k.Value)
+				}
+				items[j] = item.Value
+			}
+			value = strings.Join(items, ",")
+		default:
+			return fmt.Errorf("%s line %d: %s: a value or a list of values, please", path, v.Line, k.Value)
+		}
+		if f.Changed {
+			continue // a flag or the environment said otherwise
+		}
+		if err := fs.Set(k.Value, value); err != nil {
+			return fmt.Errorf("%s line %d: %s: %w", path, v.Line, k.Value, err)
+		}
+	}
+	return nil
 }

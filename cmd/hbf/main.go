@@ -25,6 +25,7 @@ type usageError struct{ error }
 
 // env is what the commands take from the process, so tests can replace it.
 type env struct {
+	args      []string // the command line, after the program's name
 	getenv    func(string) string
 	stdout    io.Writer
 	stderr    io.Writer
@@ -38,6 +39,11 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, e env) int {
+	e.args = args
+	return execute(ctx, args, e)
+}
+
+func execute(ctx context.Context, args []string, e env) int {
 	root := newRoot(e)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
@@ -71,6 +77,6 @@ gets through.`,
 	root.AddCommand(newDaemonCmd(e), newDemoCmd(e),
 		newBlockCmd(e), newUnblockCmd(e), newAllowCmd(e), newDisallowCmd(e),
 		newListCmd(e), newWhyCmd(e), newStatusCmd(e), newEventsCmd(e),
-		newModeCmd(e), newStopCmd(e), newUninstallCmd(e))
+		newModeCmd(e), newReloadCmd(e), newStopCmd(e), newUninstallCmd(e), newConfigCmd(e))
 	return root
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -22,7 +24,15 @@ func runCLI(args []string, vars map[string]string) (int, daemon.Config, string) 
 	var got daemon.Config
 	var stderr bytes.Buffer
 	e := env{
-		getenv: func(k string) string { return vars[k] },
+		getenv: func(k string) string {
+			if v, ok := vars[k]; ok {
+				return v
+			}
+			if k == "HBF_CONFIG" {
+				return os.DevNull // not the machine's /etc/hbf/hbf.yaml
+			}
+			return ""
+		},
 		stdout: &bytes.Buffer{},
 		stderr: &stderr,
 		runDaemon: func(_ context.Context, c daemon.Config) error {
@@ -57,7 +67,7 @@ func TestDaemonFlagsAndEnvironment(t *testing.T) {
 	want.Window = 30 * time.Second
 	want.Timeout = 2 * time.Minute
 	want.BlockDuration = 2 * time.Hour
-	want.Blocklist = "/etc/hbf/blocklist.txt"
+	want.Blocklists = []string{"/etc/hbf/blocklist.txt"}
 	want.LogFormat = report.JSON
 	want.Allow = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::1/128")}
 	want.SSHConnection = "198.51.100.7 50000 192.0.2.1 22"
@@ -65,7 +75,7 @@ func TestDaemonFlagsAndEnvironment(t *testing.T) {
 		t.Errorf("ignore ports %v, monitor %v", cfg.IgnorePorts, cfg.Monitor)
 	}
 	if !slices.Equal(cfg.Ifaces, want.Ifaces) || cfg.MaxPorts != want.MaxPorts || cfg.Window != want.Window ||
-		cfg.Timeout != want.Timeout || cfg.BlockDuration != want.BlockDuration || cfg.Blocklist != want.Blocklist ||
+		cfg.Timeout != want.Timeout || cfg.BlockDuration != want.BlockDuration || !slices.Equal(cfg.Blocklists, want.Blocklists) ||
 		cfg.LogFormat != want.LogFormat || !slices.Equal(cfg.Allow, want.Allow) || cfg.SSHConnection != want.SSHConnection ||
 		cfg.XDPMode != dataplane.XDPAuto || cfg.PinPath != want.PinPath || cfg.MetricsAddr != want.MetricsAddr {
 		t.Errorf("config\n got %+v\nwant %+v", cfg, want)
@@ -110,4 +120,78 @@ func TestEveryDaemonFlagNamesItsVariable(t *testing.T) {
 			t.Errorf("--%s: usage does not name %s", f.Name, envName(f.Name))
 		}
 	})
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Flag beats environment beats file beats default.
+func TestConfigFilePrecedence(t *testing.T) {
+	conf := writeFile(t, "hbf.yaml", `
+iface: [eth1, eth2]
+max-ports: 7
+window: 30s
+block-duration: 2h
+mode: monitor
+ignore-ports: [80, 443]
+allow:
+  - 192.0.2.0/24
+  - 2001:db8::/64
+`)
+	code, cfg, stderr := runCLI([]string{"daemon", "--config", conf, "--max-ports", "5"},
+		map[string]string{"HBF_TIME_THRESHOLD": "45", "HBF_MAX_PORTS": "9"})
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if cfg.MaxPorts != 5 || cfg.Window != 45*time.Second || cfg.BlockDuration != 2*time.Hour || !cfg.Monitor ||
+		!slices.Equal(cfg.Ifaces, []string{"eth1", "eth2"}) || !slices.Equal(cfg.IgnorePorts, []uint16{80, 443}) ||
+		len(cfg.Allow) != 2 || cfg.ConfigFile != conf || cfg.MetricsAddr != daemon.Defaults.MetricsAddr {
+		t.Errorf("config %+v", cfg)
+	}
+	// The reload rebuilds it from the same arguments, the file read again.
+	os.WriteFile(conf, []byte("iface: eth1\nmax-ports: 7\nwindow: 10s\n"), 0o600)
+	again, err := cfg.Reload()
+	if err != nil || again.MaxPorts != 5 || again.Window != 45*time.Second || again.Monitor {
+		t.Errorf("reload: %+v, %v", again, err)
+	}
+}
+
+func TestConfigFileErrorsNameFileLineAndKey(t *testing.T) {
+	for content, want := range map[string]string{
+		"iface: eth0\nmaxports: 3\n":         `line 2: "maxports" is not a setting`,
+		"iface: eth0\nmax-ports: many\n":     `line 2: max-ports: invalid argument "many"`,
+		"iface: eth0\nallow: [10.0.0.300]\n": `line 2: allow: invalid argument "10.0.0.300" for "--allow" flag: "10.0.0.300" is not an IP or CIDR`,
+		"iface: eth0\nmax-ports: 0\n":        `--max-ports 0: must be between 1 and 32`,
+		"- just\n- a list\n":                 `line 1: want settings as key: value`,
+		"iface: {a: b}\n":                    `line 1: iface: a value or a list of values`,
+	} {
+		conf := writeFile(t, "hbf.yaml", content)
+		code, _, stderr := runCLI([]string{"daemon", "--config", conf}, nil)
+		if code != 2 || !strings.Contains(stderr, want) {
+			t.Errorf("%q: exit %d, %q; want exit 2 saying %q", content, code, stderr, want)
+		}
+	}
+}
+
+func TestConfigCheck(t *testing.T) {
+	list := writeFile(t, "list.txt", "192.0.2.7\n")
+	good := writeFile(t, "good.yaml", "max-ports: 5\nblocklist: ["+list+"]\n")
+	var out bytes.Buffer
+	code := run(context.Background(), []string{"config", "check", good}, env{getenv: os.Getenv, stdout: &out, stderr: &out})
+	if code != 0 || !strings.Contains(out.String(), good+": ok") {
+		t.Errorf("good config: exit %d, %s", code, out.String())
+	}
+	badList := writeFile(t, "bad.txt", "192.0.2.7\n10.0.0.300\n")
+	bad := writeFile(t, "bad.yaml", "blocklist: "+badList+"\n")
+	out.Reset()
+	code = run(context.Background(), []string{"config", "check", bad}, env{getenv: os.Getenv, stdout: &out, stderr: &out})
+	if code != 1 || !strings.Contains(out.String(), badList+` line 2: "10.0.0.300" is not an IP or CIDR`) {
+		t.Errorf("bad list: exit %d, %s", code, out.String())
+	}
 }

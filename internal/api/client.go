@@ -148,6 +148,11 @@ func (c *Client) Events(ctx context.Context, follow bool, fn func([]byte) error)
 	return sc.Err()
 }
 
+// Reload has the daemon re-read its configuration and lists.
+func (c *Client) Reload(ctx context.Context) error {
+	return c.call(ctx, http.MethodPost, "/v1/reload", nil, &struct{}{})
+}
+
 // SetMode switches the daemon to "enforce" or "monitor".
 func (c *Client) SetMode(ctx context.Context, mode string) error {
 	return c.call(ctx, http.MethodPost, "/v1/mode", ModeRequest{Mode: mode}, &struct{}{})

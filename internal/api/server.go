@@ -39,6 +39,8 @@ type Service interface {
 	// Events calls fn with the recent events, then, when follow is set,
 	// with each new one until ctx ends. Events are JSON lines.
 	Events(ctx context.Context, follow bool, fn func(json.RawMessage) error) error
+	// Reload re-reads the configuration and the lists.
+	Reload(ctx context.Context, c Caller) error
 	// SetMode switches to "enforce" or "monitor".
 	SetMode(ctx context.Context, c Caller, mode string) error
 	Stop(ctx context.Context, c Caller) error
@@ -216,6 +218,13 @@ func Handler(svc Service) http.Handler {
 		}
 		if err := svc.SetMode(r.Context(), caller(r), req.Mode); err != nil {
 			httpError(w, http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(w, struct{}{})
+	})
+	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
+		if err := svc.Reload(r.Context(), caller(r)); err != nil {
+			httpError(w, http.StatusConflict, err)
 			return
 		}
 		writeJSON(w, struct{}{})

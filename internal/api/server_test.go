@@ -28,6 +28,7 @@ func (s *okService) Events(context.Context, bool, func(json.RawMessage) error) e
 	return nil
 }
 func (s *okService) SetMode(context.Context, Caller, string) error { return nil }
+func (s *okService) Reload(context.Context, Caller) error          { return nil }
 func (s *okService) Stop(context.Context, Caller) error            { return nil }
 func (s *okService) Uninstall(context.Context, Caller) error       { return nil }
 

@@ -82,6 +82,15 @@ type Status struct {
 	Counters   map[string]uint64 `json:"counters"`
 	Entries    map[string]int    `json:"entries"`
 	Store      string            `json:"store"` // "ok" or what recovery found
+	Lists      []ListStatus      `json:"lists,omitempty"`
+}
+
+// ListStatus is a list hbf loads blocks from.
+type ListStatus struct {
+	Source  string    `json:"source"`
+	Entries int       `json:"entries"`
+	Loaded  time.Time `json:"loaded"`
+	Status  string    `json:"status"` // "ok", or "degraded: why"
 }
 
 // ModeRequest switches the daemon to "enforce" or "monitor".

@@ -30,9 +30,9 @@ type Config struct {
 	StateDir      string
 	MetricsAddr   string // "" disables the metrics server
 	LogFormat     report.Format
-	LogFile       string  // "": events go to Stdout only
-	ConnLog       ConnLog // which connection lines are written
-	Blocklist     string  // "": none
+	LogFile       string   // "": events go to Stdout only
+	ConnLog       ConnLog  // which connection lines are written
+	Blocklists    []string // list files, watched
 	Allow         []netip.Prefix
 	Socket        string       // the API's unix socket
 	Rules         policy.Rules // what operators may block
@@ -42,6 +42,12 @@ type Config struct {
 	// SSHConnection is $SSH_CONNECTION: its client is allowlisted so that
 	// starting hbf over SSH cannot lock the operator out.
 	SSHConnection string
+
+	// ConfigFile is the file the settings were read from, if any.
+	ConfigFile string
+	// Reload rebuilds the configuration as the start did, for SIGHUP and
+	// hbf reload.
+	Reload func() (Config, error)
 
 	Version string
 	Stdout  io.Writer    // event lines
@@ -86,11 +92,14 @@ func ParseMode(s string) (monitor bool, err error) {
 	return false, fmt.Errorf("%q is not a mode: use enforce or monitor", s)
 }
 
-// Validate names the first setting that cannot work, as a flag would.
+// ErrNoInterface: no --iface, and none found.
+var ErrNoInterface = errors.New("--iface: no interface to protect")
+
+// Validate names every setting that cannot work, as a flag would.
 func (c Config) Validate() error {
 	var errs []error
 	if len(c.Ifaces) == 0 {
-		errs = append(errs, errors.New("--iface: no interface to protect"))
+		errs = append(errs, ErrNoInterface)
 	}
 	if c.MaxPorts < 1 || c.MaxPorts > dataplane.MaxPortsLimit {
 		errs = append(errs, fmt.Errorf("--max-ports %d: must be between 1 and %d", c.MaxPorts, dataplane.MaxPortsLimit))

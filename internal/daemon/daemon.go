@@ -9,18 +9,18 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/metrics"
-	"github.com/hbf-firewall/hbf/internal/policy"
 	"github.com/hbf-firewall/hbf/internal/report"
-	"github.com/hbf-firewall/hbf/internal/sources"
 	"github.com/hbf-firewall/hbf/internal/store"
 )
 
@@ -122,7 +122,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("read the store: %w", err)
 	}
 	listsDone := make(chan listsRead, 1)
-	go func() { listsDone <- readLists(cfg, st, protectedFrom(fixed, slices.Values(allows), time.Now())) }()
+	go func() {
+		listsDone <- readLists(cfg.Blocklists, st, checker(cfg.Rules, protectedFrom(fixed, slices.Values(allows), time.Now())), log)
+	}()
 
 	dp, err := dataplane.Load(dataplane.Options{PinPath: cfg.PinPath})
 	read := <-listsDone
@@ -156,11 +158,6 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if read.err != nil {
 		return read.err
-	}
-	if read.degraded != "" && d.storeStatus == "ok" {
-		d.storeStatus = read.degraded
-	} else if read.degraded != "" {
-		d.storeStatus += "; " + read.degraded
 	}
 	d.state.SetLists(read.lists)
 	progress("starting: writing the decisions to the kernel")
@@ -197,13 +194,26 @@ func Run(ctx context.Context, cfg Config) error {
 	started = true
 
 	var wg sync.WaitGroup
-	if read.saveCopy != nil {
-		wg.Go(read.saveCopy)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	wg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				_ = d.reload(st, "SIGHUP")
+			}
+		}
+	})
+	for _, save := range read.saveCopies {
+		wg.Go(save)
 	}
 	wg.Go(func() { d.readEvents(ctx, events) })
 	wg.Go(func() { d.maintain(ctx, st) })
 	wg.Go(func() {
-		svc := &service{d: d, audit: audit, cancel: cancel}
+		svc := &service{d: d, st: st, audit: audit, cancel: cancel}
 		if err := api.Serve(ctx, apiLn, svc); err != nil {
 			log.Error("API server stopped", "err", err)
 		}
@@ -252,62 +262,6 @@ func fixedAllows(cfg Config) ([]fixedAllow, error) {
 	return out, nil
 }
 
-// listsRead is what reading the lists found.
-type listsRead struct {
-	lists    []*listSource
-	saveCopy func() // keeps the last good copy; not on the way to protection
-	degraded string // why a last good copy stands in for a list
-	err      error
-}
-
-// readLists reads the blocklist files, checking each entry against what is
-// protected. A file that does not parse is replaced by its last good copy
-// when hbf has one, with a warning; on a first start it stops the daemon,
-// before anything is attached.
-func readLists(cfg Config, st *store.Store, protected []policy.Protected) listsRead {
-	if cfg.Blocklist == "" {
-		return listsRead{}
-	}
-	log := cfg.Logger
-	path := cfg.Blocklist
-	id := "file:" + path
-	check := func(p netip.Prefix) error { return cfg.Rules.CheckBlock(p, protected) }
-	f, err := sources.ReadFile(path, check)
-	if err != nil {
-		copyFile, src, cerr := st.LastGoodCopy(id)
-		if cerr != nil {
-			return listsRead{err: fmt.Errorf("--blocklist: %w", err)}
-		}
-		defer copyFile.Close()
-		list, skipped, perr := sources.ParseList(copyFile, check)
-		if perr != nil {
-			return listsRead{err: fmt.Errorf("--blocklist: %w; and its last good copy does not parse: %v", err, perr)}
-		}
-		log.Warn("blocklist unreadable: using its last good copy", "file", path, "err", err,
-			"copy_from", src.Loaded.Format(time.RFC3339), "entries", list.Len())
-		warnSkipped(log, path, skipped)
-		return listsRead{lists: []*listSource{{id: id, path: path, list: list}},
-			degraded: "degraded: " + path + " unreadable, its last good copy in use"}
-	}
-	warnSkipped(log, path, f.Skipped)
-	log.Info("blocklist loaded", "file", path, "entries", f.List.Len())
-	return listsRead{
-		lists: []*listSource{{id: id, path: path, list: f.List}},
-		saveCopy: func() {
-			if err := st.SaveSource(id, path, f.SHA256, f.List.Len()); err != nil {
-				log.Warn("cannot keep a copy of the blocklist", "file", path, "err", err)
-			}
-		},
-	}
-}
-
-func warnSkipped(log *slog.Logger, path string, skipped []sources.Skipped) {
-	if len(skipped) > 0 {
-		log.Warn("blocklist entries refused by policy, skipped", "file", path, "count", len(skipped),
-			"entries", sources.SkippedText(path, skipped))
-	}
-}
-
 type daemon struct {
 	cfg     Config
 	log     *slog.Logger
@@ -318,6 +272,8 @@ type daemon struct {
 	conns   *connLimiter
 	metrics *metrics.Metrics
 	started time.Time
+
+	reloadMu sync.Mutex // one reload or list re-read at a time
 
 	mu          sync.Mutex
 	attachments []*dataplane.Attachment
@@ -491,6 +447,8 @@ func (d *daemon) maintain(ctx context.Context, st *store.Store) {
 	defer backup.Stop()
 	suppressed := time.NewTicker(time.Second)
 	defer suppressed.Stop()
+	lists := time.NewTicker(2 * time.Second)
+	defer lists.Stop()
 	lost := d.eventsLost()
 	for {
 		select {
@@ -498,6 +456,8 @@ func (d *daemon) maintain(ctx context.Context, st *store.Store) {
 			return
 		case <-suppressed.C:
 			d.flushSuppressed()
+		case <-lists.C:
+			d.watchLists(st)
 		case <-sweep.C:
 			if err := d.state.Sweep(d.currentSettings().Window); err != nil {
 				d.log.Warn("sweep failed", "err", err)
@@ -558,6 +518,7 @@ func (d *daemon) reconcile() {
 // service answers the API.
 type service struct {
 	d      *daemon
+	st     *store.Store
 	audit  *auditLog
 	cancel context.CancelCauseFunc
 }
@@ -607,6 +568,12 @@ func (s *service) SetMode(_ context.Context, c api.Caller, mode string) error {
 	return nil
 }
 
+func (s *service) Reload(_ context.Context, c api.Caller) error {
+	err := s.d.reload(s.st, c.String())
+	s.audit.change(c, "reload", "", err)
+	return err
+}
+
 func (s *service) Stop(_ context.Context, c api.Caller) error {
 	s.audit.event(c, "stop")
 	s.cancel(fmt.Errorf("hbf stop (%s)", c))
@@ -626,8 +593,11 @@ func (s *service) Status(context.Context) (api.Status, error) {
 		return api.Status{}, err
 	}
 	set := d.currentSettings()
+	d.mu.Lock()
+	cfg := d.cfg
+	d.mu.Unlock()
 	st := api.Status{
-		Version: d.cfg.Version,
+		Version: cfg.Version,
 		PID:     os.Getpid(),
 		Started: d.started,
 		Uptime:  time.Since(d.started).Round(time.Second).String(),
@@ -638,9 +608,10 @@ func (s *service) Status(context.Context) (api.Status, error) {
 			"block_duration":  set.BlockDuration.String(),
 			"log_connections": d.conns.String(),
 			"ignore_ports":    portsText(set.IgnorePorts),
-			"pin_path":        d.cfg.PinPath,
-			"state_dir":       d.cfg.StateDir,
-			"detach_on_exit":  strconv.FormatBool(d.cfg.DetachOnExit),
+			"pin_path":        cfg.PinPath,
+			"state_dir":       cfg.StateDir,
+			"detach_on_exit":  strconv.FormatBool(cfg.DetachOnExit),
+			"config":          cfg.ConfigFile,
 		},
 		Counters: map[string]uint64{
 			"packets":             k.Packets,
@@ -663,32 +634,54 @@ func (s *service) Status(context.Context) (api.Status, error) {
 	}
 	st.Store = d.storeStatus
 	d.mu.Unlock()
+	for _, l := range d.state.Lists() {
+		status := "ok"
+		if l.degraded != "" {
+			status = l.degraded
+		}
+		st.Lists = append(st.Lists, api.ListStatus{Source: l.path, Entries: l.list.Len(), Loaded: l.loaded, Status: status})
+	}
 	return st, nil
 }
 
 type outputs struct {
-	log     *slog.Logger
-	mu      sync.Mutex
-	writers []*report.Writer
-	file    *os.File
-	failed  []bool
+	log    *slog.Logger
+	format report.Format
+	mu     sync.Mutex
+	stdout *report.Writer
+	file   *os.File
+	toFile *report.Writer
+	failed map[*report.Writer]bool
 }
 
 func openOutputs(cfg Config) (*outputs, error) {
-	o := &outputs{log: cfg.Logger}
+	o := &outputs{log: cfg.Logger, format: cfg.LogFormat, failed: map[*report.Writer]bool{}}
 	if cfg.Stdout != nil {
-		o.writers = append(o.writers, report.NewWriter(cfg.Stdout, cfg.LogFormat))
+		o.stdout = report.NewWriter(cfg.Stdout, cfg.LogFormat)
 	}
-	if cfg.LogFile != "" {
-		f, err := os.OpenFile(cfg.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-		if err != nil {
-			return nil, fmt.Errorf("--log-file: %w", err)
+	return o, o.reopen(cfg.LogFile)
+}
+
+// reopen (re)opens the log file at path, "" for none: logrotate moves the
+// file away, a reload makes a new one.
+func (o *outputs) reopen(path string) error {
+	var f *os.File
+	if path != "" {
+		var err error
+		if f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640); err != nil {
+			return fmt.Errorf("--log-file: %w", err)
 		}
-		o.file = f
-		o.writers = append(o.writers, report.NewWriter(f, cfg.LogFormat))
 	}
-	o.failed = make([]bool, len(o.writers))
-	return o, nil
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.file != nil {
+		o.file.Close()
+	}
+	o.file, o.toFile = f, nil
+	if f != nil {
+		o.toFile = report.NewWriter(f, o.format)
+	}
+	return nil
 }
 
 // write sends ev to every output; one failing output does not stop the
@@ -696,15 +689,20 @@ func openOutputs(cfg Config) (*outputs, error) {
 func (o *outputs) write(ev report.Event) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for i, w := range o.writers {
-		if err := w.Write(ev); err != nil && !o.failed[i] {
-			o.failed[i] = true
-			o.log.Error("cannot write events", "output", i, "err", err)
+	for _, w := range []*report.Writer{o.stdout, o.toFile} {
+		if w == nil {
+			continue
+		}
+		if err := w.Write(ev); err != nil && !o.failed[w] {
+			o.failed[w] = true
+			o.log.Error("cannot write events", "err", err)
 		}
 	}
 }
 
 func (o *outputs) close() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	if o.file != nil {
 		o.file.Close()
 	}

@@ -32,9 +32,12 @@ type fixedAllow struct {
 // listSource is a list file and the entries it holds. A list is replaced
 // whole, never changed in place, so readers may use it without the lock.
 type listSource struct {
-	id   string
-	path string
-	list *sources.List
+	id       string
+	path     string
+	list     *sources.List
+	stamp    stamp     // of the file when read, to notice edits
+	loaded   time.Time // when list was read
+	degraded string    // why list is not the file's content, or ""
 }
 
 // state owns the decisions and keeps the store, the kernel's maps and the
@@ -452,11 +455,85 @@ func (s *state) history(c store.Change) {
 	}
 }
 
-// SetLists replaces the lists and brings the kernel in step.
+// SetLists sets the lists at start; Reconcile brings the kernel in step.
 func (s *state) SetLists(lists []*listSource) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lists = lists
+}
+
+// Lists returns the sources in force.
+func (s *state) Lists() []*listSource {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.lists)
+}
+
+func inLists(ls []*listSource, p netip.Prefix) bool {
+	for _, l := range ls {
+		if l.list.Has(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// ReplaceLists puts next in force instead of the lists now, changing in the
+// kernel only what differs: an entry added to a list is blocked, an entry
+// removed is unblocked unless another decision still holds it. Additions
+// come first and are all or nothing, so a full map leaves the lists as
+// they were.
+func (s *state) ReplaceLists(next []*listSource) (added, removed int, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev := s.lists
+	s.lists = next
+	added, err = s.dp.BlockMany(func(yield func(netip.Prefix) bool) {
+		for _, l := range next {
+			for p := range l.list.All() {
+				if !inLists(prev, p) && !yield(p) {
+					return
+				}
+			}
+		}
+	}, time.Time{})
+	if err != nil {
+		s.lists = prev
+		return 0, 0, err
+	}
+	var gone, kept []netip.Prefix
+	for _, l := range prev {
+		for p := range l.list.All() {
+			if inLists(next, p) {
+				continue
+			}
+			if _, ok := s.effective(p); ok {
+				kept = append(kept, p) // a manual or scan block remains
+			} else {
+				gone = append(gone, p)
+			}
+		}
+	}
+	removed, err = s.dp.UnblockMany(slices.Values(gone))
+	for _, p := range kept {
+		err = errors.Join(err, s.syncKernel(p))
+	}
+	return added, removed, err
+}
+
+// SetPolicy changes the rules and the fixed allows (at reload).
+func (s *state) SetPolicy(rules policy.Rules, fixed []fixedAllow) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rules, s.fixed = rules, fixed
+	return s.syncAllows()
+}
+
+// Checker is the policy check for list entries, with what is protected now.
+func (s *state) Checker(rules policy.Rules, fixed []fixedAllow) func(netip.Prefix) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return checker(rules, protectedFrom(fixed, maps.Values(s.allows), s.now()))
 }
 
 // reconcileStats counts what a reconciliation changed.

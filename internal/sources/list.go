@@ -117,7 +117,7 @@ type Skipped struct {
 }
 
 // ParseList reads a list of IPs and CIDRs: one per line, blank lines and
-// comments (from # to the end of the line) allowed. A line that is not an
+// comments (from # or ; to the end of the line) allowed. A line that is not an
 // IP or CIDR refuses the whole list, so a list is applied whole or not at
 // all; an entry check refuses (own address, allowlisted, too wide) is
 // skipped alone and returned. sizeHint, the number of lines if known, saves
@@ -133,7 +133,9 @@ func parseList(r io.Reader, check func(netip.Prefix) error, sizeHint int) (*List
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for n := 1; sc.Scan(); n++ {
 		line := sc.Bytes()
-		if i := bytes.IndexByte(line, '#'); i >= 0 {
+		// # and ; start comments (DROP-style lists use ;); neither is ever
+		// part of an address.
+		if i := bytes.IndexAny(line, "#;"); i >= 0 {
 			line = line[:i]
 		}
 		line = bytes.TrimSpace(line)

@@ -18,7 +18,7 @@ func collect(l *List) []netip.Prefix { return slices.Collect(l.All()) }
 
 func TestReadFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "blocklist.txt")
-	content := "# scanners seen last week\n\n192.0.2.7\n  198.51.100.0/24   # a whole range\n2001:db8::/32\n::ffff:203.0.113.9\n192.0.2.7\n"
+	content := "# scanners seen last week\n\n192.0.2.7\n  198.51.100.0/24   # a whole range\n2001:db8::/32 ; SBL12345\n::ffff:203.0.113.9\n192.0.2.7\n; DROP header\n"
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -138,8 +138,8 @@ func tryDaemonAt(t testing.TB, lab *netlab.Lab, pinPath, stateDir string, args .
 	d := &daemonProc{t: t, pinPath: pinPath, stateDir: stateDir, ns: lab.Host, done: make(chan struct{})}
 	// Tests remove enforcement on a clean stop unless they pass
 	// --detach-on-exit=false to see it stay.
-	full := append([]string{"daemon", "--iface", netlab.Iface, "--pin-path", d.pinPath, "--state-dir", d.stateDir,
-		"--socket", d.socket(), "--detach-on-exit"}, args...)
+	full := append([]string{"daemon", "--config", os.DevNull, "--iface", netlab.Iface, "--pin-path", d.pinPath,
+		"--state-dir", d.stateDir, "--socket", d.socket(), "--detach-on-exit"}, args...)
 	d.cmd = lab.Host.Command(context.Background(), hbfBin, full...)
 	d.cmd.Stderr = lockedWriter{&d.mu, &d.stderr}
 	stdout, err := d.cmd.StdoutPipe()

@@ -214,7 +214,7 @@ func TestRebootRestoresBlocks(t *testing.T) {
 	if findBlock(blocks, lab.Peers["scanner"].Addr4.String()+"/32", "scan") == nil || findBlock(blocks, lab.Peers["listed"].Addr4.String()+"/32", "file") == nil {
 		t.Errorf("blocks after the reboot: %+v", blocks)
 	}
-	if !strings.Contains(r.stderrText(), "using its last good copy") || !strings.Contains(r.mustCLI("status"), "last good copy in use") {
+	if !strings.Contains(r.stderrText(), "using its last good copy") || !strings.Contains(r.mustCLI("status"), "last good copy, read") {
 		t.Errorf("the broken list was not reported:\n%s", r.stderrText())
 	}
 }
