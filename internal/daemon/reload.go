@@ -95,7 +95,7 @@ func (d *daemon) reload(st *store.Store, by string) error {
 	d.cfg.Ifaces, d.cfg.XDPMode, d.cfg.PinPath, d.cfg.StateDir = keep.Ifaces, keep.XDPMode, keep.PinPath, keep.StateDir
 	d.cfg.Socket, d.cfg.MetricsAddr, d.cfg.LogFormat = keep.Socket, keep.MetricsAddr, keep.LogFormat
 	d.cfg.Timeout, d.cfg.DetachOnExit = keep.Timeout, keep.DetachOnExit
-	d.cfg.Stdout, d.cfg.Logger = keep.Stdout, keep.Logger
+	d.cfg.Stdout, d.cfg.Logger, d.cfg.Reload = keep.Stdout, keep.Logger, keep.Reload
 	d.mu.Unlock()
 	d.log.Info("configuration reloaded", "by", by, "file", next.ConfigFile, "lists", len(lists),
 		"list_entries_added", added, "list_entries_removed", removed)
