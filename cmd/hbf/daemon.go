@@ -47,6 +47,8 @@ func newDaemonFlags(fs *pflag.FlagSet) *daemonFlags {
 	fs.StringVar(&d.connLog, "log-connections", "all", "connection lines: all, off, or rate=N/s (then a line counts those held back; counters stay exact) [HBF_LOG_CONNECTIONS]")
 	fs.StringVar(&cfg.LogFile, "log-file", "", "also append event lines to this file; reopened on reload, for logrotate [HBF_LOG_FILE]")
 	fs.StringSliceVar(&cfg.Blocklists, "blocklist", nil, "file of IPs and CIDRs to block, one per line, # or ; comments; repeatable; watched [HBF_BLOCKLIST_FILE_PATH]")
+	fs.StringSliceVar(&cfg.BlocklistURLs, "blocklist-url", nil, "HTTP(S) feed of IPs and CIDRs (DROP-style ; comments work), repeatable; fetched at start and every --feed-refresh [HBF_BLOCKLIST_URL]")
+	fs.Var(durationValue{&cfg.FeedRefresh}, "feed-refresh", "how often feeds are fetched again (conditional GET) [HBF_FEED_REFRESH]")
 	fs.BoolVar(&cfg.DetachOnExit, "detach-on-exit", false, "remove enforcement when stopping cleanly (demos, tests); by default it stays until `hbf uninstall` [HBF_DETACH_ON_EXIT]")
 	fs.StringVar(&cfg.Socket, "socket", cfg.Socket, "unix socket of the API the CLI talks to (root only) [HBF_SOCKET]")
 	fs.IntVar(&cfg.Rules.MinBitsV4, "min-prefix-v4", cfg.Rules.MinBitsV4, "refuse IPv4 blocks wider than this prefix length [HBF_MIN_PREFIX_V4]")

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/hbf-firewall/hbf/internal/api"
@@ -30,9 +31,11 @@ type Config struct {
 	StateDir      string
 	MetricsAddr   string // "" disables the metrics server
 	LogFormat     report.Format
-	LogFile       string   // "": events go to Stdout only
-	ConnLog       ConnLog  // which connection lines are written
-	Blocklists    []string // list files, watched
+	LogFile       string        // "": events go to Stdout only
+	ConnLog       ConnLog       // which connection lines are written
+	Blocklists    []string      // list files, watched
+	BlocklistURLs []string      // list feeds, fetched at start and every FeedRefresh
+	FeedRefresh   time.Duration // how often feeds are fetched again
 	Allow         []netip.Prefix
 	Socket        string       // the API's unix socket
 	Rules         policy.Rules // what operators may block
@@ -65,6 +68,7 @@ var Defaults = Config{
 	MetricsAddr:   "127.0.0.1:9717",
 	LogFormat:     report.Text,
 	Socket:        api.DefaultSocket,
+	FeedRefresh:   time.Hour,
 	Rules:         policy.DefaultRules,
 }
 
@@ -118,6 +122,14 @@ func (c Config) Validate() error {
 	}
 	if c.StateDir == "" {
 		errs = append(errs, errors.New("--state-dir: must name a folder"))
+	}
+	if c.FeedRefresh < time.Second {
+		errs = append(errs, fmt.Errorf("--feed-refresh %s: must be at least 1s", c.FeedRefresh))
+	}
+	for _, u := range c.BlocklistURLs {
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			errs = append(errs, fmt.Errorf("--blocklist-url %q: must be an http:// or https:// URL", u))
+		}
 	}
 	if c.Socket == "" {
 		errs = append(errs, errors.New("--socket: must name a path"))

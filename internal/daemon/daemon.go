@@ -123,7 +123,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	listsDone := make(chan listsRead, 1)
 	go func() {
-		listsDone <- readLists(cfg.Blocklists, st, checker(cfg.Rules, protectedFrom(fixed, slices.Values(allows), time.Now())), log)
+		check := checker(cfg.Rules, protectedFrom(fixed, slices.Values(allows), time.Now()))
+		listsDone <- newLoader(cfg, st, check, log).readAll(specsOf(cfg))
 	}()
 
 	dp, err := dataplane.Load(dataplane.Options{PinPath: cfg.PinPath})
@@ -639,7 +640,7 @@ func (s *service) Status(context.Context) (api.Status, error) {
 		if l.degraded != "" {
 			status = l.degraded
 		}
-		st.Lists = append(st.Lists, api.ListStatus{Source: l.path, Entries: l.list.Len(), Loaded: l.loaded, Status: status})
+		st.Lists = append(st.Lists, api.ListStatus{Source: l.spec.where, Entries: l.list.Len(), Loaded: l.loaded, Status: status})
 	}
 	return st, nil
 }

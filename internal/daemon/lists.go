@@ -3,9 +3,12 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -13,6 +16,9 @@ import (
 	"github.com/hbf-firewall/hbf/internal/sources"
 	"github.com/hbf-firewall/hbf/internal/store"
 )
+
+// maxFeed bounds what hbf downloads from a feed.
+const maxFeed = 256 << 20
 
 // stamp tells whether a file changed: editors replace files (a new inode)
 // as often as they rewrite them.
@@ -38,6 +44,45 @@ func checker(rules policy.Rules, protected []policy.Protected) func(netip.Prefix
 	return func(p netip.Prefix) error { return rules.CheckBlock(p, protected) }
 }
 
+// sourceSpec names a list: a file or a feed.
+type sourceSpec struct {
+	where string // a path or a URL
+	feed  bool
+}
+
+func (s sourceSpec) id() string {
+	if s.feed {
+		return "url:" + s.where
+	}
+	return "file:" + s.where
+}
+
+func specsOf(cfg Config) []sourceSpec {
+	var out []sourceSpec
+	for _, p := range cfg.Blocklists {
+		out = append(out, sourceSpec{where: p})
+	}
+	for _, u := range cfg.BlocklistURLs {
+		out = append(out, sourceSpec{where: u, feed: true})
+	}
+	return out
+}
+
+// loader reads lists.
+type loader struct {
+	st      *store.Store
+	check   func(netip.Prefix) error
+	log     *slog.Logger
+	http    *http.Client
+	tmpDir  string // where a feed lands before it is parsed
+	version string
+}
+
+func newLoader(cfg Config, st *store.Store, check func(netip.Prefix) error, log *slog.Logger) loader {
+	return loader{st: st, check: check, log: log, http: &http.Client{Timeout: 30 * time.Second},
+		tmpDir: cfg.StateDir, version: cfg.Version}
+}
+
 // listsRead is what reading the lists at start found.
 type listsRead struct {
 	lists      []*listSource
@@ -45,16 +90,21 @@ type listsRead struct {
 	err        error
 }
 
-// readLists reads the list files at start. A file that does not parse is
+// readAll reads every list at start. A list that does not parse is
 // replaced by its last good copy when hbf has one, with a warning; a list
-// hbf has never loaded that does not parse stops the start, before
-// anything is attached.
-func readLists(paths []string, st *store.Store, check func(netip.Prefix) error, log *slog.Logger) listsRead {
+// hbf has never loaded that does not parse stops the start, before anything
+// is attached. A feed hbf cannot reach starts empty, degraded, and is
+// fetched again at the next refresh.
+func (l loader) readAll(specs []sourceSpec) listsRead {
 	var out listsRead
-	for _, path := range paths {
-		src, save, err := loadList(path, st, check, nil, log)
+	for _, spec := range specs {
+		src, save, err := l.load(spec, nil)
 		if err != nil {
-			return listsRead{err: fmt.Errorf("--blocklist: %w", err)}
+			flag := "--blocklist"
+			if spec.feed {
+				flag = "--blocklist-url"
+			}
+			return listsRead{err: fmt.Errorf("%s %w", flag, err)}
 		}
 		out.lists = append(out.lists, src)
 		if save != nil {
@@ -64,57 +114,178 @@ func readLists(paths []string, st *store.Store, check func(netip.Prefix) error, 
 	return out
 }
 
-// loadList reads the list file at path. When it does not read or parse,
-// prev (what is in force) stays, or else its last good copy; either way the
-// source is marked degraded. With neither, it is an error.
-func loadList(path string, st *store.Store, check func(netip.Prefix) error, prev *listSource,
-	log *slog.Logger) (*listSource, func(), error) {
-	id := "file:" + path
+// load reads a list. When it does not read or parse, prev (what is in
+// force) stays, or else its last good copy; either way marked degraded.
+// With neither, it is an error — but for a feed that did not answer, which
+// starts empty.
+func (l loader) load(spec sourceSpec, prev *listSource) (*listSource, func(), error) {
+	if spec.feed {
+		return l.loadFeed(spec, prev)
+	}
+	path := spec.where
 	stampNow, _ := stampOf(path)
-	f, err := sources.ReadFile(path, check)
-	if err == nil {
-		warnSkipped(log, path, f.Skipped)
-		log.Info("blocklist loaded", "file", path, "entries", f.List.Len())
-		src := &listSource{id: id, path: path, list: f.List, stamp: stampNow, loaded: time.Now()}
-		save := func() {
-			if err := st.SaveSource(id, path, f.SHA256, f.List.Len()); err != nil {
-				log.Warn("cannot keep a copy of the blocklist", "file", path, "err", err)
-			}
+	f, err := sources.ReadFile(path, l.check)
+	if err != nil {
+		src, _, ferr := l.fallback(spec, prev, err, false)
+		if src != nil {
+			src.stamp = stampNow
 		}
-		return src, save, nil
+		return src, nil, ferr
 	}
+	warnSkipped(l.log, path, f.Skipped)
+	l.log.Info("blocklist loaded", "file", path, "entries", f.List.Len())
+	src := &listSource{spec: spec, list: f.List, stamp: stampNow, loaded: time.Now()}
+	save := func() {
+		meta := store.Source{ID: spec.id(), Location: path, Entries: f.List.Len()}
+		if err := l.st.SaveSource(meta, path, f.SHA256); err != nil {
+			l.log.Warn("cannot keep a copy of the blocklist", "file", path, "err", err)
+		}
+	}
+	return src, save, nil
+}
+
+// loadFeed fetches a feed, conditionally: an unchanged feed answers 304
+// and costs nothing.
+func (l loader) loadFeed(spec sourceSpec, prev *listSource) (*listSource, func(), error) {
+	url := spec.where
+	var etag, modified string
 	if prev != nil {
-		degraded := fmt.Sprintf("degraded: %v; the version read %s stays in force", err, prev.loaded.Format(time.RFC3339))
-		log.Warn("blocklist refused: the version in force stays", "file", path, "err", err, "entries", prev.list.Len())
-		kept := *prev
-		kept.stamp, kept.degraded = stampNow, degraded
-		return &kept, nil, nil
+		etag, modified = prev.etag, prev.lastModified
+	} else if saved, ok := l.savedSource(spec.id()); ok {
+		etag, modified = saved.ETag, saved.LastModified
 	}
-	copyFile, saved, cerr := st.LastGoodCopy(id)
-	if cerr != nil {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", url, err)
+	}
+	req.Header.Set("User-Agent", "hbf/"+l.version)
+	if etag != "" {
+		req.Header.Set("If-None-Match", etag)
+	}
+	if modified != "" {
+		req.Header.Set("If-Modified-Since", modified)
+	}
+	resp, err := l.http.Do(req)
+	if err != nil {
+		return l.fallback(spec, prev, fmt.Errorf("%s: %w", url, err), true)
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotModified && prev != nil:
+		kept := *prev
+		kept.degraded, kept.checked = "", time.Now()
+		return &kept, nil, nil
+	case resp.StatusCode == http.StatusNotModified:
+		// Unchanged since the copy hbf keeps: that copy is the feed.
+		src, err := l.fromCopy(spec)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s answered 304 but the copy hbf keeps is unusable: %w", url, err)
+		}
+		src.etag, src.lastModified = etag, modified
+		return src, nil, nil
+	case resp.StatusCode != http.StatusOK:
+		return l.fallback(spec, prev, fmt.Errorf("%s: %s", url, resp.Status), true)
+	}
+
+	tmp, err := os.CreateTemp(l.tmpDir, "feed-*.tmp")
+	if err != nil {
 		return nil, nil, err
 	}
-	defer copyFile.Close()
-	list, skipped, perr := sources.ParseList(copyFile, check)
-	if perr != nil {
-		return nil, nil, fmt.Errorf("%w; and its last good copy does not parse: %v", err, perr)
+	defer os.Remove(tmp.Name())
+	n, err := io.Copy(tmp, io.LimitReader(resp.Body, maxFeed+1))
+	tmp.Close()
+	if err == nil && n > maxFeed {
+		err = fmt.Errorf("larger than %d MiB", maxFeed>>20)
 	}
-	log.Warn("blocklist refused: using its last good copy", "file", path, "err", err,
-		"copy_from", saved.Loaded.Format(time.RFC3339), "entries", list.Len())
-	degraded := fmt.Sprintf("degraded: %v; its last good copy, read %s, is in use", err, saved.Loaded.Format(time.RFC3339))
-	warnSkipped(log, path, skipped)
-	return &listSource{id: id, path: path, list: list, stamp: stampNow, loaded: saved.Loaded, degraded: degraded}, nil, nil
+	if err != nil {
+		return l.fallback(spec, prev, fmt.Errorf("%s: %w", url, err), true)
+	}
+	f, err := sources.ReadFile(tmp.Name(), l.check)
+	if err != nil {
+		// The file's name means nothing to anyone: name the URL.
+		var perr error = err
+		if msg, ok := strings.CutPrefix(err.Error(), tmp.Name()+" "); ok {
+			perr = fmt.Errorf("%s %s", url, msg)
+		}
+		return l.fallback(spec, prev, perr, false)
+	}
+	warnSkipped(l.log, url, f.Skipped)
+	l.log.Info("blocklist feed loaded", "url", url, "entries", f.List.Len())
+	src := &listSource{spec: spec, list: f.List, loaded: time.Now(), checked: time.Now(),
+		etag: resp.Header.Get("ETag"), lastModified: resp.Header.Get("Last-Modified")}
+	// Copied now, while the download is still there.
+	meta := store.Source{ID: spec.id(), Location: url, Entries: f.List.Len(), ETag: src.etag, LastModified: src.lastModified}
+	if err := l.st.SaveSource(meta, tmp.Name(), f.SHA256); err != nil {
+		l.log.Warn("cannot keep a copy of the feed", "url", url, "err", err)
+	}
+	return src, nil, nil
 }
 
-func warnSkipped(log *slog.Logger, path string, skipped []sources.Skipped) {
+func (l loader) savedSource(id string) (store.Source, bool) {
+	f, src, err := l.st.LastGoodCopy(id)
+	if err != nil {
+		return store.Source{}, false
+	}
+	f.Close()
+	return src, true
+}
+
+// fromCopy parses the last good copy of a source.
+func (l loader) fromCopy(spec sourceSpec) (*listSource, error) {
+	f, saved, err := l.st.LastGoodCopy(spec.id())
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	list, skipped, err := sources.ParseList(f, l.check)
+	if err != nil {
+		return nil, err
+	}
+	warnSkipped(l.log, spec.where, skipped)
+	return &listSource{spec: spec, list: list, loaded: saved.Loaded, checked: time.Now(),
+		etag: saved.ETag, lastModified: saved.LastModified}, nil
+}
+
+// fallback stands in for a list that could not be read: the version in
+// force, else the last good copy, else (unreachable feeds only) nothing.
+func (l loader) fallback(spec sourceSpec, prev *listSource, err error, unreachable bool) (*listSource, func(), error) {
+	if prev != nil {
+		l.log.Warn("blocklist refused: the version in force stays", "list", spec.where, "err", err, "entries", prev.list.Len())
+		kept := *prev
+		kept.checked = time.Now()
+		kept.degraded = fmt.Sprintf("degraded: %v; the version read %s stays in force", err, prev.loaded.Format(time.RFC3339))
+		return &kept, nil, nil
+	}
+	src, cerr := l.fromCopy(spec)
+	if cerr == nil {
+		l.log.Warn("blocklist refused: using its last good copy", "list", spec.where, "err", err,
+			"copy_from", src.loaded.Format(time.RFC3339), "entries", src.list.Len())
+		src.degraded = fmt.Sprintf("degraded: %v; its last good copy, read %s, is in use", err, src.loaded.Format(time.RFC3339))
+		return src, nil, nil
+	}
+	if unreachable && spec.feed {
+		l.log.Warn("blocklist feed unreachable and never loaded: it starts empty", "url", spec.where, "err", err)
+		empty, _, _ := sources.ParseList(eofReader{}, nil)
+		return &listSource{spec: spec, list: empty, checked: time.Now(),
+			degraded: fmt.Sprintf("degraded: %v; never loaded", err)}, nil, nil
+	}
+	return nil, nil, err
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+func warnSkipped(log *slog.Logger, where string, skipped []sources.Skipped) {
 	if len(skipped) > 0 {
-		log.Warn("blocklist entries refused by policy, skipped", "file", path, "count", len(skipped),
-			"entries", sources.SkippedText(path, skipped))
+		log.Warn("blocklist entries refused by policy, skipped", "list", where, "count", len(skipped),
+			"entries", sources.SkippedText(where, skipped))
 	}
 }
 
-// CheckLists reads every list a configuration names, for hbf config check:
-// a list that does not read or parse is an error naming file, line, value.
+// CheckLists reads every list file a configuration names, for hbf config
+// check: a list that does not read or parse is an error naming file, line
+// and value. Feeds are not fetched.
 func CheckLists(cfg Config) error {
 	var errs []error
 	for _, path := range cfg.Blocklists {

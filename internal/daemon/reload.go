@@ -52,17 +52,16 @@ func (d *daemon) reload(st *store.Store, by string) error {
 	if err != nil {
 		return refuse(err)
 	}
-	check := d.state.Checker(next.Rules, fixed)
+	ld := newLoader(next, st, d.state.Checker(next.Rules, fixed), d.log)
 	var lists []*listSource
-	var saves []func()
-	for _, path := range next.Blocklists {
-		src, save, err := loadList(path, st, check, d.listByPath(path), d.log)
+	for _, spec := range specsOf(next) {
+		src, save, err := ld.load(spec, d.listByID(spec.id()))
 		if err != nil {
-			return refuse(fmt.Errorf("--blocklist %w", err))
+			return refuse(fmt.Errorf("list %w", err))
 		}
 		lists = append(lists, src)
 		if save != nil {
-			saves = append(saves, save)
+			go save()
 		}
 	}
 	if err := d.out.reopen(next.LogFile); err != nil {
@@ -80,9 +79,6 @@ func (d *daemon) reload(st *store.Store, by string) error {
 	added, removed, err := d.state.ReplaceLists(lists)
 	if err != nil {
 		d.log.Error("reload: the lists could not be applied; the previous ones stay", "err", err)
-	}
-	for _, save := range saves {
-		go save()
 	}
 	d.conns.set(next.ConnLog)
 	if later := restartOnly(d.cfg, next); len(later) > 0 {
@@ -102,49 +98,59 @@ func (d *daemon) reload(st *store.Store, by string) error {
 	return nil
 }
 
-func (d *daemon) listByPath(path string) *listSource {
+func (d *daemon) listByID(id string) *listSource {
 	for _, l := range d.state.Lists() {
-		if l.path == path {
+		if l.spec.id() == id {
 			return l
 		}
 	}
 	return nil
 }
 
-// watchLists re-reads a list file that changed since it was read: an edit
-// applies without a restart, a bad edit keeps the version in force.
+// watchLists re-reads the list files that changed since they were read,
+// and the feeds due for a refresh: an edit applies without a restart, a bad
+// edit keeps the version in force.
 func (d *daemon) watchLists(st *store.Store) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
+	d.mu.Lock()
+	cfg := d.cfg
+	d.mu.Unlock()
 	lists := d.state.Lists()
+	var ld *loader
 	changed := false
 	for i, src := range lists {
-		now, err := stampOf(src.path)
-		if err == nil && now == src.stamp {
-			continue
+		if src.spec.feed {
+			if time.Since(src.checked) < cfg.FeedRefresh {
+				continue
+			}
+		} else if now, err := stampOf(src.spec.where); (err == nil && now == src.stamp) || (err != nil && src.degraded != "") {
+			continue // unchanged, or its loss already reported
 		}
-		if err != nil && src.degraded != "" {
-			continue // already said
+		if ld == nil {
+			fixed, err := fixedAllows(cfg)
+			if err != nil {
+				d.log.Warn("cannot check the changed lists", "err", err)
+				return
+			}
+			l := newLoader(cfg, st, d.state.Checker(cfg.Rules, fixed), d.log)
+			ld = &l
 		}
-		d.mu.Lock()
-		cfg := d.cfg
-		d.mu.Unlock()
-		fixed, ferr := fixedAllows(cfg)
-		if ferr != nil {
-			d.log.Warn("cannot check the changed list", "file", src.path, "err", ferr)
-			continue
-		}
-		next, save, err := loadList(src.path, st, d.state.Checker(cfg.Rules, fixed), src, d.log)
+		next, save, err := ld.load(src.spec, src)
 		if err != nil {
 			continue // cannot happen with a version in force
 		}
-		lists[i] = next
-		changed = true
 		if save != nil {
 			go save()
 		}
+		changed = changed || next.list != src.list
+		lists[i] = next
+	}
+	if ld == nil {
+		return
 	}
 	if !changed {
+		d.state.SetLists(lists) // statuses and stamps only
 		return
 	}
 	added, removed, err := d.state.ReplaceLists(lists)
@@ -152,7 +158,5 @@ func (d *daemon) watchLists(st *store.Store) {
 		d.log.Error("a changed list could not be applied; the previous version stays", "err", err)
 		return
 	}
-	if added > 0 || removed > 0 {
-		d.log.Info("lists changed", "added", added, "removed", removed, "at", time.Now().Format(time.RFC3339))
-	}
+	d.log.Info("lists changed", "added", added, "removed", removed)
 }

@@ -32,12 +32,14 @@ type fixedAllow struct {
 // listSource is a list file and the entries it holds. A list is replaced
 // whole, never changed in place, so readers may use it without the lock.
 type listSource struct {
-	id       string
-	path     string
+	spec     sourceSpec
 	list     *sources.List
-	stamp    stamp     // of the file when read, to notice edits
 	loaded   time.Time // when list was read
-	degraded string    // why list is not the file's content, or ""
+	degraded string    // why list is not the source's content now, or ""
+	stamp    stamp     // a file's, when read: to notice edits
+	checked  time.Time // a feed's last fetch
+	// A feed's validators, for a conditional GET.
+	etag, lastModified string
 }
 
 // state owns the decisions and keeps the store, the kernel's maps and the
@@ -130,7 +132,7 @@ func (s *state) checkBlock(p netip.Prefix) error {
 func (s *state) listHolding(p netip.Prefix) string {
 	for _, l := range s.lists {
 		if l.list.Has(p) {
-			return l.path
+			return l.spec.where
 		}
 	}
 	return ""
@@ -778,7 +780,7 @@ func (s *state) Blocks(ctx context.Context, fn func(api.Block) error) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			b := api.Block{Prefix: p, Origin: string(store.OriginFile), Reason: "blocklist", Source: l.path}
+			b := api.Block{Prefix: p, Origin: string(store.OriginFile), Reason: "blocklist", Source: l.spec.where}
 			if r, ok, _ := s.dp.LookupBlock(p); ok {
 				b.Created, b.Packets = r.Created, r.Packets
 			}
@@ -844,7 +846,7 @@ func (s *state) Why(addr netip.Addr) api.Why {
 	}
 	for _, l := range lists {
 		for _, p := range l.list.Holding(addr) {
-			b := api.Block{Prefix: p, Origin: string(store.OriginFile), Reason: "blocklist", Source: l.path}
+			b := api.Block{Prefix: p, Origin: string(store.OriginFile), Reason: "blocklist", Source: l.spec.where}
 			if r, ok, _ := s.dp.LookupBlock(p); ok {
 				b.Created, b.Packets = r.Created, r.Packets
 			}

@@ -53,7 +53,7 @@ func newTestState(t *testing.T, list string) (*state, *dataplane.Dataplane, *sto
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.SetLists([]*listSource{{id: "file:" + path, path: path, list: f.List}})
+		s.SetLists([]*listSource{{spec: sourceSpec{where: path}, list: f.List}})
 	}
 	if _, err := s.Reconcile(false); err != nil {
 		t.Fatal(err)

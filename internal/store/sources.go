@@ -20,11 +20,12 @@ import (
 // streaming, never held in a database transaction.
 func (s *Store) copyPath(sum string) string { return filepath.Join(s.dir, "sources", sum+".list") }
 
-// SaveSource records that the list at path parsed, and keeps a copy of
-// it as its last good copy. sum is the hash of the content that parsed: the
-// copy is kept only if it is still that content (the file may have changed
-// since), and written only when it differs from the previous copy.
-func (s *Store) SaveSource(id, path string, sum [sha256.Size]byte, entries int) error {
+// SaveSource records that src's content, now in the file at path, parsed,
+// and keeps a copy of it as its last good copy. sum is the hash of the
+// content that parsed: the copy is kept only if it is still that content
+// (the file may have changed since), and written only when it differs from
+// the previous copy. src.Loaded and src.SHA256 are set here.
+func (s *Store) SaveSource(src Source, path string, sum [sha256.Size]byte) error {
 	hexSum := hex.EncodeToString(sum[:])
 	dst := s.copyPath(hexSum)
 	if _, err := os.Stat(dst); err != nil {
@@ -32,13 +33,14 @@ func (s *Store) SaveSource(id, path string, sum [sha256.Size]byte, entries int) 
 			return fmt.Errorf("keep a copy of %s: %w", path, err)
 		}
 	}
+	src.Loaded, src.SHA256 = time.Now(), hexSum
 	var old Source
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSources)
-		if v := b.Get([]byte(id)); v != nil {
+		if v := b.Get([]byte(src.ID)); v != nil {
 			_ = json.Unmarshal(v, &old)
 		}
-		return put(tx, bucketSources, []byte(id), Source{ID: id, Location: path, Loaded: time.Now(), SHA256: hexSum, Entries: entries})
+		return put(tx, bucketSources, []byte(src.ID), src)
 	})
 	if err != nil {
 		return err

@@ -85,11 +85,14 @@ func (a Allow) Expired(now time.Time) bool { return !a.Expires.IsZero() && !now.
 // Source is a list hbf loads entries from, kept as one record: where it is,
 // and a copy of its last content that parsed.
 type Source struct {
-	ID       string    `json:"id"` // e.g. "file:/etc/hbf/blocklist.txt"
+	ID       string    `json:"id"` // e.g. "file:/etc/hbf/blocklist.txt", "url:https://…"
 	Location string    `json:"location"`
 	Loaded   time.Time `json:"loaded"`
 	SHA256   string    `json:"sha256"`
 	Entries  int       `json:"entries"`
+	// A feed's validators, for a conditional GET of the same content.
+	ETag         string `json:"etag,omitempty"`
+	LastModified string `json:"last_modified,omitempty"`
 }
 
 // Change is one entry of the history.

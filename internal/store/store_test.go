@@ -99,17 +99,17 @@ func TestSourcesKeepTheirLastGoodCopy(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "list")
 	first := []byte("192.0.2.7\n198.51.100.0/24\n")
 	os.WriteFile(path, first, 0o600)
-	if err := s.SaveSource("file:"+path, path, sha256.Sum256(first), 2); err != nil {
+	if err := s.SaveSource(Source{ID: "file:" + path, Location: path, Entries: 2}, path, sha256.Sum256(first)); err != nil {
 		t.Fatal(err)
 	}
 	second := []byte("192.0.2.8\n")
 	os.WriteFile(path, second, 0o600)
-	if err := s.SaveSource("file:"+path, path, sha256.Sum256(second), 1); err != nil {
+	if err := s.SaveSource(Source{ID: "file:" + path, Location: path, Entries: 1}, path, sha256.Sum256(second)); err != nil {
 		t.Fatal(err)
 	}
 	// Changed again after it parsed: no copy of content that did not parse.
 	os.WriteFile(path, []byte("garbage\n"), 0o600)
-	if err := s.SaveSource("file:"+path, path, sha256.Sum256([]byte("192.0.2.9\n")), 1); err == nil {
+	if err := s.SaveSource(Source{ID: "file:" + path, Location: path, Entries: 1}, path, sha256.Sum256([]byte("192.0.2.9\n"))); err == nil {
 		t.Error("a copy of changed content was kept")
 	}
 	f, src, err := s.LastGoodCopy("file:" + path)
