@@ -172,7 +172,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := st.Backup(); err != nil {
 		log.Warn("cannot back up the store", "err", err)
 	}
-	d.metrics = metrics.New(dp, d.attachedInfo, cfg.Version)
+	d.metrics = metrics.New(metrics.Inputs{Dataplane: dp, Attached: d.attachedInfo, Lists: d.listHealth}, cfg.Version)
 
 	events, err := dp.Events()
 	if err != nil {
@@ -317,6 +317,17 @@ func (d *daemon) attachedInfo() []metrics.Attachment {
 		out[i] = metrics.Attachment{Iface: a.Iface, Mode: string(a.Mode)}
 	}
 	return out
+}
+
+func (d *daemon) listHealth() (ok, degraded int) {
+	for _, l := range d.state.Lists() {
+		if l.degraded != "" {
+			degraded++
+		} else {
+			ok++
+		}
+	}
+	return ok, degraded
 }
 
 func (d *daemon) detachAll() {

@@ -30,6 +30,14 @@ type Attachment struct {
 	Mode  string
 }
 
+// Inputs are what the collector reads besides the data plane's counters.
+type Inputs struct {
+	Dataplane Source
+	Attached  func() []Attachment
+	// Lists counts the list sources in good shape and degraded.
+	Lists func() (ok, degraded int)
+}
+
 // Metrics is hbf's registry.
 type Metrics struct {
 	reg          *prometheus.Registry
@@ -51,6 +59,7 @@ var (
 	descLost       = prometheus.NewDesc("hbf_events_lost_total", "Events lost: ring buffer full in the kernel, or undecodable in the daemon.", nil, nil)
 	descScrapeErr  = prometheus.NewDesc("hbf_scrape_errors_total", "Failures to read the data plane while serving a scrape.", nil, nil)
 	descAttached   = prometheus.NewDesc("hbf_xdp_attached", "Interfaces the XDP program is attached to, with the attach mode.", []string{"iface", "mode"}, nil)
+	descLists      = prometheus.NewDesc("hbf_blocklist_sources", "Blocklist files and feeds, by state: ok, or degraded (an older version or copy in force).", []string{"state"}, nil)
 )
 
 // order puts the families people look at first at the top of /metrics.
@@ -68,15 +77,14 @@ var order = []string{
 }
 
 type collector struct {
-	src          Source
-	attached     func() []Attachment
+	Inputs
 	decodeErrors *atomic.Uint64
 	scrapeErrors atomic.Uint64
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descNewConns, descPackets, descDropped, descScans, descScansAllow, descScansMon,
-		descBlocked, descScanBlocks, descBlockFail, descOverrides, descTracker, descLost, descScrapeErr, descAttached} {
+		descBlocked, descScanBlocks, descBlockFail, descOverrides, descTracker, descLost, descScrapeErr, descAttached, descLists} {
 		ch <- d
 	}
 }
@@ -85,7 +93,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
-	if k, err := c.src.Counters(); err != nil {
+	if k, err := c.Dataplane.Counters(); err != nil {
 		c.scrapeErrors.Add(1)
 	} else {
 		counter(descNewConns, k.NewConnections)
@@ -104,21 +112,26 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descTracker, k.TrackerFull)
 		counter(descLost, k.EventsLost+c.decodeErrors.Load())
 	}
-	if n, err := c.src.BlockedSources(); err != nil {
+	if n, err := c.Dataplane.BlockedSources(); err != nil {
 		c.scrapeErrors.Add(1)
 	} else {
 		ch <- prometheus.MustNewConstMetric(descBlocked, prometheus.GaugeValue, float64(n))
 	}
-	for _, a := range c.attached() {
+	for _, a := range c.Attached() {
 		ch <- prometheus.MustNewConstMetric(descAttached, prometheus.GaugeValue, 1, a.Iface, a.Mode)
+	}
+	if c.Lists != nil {
+		ok, degraded := c.Lists()
+		ch <- prometheus.MustNewConstMetric(descLists, prometheus.GaugeValue, float64(ok), "ok")
+		ch <- prometheus.MustNewConstMetric(descLists, prometheus.GaugeValue, float64(degraded), "degraded")
 	}
 	counter(descScrapeErr, c.scrapeErrors.Load())
 }
 
 // New builds the registry: hbf's metrics, build info, and the Go runtime's.
-func New(src Source, attached func() []Attachment, version string) *Metrics {
+func New(in Inputs, version string) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
-	m.reg.MustRegister(&collector{src: src, attached: attached, decodeErrors: &m.decodeErrors})
+	m.reg.MustRegister(&collector{Inputs: in, decodeErrors: &m.decodeErrors})
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "hbf_build_info",
 		Help:        "hbf's version; the value is always 1.",

@@ -21,7 +21,11 @@ func TestExposition(t *testing.T) {
 		Packets: 100, NewConnections: 5, DroppedBlocked: 10, DroppedStealth: 3, DroppedScan: 1,
 		DroppedMalformed: 2, ScansDetected: 1, EventsLost: 4,
 	}}
-	m := New(src, func() []Attachment { return []Attachment{{Iface: "eth0", Mode: "native"}} }, "test")
+	m := New(Inputs{
+		Dataplane: src,
+		Attached:  func() []Attachment { return []Attachment{{Iface: "eth0", Mode: "native"}} },
+		Lists:     func() (int, int) { return 2, 1 },
+	}, "test")
 	m.EventDecodeFailed()
 
 	rec := httptest.NewRecorder()
@@ -63,6 +67,7 @@ func TestExposition(t *testing.T) {
 		{"hbf_events_lost_total", "", 5},
 		{"hbf_build_info", "", 1},
 		{"hbf_xdp_attached", "", 1},
+		{"hbf_blocklist_sources", "degraded", 1},
 	} {
 		if got := value(tc.name, tc.reason); got != tc.want {
 			t.Errorf("%s{%s} = %v, want %v", tc.name, tc.reason, got, tc.want)

@@ -97,6 +97,9 @@ func TestFeedRefreshAndFeedDown(t *testing.T) {
 	if got := dialOutcome(worse, hostPort(host, 8080), time.Second); got != "filtered" {
 		t.Errorf("with the feed down its entries went: %s", got)
 	}
+	if v := scrape(t, d).value(t, "hbf_blocklist_sources", "degraded"); v != 1 {
+		t.Errorf("degraded sources metric %v, want 1", v)
+	}
 
 	// A restart while the feed is down: its cached copy stands in.
 	d.mustCLI("stop")
