@@ -38,6 +38,8 @@ func newDaemonFlags(fs *pflag.FlagSet) *daemonFlags {
 	fs.StringVar(&d.mode, "mode", "enforce", "enforce: block scanners; monitor: report them as \"would block\" (manual and list blocks stay in force) [HBF_MODE]")
 	fs.Var(portsValue{&cfg.IgnorePorts}, "ignore-ports", "ports (and ranges) that never count toward a scan nor are a reason to block, e.g. 80,443 [HBF_IGNORE_PORTS]")
 	fs.Var(durationValue{&cfg.BlockDuration}, "block-duration", "how long a scanner stays blocked; 0 blocks for good [HBF_BLOCK_DURATION]")
+	fs.Var(scheduleValue{&cfg.Escalation.After}, "escalation", "blocks of a source blocked again for a scan, after the first: durations, 0 for good, or none [HBF_ESCALATION]")
+	fs.Var(durationValue{&cfg.Escalation.Forget}, "escalation-forget", "a source that scans no more for this long starts again at the first offence [HBF_ESCALATION_FORGET]")
 	fs.Var(durationValue{&cfg.Timeout}, "timeout", "run this long, then exit cleanly; 0 runs until stopped [HBF_TIMEOUT_SECONDS]")
 	fs.StringVar(&d.xdpMode, "xdp-mode", string(cfg.XDPMode), "auto, native or generic; auto falls back to generic when the driver has no native XDP [HBF_XDP_MODE]")
 	fs.StringVar(&cfg.PinPath, "pin-path", cfg.PinPath, "bpffs folder for hbf's pinned maps and links [HBF_PIN_PATH]")

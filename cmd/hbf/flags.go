@@ -55,6 +55,20 @@ func (v prefixesValue) Set(s string) error {
 	return nil
 }
 
+// scheduleValue is an escalation schedule: "24h,168h,0", or "none".
+type scheduleValue struct{ d *[]time.Duration }
+
+func (v scheduleValue) String() string { return policy.Escalation{After: *v.d}.String() }
+func (v scheduleValue) Type() string   { return "durations" }
+func (v scheduleValue) Set(s string) error {
+	d, err := policy.ParseSchedule(s)
+	if err != nil {
+		return err
+	}
+	*v.d = d
+	return nil
+}
+
 // portsValue collects ports and port ranges: "80,443,8000-8100".
 type portsValue struct{ p *[]uint16 }
 

@@ -37,8 +37,9 @@ type Config struct {
 	BlocklistURLs []string      // list feeds, fetched at start and every FeedRefresh
 	FeedRefresh   time.Duration // how often feeds are fetched again
 	Allow         []netip.Prefix
-	Socket        string       // the API's unix socket
-	Rules         policy.Rules // what operators may block
+	Socket        string            // the API's unix socket
+	Rules         policy.Rules      // what operators may block
+	Escalation    policy.Escalation // longer blocks for repeat scanners
 	// DetachOnExit removes enforcement (links and pins) when the daemon
 	// stops cleanly. Off by default: every exit keeps the host protected.
 	DetachOnExit bool
@@ -69,6 +70,7 @@ var Defaults = Config{
 	LogFormat:     report.Text,
 	Socket:        api.DefaultSocket,
 	FeedRefresh:   time.Hour,
+	Escalation:    policy.DefaultEscalation,
 	Rules:         policy.DefaultRules,
 }
 
@@ -122,6 +124,9 @@ func (c Config) Validate() error {
 	}
 	if c.StateDir == "" {
 		errs = append(errs, errors.New("--state-dir: must name a folder"))
+	}
+	if c.Escalation.Forget < 0 {
+		errs = append(errs, fmt.Errorf("--escalation-forget %s: must not be negative", c.Escalation.Forget))
 	}
 	if c.FeedRefresh < time.Second {
 		errs = append(errs, fmt.Errorf("--feed-refresh %s: must be at least 1s", c.FeedRefresh))

@@ -157,6 +157,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	d.state.SetEscalation(cfg.Escalation, cfg.BlockDuration)
 	if read.err != nil {
 		return read.err
 	}
@@ -433,13 +434,13 @@ func (d *daemon) report(ev dataplane.Event) {
 		d.publish(&report.Scan{Time: ev.Time, Iface: d.ifname(ev.Ifindex), Src: ev.Src, Dst: ev.Dst,
 			Ports: ports, Allowlisted: ev.Allowlisted, WouldBlock: ev.WouldBlock})
 		if ev.Blocked {
-			duration := d.currentSettings().BlockDuration
-			if ev.Expires.IsZero() {
-				duration = 0
+			expires, reason := d.state.OnScan(ev)
+			var duration time.Duration
+			if !expires.IsZero() {
+				duration = expires.Sub(ev.Time).Round(time.Second)
 			}
 			d.publish(&report.Block{Time: ev.Time, Prefix: netip.PrefixFrom(ev.Src, ev.Src.BitLen()),
-				Reason: "port scan", Duration: duration, Expires: ev.Expires})
-			d.state.OnScan(ev)
+				Reason: reason, Duration: duration, Expires: expires})
 		}
 		if ev.BlockFailed {
 			d.log.Error("scanner not blocked: the block map is full; its new ports are still dropped for the window",

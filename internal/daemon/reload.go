@@ -73,6 +73,7 @@ func (d *daemon) reload(st *store.Store, by string) error {
 	if err := d.setSettings(next.settings()); err != nil {
 		return refuse(err)
 	}
+	d.state.SetEscalation(next.Escalation, next.BlockDuration)
 	if err := d.state.SetPolicy(next.Rules, fixed); err != nil {
 		d.log.Error("reload: the allowlist could not be written whole", "err", err)
 	}

@@ -57,6 +57,10 @@ type state struct {
 	blocks map[netip.Prefix]map[store.Origin]store.Block
 	allows map[netip.Prefix]store.Allow
 
+	// The escalation of scan blocks, and the first offence's duration.
+	esc           policy.Escalation
+	blockDuration time.Duration
+
 	audit   *auditLog
 	publish func(report.Event)
 	log     *slog.Logger
@@ -429,26 +433,64 @@ func (s *state) syncAllows() error {
 	return nil
 }
 
-// OnScan records a block the kernel made for a scan, with its evidence.
-func (s *state) OnScan(ev *dataplane.Scan) {
-	if !ev.Blocked {
-		return
+// SetEscalation sets the escalation schedule and the first offence's
+// duration (at start and reload).
+func (s *state) SetEscalation(esc policy.Escalation, first time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.esc, s.blockDuration = esc, first
+}
+
+// escalate counts the scan block of src made at created, and returns its
+// expiry per the schedule and which offence it is. The kernel made it with
+// the first offence's duration: a later offence lengthens it there.
+func (s *state) escalate(p netip.Prefix, created, expires time.Time) (time.Time, int) {
+	offence, err := s.st.Strike(p.Addr(), created, s.esc.Forget)
+	if err != nil {
+		s.log.Warn("cannot count a strike; the block keeps its first duration", "src", p, "err", err)
+		return expires, 1
 	}
+	if offence <= 1 || expires.IsZero() {
+		return expires, offence
+	}
+	longer := expiry(created, s.esc.Duration(offence, s.blockDuration))
+	if sameTime(longer, expires) {
+		return expires, offence
+	}
+	if err := s.dp.Extend(p, longer); err != nil {
+		s.log.Warn("cannot lengthen a repeat scanner's block", "src", p, "offence", offence, "err", err)
+		return expires, offence
+	}
+	return longer, offence
+}
+
+func scanReason(offence int) string {
+	if offence <= 1 {
+		return "port scan"
+	}
+	return fmt.Sprintf("port scan (offence %d)", offence)
+}
+
+// OnScan records a block the kernel made for a scan, with its evidence and
+// its escalation, and returns the block's expiry and reason.
+func (s *state) OnScan(ev *dataplane.Scan) (time.Time, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p := netip.PrefixFrom(ev.Src, ev.Src.BitLen())
-	b := store.Block{Prefix: p, Origin: store.OriginScan, Reason: "port scan", By: "kernel",
-		Created: ev.Time, Expires: ev.Expires}
+	expires, offence := s.escalate(p, ev.Time, ev.Expires)
+	b := store.Block{Prefix: p, Origin: store.OriginScan, Reason: scanReason(offence), By: "kernel",
+		Created: ev.Time, Expires: expires}
 	for _, t := range ev.Ports {
 		b.Ports = append(b.Ports, store.PortSeen{Port: t.Port, Seen: t.Seen})
 	}
 	if err := s.st.PutBlocks(b); err != nil {
 		s.log.Error("cannot record a scan block; the kernel holds it and the next reconciliation retries",
 			"src", ev.Src, "err", err)
-		return
+		return expires, b.Reason
 	}
 	s.cacheBlock(b)
-	s.history(store.Change{Time: ev.Time, Action: "block", Prefix: p, Origin: store.OriginScan, Reason: "port scan", By: "kernel"})
+	s.history(store.Change{Time: ev.Time, Action: "block", Prefix: p, Origin: store.OriginScan, Reason: b.Reason, By: "kernel"})
+	return expires, b.Reason
 }
 
 func (s *state) history(c store.Change) {
@@ -582,8 +624,11 @@ func (s *state) Reconcile(recovering bool) (reconcileStats, error) {
 		case r.Expired(now):
 			// Expired since the sweep above: the kernel ignores it.
 		case r.Origin == dataplane.OriginScan:
-			adopt = append(adopt, store.Block{Prefix: r.Prefix, Origin: store.OriginScan, Reason: "port scan",
-				By: "kernel", Created: r.Created, Expires: r.Expires})
+			// Made while no daemon ran or its event was lost: it counts as
+			// an offence all the same.
+			expires, offence := s.escalate(r.Prefix, r.Created, r.Expires)
+			adopt = append(adopt, store.Block{Prefix: r.Prefix, Origin: store.OriginScan, Reason: scanReason(offence),
+				By: "kernel", Created: r.Created, Expires: expires})
 		case recovering:
 			adopt = append(adopt, store.Block{Prefix: r.Prefix, Origin: store.OriginKernel,
 				Reason: "found in the kernel when the store was lost", By: "kernel", Created: r.Created, Expires: r.Expires})

@@ -349,3 +349,25 @@ func (d *Dataplane) BlockedSources() (int, error) {
 	}
 	return n, nil
 }
+
+// Extend gives the block of exactly p a new expiry (zero: never), keeping
+// the rest of the entry: who made it, and its counter.
+func (d *Dataplane) Extend(p netip.Prefix, expires time.Time) error {
+	addr, bits, err := key16(p)
+	if err != nil {
+		return err
+	}
+	var rule hbfRule
+	m, key := d.objs.Blocks, any(addr)
+	if bits < 128 {
+		m, key = d.objs.BlockPrefixes, hbfLpmKey{Prefixlen: bits, Addr: addr}
+	}
+	if err := m.Lookup(key, &rule); err != nil {
+		return fmt.Errorf("extend %v: %w", p, err)
+	}
+	rule.ExpiresNs = nowRef().toMono(expires)
+	if err := m.Update(key, rule, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("extend %v: %w", p, err)
+	}
+	return nil
+}

@@ -425,3 +425,42 @@ func (s *Store) History(n int) ([]Change, error) {
 	}
 	return out, err
 }
+
+var bucketStrikes = []byte("strikes")
+
+// strike counts a source's scan blocks.
+type strike struct {
+	Count int       `json:"count"`
+	Last  time.Time `json:"last"` // when the last counted block was made
+}
+
+// Strike counts a scan block of src made at at, and returns which offence
+// it is (1 for the first). The same block counted twice (an event and a
+// reconciliation) counts once; a source quiet for longer than forget starts
+// again at 1.
+func (s *Store) Strike(src netip.Addr, at time.Time, forget time.Duration) (int, error) {
+	var n int
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bucketStrikes)
+		if err != nil {
+			return err
+		}
+		k := []byte(src.String())
+		var rec strike
+		if v := b.Get(k); v != nil {
+			_ = json.Unmarshal(v, &rec)
+		}
+		switch d := at.Sub(rec.Last); {
+		case rec.Count > 0 && d < time.Second && d > -time.Second:
+			n = rec.Count
+			return nil
+		case forget > 0 && d > forget:
+			rec.Count = 0
+		}
+		rec.Count++
+		rec.Last = at
+		n = rec.Count
+		return put(tx, bucketStrikes, k, rec)
+	})
+	return n, err
+}

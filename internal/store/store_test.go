@@ -207,3 +207,22 @@ func TestUnwritableStateFolderIsRefused(t *testing.T) {
 		t.Errorf("read-only state folder: %v", err)
 	}
 }
+
+func TestStrikes(t *testing.T) {
+	s, _ := mustOpen(t, t.TempDir())
+	src := netip.MustParseAddr("192.0.2.66")
+	step := func(at time.Time, want int) {
+		t.Helper()
+		if n, err := s.Strike(src, at, 30*24*time.Hour); n != want || err != nil {
+			t.Errorf("strike at %v: %d %v, want %d", at, n, err, want)
+		}
+	}
+	step(at, 1)
+	step(at, 1) // the same block, seen twice
+	step(at.Add(2*time.Hour), 2)
+	step(at.Add(48*time.Hour), 3)
+	step(at.Add(48*time.Hour+31*24*time.Hour), 1) // quiet for longer than forget
+	if n, _ := s.Strike(netip.MustParseAddr("192.0.2.67"), at, time.Hour); n != 1 {
+		t.Errorf("another source starts at %d", n)
+	}
+}

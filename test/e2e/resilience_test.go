@@ -318,3 +318,43 @@ func TestConnectionLinesAreRateLimited(t *testing.T) {
 		t.Errorf("%d SYNs sent: %d lines + %d suppressed, counter %v; want all accounted for", sent, lines, suppressed, counted)
 	}
 }
+
+// A repeat scanner is blocked longer each time, also when the kernel made
+// the block while no daemon ran.
+func TestEscalation(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"scanner"}})
+	serveHTTP(t, lab.Host, 8080, 8081, 8082)
+	host, scanner := lab.Host.Addr4, lab.Peers["scanner"]
+	scan := func() {
+		for port := 8080; port <= 8083; port++ {
+			dialOutcome(scanner, hostPort(host, port), 500*time.Millisecond)
+		}
+	}
+	args := []string{"--window", "1s", "--block-duration", "2s", "--escalation", "3s,0", "--detach-on-exit=false"}
+	d := startDaemon(t, lab, args...)
+
+	scan()
+	d.waitLine(line("Blocked %s for 2s: port scan", scanner.Addr4))
+	time.Sleep(2500 * time.Millisecond) // the first block ends, and the window
+	scan()
+	d.waitLine(line(`Blocked %s for 3s: port scan \(offence 2\)`, scanner.Addr4))
+	if b := findBlock(d.listJSON(), scanner.Addr4.String()+"/32", "scan"); b == nil || b.Reason != "port scan (offence 2)" {
+		t.Errorf("second block listed as %+v", b)
+	}
+	time.Sleep(3500 * time.Millisecond)
+
+	// The third offence while no daemon runs: the kernel blocks for 2 s,
+	// the next daemon makes it permanent.
+	d.kill9()
+	scan()
+	r := d.restart(lab, args...)
+	b := findBlock(r.listJSON(), scanner.Addr4.String()+"/32", "scan")
+	if b == nil || b.Reason != "port scan (offence 3)" || !b.Expires.IsZero() {
+		t.Fatalf("third block listed as %+v", b)
+	}
+	time.Sleep(2500 * time.Millisecond) // past the kernel's own 2 s
+	if got := dialOutcome(scanner, hostPort(host, 8080), time.Second); got != "filtered" {
+		t.Errorf("the escalated block ended with the first duration: %s", got)
+	}
+}
