@@ -195,3 +195,18 @@ func TestConfigCheck(t *testing.T) {
 		t.Errorf("bad list: exit %d, %s", code, out.String())
 	}
 }
+
+// The example in the repository is a valid configuration (but for the
+// blocklist it names, which exists on a real host only).
+func TestExampleConfigChecks(t *testing.T) {
+	data, err := os.ReadFile("../../examples/hbf.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := writeFile(t, "blocklist.txt", "192.0.2.7\n")
+	conf := writeFile(t, "hbf.yaml", strings.ReplaceAll(string(data), "/etc/hbf/blocklist.txt", list))
+	var out bytes.Buffer
+	if code := run(context.Background(), []string{"config", "check", conf}, env{getenv: os.Getenv, stdout: &out, stderr: &out}); code != 0 {
+		t.Errorf("the example does not check: %s", out.String())
+	}
+}
