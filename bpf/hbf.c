@@ -4,7 +4,10 @@
 /*
  * hbf's data plane: one XDP program that decides every packet on its own.
  *
- *   blocked source (exact hash, then LPM)  -> drop, unless allowlisted
+ *   headers it cannot read whole           -> drop, counted by reason (parse.h;
+ *                                             the rules are in docs/security.md)
+ *   blocked source (exact hash, then LPM)  -> drop, unless allowlisted; checked as
+ *                                             soon as the IP header is whole
  *   TCP stealth probe (NULL, FIN, XMAS, SYN+FIN, SYN+RST) -> counted as a port, dropped
  *   SYN (SYN set; ACK, RST, FIN clear)     -> counted as a port; reported once per
  *                                             attempt; the one that makes a source
@@ -107,7 +110,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, COUNTER_MAX);
+	__uint(max_entries, HBF_COUNTER_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
@@ -551,6 +554,24 @@ __noinline int attempt(struct xdp_md *ctx, const struct packet *pkt, int probe, 
 	return XDP_PASS;
 }
 
+/* parse_verdict turns what the parser could not take further into a verdict:
+ * pass what is not for us, drop the rest by reason. */
+static __always_inline int parse_verdict(enum parse_result r)
+{
+	switch (r) {
+	case PARSE_PASS:
+		return XDP_PASS;
+	case PARSE_VLAN_DEPTH:
+		return drop(COUNTER_DROP_VLAN_DEPTH);
+	case PARSE_EXT_DEPTH:
+		return drop(COUNTER_DROP_EXT_DEPTH);
+	case PARSE_TINY_FRAGMENT:
+		return drop(COUNTER_DROP_TINY_FRAGMENT);
+	default:
+		return drop(COUNTER_DROP_MALFORMED);
+	}
+}
+
 SEC("xdp")
 int hbf_xdp(struct xdp_md *ctx)
 {
@@ -562,10 +583,8 @@ int hbf_xdp(struct xdp_md *ctx)
 	count(COUNTER_PACKETS);
 
 	enum parse_result r = parse_ip(data, end, &pkt);
-	if (r == PARSE_PASS)
-		return XDP_PASS;
-	if (r == PARSE_MALFORMED)
-		return drop(COUNTER_DROP_MALFORMED);
+	if (r != PARSE_OK)
+		return parse_verdict(r);
 
 	/* The source check needs only the IP header: whatever follows, a blocked
 	 * source goes no further. */
@@ -577,10 +596,8 @@ int hbf_xdp(struct xdp_md *ctx)
 	}
 
 	r = parse_tcp(data, end, &pkt);
-	if (r == PARSE_PASS)
-		return XDP_PASS;
-	if (r == PARSE_MALFORMED)
-		return drop(COUNTER_DROP_MALFORMED);
+	if (r != PARSE_OK)
+		return parse_verdict(r);
 
 	__u8 f = pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN);
 	if (f == TCP_SYN)

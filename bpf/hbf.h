@@ -138,7 +138,15 @@ enum counter {
 	COUNTER_TRACKER_FULL,        /* a new source could not be tracked */
 	COUNTER_DROP_TRACKER_BUSY,   /* dropped: its tracker entry stayed locked too long */
 	COUNTER_SCANS_MONITORED,     /* scans let through in monitor mode */
+	COUNTER_DROP_VLAN_DEPTH,     /* more VLAN tags than the parser skips */
+	COUNTER_DROP_EXT_DEPTH,      /* more IPv6 extension headers than the parser walks */
+	COUNTER_DROP_TINY_FRAGMENT,  /* TCP header not whole in the first fragment, or overlapped */
 	COUNTER_MAX,
 };
+
+/* Size of the counters map: room to add counters without changing the
+ * pinned map's layout. */
+#define HBF_COUNTER_SLOTS 64
+_Static_assert(COUNTER_MAX <= HBF_COUNTER_SLOTS, "counters map too small");
 
 #endif

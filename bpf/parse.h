@@ -24,9 +24,10 @@
 #define NEXTHDR_AUTH 51
 #define NEXTHDR_DEST 60
 
-/* VLAN tags skipped (802.1Q and 802.1ad, so QinQ fits); a deeper stack is malformed. */
+/* VLAN tags skipped (802.1Q and 802.1ad, so QinQ fits); a deeper stack is dropped. */
 #define VLAN_MAX_DEPTH 2
-/* IPv6 extension headers walked before the upper layer; a longer chain is malformed. */
+/* IPv6 extension headers walked before the upper layer; a longer chain, or
+ * one that takes the upper layer past MAX_HDR_OFF, is dropped. */
 #define IPV6_EXT_MAX 8
 /* Upper bound for header offsets, so the verifier can bound packet pointers. */
 #define MAX_HDR_OFF 2048
@@ -93,19 +94,32 @@ struct tcp_hdr {
 	__be16 urg_ptr;
 };
 
+/*
+ * What a parse step found. Every value but PARSE_OK and PARSE_PASS is a drop,
+ * each with its own counter: nothing the parser cannot read passes silently.
+ */
 enum parse_result {
 	PARSE_OK,
-	PARSE_PASS,      /* not for us: not IP, not TCP, or a non-first fragment */
-	PARSE_MALFORMED, /* a header we need is truncated or inconsistent */
+	PARSE_PASS,          /* not for us: not IP, not TCP, or a later fragment */
+	PARSE_MALFORMED,     /* a header is truncated or inconsistent */
+	PARSE_VLAN_DEPTH,    /* more than VLAN_MAX_DEPTH tags */
+	PARSE_EXT_DEPTH,     /* more than IPV6_EXT_MAX extension headers, or past MAX_HDR_OFF */
+	PARSE_TINY_FRAGMENT, /* RFC 1858: TCP header not whole in the first fragment, or overlapped */
 };
+
+/* l3_end when the IP header gives no length (IPv4 total length 0, IPv6
+ * payload length 0): BIG TCP and jumbograms, bounded by the frame alone. */
+#define L3_END_FRAME 0xffffffff
 
 struct packet {
 	struct addr saddr;
 	struct addr daddr;
 	__u32 l3_off;
-	__u32 l3_end; /* end of the IP datagram as its header claims */
+	__u32 l3_end;         /* end of the IP datagram as its header claims */
 	__u8 family;
+	__u8 first_fragment;  /* the datagram is fragmented and this is its first fragment */
 	__u8 tcp_flags;
+	__u8 _pad;
 	__u16 sport;
 	__u16 dport;
 	__u32 seq;
@@ -162,8 +176,15 @@ static __always_inline enum parse_result parse_ip(void *data, void *end, struct 
 		return PARSE_OK;
 	}
 	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
-		return PARSE_MALFORMED; /* deeper than VLAN_MAX_DEPTH */
+		return PARSE_VLAN_DEPTH;
 	return PARSE_PASS;
+}
+
+/* A header that should be in the frame is not: in the first fragment of a
+ * fragmented datagram that is a tiny fragment, otherwise a truncated frame. */
+static __always_inline enum parse_result cut_short(const struct packet *pkt)
+{
+	return pkt->first_fragment ? PARSE_TINY_FRAGMENT : PARSE_MALFORMED;
 }
 
 /* ipv4_upper finds the TCP header of an IPv4 packet parse_ip accepted. */
@@ -174,16 +195,29 @@ static __always_inline enum parse_result ipv4_upper(void *data, void *end, struc
 		return PARSE_MALFORMED;
 
 	__u32 hlen = (ip->ver_ihl & 0x0f) * 4;
-	__u32 tot = bpf_ntohs(ip->tot_len);
-	if (hlen < sizeof(*ip) || tot < hlen)
+	if (hlen < sizeof(*ip) || (void *)ip + hlen > end)
 		return PARSE_MALFORMED;
+	__u32 tot = bpf_ntohs(ip->tot_len);
+	if (tot == 0)
+		pkt->l3_end = L3_END_FRAME;
+	else if (tot < hlen)
+		return PARSE_MALFORMED;
+	else
+		pkt->l3_end = pkt->l3_off + tot;
 	if (ip->proto != PROTO_TCP)
 		return PARSE_PASS;
-	/* A non-first fragment carries no TCP header; the source check already ran. */
-	if (bpf_ntohs(ip->frag_off) & 0x1fff)
+
+	__u16 frag = bpf_ntohs(ip->frag_off);
+	__u16 frag_units = frag & 0x1fff;
+	/* RFC 1858: a fragment at offset 8 can only serve to overwrite the
+	 * first fragment's TCP flags. */
+	if (frag_units == 1)
+		return PARSE_TINY_FRAGMENT;
+	/* Later fragments carry no TCP header; the source check already ran. */
+	if (frag_units)
 		return PARSE_PASS;
+	pkt->first_fragment = (frag & 0x2000) != 0; /* more fragments follow */
 	*l4_off = pkt->l3_off + hlen;
-	pkt->l3_end = pkt->l3_off + tot;
 	return PARSE_OK;
 }
 
@@ -197,7 +231,8 @@ static __always_inline enum parse_result ipv6_upper(void *data, void *end, struc
 
 	__u8 nexthdr = ip6->nexthdr;
 	__u32 off = pkt->l3_off + sizeof(*ip6);
-	pkt->l3_end = off + bpf_ntohs(ip6->payload_len);
+	__u32 plen = bpf_ntohs(ip6->payload_len);
+	pkt->l3_end = plen ? off + plen : L3_END_FRAME;
 
 #pragma unroll
 	for (int i = 0; i < IPV6_EXT_MAX; i++) {
@@ -205,47 +240,50 @@ static __always_inline enum parse_result ipv6_upper(void *data, void *end, struc
 			*l4_off = off;
 			return PARSE_OK;
 		}
+		if (nexthdr != NEXTHDR_HOP && nexthdr != NEXTHDR_ROUTING && nexthdr != NEXTHDR_DEST &&
+		    nexthdr != NEXTHDR_AUTH && nexthdr != NEXTHDR_FRAGMENT)
+			return PARSE_PASS;
 		if (off > MAX_HDR_OFF)
-			return PARSE_MALFORMED;
+			return PARSE_EXT_DEPTH;
 		struct ipv6_ext_hdr *ext = data + off;
 		if ((void *)(ext + 1) > end)
-			return PARSE_MALFORMED;
+			return cut_short(pkt);
 
-		switch (nexthdr) {
-		case NEXTHDR_HOP:
-		case NEXTHDR_ROUTING:
-		case NEXTHDR_DEST:
-			nexthdr = ext->nexthdr;
-			off += ((__u32)ext->len + 1) * 8;
-			break;
-		case NEXTHDR_AUTH:
-			nexthdr = ext->nexthdr;
-			off += ((__u32)ext->len + 2) * 4;
-			break;
-		case NEXTHDR_FRAGMENT: {
+		if (nexthdr == NEXTHDR_FRAGMENT) {
 			struct ipv6_frag_hdr *frag = data + off;
 			if ((void *)(frag + 1) > end)
-				return PARSE_MALFORMED;
-			if (bpf_ntohs(frag->frag_off) & 0xfff8)
-				return PARSE_PASS; /* non-first fragment */
+				return cut_short(pkt);
+			__u16 fo = bpf_ntohs(frag->frag_off);
+			__u16 frag_units = fo >> 3;
+			if (frag_units == 1 && frag->nexthdr == PROTO_TCP)
+				return PARSE_TINY_FRAGMENT; /* RFC 1858, as for IPv4 */
+			if (frag_units)
+				return PARSE_PASS; /* a later fragment */
+			if (fo & 1)
+				pkt->first_fragment = 1;
 			nexthdr = frag->nexthdr;
 			off += sizeof(*frag);
-			break;
-		}
-		default:
-			return PARSE_PASS;
+		} else if (nexthdr == NEXTHDR_AUTH) {
+			nexthdr = ext->nexthdr;
+			off += ((__u32)ext->len + 2) * 4;
+		} else {
+			nexthdr = ext->nexthdr;
+			off += ((__u32)ext->len + 1) * 8;
 		}
 	}
 	if (nexthdr == PROTO_TCP && off <= MAX_HDR_OFF) {
 		*l4_off = off;
 		return PARSE_OK;
 	}
-	return PARSE_MALFORMED; /* longer chain than IPV6_EXT_MAX */
+	if (nexthdr != NEXTHDR_HOP && nexthdr != NEXTHDR_ROUTING && nexthdr != NEXTHDR_DEST &&
+	    nexthdr != NEXTHDR_AUTH && nexthdr != NEXTHDR_FRAGMENT)
+		return PARSE_PASS;
+	return PARSE_EXT_DEPTH;
 }
 
 /* parse_tcp reads the TCP header. It must lie whole (options included)
  * inside both the frame and the datagram: a first fragment too short to hold
- * it is malformed, so flags split across fragments cannot dodge the checks. */
+ * it is dropped, so flags split across fragments cannot dodge the checks. */
 static __always_inline enum parse_result parse_tcp(void *data, void *end, struct packet *pkt)
 {
 	enum parse_result r;
@@ -259,13 +297,15 @@ static __always_inline enum parse_result parse_tcp(void *data, void *end, struct
 		return r;
 
 	if (l4_off > MAX_HDR_OFF)
-		return PARSE_MALFORMED;
+		return PARSE_EXT_DEPTH;
 	struct tcp_hdr *tcp = data + l4_off;
-	if ((void *)(tcp + 1) > end)
-		return PARSE_MALFORMED;
+	if ((void *)(tcp + 1) > end || l4_off + sizeof(*tcp) > pkt->l3_end)
+		return cut_short(pkt);
 	__u32 hlen = (tcp->doff_res >> 4) * 4;
-	if (hlen < sizeof(*tcp) || (void *)tcp + hlen > end || l4_off + hlen > pkt->l3_end)
+	if (hlen < sizeof(*tcp))
 		return PARSE_MALFORMED;
+	if ((void *)tcp + hlen > end || l4_off + hlen > pkt->l3_end)
+		return cut_short(pkt);
 
 	pkt->tcp_flags = tcp->flags;
 	pkt->sport = bpf_ntohs(tcp->sport);

@@ -630,16 +630,15 @@ func (s *service) Status(context.Context) (api.Status, error) {
 			"packets":             k.Packets,
 			"new_connections":     k.NewConnections,
 			"scans_detected":      k.ScansDetected,
-			"dropped_blocked":     k.DroppedBlocked,
-			"dropped_stealth":     k.DroppedStealth,
-			"dropped_scan":        k.DroppedScan,
-			"dropped_malformed":   k.DroppedMalformed,
 			"events_lost":         k.EventsLost,
 			"scan_blocks":         k.BlocksAdded,
 			"scan_block_failures": k.BlockFailures,
 			"scans_monitored":     k.ScansMonitored,
 		},
 		Entries: d.state.counts(),
+	}
+	for _, r := range dataplane.DropReasons() {
+		st.Counters["dropped_"+r.String()] = k.Dropped[r]
 	}
 	d.mu.Lock()
 	for _, a := range d.attachments {

@@ -2,13 +2,57 @@ package dataplane
 
 import "fmt"
 
+// DropReason is why the program dropped a packet.
+type DropReason int
+
+// The reasons, in the order status and metrics list them.
+const (
+	DropBlocked      DropReason = iota // the source is blocked
+	DropStealth                        // a TCP probe no connection starts with (NULL, FIN, XMAS, SYN+FIN, SYN+RST)
+	DropScan                           // an attempt of a source past the scan threshold
+	DropTrackerBusy                    // its tracker entry stayed locked: dropped rather than let through uncounted
+	DropMalformed                      // a header is truncated or inconsistent
+	DropVLANDepth                      // more VLAN tags than the parser skips
+	DropExtDepth                       // a longer IPv6 extension-header chain than the parser walks
+	DropTinyFragment                   // TCP header not whole in the first fragment, or a fragment overlapping it
+	numDropReasons
+)
+
+var dropReasons = [numDropReasons]struct {
+	label   string
+	counter hbfCounter
+}{
+	DropBlocked:      {"blocked", hbfCounterCOUNTER_DROP_BLOCKED},
+	DropStealth:      {"stealth", hbfCounterCOUNTER_DROP_STEALTH},
+	DropScan:         {"scan", hbfCounterCOUNTER_DROP_SCAN},
+	DropTrackerBusy:  {"tracker_busy", hbfCounterCOUNTER_DROP_TRACKER_BUSY},
+	DropMalformed:    {"malformed", hbfCounterCOUNTER_DROP_MALFORMED},
+	DropVLANDepth:    {"vlan_depth", hbfCounterCOUNTER_DROP_VLAN_DEPTH},
+	DropExtDepth:     {"ipv6_ext_depth", hbfCounterCOUNTER_DROP_EXT_DEPTH},
+	DropTinyFragment: {"tiny_fragment", hbfCounterCOUNTER_DROP_TINY_FRAGMENT},
+}
+
+// DropReasons lists every reason.
+func DropReasons() []DropReason {
+	out := make([]DropReason, numDropReasons)
+	for i := range out {
+		out[i] = DropReason(i)
+	}
+	return out
+}
+
+// String is the reason's metric label.
+func (r DropReason) String() string {
+	if r < 0 || r >= numDropReasons {
+		return fmt.Sprintf("DropReason(%d)", int(r))
+	}
+	return dropReasons[r].label
+}
+
 // Counters are the program's per-CPU counters, summed over CPUs.
 type Counters struct {
-	Packets            uint64 // every packet the program saw
-	DroppedBlocked     uint64
-	DroppedStealth     uint64
-	DroppedScan        uint64
-	DroppedMalformed   uint64
+	Packets            uint64                 // every packet the program saw
+	Dropped            [numDropReasons]uint64 // by DropReason
 	NewConnections     uint64
 	ScansDetected      uint64
 	ScansAllowlisted   uint64 // scans from allowlisted sources: reported, not blocked
@@ -17,19 +61,23 @@ type Counters struct {
 	BlockFailures      uint64 // scanner blocks refused by a full map
 	EventsLost         uint64 // events dropped because the ring buffer was full
 	TrackerFull        uint64 // attempts from sources the full tracker could not hold
-	DroppedTrackerBusy uint64 // attempts dropped: their tracker entry stayed locked
 	ScansMonitored     uint64 // scans let through in monitor mode
+}
+
+// DroppedTotal is the number of packets dropped for any reason.
+func (c Counters) DroppedTotal() uint64 {
+	var n uint64
+	for _, v := range c.Dropped {
+		n += v
+	}
+	return n
 }
 
 // Counters reads and sums the per-CPU counters.
 func (d *Dataplane) Counters() (Counters, error) {
 	var c Counters
-	fields := []*uint64{
+	fields := map[hbfCounter]*uint64{
 		hbfCounterCOUNTER_PACKETS:             &c.Packets,
-		hbfCounterCOUNTER_DROP_BLOCKED:        &c.DroppedBlocked,
-		hbfCounterCOUNTER_DROP_STEALTH:        &c.DroppedStealth,
-		hbfCounterCOUNTER_DROP_SCAN:           &c.DroppedScan,
-		hbfCounterCOUNTER_DROP_MALFORMED:      &c.DroppedMalformed,
 		hbfCounterCOUNTER_NEW_CONNECTIONS:     &c.NewConnections,
 		hbfCounterCOUNTER_SCANS_DETECTED:      &c.ScansDetected,
 		hbfCounterCOUNTER_SCANS_ALLOWLISTED:   &c.ScansAllowlisted,
@@ -38,8 +86,10 @@ func (d *Dataplane) Counters() (Counters, error) {
 		hbfCounterCOUNTER_BLOCK_FAILURES:      &c.BlockFailures,
 		hbfCounterCOUNTER_EVENTS_LOST:         &c.EventsLost,
 		hbfCounterCOUNTER_TRACKER_FULL:        &c.TrackerFull,
-		hbfCounterCOUNTER_DROP_TRACKER_BUSY:   &c.DroppedTrackerBusy,
 		hbfCounterCOUNTER_SCANS_MONITORED:     &c.ScansMonitored,
+	}
+	for r, dr := range dropReasons {
+		fields[dr.counter] = &c.Dropped[r]
 	}
 	if len(fields) != int(hbfCounterCOUNTER_MAX) {
 		return c, fmt.Errorf("counters: program has %d, this build reads %d", hbfCounterCOUNTER_MAX, len(fields))

@@ -25,11 +25,13 @@ type frame struct {
 	flags        uint8
 	seq          uint32
 	vlans        []uint16 // outermost first; 802.1ad for all but the last
+	tpids        []uint16 // when set, the TPID of each tag instead
 	ipOptions    []byte   // IPv4 only; padded to 4 bytes
 	ext          []ext6   // IPv6 only: extension headers in order
 	fragOffset   uint16   // IPv4 only, in 8-byte units
 	moreFrags    bool     // IPv4 only
 	proto        uint8    // 0: TCP
+	tcpOptions   []byte   // padded to 4 bytes
 	payload      []byte
 }
 
@@ -39,6 +41,7 @@ type ext6 struct {
 	typ     uint8
 	fragOff uint16
 	more    bool
+	units   uint8 // hop-by-hop, routing, destination options: the length field (default 1)
 }
 
 func (e ext6) bytes(next uint8) []byte {
@@ -57,8 +60,14 @@ func (e ext6) bytes(next uint8) []byte {
 		h[0], h[1] = next, 2
 		return h
 	default:
-		h := make([]byte, 16) // length in 8-byte units, minus 1
-		h[0], h[1] = next, 1
+		units := max(e.units, 1)
+		h := make([]byte, (int(units)+1)*8) // length in 8-byte units, minus 1
+		h[0], h[1] = next, units
+		for rest := h[2:]; len(rest) > 1; { // PadN options fill it; zeros are Pad1
+			n := min(len(rest)-2, 255)
+			rest[0], rest[1] = 1, byte(n)
+			rest = rest[2+n:]
+		}
 		return h
 	}
 }
@@ -76,14 +85,18 @@ func (f frame) with(mod func(*frame)) frame {
 }
 
 func (f frame) tcp() []byte {
-	b := make([]byte, 20, 20+len(f.payload))
+	opts := append([]byte(nil), f.tcpOptions...)
+	for len(opts)%4 != 0 {
+		opts = append(opts, 0) // end of options list
+	}
+	b := make([]byte, 20, 20+len(opts)+len(f.payload))
 	binary.BigEndian.PutUint16(b[0:], f.sport)
 	binary.BigEndian.PutUint16(b[2:], f.dport)
 	binary.BigEndian.PutUint32(b[4:], f.seq)
-	b[12] = 5 << 4
+	b[12] = byte(5+len(opts)/4) << 4
 	b[13] = f.flags
 	binary.BigEndian.PutUint16(b[14:], 64240)
-	return append(b, f.payload...)
+	return append(append(b, opts...), f.payload...)
 }
 
 // bytes is the frame padded to the Ethernet minimum, as a NIC delivers it.
@@ -113,6 +126,9 @@ func (f frame) raw() []byte {
 		tpid := uint16(0x88a8)
 		if i == tags-1 {
 			tpid = 0x8100
+		}
+		if f.tpids != nil {
+			tpid = f.tpids[i]
 		}
 		b = binary.BigEndian.AppendUint16(b, tpid)
 		b = binary.BigEndian.AppendUint16(b, vid)

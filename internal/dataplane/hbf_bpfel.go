@@ -72,7 +72,10 @@ const (
 	hbfCounterCOUNTER_TRACKER_FULL        hbfCounter = 12
 	hbfCounterCOUNTER_DROP_TRACKER_BUSY   hbfCounter = 13
 	hbfCounterCOUNTER_SCANS_MONITORED     hbfCounter = 14
-	hbfCounterCOUNTER_MAX                 hbfCounter = 15
+	hbfCounterCOUNTER_DROP_VLAN_DEPTH     hbfCounter = 15
+	hbfCounterCOUNTER_DROP_EXT_DEPTH      hbfCounter = 16
+	hbfCounterCOUNTER_DROP_TINY_FRAGMENT  hbfCounter = 17
+	hbfCounterCOUNTER_MAX                 hbfCounter = 18
 )
 
 type hbfEventType uint32

@@ -98,11 +98,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		counter(descNewConns, k.NewConnections)
 		counter(descPackets, k.Packets)
-		counter(descDropped, k.DroppedBlocked, "blocked")
-		counter(descDropped, k.DroppedStealth, "stealth")
-		counter(descDropped, k.DroppedScan, "scan")
-		counter(descDropped, k.DroppedMalformed, "malformed")
-		counter(descDropped, k.DroppedTrackerBusy, "tracker_busy")
+		for _, r := range dataplane.DropReasons() {
+			counter(descDropped, k.Dropped[r], r.String())
+		}
 		counter(descScans, k.ScansDetected)
 		counter(descScansAllow, k.ScansAllowlisted)
 		counter(descScansMon, k.ScansMonitored)

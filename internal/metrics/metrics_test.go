@@ -17,10 +17,13 @@ func (f fakeSource) Counters() (dataplane.Counters, error) { return f.c, nil }
 func (f fakeSource) BlockedSources() (int, error)          { return 7, nil }
 
 func TestExposition(t *testing.T) {
-	src := fakeSource{dataplane.Counters{
-		Packets: 100, NewConnections: 5, DroppedBlocked: 10, DroppedStealth: 3, DroppedScan: 1,
-		DroppedMalformed: 2, ScansDetected: 1, EventsLost: 4,
-	}}
+	k := dataplane.Counters{Packets: 100, NewConnections: 5, ScansDetected: 1, EventsLost: 4}
+	k.Dropped[dataplane.DropBlocked] = 10
+	k.Dropped[dataplane.DropStealth] = 3
+	k.Dropped[dataplane.DropScan] = 1
+	k.Dropped[dataplane.DropMalformed] = 2
+	k.Dropped[dataplane.DropTinyFragment] = 6
+	src := fakeSource{k}
 	m := New(Inputs{
 		Dataplane: src,
 		Attached:  func() []Attachment { return []Attachment{{Iface: "eth0", Mode: "native"}} },
@@ -62,6 +65,8 @@ func TestExposition(t *testing.T) {
 		{"hbf_packets_dropped_total", "stealth", 3},
 		{"hbf_packets_dropped_total", "scan", 1},
 		{"hbf_packets_dropped_total", "malformed", 2},
+		{"hbf_packets_dropped_total", "tiny_fragment", 6},
+		{"hbf_packets_dropped_total", "vlan_depth", 0},
 		{"hbf_port_scans_detected_total", "", 1},
 		{"hbf_blocked_sources", "", 7},
 		{"hbf_events_lost_total", "", 5},
