@@ -10,7 +10,7 @@ BENCHTIME     ?= 1000000x
 
 # Debian packages: to run the tests (iproute2, nsenter from util-linux, and
 # the real clients), and to regenerate the BPF objects.
-TEST_DEBS     := iproute2 util-linux nmap curl hping3
+TEST_DEBS     := iproute2 util-linux nmap curl hping3 ethtool
 GENERATE_DEBS := clang llvm libbpf-dev linux-libc-dev
 
 export BPF2GO_CFLAGS

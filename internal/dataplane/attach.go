@@ -53,6 +53,9 @@ func (d *Dataplane) Attach(iface string, mode XDPMode) (*Attachment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("interface %q: %w", iface, err)
 	}
+	if err := checkFraming(iface); err != nil {
+		return nil, err
+	}
 	a := &Attachment{Iface: iface, Ifindex: ifc.Index}
 
 	if d.pinDir != "" {
@@ -185,4 +188,29 @@ func Uninstall(pinPath string) ([]string, error) {
 	}
 	_ = os.Remove(pinPath) // ours too when nothing else lives there
 	return detached, nil
+}
+
+// checkFraming refuses interfaces whose frames do not start with an Ethernet
+// header: on a layer-3 device (tun, WireGuard, IP tunnels) the parser would
+// read the IP header as MAC addresses and let every packet through.
+func checkFraming(iface string) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("interface %q: %w", iface, err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(iface)
+	if err != nil {
+		return fmt.Errorf("interface %q: %w", iface, err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFHWADDR, ifr); err != nil {
+		return fmt.Errorf("interface %q: read its link type: %w", iface, err)
+	}
+	switch typ := ifr.Uint16(); typ {
+	case unix.ARPHRD_ETHER, unix.ARPHRD_LOOPBACK:
+		return nil
+	default:
+		return fmt.Errorf("interface %q carries no Ethernet header (link type %d): hbf parses Ethernet frames only; "+
+			"attach it to the Ethernet interface this traffic arrives on", iface, typ)
+	}
 }

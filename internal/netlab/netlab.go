@@ -30,6 +30,11 @@ type Options struct {
 	// Queues gives the host's interface that many receive queues, so XDP
 	// runs on several CPUs at once. 0 or 1: single queue.
 	Queues int
+	// TaggedFrames makes the switch hand VLAN-tagged frames on with their
+	// tags inside the frame, as sent. By default the bridge moves the outer
+	// tag into packet metadata (as a NIC's VLAN offload does) and XDP never
+	// sees it. Needs ethtool.
+	TaggedFrames bool
 }
 
 // Lab is a running lab; Close removes it.
@@ -126,6 +131,12 @@ func (l *Lab) build(ctx context.Context, opts Options) error {
 		for _, s := range steps {
 			if err := ip(ctx, s...); err != nil {
 				return err
+			}
+		}
+		if opts.TaggedFrames {
+			cmd := l.Switch.Command(ctx, "ethtool", "-K", port, "txvlan", "off", "tx-vlan-stag-hw-insert", "off")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("ethtool -K %s: %w: %s", port, err, out)
 			}
 		}
 		if role == "host" {
