@@ -7,6 +7,7 @@ MULTIARCH     := $(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
 BPF2GO_CFLAGS := -O2 -g -Wall -Werror -mcpu=v3 -I/usr/include/$(MULTIARCH)
 STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCHTIME     ?= 1000000x
+FUZZTIME      ?= 10m
 
 # Debian packages: to run the tests (iproute2, nsenter from util-linux, and
 # the real clients), and to regenerate the BPF objects.
@@ -15,11 +16,12 @@ GENERATE_DEBS := clang llvm libbpf-dev linux-libc-dev
 
 export BPF2GO_CFLAGS
 
-.PHONY: help build test bench generate check-generated lint deps deps-generate demo clean
+.PHONY: help build test fuzz bench generate check-generated lint deps deps-generate demo clean
 
 help:
 	@echo "make build            build ./hbf (no clang needed: the BPF objects are committed)"
 	@echo "make test             run every test (root runs the kernel and network tests)"
+	@echo "make fuzz             fuzz the XDP parser against its oracle for FUZZTIME (default 10m; root)"
 	@echo "make bench            XDP per-packet cost beside a bare XDP_PASS; a 1M-entry blocklist load"
 	@echo "make demo             build and run 'hbf demo' (root)"
 	@echo "make generate         recompile bpf/*.c into internal/dataplane (needs clang)"
@@ -47,6 +49,11 @@ deps-generate:
 
 test: deps
 	$(GO) test -count=1 -timeout 20m ./...
+
+# Failing inputs land in internal/dataplane/testdata/fuzz/FuzzXDP: commit
+# them once fixed, and every `make test` replays them.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzXDP$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./internal/dataplane/

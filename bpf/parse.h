@@ -246,12 +246,12 @@ static __always_inline enum parse_result ipv6_upper(void *data, void *end, struc
 		if (off > MAX_HDR_OFF)
 			return PARSE_EXT_DEPTH;
 		struct ipv6_ext_hdr *ext = data + off;
-		if ((void *)(ext + 1) > end)
+		if ((void *)(ext + 1) > end || off + sizeof(*ext) > pkt->l3_end)
 			return cut_short(pkt);
 
 		if (nexthdr == NEXTHDR_FRAGMENT) {
 			struct ipv6_frag_hdr *frag = data + off;
-			if ((void *)(frag + 1) > end)
+			if ((void *)(frag + 1) > end || off + sizeof(*frag) > pkt->l3_end)
 				return cut_short(pkt);
 			__u16 fo = bpf_ntohs(frag->frag_off);
 			__u16 frag_units = fo >> 3;
@@ -271,8 +271,8 @@ static __always_inline enum parse_result ipv6_upper(void *data, void *end, struc
 			off += ((__u32)ext->len + 1) * 8;
 		}
 	}
-	if (nexthdr == PROTO_TCP && off <= MAX_HDR_OFF) {
-		*l4_off = off;
+	if (nexthdr == PROTO_TCP) {
+		*l4_off = off; /* parse_tcp bounds it */
 		return PARSE_OK;
 	}
 	if (nexthdr != NEXTHDR_HOP && nexthdr != NEXTHDR_ROUTING && nexthdr != NEXTHDR_DEST &&

@@ -37,11 +37,11 @@ func portsOf(s *Scan) []uint16 {
 
 type testDP struct {
 	*Dataplane
-	t      *testing.T
+	t      testing.TB
 	events *EventReader
 }
 
-func newTestDP(t *testing.T, s Settings) *testDP {
+func newTestDP(t testing.TB, s Settings) *testDP {
 	t.Helper()
 	testenv.RequirePrivileged(t)
 	dp, err := Load(Options{})

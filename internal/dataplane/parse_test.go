@@ -160,7 +160,9 @@ func parseCases() []parseCase {
 		report("eight headers", exts(clean6, slices.Repeat([]ext6{{typ: 60}}, 8)...).bytes()),
 		drop("nine headers", exts(clean6, slices.Repeat([]ext6{{typ: 60}}, 9)...).bytes(), DropExtDepth),
 		drop("chain past 2048 bytes", exts(clean6, ext6{typ: 60, units: 150}, ext6{typ: 60, units: 150}).bytes(), DropExtDepth),
+		drop("eight headers ending past 2048 bytes", exts(clean6, slices.Repeat([]ext6{{typ: 60, units: 32}}, 8)...).bytes(), DropExtDepth),
 		report("one large header", exts(clean6, ext6{typ: 60, units: 200}).bytes()),
+		drop("payload length cuts an extension header", patched(exts(clean6, ext6{typ: 0}), func(ip []byte) { setPayLen(ip, 1) }), DropMalformed),
 		pass("unknown next header, TCP behind it", func() []byte {
 			b := exts(clean6, ext6{typ: 60}).raw()
 			b[14+6] = 253 // the header before TCP is an upper layer, not walked
@@ -212,8 +214,13 @@ func TestParsingRules(t *testing.T) {
 	for _, p := range parseBlocks {
 		d.mustBlock(p, noExpiry)
 	}
+	o := oracle{blocked: holds(parseBlocks), allowed: holds(nil)}
 	for _, tc := range parseCases() {
 		t.Run(tc.name, func(t *testing.T) {
+			// The fuzz test's oracle reads the rules as this table does.
+			if got := o.decide(tc.frame); got.verdict != tc.want || got.verdict == xdpDrop && got.reason != tc.reason || got.conn != tc.conn {
+				t.Errorf("the oracle says %s (connection: %v)", got, got.conn)
+			}
 			d.forgetTrackers() // so that no row repeats another's attempt
 			before := d.counters()
 			got := d.runBytes(tc.frame)
@@ -251,11 +258,8 @@ func TestParsingRules(t *testing.T) {
 // attempt whatever came before.
 func (d *testDP) forgetTrackers() {
 	d.t.Helper()
-	var key hbfAddr
-	for d.objs.ScanStates.NextKey(nil, &key) == nil {
-		if err := d.objs.ScanStates.Delete(key); err != nil {
-			d.t.Fatal(err)
-		}
+	if err := emptyTracker(d.objs.ScanStates); err != nil {
+		d.t.Fatal(err)
 	}
 }
 

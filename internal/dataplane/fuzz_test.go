@@ -1,0 +1,203 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/cilium/ebpf"
+)
+
+// FuzzXDP runs the real program on arbitrary frames and holds its verdict,
+// drop reason and reported connection against the oracle. shape puts the
+// fuzzed bytes behind a valid prefix (Ethernet, VLAN tags, an IPv4 or IPv6
+// header, a fragment header) so that they reach the deeper rules, and picks
+// the source address: clean, blocked, inside a blocked prefix, allowlisted
+// inside one, IPv4-mapped.
+//
+// `go test` runs the seeds and testdata/fuzz/FuzzXDP; CI fuzzes for a short
+// while and `make fuzz` for longer.
+func FuzzXDP(f *testing.F) {
+	d := newTestDP(f, defaults)
+	for _, p := range parseBlocks {
+		d.mustBlock(p, noExpiry)
+	}
+	for _, p := range fuzzAllows {
+		d.mustAllow(p)
+	}
+	o := oracle{blocked: holds(parseBlocks), allowed: holds(fuzzAllows)}
+
+	for _, tc := range parseCases() {
+		f.Add(uint8(shapeRaw), tc.frame)
+	}
+	syn := clean4.tcp()
+	for shape := range uint8(numShapes) {
+		f.Add(shape, syn)
+		f.Add(shape|0x10, syn) // another source
+		f.Add(shape|0x20, append([]byte{6}, syn...))
+	}
+
+	f.Fuzz(func(t *testing.T, shape uint8, body []byte) {
+		frame := shaped(shape, body)
+		if len(frame) < 14 || len(frame) > maxTestRunFrame {
+			return // BPF_PROG_TEST_RUN takes neither
+		}
+		if err := emptyTracker(d.objs.ScanStates); err != nil {
+			t.Fatal(err)
+		}
+		before, err := d.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := d.objs.HbfXdp.Run(&ebpf.RunOptions{Data: frame})
+		if err != nil {
+			t.Fatalf("run on %d bytes: %v", len(frame), err)
+		}
+		after, err := d.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var conns []*Connection
+		for {
+			ev, err := d.events.Poll()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev == nil {
+				break
+			}
+			if c, ok := ev.(*Connection); ok {
+				conns = append(conns, c)
+			} else {
+				t.Errorf("unexpected event %v", ev)
+			}
+		}
+
+		want := o.decide(frame)
+		if got != want.verdict {
+			t.Errorf("verdict %s, the rules say %s\nframe % x", verdict(got), want, frame)
+		}
+		for _, r := range DropReasons() {
+			n, w := after.Dropped[r]-before.Dropped[r], uint64(0)
+			if want.verdict == xdpDrop && r == want.reason {
+				w = 1
+			}
+			if n != w {
+				t.Errorf("%d drops for %s, the rules say %s\nframe % x", n, r, want, frame)
+			}
+		}
+		switch {
+		case want.conn && (len(conns) != 1 || conns[0].Src != want.src || conns[0].Dst != want.dst):
+			t.Errorf("connections %v, the rules say %v -> %v\nframe % x", conns, want.src, want.dst, frame)
+		case !want.conn && len(conns) != 0:
+			t.Errorf("connections %v, the rules say none\nframe % x", conns, frame)
+		}
+	})
+}
+
+// The largest frame BPF_PROG_TEST_RUN accepts for XDP: a page less the
+// headroom and the shared info.
+const maxTestRunFrame = 3500
+
+var (
+	fuzzAllows = []string{"198.51.100.7/32"}
+	fuzzSrc4   = []string{"192.0.2.56", "203.0.113.66", "198.51.100.9", "198.51.100.7"}
+	fuzzSrc6   = []string{"2001:db8::56", "2001:db8:bad::1", "::ffff:203.0.113.66", "::ffff:198.51.100.7"}
+)
+
+// holds reports whether one of the prefixes holds a 16-byte address, IPv4
+// prefixes taken as ::ffff:a.b.c.d/(96+bits) like the program's maps.
+func holds(prefixes []string) func(netip.Addr) bool {
+	var ps []netip.Prefix
+	for _, s := range prefixes {
+		p := netip.MustParsePrefix(s)
+		if p.Addr().Is4() {
+			p = netip.PrefixFrom(netip.AddrFrom16(p.Addr().As16()), 96+p.Bits())
+		}
+		ps = append(ps, p)
+	}
+	return func(a netip.Addr) bool {
+		return slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Contains(a) })
+	}
+}
+
+// Prefixes the fuzzed bytes go behind; shape>>4 picks the source.
+const (
+	shapeRaw      = iota // the bytes are the frame
+	shapeEthernet        // the bytes follow the MAC addresses: EtherType onwards
+	shapeIPv4            // an IPv4 header (TCP, lengths fitted); the bytes are its payload
+	shapeIPv6            // an IPv6 header; the first byte is its next header, the rest its payload
+	shapeVLANIPv4        // shapeIPv4 behind an 802.1Q tag
+	shapeQinQIPv6        // shapeIPv6 behind two tags
+	shapeIPv4Frag        // shapeIPv4 as a first fragment
+	shapeIPv6Frag        // shapeIPv6 with a fragment header (first fragment) before the bytes
+	numShapes
+)
+
+func shaped(shape uint8, body []byte) []byte {
+	src := int(shape >> 4)
+	frame := make([]byte, 12, 14+8+40+8+len(body))
+	frame[0], frame[6] = 0x02, 0x02
+	switch shape & 0x0f {
+	case shapeRaw:
+		return body
+	case shapeEthernet:
+		return append(frame, body...)
+	case shapeIPv4:
+		return append(ipv4Prefix(frame, src, len(body), false), body...)
+	case shapeVLANIPv4:
+		frame = append(frame, 0x81, 0x00, 0, 7)
+		return append(ipv4Prefix(frame, src, len(body), false), body...)
+	case shapeIPv4Frag:
+		return append(ipv4Prefix(frame, src, len(body), true), body...)
+	case shapeIPv6, shapeQinQIPv6, shapeIPv6Frag:
+		if shape&0x0f == shapeQinQIPv6 {
+			frame = append(frame, 0x88, 0xa8, 0, 7, 0x81, 0x00, 0, 8)
+		}
+		next, payload := uint8(6), body
+		if len(body) > 0 {
+			next, payload = body[0], body[1:]
+		}
+		var frag []byte
+		if shape&0x0f == shapeIPv6Frag {
+			frag = []byte{next, 0, 0, 1, 0, 0, 0, 9} // offset 0, more fragments
+			next = 44
+		}
+		frame = binary.BigEndian.AppendUint16(frame, 0x86dd)
+		frame = append(frame, 0x60, 0, 0, 0)
+		frame = binary.BigEndian.AppendUint16(frame, uint16(len(frag)+len(payload)))
+		frame = append(frame, next, 64)
+		s := netip.MustParseAddr(fuzzSrc6[src%len(fuzzSrc6)]).As16()
+		frame = append(frame, s[:]...)
+		frame = append(frame, netip.MustParseAddr("2001:db8::1").AsSlice()...)
+		return append(append(frame, frag...), payload...)
+	}
+	return body // shapes past numShapes: raw too
+}
+
+func ipv4Prefix(frame []byte, src, payload int, firstFragment bool) []byte {
+	frame = binary.BigEndian.AppendUint16(frame, 0x0800)
+	ip := make([]byte, 20)
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+payload))
+	if firstFragment {
+		ip[6] = 0x20
+	}
+	ip[8], ip[9] = 64, 6
+	copy(ip[12:], netip.MustParseAddr(fuzzSrc4[src%len(fuzzSrc4)]).AsSlice())
+	copy(ip[16:], netip.MustParseAddr("192.0.2.1").AsSlice())
+	return append(frame, ip...)
+}
+
+// emptyTracker deletes every tracker entry, so that each frame is judged
+// on its own.
+func emptyTracker(m *ebpf.Map) error {
+	var key hbfAddr
+	for m.NextKey(nil, &key) == nil {
+		if err := m.Delete(key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
