@@ -75,6 +75,11 @@ func FuzzXDP(f *testing.F) {
 		}
 
 		want := o.decide(frame)
+		if want.conn {
+			if src, dst, ok := gopacketConnection(frame); ok && (src != want.src || dst != want.dst) {
+				t.Errorf("the oracle reads %v -> %v, gopacket %v -> %v\nframe % x", want.src, want.dst, src, dst, frame)
+			}
+		}
 		if got != want.verdict {
 			t.Errorf("verdict %s, the rules say %s\nframe % x", verdict(got), want, frame)
 		}

@@ -3,6 +3,9 @@ package dataplane
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
 )
 
 // oracle decides a frame the way docs/security.md says the XDP program
@@ -207,4 +210,28 @@ func (o oracle) tcp(tcp []byte, offset int, first bool, src, dst netip.Addr) out
 		return dropFor(DropStealth)
 	}
 	return passes
+}
+
+// gopacketConnection is a third opinion on where a frame's addresses and
+// ports are: gopacket's decoders, written by others. ok is false when they
+// find no TCP header (they stop at fragments, and at options they reject).
+func gopacketConnection(frame []byte) (src, dst netip.AddrPort, ok bool) {
+	p := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.NoCopy)
+	tcp, _ := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	if tcp == nil || p.NetworkLayer() == nil {
+		return src, dst, false
+	}
+	var s, d netip.Addr
+	switch ip := p.NetworkLayer().(type) {
+	case *layers.IPv4:
+		s, _ = netip.AddrFromSlice(ip.SrcIP)
+		d, _ = netip.AddrFromSlice(ip.DstIP)
+		s, d = s.Unmap(), d.Unmap()
+	case *layers.IPv6:
+		s, _ = netip.AddrFromSlice(ip.SrcIP.To16())
+		d, _ = netip.AddrFromSlice(ip.DstIP.To16())
+	default:
+		return src, dst, false
+	}
+	return netip.AddrPortFrom(s, uint16(tcp.SrcPort)), netip.AddrPortFrom(d, uint16(tcp.DstPort)), true
 }
