@@ -12,8 +12,13 @@
  *   SYN (SYN set; ACK, RST, FIN clear)     -> counted as a port; reported once per
  *                                             attempt; the one that makes a source
  *                                             exceed max_ports distinct ports within
- *                                             the window blocks it and is dropped
+ *                                             the window blocks it (within the
+ *                                             minute's budget of blocks) and is dropped
  *   anything else                          -> pass
+ *
+ * A "source" is an address, or for an off-link IPv6 address its prefix of
+ * hbf_config.v6_prefix_len bits: one host owns a whole /64 and can rotate
+ * addresses inside it.
  *
  * The larger steps are global functions: the verifier checks each once, on
  * its own, instead of once for every path that leads to it.
@@ -30,12 +35,24 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 
 /* A load the compiler may not replace with a value it already holds. */
 #define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
+
+#define NSEC_PER_SEC 1000000000ULL
 
 struct config hbf_config = {
 	.max_ports = 3,
 	.window_ms = 60 * 1000,
-	.block_ns = 3600ULL * 1000 * 1000 * 1000,
+	.block_ns = 3600 * NSEC_PER_SEC,
+	.max_blocks_per_min = 30,
+	.v6_prefix_len = 64,
 };
+
+/* Scan blocks made this minute: minute << 32 | count. A scanner can spoof
+ * sources (nmap -D RND:100); the budget bounds how many blocks that buys. */
+__u64 hbf_block_budget = 0;
+
+/* Set, for good, once the program itself put a prefix in block_prefixes. */
+__u32 hbf_scan_prefixes = 0;
 
 /* Set by the daemon while block_prefixes holds an entry: most hosts block
  * single addresses only, and an LPM lookup on every packet is not free. Only
@@ -83,6 +100,37 @@ struct {
 	__type(key, struct addr);
 	__type(value, struct scan_state);
 } scan_states SEC(".maps");
+
+/* Number of first_attempts slots: a power of two. Under a flood of new
+ * sources at R packets/s a slot is reused every 2^18/R seconds on average (a
+ * quarter of a second at a million per second): a real scanner's second port
+ * arrives well within that and moves it to scan_states, where nothing evicts
+ * it. */
+#define FIRST_ATTEMPT_SLOTS (1 << 18)
+
+/* Slots - 1: the loader may size the table down (tests do, to empty it
+ * between cases), but only to another power of two. */
+const volatile __u32 hbf_first_attempt_mask = FIRST_ATTEMPT_SLOTS - 1;
+
+/* Tier one of the tracker: each source's first attempt, in a slot chosen by
+ * a keyed hash (the key is random per program, so a flood cannot aim at a
+ * scanner's slot). Fixed size, preallocated: it cannot fill. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FIRST_ATTEMPT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct first_attempt);
+} first_attempts SEC(".maps");
+
+/* The host's on-link IPv6 prefixes and fe80::/10, kept by the daemon: sources
+ * in them are neighbours, tracked per address, never per prefix. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 10);
+	__type(key, struct lpm_key);
+	__type(value, __u8);
+} onlink_prefixes SEC(".maps");
 
 /* The last attempt each source made to each ignored port, to report a
  * retransmitted SYN once: ignored ports stay out of the tracker. Losing an
@@ -215,7 +263,7 @@ __noinline int blocked(const struct addr *addr)
 	struct rule *r = bpf_map_lookup_elem(&blocks, addr);
 	if (r && !rule_live(r))
 		r = NULL;
-	if (!r && READ_ONCE(hbf_have_block_prefixes))
+	if (!r && (READ_ONCE(hbf_have_block_prefixes) || READ_ONCE(hbf_scan_prefixes)))
 		r = lpm_live(&block_prefixes, block_retry_step, addr);
 	if (!r)
 		return 0;
@@ -267,18 +315,98 @@ struct {
  * loads and stores stay inside it. What bpf_spin_lock would also enforce is
  * kept by hand: no helper call, no exit between lock and unlock.
  */
-static __always_inline int tracker_lock(struct scan_state *st)
+static __always_inline int tracker_lock(__u32 *lock)
 {
 	for (int i = 0; i < TRACKER_LOCK_SPINS; i++) {
-		if (__sync_val_compare_and_swap(&st->lock, 0, 1) == 0)
+		if (__sync_val_compare_and_swap(lock, 0, 1) == 0)
 			return 1;
 	}
 	return 0;
 }
 
-static __always_inline void tracker_unlock(struct scan_state *st)
+static __always_inline void tracker_unlock(__u32 *lock)
 {
-	__sync_lock_test_and_set(&st->lock, 0);
+	__sync_lock_test_and_set(lock, 0);
+}
+
+static __always_inline int addr_eq(const struct addr *a, const struct addr *b)
+{
+	const __u64 *x = (const __u64 *)a->b, *y = (const __u64 *)b->b;
+	return x[0] == y[0] && x[1] == y[1];
+}
+
+/* Another CPU may have stamped a later time than this one's clock read: a
+ * negative age is "just now", not 49 days. */
+static __always_inline int within(__u32 now32, __u32 seen_ms, __u32 window)
+{
+	__u32 age = now32 - seen_ms;
+	return (__s32)age < 0 || age <= window;
+}
+
+static __always_inline __u64 rotl64(__u64 x, int b)
+{
+	return (x << b) | (x >> (64 - b));
+}
+
+#define SIPROUND(v0, v1, v2, v3)                                                     \
+	do {                                                                         \
+		v0 += v1; v1 = rotl64(v1, 13); v1 ^= v0; v0 = rotl64(v0, 32);        \
+		v2 += v3; v3 = rotl64(v3, 16); v3 ^= v2;                             \
+		v0 += v3; v3 = rotl64(v3, 21); v3 ^= v0;                             \
+		v2 += v1; v1 = rotl64(v1, 17); v1 ^= v2; v2 = rotl64(v2, 32);        \
+	} while (0)
+
+/* slot_of is SipHash-1-3 of the 16-byte key under the program's secret key:
+ * a flood that cannot predict slots cannot aim at a scanner's. */
+static __always_inline __u32 slot_of(const struct addr *key)
+{
+	__u64 k0 = hbf_config.hash_key[0], k1 = hbf_config.hash_key[1];
+	__u64 v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL;
+	__u64 v2 = k0 ^ 0x6c7967656e657261ULL, v3 = k1 ^ 0x7465646279746573ULL;
+	const __u64 *m = (const __u64 *)key->b;
+	__u64 last = 16ULL << 56;
+
+	v3 ^= m[0]; SIPROUND(v0, v1, v2, v3); v0 ^= m[0];
+	v3 ^= m[1]; SIPROUND(v0, v1, v2, v3); v0 ^= m[1];
+	v3 ^= last; SIPROUND(v0, v1, v2, v3); v0 ^= last;
+	v2 ^= 0xff;
+	SIPROUND(v0, v1, v2, v3);
+	SIPROUND(v0, v1, v2, v3);
+	SIPROUND(v0, v1, v2, v3);
+	return (__u32)(v0 ^ v1 ^ v2 ^ v3) & hbf_first_attempt_mask;
+}
+
+/* seed moves the source's first attempt from its first_attempts slot into its
+ * new tracker entry, so the port counts. It goes last, as the oldest: another
+ * CPU may have added its attempt to the entry first. Called under the
+ * entry's lock; locks are always taken entry first, then slot. */
+static __always_inline int seed(struct scan_state *st, struct first_attempt *fa,
+				const struct addr *key, __u32 now32)
+{
+	if (!tracker_lock(&fa->lock))
+		return 0;
+	if (fa->used && addr_eq(&fa->key, key) && within(now32, fa->seen_ms, hbf_config.window_ms)) {
+		__u32 len = st->len;
+		int dup = 0;
+		for (__u32 i = 0; i < HBF_SCAN_SLOTS; i++) {
+			if (i >= len)
+				break;
+			if (st->slots[i].port == fa->port) {
+				dup = 1;
+				break;
+			}
+		}
+		if (!dup && len < HBF_SCAN_SLOTS) {
+			st->slots[len].port = fa->port;
+			st->slots[len].sport = fa->sport;
+			st->slots[len].seq = fa->seq;
+			st->slots[len].seen_ms = (__s32)(now32 - fa->seen_ms) < 0 ? now32 : fa->seen_ms;
+			st->len = len + 1;
+		}
+		fa->used = 0;
+	}
+	tracker_unlock(&fa->lock);
+	return 1;
 }
 
 /*
@@ -293,13 +421,14 @@ static __always_inline void tracker_unlock(struct scan_state *st)
  * verifier, so what it learnt from one phase's branches does not multiply the
  * states it explores in the next.
  */
-static __always_inline __u32 track(struct scan_state *st, const struct packet *pkt,
+static __always_inline __u32 track(struct scan_state *st, const struct addr *key,
+				   const struct packet *pkt,
 				   __u64 now_ms, struct scan_ports *out)
 {
 	__u32 now32 = (__u32)now_ms;
 	__u32 outcome = TRACK_NEW_ATTEMPT;
 
-	if (!tracker_lock(st))
+	if (!tracker_lock(&st->lock))
 		return TRACK_BUSY;
 
 	/* The clock was read before the lock: another CPU may have stamped the
@@ -310,9 +439,21 @@ static __always_inline __u32 track(struct scan_state *st, const struct packet *p
 	now32 = (__u32)now_ms;
 	if (now_ms - st->last_ms > hbf_config.window_ms) {
 		st->len = 0;
-		st->flags = 0;
+		st->flags &= SCAN_SEEDED;
 	}
 	st->last_ms = now_ms;
+	/* Whichever CPU takes a new entry's lock first seeds it: attempts
+	 * counted here before the first one moved in could pass the threshold
+	 * by one. */
+	if (!(st->flags & SCAN_SEEDED)) {
+		__u32 idx = slot_of(key);
+		struct first_attempt *fa = bpf_map_lookup_elem(&first_attempts, &idx);
+		if (fa && !seed(st, fa, key, now32)) {
+			tracker_unlock(&st->lock);
+			return TRACK_BUSY;
+		}
+		st->flags |= SCAN_SEEDED;
+	}
 
 	/* Phase 1: find the port. A new one takes a free slot, or the least
 	 * recently used. move is the slot that becomes slot 0. */
@@ -388,7 +529,7 @@ static __always_inline __u32 track(struct scan_state *st, const struct packet *p
 		out->n = READ_ONCE(st->len);
 	}
 
-	tracker_unlock(st);
+	tracker_unlock(&st->lock);
 	return outcome;
 }
 
@@ -408,11 +549,127 @@ static __always_inline struct scan_state *tracker_entry(const struct addr *src)
 	return bpf_map_lookup_elem(&scan_states, src);
 }
 
-static __always_inline __u8 block_scanner(const struct addr *src, __u64 now, __u64 *expires)
+static __always_inline int ipv4_mapped(const struct addr *a)
 {
+	const __u32 *w = (const __u32 *)a->b;
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff);
+}
+
+/* tracker_key writes the unit the source is counted and blocked by, and
+ * returns its prefix length: the address (128), or for an off-link IPv6
+ * address its v6_prefix_len prefix. */
+static __always_inline __u8 tracker_key(const struct packet *pkt, struct addr *key)
+{
+	*key = pkt->saddr;
+	__u32 bits = READ_ONCE(hbf_config.v6_prefix_len);
+	if (pkt->family != 6 || bits == 0 || bits >= 128 || ipv4_mapped(&pkt->saddr))
+		return 128;
+	struct lpm_key k = { .prefixlen = 128, .addr = pkt->saddr };
+	if (bpf_map_lookup_elem(&onlink_prefixes, &k))
+		return 128;
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		int keep = (int)bits - i * 8;
+		if (keep <= 0)
+			key->b[i] = 0;
+		else if (keep < 8)
+			key->b[i] &= (__u8)(0xff << (8 - keep));
+	}
+	return bits;
+}
+
+/*
+ * record counts one attempt of the source key. A source's first attempt
+ * within the window lives in its first_attempts slot; its second distinct
+ * port gives it a scan_states entry (seeded with the first), where track()
+ * keeps the rest. So scan_states holds only sources that tried two ports,
+ * and a flood of one-SYN sources cannot fill it.
+ */
+__noinline __u32 record(const struct packet *pkt, const struct addr *key, __u64 now_ms,
+			struct scan_ports *out)
+{
+	if (!pkt || !key || !out)
+		return TRACK_NEW_ATTEMPT;
+	struct scan_state *st = bpf_map_lookup_elem(&scan_states, key);
+	if (!st) {
+		__u32 idx = slot_of(key);
+		struct first_attempt *fa = bpf_map_lookup_elem(&first_attempts, &idx);
+		if (!fa)
+			return TRACK_NEW_ATTEMPT; /* cannot happen: idx is masked */
+		if (!tracker_lock(&fa->lock))
+			return TRACK_BUSY;
+		/* Another CPU may have promoted the source since the lookup. */
+		st = bpf_map_lookup_elem(&scan_states, key);
+		if (!st) {
+			__u32 now32 = (__u32)now_ms;
+			int live = fa->used && within(now32, fa->seen_ms, hbf_config.window_ms);
+			int mine = live && addr_eq(&fa->key, key);
+			if (mine && fa->port == pkt->dport) {
+				__u32 outcome = TRACK_NEW_ATTEMPT;
+				if (fa->sport == pkt->sport && fa->seq == pkt->seq)
+					outcome = 0;
+				fa->sport = pkt->sport;
+				fa->seq = pkt->seq;
+				fa->seen_ms = now32;
+				tracker_unlock(&fa->lock);
+				return outcome;
+			}
+			if (!mine) {
+				if (live)
+					count(COUNTER_TRACKER_EVICTIONS);
+				fa->key = *key;
+				fa->port = pkt->dport;
+				fa->sport = pkt->sport;
+				fa->seq = pkt->seq;
+				fa->seen_ms = now32;
+				fa->used = 1;
+				tracker_unlock(&fa->lock);
+				return TRACK_NEW_ATTEMPT;
+			}
+		}
+		tracker_unlock(&fa->lock);
+		if (!st)
+			st = tracker_entry(key);
+		if (!st) {
+			count(COUNTER_TRACKER_FULL);
+			return TRACK_NEW_ATTEMPT;
+		}
+	}
+	return track(st, key, pkt, now_ms, out);
+}
+
+/* block_budget takes one block from the minute's budget; 0 when it is spent. */
+static __always_inline int block_budget(__u64 now)
+{
+	__u32 limit = READ_ONCE(hbf_config.max_blocks_per_min);
+	if (!limit)
+		return 1;
+	__u64 minute = now / (60 * NSEC_PER_SEC);
+	for (int i = 0; i < 8; i++) {
+		__u64 old = READ_ONCE(hbf_block_budget);
+		__u64 next;
+		if ((old >> 32) != minute)
+			next = (minute << 32) | 1;
+		else if ((__u32)old >= limit)
+			return 0;
+		else
+			next = old + 1;
+		if (__sync_val_compare_and_swap(&hbf_block_budget, old, next) == old)
+			return 1;
+	}
+	return 0; /* that contended, the budget is being spent fast */
+}
+
+static __always_inline __u8 block_scanner(const struct addr *key, __u8 keylen, __u64 now,
+					  __u64 *expires)
+{
+	if (!block_budget(now)) {
+		count(COUNTER_BLOCKS_RATE_LIMITED);
+		return SCAN_EV_RATE_LIMITED;
+	}
 	struct rule r = {
 		.created_ns = now,
-		.prefixlen = 128,
+		.prefixlen = keylen,
 		.origin = ORIGIN_SCAN,
 	};
 	__u64 duration = READ_ONCE(hbf_config.block_ns);
@@ -420,9 +677,18 @@ static __always_inline __u8 block_scanner(const struct addr *src, __u64 now, __u
 		r.expires_ns = now + duration;
 	*expires = r.expires_ns;
 
-	/* A live block of this address would have dropped the packet already, so
+	/* A live block of this source would have dropped the packet already, so
 	 * an entry already here is an expired one: replace it. */
-	if (bpf_map_update_elem(&blocks, src, &r, BPF_ANY)) {
+	long err;
+	if (keylen >= 128) {
+		err = bpf_map_update_elem(&blocks, key, &r, BPF_ANY);
+	} else {
+		/* The lookup must be on before the entry can be found. */
+		WRITE_ONCE(hbf_scan_prefixes, 1);
+		struct lpm_key k = { .prefixlen = keylen, .addr = *key };
+		err = bpf_map_update_elem(&block_prefixes, &k, &r, BPF_ANY);
+	}
+	if (err) {
 		count(COUNTER_BLOCK_FAILURES);
 		return SCAN_EV_BLOCK_FAILED;
 	}
@@ -430,8 +696,9 @@ static __always_inline __u8 block_scanner(const struct addr *src, __u64 now, __u
 	return SCAN_EV_BLOCKED;
 }
 
-static __always_inline void report_scan(struct xdp_md *ctx, const struct packet *pkt, __u64 now,
-					const struct scan_ports *ports, __u8 flags, __u64 expires)
+static __always_inline void report_scan(struct xdp_md *ctx, const struct packet *pkt, __u8 keylen,
+					__u64 now, const struct scan_ports *ports, __u8 flags,
+					__u64 expires)
 {
 	struct scan_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
@@ -450,6 +717,7 @@ static __always_inline void report_scan(struct xdp_md *ctx, const struct packet 
 	__builtin_memcpy(ev->ports, ports->ports, sizeof(ev->ports));
 	__builtin_memcpy(ev->ages_ms, ports->ages_ms, sizeof(ev->ages_ms));
 	ev->nports = ports->n;
+	ev->prefixlen = keylen;
 	bpf_ringbuf_submit(ev, BPF_RB_FORCE_WAKEUP);
 }
 
@@ -516,11 +784,9 @@ __noinline int attempt(struct xdp_md *ctx, const struct packet *pkt, int probe, 
 	__u32 outcome = TRACK_NEW_ATTEMPT;
 	__u32 reason = probe ? COUNTER_DROP_STEALTH : COUNTER_DROP_SCAN;
 
-	struct scan_state *st = tracker_entry(&pkt->saddr);
-	if (st)
-		outcome = track(st, pkt, now / 1000000, ports);
-	else
-		count(COUNTER_TRACKER_FULL);
+	struct addr key;
+	__u8 keylen = tracker_key(pkt, &key);
+	outcome = record(pkt, &key, now / 1000000, ports);
 	/* Fail closed: an attempt the tracker could not count must not pass. */
 	if (outcome & TRACK_BUSY)
 		return drop(COUNTER_DROP_TRACKER_BUSY);
@@ -533,14 +799,14 @@ __noinline int attempt(struct xdp_md *ctx, const struct packet *pkt, int probe, 
 		count(COUNTER_SCANS_DETECTED);
 		if (allowed) {
 			count(COUNTER_SCANS_ALLOWLISTED);
-			report_scan(ctx, pkt, now, ports, SCAN_EV_ALLOWLISTED, 0);
+			report_scan(ctx, pkt, keylen, now, ports, SCAN_EV_ALLOWLISTED, 0);
 		} else if (monitor) {
 			count(COUNTER_SCANS_MONITORED);
-			report_scan(ctx, pkt, now, ports, SCAN_EV_MONITOR, 0);
+			report_scan(ctx, pkt, keylen, now, ports, SCAN_EV_MONITOR, 0);
 		} else {
 			__u64 expires = 0;
-			__u8 flags = block_scanner(&pkt->saddr, now, &expires);
-			report_scan(ctx, pkt, now, ports, flags, expires);
+			__u8 flags = block_scanner(&key, keylen, now, &expires);
+			report_scan(ctx, pkt, keylen, now, ports, flags, expires);
 			return drop(reason);
 		}
 	} else if ((outcome & TRACK_FLAGGED) && !allowed && !monitor) {
@@ -572,8 +838,7 @@ static __always_inline int parse_verdict(enum parse_result r)
 	}
 }
 
-SEC("xdp")
-int hbf_xdp(struct xdp_md *ctx)
+static __always_inline int decide(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -605,4 +870,14 @@ int hbf_xdp(struct xdp_md *ctx)
 	if (!(f & (TCP_SYN | TCP_ACK | TCP_RST)) || ((f & TCP_SYN) && (f & (TCP_FIN | TCP_RST))))
 		return attempt(ctx, &pkt, 1, allowed);
 	return XDP_PASS;
+}
+
+SEC("xdp")
+int hbf_xdp(struct xdp_md *ctx)
+{
+	int verdict = decide(ctx);
+	/* With the drops by reason, this accounts for every packet. */
+	if (verdict == XDP_PASS)
+		count(COUNTER_PASSED);
+	return verdict;
 }

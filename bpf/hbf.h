@@ -53,7 +53,11 @@ struct config {
 	__u32 window_ms;
 	__u64 block_ns;   /* duration of a scan block; 0: never expires */
 	__u32 flags;      /* enum config_flags */
-	__u32 _pad;
+	__u32 max_blocks_per_min; /* scan blocks the program may make in a minute; 0: no limit */
+	__u64 hash_key[2];        /* secret key of the first-attempt table's hash */
+	__u8 v6_prefix_len;       /* off-link IPv6 sources are tracked and blocked per prefix of
+				   * this length; 128: per address */
+	__u8 _pad[7];
 };
 
 struct port_slot {
@@ -65,6 +69,21 @@ struct port_slot {
 
 enum scan_flags {
 	SCAN_FLAGGED = 1, /* crossed the threshold in the current burst */
+	SCAN_SEEDED = 2,  /* the source's first attempt was moved in from first_attempts */
+};
+
+/* A source's first attempt within the window. Sources get a tracker entry
+ * only with their second distinct port, so a flood of one-SYN sources (the
+ * usual spoofed flood) churns this fixed table and never fills the tracker
+ * a real scanner needs. */
+struct first_attempt {
+	__u32 lock;   /* as scan_state's */
+	__u32 seen_ms;
+	struct addr key; /* the tracked source (an address, or an IPv6 prefix) */
+	__u16 port;
+	__u16 sport;
+	__u32 seq;
+	__u32 used;
 };
 
 /* Per-source tracker entry: the most recently used distinct destination
@@ -102,6 +121,7 @@ enum scan_event_flags {
 	SCAN_EV_BLOCKED = 2,      /* the program inserted a block */
 	SCAN_EV_BLOCK_FAILED = 4, /* the block map refused the entry (full) */
 	SCAN_EV_MONITOR = 8,      /* monitor mode: would have been blocked */
+	SCAN_EV_RATE_LIMITED = 16, /* not blocked: the minute's budget of scan blocks is spent */
 };
 
 struct scan_event {
@@ -115,7 +135,9 @@ struct scan_event {
 	struct addr daddr;
 	__u64 expires_ns; /* of the block; 0: permanent */
 	__u16 ports[HBF_SCAN_SLOTS];
-	__u16 _pad[3];
+	__u8 prefixlen;   /* of the tracked (and blocked) source: 128, or the IPv6 scan prefix */
+	__u8 _pad0;
+	__u16 _pad[2];
 	/* When each port was last tried: ms before time_ns. */
 	__u32 ages_ms[HBF_SCAN_SLOTS];
 	__u32 _pad2;
@@ -141,6 +163,9 @@ enum counter {
 	COUNTER_DROP_VLAN_DEPTH,     /* more VLAN tags than the parser skips */
 	COUNTER_DROP_EXT_DEPTH,      /* more IPv6 extension headers than the parser walks */
 	COUNTER_DROP_TINY_FRAGMENT,  /* TCP header not whole in the first fragment, or overlapped */
+	COUNTER_PASSED,              /* every packet passed: with the drops, adds up to COUNTER_PACKETS */
+	COUNTER_BLOCKS_RATE_LIMITED, /* scanners not blocked: the minute's budget was spent */
+	COUNTER_TRACKER_EVICTIONS,   /* first attempts of live sources overwritten by others */
 	COUNTER_MAX,
 };
 

@@ -25,6 +25,12 @@ type Config struct {
 	BlockDuration time.Duration // 0: scan blocks never expire
 	Monitor       bool          // report scans as "would block", block nothing for them
 	IgnorePorts   []uint16      // never counted toward a scan
+	// ScanBlocksPerMinute bounds the blocks the program makes for scans
+	// (spoofed decoys); 0: no limit.
+	ScanBlocksPerMinute int
+	ScanPrefixV6        int // off-link IPv6 scanners are counted and blocked per this prefix
+	// ResolvConf is read for the DNS resolvers, which are never blocked.
+	ResolvConf    string
 	Timeout       time.Duration // 0: run until stopped
 	XDPMode       dataplane.XDPMode
 	PinPath       string
@@ -72,11 +78,16 @@ var Defaults = Config{
 	FeedRefresh:   time.Hour,
 	Escalation:    policy.DefaultEscalation,
 	Rules:         policy.DefaultRules,
+
+	ScanBlocksPerMinute: 30,
+	ScanPrefixV6:        64,
+	ResolvConf:          "/etc/resolv.conf",
 }
 
 func (c Config) settings() dataplane.Settings {
 	return dataplane.Settings{MaxPorts: c.MaxPorts, Window: c.Window, BlockDuration: c.BlockDuration,
-		Monitor: c.Monitor, IgnorePorts: c.IgnorePorts}
+		Monitor: c.Monitor, IgnorePorts: c.IgnorePorts,
+		MaxBlocksPerMinute: c.ScanBlocksPerMinute, IPv6ScanPrefix: c.ScanPrefixV6}
 }
 
 // ModeName is "monitor" or "enforce".
@@ -115,6 +126,12 @@ func (c Config) Validate() error {
 	}
 	if c.BlockDuration < 0 {
 		errs = append(errs, fmt.Errorf("--block-duration %s: must not be negative (0 blocks for good)", c.BlockDuration))
+	}
+	if c.ScanBlocksPerMinute < 0 || c.ScanBlocksPerMinute > 1_000_000 {
+		errs = append(errs, fmt.Errorf("--scan-blocks-per-minute %d: must be between 0 (no limit) and 1000000", c.ScanBlocksPerMinute))
+	}
+	if c.ScanPrefixV6 < dataplane.MinIPv6ScanPrefix || c.ScanPrefixV6 > 128 {
+		errs = append(errs, fmt.Errorf("--scan-prefix-v6 %d: must be between %d and 128 (per address)", c.ScanPrefixV6, dataplane.MinIPv6ScanPrefix))
 	}
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("--timeout %s: must not be negative (0 runs until stopped)", c.Timeout))

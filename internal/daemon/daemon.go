@@ -431,16 +431,24 @@ func (d *daemon) report(ev dataplane.Event) {
 		for i, p := range ev.Ports {
 			ports[i] = p.Port
 		}
-		d.publish(&report.Scan{Time: ev.Time, Iface: d.ifname(ev.Ifindex), Src: ev.Src, Dst: ev.Dst,
-			Ports: ports, Allowlisted: ev.Allowlisted, WouldBlock: ev.WouldBlock})
+		sc := &report.Scan{Time: ev.Time, Iface: d.ifname(ev.Ifindex), Src: ev.Src, Dst: ev.Dst,
+			Ports: ports, Allowlisted: ev.Allowlisted, WouldBlock: ev.WouldBlock, RateLimited: ev.RateLimited}
+		if ev.Source.Bits() < ev.Src.BitLen() {
+			sc.Prefix = ev.Source
+		}
+		d.publish(sc)
 		if ev.Blocked {
 			expires, reason := d.state.OnScan(ev)
 			var duration time.Duration
 			if !expires.IsZero() {
 				duration = expires.Sub(ev.Time).Round(time.Second)
 			}
-			d.publish(&report.Block{Time: ev.Time, Prefix: netip.PrefixFrom(ev.Src, ev.Src.BitLen()),
+			d.publish(&report.Block{Time: ev.Time, Prefix: ev.Source,
 				Reason: reason, Duration: duration, Expires: expires})
+		}
+		if ev.RateLimited {
+			d.log.Warn("scanner not blocked: the minute's budget of scan blocks is spent (--scan-blocks-per-minute); its attempts are still dropped for the window",
+				"src", ev.Source)
 		}
 		if ev.BlockFailed {
 			d.log.Error("scanner not blocked: the block map is full; its new ports are still dropped for the window",

@@ -476,7 +476,7 @@ func scanReason(offence int) string {
 func (s *state) OnScan(ev *dataplane.Scan) (time.Time, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := netip.PrefixFrom(ev.Src, ev.Src.BitLen())
+	p := ev.Source
 	expires, offence := s.escalate(p, ev.Time, ev.Expires)
 	b := store.Block{Prefix: p, Origin: store.OriginScan, Reason: scanReason(offence), By: "kernel",
 		Created: ev.Time, Expires: expires}

@@ -92,7 +92,8 @@ func TestKernelHoldsTheLatestExpiry(t *testing.T) {
 	s.Block(root, []string{"203.0.113.7"}, time.Hour, "")
 	// The same address blocked for a scan, for longer.
 	longer := time.Now().Add(3 * time.Hour)
-	s.OnScan(&dataplane.Scan{Time: time.Now(), Src: netip.MustParseAddr("203.0.113.7"), Blocked: true, Expires: longer})
+	s.OnScan(&dataplane.Scan{Time: time.Now(), Src: netip.MustParseAddr("203.0.113.7"),
+		Source: netip.MustParsePrefix("203.0.113.7/32"), Blocked: true, Expires: longer})
 	if _, err := s.Reconcile(false); err != nil {
 		t.Fatal(err)
 	}

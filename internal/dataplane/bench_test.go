@@ -46,7 +46,7 @@ func benchDP(b *testing.B, populated bool) *Dataplane {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { dp.Close() })
-	if err := dp.SetSettings(Settings{MaxPorts: 3, Window: time.Minute, BlockDuration: time.Hour}); err != nil {
+	if err := dp.SetSettings(defaults); err != nil {
 		b.Fatal(err)
 	}
 	if err := dp.Allow(netip.MustParsePrefix("203.0.113.1/32"), time.Time{}); err != nil {

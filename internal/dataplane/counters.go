@@ -51,7 +51,8 @@ func (r DropReason) String() string {
 
 // Counters are the program's per-CPU counters, summed over CPUs.
 type Counters struct {
-	Packets            uint64                 // every packet the program saw
+	Packets            uint64 // every packet the program saw: Passed + DroppedTotal
+	Passed             uint64
 	Dropped            [numDropReasons]uint64 // by DropReason
 	NewConnections     uint64
 	ScansDetected      uint64
@@ -62,6 +63,8 @@ type Counters struct {
 	EventsLost         uint64 // events dropped because the ring buffer was full
 	TrackerFull        uint64 // attempts from sources the full tracker could not hold
 	ScansMonitored     uint64 // scans let through in monitor mode
+	BlocksRateLimited  uint64 // scanners not blocked: the minute's budget of blocks was spent
+	TrackerEvictions   uint64 // first attempts of live sources overwritten by other sources'
 }
 
 // DroppedTotal is the number of packets dropped for any reason.
@@ -87,6 +90,9 @@ func (d *Dataplane) Counters() (Counters, error) {
 		hbfCounterCOUNTER_EVENTS_LOST:         &c.EventsLost,
 		hbfCounterCOUNTER_TRACKER_FULL:        &c.TrackerFull,
 		hbfCounterCOUNTER_SCANS_MONITORED:     &c.ScansMonitored,
+		hbfCounterCOUNTER_PASSED:              &c.Passed,
+		hbfCounterCOUNTER_BLOCKS_RATE_LIMITED: &c.BlocksRateLimited,
+		hbfCounterCOUNTER_TRACKER_EVICTIONS:   &c.TrackerEvictions,
 	}
 	for r, dr := range dropReasons {
 		fields[dr.counter] = &c.Dropped[r]

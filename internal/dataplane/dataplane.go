@@ -1,8 +1,11 @@
 package dataplane
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -14,6 +17,10 @@ import (
 
 // MaxPortsLimit is the largest threshold the program's tracker can hold.
 const MaxPortsLimit = 32
+
+// MinIPv6ScanPrefix is the widest prefix a scan may block: an ISP's customer
+// gets a /48 to /64; wider would take in other customers.
+const MinIPv6ScanPrefix = 48
 
 // layoutVersion names the pinned-object folder. Bump it when a pinned map's
 // key, value or type changes, so an old pin is never read with a new layout.
@@ -34,6 +41,15 @@ type Settings struct {
 	Monitor bool
 	// IgnorePorts never count toward a scan, nor are a reason to block.
 	IgnorePorts []uint16
+	// MaxBlocksPerMinute bounds the scan blocks the program makes in a
+	// minute, so spoofed scans (nmap -D RND:100) cannot buy a block each.
+	// Past it a scanner is reported and its attempts dropped for the rest of
+	// its window, unblocked. 0: no limit.
+	MaxBlocksPerMinute int
+	// IPv6ScanPrefix: off-link IPv6 sources are counted and blocked per
+	// prefix of this length (one host owns a /64 and can rotate addresses
+	// in it); on-link ones (SetOnLink) per address. 128: per address.
+	IPv6ScanPrefix int
 }
 
 // Validate reports the first setting the program cannot honour.
@@ -47,6 +63,12 @@ func (s Settings) Validate() error {
 	if s.BlockDuration < 0 {
 		return fmt.Errorf("block duration %s: must not be negative (0 means no expiry)", s.BlockDuration)
 	}
+	if s.MaxBlocksPerMinute < 0 || s.MaxBlocksPerMinute > math.MaxUint32 {
+		return fmt.Errorf("scan blocks per minute %d: must be between 0 (no limit) and %d", s.MaxBlocksPerMinute, uint32(math.MaxUint32))
+	}
+	if s.IPv6ScanPrefix < MinIPv6ScanPrefix || s.IPv6ScanPrefix > 128 {
+		return fmt.Errorf("IPv6 scan prefix /%d: must be between /%d and /128 (per address)", s.IPv6ScanPrefix, MinIPv6ScanPrefix)
+	}
 	return nil
 }
 
@@ -57,6 +79,10 @@ type Options struct {
 	// and a later Load with the same PinPath adopts them, so the state
 	// outlives the process. Empty: nothing is pinned (unit tests).
 	PinPath string
+
+	// firstAttemptSlots sizes the tracker's first tier (a power of two; 0:
+	// the program's own size). Tests make it small, to empty it cheaply.
+	firstAttemptSlots uint32
 }
 
 // pinnedMaps are the maps whose content is state worth keeping; the ring
@@ -75,6 +101,7 @@ type Dataplane struct {
 	objs    hbfObjects
 	pinDir  string // "" when not pinned
 	adopted bool
+	hashKey [2]uint64 // of first_attempts' slots; secret, one per program
 
 	// prefixMu serialises changes of block_prefixes with the program's
 	// hint that the map is not empty.
@@ -93,7 +120,20 @@ func Load(opts Options) (*Dataplane, error) {
 		return nil, err
 	}
 
+	if n := opts.firstAttemptSlots; n != 0 {
+		if n&(n-1) != 0 {
+			return nil, fmt.Errorf("first-attempt slots %d: not a power of two", n)
+		}
+		spec.Maps[hbfMapFirstAttempts].MaxEntries = n
+		if err := spec.Variables[hbfVarHbfFirstAttemptMask].Set(n - 1); err != nil {
+			return nil, fmt.Errorf("size the tracker: %w", err)
+		}
+	}
+
 	d := &Dataplane{}
+	if err := binary.Read(rand.Reader, binary.NativeEndian, &d.hashKey); err != nil {
+		return nil, fmt.Errorf("draw the tracker's hash key: %w", err)
+	}
 	collOpts := &ebpf.CollectionOptions{}
 	if opts.PinPath != "" {
 		if err := ensureBPFFS(opts.PinPath); err != nil {
@@ -127,6 +167,12 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 	}
 	if err := d.updatePrefixHint(); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
+	// Until told the host's prefixes: link-local neighbours are never one
+	// "/64" to block together.
+	if err := d.SetOnLink(nil); err != nil {
 		d.objs.Close()
 		return nil, err
 	}
@@ -217,6 +263,10 @@ func (d *Dataplane) SetSettings(s Settings) error {
 		MaxPorts: uint32(s.MaxPorts),
 		WindowMs: uint32(s.Window.Milliseconds()),
 		BlockNs:  uint64(s.BlockDuration.Nanoseconds()),
+
+		MaxBlocksPerMin: uint32(s.MaxBlocksPerMinute),
+		HashKey:         d.hashKey,
+		V6PrefixLen:     uint8(s.IPv6ScanPrefix),
 	}
 	if s.Monitor {
 		cfg.Flags |= uint32(hbfConfigFlagsCONFIG_MONITOR)

@@ -21,7 +21,8 @@ const (
 	xdpPass    = 2
 )
 
-var defaults = Settings{MaxPorts: 3, Window: time.Minute, BlockDuration: time.Hour}
+var defaults = Settings{MaxPorts: 3, Window: time.Minute, BlockDuration: time.Hour,
+	MaxBlocksPerMinute: 30, IPv6ScanPrefix: 64}
 
 var noExpiry time.Time
 
@@ -41,10 +42,19 @@ type testDP struct {
 	events *EventReader
 }
 
+// testFirstAttemptSlots keeps the tracker's first tier small enough to empty
+// between cases; tests of the tier itself use the program's full size.
+const testFirstAttemptSlots = 1024
+
 func newTestDP(t testing.TB, s Settings) *testDP {
 	t.Helper()
+	return newTestDPWith(t, s, Options{firstAttemptSlots: testFirstAttemptSlots})
+}
+
+func newTestDPWith(t testing.TB, s Settings, opts Options) *testDP {
+	t.Helper()
 	testenv.RequirePrivileged(t)
-	dp, err := Load(Options{})
+	dp, err := Load(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +294,14 @@ func TestScanCrossingThresholdIsBlocked(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// An off-link IPv6 scanner is blocked with its /64.
 			want := netip.PrefixFrom(netip.MustParseAddr(src), netip.MustParseAddr(src).BitLen())
+			if want.Addr().Is6() {
+				want = netip.PrefixFrom(want.Addr(), defaults.IPv6ScanPrefix).Masked()
+			}
+			if s.Source != want {
+				t.Errorf("scan source %v, want %v", s.Source, want)
+			}
 			if len(blocks) != 1 || blocks[0].Prefix != want || blocks[0].Origin != OriginScan || blocks[0].Packets != 2 {
 				t.Errorf("blocks %+v, want one scan block of %v with 2 packets dropped", blocks, want)
 			}
@@ -469,7 +486,10 @@ func TestAllowlistOverridesBlockAndScan(t *testing.T) {
 // SYNs of one source handled on several CPUs at once: the tracker's lock
 // must let exactly one cross the threshold, and at most N pass.
 func TestScanAcrossCPUs(t *testing.T) {
-	d := newTestDP(t, defaults)
+	// Every round is a new source of one /64 and needs its block.
+	s := defaults
+	s.IPv6ScanPrefix, s.MaxBlocksPerMinute = 128, 0
+	d := newTestDP(t, s)
 	cpus := min(runtime.NumCPU(), 4)
 	if cpus < 2 {
 		t.Logf("only %d CPU: the runs below cannot overlap", cpus)
@@ -529,7 +549,9 @@ func TestSweepRemovesExpiredState(t *testing.T) {
 	if err := d.Allow(netip.MustParsePrefix("203.0.113.0/24"), past); err != nil {
 		t.Fatal(err)
 	}
+	// Two ports: a source's first attempt alone has no tracker entry.
 	d.run(tcpSYN("192.0.2.66", "192.0.2.1", 40000, 80))
+	d.run(tcpSYN("192.0.2.66", "192.0.2.1", 40001, 81))
 	time.Sleep(20 * time.Millisecond)
 
 	st, err := d.SweepRules()

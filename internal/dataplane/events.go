@@ -32,15 +32,19 @@ type PortTry struct {
 // Scan is a source that tried more than the threshold of distinct ports
 // within the window. Ports are the distinct ports of the window, ascending.
 type Scan struct {
-	Time        time.Time
-	Ifindex     int
-	Src         netip.Addr
+	Time    time.Time
+	Ifindex int
+	Src     netip.Addr // the address of the packet that crossed the threshold
+	// Source is what was counted, and blocked: Src's address, or for an
+	// off-link IPv6 source its prefix (Settings.IPv6ScanPrefix).
+	Source      netip.Prefix
 	Dst         netip.Addr
 	Ports       []PortTry
 	Allowlisted bool // reported only: the source is on the allowlist
 	Blocked     bool // the program blocked the source
 	WouldBlock  bool // monitor mode: it would have
 	BlockFailed bool // the program could not block it: the block map is full
+	RateLimited bool // not blocked: the minute's budget of scan blocks was spent
 	Expires     time.Time
 }
 
@@ -139,18 +143,32 @@ func decodeEvent(b []byte) (Event, error) {
 		}
 		slices.SortFunc(ports, func(a, b PortTry) int { return int(a.Port) - int(b.Port) })
 		flags := hbfScanEventFlags(ev.Flags)
+		// The block is keyed by the IPv4 address even when the packet
+		// came as IPv4-mapped IPv6, so that is the address reported.
+		src := netip.AddrFrom16(ev.Saddr.B).Unmap()
+		bits := int(ev.Prefixlen)
+		if bits == 0 || bits > 128 {
+			bits = 128
+		}
+		if src.Is4() {
+			bits = 32 // the program aggregates IPv6 only
+		}
+		source, err := src.Prefix(bits)
+		if err != nil {
+			return nil, fmt.Errorf("scan event: prefix length %d of %v: %w", ev.Prefixlen, src, err)
+		}
 		return &Scan{
-			Time:    at,
-			Ifindex: int(ev.Ifindex),
-			// The block is keyed by the IPv4 address even when the packet
-			// came as IPv4-mapped IPv6, so that is the address reported.
-			Src:         netip.AddrFrom16(ev.Saddr.B).Unmap(),
+			Time:        at,
+			Ifindex:     int(ev.Ifindex),
+			Src:         src,
+			Source:      source,
 			Dst:         eventAddr(ev.Daddr, ev.Family),
 			Ports:       ports,
 			Allowlisted: flags&hbfScanEventFlagsSCAN_EV_ALLOWLISTED != 0,
 			Blocked:     flags&hbfScanEventFlagsSCAN_EV_BLOCKED != 0,
 			BlockFailed: flags&hbfScanEventFlagsSCAN_EV_BLOCK_FAILED != 0,
 			WouldBlock:  flags&hbfScanEventFlagsSCAN_EV_MONITOR != 0,
+			RateLimited: flags&hbfScanEventFlagsSCAN_EV_RATE_LIMITED != 0,
 			Expires:     ref.toWall(ev.ExpiresNs),
 		}, nil
 	}

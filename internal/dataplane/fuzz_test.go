@@ -43,7 +43,7 @@ func FuzzXDP(f *testing.F) {
 		if len(frame) < 14 || len(frame) > maxTestRunFrame {
 			return // BPF_PROG_TEST_RUN takes neither
 		}
-		if err := emptyTracker(d.objs.ScanStates); err != nil {
+		if err := d.emptyTracker(); err != nil {
 			t.Fatal(err)
 		}
 		before, err := d.Counters()
@@ -91,6 +91,11 @@ func FuzzXDP(f *testing.F) {
 			if n != w {
 				t.Errorf("%d drops for %s, the rules say %s\nframe % x", n, r, want, frame)
 			}
+		}
+		if seen, passed := after.Packets-before.Packets, after.Passed-before.Passed; seen != 1 ||
+			passed+after.DroppedTotal()-before.DroppedTotal() != 1 {
+			t.Errorf("counted %d packets, %d passed, %d dropped: want one, passed or dropped\nframe % x",
+				seen, passed, after.DroppedTotal()-before.DroppedTotal(), frame)
 		}
 		switch {
 		case want.conn && (len(conns) != 1 || conns[0].Src != want.src || conns[0].Dst != want.dst):
@@ -195,14 +200,20 @@ func ipv4Prefix(frame []byte, src, payload int, firstFragment bool) []byte {
 	return append(frame, ip...)
 }
 
-// emptyTracker deletes every tracker entry, so that each frame is judged
-// on its own.
-func emptyTracker(m *ebpf.Map) error {
+// emptyTracker forgets every source's attempts, in both tiers, so that each
+// frame is judged on its own.
+func (d *Dataplane) emptyTracker() error {
 	var key hbfAddr
-	for m.NextKey(nil, &key) == nil {
-		if err := m.Delete(key); err != nil {
+	for d.objs.ScanStates.NextKey(nil, &key) == nil {
+		if err := d.objs.ScanStates.Delete(key); err != nil {
 			return err
 		}
 	}
-	return nil
+	n := d.objs.FirstAttempts.MaxEntries()
+	keys := make([]uint32, n)
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	_, err := d.objs.FirstAttempts.BatchUpdate(keys, make([]hbfFirstAttempt, n), nil)
+	return err
 }

@@ -26,12 +26,15 @@ type hbfAttemptKey struct {
 }
 
 type hbfConfig struct {
-	_        structs.HostLayout
-	MaxPorts uint32
-	WindowMs uint32
-	BlockNs  uint64
-	Flags    uint32
-	Pad      uint32
+	_               structs.HostLayout
+	MaxPorts        uint32
+	WindowMs        uint32
+	BlockNs         uint64
+	Flags           uint32
+	MaxBlocksPerMin uint32
+	HashKey         [2]uint64
+	V6PrefixLen     uint8
+	Pad             [7]uint8
 }
 
 type hbfConfigFlags uint32
@@ -75,7 +78,10 @@ const (
 	hbfCounterCOUNTER_DROP_VLAN_DEPTH     hbfCounter = 15
 	hbfCounterCOUNTER_DROP_EXT_DEPTH      hbfCounter = 16
 	hbfCounterCOUNTER_DROP_TINY_FRAGMENT  hbfCounter = 17
-	hbfCounterCOUNTER_MAX                 hbfCounter = 18
+	hbfCounterCOUNTER_PASSED              hbfCounter = 18
+	hbfCounterCOUNTER_BLOCKS_RATE_LIMITED hbfCounter = 19
+	hbfCounterCOUNTER_TRACKER_EVICTIONS   hbfCounter = 20
+	hbfCounterCOUNTER_MAX                 hbfCounter = 21
 )
 
 type hbfEventType uint32
@@ -84,6 +90,17 @@ const (
 	hbfEventTypeEVENT_CONNECTION hbfEventType = 1
 	hbfEventTypeEVENT_SCAN       hbfEventType = 2
 )
+
+type hbfFirstAttempt struct {
+	_      structs.HostLayout
+	Lock   uint32
+	SeenMs uint32
+	Key    hbfAddr
+	Port   uint16
+	Sport  uint16
+	Seq    uint32
+	Used   uint32
+}
 
 type hbfLpmKey struct {
 	_         structs.HostLayout
@@ -120,7 +137,9 @@ type hbfScanEvent struct {
 	Daddr     hbfAddr
 	ExpiresNs uint64
 	Ports     [33]uint16
-	Pad       [3]uint16
+	Prefixlen uint8
+	Pad0      uint8
+	Pad       [2]uint16
 	AgesMs    [33]uint32
 	Pad2      uint32
 }
@@ -132,6 +151,7 @@ const (
 	hbfScanEventFlagsSCAN_EV_BLOCKED      hbfScanEventFlags = 2
 	hbfScanEventFlagsSCAN_EV_BLOCK_FAILED hbfScanEventFlags = 4
 	hbfScanEventFlagsSCAN_EV_MONITOR      hbfScanEventFlags = 8
+	hbfScanEventFlagsSCAN_EV_RATE_LIMITED hbfScanEventFlags = 16
 )
 
 type hbfScanPorts struct {
@@ -170,14 +190,19 @@ const (
 	hbfMapBlocks               = "blocks"
 	hbfMapCounters             = "counters"
 	hbfMapEvents               = "events"
+	hbfMapFirstAttempts        = "first_attempts"
 	hbfMapIgnoredAttempts      = "ignored_attempts"
+	hbfMapOnlinkPrefixes       = "onlink_prefixes"
 	hbfMapScanEvidence         = "scan_evidence"
 	hbfMapScanStates           = "scan_states"
 	hbfMapScanZero             = "scan_zero"
 	hbfProgHbfXdp              = "hbf_xdp"
+	hbfVarHbfBlockBudget       = "hbf_block_budget"
 	hbfVarHbfConfig            = "hbf_config"
+	hbfVarHbfFirstAttemptMask  = "hbf_first_attempt_mask"
 	hbfVarHbfHaveBlockPrefixes = "hbf_have_block_prefixes"
 	hbfVarHbfIgnoredPorts      = "hbf_ignored_ports"
+	hbfVarHbfScanPrefixes      = "hbf_scan_prefixes"
 	hbfVarUnusedConfigFlags    = "unused_config_flags"
 	hbfVarUnusedConnEvent      = "unused_conn_event"
 	hbfVarUnusedCounter        = "unused_counter"
@@ -241,7 +266,9 @@ type hbfMapSpecs struct {
 	Blocks          *ebpf.MapSpec `ebpf:"blocks"`
 	Counters        *ebpf.MapSpec `ebpf:"counters"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
+	FirstAttempts   *ebpf.MapSpec `ebpf:"first_attempts"`
 	IgnoredAttempts *ebpf.MapSpec `ebpf:"ignored_attempts"`
+	OnlinkPrefixes  *ebpf.MapSpec `ebpf:"onlink_prefixes"`
 	ScanEvidence    *ebpf.MapSpec `ebpf:"scan_evidence"`
 	ScanStates      *ebpf.MapSpec `ebpf:"scan_states"`
 	ScanZero        *ebpf.MapSpec `ebpf:"scan_zero"`
@@ -251,9 +278,12 @@ type hbfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hbfVariableSpecs struct {
+	HbfBlockBudget       *ebpf.VariableSpec `ebpf:"hbf_block_budget"`
 	HbfConfig            *ebpf.VariableSpec `ebpf:"hbf_config"`
+	HbfFirstAttemptMask  *ebpf.VariableSpec `ebpf:"hbf_first_attempt_mask"`
 	HbfHaveBlockPrefixes *ebpf.VariableSpec `ebpf:"hbf_have_block_prefixes"`
 	HbfIgnoredPorts      *ebpf.VariableSpec `ebpf:"hbf_ignored_ports"`
+	HbfScanPrefixes      *ebpf.VariableSpec `ebpf:"hbf_scan_prefixes"`
 	UnusedConfigFlags    *ebpf.VariableSpec `ebpf:"unused_config_flags"`
 	UnusedConnEvent      *ebpf.VariableSpec `ebpf:"unused_conn_event"`
 	UnusedCounter        *ebpf.VariableSpec `ebpf:"unused_counter"`
@@ -288,7 +318,9 @@ type hbfMaps struct {
 	Blocks          *ebpf.Map `ebpf:"blocks"`
 	Counters        *ebpf.Map `ebpf:"counters"`
 	Events          *ebpf.Map `ebpf:"events"`
+	FirstAttempts   *ebpf.Map `ebpf:"first_attempts"`
 	IgnoredAttempts *ebpf.Map `ebpf:"ignored_attempts"`
+	OnlinkPrefixes  *ebpf.Map `ebpf:"onlink_prefixes"`
 	ScanEvidence    *ebpf.Map `ebpf:"scan_evidence"`
 	ScanStates      *ebpf.Map `ebpf:"scan_states"`
 	ScanZero        *ebpf.Map `ebpf:"scan_zero"`
@@ -301,7 +333,9 @@ func (m *hbfMaps) Close() error {
 		m.Blocks,
 		m.Counters,
 		m.Events,
+		m.FirstAttempts,
 		m.IgnoredAttempts,
+		m.OnlinkPrefixes,
 		m.ScanEvidence,
 		m.ScanStates,
 		m.ScanZero,
@@ -312,9 +346,12 @@ func (m *hbfMaps) Close() error {
 //
 // It can be passed to loadHbfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hbfVariables struct {
+	HbfBlockBudget       *ebpf.Variable `ebpf:"hbf_block_budget"`
 	HbfConfig            *ebpf.Variable `ebpf:"hbf_config"`
+	HbfFirstAttemptMask  *ebpf.Variable `ebpf:"hbf_first_attempt_mask"`
 	HbfHaveBlockPrefixes *ebpf.Variable `ebpf:"hbf_have_block_prefixes"`
 	HbfIgnoredPorts      *ebpf.Variable `ebpf:"hbf_ignored_ports"`
+	HbfScanPrefixes      *ebpf.Variable `ebpf:"hbf_scan_prefixes"`
 	UnusedConfigFlags    *ebpf.Variable `ebpf:"unused_config_flags"`
 	UnusedConnEvent      *ebpf.Variable `ebpf:"unused_conn_event"`
 	UnusedCounter        *ebpf.Variable `ebpf:"unused_counter"`

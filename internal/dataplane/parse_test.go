@@ -274,7 +274,7 @@ func TestParsingRules(t *testing.T) {
 // attempt whatever came before.
 func (d *testDP) forgetTrackers() {
 	d.t.Helper()
-	if err := emptyTracker(d.objs.ScanStates); err != nil {
+	if err := d.emptyTracker(); err != nil {
 		d.t.Fatal(err)
 	}
 }

@@ -47,6 +47,7 @@ type Metrics struct {
 var (
 	descNewConns   = prometheus.NewDesc("hbf_new_connections_total", "New inbound TCP connections (SYNs that passed), retransmissions counted once.", nil, nil)
 	descPackets    = prometheus.NewDesc("hbf_packets_total", "Packets the XDP program saw.", nil, nil)
+	descPassed     = prometheus.NewDesc("hbf_packets_passed_total", "Packets the XDP program passed; with the drops, every packet it saw.", nil, nil)
 	descDropped    = prometheus.NewDesc("hbf_packets_dropped_total", "Packets the XDP program dropped, by reason.", []string{"reason"}, nil)
 	descScans      = prometheus.NewDesc("hbf_port_scans_detected_total", "Port scans detected, allowlisted sources included.", nil, nil)
 	descScansAllow = prometheus.NewDesc("hbf_port_scans_allowlisted_total", "Port scans from allowlisted sources: reported, not blocked.", nil, nil)
@@ -56,6 +57,8 @@ var (
 	descBlockFail  = prometheus.NewDesc("hbf_scan_block_failures_total", "Scanner blocks the full block map refused.", nil, nil)
 	descOverrides  = prometheus.NewDesc("hbf_allowlist_overrides_total", "Packets of blocked sources passed because the source is allowlisted.", nil, nil)
 	descTracker    = prometheus.NewDesc("hbf_scan_tracker_full_total", "Attempts from new sources the full scan tracker could not hold.", nil, nil)
+	descRateLimit  = prometheus.NewDesc("hbf_scan_blocks_rate_limited_total", "Scanners not blocked because the minute's budget of scan blocks was spent (their attempts are still dropped for the window).", nil, nil)
+	descEvictions  = prometheus.NewDesc("hbf_scan_tracker_evictions_total", "First attempts of live sources overwritten by another source's in the tracker's first tier.", nil, nil)
 	descLost       = prometheus.NewDesc("hbf_events_lost_total", "Events lost: ring buffer full in the kernel, or undecodable in the daemon.", nil, nil)
 	descScrapeErr  = prometheus.NewDesc("hbf_scrape_errors_total", "Failures to read the data plane while serving a scrape.", nil, nil)
 	descAttached   = prometheus.NewDesc("hbf_xdp_attached", "Interfaces the XDP program is attached to, with the attach mode.", []string{"iface", "mode"}, nil)
@@ -66,6 +69,7 @@ var (
 var order = []string{
 	"hbf_new_connections_total",
 	"hbf_packets_total",
+	"hbf_packets_passed_total",
 	"hbf_packets_dropped_total",
 	"hbf_port_scans_detected_total",
 	"hbf_port_scans_allowlisted_total",
@@ -73,6 +77,7 @@ var order = []string{
 	"hbf_blocked_sources",
 	"hbf_scan_blocks_total",
 	"hbf_scan_block_failures_total",
+	"hbf_scan_blocks_rate_limited_total",
 	"hbf_events_lost_total",
 }
 
@@ -84,7 +89,8 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descNewConns, descPackets, descDropped, descScans, descScansAllow, descScansMon,
-		descBlocked, descScanBlocks, descBlockFail, descOverrides, descTracker, descLost, descScrapeErr, descAttached, descLists} {
+		descBlocked, descScanBlocks, descBlockFail, descOverrides, descTracker, descLost,
+		descPassed, descRateLimit, descEvictions, descScrapeErr, descAttached, descLists} {
 		ch <- d
 	}
 }
@@ -98,6 +104,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		counter(descNewConns, k.NewConnections)
 		counter(descPackets, k.Packets)
+		counter(descPassed, k.Passed)
 		for _, r := range dataplane.DropReasons() {
 			counter(descDropped, k.Dropped[r], r.String())
 		}
@@ -108,6 +115,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descBlockFail, k.BlockFailures)
 		counter(descOverrides, k.AllowlistOverrides)
 		counter(descTracker, k.TrackerFull)
+		counter(descRateLimit, k.BlocksRateLimited)
+		counter(descEvictions, k.TrackerEvictions)
 		counter(descLost, k.EventsLost+c.decodeErrors.Load())
 	}
 	if n, err := c.Dataplane.BlockedSources(); err != nil {

@@ -51,6 +51,10 @@ type Scan struct {
 	Ports       []uint16
 	Allowlisted bool // reported, not blocked
 	WouldBlock  bool // monitor mode: reported, not blocked
+	RateLimited bool // not blocked: the minute's budget of scan blocks was spent
+	// Prefix is what was counted (and blocked) when wider than Src: an
+	// off-link IPv6 scanner's /64. Invalid otherwise.
+	Prefix netip.Prefix
 }
 
 // Block is a new block.
@@ -140,6 +144,12 @@ func appendText(b []byte, ev Event) []byte {
 	case *Scan:
 		b = ev.Time.Local().AppendFormat(b, textTime)
 		b = fmt.Appendf(b, ": Port scan detected: %s -> %s on ports %s", ev.Src, ev.Dst, joinPorts(ev.Ports))
+		if ev.Prefix.IsValid() {
+			b = fmt.Appendf(b, " (counted over %s)", ev.Prefix)
+		}
+		if ev.RateLimited {
+			b = append(b, " (block rate limit reached: not blocked)"...)
+		}
 		if ev.Allowlisted {
 			b = append(b, " (allowlisted, not blocked)"...)
 		}
@@ -214,6 +224,8 @@ type jsonScan struct {
 	Ports       []uint16 `json:"ports"`
 	Allowlisted bool     `json:"allowlisted,omitempty"`
 	WouldBlock  bool     `json:"would_block,omitempty"`
+	RateLimited bool     `json:"rate_limited,omitempty"`
+	Prefix      string   `json:"prefix,omitempty"`
 }
 
 type jsonBlock struct {
@@ -237,10 +249,15 @@ func AppendJSON(b []byte, ev Event) ([]byte, error) {
 			Dst: ev.Dst.Addr().String(), DstPort: ev.Dst.Port(),
 		}
 	case *Scan:
-		v = jsonScan{
+		js := jsonScan{
 			Time: ev.Time.Format(jsonTime), Event: "portscan", Iface: ev.Iface,
 			Src: ev.Src.String(), Dst: ev.Dst.String(), Ports: ev.Ports, Allowlisted: ev.Allowlisted, WouldBlock: ev.WouldBlock,
+			RateLimited: ev.RateLimited,
 		}
+		if ev.Prefix.IsValid() {
+			js.Prefix = ev.Prefix.String()
+		}
+		v = js
 	case *Block:
 		jb := jsonBlock{
 			Time: ev.Time.Format(jsonTime), Event: "block", Prefix: PrefixString(ev.Prefix),
@@ -291,6 +308,7 @@ func ParseJSON(line []byte) (Event, error) {
 		Ports       []uint16  `json:"ports"`
 		Allowlisted bool      `json:"allowlisted"`
 		WouldBlock  bool      `json:"would_block"`
+		RateLimited bool      `json:"rate_limited"`
 		Prefix      string    `json:"prefix"`
 		Reason      string    `json:"reason"`
 		Duration    string    `json:"duration"`
@@ -315,7 +333,12 @@ func ParseJSON(line []byte) (Event, error) {
 		return &Connection{Time: v.Time, Iface: v.Iface, Src: netip.AddrPortFrom(addr(v.Src), v.SrcPort),
 			Dst: netip.AddrPortFrom(addr(v.Dst), v.DstPort)}, nil
 	case "portscan":
-		return &Scan{Time: v.Time, Iface: v.Iface, Src: addr(v.Src), Dst: addr(v.Dst), Ports: v.Ports, Allowlisted: v.Allowlisted, WouldBlock: v.WouldBlock}, nil
+		sc := &Scan{Time: v.Time, Iface: v.Iface, Src: addr(v.Src), Dst: addr(v.Dst), Ports: v.Ports,
+			Allowlisted: v.Allowlisted, WouldBlock: v.WouldBlock, RateLimited: v.RateLimited}
+		if v.Prefix != "" {
+			sc.Prefix = prefix(v.Prefix)
+		}
+		return sc, nil
 	case "block":
 		return &Block{Time: v.Time, Prefix: prefix(v.Prefix), Reason: v.Reason, Duration: duration(v.Duration), Expires: v.Expires}, nil
 	case "unblock":
