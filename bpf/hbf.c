@@ -283,6 +283,7 @@ enum track_outcome {
 	TRACK_CROSSED = 2,     /* this packet took the source past max_ports */
 	TRACK_FLAGGED = 4,     /* the source crossed earlier in this burst */
 	TRACK_BUSY = 8,        /* the entry's lock could not be taken */
+	TRACK_ALLOWED = 16,    /* past the threshold, and allowlisted */
 };
 
 struct scan_ports {
@@ -422,8 +423,8 @@ static __always_inline int seed(struct scan_state *st, struct first_attempt *fa,
  * states it explores in the next.
  */
 static __always_inline __u32 track(struct scan_state *st, const struct addr *key,
-				   const struct packet *pkt,
-				   __u64 now_ms, struct scan_ports *out)
+				   const struct packet *pkt, int allowed, __u64 now_ms,
+				   struct scan_ports *out)
 {
 	__u32 now32 = (__u32)now_ms;
 	__u32 outcome = TRACK_NEW_ATTEMPT;
@@ -514,19 +515,29 @@ static __always_inline __u32 track(struct scan_state *st, const struct addr *key
 		st->len = live;
 	}
 
-	/* Phase 4: the verdict. */
-	if (st->flags & SCAN_FLAGGED) {
-		outcome |= TRACK_FLAGGED;
-	} else if (READ_ONCE(st->len) > READ_ONCE(hbf_config.max_ports)) {
-		st->flags |= SCAN_FLAGGED;
-		outcome |= TRACK_CROSSED;
-		/* All slots, whatever len is: n tells the reader where to stop. */
+	/* Phase 4: the verdict. A source past the threshold crosses it once per
+	 * burst as what it is now: stopped, or (allowlisted, monitor mode)
+	 * reported and let be. One that loses its allowlisting mid-burst
+	 * crosses again, and is stopped. */
+	if (READ_ONCE(st->len) > READ_ONCE(hbf_config.max_ports)) {
+		allowed = allowed || allowlisted(&pkt->saddr);
+		int passive = allowed || (READ_ONCE(hbf_config.flags) & CONFIG_MONITOR);
+		__u8 bit = passive ? SCAN_REPORTED : SCAN_FLAGGED;
+		if (allowed)
+			outcome |= TRACK_ALLOWED;
+		if (st->flags & bit) {
+			outcome |= TRACK_FLAGGED;
+		} else {
+			st->flags |= bit;
+			outcome |= TRACK_CROSSED;
+			/* All slots, whatever len is: n tells the reader where to stop. */
 #pragma unroll
-		for (__u32 i = 0; i < HBF_SCAN_SLOTS; i++) {
-			out->ports[i] = st->slots[i].port;
-			out->ages_ms[i] = now32 - st->slots[i].seen_ms;
+			for (__u32 i = 0; i < HBF_SCAN_SLOTS; i++) {
+				out->ports[i] = st->slots[i].port;
+				out->ages_ms[i] = now32 - st->slots[i].seen_ms;
+			}
+			out->n = READ_ONCE(st->len);
 		}
-		out->n = READ_ONCE(st->len);
 	}
 
 	tracker_unlock(&st->lock);
@@ -586,7 +597,7 @@ static __always_inline __u8 tracker_key(const struct packet *pkt, struct addr *k
  * and a flood of one-SYN sources cannot fill it.
  */
 __noinline __u32 record(const struct packet *pkt, const struct addr *key, __u64 now_ms,
-			struct scan_ports *out)
+			struct scan_ports *out, int allowed)
 {
 	if (!pkt || !key || !out)
 		return TRACK_NEW_ATTEMPT;
@@ -635,7 +646,7 @@ __noinline __u32 record(const struct packet *pkt, const struct addr *key, __u64 
 			return TRACK_NEW_ATTEMPT;
 		}
 	}
-	return track(st, key, pkt, now_ms, out);
+	return track(st, key, pkt, allowed, now_ms, out);
 }
 
 /* block_budget takes one block from the minute's budget; 0 when it is spent. */
@@ -786,14 +797,12 @@ __noinline int attempt(struct xdp_md *ctx, const struct packet *pkt, int probe, 
 
 	struct addr key;
 	__u8 keylen = tracker_key(pkt, &key);
-	outcome = record(pkt, &key, now / 1000000, ports);
+	outcome = record(pkt, &key, now / 1000000, ports, allowed);
 	/* Fail closed: an attempt the tracker could not count must not pass. */
 	if (outcome & TRACK_BUSY)
 		return drop(COUNTER_DROP_TRACKER_BUSY);
 
-	if (outcome & (TRACK_CROSSED | TRACK_FLAGGED))
-		allowed = allowed || allowlisted(&pkt->saddr);
-
+	allowed = allowed || (outcome & TRACK_ALLOWED);
 	int monitor = READ_ONCE(hbf_config.flags) & CONFIG_MONITOR;
 	if (outcome & TRACK_CROSSED) {
 		count(COUNTER_SCANS_DETECTED);

@@ -68,8 +68,9 @@ struct port_slot {
 };
 
 enum scan_flags {
-	SCAN_FLAGGED = 1, /* crossed the threshold in the current burst */
-	SCAN_SEEDED = 2,  /* the source's first attempt was moved in from first_attempts */
+	SCAN_FLAGGED = 1,  /* crossed the threshold in the current burst, and was stopped */
+	SCAN_SEEDED = 2,   /* the source's first attempt was moved in from first_attempts */
+	SCAN_REPORTED = 4, /* crossed while allowlisted or in monitor mode: reported, let be */
 };
 
 /* A source's first attempt within the window. Sources get a tracker entry

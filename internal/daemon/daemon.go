@@ -19,6 +19,7 @@ import (
 
 	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/hostnet"
 	"github.com/hbf-firewall/hbf/internal/metrics"
 	"github.com/hbf-firewall/hbf/internal/report"
 	"github.com/hbf-firewall/hbf/internal/store"
@@ -59,10 +60,16 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("--iface %s: no such interface", name)
 		}
 	}
-	fixed, err := fixedAllows(cfg)
+	host, err := hostnet.Read(cfg.ResolvConf)
 	if err != nil {
 		return err
 	}
+	hostChanges, err := hostnet.Subscribe()
+	if err != nil {
+		return err
+	}
+	defer hostChanges.Close()
+	fixed := fixedAllows(cfg, host)
 
 	release, err := lockStateDir(cfg.StateDir)
 	if err != nil {
@@ -147,9 +154,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := dp.SetSettings(cfg.settings()); err != nil {
 		return err
 	}
+	if err := dp.SetOnLink(host.Prefixes); err != nil {
+		return err
+	}
 
 	d := &daemon{cfg: cfg, log: log, dp: dp, out: out, hub: newHub(), ifnames: map[int]string{},
-		started: time.Now(), storeStatus: "ok", conns: &connLimiter{mode: cfg.ConnLog}, settings: cfg.settings()}
+		started: time.Now(), storeStatus: "ok", conns: &connLimiter{mode: cfg.ConnLog}, settings: cfg.settings(),
+		host: host}
 	if recovery.Found != "" {
 		d.storeStatus = recovery.String()
 	}
@@ -214,6 +225,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	wg.Go(func() { d.readEvents(ctx, events) })
 	wg.Go(func() { d.maintain(ctx, st) })
+	wg.Go(func() { d.followHost(ctx, hostChanges) })
 	wg.Go(func() {
 		svc := &service{d: d, st: st, audit: audit, cancel: cancel}
 		if err := api.Serve(ctx, apiLn, svc); err != nil {
@@ -252,16 +264,13 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // fixedAllows are the entries never blocked: loopback, the host's own
-// addresses, the SSH client, and --allow.
-func fixedAllows(cfg Config) ([]fixedAllow, error) {
-	out, err := hostAllowlist(cfg.SSHConnection)
-	if err != nil {
-		return nil, err
-	}
+// addresses, gateways and resolvers, the SSH client, and --allow.
+func fixedAllows(cfg Config, host hostnet.Snapshot) []fixedAllow {
+	out := neverBlock(host, cfg.ResolvConf, cfg.SSHConnection)
 	for _, p := range cfg.Allow {
 		out = append(out, fixedAllow{prefix: p, origin: "flag", why: "allowed by --allow"})
 	}
-	return out, nil
+	return out
 }
 
 type daemon struct {
@@ -282,6 +291,7 @@ type daemon struct {
 	ifnames     map[int]string
 	storeStatus string
 	settings    dataplane.Settings // what the program runs with now
+	host        hostnet.Snapshot   // the host's addresses, gateways and resolvers now
 }
 
 // currentSettings are the program's settings, which change at run time.

@@ -3,47 +3,41 @@ package daemon
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
+
+	"github.com/hbf-firewall/hbf/internal/hostnet"
 )
 
-// hostAllowlist is what is never blocked whatever the operator configured:
-// the host's own addresses, loopback, and the SSH client hbf was started
-// from.
-func hostAllowlist(sshConnection string) ([]fixedAllow, error) {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil, fmt.Errorf("list the host's addresses: %w", err)
-	}
-	return neverBlock(addrs, sshConnection), nil
-}
-
-func neverBlock(addrs []net.Addr, sshConnection string) []fixedAllow {
+// neverBlock is what is never blocked whatever the operator configured or a
+// scanner spoofs: loopback, the host's own addresses, its default gateways,
+// its DNS resolvers, and the SSH client hbf was started from.
+func neverBlock(host hostnet.Snapshot, resolvConf, sshConnection string) []fixedAllow {
 	out := []fixedAllow{
 		{prefix: netip.MustParsePrefix("127.0.0.0/8"), origin: "loopback", why: "loopback"},
 		{prefix: netip.MustParsePrefix("::1/128"), origin: "loopback", why: "loopback"},
 	}
-	for _, a := range addrs {
-		ipnet, ok := a.(*net.IPNet)
-		if !ok {
-			continue
+	single := func(a netip.Addr, origin, why string) {
+		a = a.Unmap().WithZone("")
+		if a.IsLoopback() || a.IsUnspecified() {
+			return
 		}
-		if ip, ok := netip.AddrFromSlice(ipnet.IP); ok {
-			ip = ip.Unmap()
-			if ip.IsLoopback() {
-				continue
-			}
-			out = append(out, fixedAllow{prefix: netip.PrefixFrom(ip, ip.BitLen()), origin: "host", why: "an address of this host"})
-		}
+		out = append(out, fixedAllow{prefix: netip.PrefixFrom(a, a.BitLen()), origin: origin, why: why})
+	}
+	for _, a := range host.Addrs {
+		single(a, "host", "an address of this host")
+	}
+	for _, a := range host.Gateways {
+		single(a, "gateway", "a default gateway of this host")
+	}
+	for _, a := range host.Resolvers {
+		single(a, "resolver", "a DNS resolver of this host (in "+resolvConf+")")
 	}
 	// SSH_CONNECTION is "client-ip client-port server-ip server-port".
 	if f := strings.Fields(sshConnection); len(f) == 4 {
 		if ip, err := netip.ParseAddr(f[0]); err == nil {
-			ip = ip.Unmap().WithZone("")
-			out = append(out, fixedAllow{prefix: netip.PrefixFrom(ip, ip.BitLen()), origin: "ssh",
-				why: "the SSH client hbf was started from"})
+			single(ip, "ssh", "the SSH client hbf was started from")
 		}
 	}
 	return out

@@ -48,10 +48,7 @@ func (d *daemon) reload(st *store.Store, by string) error {
 	if err != nil {
 		return refuse(err)
 	}
-	fixed, err := fixedAllows(next)
-	if err != nil {
-		return refuse(err)
-	}
+	fixed := fixedAllows(next, d.hostSnapshot())
 	ld := newLoader(next, st, d.state.Checker(next.Rules, fixed), d.log)
 	var lists []*listSource
 	for _, spec := range specsOf(next) {
@@ -129,11 +126,7 @@ func (d *daemon) watchLists(st *store.Store) {
 			continue // unchanged, or its loss already reported
 		}
 		if ld == nil {
-			fixed, err := fixedAllows(cfg)
-			if err != nil {
-				d.log.Warn("cannot check the changed lists", "err", err)
-				return
-			}
+			fixed := fixedAllows(cfg, d.hostSnapshot())
 			l := newLoader(cfg, st, d.state.Checker(cfg.Rules, fixed), d.log)
 			ld = &l
 		}

@@ -253,3 +253,47 @@ func TestOnLinkAlwaysHoldsLinkLocal(t *testing.T) {
 		}
 	}
 }
+
+// A scanner reported while allowlisted (or in monitor mode) is stopped at
+// its next attempt once that no longer holds: it crosses again, as a
+// scanner now, within the same window.
+func TestScannerLosingItsExemptionIsBlocked(t *testing.T) {
+	for _, exemption := range []string{"allowlist", "monitor"} {
+		t.Run(exemption, func(t *testing.T) {
+			s := defaults
+			s.Monitor = exemption == "monitor"
+			d := newTestDP(t, s)
+			const src, host = "198.51.100.9", "192.0.2.1"
+			if exemption == "allowlist" {
+				d.mustAllow(src + "/32")
+			}
+			for port := uint16(1); port <= 6; port++ {
+				expectVerdict(t, d.run(tcpSYN(src, host, 40000, port)), xdpPass, "an exempt scanner's SYN")
+			}
+			if exemption == "allowlist" {
+				if _, err := d.Disallow(mustPrefix(src + "/32")); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := d.SetSettings(defaults); err != nil {
+				t.Fatal(err)
+			}
+			expectVerdict(t, d.run(tcpSYN(src, host, 40000, 7)), xdpDrop, "its next port, exempt no more")
+			var flags []string
+			for _, ev := range d.drain() {
+				if sc, ok := ev.(*Scan); ok {
+					flags = append(flags, fmt.Sprintf("allowlisted=%v monitor=%v blocked=%v", sc.Allowlisted, sc.WouldBlock, sc.Blocked))
+				}
+			}
+			want := []string{"allowlisted=true monitor=false blocked=false", "allowlisted=false monitor=false blocked=true"}
+			if exemption == "monitor" {
+				want[0] = "allowlisted=false monitor=true blocked=false"
+			}
+			if !slices.Equal(flags, want) {
+				t.Errorf("scan events %v, want %v", flags, want)
+			}
+			if _, ok, _ := d.LookupBlock(mustPrefix(src + "/32")); !ok {
+				t.Error("no block")
+			}
+		})
+	}
+}

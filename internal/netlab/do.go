@@ -62,10 +62,14 @@ func (ns *NS) Listen(network, addr string) (net.Listener, error) {
 
 // DialContext connects from the namespace.
 func (ns *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return ns.dial(ctx, &net.Dialer{}, network, addr)
+}
+
+func (ns *NS) dial(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error) {
 	var c net.Conn
 	err := ns.Do(func() error {
 		var err error
-		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+		c, err = d.DialContext(ctx, network, addr)
 		return err
 	})
 	return c, err
@@ -83,9 +87,18 @@ func (ns *NS) HTTPClient() *http.Client {
 // learns from it: "open", "closed" (refused) or "filtered" (no answer
 // before the timeout).
 func (ns *NS) Probe(ctx context.Context, addr netip.AddrPort, timeout time.Duration) string {
+	return ns.ProbeFrom(ctx, netip.Addr{}, addr, timeout)
+}
+
+// ProbeFrom is Probe from the namespace's address src (any when invalid).
+func (ns *NS) ProbeFrom(ctx context.Context, src netip.Addr, addr netip.AddrPort, timeout time.Duration) string {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, err := ns.DialContext(ctx, "tcp", addr.String())
+	d := &net.Dialer{}
+	if src.IsValid() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
+	}
+	c, err := ns.dial(ctx, d, "tcp", addr.String())
 	switch {
 	case err == nil:
 		c.Close()

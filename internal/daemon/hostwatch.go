@@ -1,0 +1,92 @@
+package daemon
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/hbf-firewall/hbf/internal/hostnet"
+)
+
+// hostRecheck is how often the host's view is read again without a
+// notification: resolv.conf changes are not notified, and notifications
+// can be lost.
+const hostRecheck = 2 * time.Second
+
+// hostSnapshot is the host's addresses, gateways and resolvers now.
+func (d *daemon) hostSnapshot() hostnet.Snapshot {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.host
+}
+
+// followHost keeps the never-block entries and the on-link prefixes in step
+// with the host: an address added, a gateway changed, a resolver edited in
+// are protected within moments, and an address removed stops being.
+func (d *daemon) followHost(ctx context.Context, changes *hostnet.Changes) {
+	tick := time.NewTicker(hostRecheck)
+	defer tick.Stop()
+	notified := changes.C()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-notified:
+			if !ok {
+				d.log.Warn("host changes are no longer notified; reading them every few seconds instead")
+				notified = nil
+				continue
+			}
+		case <-tick.C:
+		}
+		d.refreshHost()
+	}
+}
+
+func (d *daemon) refreshHost() {
+	d.reloadMu.Lock() // a reload computes the allowlist from the snapshot too
+	defer d.reloadMu.Unlock()
+	d.mu.Lock()
+	cfg, prev := d.cfg, d.host
+	d.mu.Unlock()
+	next, err := hostnet.Read(cfg.ResolvConf)
+	if err != nil {
+		d.log.Warn("cannot read the host's addresses; the never-block list stays as it was", "err", err)
+		return
+	}
+	if next.Equal(prev) {
+		return
+	}
+	d.mu.Lock()
+	d.host = next
+	d.mu.Unlock()
+	// Protect before unprotecting: the new entries and prefixes go in first.
+	if err := d.dp.SetOnLink(next.Prefixes); err != nil {
+		d.log.Error("cannot update the on-link prefixes", "err", err)
+	}
+	if err := d.state.SetPolicy(cfg.Rules, fixedAllows(cfg, next)); err != nil {
+		d.log.Error("cannot update the never-block list in the kernel", "err", err)
+	}
+	d.log.Info("the host's network changed; the never-block list follows",
+		"addresses", diff(prev.Addrs, next.Addrs), "gateways", diff(prev.Gateways, next.Gateways),
+		"resolvers", diff(prev.Resolvers, next.Resolvers), "on_link", diff(prev.Prefixes, next.Prefixes))
+}
+
+// diff says what was added (+) and removed (-) between two sorted lists.
+func diff[T interface {
+	comparable
+	String() string
+}](prev, next []T) []string {
+	var out []string
+	for _, v := range next {
+		if !slices.Contains(prev, v) {
+			out = append(out, "+"+v.String())
+		}
+	}
+	for _, v := range prev {
+		if !slices.Contains(next, v) {
+			out = append(out, "-"+v.String())
+		}
+	}
+	return out
+}
