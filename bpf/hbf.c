@@ -92,11 +92,14 @@ struct {
 
 /* Not LRU: an LRU map could hand an entry to another source while a CPU still
  * updates it, and a flood of new sources must not evict a real scanner's
- * state. The daemon deletes idle entries. */
+ * state. The daemon deletes idle entries. Only sources that tried two ports
+ * get here (first_attempts holds the rest); room for 2^18 of them, so a
+ * flood must send each spoofed source twice, and fill it for a whole
+ * window, before a scanner goes untracked. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 16);
+	__uint(max_entries, 1 << 18);
 	__type(key, struct addr);
 	__type(value, struct scan_state);
 } scan_states SEC(".maps");

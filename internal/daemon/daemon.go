@@ -143,11 +143,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if dp.Adopted() {
 		log.Info("adopted the maps pinned by an earlier run", "pin_path", cfg.PinPath)
 	}
+	if old := dp.Migrating(); old != "" {
+		log.Info("taking over the state of an earlier hbf's layout", "from", old)
+	}
 	// A start that fails undoes what it created; what an earlier run left
 	// pinned stays, since it may be what still protects the host.
 	started := false
 	defer func() {
-		if !started && !dp.Adopted() {
+		if !started && !dp.Adopted() && dp.Migrating() == "" {
 			_ = dp.Unpin()
 		}
 	}()
@@ -205,6 +208,14 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Info("protecting interface", "iface", a.Iface, "xdp_mode", a.Mode)
 	}
 	started = true
+	if old := dp.Migrating(); old != "" {
+		n, err := dp.FinishMigration()
+		if err != nil {
+			log.Error("the migration from an earlier layout is incomplete; its pins stay", "from", old, "err", err)
+		} else {
+			log.Info("migrated from an earlier layout; its pins are removed", "from", old, "late_blocks", n)
+		}
+	}
 
 	var wg sync.WaitGroup
 	hup := make(chan os.Signal, 1)

@@ -61,6 +61,9 @@ func (d *Dataplane) Attach(iface string, mode XDPMode) (*Attachment, error) {
 	if d.pinDir != "" {
 		a.pin = filepath.Join(d.linkDir(), iface)
 		ok, err := d.adoptLink(a)
+		if err == nil && !ok {
+			ok, err = d.adoptEarlierLink(a)
+		}
 		if err != nil || ok {
 			return a, err
 		}
@@ -164,7 +167,19 @@ func (a *Attachment) Release() error {
 // each pinned link is unpinned (which detaches its program) and the maps'
 // pins are removed. It returns the interfaces it detached.
 func Uninstall(pinPath string) ([]string, error) {
-	dir := filepath.Join(pinPath, layoutVersion)
+	var detached []string
+	for _, v := range append([]string{layoutVersion}, earlierLayouts...) {
+		d, err := uninstallLayout(filepath.Join(pinPath, v))
+		detached = append(detached, d...)
+		if err != nil {
+			return detached, err
+		}
+	}
+	_ = os.Remove(pinPath) // ours too when nothing else lives there
+	return detached, nil
+}
+
+func uninstallLayout(dir string) ([]string, error) {
 	entries, err := os.ReadDir(filepath.Join(dir, "links"))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read pinned links: %w", err)
@@ -186,7 +201,6 @@ func Uninstall(pinPath string) ([]string, error) {
 	if err := os.RemoveAll(dir); err != nil {
 		return detached, fmt.Errorf("remove pins: %w", err)
 	}
-	_ = os.Remove(pinPath) // ours too when nothing else lives there
 	return detached, nil
 }
 

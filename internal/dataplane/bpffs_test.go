@@ -1,10 +1,16 @@
 package dataplane
 
 import (
+	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/hbf-firewall/hbf/internal/netlab"
 
 	"github.com/hbf-firewall/hbf/internal/testenv"
 )
@@ -68,4 +74,118 @@ func TestPinnedMapsAreAdopted(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(pin, layoutVersion)); !os.IsNotExist(err) {
 		t.Errorf("pins left after Unpin: %v", err)
 	}
+}
+
+// A layout left by an earlier version is migrated: its state copied into
+// the new maps before they are pinned, its link moved over with the new
+// program swapped in, blocks made meanwhile caught up, its pins removed.
+// (The earlier layout here is this one renamed; test/e2e runs the real
+// earlier release.)
+func TestEarlierLayoutIsMigrated(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	if err := ensureBPFFS(DefaultBPFFS); err != nil {
+		t.Fatal(err)
+	}
+	pin, err := os.MkdirTemp(DefaultBPFFS, "hbftest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(pin) })
+
+	// The lab host's own loopback: nothing else's traffic runs there.
+	lab, err := netlab.New(context.Background(), netlab.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+	inLab := func(f func() error) {
+		t.Helper()
+		if err := lab.Host.Do(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	old, err := Load(Options{PinPath: pin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.mustBlockAll(t, "192.0.2.7/32", "198.51.100.0/24")
+	var a *Attachment
+	inLab(func() (err error) { a, err = old.Attach("lo", XDPGeneric); return err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Release()
+	old.Close()
+	earlier := filepath.Join(pin, earlierLayouts[0])
+	if err := os.Rename(filepath.Join(pin, layoutVersion), earlier); err != nil {
+		t.Fatal(err)
+	}
+
+	next, err := Load(Options{PinPath: pin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	if next.Adopted() || next.Migrating() != earlier {
+		t.Fatalf("adopted %v, migrating %q: want a migration from %s", next.Adopted(), next.Migrating(), earlier)
+	}
+	if got := blockSet(t, next); got != "192.0.2.7/32 198.51.100.0/24" {
+		t.Errorf("blocks after the copy: %s", got)
+	}
+	// A block the old program makes before the switch.
+	oldBlocks, err := loadPinnedBlocks(earlier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := oldBlocks.Put(hbfAddr{B: mustPrefix("203.0.113.9/32").Addr().As16()}, newRule(128, noExpiry, OriginScan)); err != nil {
+		t.Fatal(err)
+	}
+	oldBlocks.Close()
+
+	var b *Attachment
+	inLab(func() (err error) { b, err = next.Attach("lo", XDPGeneric); return err })
+	defer b.Detach()
+	if b.Mode != XDPAdopted {
+		t.Errorf("attach mode %s, want the earlier link adopted", b.Mode)
+	}
+	if n, err := next.FinishMigration(); err != nil || n != 1 {
+		t.Errorf("caught up %d blocks (%v), want 1", n, err)
+	}
+	if got := blockSet(t, next); got != "192.0.2.7/32 198.51.100.0/24 203.0.113.9/32" {
+		t.Errorf("blocks after the migration: %s", got)
+	}
+	if _, err := os.Stat(earlier); !os.IsNotExist(err) {
+		t.Errorf("the earlier layout's pins are still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(pin, layoutVersion, "links", "lo")); err != nil {
+		t.Errorf("the link is not pinned in the new layout: %v", err)
+	}
+}
+
+func (d *Dataplane) mustBlockAll(t *testing.T, prefixes ...string) {
+	t.Helper()
+	for _, p := range prefixes {
+		if err := d.Block(mustPrefix(p), noExpiry); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func blockSet(t *testing.T, d *Dataplane) string {
+	t.Helper()
+	rules, err := d.Blocks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range rules {
+		out = append(out, r.Prefix.String())
+	}
+	slices.Sort(out)
+	return strings.Join(out, " ")
+}
+
+func loadPinnedBlocks(layoutDir string) (*ebpf.Map, error) {
+	return ebpf.LoadPinnedMap(filepath.Join(layoutDir, "maps", hbfMapBlocks), nil)
 }

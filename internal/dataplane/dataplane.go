@@ -23,8 +23,14 @@ const MaxPortsLimit = 32
 const MinIPv6ScanPrefix = 48
 
 // layoutVersion names the pinned-object folder. Bump it when a pinned map's
-// key, value or type changes, so an old pin is never read with a new layout.
-const layoutVersion = "v1"
+// key, value, type or size changes, so an old pin is never read with a new
+// layout, and list the old one in earlierLayouts: Load migrates from it.
+//
+// v2: scan_states grew from 2^16 to 2^18 entries.
+const layoutVersion = "v2"
+
+// earlierLayouts are the layouts Load migrates from, newest first.
+var earlierLayouts = []string{"v1"}
 
 // Settings are the program's runtime knobs; SetSettings changes them without
 // reloading.
@@ -101,7 +107,10 @@ type Dataplane struct {
 	objs    hbfObjects
 	pinDir  string // "" when not pinned
 	adopted bool
-	hashKey [2]uint64 // of first_attempts' slots; secret, one per program
+	// migrating is the earlier layout's folder whose state this program
+	// took over; its links move over as they attach (FinishMigration).
+	migrating string
+	hashKey   [2]uint64 // of first_attempts' slots; secret, one per program
 
 	// prefixMu serialises changes of block_prefixes with the program's
 	// hint that the map is not empty.
@@ -146,6 +155,7 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 		collOpts.MapReplacements = replacements
 		d.adopted = len(replacements) > 0
+		d.migrating = earlierLayout(opts.PinPath)
 		defer func() {
 			for _, m := range replacements {
 				m.Close()
@@ -159,6 +169,14 @@ func Load(opts Options) (*Dataplane, error) {
 			return nil, fmt.Errorf("load XDP program: the kernel's verifier refused it: %+v", ve)
 		}
 		return nil, fmt.Errorf("load XDP program: %w", err)
+	}
+	if d.migrating != "" && !d.adopted {
+		// Into the new maps before they are pinned: a crash half-way leaves
+		// the earlier layout whole, and the next start migrates again.
+		if err := d.copyState(d.migrating); err != nil {
+			d.objs.Close()
+			return nil, err
+		}
 	}
 	if d.pinDir != "" && !d.adopted {
 		if err := d.pinMaps(); err != nil {

@@ -135,12 +135,18 @@ func tryDaemon(t testing.TB, lab *netlab.Lab, args ...string) *daemonProc {
 // tryDaemonAt starts `hbf daemon` with the given pin path and state folder.
 func tryDaemonAt(t testing.TB, lab *netlab.Lab, pinPath, stateDir string, args ...string) *daemonProc {
 	t.Helper()
+	return tryDaemonBin(t, lab, hbfBin, pinPath, stateDir, args...)
+}
+
+// tryDaemonBin is tryDaemonAt with another build of hbf.
+func tryDaemonBin(t testing.TB, lab *netlab.Lab, bin, pinPath, stateDir string, args ...string) *daemonProc {
+	t.Helper()
 	d := &daemonProc{t: t, pinPath: pinPath, stateDir: stateDir, ns: lab.Host, done: make(chan struct{})}
 	// Tests remove enforcement on a clean stop unless they pass
 	// --detach-on-exit=false to see it stay.
 	full := append([]string{"daemon", "--config", os.DevNull, "--iface", netlab.Iface, "--pin-path", d.pinPath,
 		"--state-dir", d.stateDir, "--socket", d.socket(), "--detach-on-exit"}, args...)
-	d.cmd = lab.Host.Command(context.Background(), hbfBin, full...)
+	d.cmd = lab.Host.Command(context.Background(), bin, full...)
 	d.cmd.Stderr = lockedWriter{&d.mu, &d.stderr}
 	stdout, err := d.cmd.StdoutPipe()
 	if err != nil {

@@ -111,7 +111,7 @@ func TestKill9KeepsEnforcing(t *testing.T) {
 	if n := xdpPrograms(t, lab.Host); n != 1 {
 		t.Errorf("%d XDP programs on the interface, want 1", n)
 	}
-	links, _ := os.ReadDir(filepath.Join(a.pinPath, "v1", "links"))
+	links, _ := os.ReadDir(filepath.Join(a.pinPath, "v2", "links"))
 	if len(links) != 1 {
 		t.Errorf("%d pinned links, want 1", len(links))
 	}

@@ -1,0 +1,162 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// earlierLayout returns the folder of the newest earlier layout pinned under
+// pinPath, or "".
+func earlierLayout(pinPath string) string {
+	for _, v := range earlierLayouts {
+		dir := filepath.Join(pinPath, v)
+		if _, err := os.Stat(filepath.Join(dir, "maps")); err == nil {
+			return dir
+		}
+	}
+	return ""
+}
+
+// Migrating names the earlier layout this Dataplane took its state from,
+// or "".
+func (d *Dataplane) Migrating() string { return d.migrating }
+
+// copyState copies every pinned map of an earlier layout into this
+// program's maps. The maps' keys and values are the same bytes in both
+// layouts (a layout that changes them needs a conversion here); sizes may
+// differ.
+func (d *Dataplane) copyState(oldDir string) error {
+	for _, name := range pinnedMaps {
+		if _, err := d.copyMap(oldDir, name, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyMap copies the entries of the earlier layout's map name into this
+// program's; onlyMissing keeps entries already here. It returns how many it
+// wrote.
+func (d *Dataplane) copyMap(oldDir, name string, onlyMissing bool) (int, error) {
+	path := filepath.Join(oldDir, "maps", name)
+	old, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil // a map the earlier layout did not have
+	}
+	if err != nil {
+		return 0, fmt.Errorf("migrate: open %s: %w", path, err)
+	}
+	defer old.Close()
+	m, err := d.mapByName(name)
+	if err != nil {
+		return 0, err
+	}
+	if old.Type() != m.Type() || old.KeySize() != m.KeySize() || old.ValueSize() != m.ValueSize() {
+		return 0, fmt.Errorf("migrate: %s changed type, key or value between layouts (%v/%d/%d -> %v/%d/%d) "+
+			"and hbf has no conversion for it; remove %s to start with empty state",
+			path, old.Type(), old.KeySize(), old.ValueSize(), m.Type(), m.KeySize(), m.ValueSize(), oldDir)
+	}
+	n := 0
+	if old.Type() == ebpf.PerCPUArray {
+		// Counters: index by index, up to the smaller size.
+		var perCPU []uint64
+		for i := uint32(0); i < min(old.MaxEntries(), m.MaxEntries()); i++ {
+			if err := old.Lookup(i, &perCPU); err != nil {
+				return n, fmt.Errorf("migrate: read %s[%d]: %w", name, i, err)
+			}
+			if err := m.Update(i, perCPU, ebpf.UpdateAny); err != nil {
+				return n, fmt.Errorf("migrate: write %s[%d]: %w", name, i, err)
+			}
+			n++
+		}
+		return n, nil
+	}
+	key := make([]byte, old.KeySize())
+	val := make([]byte, old.ValueSize())
+	flag := ebpf.UpdateAny
+	if onlyMissing {
+		flag = ebpf.UpdateNoExist
+	}
+	it := old.Iterate()
+	for it.Next(&key, &val) {
+		err := m.Update(key, val, flag)
+		if onlyMissing && errors.Is(err, ebpf.ErrKeyExist) {
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("migrate: write %s entry %x: %w", name, key, err)
+		}
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return n, fmt.Errorf("migrate: walk %s: %w", path, err)
+	}
+	return n, nil
+}
+
+// adoptEarlierLink moves an earlier layout's pinned link for the interface
+// to this layout, swapping this program in: the old program ran until this
+// instant, on maps whose state is already here.
+func (d *Dataplane) adoptEarlierLink(a *Attachment) (bool, error) {
+	if d.migrating == "" {
+		return false, nil
+	}
+	old := filepath.Join(d.migrating, "links", a.Iface)
+	if _, err := os.Stat(old); err != nil {
+		return false, nil
+	}
+	if err := os.MkdirAll(d.linkDir(), 0o700); err != nil {
+		return false, fmt.Errorf("create pin folder: %w", err)
+	}
+	l, err := link.LoadPinnedLink(old, nil)
+	if err != nil {
+		return false, fmt.Errorf("open pinned link %s: %w", old, err)
+	}
+	// A link opened from a pin is moved (renamed) to its new one: at no
+	// point is it unpinned.
+	if err := l.Pin(a.pin); err != nil {
+		l.Close()
+		return false, fmt.Errorf("pin link for %s: %w", a.Iface, err)
+	}
+	l.Close()
+	if err := os.Remove(old); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("remove the earlier layout's link pin: %w", err)
+	}
+	return d.adoptLink(a)
+}
+
+// FinishMigration completes a migration once every interface runs this
+// program: scan blocks the old program made after the copy are copied too,
+// and the earlier layout's pins are removed. It returns the blocks it
+// caught up on; without a migration, it does nothing.
+func (d *Dataplane) FinishMigration() (int, error) {
+	if d.migrating == "" {
+		return 0, nil
+	}
+	links, _ := os.ReadDir(filepath.Join(d.migrating, "links"))
+	if len(links) > 0 {
+		return 0, fmt.Errorf("migrate: %d interface(s) still run the earlier program from %s/links: "+
+			"keep them in the interface list, or remove those pins", len(links), d.migrating)
+	}
+	n := 0
+	for _, name := range []string{hbfMapBlocks, hbfMapBlockPrefixes} {
+		c, err := d.copyMap(d.migrating, name, true)
+		n += c
+		if err != nil {
+			return n, err
+		}
+	}
+	if err := d.updatePrefixHint(); err != nil {
+		return n, err
+	}
+	if err := os.RemoveAll(d.migrating); err != nil {
+		return n, fmt.Errorf("migrate: remove %s: %w", d.migrating, err)
+	}
+	d.migrating = ""
+	return n, nil
+}
