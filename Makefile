@@ -11,7 +11,7 @@ FUZZTIME      ?= 10m
 
 # Debian packages: to run the tests (iproute2, nsenter from util-linux, and
 # the real clients), and to regenerate the BPF objects.
-TEST_DEBS     := iproute2 util-linux nmap curl hping3 ethtool
+TEST_DEBS     := iproute2 util-linux nmap curl hping3 ethtool xdp-tools git
 GENERATE_DEBS := clang llvm libbpf-dev linux-libc-dev
 
 export BPF2GO_CFLAGS

@@ -54,6 +54,7 @@ func newDaemonFlags(fs *pflag.FlagSet) *daemonFlags {
 	fs.StringSliceVar(&cfg.Blocklists, "blocklist", nil, "file of IPs and CIDRs to block, one per line, # or ; comments; repeatable; watched [HBF_BLOCKLIST_FILE_PATH]")
 	fs.StringSliceVar(&cfg.BlocklistURLs, "blocklist-url", nil, "HTTP(S) feed of IPs and CIDRs (DROP-style ; comments work), repeatable; fetched at start and every --feed-refresh [HBF_BLOCKLIST_URL]")
 	fs.Var(durationValue{&cfg.FeedRefresh}, "feed-refresh", "how often feeds are fetched again (conditional GET) [HBF_FEED_REFRESH]")
+	fs.BoolVar(&cfg.Replace, "replace", false, "detach another tool's XDP program from the interfaces instead of refusing to start [HBF_REPLACE]")
 	fs.BoolVar(&cfg.DetachOnExit, "detach-on-exit", false, "remove enforcement when stopping cleanly (demos, tests); by default it stays until `hbf uninstall` [HBF_DETACH_ON_EXIT]")
 	fs.StringVar(&cfg.Socket, "socket", cfg.Socket, "unix socket of the API the CLI talks to (root only) [HBF_SOCKET]")
 	fs.IntVar(&cfg.Rules.MinBitsV4, "min-prefix-v4", cfg.Rules.MinBitsV4, "refuse IPv4 blocks wider than this prefix length [HBF_MIN_PREFIX_V4]")

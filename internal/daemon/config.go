@@ -46,6 +46,9 @@ type Config struct {
 	Socket        string            // the API's unix socket
 	Rules         policy.Rules      // what operators may block
 	Escalation    policy.Escalation // longer blocks for repeat scanners
+	// Replace detaches another tool's XDP program from the interfaces instead
+	// of refusing to start.
+	Replace bool
 	// DetachOnExit removes enforcement (links and pins) when the daemon
 	// stops cleanly. Off by default: every exit keeps the host protected.
 	DetachOnExit bool

@@ -134,7 +134,7 @@ func Run(ctx context.Context, cfg Config) error {
 		listsDone <- newLoader(cfg, st, check, log).readAll(specsOf(cfg))
 	}()
 
-	dp, err := dataplane.Load(dataplane.Options{PinPath: cfg.PinPath})
+	dp, err := dataplane.Load(dataplane.Options{PinPath: cfg.PinPath, ReplaceForeign: cfg.Replace})
 	read := <-listsDone
 	if err != nil {
 		return err
@@ -163,7 +163,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	d := &daemon{cfg: cfg, log: log, dp: dp, out: out, hub: newHub(), ifnames: map[int]string{},
 		started: time.Now(), storeStatus: "ok", conns: &connLimiter{mode: cfg.ConnLog}, settings: cfg.settings(),
-		host: host}
+		host: host, repairs: map[string]uint64{}}
 	if recovery.Found != "" {
 		d.storeStatus = recovery.String()
 	}
@@ -187,7 +187,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := st.Backup(); err != nil {
 		log.Warn("cannot back up the store", "err", err)
 	}
-	d.metrics = metrics.New(metrics.Inputs{Dataplane: dp, Attached: d.attachedInfo, Lists: d.listHealth}, cfg.Version)
+	d.metrics = metrics.New(metrics.Inputs{Dataplane: dp, Attached: d.attachedInfo, Lists: d.listHealth,
+		Repairs: d.repairCounts}, cfg.Version)
 
 	events, err := dp.Events()
 	if err != nil {
@@ -208,6 +209,9 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Info("protecting interface", "iface", a.Iface, "xdp_mode", a.Mode)
 	}
 	started = true
+	for _, what := range dp.Replaced() {
+		log.Warn("detached another XDP program to attach (--replace)", "replaced", what)
+	}
 	if old := dp.Migrating(); old != "" {
 		n, err := dp.FinishMigration()
 		if err != nil {
@@ -237,6 +241,7 @@ func Run(ctx context.Context, cfg Config) error {
 	wg.Go(func() { d.readEvents(ctx, events) })
 	wg.Go(func() { d.maintain(ctx, st) })
 	wg.Go(func() { d.followHost(ctx, hostChanges) })
+	wg.Go(func() { d.watchdog(ctx) })
 	wg.Go(func() {
 		svc := &service{d: d, st: st, audit: audit, cancel: cancel}
 		if err := api.Serve(ctx, apiLn, svc); err != nil {
@@ -303,6 +308,7 @@ type daemon struct {
 	storeStatus string
 	settings    dataplane.Settings // what the program runs with now
 	host        hostnet.Snapshot   // the host's addresses, gateways and resolvers now
+	repairs     map[string]uint64  // what the watchdog repaired, by kind
 }
 
 // currentSettings are the program's settings, which change at run time.

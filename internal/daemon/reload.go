@@ -27,6 +27,7 @@ func restartOnly(old, next Config) []string {
 	check("log-format", old.LogFormat == next.LogFormat)
 	check("timeout", old.Timeout == next.Timeout)
 	check("detach-on-exit", old.DetachOnExit == next.DetachOnExit)
+	check("replace", old.Replace == next.Replace)
 	return changed
 }
 
@@ -88,7 +89,7 @@ func (d *daemon) reload(st *store.Store, by string) error {
 	d.cfg = next
 	d.cfg.Ifaces, d.cfg.XDPMode, d.cfg.PinPath, d.cfg.StateDir = keep.Ifaces, keep.XDPMode, keep.PinPath, keep.StateDir
 	d.cfg.Socket, d.cfg.MetricsAddr, d.cfg.LogFormat = keep.Socket, keep.MetricsAddr, keep.LogFormat
-	d.cfg.Timeout, d.cfg.DetachOnExit = keep.Timeout, keep.DetachOnExit
+	d.cfg.Timeout, d.cfg.DetachOnExit, d.cfg.Replace = keep.Timeout, keep.DetachOnExit, keep.Replace
 	d.cfg.Stdout, d.cfg.Logger, d.cfg.Reload = keep.Stdout, keep.Logger, keep.Reload
 	d.mu.Unlock()
 	d.log.Info("configuration reloaded", "by", by, "file", next.ConfigFile, "lists", len(lists),

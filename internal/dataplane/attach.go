@@ -69,23 +69,19 @@ func (d *Dataplane) Attach(iface string, mode XDPMode) (*Attachment, error) {
 		}
 	}
 
-	switch mode {
-	case XDPNative, XDPGeneric:
-		a.link, err = d.attachXDP(ifc.Index, mode)
-		a.Mode = mode
-	case XDPAuto:
-		a.Mode = XDPNative
-		a.link, err = d.attachXDP(ifc.Index, XDPNative)
-		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ERANGE) {
-			a.Mode = XDPGeneric
-			a.link, err = d.attachXDP(ifc.Index, XDPGeneric)
+	a.link, a.Mode, err = d.attachMode(ifc.Index, mode)
+	if (errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST)) && d.replaceForeign {
+		what, derr := detachForeign(ifc.Index)
+		if derr != nil {
+			return nil, fmt.Errorf("attach to %s: replace the XDP program already there: %w", iface, derr)
 		}
-	default:
-		return nil, fmt.Errorf("unknown XDP mode %q", mode)
+		d.replaced = append(d.replaced, iface+": "+what)
+		a.link, a.Mode, err = d.attachMode(ifc.Index, mode)
 	}
 	if err != nil {
 		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
-			return nil, fmt.Errorf("attach to %s: another XDP program is attached (see `ip link show %s`); detach it first: %w", iface, iface, err)
+			return nil, fmt.Errorf("attach to %s: %w (see `ip link show %s`): hbf does not share an interface; "+
+				"remove that program, or start hbf with --replace to detach it: %v", iface, ErrForeignXDP, iface, err)
 		}
 		return nil, fmt.Errorf("attach to %s in %s mode: %w", iface, a.Mode, err)
 	}
@@ -101,6 +97,24 @@ func (d *Dataplane) Attach(iface string, mode XDPMode) (*Attachment, error) {
 		}
 	}
 	return a, nil
+}
+
+// attachMode attaches in mode; auto tries native, then generic when the
+// driver has no native XDP.
+func (d *Dataplane) attachMode(ifindex int, mode XDPMode) (link.Link, XDPMode, error) {
+	switch mode {
+	case XDPNative, XDPGeneric:
+		l, err := d.attachXDP(ifindex, mode)
+		return l, mode, err
+	case XDPAuto:
+		l, err := d.attachXDP(ifindex, XDPNative)
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ERANGE) {
+			l, err = d.attachXDP(ifindex, XDPGeneric)
+			return l, XDPGeneric, err
+		}
+		return l, XDPNative, err
+	}
+	return nil, mode, fmt.Errorf("unknown XDP mode %q", mode)
 }
 
 func (d *Dataplane) attachXDP(ifindex int, mode XDPMode) (link.Link, error) {
@@ -147,6 +161,9 @@ func (d *Dataplane) adoptLink(a *Attachment) (bool, error) {
 
 // Detach removes the program from the interface.
 func (a *Attachment) Detach() error {
+	if a.link == nil {
+		return nil // lost with its interface; CheckAttachment had not replaced it yet
+	}
 	if a.pin != "" {
 		if err := a.link.Unpin(); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("unpin link for %s: %w", a.Iface, err)
@@ -160,6 +177,9 @@ func (a *Attachment) Detach() error {
 
 // Release closes this process's handle; a pinned link stays attached.
 func (a *Attachment) Release() error {
+	if a.link == nil {
+		return nil
+	}
 	return a.link.Close()
 }
 

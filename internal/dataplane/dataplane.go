@@ -86,6 +86,10 @@ type Options struct {
 	// outlives the process. Empty: nothing is pinned (unit tests).
 	PinPath string
 
+	// ReplaceForeign: an XDP program of another tool on an interface is
+	// detached so that hbf can attach. Otherwise Attach refuses.
+	ReplaceForeign bool
+
 	// firstAttemptSlots sizes the tracker's first tier (a power of two; 0:
 	// the program's own size). Tests make it small, to empty it cheaply.
 	firstAttemptSlots uint32
@@ -111,6 +115,9 @@ type Dataplane struct {
 	// took over; its links move over as they attach (FinishMigration).
 	migrating string
 	hashKey   [2]uint64 // of first_attempts' slots; secret, one per program
+
+	replaceForeign bool
+	replaced       []string // foreign programs Attach detached
 
 	// prefixMu serialises changes of block_prefixes with the program's
 	// hint that the map is not empty.
@@ -139,7 +146,7 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 	}
 
-	d := &Dataplane{}
+	d := &Dataplane{replaceForeign: opts.ReplaceForeign}
 	if err := binary.Read(rand.Reader, binary.NativeEndian, &d.hashKey); err != nil {
 		return nil, fmt.Errorf("draw the tracker's hash key: %w", err)
 	}

@@ -36,6 +36,8 @@ type Inputs struct {
 	Attached  func() []Attachment
 	// Lists counts the list sources in good shape and degraded.
 	Lists func() (ok, degraded int)
+	// Repairs counts what the watchdog repaired, by kind.
+	Repairs func() map[string]uint64
 }
 
 // Metrics is hbf's registry.
@@ -59,6 +61,7 @@ var (
 	descTracker    = prometheus.NewDesc("hbf_scan_tracker_full_total", "Attempts from new sources the full scan tracker could not hold.", nil, nil)
 	descRateLimit  = prometheus.NewDesc("hbf_scan_blocks_rate_limited_total", "Scanners not blocked because the minute's budget of scan blocks was spent (their attempts are still dropped for the window).", nil, nil)
 	descEvictions  = prometheus.NewDesc("hbf_scan_tracker_evictions_total", "First attempts of live sources overwritten by another source's in the tracker's first tier.", nil, nil)
+	descRepairs    = prometheus.NewDesc("hbf_repairs_total", "What hbf noticed undone from outside and repaired: link (program detached), interface (re-created), pin (removed).", []string{"kind"}, nil)
 	descLost       = prometheus.NewDesc("hbf_events_lost_total", "Events lost: ring buffer full in the kernel, or undecodable in the daemon.", nil, nil)
 	descScrapeErr  = prometheus.NewDesc("hbf_scrape_errors_total", "Failures to read the data plane while serving a scrape.", nil, nil)
 	descAttached   = prometheus.NewDesc("hbf_xdp_attached", "Interfaces the XDP program is attached to, with the attach mode.", []string{"iface", "mode"}, nil)
@@ -90,7 +93,7 @@ type collector struct {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descNewConns, descPackets, descDropped, descScans, descScansAllow, descScansMon,
 		descBlocked, descScanBlocks, descBlockFail, descOverrides, descTracker, descLost,
-		descPassed, descRateLimit, descEvictions, descScrapeErr, descAttached, descLists} {
+		descPassed, descRateLimit, descEvictions, descRepairs, descScrapeErr, descAttached, descLists} {
 		ch <- d
 	}
 }
@@ -131,6 +134,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ok, degraded := c.Lists()
 		ch <- prometheus.MustNewConstMetric(descLists, prometheus.GaugeValue, float64(ok), "ok")
 		ch <- prometheus.MustNewConstMetric(descLists, prometheus.GaugeValue, float64(degraded), "degraded")
+	}
+	if c.Repairs != nil {
+		got := c.Repairs()
+		for _, kind := range []string{dataplane.RepairLink, dataplane.RepairInterface, dataplane.RepairPin} {
+			counter(descRepairs, got[kind], kind)
+		}
 	}
 	counter(descScrapeErr, c.scrapeErrors.Load())
 }

@@ -258,7 +258,7 @@ func (s scraped) value(t *testing.T, name, reason string) float64 {
 	}
 	for _, m := range fam.GetMetric() {
 		if reason != "" && !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
-			return (l.GetName() == "reason" || l.GetName() == "state") && l.GetValue() == reason
+			return (l.GetName() == "reason" || l.GetName() == "state" || l.GetName() == "kind") && l.GetValue() == reason
 		}) {
 			continue
 		}

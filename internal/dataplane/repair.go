@@ -1,0 +1,111 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+)
+
+// What CheckAttachment and RepairPins fix, as hbf_repairs_total's kind.
+const (
+	RepairLink      = "link"      // the program was detached from outside
+	RepairInterface = "interface" // the interface was removed and re-created
+	RepairPin       = "pin"       // a pin was removed from outside
+)
+
+// ErrInterfaceGone: the attachment's interface does not exist now.
+var ErrInterfaceGone = errors.New("interface gone")
+
+// CheckAttachment verifies that the program still runs on a's interface
+// through a's link, and attaches it again when it does not: its link was
+// detached from outside (bpftool link detach), or its interface was removed
+// and re-created. mode is the mode to attach with. It returns what it
+// repaired ("" when all was well); ErrInterfaceGone while the interface is
+// missing.
+func (d *Dataplane) CheckAttachment(a *Attachment, mode XDPMode) (string, error) {
+	ifc, err := net.InterfaceByName(a.Iface)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", a.Iface, ErrInterfaceGone)
+	}
+	on := 0
+	if a.link != nil {
+		if info, err := a.link.Info(); err == nil && info.XDP() != nil {
+			on = int(info.XDP().Ifindex)
+		}
+	}
+	if on != 0 && on == ifc.Index {
+		return "", nil
+	}
+	kind := RepairLink
+	if ifc.Index != a.Ifindex {
+		kind = RepairInterface
+	}
+	// The link is dead (detached: its interface is 0): drop it and its pin.
+	if a.link != nil {
+		a.link.Close()
+		a.link = nil
+	}
+	if a.pin != "" {
+		if err := os.Remove(a.pin); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("remove the dead link's pin: %w", err)
+		}
+	}
+	fresh, err := d.Attach(a.Iface, mode)
+	if err != nil {
+		return "", err
+	}
+	*a = *fresh
+	return kind, nil
+}
+
+// RepairPins pins again what was unpinned from outside: the state maps and
+// the links of atts. Enforcement never depended on the pins while this
+// process runs; the next start does, to find the state. It returns how
+// many pins it restored.
+func (d *Dataplane) RepairPins(atts []*Attachment) (int, error) {
+	if d.pinDir == "" {
+		return 0, nil
+	}
+	n := 0
+	var errs []error
+	for _, name := range pinnedMaps {
+		path := filepath.Join(d.mapDir(), name)
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		m, err := d.mapByName(name)
+		if err == nil {
+			err = os.MkdirAll(d.mapDir(), 0o700)
+		}
+		if err == nil {
+			_ = m.Unpin() // forgets the removed path
+			err = m.Pin(path)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pin map %s again: %w", name, err))
+			continue
+		}
+		n++
+	}
+	for _, a := range atts {
+		if a.pin == "" || a.link == nil {
+			continue
+		}
+		if _, err := os.Stat(a.pin); !errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		err := os.MkdirAll(d.linkDir(), 0o700)
+		if err == nil {
+			_ = a.link.Unpin()
+			err = a.link.Pin(a.pin)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pin link of %s again: %w", a.Iface, err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
