@@ -73,11 +73,37 @@ func Listen(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-// Serve answers API requests on ln until ctx ends.
-func Serve(ctx context.Context, ln net.Listener, svc Service) error {
+// Timeouts bound how long a client may hold a connection without making
+// progress: a slow or stalled client is cut off, and never keeps a
+// goroutine, a buffer or a lock of the daemon's.
+type Timeouts struct {
+	Header time.Duration // to send the request's header
+	Read   time.Duration // to send the whole request, body included
+	Write  time.Duration // for each write of the answer to be taken; streams renew it
+	Idle   time.Duration // between requests on one connection
+}
+
+// DefaultTimeouts are generous for the CLI, which sends small requests and
+// reads at once.
+var DefaultTimeouts = Timeouts{Header: 5 * time.Second, Read: 10 * time.Second, Write: 30 * time.Second, Idle: 30 * time.Second}
+
+// Serve answers API requests on ln until ctx ends. Zero timeouts are the
+// defaults'.
+func Serve(ctx context.Context, ln net.Listener, svc Service, to Timeouts) error {
+	for _, f := range []struct{ v, def *time.Duration }{
+		{&to.Header, &DefaultTimeouts.Header}, {&to.Read, &DefaultTimeouts.Read},
+		{&to.Write, &DefaultTimeouts.Write}, {&to.Idle, &DefaultTimeouts.Idle},
+	} {
+		if *f.v <= 0 {
+			*f.v = *f.def
+		}
+	}
 	srv := &http.Server{
-		Handler:           Handler(svc),
-		ReadHeaderTimeout: 5 * time.Second,
+		Handler:           handler(svc, to.Write),
+		ReadHeaderTimeout: to.Header,
+		ReadTimeout:       to.Read,
+		IdleTimeout:       to.Idle,
+		MaxHeaderBytes:    64 << 10,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, callerKey{}, peer(c))
 		},
@@ -120,8 +146,17 @@ func peer(c net.Conn) Caller {
 
 // Handler routes the API. Only root may use it: the socket's mode keeps
 // others out, and the peer's uid is checked again here.
-func Handler(svc Service) http.Handler {
+func Handler(svc Service) http.Handler { return handler(svc, DefaultTimeouts.Write) }
+
+func handler(svc Service, writeTimeout time.Duration) http.Handler {
 	mux := http.NewServeMux()
+	// A client that stops reading makes a write block: the deadline, renewed
+	// before each write of a stream, ends the request instead.
+	renew := func(w http.ResponseWriter) {
+		if writeTimeout > 0 {
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(writeTimeout))
+		}
+	}
 	rootOnly := func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if c := caller(r); c.UID != 0 {
@@ -152,9 +187,14 @@ func Handler(svc Service) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		// A JSON array written entry by entry: never the whole list in memory.
 		enc := json.NewEncoder(w)
+		renew(w)
 		io.WriteString(w, "[")
 		first := true
+		n := 0
 		err := svc.Blocks(r.Context(), func(b Block) error {
+			if n++; n%1024 == 0 {
+				renew(w)
+			}
 			if !first {
 				io.WriteString(w, ",")
 			}
@@ -201,6 +241,7 @@ func Handler(svc Service) http.Handler {
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		flusher, _ := w.(http.Flusher)
 		_ = svc.Events(r.Context(), follow, func(line json.RawMessage) error {
+			renew(w)
 			if _, err := w.Write(append(line, '\n')); err != nil {
 				return err
 			}

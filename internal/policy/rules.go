@@ -61,7 +61,7 @@ func CheckAllow(p netip.Prefix) error {
 	if p.Bits() == 0 {
 		return fmt.Errorf("%s would exempt every %s source from hbf: stop hbf instead", p, family(p))
 	}
-	return nil
+	return checkSource(p)
 }
 
 func family(p netip.Prefix) string {
