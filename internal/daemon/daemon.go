@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -188,7 +189,7 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("cannot back up the store", "err", err)
 	}
 	d.metrics = metrics.New(metrics.Inputs{Dataplane: dp, Attached: d.attachedInfo, Lists: d.listHealth,
-		Repairs: d.repairCounts}, cfg.Version)
+		Repairs: d.repairCounts, Dropped: out.Dropped}, cfg.Version)
 
 	events, err := dp.Events()
 	if err != nil {
@@ -691,22 +692,41 @@ func (s *service) Status(context.Context) (api.Status, error) {
 	return st, nil
 }
 
+// outputs writes event lines to stdout and the log file from a queue of
+// its own: a reader of stdout that stalls (a paused pager, a backed-up log
+// collector) must not stall the event reader, the API or the state lock
+// behind a blocked write. When the queue is full a line is dropped and
+// counted (hbf_events_lost_total), and the count is logged once writing
+// resumes.
 type outputs struct {
-	log    *slog.Logger
-	format report.Format
-	mu     sync.Mutex
+	log     *slog.Logger
+	format  report.Format
+	queue   chan report.Event
+	done    chan struct{}
+	dropped atomic.Uint64
+
+	mu     sync.Mutex // the writers, which reopen changes
 	stdout *report.Writer
 	file   *os.File
 	toFile *report.Writer
 	failed map[*report.Writer]bool
 }
 
+// outputQueue holds the lines waiting for a slow output: a burst of
+// connections, or a second or two of a stalled reader.
+const outputQueue = 16384
+
 func openOutputs(cfg Config) (*outputs, error) {
-	o := &outputs{log: cfg.Logger, format: cfg.LogFormat, failed: map[*report.Writer]bool{}}
+	o := &outputs{log: cfg.Logger, format: cfg.LogFormat, failed: map[*report.Writer]bool{},
+		queue: make(chan report.Event, outputQueue), done: make(chan struct{})}
 	if cfg.Stdout != nil {
 		o.stdout = report.NewWriter(cfg.Stdout, cfg.LogFormat)
 	}
-	return o, o.reopen(cfg.LogFile)
+	if err := o.reopen(cfg.LogFile); err != nil {
+		return nil, err
+	}
+	go o.run()
+	return o, nil
 }
 
 // reopen (re)opens the log file at path, "" for none: logrotate moves the
@@ -731,23 +751,50 @@ func (o *outputs) reopen(path string) error {
 	return nil
 }
 
-// write sends ev to every output; one failing output does not stop the
-// others, and its failure is logged once.
+// write queues ev for every output; it never blocks.
 func (o *outputs) write(ev report.Event) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	for _, w := range []*report.Writer{o.stdout, o.toFile} {
-		if w == nil {
-			continue
+	select {
+	case o.queue <- ev:
+	default:
+		o.dropped.Add(1)
+	}
+}
+
+// Dropped counts the lines dropped because the outputs did not keep up.
+func (o *outputs) Dropped() uint64 { return o.dropped.Load() }
+
+func (o *outputs) run() {
+	defer close(o.done)
+	var reported uint64
+	for ev := range o.queue {
+		o.mu.Lock()
+		for _, w := range []*report.Writer{o.stdout, o.toFile} {
+			if w == nil {
+				continue
+			}
+			// One failing output does not stop the others.
+			if err := w.Write(ev); err != nil && !o.failed[w] {
+				o.failed[w] = true
+				o.log.Error("cannot write events", "err", err)
+			}
 		}
-		if err := w.Write(ev); err != nil && !o.failed[w] {
-			o.failed[w] = true
-			o.log.Error("cannot write events", "err", err)
+		o.mu.Unlock()
+		if n := o.dropped.Load(); n != reported {
+			o.log.Warn("event lines were dropped: the output did not keep up (counted in hbf_events_lost_total)",
+				"dropped", n-reported, "total", n)
+			reported = n
 		}
 	}
 }
 
+// close writes what is queued, for at most a few seconds (the output may
+// be the stalled one), and closes the log file.
 func (o *outputs) close() {
+	close(o.queue)
+	select {
+	case <-o.done:
+	case <-time.After(3 * time.Second):
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.file != nil {

@@ -38,6 +38,9 @@ type Inputs struct {
 	Lists func() (ok, degraded int)
 	// Repairs counts what the watchdog repaired, by kind.
 	Repairs func() map[string]uint64
+	// Dropped counts event lines the daemon's outputs dropped: they did
+	// not keep up. Part of hbf_events_lost_total.
+	Dropped func() uint64
 }
 
 // Metrics is hbf's registry.
@@ -62,7 +65,7 @@ var (
 	descRateLimit  = prometheus.NewDesc("hbf_scan_blocks_rate_limited_total", "Scanners not blocked because the minute's budget of scan blocks was spent (their attempts are still dropped for the window).", nil, nil)
 	descEvictions  = prometheus.NewDesc("hbf_scan_tracker_evictions_total", "First attempts of live sources overwritten by another source's in the tracker's first tier.", nil, nil)
 	descRepairs    = prometheus.NewDesc("hbf_repairs_total", "What hbf noticed undone from outside and repaired: link (program detached), interface (re-created), pin (removed).", []string{"kind"}, nil)
-	descLost       = prometheus.NewDesc("hbf_events_lost_total", "Events lost: ring buffer full in the kernel, or undecodable in the daemon.", nil, nil)
+	descLost       = prometheus.NewDesc("hbf_events_lost_total", "Events lost: ring buffer full in the kernel; undecodable, or dropped because the output (stdout, log file) did not keep up, in the daemon.", nil, nil)
 	descScrapeErr  = prometheus.NewDesc("hbf_scrape_errors_total", "Failures to read the data plane while serving a scrape.", nil, nil)
 	descAttached   = prometheus.NewDesc("hbf_xdp_attached", "Interfaces the XDP program is attached to, with the attach mode.", []string{"iface", "mode"}, nil)
 	descLists      = prometheus.NewDesc("hbf_blocklist_sources", "Blocklist files and feeds, by state: ok, or degraded (an older version or copy in force).", []string{"state"}, nil)
@@ -120,7 +123,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descTracker, k.TrackerFull)
 		counter(descRateLimit, k.BlocksRateLimited)
 		counter(descEvictions, k.TrackerEvictions)
-		counter(descLost, k.EventsLost+c.decodeErrors.Load())
+		lost := k.EventsLost + c.decodeErrors.Load()
+		if c.Dropped != nil {
+			lost += c.Dropped()
+		}
+		counter(descLost, lost)
 	}
 	if n, err := c.Dataplane.BlockedSources(); err != nil {
 		c.scrapeErrors.Add(1)

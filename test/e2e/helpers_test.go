@@ -91,11 +91,12 @@ type daemonProc struct {
 	stateDir string
 	ns       *netlab.NS
 
-	mu     sync.Mutex
-	lines  []string
-	stderr bytes.Buffer
-	done   chan struct{}
-	err    error
+	mu      sync.Mutex
+	lines   []string
+	stalled chan struct{} // closed to resume reading stdout
+	stderr  bytes.Buffer
+	done    chan struct{}
+	err     error
 }
 
 func randomName(prefix string) string {
@@ -160,7 +161,11 @@ func tryDaemonBin(t testing.TB, lab *netlab.Lab, bin, pinPath, stateDir string, 
 		for sc.Scan() {
 			d.mu.Lock()
 			d.lines = append(d.lines, sc.Text())
+			stalled := d.stalled
 			d.mu.Unlock()
+			if stalled != nil {
+				<-stalled
+			}
 		}
 		d.err = d.cmd.Wait()
 		close(d.done)
@@ -215,6 +220,21 @@ func (d *daemonProc) cli(args ...string) (string, int) {
 	}
 	d.t.Fatalf("hbf %v: %v", args, err)
 	return "", -1
+}
+
+// stallStdout stops reading the daemon's stdout, as a stuck pager or log
+// collector would; the returned function resumes.
+func (d *daemonProc) stallStdout() (resume func()) {
+	ch := make(chan struct{})
+	d.mu.Lock()
+	d.stalled = ch
+	d.mu.Unlock()
+	return func() {
+		d.mu.Lock()
+		d.stalled = nil
+		d.mu.Unlock()
+		close(ch)
+	}
 }
 
 func (d *daemonProc) running() bool {
