@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/hbf-firewall/hbf/internal/testenv"
 )
@@ -107,5 +110,27 @@ func TestStalledEventReaderIsCutOff(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a stalled events reader still holds its stream after 10 s")
+	}
+}
+
+// The socket is created 0600 even under a permissive umask: the umask is
+// narrowed around bind, so no moment exists when others could connect.
+func TestSocketIsCreatedRootOnly(t *testing.T) {
+	old := unix.Umask(0)
+	defer unix.Umask(old)
+	path := filepath.Join(t.TempDir(), "run", "hbf.sock")
+	ln, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for p, want := range map[string]os.FileMode{path: 0o600, filepath.Dir(path): 0o700} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Mode().Perm(); got != want {
+			t.Errorf("%s created %v under umask 0, want %v", p, got, want)
+		}
 	}
 }

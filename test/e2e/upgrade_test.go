@@ -5,11 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,22 +43,6 @@ func buildCommit(t *testing.T, commit string) string {
 	return bin
 }
 
-// hpingStats sends count SYNs to port 8080 of target from ns, 20 µs apart,
-// and returns how many were sent and how many answers came back.
-func hpingStats(t *testing.T, ns *netlab.NS, target string, count int) (sent, received int) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out, _ := ns.Command(ctx, "hping3", "-S", "-p", "8080", "-i", "u20", "-c", strconv.Itoa(count), target).CombinedOutput()
-	m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received`).FindStringSubmatch(string(out))
-	if m == nil {
-		t.Fatalf("hping3 said:\n%s", out)
-	}
-	sent, _ = strconv.Atoi(m[1])
-	received, _ = strconv.Atoi(m[2])
-	return sent, received
-}
-
 // An hbf of the earlier layout (v1) is replaced by this one while a blocked
 // source streams and a client connects: the new daemon copies the state
 // into its maps, swaps its program into the pinned link, and removes the old
@@ -92,38 +72,22 @@ func TestUpgradeFromLayoutV1UnderLoad(t *testing.T) {
 	}
 
 	// The client connects every 20 ms through the whole upgrade.
-	var attempts, failures atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			attempts.Add(1)
-			if got := dialOutcome(client, hostPort(host, 8080), 2*time.Second); got != "open" {
-				failures.Add(1)
-			}
-		}
-	})
-	var sent, received int
-	wg.Go(func() { sent, received = hpingStats(t, flooder, host.String(), 100_000) })
+	stop := clientLoop(client, host, 8080)
+	flood := hpingFlood(t, flooder, host.String(), 100_000)
 	time.Sleep(300 * time.Millisecond)
 	b := waitReady(t, tryDaemonAt(t, lab, pinPath, stateDir, "--detach-on-exit=false"))
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	sent, received := flood()
+	attempts, failures := stop()
 
 	if received != 0 {
 		t.Errorf("the blocked flooder sent %d SYNs and got %d answers across the upgrade", sent, received)
 	}
-	if n := failures.Load(); n != 0 {
-		t.Errorf("%d of %d client connections failed across the upgrade", n, attempts.Load())
+	if failures != 0 {
+		t.Errorf("%d of %d client connections failed across the upgrade", failures, attempts)
 	}
 	t.Logf("upgrade under a flood of %d SYNs from a blocked source: %d answered; %d client connections, %d failed",
-		sent, received, attempts.Load(), failures.Load())
+		sent, received, attempts, failures)
 	if !strings.Contains(b.stderrText(), "migrated from an earlier layout") {
 		t.Errorf("no migration logged:\n%s", b.stderrText())
 	}
