@@ -16,12 +16,21 @@ var ErrForeignXDP = errors.New("another XDP program is attached")
 // detachForeign removes whatever XDP program holds the interface: a bpf_link
 // (BPF_LINK_DETACH; its owner keeps a defunct link), else a program attached
 // through netlink, in either mode. It says what it removed.
+//
+// Links are listed system-wide and say only their ifindex, which repeats
+// across network namespaces: a link is the interface's only if it also runs
+// the program netlink reports on the interface in this namespace.
 func detachForeign(ifindex int) (string, error) {
+	progID, err := xdpProgramOn(ifindex)
+	if err != nil {
+		return "", err
+	}
 	it := new(link.Iterator)
 	defer it.Close()
 	for it.Next() {
 		info, err := it.Link.Info()
-		if err != nil || info.Type != link.XDPType || info.XDP() == nil || int(info.XDP().Ifindex) != ifindex {
+		if err != nil || info.Type != link.XDPType || info.XDP() == nil ||
+			int(info.XDP().Ifindex) != ifindex || uint32(info.Program) != progID {
 			continue
 		}
 		if err := it.Link.Detach(); err != nil {
@@ -38,6 +47,46 @@ func detachForeign(ifindex int) (string, error) {
 		}
 	}
 	return "a program attached through netlink", nil
+}
+
+// xdpProgramOn asks rtnetlink which XDP program runs on the interface of
+// this network namespace; 0: none.
+func xdpProgramOn(ifindex int) (uint32, error) {
+	rib, err := syscall.NetlinkRIB(unix.RTM_GETLINK, unix.AF_UNSPEC)
+	if err != nil {
+		return 0, fmt.Errorf("dump links: %w", err)
+	}
+	msgs, err := syscall.ParseNetlinkMessage(rib)
+	if err != nil {
+		return 0, fmt.Errorf("parse links: %w", err)
+	}
+	for _, m := range msgs {
+		if m.Header.Type != unix.RTM_NEWLINK || len(m.Data) < unix.SizeofIfInfomsg ||
+			int(int32(binary.NativeEndian.Uint32(m.Data[4:8]))) != ifindex {
+			continue
+		}
+		attrs, err := syscall.ParseNetlinkRouteAttr(&m)
+		if err != nil {
+			return 0, fmt.Errorf("parse link attributes: %w", err)
+		}
+		for _, a := range attrs {
+			if a.Attr.Type&^unix.NLA_F_NESTED != unix.IFLA_XDP {
+				continue
+			}
+			for b := a.Value; len(b) >= unix.SizeofRtAttr; {
+				l := int(binary.NativeEndian.Uint16(b[0:2]))
+				if l < unix.SizeofRtAttr || l > len(b) {
+					break
+				}
+				if binary.NativeEndian.Uint16(b[2:4]) == unix.IFLA_XDP_PROG_ID && l >= unix.SizeofRtAttr+4 {
+					return binary.NativeEndian.Uint32(b[unix.SizeofRtAttr:]), nil
+				}
+				b = b[min((l+unix.RTA_ALIGNTO-1)&^(unix.RTA_ALIGNTO-1), len(b)):]
+			}
+		}
+		return 0, nil
+	}
+	return 0, fmt.Errorf("no interface with index %d", ifindex)
 }
 
 // netlinkDetachXDP sends RTM_SETLINK with IFLA_XDP { FD -1, FLAGS mode }:

@@ -103,11 +103,14 @@ func TestForeignXDPProgram(t *testing.T) {
 	for _, foreign := range []string{"xdp-filter", "bpf_link"} {
 		t.Run(foreign, func(t *testing.T) {
 			lab := newLab(t, netlab.Options{Peers: []string{"scanner"}})
-			var theirs link.Link
+			var theirs, elsewhere link.Link
 			if foreign == "xdp-filter" {
 				xdpFilter(t, lab.Host)
 			} else {
 				theirs = passAll(t, lab.Host)
+				// The same interface name (and most often index) in another
+				// namespace: --replace must not touch it.
+				elsewhere = passAll(t, newLab(t, netlab.Options{}).Host)
 			}
 			refused := tryDaemon(t, lab).exits()
 			for _, want := range []string{"another XDP program is attached", "--replace"} {
@@ -129,6 +132,9 @@ func TestForeignXDPProgram(t *testing.T) {
 			if theirs != nil {
 				if info, err := theirs.Info(); err != nil || info.XDP().Ifindex != 0 {
 					t.Errorf("the other tool's link is still attached (%+v, %v)", info, err)
+				}
+				if info, err := elsewhere.Info(); err != nil || info.XDP().Ifindex == 0 {
+					t.Errorf("--replace detached a program of another namespace (%+v, %v)", info, err)
 				}
 			}
 			// hbf enforces.
