@@ -612,34 +612,35 @@ __noinline __u32 record(const struct packet *pkt, const struct addr *key, __u64 
 			return TRACK_NEW_ATTEMPT; /* cannot happen: idx is masked */
 		if (!tracker_lock(&fa->lock))
 			return TRACK_BUSY;
-		/* Another CPU may have promoted the source since the lookup. */
+		__u32 now32 = (__u32)now_ms;
+		int live = fa->used && within(now32, fa->seen_ms, hbf_config.window_ms);
+		int mine = live && addr_eq(&fa->key, key);
+		if (mine && fa->port == pkt->dport) {
+			/* The first port again: the slot is still the source's, so no
+			 * tracker entry has taken it over. */
+			__u32 outcome = TRACK_NEW_ATTEMPT;
+			if (fa->sport == pkt->sport && fa->seq == pkt->seq)
+				outcome = 0;
+			fa->sport = pkt->sport;
+			fa->seq = pkt->seq;
+			fa->seen_ms = now32;
+			tracker_unlock(&fa->lock);
+			return outcome;
+		}
+		/* Another CPU may have promoted the source since the lookup: its
+		 * attempts now count in the tracker entry, never in the slot. */
 		st = bpf_map_lookup_elem(&scan_states, key);
-		if (!st) {
-			__u32 now32 = (__u32)now_ms;
-			int live = fa->used && within(now32, fa->seen_ms, hbf_config.window_ms);
-			int mine = live && addr_eq(&fa->key, key);
-			if (mine && fa->port == pkt->dport) {
-				__u32 outcome = TRACK_NEW_ATTEMPT;
-				if (fa->sport == pkt->sport && fa->seq == pkt->seq)
-					outcome = 0;
-				fa->sport = pkt->sport;
-				fa->seq = pkt->seq;
-				fa->seen_ms = now32;
-				tracker_unlock(&fa->lock);
-				return outcome;
-			}
-			if (!mine) {
-				if (live)
-					count(COUNTER_TRACKER_EVICTIONS);
-				fa->key = *key;
-				fa->port = pkt->dport;
-				fa->sport = pkt->sport;
-				fa->seq = pkt->seq;
-				fa->seen_ms = now32;
-				fa->used = 1;
-				tracker_unlock(&fa->lock);
-				return TRACK_NEW_ATTEMPT;
-			}
+		if (!st && !mine) {
+			if (live)
+				count(COUNTER_TRACKER_EVICTIONS);
+			fa->key = *key;
+			fa->port = pkt->dport;
+			fa->sport = pkt->sport;
+			fa->seq = pkt->seq;
+			fa->seen_ms = now32;
+			fa->used = 1;
+			tracker_unlock(&fa->lock);
+			return TRACK_NEW_ATTEMPT;
 		}
 		tracker_unlock(&fa->lock);
 		if (!st)
