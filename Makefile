@@ -8,15 +8,23 @@ BPF2GO_CFLAGS := -O2 -g -Wall -Werror -mcpu=v3 -I/usr/include/$(MULTIARCH)
 STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BENCHTIME     ?= 1000000x
 FUZZTIME      ?= 10m
+# The container engine: docker when it reaches an engine, else podman (run
+# with runc and cgroupfs, which work where systemd does not manage cgroups).
+CONTAINER_ENGINE ?= $(shell if docker info >/dev/null 2>&1; then echo docker; \
+	elif command -v podman >/dev/null 2>&1; then echo "podman --runtime runc --cgroup-manager=cgroupfs"; \
+	else echo docker; fi)
+IMAGE         ?= hbf
+DIST_ARCHES   := amd64 arm64
+LDFLAGS       := -s -w -X main.version=$(VERSION)
 
 # Debian packages: to run the tests (iproute2, nsenter from util-linux, and
 # the real clients), and to regenerate the BPF objects.
-TEST_DEBS     := iproute2 util-linux nmap curl hping3 ethtool xdp-tools git
+TEST_DEBS     := iproute2 util-linux nmap curl hping3 ethtool xdp-tools git podman runc prometheus
 GENERATE_DEBS := clang llvm libbpf-dev linux-libc-dev
 
 export BPF2GO_CFLAGS
 
-.PHONY: help build test fuzz bench generate check-generated lint deps deps-generate demo clean
+.PHONY: help build test fuzz bench generate check-generated lint deps deps-generate demo clean image dist deb
 
 help:
 	@echo "make build            build ./hbf (no clang needed: the BPF objects are committed)"
@@ -27,9 +35,27 @@ help:
 	@echo "make generate         recompile bpf/*.c into internal/dataplane (needs clang)"
 	@echo "make check-generated  fail when the committed BPF objects differ from a rebuild"
 	@echo "make lint             gofmt, go vet, staticcheck"
+	@echo "make image            container image $(IMAGE):<version> and $(IMAGE):latest (CONTAINER_ENGINE)"
+	@echo "make dist             static binaries for $(DIST_ARCHES) with SHA256SUMS, and .deb packages, in dist/"
 
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION)" -o hbf ./cmd/hbf
+
+# The image copies a binary built here: FROM scratch needs no registry.
+image:
+	mkdir -p build/image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o build/image/hbf ./cmd/hbf
+	cp /etc/ssl/certs/ca-certificates.crt build/image/
+	$(CONTAINER_ENGINE) build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) -t $(IMAGE):latest -f Dockerfile .
+
+dist:
+	rm -rf dist && mkdir -p dist
+	for arch in $(DIST_ARCHES); do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" \
+			-o dist/hbf-$(VERSION)-linux-$$arch ./cmd/hbf || exit 1; \
+		deploy/deb/build.sh dist/hbf-$(VERSION)-linux-$$arch $(VERSION) $$arch dist || exit 1; \
+	done
+	cd dist && sha256sum hbf-* > SHA256SUMS
 
 # install-missing installs the Debian packages of $(1) that are not installed.
 define install-missing
@@ -75,4 +101,4 @@ demo: build
 	./hbf demo
 
 clean:
-	rm -f hbf
+	rm -rf hbf build dist

@@ -127,10 +127,10 @@ type Dataplane struct {
 // Load loads the XDP program into the kernel, adopting the maps pinned under
 // opts.PinPath when there are any. It does not attach the program.
 func Load(opts Options) (*Dataplane, error) {
-	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("remove memlock limit: %w", err)
-	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK. Raising it
+	// needs CAP_SYS_RESOURCE, which a container may not have and newer
+	// kernels do not need: a refusal is reported only if the load fails.
+	memlockErr := rlimit.RemoveMemlock()
 	spec, err := loadHbf()
 	if err != nil {
 		return nil, err
@@ -174,6 +174,10 @@ func Load(opts Options) (*Dataplane, error) {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load XDP program: the kernel's verifier refused it: %+v", ve)
+		}
+		if memlockErr != nil {
+			return nil, fmt.Errorf("load XDP program: %w (RLIMIT_MEMLOCK could not be raised: %v; "+
+				"on kernels before 5.11 hbf needs CAP_SYS_RESOURCE)", err, memlockErr)
 		}
 		return nil, fmt.Errorf("load XDP program: %w", err)
 	}

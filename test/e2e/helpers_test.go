@@ -147,7 +147,16 @@ func tryDaemonBin(t testing.TB, lab *netlab.Lab, bin, pinPath, stateDir string, 
 	// --detach-on-exit=false to see it stay.
 	full := append([]string{"daemon", "--config", os.DevNull, "--iface", netlab.Iface, "--pin-path", d.pinPath,
 		"--state-dir", d.stateDir, "--socket", d.socket(), "--detach-on-exit"}, args...)
-	d.cmd = lab.Host.Command(context.Background(), bin, full...)
+	d.start(lab.Host.Command(context.Background(), bin, full...))
+	return d
+}
+
+// start runs cmd, a daemon (or what runs one and passes its output and
+// signals on, like a container engine), collecting its output.
+func (d *daemonProc) start(cmd *exec.Cmd) {
+	t := d.t
+	t.Helper()
+	d.cmd = cmd
 	d.cmd.Stderr = lockedWriter{&d.mu, &d.stderr}
 	stdout, err := d.cmd.StdoutPipe()
 	if err != nil {
@@ -185,7 +194,6 @@ func tryDaemonBin(t testing.TB, lab *netlab.Lab, bin, pinPath, stateDir string, 
 			t.Logf("hbf stdout:\n%s\nhbf stderr:\n%s", strings.Join(d.output(), "\n"), d.stderrText())
 		}
 	})
-	return d
 }
 
 type lockedWriter struct {
