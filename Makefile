@@ -15,6 +15,7 @@ CONTAINER_ENGINE ?= $(shell if docker info >/dev/null 2>&1; then echo docker; \
 	else echo docker; fi)
 IMAGE         ?= hbf
 DIST_ARCHES   := amd64 arm64
+DIST          ?= dist
 LDFLAGS       := -s -w -X main.version=$(VERSION)
 
 # Debian packages: to run the tests (iproute2, nsenter from util-linux, and
@@ -24,7 +25,7 @@ GENERATE_DEBS := clang llvm libbpf-dev linux-libc-dev
 
 export BPF2GO_CFLAGS
 
-.PHONY: help build test fuzz bench generate check-generated lint deps deps-generate demo clean image dist deb
+.PHONY: help build test fuzz bench generate check-generated lint deps deps-generate demo clean image dist
 
 help:
 	@echo "make build            build ./hbf (no clang needed: the BPF objects are committed)"
@@ -36,7 +37,7 @@ help:
 	@echo "make check-generated  fail when the committed BPF objects differ from a rebuild"
 	@echo "make lint             gofmt, go vet, staticcheck"
 	@echo "make image            container image $(IMAGE):<version> and $(IMAGE):latest (CONTAINER_ENGINE)"
-	@echo "make dist             static binaries for $(DIST_ARCHES) with SHA256SUMS, and .deb packages, in dist/"
+	@echo "make dist             static binaries for $(DIST_ARCHES), .deb packages and SHA256SUMS, in $(DIST)/"
 
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "-X main.version=$(VERSION)" -o hbf ./cmd/hbf
@@ -49,13 +50,13 @@ image:
 	$(CONTAINER_ENGINE) build --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) -t $(IMAGE):latest -f Dockerfile .
 
 dist:
-	rm -rf dist && mkdir -p dist
+	rm -rf $(DIST) && mkdir -p $(DIST)
 	for arch in $(DIST_ARCHES); do \
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" \
-			-o dist/hbf-$(VERSION)-linux-$$arch ./cmd/hbf || exit 1; \
-		deploy/deb/build.sh dist/hbf-$(VERSION)-linux-$$arch $(VERSION) $$arch dist || exit 1; \
+			-o $(DIST)/hbf-$(VERSION)-linux-$$arch ./cmd/hbf || exit 1; \
+		deploy/deb/build.sh $(DIST)/hbf-$(VERSION)-linux-$$arch $(VERSION) $$arch $(DIST) || exit 1; \
 	done
-	cd dist && sha256sum hbf-* > SHA256SUMS
+	cd $(DIST) && sha256sum hbf-* hbf_*.deb > SHA256SUMS
 
 # install-missing installs the Debian packages of $(1) that are not installed.
 define install-missing
