@@ -310,6 +310,7 @@ type daemon struct {
 	settings    dataplane.Settings // what the program runs with now
 	host        hostnet.Snapshot   // the host's addresses, gateways and resolvers now
 	repairs     map[string]uint64  // what the watchdog repaired, by kind
+	hostErr     string             // the last failure to read the host's network, logged once
 }
 
 // currentSettings are the program's settings, which change at run time.
@@ -704,6 +705,9 @@ type outputs struct {
 	queue   chan report.Event
 	done    chan struct{}
 	dropped atomic.Uint64
+	// closing guards the queue's close against a late write.
+	closing sync.RWMutex
+	closed  bool
 
 	mu     sync.Mutex // the writers, which reopen changes
 	stdout *report.Writer
@@ -753,6 +757,11 @@ func (o *outputs) reopen(path string) error {
 
 // write queues ev for every output; it never blocks.
 func (o *outputs) write(ev report.Event) {
+	o.closing.RLock()
+	defer o.closing.RUnlock()
+	if o.closed {
+		return
+	}
 	select {
 	case o.queue <- ev:
 	default:
@@ -790,7 +799,10 @@ func (o *outputs) run() {
 // close writes what is queued, for at most a few seconds (the output may
 // be the stalled one), and closes the log file.
 func (o *outputs) close() {
+	o.closing.Lock()
+	o.closed = true
 	close(o.queue)
+	o.closing.Unlock()
 	select {
 	case <-o.done:
 	case <-time.After(3 * time.Second):

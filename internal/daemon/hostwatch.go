@@ -51,9 +51,13 @@ func (d *daemon) refreshHost() {
 	d.mu.Unlock()
 	next, err := hostnet.Read(cfg.ResolvConf)
 	if err != nil {
-		d.log.Warn("cannot read the host's addresses; the never-block list stays as it was", "err", err)
+		if msg := err.Error(); msg != d.hostErr { // once per problem, not every 2 s
+			d.hostErr = msg
+			d.log.Warn("cannot read the host's addresses; the never-block list stays as it was", "err", err)
+		}
 		return
 	}
+	d.hostErr = ""
 	if next.Equal(prev) {
 		return
 	}
