@@ -38,7 +38,10 @@ func detachForeign(ifindex int) (string, error) {
 		}
 		return fmt.Sprintf("bpf_link %d (program %d)", it.ID, info.Program), nil
 	}
-	if err := it.Err(); err != nil {
+	// Listing links needs CAP_SYS_ADMIN; without it only a program attached
+	// through netlink can be replaced, and the attach after says so if the
+	// interface is still held.
+	if err := it.Err(); err != nil && !errors.Is(err, unix.EPERM) {
 		return "", fmt.Errorf("list bpf links: %w", err)
 	}
 	for _, mode := range []uint32{unix.XDP_FLAGS_DRV_MODE, unix.XDP_FLAGS_SKB_MODE} {
