@@ -662,15 +662,22 @@ func (s *service) Status(context.Context) (api.Status, error) {
 			"state_dir":       cfg.StateDir,
 			"detach_on_exit":  strconv.FormatBool(cfg.DetachOnExit),
 			"config":          cfg.ConfigFile,
+
+			"scan_blocks_per_minute": strconv.Itoa(set.MaxBlocksPerMinute),
+			"scan_prefix_v6":         "/" + strconv.Itoa(set.IPv6ScanPrefix),
 		},
 		Counters: map[string]uint64{
-			"packets":             k.Packets,
-			"new_connections":     k.NewConnections,
-			"scans_detected":      k.ScansDetected,
-			"events_lost":         k.EventsLost,
-			"scan_blocks":         k.BlocksAdded,
-			"scan_block_failures": k.BlockFailures,
-			"scans_monitored":     k.ScansMonitored,
+			"packets":                  k.Packets,
+			"new_connections":          k.NewConnections,
+			"scans_detected":           k.ScansDetected,
+			"events_lost":              k.EventsLost,
+			"scan_blocks":              k.BlocksAdded,
+			"scan_block_failures":      k.BlockFailures,
+			"scans_monitored":          k.ScansMonitored,
+			"packets_passed":           k.Passed,
+			"scan_blocks_rate_limited": k.BlocksRateLimited,
+			"tracker_evictions":        k.TrackerEvictions,
+			"tracker_full":             k.TrackerFull,
 		},
 		Entries: d.state.counts(),
 	}
@@ -680,6 +687,9 @@ func (s *service) Status(context.Context) (api.Status, error) {
 	d.mu.Lock()
 	for _, a := range d.attachments {
 		st.Interfaces = append(st.Interfaces, api.Interface{Name: a.Iface, Mode: string(a.Mode)})
+	}
+	for kind, n := range d.repairs {
+		st.Counters["repairs_"+kind] = n
 	}
 	st.Store = d.storeStatus
 	d.mu.Unlock()
