@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,7 +15,6 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/hbf-firewall/hbf/internal/netlab"
-	"github.com/hbf-firewall/hbf/internal/testenv"
 )
 
 // clientLoop connects from ns to addr every 20 ms until stop is called,
@@ -42,33 +40,6 @@ func clientLoop(ns *netlab.NS, host netip.Addr, port int) (stop func() (attempts
 		close(done)
 		wg.Wait()
 		return a.Load(), f.Load()
-	}
-}
-
-// hpingFlood sends count SYNs to port 8080 of target from ns, 20 µs apart,
-// with extra hping3 arguments; wait returns how many were sent and answered.
-func hpingFlood(t *testing.T, ns *netlab.NS, target string, count int, extra ...string) (wait func() (sent, received int)) {
-	t.Helper()
-	testenv.RequireCommand(t, "hping3")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	args := append([]string{"-S", "-p", "8080", "-i", "u20", "-c", strconv.Itoa(count)}, extra...)
-	cmd := ns.Command(ctx, "hping3", append(args, target)...)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	return func() (int, int) {
-		defer cancel()
-		cmd.Wait()
-		m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received`).FindStringSubmatch(out.String())
-		if m == nil {
-			t.Fatalf("hping3 said:\n%s", out.String())
-		}
-		sent, _ := strconv.Atoi(m[1])
-		received, _ := strconv.Atoi(m[2])
-		return sent, received
 	}
 }
 
@@ -120,8 +91,8 @@ func TestFloodsWhileServing(t *testing.T) {
 	goroutinesBefore := scrape(t, d).value(t, "go_goroutines", "")
 
 	stop := clientLoop(lab.Peers["client"], lab.Host.Addr4, 8080)
-	fromBlocked := hpingFlood(t, lab.Peers["blocked"], host, 100_000)
-	fromRandom := hpingFlood(t, lab.Peers["spoofer"], host, 100_000, "--rand-source")
+	fromBlocked := hpingFlood(t, lab.Peers["blocked"], host, 100_000, "u20")
+	fromRandom := hpingFlood(t, lab.Peers["spoofer"], host, 100_000, "u20", "--rand-source")
 	time.Sleep(500 * time.Millisecond)
 	nmap(t, lab.Peers["scanner"], lab.Host.Addr4, "1-20", "-sS", "-T4")
 	sentBlocked, answeredBlocked := fromBlocked()
@@ -169,7 +140,7 @@ func TestStalledEventReader(t *testing.T) {
 		}
 	}()
 	// Every SYN a new connection: far more lines than a pipe and the queue hold.
-	wait := hpingFlood(t, lab.Peers["flooder"], host.String(), 60_000)
+	wait := hpingFlood(t, lab.Peers["flooder"], host.String(), 60_000, "u20")
 	wait()
 
 	start := time.Now()
@@ -213,7 +184,7 @@ func TestKill9Loop(t *testing.T) {
 	d.mustCLI("block", lab.Peers["flooder"].Addr4.String())
 
 	stop := clientLoop(lab.Peers["client"], lab.Host.Addr4, 8080)
-	flood := hpingFlood(t, lab.Peers["flooder"], host, 200_000)
+	flood := hpingFlood(t, lab.Peers["flooder"], host, 200_000, "u20")
 	const kills = 5
 	for range kills {
 		time.Sleep(200 * time.Millisecond)

@@ -132,7 +132,7 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 	// source, a scan in the middle.
 	stop := clientLoop(lab.Peers["client"], host, 8080)
 	time.Sleep(5 * time.Second)
-	flood := hpingFlood(t, lab.Peers["blocked"], host.String(), 20_000)
+	flood := hpingFlood(t, lab.Peers["blocked"], host.String(), 20_000, "u20")
 	time.Sleep(3 * time.Second)
 	for port := 8080; port <= 8083; port++ {
 		dialOutcome(lab.Peers["scanner"], hostPort(host, port), 500*time.Millisecond)

@@ -23,24 +23,38 @@ import (
 // returns how many it sent.
 func hping(t testing.TB, ns *netlab.NS, target string, count int) (wait func() int) {
 	t.Helper()
+	flood := hpingFlood(t, ns, target, count, "u5")
+	return func() int {
+		sent, _ := flood()
+		return sent
+	}
+}
+
+// hpingFlood sends count SYNs to port 8080 of target from ns, gap apart at
+// most (hping3's -i: u20 is 20 µs), with extra hping3 arguments; wait
+// returns how many were sent and how many answers came back.
+func hpingFlood(t testing.TB, ns *netlab.NS, target string, count int, gap string, extra ...string) (wait func() (sent, received int)) {
+	t.Helper()
 	testenv.RequireCommand(t, "hping3")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	cmd := ns.Command(ctx, "hping3", "-S", "-p", "8080", "-i", "u5", "-c", strconv.Itoa(count), target)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	args := append([]string{"-S", "-p", "8080", "-i", gap, "-c", strconv.Itoa(count)}, extra...)
+	cmd := ns.Command(ctx, "hping3", append(args, target)...)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		cancel()
 		t.Fatal(err)
 	}
-	return func() int {
+	return func() (int, int) {
 		defer cancel()
 		cmd.Wait() // hping3 exits 1 when nothing answers
-		m := regexp.MustCompile(`(\d+) packets transmitted`).FindStringSubmatch(out.String())
+		m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received`).FindStringSubmatch(out.String())
 		if m == nil {
 			t.Fatalf("hping3 said:\n%s", out.String())
 		}
-		n, _ := strconv.Atoi(m[1])
-		return n
+		sent, _ := strconv.Atoi(m[1])
+		received, _ := strconv.Atoi(m[2])
+		return sent, received
 	}
 }
 

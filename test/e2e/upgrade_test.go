@@ -73,7 +73,7 @@ func TestUpgradeFromLayoutV1UnderLoad(t *testing.T) {
 
 	// The client connects every 20 ms through the whole upgrade.
 	stop := clientLoop(client, host, 8080)
-	flood := hpingFlood(t, flooder, host.String(), 100_000)
+	flood := hpingFlood(t, flooder, host.String(), 100_000, "u20")
 	time.Sleep(300 * time.Millisecond)
 	b := waitReady(t, tryDaemonAt(t, lab, pinPath, stateDir, "--detach-on-exit=false"))
 	time.Sleep(300 * time.Millisecond)
