@@ -87,17 +87,8 @@ type Timeouts struct {
 // reads at once.
 var DefaultTimeouts = Timeouts{Header: 5 * time.Second, Read: 10 * time.Second, Write: 30 * time.Second, Idle: 30 * time.Second}
 
-// Serve answers API requests on ln until ctx ends. Zero timeouts are the
-// defaults'.
+// Serve answers API requests on ln until ctx ends.
 func Serve(ctx context.Context, ln net.Listener, svc Service, to Timeouts) error {
-	for _, f := range []struct{ v, def *time.Duration }{
-		{&to.Header, &DefaultTimeouts.Header}, {&to.Read, &DefaultTimeouts.Read},
-		{&to.Write, &DefaultTimeouts.Write}, {&to.Idle, &DefaultTimeouts.Idle},
-	} {
-		if *f.v <= 0 {
-			*f.v = *f.def
-		}
-	}
 	srv := &http.Server{
 		Handler:           handler(svc, to.Write),
 		ReadHeaderTimeout: to.Header,

@@ -44,7 +44,6 @@ type Config struct {
 	FeedRefresh   time.Duration // how often feeds are fetched again
 	Allow         []netip.Prefix
 	Socket        string            // the API's unix socket
-	APITimeouts   api.Timeouts      // cut off slow or stalled API clients
 	Rules         policy.Rules      // what operators may block
 	Escalation    policy.Escalation // longer blocks for repeat scanners
 	// Replace detaches another tool's XDP program from the interfaces instead
@@ -79,7 +78,6 @@ var Defaults = Config{
 	MetricsAddr:   "127.0.0.1:9717",
 	LogFormat:     report.Text,
 	Socket:        api.DefaultSocket,
-	APITimeouts:   api.DefaultTimeouts,
 	FeedRefresh:   time.Hour,
 	Escalation:    policy.DefaultEscalation,
 	Rules:         policy.DefaultRules,

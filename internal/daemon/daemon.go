@@ -245,7 +245,7 @@ func Run(ctx context.Context, cfg Config) error {
 	wg.Go(func() { d.watchdog(ctx) })
 	wg.Go(func() {
 		svc := &service{d: d, st: st, audit: audit, cancel: cancel}
-		if err := api.Serve(ctx, apiLn, svc, cfg.APITimeouts); err != nil {
+		if err := api.Serve(ctx, apiLn, svc, api.DefaultTimeouts); err != nil {
 			log.Error("API server stopped", "err", err)
 		}
 	})
