@@ -252,17 +252,27 @@ func adoptMaps(spec *ebpf.CollectionSpec, dir string) (map[string]*ebpf.Map, err
 }
 
 func (d *Dataplane) pinMaps() error {
+	for _, name := range pinnedMaps {
+		if err := d.pinMap(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pinMap pins the named map in the map folder, where it may have been
+// before (the earlier pin removed from outside).
+func (d *Dataplane) pinMap(name string) error {
+	m, err := d.mapByName(name)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(d.mapDir(), 0o700); err != nil {
 		return fmt.Errorf("create pin folder: %w", err)
 	}
-	for _, name := range pinnedMaps {
-		m, err := d.mapByName(name)
-		if err != nil {
-			return err
-		}
-		if err := m.Pin(filepath.Join(d.mapDir(), name)); err != nil {
-			return fmt.Errorf("pin map %s: %w", name, err)
-		}
+	_ = m.Unpin() // forgets a removed path; Pin would take it for still pinned
+	if err := m.Pin(filepath.Join(d.mapDir(), name)); err != nil {
+		return fmt.Errorf("pin map %s: %w", name, err)
 	}
 	return nil
 }

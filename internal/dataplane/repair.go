@@ -71,20 +71,11 @@ func (d *Dataplane) RepairPins(atts []*Attachment) (int, error) {
 	n := 0
 	var errs []error
 	for _, name := range pinnedMaps {
-		path := filepath.Join(d.mapDir(), name)
-		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(filepath.Join(d.mapDir(), name)); !errors.Is(err, os.ErrNotExist) {
 			continue
 		}
-		m, err := d.mapByName(name)
-		if err == nil {
-			err = os.MkdirAll(d.mapDir(), 0o700)
-		}
-		if err == nil {
-			_ = m.Unpin() // forgets the removed path
-			err = m.Pin(path)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("pin map %s again: %w", name, err))
+		if err := d.pinMap(name); err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		n++
