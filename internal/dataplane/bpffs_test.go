@@ -22,7 +22,9 @@ func TestPinPathMustBeOnBPFFS(t *testing.T) {
 	}
 }
 
-func TestPinnedMapsAreAdopted(t *testing.T) {
+// testPinPath is a pin path of the test's own on the bpffs, removed after it.
+func testPinPath(t *testing.T) string {
+	t.Helper()
 	testenv.RequirePrivileged(t)
 	if err := ensureBPFFS(DefaultBPFFS); err != nil {
 		t.Fatal(err)
@@ -32,6 +34,11 @@ func TestPinnedMapsAreAdopted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(pin) })
+	return pin
+}
+
+func TestPinnedMapsAreAdopted(t *testing.T) {
+	pin := testPinPath(t)
 
 	first, err := Load(Options{PinPath: pin})
 	if err != nil {
@@ -82,15 +89,7 @@ func TestPinnedMapsAreAdopted(t *testing.T) {
 // (The earlier layout here is this one renamed; test/e2e runs the real
 // earlier release.)
 func TestEarlierLayoutIsMigrated(t *testing.T) {
-	testenv.RequirePrivileged(t)
-	if err := ensureBPFFS(DefaultBPFFS); err != nil {
-		t.Fatal(err)
-	}
-	pin, err := os.MkdirTemp(DefaultBPFFS, "hbftest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(pin) })
+	pin := testPinPath(t)
 
 	// The lab host's own loopback: nothing else's traffic runs there.
 	lab, err := netlab.New(context.Background(), netlab.Options{})
