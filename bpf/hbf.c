@@ -547,12 +547,10 @@ static __always_inline __u32 track(struct scan_state *st, const struct addr *key
 	return outcome;
 }
 
-static __always_inline struct scan_state *tracker_entry(const struct addr *src)
+/* new_tracker_entry inserts the source's tracker entry, which record() just
+ * looked for under the slot's lock and did not find. */
+static __always_inline struct scan_state *new_tracker_entry(const struct addr *src)
 {
-	struct scan_state *st = bpf_map_lookup_elem(&scan_states, src);
-	if (st)
-		return st;
-
 	__u32 zero = 0;
 	struct scan_state *init = bpf_map_lookup_elem(&scan_zero, &zero);
 	if (!init)
@@ -644,7 +642,7 @@ __noinline __u32 record(const struct packet *pkt, const struct addr *key, __u64 
 		}
 		tracker_unlock(&fa->lock);
 		if (!st)
-			st = tracker_entry(key);
+			st = new_tracker_entry(key);
 		if (!st) {
 			count(COUNTER_TRACKER_FULL);
 			return TRACK_NEW_ATTEMPT;
