@@ -17,21 +17,6 @@ import (
 	"github.com/hbf-firewall/hbf/internal/testenv"
 )
 
-// exits waits for a daemon that must refuse to start, and returns its
-// stderr.
-func (d *daemonProc) exits() string {
-	d.t.Helper()
-	select {
-	case <-d.done:
-	case <-time.After(30 * time.Second):
-		d.t.Fatalf("the daemon did not exit:\n%s", d.stderrText())
-	}
-	if d.err == nil {
-		d.t.Fatalf("the daemon exited 0:\n%s", d.stderrText())
-	}
-	return d.stderrText()
-}
-
 // xdpFilter loads xdp-filter (libxdp, attached through netlink) on the
 // host's interface, with libxdp's own pins in a folder of the test; its
 // maps go to the global /sys/fs/bpf/xdp-filter, which unload --all removes.
@@ -112,7 +97,11 @@ func TestForeignXDPProgram(t *testing.T) {
 				// namespace: --replace must not touch it.
 				elsewhere = passAll(t, newLab(t, netlab.Options{}).Host)
 			}
-			refused := tryDaemon(t, lab).exits()
+			refusing := tryDaemon(t, lab)
+			if err := refusing.wait(30 * time.Second); err == nil {
+				t.Fatal("hbf started beside another XDP program")
+			}
+			refused := refusing.stderrText()
 			for _, want := range []string{"another XDP program is attached", "--replace"} {
 				if !strings.Contains(refused, want) {
 					t.Errorf("refusal does not say %q:\n%s", want, refused)
