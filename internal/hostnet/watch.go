@@ -47,7 +47,7 @@ func (ch *Changes) read() {
 		_, err := ch.f.Read(buf)
 		// ENOBUFS: the kernel dropped notifications. Something changed all
 		// the same, and a new snapshot reads it whole.
-		if err != nil && !isNoBufs(err) {
+		if err != nil && !errors.Is(err, unix.ENOBUFS) {
 			close(ch.c)
 			return
 		}
@@ -57,5 +57,3 @@ func (ch *Changes) read() {
 		}
 	}
 }
-
-func isNoBufs(err error) bool { return errors.Is(err, unix.ENOBUFS) }
