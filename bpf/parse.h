@@ -32,6 +32,23 @@
 /* Upper bound for header offsets, so the verifier can bound packet pointers. */
 #define MAX_HDR_OFF 2048
 
+/* Fields that share a byte or a word with others. */
+#define IP_VERSION(b) ((b) >> 4)         /* IPv4 ver_ihl, IPv6's first byte */
+#define IPV4_IHL(ver_ihl) ((ver_ihl) & 0x0f) /* header length in 32-bit words */
+#define IPV4_FRAG_OFFSET 0x1fff          /* of frag_off: offset in 8-byte units */
+#define IPV4_MF 0x2000                   /* of frag_off: more fragments follow */
+#define IPV6_FRAG_UNITS(fo) ((fo) >> 3)  /* of frag_off: offset in 8-byte units */
+#define IPV6_FRAG_M 1                    /* of frag_off: more fragments follow */
+#define TCP_DOFF(doff_res) ((doff_res) >> 4) /* header length in 32-bit words */
+
+/*
+ * pkt->l3_off is at most 14 + VLAN_MAX_DEPTH * 4 bytes, but the verifier loses
+ * that bound when the value goes through the packet struct on the stack, and
+ * refuses a packet pointer it cannot bound. The mask gives it one back and
+ * keeps every value parse_ip can write.
+ */
+#define L3_OFF_BOUND 0xff
+
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
@@ -159,7 +176,7 @@ static __always_inline enum parse_result parse_ip(void *data, void *end, struct 
 	pkt->l3_off = off;
 	if (proto == bpf_htons(ETH_P_IPV4)) {
 		struct ipv4_hdr *ip = data + off;
-		if ((void *)(ip + 1) > end || (ip->ver_ihl >> 4) != 4)
+		if ((void *)(ip + 1) > end || IP_VERSION(ip->ver_ihl) != 4)
 			return PARSE_MALFORMED;
 		pkt->family = 4;
 		map_ipv4(&pkt->saddr, ip->saddr);
@@ -168,7 +185,7 @@ static __always_inline enum parse_result parse_ip(void *data, void *end, struct 
 	}
 	if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6_hdr *ip6 = data + off;
-		if ((void *)(ip6 + 1) > end || (((__u8 *)ip6)[0] >> 4) != 6)
+		if ((void *)(ip6 + 1) > end || IP_VERSION(((__u8 *)ip6)[0]) != 6)
 			return PARSE_MALFORMED;
 		pkt->family = 6;
 		__builtin_memcpy(&pkt->saddr, &ip6->saddr, sizeof(pkt->saddr));
@@ -190,11 +207,11 @@ static __always_inline enum parse_result cut_short(const struct packet *pkt)
 /* ipv4_upper finds the TCP header of an IPv4 packet parse_ip accepted. */
 static __always_inline enum parse_result ipv4_upper(void *data, void *end, struct packet *pkt, __u32 *l4_off)
 {
-	struct ipv4_hdr *ip = data + (pkt->l3_off & 0xff);
+	struct ipv4_hdr *ip = data + (pkt->l3_off & L3_OFF_BOUND);
 	if ((void *)(ip + 1) > end)
 		return PARSE_MALFORMED;
 
-	__u32 hlen = (ip->ver_ihl & 0x0f) * 4;
+	__u32 hlen = IPV4_IHL(ip->ver_ihl) * 4;
 	if (hlen < sizeof(*ip) || (void *)ip + hlen > end)
 		return PARSE_MALFORMED;
 	__u32 tot = bpf_ntohs(ip->tot_len);
@@ -208,7 +225,7 @@ static __always_inline enum parse_result ipv4_upper(void *data, void *end, struc
 		return PARSE_PASS;
 
 	__u16 frag = bpf_ntohs(ip->frag_off);
-	__u16 frag_units = frag & 0x1fff;
+	__u16 frag_units = frag & IPV4_FRAG_OFFSET;
 	/* RFC 1858: a fragment at offset 8 can only serve to overwrite the
 	 * first fragment's TCP flags. */
 	if (frag_units == 1)
@@ -216,7 +233,7 @@ static __always_inline enum parse_result ipv4_upper(void *data, void *end, struc
 	/* Later fragments carry no TCP header; the source check already ran. */
 	if (frag_units)
 		return PARSE_PASS;
-	pkt->first_fragment = (frag & 0x2000) != 0; /* more fragments follow */
+	pkt->first_fragment = (frag & IPV4_MF) != 0;
 	*l4_off = pkt->l3_off + hlen;
 	return PARSE_OK;
 }
@@ -225,7 +242,7 @@ static __always_inline enum parse_result ipv4_upper(void *data, void *end, struc
  * next-header values are an upper layer, never walked as extensions. */
 static __always_inline enum parse_result ipv6_upper(void *data, void *end, struct packet *pkt, __u32 *l4_off)
 {
-	struct ipv6_hdr *ip6 = data + (pkt->l3_off & 0xff);
+	struct ipv6_hdr *ip6 = data + (pkt->l3_off & L3_OFF_BOUND);
 	if ((void *)(ip6 + 1) > end)
 		return PARSE_MALFORMED;
 
@@ -254,12 +271,12 @@ static __always_inline enum parse_result ipv6_upper(void *data, void *end, struc
 			if ((void *)(frag + 1) > end || off + sizeof(*frag) > pkt->l3_end)
 				return cut_short(pkt);
 			__u16 fo = bpf_ntohs(frag->frag_off);
-			__u16 frag_units = fo >> 3;
+			__u16 frag_units = IPV6_FRAG_UNITS(fo);
 			if (frag_units == 1 && frag->nexthdr == PROTO_TCP)
 				return PARSE_TINY_FRAGMENT; /* RFC 1858, as for IPv4 */
 			if (frag_units)
 				return PARSE_PASS; /* a later fragment */
-			if (fo & 1)
+			if (fo & IPV6_FRAG_M)
 				pkt->first_fragment = 1;
 			nexthdr = frag->nexthdr;
 			off += sizeof(*frag);
@@ -301,7 +318,7 @@ static __always_inline enum parse_result parse_tcp(void *data, void *end, struct
 	struct tcp_hdr *tcp = data + l4_off;
 	if ((void *)(tcp + 1) > end || l4_off + sizeof(*tcp) > pkt->l3_end)
 		return cut_short(pkt);
-	__u32 hlen = (tcp->doff_res >> 4) * 4;
+	__u32 hlen = TCP_DOFF(tcp->doff_res) * 4;
 	if (hlen < sizeof(*tcp))
 		return PARSE_MALFORMED;
 	if ((void *)tcp + hlen > end || l4_off + hlen > pkt->l3_end)

@@ -58,7 +58,7 @@ func (*Scan) isEvent()       {}
 var ErrClosed = ringbuf.ErrClosed
 
 // PollInterval bounds how long a connection event waits in the ring buffer:
-// the program does not wake the reader for each one (see bpf/hbf.c).
+// the program does not wake the reader for each one (see bpf/events.h).
 const PollInterval = 20 * time.Millisecond
 
 // EventReader reads the program's events.

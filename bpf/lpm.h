@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Lookups of rules with expiry: the exact-address block map, then the LPM
+ * tries, where an expired longer prefix must not hide a live shorter one.
+ */
+#ifndef HBF_LPM_H
+#define HBF_LPM_H
+
+#include "maps.h"
+
+/* The clock is read only on paths that need it: a rule with an expiry, or an
+ * attempt to track. */
+static __always_inline int rule_live(const struct rule *r)
+{
+	return r->expires_ns == 0 || r->expires_ns > bpf_ktime_get_coarse_ns();
+}
+
+struct lpm_retry {
+	struct lpm_key key;
+	__u32 found;
+};
+
+static __always_inline long lpm_retry_step(void *map, struct lpm_retry *c)
+{
+	struct rule *r = bpf_map_lookup_elem(map, &c->key);
+	if (!r)
+		return 1;
+	if (rule_live(r)) {
+		c->found = 1;
+		return 1;
+	}
+	__u32 shorter = r->prefixlen < c->key.prefixlen ? r->prefixlen : c->key.prefixlen;
+	if (shorter == 0)
+		return 1;
+	c->key.prefixlen = shorter - 1;
+	return 0;
+}
+
+static long block_retry_step(__u64 i, void *ctx)
+{
+	return lpm_retry_step(&block_prefixes, ctx);
+}
+
+static long allow_retry_step(__u64 i, void *ctx)
+{
+	return lpm_retry_step(&allow_prefixes, ctx);
+}
+
+/* lpm_live finds the longest live prefix holding addr. An expired hit must not
+ * hide a shorter live one, so the lookup repeats with a key shorter than the
+ * expired prefix (an LPM lookup matches no prefix longer than the key's).
+ * That is rare, so it runs in bpf_loop, off the common path. The daemon
+ * deletes expired entries. */
+static __always_inline struct rule *lpm_live(void *map, void *retry_step, const struct addr *addr)
+{
+	struct lpm_retry c = { .key = { .prefixlen = 128, .addr = *addr } };
+	struct rule *r = bpf_map_lookup_elem(map, &c.key);
+	if (!r || rule_live(r))
+		return r;
+	if (r->prefixlen == 0)
+		return NULL;
+	c.key.prefixlen = (r->prefixlen < 128 ? r->prefixlen : 128) - 1;
+	bpf_loop(128, retry_step, &c, 0);
+	if (!c.found)
+		return NULL;
+	return bpf_map_lookup_elem(map, &c.key);
+}
+
+/* blocked reports whether a live block holds the address, and counts the
+ * packet against it. */
+__noinline int blocked(const struct addr *addr)
+{
+	if (!addr)
+		return 0;
+	struct rule *r = bpf_map_lookup_elem(&blocks, addr);
+	if (r && !rule_live(r))
+		r = NULL;
+	if (!r && (READ_ONCE(hbf_have_block_prefixes) || READ_ONCE(hbf_scan_prefixes)))
+		r = lpm_live(&block_prefixes, block_retry_step, addr);
+	if (!r)
+		return 0;
+	__sync_fetch_and_add(&r->packets, 1);
+	return 1;
+}
+
+__noinline int allowlisted(const struct addr *addr)
+{
+	if (!addr)
+		return 0;
+	return lpm_live(&allow_prefixes, allow_retry_step, addr) != NULL;
+}
+
+#endif

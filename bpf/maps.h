@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The program's maps and globals: its settings, the rules, the scan
+ * tracker's two tiers, the counters and the event ring. The order of the
+ * globals is their layout in .data and .bss: keep it.
+ */
+#ifndef HBF_MAPS_H
+#define HBF_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "hbf.h"
+#include "common.h"
+
+struct config hbf_config = {
+	.max_ports = 3,
+	.window_ms = 60 * 1000,
+	.block_ns = 3600 * NSEC_PER_SEC,
+	.max_blocks_per_min = 30,
+	.v6_prefix_len = 64,
+};
+
+/* Scan blocks made this minute: minute << 32 | count. A scanner can spoof
+ * sources (nmap -D RND:100); the budget bounds how many blocks that buys. */
+__u64 hbf_block_budget = 0;
+
+/* Set, for good, once the program itself put a prefix in block_prefixes. */
+__u32 hbf_scan_prefixes = 0;
+
+/* Set by the daemon while block_prefixes holds an entry: most hosts block
+ * single addresses only, and an LPM lookup on every packet is not free. Only
+ * the daemon writes that map, so the hint cannot go stale under it. */
+__u32 hbf_have_block_prefixes = 0;
+
+/* Destination ports that never count toward a scan (--ignore-ports): one bit
+ * a port. Service ports clients legitimately combine, like 80 and 443. */
+__u64 hbf_ignored_ports[65536 / 64];
+
+/* Exact addresses: one hash lookup is cheaper than any LPM walk. Room for a
+ * million-address blocklist; entries cost memory only once written, the
+ * bucket array (16 MiB) from the start. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 20);
+	__type(key, struct addr);
+	__type(value, struct rule);
+} blocks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 18);
+	__type(key, struct lpm_key);
+	__type(value, struct rule);
+} block_prefixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 14);
+	__type(key, struct lpm_key);
+	__type(value, struct rule);
+} allow_prefixes SEC(".maps");
+
+/* Not LRU: an LRU map could hand an entry to another source while a CPU still
+ * updates it, and a flood of new sources must not evict a real scanner's
+ * state. The daemon deletes idle entries. Only sources that tried two ports
+ * get here (first_attempts holds the rest); room for 2^18 of them, so a
+ * flood must send each spoofed source twice, and fill it for a whole
+ * window, before a scanner goes untracked. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 18);
+	__type(key, struct addr);
+	__type(value, struct scan_state);
+} scan_states SEC(".maps");
+
+/* Number of first_attempts slots: a power of two. Under a flood of new
+ * sources at R packets/s a slot is reused every 2^18/R seconds on average (a
+ * quarter of a second at a million per second): a real scanner's second port
+ * arrives well within that and moves it to scan_states, where nothing evicts
+ * it. */
+#define FIRST_ATTEMPT_SLOTS (1 << 18)
+
+/* Slots - 1: the loader may size the table down (tests do, to empty it
+ * between cases), but only to another power of two. */
+const volatile __u32 hbf_first_attempt_mask = FIRST_ATTEMPT_SLOTS - 1;
+
+/* Tier one of the tracker: each source's first attempt, in a slot chosen by
+ * a keyed hash (the key is random per program, so a flood cannot aim at a
+ * scanner's slot). Fixed size, preallocated: it cannot fill. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FIRST_ATTEMPT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct first_attempt);
+} first_attempts SEC(".maps");
+
+/* The host's on-link IPv6 prefixes and fe80::/10, kept by the daemon: sources
+ * in them are neighbours, tracked per address, never per prefix. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 10);
+	__type(key, struct lpm_key);
+	__type(value, __u8);
+} onlink_prefixes SEC(".maps");
+
+/* The last attempt each source made to each ignored port, to report a
+ * retransmitted SYN once: ignored ports stay out of the tracker. Losing an
+ * entry to the LRU costs at most a repeated report, never a missed one. */
+struct attempt_key {
+	struct addr saddr;
+	__u16 sport;
+	__u16 dport;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, struct attempt_key);
+	__type(value, __u32); /* sequence number */
+} ignored_attempts SEC(".maps");
+
+/* An all-zero tracker entry to insert from: it does not fit on the stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scan_state);
+} scan_zero SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HBF_COUNTER_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+struct scan_ports {
+	__u16 ports[HBF_SCAN_SLOTS];
+	__u32 ages_ms[HBF_SCAN_SLOTS];
+	__u16 n;
+};
+
+/* Where track() copies a crossing's evidence: too big for the stack. One
+ * per CPU, as an XDP program runs one packet at a time on a CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scan_ports);
+} scan_evidence SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline int drop(__u32 reason)
+{
+	count(reason);
+	return XDP_DROP;
+}
+
+#endif
