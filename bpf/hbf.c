@@ -75,11 +75,11 @@ __noinline int attempt(struct xdp_md *ctx, const struct packet *pkt, int probe, 
 		if (probe)
 			return drop(COUNTER_DROP_STEALTH);
 		if (!ignored_retransmission(pkt))
-			report_connection(ctx, pkt, bpf_ktime_get_coarse_ns());
+			report_connection(ctx, pkt, now_ns());
 		return XDP_PASS;
 	}
 
-	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 now = now_ns();
 	__u32 zero = 0;
 	struct scan_ports *ports = bpf_map_lookup_elem(&scan_evidence, &zero);
 	if (!ports)

@@ -33,7 +33,7 @@ enum rule_origin {
 };
 
 /* Value of the block and allow maps. Times are CLOCK_MONOTONIC ns, the clock
- * of bpf_ktime_get_coarse_ns(). */
+ * of bpf_ktime_get_coarse_ns() (now_ns() in maps.h). */
 struct rule {
 	__u64 expires_ns; /* 0: never */
 	__u64 created_ns;

@@ -12,7 +12,7 @@
  * attempt to track. */
 static __always_inline int rule_live(const struct rule *r)
 {
-	return r->expires_ns == 0 || r->expires_ns > bpf_ktime_get_coarse_ns();
+	return r->expires_ns == 0 || r->expires_ns > now_ns();
 }
 
 struct lpm_retry {

@@ -36,6 +36,10 @@ __u32 hbf_have_block_prefixes = 0;
  * a port. Service ports clients legitimately combine, like 80 and 443. */
 __u64 hbf_ignored_ports[65536 / 64];
 
+/* Added to every clock reading (now_ns). 0 but in tests, which move it
+ * forward instead of sleeping through a window or an expiry. */
+__u64 hbf_clock_offset = 0;
+
 /* Exact addresses: one hash lookup is cheaper than any LPM walk. Room for a
  * million-address blocklist; entries cost memory only once written, the
  * bucket array (16 MiB) from the start. */
@@ -164,6 +168,13 @@ static __always_inline void count(__u32 idx)
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
 	if (v)
 		*v += 1;
+}
+
+/* now_ns is the program's clock: CLOCK_MONOTONIC, read cheaply (windows are
+ * seconds long), plus the test offset. */
+static __always_inline __u64 now_ns(void)
+{
+	return bpf_ktime_get_coarse_ns() + hbf_clock_offset;
 }
 
 static __always_inline int drop(__u32 reason)

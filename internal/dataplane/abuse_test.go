@@ -6,8 +6,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // floodSource is the i-th source of a spoofed flood: addresses of 10.0.0.0/8,
@@ -98,19 +96,12 @@ func TestFirstAttemptRetransmission(t *testing.T) {
 	expectVerdict(t, d.run(tcpSYN("198.51.100.9", "192.0.2.1", 40000, 25)), xdpDrop, "the fourth distinct port")
 }
 
-// waitMinuteStart waits, if needed, until the program's minute (of
-// CLOCK_MONOTONIC) has at least 10 s to run, so that a test's blocks all
-// fall in one.
-func waitMinuteStart(t *testing.T) {
-	t.Helper()
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		t.Fatal(err)
-	}
-	into := time.Duration(ts.Nano()) % time.Minute
+// toMinuteStart moves the program's clock, if needed, to where its minute
+// has at least 10 s to run, so that a test's blocks all fall in one.
+func (d *testDP) toMinuteStart() {
+	into := time.Duration(d.clock.mono()) % time.Minute
 	if left := time.Minute - into; left < 10*time.Second {
-		t.Logf("waiting %v for the next minute", left)
-		time.Sleep(left + 100*time.Millisecond)
+		d.advance(left + 100*time.Millisecond)
 	}
 }
 
@@ -121,7 +112,7 @@ func TestScanBlocksAreRateLimited(t *testing.T) {
 	s := defaults
 	s.MaxBlocksPerMinute = 2
 	d := newTestDP(t, s)
-	waitMinuteStart(t)
+	d.toMinuteStart()
 	const host = "192.0.2.1"
 	scanners := []string{"198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4"}
 	for _, src := range scanners {

@@ -137,7 +137,7 @@ func TestEarlierLayoutIsMigrated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := oldBlocks.Put(hbfAddr{B: mustPrefix("203.0.113.9/32").Addr().As16()}, newRule(128, noExpiry, OriginScan)); err != nil {
+	if err := oldBlocks.Put(hbfAddr{B: mustPrefix("203.0.113.9/32").Addr().As16()}, next.newRule(128, noExpiry, OriginScan)); err != nil {
 		t.Fatal(err)
 	}
 	oldBlocks.Close()

@@ -23,7 +23,7 @@ func (d *Dataplane) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time
 	d.prefixMu.Lock()
 	defer d.prefixMu.Unlock()
 
-	ref := nowRef()
+	ref := d.clock.ref()
 	exp, created := ref.toMono(expires), ref.mono
 	rule := func(bits uint32) hbfRule {
 		return hbfRule{ExpiresNs: exp, CreatedNs: created, Prefixlen: uint8(bits), Origin: uint8(OriginOperator)}
@@ -189,7 +189,7 @@ func eachBatch[K, V any](m *ebpf.Map, fn func(*K, *V) error) error {
 // EachBlock calls fn with every block entry, expired ones included, without
 // holding them all in memory.
 func (d *Dataplane) EachBlock(fn func(Rule) error) error {
-	ref := nowRef()
+	ref := d.clock.ref()
 	err := eachBatch(d.objs.Blocks, func(a *hbfAddr, r *hbfRule) error {
 		return fn(ruleOf(prefixOf(*a, 128), *r, ref))
 	})
@@ -232,5 +232,5 @@ func (d *Dataplane) LookupBlock(p netip.Prefix) (Rule, bool, error) {
 	if err != nil {
 		return Rule{}, false, fmt.Errorf("look up %v: %w", p, err)
 	}
-	return ruleOf(p, rule, nowRef()), true, nil
+	return ruleOf(p, rule, d.clock.ref()), true, nil
 }

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -22,8 +23,16 @@ func monoNow() uint64 {
 	return uint64(ts.Nano())
 }
 
-func nowRef() clockRef {
-	mono := monoNow()
+// clock is the program's clock as this package reads it: CLOCK_MONOTONIC
+// plus the offset the program adds to every reading (hbf_clock_offset).
+// The offset is 0 but in tests, which move it forward instead of sleeping
+// through a window or an expiry.
+type clock struct{ offset atomic.Uint64 }
+
+func (c *clock) mono() uint64 { return monoNow() + c.offset.Load() }
+
+func (c *clock) ref() clockRef {
+	mono := c.mono()
 	return clockRef{wall: time.Now(), mono: mono}
 }
 

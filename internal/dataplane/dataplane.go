@@ -115,6 +115,7 @@ type Dataplane struct {
 	// took over; its links move over as they attach (FinishMigration).
 	migrating string
 	hashKey   [2]uint64 // of first_attempts' slots; secret, one per program
+	clock     *clock    // the program's, shared with the event reader
 
 	replaceForeign bool
 	replaced       []string // foreign programs Attach detached
@@ -146,7 +147,7 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 	}
 
-	d := &Dataplane{replaceForeign: opts.ReplaceForeign}
+	d := &Dataplane{replaceForeign: opts.ReplaceForeign, clock: new(clock)}
 	if err := binary.Read(rand.Reader, binary.NativeEndian, &d.hashKey); err != nil {
 		return nil, fmt.Errorf("draw the tracker's hash key: %w", err)
 	}

@@ -124,6 +124,17 @@ func (d *testDP) mustAllow(prefix string) {
 	}
 }
 
+// advance moves the program's clock forward by dt, as if that much time
+// had passed: windows and expiries run out without a sleep.
+func (d *testDP) advance(dt time.Duration) {
+	d.t.Helper()
+	off := d.clock.offset.Load() + uint64(dt)
+	if err := d.objs.HbfClockOffset.Set(off); err != nil {
+		d.t.Fatalf("move the program's clock: %v", err)
+	}
+	d.clock.offset.Store(off)
+}
+
 func verdict(v uint32) string {
 	return map[uint32]string{xdpAborted: "ABORTED", xdpDrop: "DROP", xdpPass: "PASS"}[v]
 }
@@ -346,14 +357,12 @@ func TestStealthProbesCountTowardScan(t *testing.T) {
 }
 
 func TestPortsOutsideWindowDoNotCount(t *testing.T) {
-	s := defaults
-	s.Window = 300 * time.Millisecond
-	d := newTestDP(t, s)
+	d := newTestDP(t, defaults)
 	src, dst := "192.0.2.66", "203.0.113.5"
 	for port := uint16(1); port <= 3; port++ {
 		expectVerdict(t, d.run(tcpSYN(src, dst, 50000, port)), xdpPass, "early port")
 	}
-	time.Sleep(400 * time.Millisecond) // ports 1-3 leave the window
+	d.advance(defaults.Window + time.Second) // ports 1-3 leave the window
 	for port := uint16(4); port <= 6; port++ {
 		expectVerdict(t, d.run(tcpSYN(src, dst, 50000, port)), xdpPass, fmt.Sprintf("port %d in a fresh window", port))
 	}
@@ -372,15 +381,13 @@ func TestPortsOutsideWindowDoNotCount(t *testing.T) {
 func TestRecentlyUsedPortStaysInWindow(t *testing.T) {
 	// A port the source keeps using is in the window however long ago it
 	// was first seen.
-	s := defaults
-	s.Window = 400 * time.Millisecond
-	d := newTestDP(t, s)
+	d := newTestDP(t, defaults)
 	src, dst := "192.0.2.66", "203.0.113.5"
 	d.run(tcpSYN(src, dst, 50000, 80))
 	d.run(tcpSYN(src, dst, 50000, 81))
-	time.Sleep(250 * time.Millisecond)
+	d.advance(defaults.Window * 5 / 8)
 	d.run(tcpSYN(src, dst, 50001, 80)) // refreshes 80
-	time.Sleep(250 * time.Millisecond) // 81 is out, 80 is in
+	d.advance(defaults.Window * 5 / 8) // 81 is out, 80 is in
 	expectVerdict(t, d.run(tcpSYN(src, dst, 50000, 82)), xdpPass, "port 82")
 	expectVerdict(t, d.run(tcpSYN(src, dst, 50000, 83)), xdpPass, "port 83: 80, 82, 83 in window")
 	expectVerdict(t, d.run(tcpSYN(src, dst, 50000, 84)), xdpDrop, "port 84: 80, 82, 83, 84 in window")
@@ -431,14 +438,14 @@ func TestBlocks(t *testing.T) {
 
 func TestBlockExpiresInKernel(t *testing.T) {
 	d := newTestDP(t, defaults)
-	d.mustBlock("192.0.2.7/32", time.Now().Add(300*time.Millisecond))
-	d.mustBlock("198.51.100.0/24", time.Now().Add(300*time.Millisecond))
+	d.mustBlock("192.0.2.7/32", time.Now().Add(time.Hour))
+	d.mustBlock("198.51.100.0/24", time.Now().Add(time.Hour))
 	ackFrom := func(src string) frame {
 		return tcpSYN(src, "192.0.2.1", 40000, 443).with(func(f *frame) { f.flags = ack })
 	}
 	expectVerdict(t, d.run(ackFrom("192.0.2.7")), xdpDrop, "before expiry")
 	expectVerdict(t, d.run(ackFrom("198.51.100.7")), xdpDrop, "before expiry (CIDR)")
-	time.Sleep(400 * time.Millisecond)
+	d.advance(time.Hour + time.Second)
 	expectVerdict(t, d.run(ackFrom("192.0.2.7")), xdpPass, "after expiry")
 	expectVerdict(t, d.run(ackFrom("198.51.100.7")), xdpPass, "after expiry (CIDR)")
 }
@@ -552,7 +559,7 @@ func TestSweepRemovesExpiredState(t *testing.T) {
 	// Two ports: a source's first attempt alone has no tracker entry.
 	d.run(tcpSYN("192.0.2.66", "192.0.2.1", 40000, 80))
 	d.run(tcpSYN("192.0.2.66", "192.0.2.1", 40001, 81))
-	time.Sleep(20 * time.Millisecond)
+	d.advance(20 * time.Millisecond)
 
 	st, err := d.SweepRules()
 	if err != nil {
@@ -663,7 +670,7 @@ func TestScanEvidenceTimes(t *testing.T) {
 	d := newTestDP(t, defaults)
 	src, dst := "192.0.2.66", "203.0.113.5"
 	d.run(tcpSYN(src, dst, 50000, 22))
-	time.Sleep(300 * time.Millisecond)
+	d.advance(300 * time.Millisecond)
 	for port := uint16(80); port <= 82; port++ {
 		d.run(tcpSYN(src, dst, 50000, port))
 	}

@@ -63,8 +63,9 @@ const PollInterval = 20 * time.Millisecond
 
 // EventReader reads the program's events.
 type EventReader struct {
-	rd  *ringbuf.Reader
-	rec ringbuf.Record
+	rd    *ringbuf.Reader
+	rec   ringbuf.Record
+	clock *clock
 }
 
 // Events opens a reader of the program's ring buffer. One reader per
@@ -74,7 +75,7 @@ func (d *Dataplane) Events() (*EventReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open event ring buffer: %w", err)
 	}
-	return &EventReader{rd: rd}, nil
+	return &EventReader{rd: rd, clock: d.clock}, nil
 }
 
 // Read blocks until the next event, ctx's end (its error), or Close
@@ -92,7 +93,7 @@ func (r *EventReader) Read(ctx context.Context) (Event, error) {
 		if err != nil {
 			return nil, err
 		}
-		return decodeEvent(r.rec.RawSample)
+		return decodeEvent(r.rec.RawSample, r.clock.ref())
 	}
 }
 
@@ -106,18 +107,17 @@ func (r *EventReader) Poll() (Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decodeEvent(r.rec.RawSample)
+	return decodeEvent(r.rec.RawSample, r.clock.ref())
 }
 
 // Close unblocks a pending Read.
 func (r *EventReader) Close() error { return r.rd.Close() }
 
-func decodeEvent(b []byte) (Event, error) {
+func decodeEvent(b []byte, ref clockRef) (Event, error) {
 	// Every event starts with time_ns then the type byte.
 	if len(b) < 9 {
 		return nil, fmt.Errorf("event of %d bytes is too short", len(b))
 	}
-	ref := nowRef()
 	switch b[8] {
 	case uint8(hbfEventTypeEVENT_CONNECTION):
 		var ev hbfConnEvent

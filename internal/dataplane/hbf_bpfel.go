@@ -198,6 +198,7 @@ const (
 	hbfMapScanZero             = "scan_zero"
 	hbfProgHbfXdp              = "hbf_xdp"
 	hbfVarHbfBlockBudget       = "hbf_block_budget"
+	hbfVarHbfClockOffset       = "hbf_clock_offset"
 	hbfVarHbfConfig            = "hbf_config"
 	hbfVarHbfFirstAttemptMask  = "hbf_first_attempt_mask"
 	hbfVarHbfHaveBlockPrefixes = "hbf_have_block_prefixes"
@@ -279,6 +280,7 @@ type hbfMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type hbfVariableSpecs struct {
 	HbfBlockBudget       *ebpf.VariableSpec `ebpf:"hbf_block_budget"`
+	HbfClockOffset       *ebpf.VariableSpec `ebpf:"hbf_clock_offset"`
 	HbfConfig            *ebpf.VariableSpec `ebpf:"hbf_config"`
 	HbfFirstAttemptMask  *ebpf.VariableSpec `ebpf:"hbf_first_attempt_mask"`
 	HbfHaveBlockPrefixes *ebpf.VariableSpec `ebpf:"hbf_have_block_prefixes"`
@@ -347,6 +349,7 @@ func (m *hbfMaps) Close() error {
 // It can be passed to loadHbfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hbfVariables struct {
 	HbfBlockBudget       *ebpf.Variable `ebpf:"hbf_block_budget"`
+	HbfClockOffset       *ebpf.Variable `ebpf:"hbf_clock_offset"`
 	HbfConfig            *ebpf.Variable `ebpf:"hbf_config"`
 	HbfFirstAttemptMask  *ebpf.Variable `ebpf:"hbf_first_attempt_mask"`
 	HbfHaveBlockPrefixes *ebpf.Variable `ebpf:"hbf_have_block_prefixes"`

@@ -65,8 +65,8 @@ func prefixOf(a hbfAddr, bits uint32) netip.Prefix {
 	return netip.PrefixFrom(addr, int(bits))
 }
 
-func newRule(bits uint32, expires time.Time, origin Origin) hbfRule {
-	ref := nowRef()
+func (d *Dataplane) newRule(bits uint32, expires time.Time, origin Origin) hbfRule {
+	ref := d.clock.ref()
 	return hbfRule{
 		ExpiresNs: ref.toMono(expires),
 		CreatedNs: ref.mono,
@@ -83,7 +83,7 @@ func (d *Dataplane) Block(p netip.Prefix, expires time.Time) error {
 	if err != nil {
 		return err
 	}
-	rule := newRule(bits, expires, OriginOperator)
+	rule := d.newRule(bits, expires, OriginOperator)
 	if bits == 128 {
 		err = d.objs.Blocks.Update(addr, rule, ebpf.UpdateAny)
 	} else {
@@ -172,7 +172,7 @@ func (d *Dataplane) Allow(p netip.Prefix, expires time.Time) error {
 	if err != nil {
 		return err
 	}
-	rule := newRule(bits, expires, OriginOperator)
+	rule := d.newRule(bits, expires, OriginOperator)
 	if err := d.objs.AllowPrefixes.Update(hbfLpmKey{Prefixlen: bits, Addr: addr}, rule, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("allow %v: %w", p, err)
 	}
@@ -218,15 +218,14 @@ func (d *Dataplane) Blocks() ([]Rule, error) {
 
 // Allows lists the allowlist.
 func (d *Dataplane) Allows() ([]Rule, error) {
-	out, err := lpmRules(d.objs.AllowPrefixes)
+	out, err := lpmRules(d.objs.AllowPrefixes, d.clock.ref())
 	if err != nil {
 		return nil, fmt.Errorf("list allowlist: %w", err)
 	}
 	return out, nil
 }
 
-func lpmRules(m *ebpf.Map) ([]Rule, error) {
-	ref := nowRef()
+func lpmRules(m *ebpf.Map, ref clockRef) ([]Rule, error) {
 	var out []Rule
 	var key hbfLpmKey
 	var rule hbfRule
@@ -246,7 +245,7 @@ type SweepStats struct {
 // the fixed-size maps keep room for new entries.
 func (d *Dataplane) SweepRules() (SweepStats, error) {
 	var st SweepStats
-	nowMono := monoNow()
+	nowMono := d.clock.mono()
 	expired := func(r hbfRule) bool { return r.ExpiresNs != 0 && r.ExpiresNs <= nowMono }
 
 	var errs []error
@@ -301,7 +300,7 @@ func (d *Dataplane) SweepRules() (SweepStats, error) {
 // SweepTrackers deletes the scan-tracker entries of sources idle for longer
 // than window, so the tracker keeps room for new sources.
 func (d *Dataplane) SweepTrackers(window time.Duration) (int, error) {
-	idleBefore := monoNow()/1e6 - uint64(window.Milliseconds())
+	idleBefore := d.clock.mono()/1e6 - uint64(window.Milliseconds())
 	var stale []hbfAddr
 	err := eachBatch(d.objs.ScanStates, func(a *hbfAddr, s *hbfScanState) error {
 		if s.LastMs < idleBefore {
@@ -324,7 +323,7 @@ func (d *Dataplane) SweepTrackers(window time.Duration) (int, error) {
 // BlockedSources counts the block entries in force (expired ones excluded).
 // It runs at every metrics scrape: exact entries are read in batches.
 func (d *Dataplane) BlockedSources() (int, error) {
-	now := monoNow()
+	now := d.clock.mono()
 	live := func(r hbfRule) bool { return r.ExpiresNs == 0 || r.ExpiresNs > now }
 	n := 0
 	err := eachBatch(d.objs.Blocks, func(_ *hbfAddr, r *hbfRule) error {
@@ -365,7 +364,7 @@ func (d *Dataplane) Extend(p netip.Prefix, expires time.Time) error {
 	if err := m.Lookup(key, &rule); err != nil {
 		return fmt.Errorf("extend %v: %w", p, err)
 	}
-	rule.ExpiresNs = nowRef().toMono(expires)
+	rule.ExpiresNs = d.clock.ref().toMono(expires)
 	if err := m.Update(key, rule, ebpf.UpdateExist); err != nil {
 		return fmt.Errorf("extend %v: %w", p, err)
 	}
