@@ -666,23 +666,13 @@ func (s *service) Status(context.Context) (api.Status, error) {
 			"scan_blocks_per_minute": strconv.Itoa(set.MaxBlocksPerMinute),
 			"scan_prefix_v6":         "/" + strconv.Itoa(set.IPv6ScanPrefix),
 		},
-		Counters: map[string]uint64{
-			"packets":                  k.Packets,
-			"new_connections":          k.NewConnections,
-			"scans_detected":           k.ScansDetected,
-			"events_lost":              k.EventsLost,
-			"scan_blocks":              k.BlocksAdded,
-			"scan_block_failures":      k.BlockFailures,
-			"scans_monitored":          k.ScansMonitored,
-			"packets_passed":           k.Passed,
-			"scan_blocks_rate_limited": k.BlocksRateLimited,
-			"tracker_evictions":        k.TrackerEvictions,
-			"tracker_full":             k.TrackerFull,
-		},
+		Counters: map[string]uint64{},
 		Entries: d.state.counts(),
 	}
-	for _, r := range dataplane.DropReasons() {
-		st.Counters["dropped_"+r.String()] = k.Dropped[r]
+	for _, c := range dataplane.CounterTable() {
+		if c.Status != "" {
+			st.Counters[c.Status] = c.Value(&k)
+		}
 	}
 	d.mu.Lock()
 	for _, a := range d.attachments {

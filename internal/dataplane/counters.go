@@ -1,6 +1,9 @@
 package dataplane
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // DropReason is why the program dropped a packet.
 type DropReason int
@@ -18,27 +21,15 @@ const (
 	numDropReasons
 )
 
-var dropReasons = [numDropReasons]struct {
-	label   string
-	counter hbfCounter
-}{
-	DropBlocked:      {"blocked", hbfCounterCOUNTER_DROP_BLOCKED},
-	DropStealth:      {"stealth", hbfCounterCOUNTER_DROP_STEALTH},
-	DropScan:         {"scan", hbfCounterCOUNTER_DROP_SCAN},
-	DropTrackerBusy:  {"tracker_busy", hbfCounterCOUNTER_DROP_TRACKER_BUSY},
-	DropMalformed:    {"malformed", hbfCounterCOUNTER_DROP_MALFORMED},
-	DropVLANDepth:    {"vlan_depth", hbfCounterCOUNTER_DROP_VLAN_DEPTH},
-	DropExtDepth:     {"ipv6_ext_depth", hbfCounterCOUNTER_DROP_EXT_DEPTH},
-	DropTinyFragment: {"tiny_fragment", hbfCounterCOUNTER_DROP_TINY_FRAGMENT},
-}
-
-// DropReasons lists every reason.
-func DropReasons() []DropReason {
-	out := make([]DropReason, numDropReasons)
-	for i := range out {
-		out[i] = DropReason(i)
-	}
-	return out
+var dropLabels = [numDropReasons]string{
+	DropBlocked:      "blocked",
+	DropStealth:      "stealth",
+	DropScan:         "scan",
+	DropTrackerBusy:  "tracker_busy",
+	DropMalformed:    "malformed",
+	DropVLANDepth:    "vlan_depth",
+	DropExtDepth:     "ipv6_ext_depth",
+	DropTinyFragment: "tiny_fragment",
 }
 
 // String is the reason's metric label.
@@ -46,7 +37,7 @@ func (r DropReason) String() string {
 	if r < 0 || r >= numDropReasons {
 		return fmt.Sprintf("DropReason(%d)", int(r))
 	}
-	return dropReasons[r].label
+	return dropLabels[r]
 }
 
 // Counters are the program's per-CPU counters, summed over CPUs.
@@ -76,38 +67,92 @@ func (c Counters) DroppedTotal() uint64 {
 	return n
 }
 
+// Counter is one of the program's counters, with what every place that
+// shows it needs: Counters reads it, hbf status and /metrics name it.
+type Counter struct {
+	Status string // its key in hbf status; "": not shown there
+	Metric string // its Prometheus family
+	Reason string // the family's reason label (the drop counters), or ""
+	Help   string // the family's help
+	// Lost marks the events lost in the kernel: the daemon adds its own
+	// losses to the metric.
+	Lost  bool
+	index hbfCounter
+	field func(*Counters) *uint64
+}
+
+// Value is the counter's value in k.
+func (c Counter) Value(k *Counters) uint64 { return *c.field(k) }
+
+const dropHelp = "Packets the XDP program dropped, by reason."
+
+func dropCounter(r DropReason, index hbfCounter) Counter {
+	return Counter{Status: "dropped_" + r.String(), Metric: "hbf_packets_dropped_total", Reason: r.String(),
+		Help: dropHelp, index: index, field: func(k *Counters) *uint64 { return &k.Dropped[r] }}
+}
+
+// counterTable declares each counter once, in the order /metrics lists
+// them; TestCounterTable checks it holds every counter of the program.
+var counterTable = []Counter{
+	{Status: "new_connections", Metric: "hbf_new_connections_total",
+		Help:  "New inbound TCP connections (SYNs that passed), retransmissions counted once.",
+		index: hbfCounterCOUNTER_NEW_CONNECTIONS, field: func(k *Counters) *uint64 { return &k.NewConnections }},
+	{Status: "packets", Metric: "hbf_packets_total", Help: "Packets the XDP program saw.",
+		index: hbfCounterCOUNTER_PACKETS, field: func(k *Counters) *uint64 { return &k.Packets }},
+	{Status: "packets_passed", Metric: "hbf_packets_passed_total",
+		Help:  "Packets the XDP program passed; with the drops, every packet it saw.",
+		index: hbfCounterCOUNTER_PASSED, field: func(k *Counters) *uint64 { return &k.Passed }},
+	dropCounter(DropBlocked, hbfCounterCOUNTER_DROP_BLOCKED),
+	dropCounter(DropStealth, hbfCounterCOUNTER_DROP_STEALTH),
+	dropCounter(DropScan, hbfCounterCOUNTER_DROP_SCAN),
+	dropCounter(DropTrackerBusy, hbfCounterCOUNTER_DROP_TRACKER_BUSY),
+	dropCounter(DropMalformed, hbfCounterCOUNTER_DROP_MALFORMED),
+	dropCounter(DropVLANDepth, hbfCounterCOUNTER_DROP_VLAN_DEPTH),
+	dropCounter(DropExtDepth, hbfCounterCOUNTER_DROP_EXT_DEPTH),
+	dropCounter(DropTinyFragment, hbfCounterCOUNTER_DROP_TINY_FRAGMENT),
+	{Status: "scans_detected", Metric: "hbf_port_scans_detected_total",
+		Help:  "Port scans detected, allowlisted sources included.",
+		index: hbfCounterCOUNTER_SCANS_DETECTED, field: func(k *Counters) *uint64 { return &k.ScansDetected }},
+	{Metric: "hbf_port_scans_allowlisted_total", Help: "Port scans from allowlisted sources: reported, not blocked.",
+		index: hbfCounterCOUNTER_SCANS_ALLOWLISTED, field: func(k *Counters) *uint64 { return &k.ScansAllowlisted }},
+	{Status: "scans_monitored", Metric: "hbf_port_scans_monitored_total",
+		Help:  "Port scans in monitor mode: reported as would-block, not blocked.",
+		index: hbfCounterCOUNTER_SCANS_MONITORED, field: func(k *Counters) *uint64 { return &k.ScansMonitored }},
+	{Status: "scan_blocks", Metric: "hbf_scan_blocks_total", Help: "Blocks the XDP program inserted for scanners.",
+		index: hbfCounterCOUNTER_BLOCKS_ADDED, field: func(k *Counters) *uint64 { return &k.BlocksAdded }},
+	{Status: "scan_block_failures", Metric: "hbf_scan_block_failures_total", Help: "Scanner blocks the full block map refused.",
+		index: hbfCounterCOUNTER_BLOCK_FAILURES, field: func(k *Counters) *uint64 { return &k.BlockFailures }},
+	{Status: "scan_blocks_rate_limited", Metric: "hbf_scan_blocks_rate_limited_total",
+		Help:  "Scanners not blocked because the minute's budget of scan blocks was spent (their attempts are still dropped for the window).",
+		index: hbfCounterCOUNTER_BLOCKS_RATE_LIMITED, field: func(k *Counters) *uint64 { return &k.BlocksRateLimited }},
+	{Status: "events_lost", Metric: "hbf_events_lost_total", Lost: true,
+		Help:  "Events lost: ring buffer full in the kernel; undecodable, or dropped because the output (stdout, log file) did not keep up, in the daemon.",
+		index: hbfCounterCOUNTER_EVENTS_LOST, field: func(k *Counters) *uint64 { return &k.EventsLost }},
+	{Metric: "hbf_allowlist_overrides_total", Help: "Packets of blocked sources passed because the source is allowlisted.",
+		index: hbfCounterCOUNTER_ALLOWLIST_OVERRIDES, field: func(k *Counters) *uint64 { return &k.AllowlistOverrides }},
+	{Status: "tracker_evictions", Metric: "hbf_scan_tracker_evictions_total",
+		Help:  "First attempts of live sources overwritten by another source's in the tracker's first tier.",
+		index: hbfCounterCOUNTER_TRACKER_EVICTIONS, field: func(k *Counters) *uint64 { return &k.TrackerEvictions }},
+	{Status: "tracker_full", Metric: "hbf_scan_tracker_full_total",
+		Help:  "Attempts from new sources the full scan tracker could not hold.",
+		index: hbfCounterCOUNTER_TRACKER_FULL, field: func(k *Counters) *uint64 { return &k.TrackerFull }},
+}
+
+// CounterTable lists every counter of the program.
+func CounterTable() []Counter { return slices.Clone(counterTable) }
+
 // Counters reads and sums the per-CPU counters.
 func (d *Dataplane) Counters() (Counters, error) {
-	var c Counters
-	fields := map[hbfCounter]*uint64{
-		hbfCounterCOUNTER_PACKETS:             &c.Packets,
-		hbfCounterCOUNTER_NEW_CONNECTIONS:     &c.NewConnections,
-		hbfCounterCOUNTER_SCANS_DETECTED:      &c.ScansDetected,
-		hbfCounterCOUNTER_SCANS_ALLOWLISTED:   &c.ScansAllowlisted,
-		hbfCounterCOUNTER_ALLOWLIST_OVERRIDES: &c.AllowlistOverrides,
-		hbfCounterCOUNTER_BLOCKS_ADDED:        &c.BlocksAdded,
-		hbfCounterCOUNTER_BLOCK_FAILURES:      &c.BlockFailures,
-		hbfCounterCOUNTER_EVENTS_LOST:         &c.EventsLost,
-		hbfCounterCOUNTER_TRACKER_FULL:        &c.TrackerFull,
-		hbfCounterCOUNTER_SCANS_MONITORED:     &c.ScansMonitored,
-		hbfCounterCOUNTER_PASSED:              &c.Passed,
-		hbfCounterCOUNTER_BLOCKS_RATE_LIMITED: &c.BlocksRateLimited,
-		hbfCounterCOUNTER_TRACKER_EVICTIONS:   &c.TrackerEvictions,
-	}
-	for r, dr := range dropReasons {
-		fields[dr.counter] = &c.Dropped[r]
-	}
-	if len(fields) != int(hbfCounterCOUNTER_MAX) {
-		return c, fmt.Errorf("counters: program has %d, this build reads %d", hbfCounterCOUNTER_MAX, len(fields))
-	}
+	var k Counters
 	var perCPU []uint64
-	for i, f := range fields {
-		if err := d.objs.Counters.Lookup(uint32(i), &perCPU); err != nil {
-			return c, fmt.Errorf("read counter %d: %w", i, err)
+	for _, c := range counterTable {
+		if err := d.objs.Counters.Lookup(uint32(c.index), &perCPU); err != nil {
+			return k, fmt.Errorf("read counter %d: %w", c.index, err)
 		}
+		f := c.field(&k)
 		for _, v := range perCPU {
 			*f += v
 		}
 	}
-	return c, nil
+	return k, nil
 }

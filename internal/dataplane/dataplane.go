@@ -15,8 +15,9 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 )
 
-// MaxPortsLimit is the largest threshold the program's tracker can hold.
-const MaxPortsLimit = 32
+// MaxPortsLimit is the largest threshold the program's tracker can hold: it
+// keeps one port more than the threshold (HBF_SCAN_SLOTS).
+const MaxPortsLimit = len(hbfScanEvent{}.Ports) - 1
 
 // MinIPv6ScanPrefix is the widest prefix a scan may block: an ISP's customer
 // gets a /48 to /64; wider would take in other customers.

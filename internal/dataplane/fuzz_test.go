@@ -83,7 +83,7 @@ func FuzzXDP(f *testing.F) {
 		if got != want.verdict {
 			t.Errorf("verdict %s, the rules say %s\nframe % x", verdict(got), want, frame)
 		}
-		for _, r := range DropReasons() {
+		for _, r := range allDropReasons() {
 			n, w := after.Dropped[r]-before.Dropped[r], uint64(0)
 			if want.verdict == xdpDrop && r == want.reason {
 				w = 1

@@ -239,7 +239,7 @@ func TestParsingRules(t *testing.T) {
 			after := d.counters()
 
 			expectVerdict(t, got, tc.want, "verdict")
-			for _, r := range DropReasons() {
+			for _, r := range allDropReasons() {
 				want := uint64(0)
 				if tc.want == xdpDrop && r == tc.reason {
 					want = 1

@@ -49,43 +49,47 @@ type Metrics struct {
 	decodeErrors atomic.Uint64
 }
 
+// counters are the program's counters as Prometheus descriptions, one a
+// family; the table in dataplane names them.
 var (
-	descNewConns   = prometheus.NewDesc("hbf_new_connections_total", "New inbound TCP connections (SYNs that passed), retransmissions counted once.", nil, nil)
-	descPackets    = prometheus.NewDesc("hbf_packets_total", "Packets the XDP program saw.", nil, nil)
-	descPassed     = prometheus.NewDesc("hbf_packets_passed_total", "Packets the XDP program passed; with the drops, every packet it saw.", nil, nil)
-	descDropped    = prometheus.NewDesc("hbf_packets_dropped_total", "Packets the XDP program dropped, by reason.", []string{"reason"}, nil)
-	descScans      = prometheus.NewDesc("hbf_port_scans_detected_total", "Port scans detected, allowlisted sources included.", nil, nil)
-	descScansAllow = prometheus.NewDesc("hbf_port_scans_allowlisted_total", "Port scans from allowlisted sources: reported, not blocked.", nil, nil)
-	descScansMon   = prometheus.NewDesc("hbf_port_scans_monitored_total", "Port scans in monitor mode: reported as would-block, not blocked.", nil, nil)
-	descBlocked    = prometheus.NewDesc("hbf_blocked_sources", "Block entries (addresses and prefixes) in force.", nil, nil)
-	descScanBlocks = prometheus.NewDesc("hbf_scan_blocks_total", "Blocks the XDP program inserted for scanners.", nil, nil)
-	descBlockFail  = prometheus.NewDesc("hbf_scan_block_failures_total", "Scanner blocks the full block map refused.", nil, nil)
-	descOverrides  = prometheus.NewDesc("hbf_allowlist_overrides_total", "Packets of blocked sources passed because the source is allowlisted.", nil, nil)
-	descTracker    = prometheus.NewDesc("hbf_scan_tracker_full_total", "Attempts from new sources the full scan tracker could not hold.", nil, nil)
-	descRateLimit  = prometheus.NewDesc("hbf_scan_blocks_rate_limited_total", "Scanners not blocked because the minute's budget of scan blocks was spent (their attempts are still dropped for the window).", nil, nil)
-	descEvictions  = prometheus.NewDesc("hbf_scan_tracker_evictions_total", "First attempts of live sources overwritten by another source's in the tracker's first tier.", nil, nil)
-	descRepairs    = prometheus.NewDesc("hbf_repairs_total", "What hbf noticed undone from outside and repaired: link (program detached), interface (re-created), pin (removed).", []string{"kind"}, nil)
-	descLost       = prometheus.NewDesc("hbf_events_lost_total", "Events lost: ring buffer full in the kernel; undecodable, or dropped because the output (stdout, log file) did not keep up, in the daemon.", nil, nil)
-	descScrapeErr  = prometheus.NewDesc("hbf_scrape_errors_total", "Failures to read the data plane while serving a scrape.", nil, nil)
-	descAttached   = prometheus.NewDesc("hbf_xdp_attached", "Interfaces the XDP program is attached to, with the attach mode.", []string{"iface", "mode"}, nil)
-	descLists      = prometheus.NewDesc("hbf_blocklist_sources", "Blocklist files and feeds, by state: ok, or degraded (an older version or copy in force).", []string{"state"}, nil)
+	counters    = dataplane.CounterTable()
+	counterDesc = func() map[string]*prometheus.Desc {
+		out := map[string]*prometheus.Desc{}
+		for _, c := range counters {
+			if out[c.Metric] != nil {
+				continue
+			}
+			var labels []string
+			if c.Reason != "" {
+				labels = []string{"reason"}
+			}
+			out[c.Metric] = prometheus.NewDesc(c.Metric, c.Help, labels, nil)
+		}
+		return out
+	}()
 )
 
-// order puts the families people look at first at the top of /metrics.
-var order = []string{
-	"hbf_new_connections_total",
-	"hbf_packets_total",
-	"hbf_packets_passed_total",
-	"hbf_packets_dropped_total",
-	"hbf_port_scans_detected_total",
-	"hbf_port_scans_allowlisted_total",
-	"hbf_port_scans_monitored_total",
-	"hbf_blocked_sources",
-	"hbf_scan_blocks_total",
-	"hbf_scan_block_failures_total",
-	"hbf_scan_blocks_rate_limited_total",
-	"hbf_events_lost_total",
-}
+var (
+	descBlocked   = prometheus.NewDesc("hbf_blocked_sources", "Block entries (addresses and prefixes) in force.", nil, nil)
+	descRepairs   = prometheus.NewDesc("hbf_repairs_total", "What hbf noticed undone from outside and repaired: link (program detached), interface (re-created), pin (removed).", []string{"kind"}, nil)
+	descScrapeErr = prometheus.NewDesc("hbf_scrape_errors_total", "Failures to read the data plane while serving a scrape.", nil, nil)
+	descAttached  = prometheus.NewDesc("hbf_xdp_attached", "Interfaces the XDP program is attached to, with the attach mode.", []string{"iface", "mode"}, nil)
+	descLists     = prometheus.NewDesc("hbf_blocklist_sources", "Blocklist files and feeds, by state: ok, or degraded (an older version or copy in force).", []string{"state"}, nil)
+)
+
+// order puts the families people look at first at the top of /metrics:
+// the program's counters in the table's order, the blocked sources after
+// the scans; the rest follow by name.
+var order = func() []string {
+	var out []string
+	for _, c := range counters {
+		if !slices.Contains(out, c.Metric) {
+			out = append(out, c.Metric)
+		}
+	}
+	at := slices.Index(out, "hbf_port_scans_monitored_total") + 1
+	return slices.Insert(out, at, "hbf_blocked_sources")
+}()
 
 type collector struct {
 	Inputs
@@ -94,9 +98,10 @@ type collector struct {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descNewConns, descPackets, descDropped, descScans, descScansAllow, descScansMon,
-		descBlocked, descScanBlocks, descBlockFail, descOverrides, descTracker, descLost,
-		descPassed, descRateLimit, descEvictions, descRepairs, descScrapeErr, descAttached, descLists} {
+	for _, d := range counterDesc {
+		ch <- d
+	}
+	for _, d := range []*prometheus.Desc{descBlocked, descRepairs, descScrapeErr, descAttached, descLists} {
 		ch <- d
 	}
 }
@@ -108,26 +113,20 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if k, err := c.Dataplane.Counters(); err != nil {
 		c.scrapeErrors.Add(1)
 	} else {
-		counter(descNewConns, k.NewConnections)
-		counter(descPackets, k.Packets)
-		counter(descPassed, k.Passed)
-		for _, r := range dataplane.DropReasons() {
-			counter(descDropped, k.Dropped[r], r.String())
+		for _, kc := range counters {
+			v := kc.Value(&k)
+			if kc.Lost {
+				v += c.decodeErrors.Load()
+				if c.Dropped != nil {
+					v += c.Dropped()
+				}
+			}
+			var labels []string
+			if kc.Reason != "" {
+				labels = []string{kc.Reason}
+			}
+			counter(counterDesc[kc.Metric], v, labels...)
 		}
-		counter(descScans, k.ScansDetected)
-		counter(descScansAllow, k.ScansAllowlisted)
-		counter(descScansMon, k.ScansMonitored)
-		counter(descScanBlocks, k.BlocksAdded)
-		counter(descBlockFail, k.BlockFailures)
-		counter(descOverrides, k.AllowlistOverrides)
-		counter(descTracker, k.TrackerFull)
-		counter(descRateLimit, k.BlocksRateLimited)
-		counter(descEvictions, k.TrackerEvictions)
-		lost := k.EventsLost + c.decodeErrors.Load()
-		if c.Dropped != nil {
-			lost += c.Dropped()
-		}
-		counter(descLost, lost)
 	}
 	if n, err := c.Dataplane.BlockedSources(); err != nil {
 		c.scrapeErrors.Add(1)
