@@ -12,6 +12,7 @@ import (
 
 	"github.com/hbf-firewall/hbf/internal/daemon"
 	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/hostnet"
 	"github.com/hbf-firewall/hbf/internal/report"
 )
 
@@ -96,9 +97,12 @@ func (d *daemonFlags) resolve(getenv func(string) string, findIface bool) (daemo
 		return cfg, fmt.Errorf("--log-connections %w", err)
 	}
 	if len(cfg.Ifaces) == 0 && findIface {
-		name, err := daemon.DefaultRouteInterface()
+		name, err := hostnet.DefaultRouteInterface()
+		if errors.Is(err, hostnet.ErrNoDefaultRoute) {
+			return cfg, errors.New("no default route to take the interface from: name it with --iface")
+		}
 		if err != nil {
-			return cfg, err
+			return cfg, fmt.Errorf("--iface: %w", err)
 		}
 		cfg.Ifaces = []string{name}
 	}

@@ -667,7 +667,7 @@ func (s *service) Status(context.Context) (api.Status, error) {
 			"scan_prefix_v6":         "/" + strconv.Itoa(set.IPv6ScanPrefix),
 		},
 		Counters: map[string]uint64{},
-		Entries: d.state.counts(),
+		Entries:  d.state.counts(),
 	}
 	for _, c := range dataplane.CounterTable() {
 		if c.Status != "" {

@@ -1,10 +1,7 @@
 package daemon
 
 import (
-	"bufio"
-	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 
 	"github.com/hbf-firewall/hbf/internal/hostnet"
@@ -41,41 +38,4 @@ func neverBlock(host hostnet.Snapshot, resolvConf, sshConnection string) []fixed
 		}
 	}
 	return out
-}
-
-// DefaultRouteInterface names the interface of the IPv4 default route, else
-// of the IPv6 one.
-func DefaultRouteInterface() (string, error) {
-	return defaultRouteInterface("/proc/net/route", "/proc/net/ipv6_route")
-}
-
-func defaultRouteInterface(v4Routes, v6Routes string) (string, error) {
-	if name, err := scanRoutes(v4Routes, func(f []string) bool {
-		return len(f) > 2 && f[1] == "00000000" && f[0] != "Iface"
-	}, 0); err == nil && name != "" {
-		return name, nil
-	}
-	name, err := scanRoutes(v6Routes, func(f []string) bool {
-		return len(f) == 10 && f[0] == strings.Repeat("0", 32) && f[1] == "00" && f[9] != "lo"
-	}, 9)
-	if err != nil || name == "" {
-		return "", fmt.Errorf("no default route to take the interface from: name it with --iface")
-	}
-	return name, nil
-}
-
-func scanRoutes(path string, isDefault func([]string) bool, ifaceField int) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if isDefault(fields) {
-			return fields[ifaceField], nil
-		}
-	}
-	return "", sc.Err()
 }

@@ -2,8 +2,6 @@ package daemon
 
 import (
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 
@@ -48,25 +46,4 @@ func prefixes(f []fixedAllow) []netip.Prefix {
 		out = append(out, a.prefix)
 	}
 	return out
-}
-
-func TestDefaultRouteInterface(t *testing.T) {
-	dir := t.TempDir()
-	v4 := filepath.Join(dir, "route")
-	v6 := filepath.Join(dir, "ipv6_route")
-	os.WriteFile(v4, []byte("Iface\tDestination\tGateway\tFlags\n"+
-		"ens3\t0002000A\t00000000\t0001\n"+
-		"ens4\t00000000\t0102000A\t0003\n"), 0o600)
-	os.WriteFile(v6, []byte("00000000000000000000000000000000 00 00000000000000000000000000000000 00 20010db8000000000000000000000001 00000400 00000001 00000000 00000003 ens5\n"), 0o600)
-	if got, err := defaultRouteInterface(v4, v6); err != nil || got != "ens4" {
-		t.Errorf("IPv4 default: %q, %v; want ens4", got, err)
-	}
-	os.WriteFile(v4, []byte("Iface\tDestination\tGateway\tFlags\n"), 0o600)
-	if got, err := defaultRouteInterface(v4, v6); err != nil || got != "ens5" {
-		t.Errorf("IPv6 default: %q, %v; want ens5", got, err)
-	}
-	os.WriteFile(v6, nil, 0o600)
-	if _, err := defaultRouteInterface(v4, v6); err == nil {
-		t.Error("no default route, no error")
-	}
 }

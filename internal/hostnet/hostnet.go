@@ -6,7 +6,6 @@ package hostnet
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -14,8 +13,8 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"syscall"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,32 +37,23 @@ func (s Snapshot) Equal(o Snapshot) bool {
 // missing resolver configuration means no resolvers, not an error.
 func Read(resolvConf string) (Snapshot, error) {
 	var s Snapshot
-	addrs, err := net.InterfaceAddrs()
+	addrs, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return s, fmt.Errorf("list the host's addresses: %w", err)
 	}
 	for _, a := range addrs {
-		ipnet, ok := a.(*net.IPNet)
+		ip, ok := addrOf(a.IP)
 		if !ok {
 			continue
 		}
-		ip, ok := netip.AddrFromSlice(ipnet.IP)
-		if !ok {
-			continue
-		}
-		ip = ip.Unmap()
-		ones, _ := ipnet.Mask.Size()
+		ones, _ := a.Mask.Size()
 		s.Addrs = append(s.Addrs, ip)
 		if p, err := ip.Prefix(ones); err == nil && ones < ip.BitLen() {
 			s.Prefixes = append(s.Prefixes, p)
 		}
 	}
-	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
-		gws, err := defaultGateways(family)
-		if err != nil {
-			return s, err
-		}
-		s.Gateways = append(s.Gateways, gws...)
+	if s.Gateways, err = defaultGateways(); err != nil {
+		return s, err
 	}
 	s.Resolvers, err = ReadResolvers(resolvConf)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -71,6 +61,23 @@ func Read(resolvConf string) (Snapshot, error) {
 	}
 	s.normalize()
 	return s, nil
+}
+
+func addrOf(ip net.IP) (netip.Addr, bool) {
+	a, ok := netip.AddrFromSlice(ip)
+	return a.Unmap(), ok
+}
+
+// dump runs a netlink dump again when the kernel says it changed while it
+// was read: a partial answer could miss a gateway.
+func dump[T any](list func() ([]T, error)) ([]T, error) {
+	for range 3 {
+		out, err := list()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return out, err
+		}
+	}
+	return list()
 }
 
 func (s *Snapshot) normalize() {
@@ -110,70 +117,64 @@ func ReadResolvers(path string) ([]netip.Addr, error) {
 	return out, nil
 }
 
-// defaultGateways dumps the family's routes and returns the next hops of the
-// default ones, multipath included.
-func defaultGateways(family int) ([]netip.Addr, error) {
-	rib, err := syscall.NetlinkRIB(unix.RTM_GETROUTE, family)
+// defaultGateways returns the next hops of the default unicast routes of
+// every routing table, multipath included.
+func defaultGateways() ([]netip.Addr, error) {
+	filter := &netlink.Route{Table: unix.RT_TABLE_UNSPEC, Type: unix.RTN_UNICAST}
+	routes, err := dump(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("dump routes: %w", err)
 	}
-	msgs, err := syscall.ParseNetlinkMessage(rib)
-	if err != nil {
-		return nil, fmt.Errorf("parse routes: %w", err)
-	}
 	var out []netip.Addr
-	for _, m := range msgs {
-		if m.Header.Type != unix.RTM_NEWROUTE || len(m.Data) < unix.SizeofRtMsg {
-			continue
+	for _, r := range defaultRoutes(routes) {
+		if gw, ok := addrOf(r.Gw); ok {
+			out = append(out, gw)
 		}
-		// struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type.
-		if dstLen, typ := m.Data[1], m.Data[7]; dstLen != 0 || typ != unix.RTN_UNICAST {
-			continue
-		}
-		attrs, err := syscall.ParseNetlinkRouteAttr(&m)
-		if err != nil {
-			return nil, fmt.Errorf("parse route attributes: %w", err)
-		}
-		for _, a := range attrs {
-			switch a.Attr.Type {
-			case unix.RTA_GATEWAY:
-				if ip, ok := netip.AddrFromSlice(a.Value); ok {
-					out = append(out, ip.Unmap())
-				}
-			case unix.RTA_MULTIPATH:
-				out = append(out, nexthopGateways(a.Value)...)
+		for _, nh := range r.MultiPath {
+			if gw, ok := addrOf(nh.Gw); ok {
+				out = append(out, gw)
 			}
 		}
 	}
 	return out, nil
 }
 
-// nexthopGateways reads the gateways of an RTA_MULTIPATH value: struct
-// rtnexthop records, each followed by its own attributes.
-func nexthopGateways(b []byte) []netip.Addr {
-	var out []netip.Addr
-	for len(b) >= unix.SizeofRtNexthop {
-		n := int(binary.NativeEndian.Uint16(b[0:2]))
-		if n < unix.SizeofRtNexthop || n > len(b) {
-			break
+func defaultRoutes(routes []netlink.Route) []netlink.Route {
+	var out []netlink.Route
+	for _, r := range routes {
+		if r.Dst == nil {
+			out = append(out, r)
+		} else if ones, _ := r.Dst.Mask.Size(); ones == 0 {
+			out = append(out, r)
 		}
-		attrs := b[unix.SizeofRtNexthop:n]
-		for len(attrs) >= unix.SizeofRtAttr {
-			l := int(binary.NativeEndian.Uint16(attrs[0:2]))
-			typ := binary.NativeEndian.Uint16(attrs[2:4])
-			if l < unix.SizeofRtAttr || l > len(attrs) {
-				break
-			}
-			if typ == unix.RTA_GATEWAY {
-				if ip, ok := netip.AddrFromSlice(attrs[unix.SizeofRtAttr:l]); ok {
-					out = append(out, ip.Unmap())
-				}
-			}
-			attrs = attrs[min(rtaAlign(l), len(attrs)):]
-		}
-		b = b[min(rtaAlign(n), len(b)):]
 	}
 	return out
 }
 
-func rtaAlign(n int) int { return (n + unix.RTA_ALIGNTO - 1) &^ (unix.RTA_ALIGNTO - 1) }
+// ErrNoDefaultRoute: the host has no default route to take an interface from.
+var ErrNoDefaultRoute = errors.New("no default route")
+
+// DefaultRouteInterface names the interface of the main table's IPv4
+// default route, else of its IPv6 one.
+func DefaultRouteInterface() (string, error) {
+	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, err := dump(func() ([]netlink.Route, error) {
+			return netlink.RouteListFiltered(family, &netlink.Route{Type: unix.RTN_UNICAST}, netlink.RT_FILTER_TYPE)
+		})
+		if err != nil {
+			return "", fmt.Errorf("dump routes: %w", err)
+		}
+		for _, r := range defaultRoutes(routes) {
+			index := r.LinkIndex
+			if index == 0 && len(r.MultiPath) > 0 {
+				index = r.MultiPath[0].LinkIndex
+			}
+			if l, err := netlink.LinkByIndex(index); err == nil {
+				return l.Attrs().Name, nil
+			}
+		}
+	}
+	return "", ErrNoDefaultRoute
+}

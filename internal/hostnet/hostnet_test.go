@@ -2,15 +2,13 @@ package hostnet
 
 import (
 	"context"
-	"encoding/binary"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/hbf-firewall/hbf/internal/netlab"
 	"github.com/hbf-firewall/hbf/internal/testenv"
@@ -53,37 +51,6 @@ nameserver ::ffff:198.51.100.53
 	}
 }
 
-// nexthop builds one struct rtnexthop with an RTA_GATEWAY attribute.
-func nexthop(gw netip.Addr) []byte {
-	ip := gw.AsSlice()
-	attr := make([]byte, rtaAlign(unix.SizeofRtAttr+len(ip)))
-	binary.NativeEndian.PutUint16(attr[0:], uint16(unix.SizeofRtAttr+len(ip)))
-	binary.NativeEndian.PutUint16(attr[2:], unix.RTA_GATEWAY)
-	copy(attr[unix.SizeofRtAttr:], ip)
-	nh := make([]byte, unix.SizeofRtNexthop, unix.SizeofRtNexthop+len(attr))
-	binary.NativeEndian.PutUint16(nh[0:], uint16(unix.SizeofRtNexthop+len(attr)))
-	return append(nh, attr...)
-}
-
-func TestNexthopGateways(t *testing.T) {
-	b := append(nexthop(netip.MustParseAddr("192.0.2.254")), nexthop(netip.MustParseAddr("2001:db8::fe"))...)
-	if got, want := nexthopGateways(b), addrsOf("192.0.2.254", "2001:db8::fe"); !slices.Equal(got, want) {
-		t.Errorf("gateways %v, want %v", got, want)
-	}
-	// Truncated or lying lengths end the walk, never panic.
-	for n := range len(b) {
-		nexthopGateways(b[:n])
-	}
-	bad := slices.Clone(b)
-	binary.NativeEndian.PutUint16(bad[0:], 0xffff)
-	if got := nexthopGateways(bad); len(got) != 0 {
-		t.Errorf("a record longer than the value gave %v", got)
-	}
-}
-
-// In a namespace of its own: the snapshot holds the addresses, prefixes,
-// default gateways (multipath too) and resolvers, and a change of address
-// is notified.
 func TestSnapshotAndChanges(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -150,5 +117,46 @@ func TestSnapshotAndChanges(t *testing.T) {
 	}
 	if next.Equal(snap) || !slices.Contains(next.Addrs, netip.MustParseAddr("203.0.113.7")) {
 		t.Errorf("after the change, addresses %v: want 203.0.113.7 in them", next.Addrs)
+	}
+}
+
+func TestDefaultRouteInterface(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lab, err := netlab.New(ctx, netlab.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+	h := lab.Host
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := h.Run(ctx, "ip", args...); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	// A second interface, so that the answer is the route's, not the only one.
+	ip("link", "add", "other7", "type", "veth", "peer", "name", "other7b")
+	ip("link", "set", "other7b", "up")
+	ip("link", "set", "other7", "up")
+	ip("addr", "add", "198.51.100.1/24", "dev", "other7")
+	ip("-6", "addr", "add", "2001:db8:7::1/64", "dev", "other7", "nodad")
+	iface := func() (name string, err error) {
+		if derr := h.Do(func() error { name, err = DefaultRouteInterface(); return nil }); derr != nil {
+			t.Fatal(derr)
+		}
+		return name, err
+	}
+	if _, err := iface(); !errors.Is(err, ErrNoDefaultRoute) {
+		t.Errorf("no default route: %v, want ErrNoDefaultRoute", err)
+	}
+	ip("-6", "route", "add", "default", "via", "2001:db8:7::fe", "dev", "other7")
+	if got, err := iface(); err != nil || got != "other7" {
+		t.Errorf("IPv6 default only: %q, %v; want other7", got, err)
+	}
+	ip("route", "add", "default", "via", "192.0.2.254", "dev", netlab.Iface)
+	if got, err := iface(); err != nil || got != netlab.Iface {
+		t.Errorf("IPv4 default: %q, %v; want %s", got, err, netlab.Iface)
 	}
 }

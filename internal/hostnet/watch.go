@@ -3,33 +3,28 @@ package hostnet
 import (
 	"errors"
 	"fmt"
-	"os"
 
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
 // Changes tells when the host's links, addresses or routes change.
 type Changes struct {
-	f *os.File
+	s *nl.NetlinkSocket
 	c chan struct{}
 }
 
 // Subscribe joins rtnetlink's link, address and route groups of the current
 // network namespace.
 func Subscribe() (*Changes, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
+	s, err := nl.Subscribe(unix.NETLINK_ROUTE, unix.RTNLGRP_LINK, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV6_IFADDR,
+		unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE)
 	if err != nil {
-		return nil, fmt.Errorf("open rtnetlink socket: %w", err)
-	}
-	groups := uint32(unix.RTMGRP_LINK | unix.RTMGRP_IPV4_IFADDR | unix.RTMGRP_IPV6_IFADDR |
-		unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV6_ROUTE)
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: groups}); err != nil {
-		unix.Close(fd)
 		return nil, fmt.Errorf("join rtnetlink groups: %w", err)
 	}
-	// Non-blocking and handed to the runtime's poller, so that Close ends a
+	// The socket is non-blocking, in the runtime's poller: Close ends a
 	// pending read.
-	ch := &Changes{f: os.NewFile(uintptr(fd), "rtnetlink"), c: make(chan struct{}, 1)}
+	ch := &Changes{s: s, c: make(chan struct{}, 1)}
 	go ch.read()
 	return ch, nil
 }
@@ -39,12 +34,14 @@ func Subscribe() (*Changes, error) {
 func (ch *Changes) C() <-chan struct{} { return ch.c }
 
 // Close stops the notifications.
-func (ch *Changes) Close() error { return ch.f.Close() }
+func (ch *Changes) Close() error {
+	ch.s.Close()
+	return nil
+}
 
 func (ch *Changes) read() {
-	buf := make([]byte, 64*1024)
 	for {
-		_, err := ch.f.Read(buf)
+		_, _, err := ch.s.Receive()
 		// ENOBUFS: the kernel dropped notifications. Something changed all
 		// the same, and a new snapshot reads it whole.
 		if err != nil && !errors.Is(err, unix.ENOBUFS) {
