@@ -56,19 +56,19 @@ type callerKey struct{}
 // permissions), in a folder hbf creates 0700 when it is missing.
 func Listen(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("--socket %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	// A socket left by a daemon that died: nobody answers on it.
 	if c, err := net.Dial("unix", path); err == nil {
 		c.Close()
-		return nil, fmt.Errorf("--socket %s: another hbf daemon answers there", path)
+		return nil, fmt.Errorf("%s: another hbf daemon answers there", path)
 	}
 	_ = os.Remove(path)
 	old := unix.Umask(0o177)
 	ln, err := net.Listen("unix", path)
 	unix.Umask(old)
 	if err != nil {
-		return nil, fmt.Errorf("--socket %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return ln, nil
 }

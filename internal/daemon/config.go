@@ -159,6 +159,11 @@ func (c Config) Validate() error {
 	if c.Socket == "" {
 		errs = append(errs, errors.New("--socket: must name a path"))
 	}
-	errs = append(errs, c.Rules.Validate())
+	if c.Rules.MinBitsV4 < 1 || c.Rules.MinBitsV4 > 32 {
+		errs = append(errs, fmt.Errorf("--min-prefix-v4 %d: must be between 1 and 32", c.Rules.MinBitsV4))
+	}
+	if c.Rules.MinBitsV6 < 1 || c.Rules.MinBitsV6 > 128 {
+		errs = append(errs, fmt.Errorf("--min-prefix-v6 %d: must be between 1 and 128", c.Rules.MinBitsV6))
+	}
 	return errors.Join(errs...)
 }

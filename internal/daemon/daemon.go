@@ -104,7 +104,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	apiLn, err := api.Listen(cfg.Socket)
 	if err != nil {
-		return err
+		return fmt.Errorf("--socket %w", err)
 	}
 	defer func() {
 		apiLn.Close()
@@ -201,7 +201,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			d.abandon()
 			events.Close()
-			return err
+			return attachError(err)
 		}
 		d.mu.Lock()
 		d.attachments = append(d.attachments, a)
@@ -278,6 +278,21 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("could not remove pins", "pin_path", cfg.PinPath, "err", err)
 	}
 	return nil
+}
+
+// attachError says what to do about an interface another XDP program holds.
+func attachError(err error) error {
+	fe, ok := errors.AsType[*dataplane.ForeignXDPError](err)
+	switch {
+	case !ok:
+		return err
+	case fe.Replacing:
+		return fmt.Errorf("attach to %s: %w and --replace could not detach it (see `ip link show %s`): "+
+			"another tool's bpf_link can be detached only with CAP_SYS_ADMIN: %v", fe.Iface, dataplane.ErrForeignXDP, fe.Iface, fe.Err)
+	default:
+		return fmt.Errorf("attach to %s: %w (see `ip link show %s`): hbf does not share an interface; "+
+			"remove that program, or start hbf with --replace to detach it: %v", fe.Iface, dataplane.ErrForeignXDP, fe.Iface, fe.Err)
+	}
 }
 
 // fixedAllows are the entries never blocked: loopback, the host's own

@@ -40,8 +40,20 @@ func stampOf(path string) (stamp, error) {
 	return stamp{size: st.Size(), mtime: st.ModTime(), ino: ino}, nil
 }
 
+// checker is the policy check for blocks of p: the rules, and what is
+// protected now. A block too wide names the setting that says how wide.
 func checker(rules policy.Rules, protected []policy.Protected) func(netip.Prefix) error {
-	return func(p netip.Prefix) error { return rules.CheckBlock(p, protected) }
+	return func(p netip.Prefix) error {
+		err := rules.CheckBlock(p, protected)
+		if wide, ok := errors.AsType[*policy.TooWideError](err); ok {
+			v := "4"
+			if wide.Prefix.Addr().Is6() {
+				v = "6"
+			}
+			return fmt.Errorf("%w (--min-prefix-v%s)", err, v)
+		}
+		return err
+	}
 }
 
 // sourceSpec names a list: a file or a feed.

@@ -129,7 +129,7 @@ func protectedFrom(fixed []fixedAllow, allows iter.Seq[store.Allow], now time.Ti
 
 // checkBlock is the policy check for a block of p.
 func (s *state) checkBlock(p netip.Prefix) error {
-	return s.rules.CheckBlock(p, s.protected())
+	return checker(s.rules, s.protected())(p)
 }
 
 // listHolding names the list that holds exactly p, or "".

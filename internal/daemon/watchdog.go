@@ -44,7 +44,7 @@ func (d *daemon) checkAttachments(failing map[string]string) {
 				if errors.Is(err, dataplane.ErrInterfaceGone) {
 					d.log.Warn("the interface is gone; hbf attaches again when it comes back", "iface", a.Iface)
 				} else {
-					d.log.Error("hbf is not attached and cannot attach again; retrying every second", "iface", a.Iface, "err", err)
+					d.log.Error("hbf is not attached and cannot attach again; retrying every second", "iface", a.Iface, "err", attachError(err))
 				}
 			}
 			continue

@@ -78,15 +78,10 @@ func (d *Dataplane) Attach(iface string, mode XDPMode) (*Attachment, error) {
 		d.replaced = append(d.replaced, iface+": "+what)
 		a.link, a.Mode, err = d.attachMode(ifc.Index, mode)
 	}
+	if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
+		return nil, &ForeignXDPError{Iface: iface, Replacing: d.replaceForeign, Err: err}
+	}
 	if err != nil {
-		if (errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST)) && d.replaceForeign {
-			return nil, fmt.Errorf("attach to %s: %w and --replace could not detach it (see `ip link show %s`): "+
-				"another tool's bpf_link can be detached only with CAP_SYS_ADMIN: %v", iface, ErrForeignXDP, iface, err)
-		}
-		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
-			return nil, fmt.Errorf("attach to %s: %w (see `ip link show %s`): hbf does not share an interface; "+
-				"remove that program, or start hbf with --replace to detach it: %v", iface, ErrForeignXDP, iface, err)
-		}
 		return nil, fmt.Errorf("attach to %s in %s mode: %w", iface, a.Mode, err)
 	}
 

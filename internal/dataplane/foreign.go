@@ -12,6 +12,26 @@ import (
 // ErrForeignXDP: another XDP program holds the interface.
 var ErrForeignXDP = errors.New("another XDP program is attached")
 
+// ForeignXDPError is Attach's refusal when another tool's XDP program holds
+// the interface: it was not asked to detach it, or (Replacing) it tried and
+// the hook stayed taken.
+type ForeignXDPError struct {
+	Iface     string
+	Replacing bool  // Options.ReplaceForeign was set
+	Err       error // the kernel's refusal
+}
+
+func (e *ForeignXDPError) Error() string {
+	if e.Replacing {
+		return fmt.Sprintf("attach to %s: %v and could not be detached (see `ip link show %s`): "+
+			"another tool's bpf_link can be detached only with CAP_SYS_ADMIN: %v", e.Iface, ErrForeignXDP, e.Iface, e.Err)
+	}
+	return fmt.Sprintf("attach to %s: %v (see `ip link show %s`): hbf does not share an interface: %v",
+		e.Iface, ErrForeignXDP, e.Iface, e.Err)
+}
+
+func (e *ForeignXDPError) Unwrap() []error { return []error{ErrForeignXDP, e.Err} }
+
 // detachForeign removes whatever XDP program holds the interface: a bpf_link
 // (BPF_LINK_DETACH; its owner keeps a defunct link), else a program attached
 // through netlink, in either mode. It says what it removed.

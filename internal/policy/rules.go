@@ -21,15 +21,22 @@ type Rules struct {
 // DefaultRules refuse blocks wider than a /8 (IPv4) or a /32 (IPv6).
 var DefaultRules = Rules{MinBitsV4: 8, MinBitsV6: 32}
 
-// Validate checks the minimums themselves.
-func (r Rules) Validate() error {
-	if r.MinBitsV4 < 1 || r.MinBitsV4 > 32 {
-		return fmt.Errorf("--min-prefix-v4 %d: must be between 1 and 32", r.MinBitsV4)
+// MinBits is the narrowest block the rules allow for p's family.
+func (r Rules) MinBits(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return r.MinBitsV4
 	}
-	if r.MinBitsV6 < 1 || r.MinBitsV6 > 128 {
-		return fmt.Errorf("--min-prefix-v6 %d: must be between 1 and 128", r.MinBitsV6)
-	}
-	return nil
+	return r.MinBitsV6
+}
+
+// TooWideError refuses a block wider than the rules allow for its family.
+type TooWideError struct {
+	Prefix  netip.Prefix
+	MinBits int
+}
+
+func (e *TooWideError) Error() string {
+	return fmt.Sprintf("%s is wider than /%d, the narrowest %s block allowed", e.Prefix, e.MinBits, family(e.Prefix))
 }
 
 // CheckBlock refuses a block of p when it is everything, wider than the
@@ -39,11 +46,8 @@ func (r Rules) CheckBlock(p netip.Prefix, protected []Protected) error {
 	if err := CheckBlock(p); err != nil {
 		return err
 	}
-	if p.Addr().Is4() && p.Bits() < r.MinBitsV4 {
-		return fmt.Errorf("%s is wider than /%d, the narrowest IPv4 block allowed (--min-prefix-v4)", p, r.MinBitsV4)
-	}
-	if p.Addr().Is6() && p.Bits() < r.MinBitsV6 {
-		return fmt.Errorf("%s is wider than /%d, the narrowest IPv6 block allowed (--min-prefix-v6)", p, r.MinBitsV6)
+	if min := r.MinBits(p); p.Bits() < min {
+		return &TooWideError{Prefix: p, MinBits: min}
 	}
 	for _, pr := range protected {
 		if p.Overlaps(pr.Prefix) {

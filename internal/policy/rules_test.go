@@ -16,8 +16,8 @@ func TestRulesCheckBlock(t *testing.T) {
 	for in, want := range map[string]string{
 		"0.0.0.0/0":       "0.0.0.0/0 would block every IPv4 source",
 		"::/0":            "::/0 would block every IPv6 source",
-		"10.0.0.0/7":      "10.0.0.0/7 is wider than /8, the narrowest IPv4 block allowed (--min-prefix-v4)",
-		"2001:db8::/31":   "2001:db8::/31 is wider than /32, the narrowest IPv6 block allowed (--min-prefix-v6)",
+		"10.0.0.0/7":      "10.0.0.0/7 is wider than /8, the narrowest IPv4 block allowed",
+		"2001:db8::/31":   "2001:db8::/31 is wider than /32, the narrowest IPv6 block allowed",
 		"127.0.0.1/32":    "127.0.0.1/32 is loopback: never blocked",
 		"::1/128":         "::1/128 is loopback: never blocked",
 		"192.0.2.1/32":    "192.0.2.1/32 is an address of this host: never blocked",
