@@ -394,7 +394,7 @@ func newStopCmd(e env) *cobra.Command {
 
 func newUninstallCmd(e env) *cobra.Command {
 	o := &clientOpts{}
-	pinPath, stateDir := daemon.Defaults.PinPath, daemon.Defaults.StateDir
+	pinPath, stateDir := daemon.Defaults.Start.PinPath, daemon.Defaults.Start.StateDir
 	cmd := &cobra.Command{
 		Use:   "uninstall",
 		Short: "Stop the daemon and remove enforcement: detach the XDP program, remove its pins",

@@ -33,34 +33,34 @@ func newDaemonFlags(fs *pflag.FlagSet) *daemonFlags {
 	d := &daemonFlags{fs: fs, cfg: daemon.Defaults}
 	cfg := &d.cfg
 	fs.StringVar(&d.config, "config", "", "YAML file of settings, keys named as these flags (default "+defaultConfigFile+" when present) [HBF_CONFIG]")
-	fs.StringSliceVar(&cfg.Ifaces, "iface", nil, "interface to protect, repeatable (default: the interface of the default route) [HBF_IFACE]")
-	fs.IntVar(&cfg.MaxPorts, "max-ports", cfg.MaxPorts, fmt.Sprintf("a source trying more than this many distinct ports within --window is a scanner (1-%d) [HBF_MAX_PORTS]", dataplane.MaxPortsLimit))
-	fs.Var(durationValue{&cfg.Window}, "window", "sliding window of the scan threshold: a duration or seconds [HBF_TIME_THRESHOLD]")
+	fs.StringSliceVar(&cfg.Start.Ifaces, "iface", nil, "interface to protect, repeatable (default: the interface of the default route) [HBF_IFACE]")
+	fs.IntVar(&cfg.Settings.MaxPorts, "max-ports", cfg.Settings.MaxPorts, fmt.Sprintf("a source trying more than this many distinct ports within --window is a scanner (1-%d) [HBF_MAX_PORTS]", dataplane.MaxPortsLimit))
+	fs.Var(durationValue{&cfg.Settings.Window}, "window", "sliding window of the scan threshold: a duration or seconds [HBF_TIME_THRESHOLD]")
 	fs.StringVar(&d.mode, "mode", "enforce", "enforce: block scanners; monitor: report them as \"would block\" (manual and list blocks stay in force) [HBF_MODE]")
-	fs.Var(portsValue{&cfg.IgnorePorts}, "ignore-ports", "ports (and ranges) that never count toward a scan nor are a reason to block, e.g. 80,443 [HBF_IGNORE_PORTS]")
-	fs.Var(durationValue{&cfg.BlockDuration}, "block-duration", "how long a scanner stays blocked; 0 blocks for good [HBF_BLOCK_DURATION]")
-	fs.IntVar(&cfg.ScanBlocksPerMinute, "scan-blocks-per-minute", cfg.ScanBlocksPerMinute, "at most this many scanners are blocked per minute (spoofed decoys cannot buy more); past it they are reported and their attempts dropped for their window; 0: no limit [HBF_SCAN_BLOCKS_PER_MINUTE]")
-	fs.IntVar(&cfg.ScanPrefixV6, "scan-prefix-v6", cfg.ScanPrefixV6, fmt.Sprintf("off-link IPv6 scanners are counted and blocked per prefix of this length (%d-128; 128: per address); on-link ones per address [HBF_SCAN_PREFIX_V6]", dataplane.MinIPv6ScanPrefix))
-	fs.StringVar(&cfg.ResolvConf, "resolv-conf", cfg.ResolvConf, "file naming the DNS resolvers, which are never blocked; followed as it changes [HBF_RESOLV_CONF]")
-	fs.Var(scheduleValue{&cfg.Escalation.After}, "escalation", "blocks of a source blocked again for a scan, after the first: durations, 0 for good, or none [HBF_ESCALATION]")
-	fs.Var(durationValue{&cfg.Escalation.Forget}, "escalation-forget", "a source that scans no more for this long starts again at the first offence [HBF_ESCALATION_FORGET]")
-	fs.Var(durationValue{&cfg.Timeout}, "timeout", "run this long, then exit cleanly; 0 runs until stopped [HBF_TIMEOUT_SECONDS]")
-	fs.StringVar(&d.xdpMode, "xdp-mode", string(cfg.XDPMode), "auto, native or generic; auto falls back to generic when the driver has no native XDP [HBF_XDP_MODE]")
-	fs.StringVar(&cfg.PinPath, "pin-path", cfg.PinPath, "bpffs folder for hbf's pinned maps and links [HBF_PIN_PATH]")
-	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "folder for hbf's state and its single-instance lock [HBF_STATE_DIR]")
-	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "address of /metrics, /healthz and /readyz; empty disables them [HBF_METRICS_ADDR]")
-	fs.StringVar(&d.logFormat, "log-format", string(cfg.LogFormat), "event lines as text or json [HBF_LOG_FORMAT]")
+	fs.Var(portsValue{&cfg.Settings.IgnorePorts}, "ignore-ports", "ports (and ranges) that never count toward a scan nor are a reason to block, e.g. 80,443 [HBF_IGNORE_PORTS]")
+	fs.Var(durationValue{&cfg.Settings.BlockDuration}, "block-duration", "how long a scanner stays blocked; 0 blocks for good [HBF_BLOCK_DURATION]")
+	fs.IntVar(&cfg.Settings.ScanBlocksPerMinute, "scan-blocks-per-minute", cfg.Settings.ScanBlocksPerMinute, "at most this many scanners are blocked per minute (spoofed decoys cannot buy more); past it they are reported and their attempts dropped for their window; 0: no limit [HBF_SCAN_BLOCKS_PER_MINUTE]")
+	fs.IntVar(&cfg.Settings.ScanPrefixV6, "scan-prefix-v6", cfg.Settings.ScanPrefixV6, fmt.Sprintf("off-link IPv6 scanners are counted and blocked per prefix of this length (%d-128; 128: per address); on-link ones per address [HBF_SCAN_PREFIX_V6]", dataplane.MinIPv6ScanPrefix))
+	fs.StringVar(&cfg.Settings.ResolvConf, "resolv-conf", cfg.Settings.ResolvConf, "file naming the DNS resolvers, which are never blocked; followed as it changes [HBF_RESOLV_CONF]")
+	fs.Var(scheduleValue{&cfg.Settings.Escalation.After}, "escalation", "blocks of a source blocked again for a scan, after the first: durations, 0 for good, or none [HBF_ESCALATION]")
+	fs.Var(durationValue{&cfg.Settings.Escalation.Forget}, "escalation-forget", "a source that scans no more for this long starts again at the first offence [HBF_ESCALATION_FORGET]")
+	fs.Var(durationValue{&cfg.Start.Timeout}, "timeout", "run this long, then exit cleanly; 0 runs until stopped [HBF_TIMEOUT_SECONDS]")
+	fs.StringVar(&d.xdpMode, "xdp-mode", string(cfg.Start.XDPMode), "auto, native or generic; auto falls back to generic when the driver has no native XDP [HBF_XDP_MODE]")
+	fs.StringVar(&cfg.Start.PinPath, "pin-path", cfg.Start.PinPath, "bpffs folder for hbf's pinned maps and links [HBF_PIN_PATH]")
+	fs.StringVar(&cfg.Start.StateDir, "state-dir", cfg.Start.StateDir, "folder for hbf's state and its single-instance lock [HBF_STATE_DIR]")
+	fs.StringVar(&cfg.Start.MetricsAddr, "metrics-addr", cfg.Start.MetricsAddr, "address of /metrics, /healthz and /readyz; empty disables them [HBF_METRICS_ADDR]")
+	fs.StringVar(&d.logFormat, "log-format", string(cfg.Start.LogFormat), "event lines as text or json [HBF_LOG_FORMAT]")
 	fs.StringVar(&d.connLog, "log-connections", "all", "connection lines: all, off, or rate=N/s (then a line counts those held back; counters stay exact) [HBF_LOG_CONNECTIONS]")
-	fs.StringVar(&cfg.LogFile, "log-file", "", "also append event lines to this file; reopened on reload, for logrotate [HBF_LOG_FILE]")
-	fs.StringSliceVar(&cfg.Blocklists, "blocklist", nil, "file of IPs and CIDRs to block, one per line, # or ; comments; repeatable; watched [HBF_BLOCKLIST_FILE_PATH]")
-	fs.StringSliceVar(&cfg.BlocklistURLs, "blocklist-url", nil, "HTTP(S) feed of IPs and CIDRs (DROP-style ; comments work), repeatable; fetched at start and every --feed-refresh [HBF_BLOCKLIST_URL]")
-	fs.Var(durationValue{&cfg.FeedRefresh}, "feed-refresh", "how often feeds are fetched again (conditional GET) [HBF_FEED_REFRESH]")
-	fs.BoolVar(&cfg.Replace, "replace", false, "detach another tool's XDP program from the interfaces instead of refusing to start [HBF_REPLACE]")
-	fs.BoolVar(&cfg.DetachOnExit, "detach-on-exit", false, "remove enforcement when stopping cleanly (demos, tests); by default it stays until `hbf uninstall` [HBF_DETACH_ON_EXIT]")
-	fs.StringVar(&cfg.Socket, "socket", cfg.Socket, "unix socket of the API the CLI talks to (root only) [HBF_SOCKET]")
-	fs.IntVar(&cfg.Rules.MinBitsV4, "min-prefix-v4", cfg.Rules.MinBitsV4, "refuse IPv4 blocks wider than this prefix length [HBF_MIN_PREFIX_V4]")
-	fs.IntVar(&cfg.Rules.MinBitsV6, "min-prefix-v6", cfg.Rules.MinBitsV6, "refuse IPv6 blocks wider than this prefix length [HBF_MIN_PREFIX_V6]")
-	fs.Var(prefixesValue{&cfg.Allow}, "allow", "IP or CIDR never to block, repeatable; the host's own addresses, loopback and the SSH client are always allowed [HBF_ALLOW]")
+	fs.StringVar(&cfg.Settings.LogFile, "log-file", "", "also append event lines to this file; reopened on reload, for logrotate [HBF_LOG_FILE]")
+	fs.StringSliceVar(&cfg.Settings.Blocklists, "blocklist", nil, "file of IPs and CIDRs to block, one per line, # or ; comments; repeatable; watched [HBF_BLOCKLIST_FILE_PATH]")
+	fs.StringSliceVar(&cfg.Settings.BlocklistURLs, "blocklist-url", nil, "HTTP(S) feed of IPs and CIDRs (DROP-style ; comments work), repeatable; fetched at start and every --feed-refresh [HBF_BLOCKLIST_URL]")
+	fs.Var(durationValue{&cfg.Settings.FeedRefresh}, "feed-refresh", "how often feeds are fetched again (conditional GET) [HBF_FEED_REFRESH]")
+	fs.BoolVar(&cfg.Start.Replace, "replace", false, "detach another tool's XDP program from the interfaces instead of refusing to start [HBF_REPLACE]")
+	fs.BoolVar(&cfg.Start.DetachOnExit, "detach-on-exit", false, "remove enforcement when stopping cleanly (demos, tests); by default it stays until `hbf uninstall` [HBF_DETACH_ON_EXIT]")
+	fs.StringVar(&cfg.Start.Socket, "socket", cfg.Start.Socket, "unix socket of the API the CLI talks to (root only) [HBF_SOCKET]")
+	fs.IntVar(&cfg.Settings.Rules.MinBitsV4, "min-prefix-v4", cfg.Settings.Rules.MinBitsV4, "refuse IPv4 blocks wider than this prefix length [HBF_MIN_PREFIX_V4]")
+	fs.IntVar(&cfg.Settings.Rules.MinBitsV6, "min-prefix-v6", cfg.Settings.Rules.MinBitsV6, "refuse IPv6 blocks wider than this prefix length [HBF_MIN_PREFIX_V6]")
+	fs.Var(prefixesValue{&cfg.Settings.Allow}, "allow", "IP or CIDR never to block, repeatable; the host's own addresses, loopback and the SSH client are always allowed [HBF_ALLOW]")
 	return d
 }
 
@@ -79,24 +79,24 @@ func (d *daemonFlags) resolve(getenv func(string) string, findIface bool) (daemo
 		if err := applyFile(d.fs, path); err != nil {
 			return daemon.Config{}, err
 		}
-		d.cfg.ConfigFile = path
+		d.cfg.Settings.ConfigFile = path
 	}
 
 	cfg := d.cfg
 	var err error
-	if cfg.XDPMode, err = dataplane.ParseXDPMode(d.xdpMode); err != nil {
+	if cfg.Start.XDPMode, err = dataplane.ParseXDPMode(d.xdpMode); err != nil {
 		return cfg, fmt.Errorf("--xdp-mode: %w", err)
 	}
-	if cfg.LogFormat, err = report.ParseFormat(d.logFormat); err != nil {
+	if cfg.Start.LogFormat, err = report.ParseFormat(d.logFormat); err != nil {
 		return cfg, fmt.Errorf("--log-format: %w", err)
 	}
-	if cfg.Monitor, err = daemon.ParseMode(d.mode); err != nil {
+	if cfg.Settings.Monitor, err = daemon.ParseMode(d.mode); err != nil {
 		return cfg, fmt.Errorf("--mode: %w", err)
 	}
-	if cfg.ConnLog, err = daemon.ParseConnLog(d.connLog); err != nil {
+	if cfg.Settings.ConnLog, err = daemon.ParseConnLog(d.connLog); err != nil {
 		return cfg, fmt.Errorf("--log-connections %w", err)
 	}
-	if len(cfg.Ifaces) == 0 && findIface {
+	if len(cfg.Start.Ifaces) == 0 && findIface {
 		name, err := hostnet.DefaultRouteInterface()
 		if errors.Is(err, hostnet.ErrNoDefaultRoute) {
 			return cfg, errors.New("no default route to take the interface from: name it with --iface")
@@ -104,7 +104,7 @@ func (d *daemonFlags) resolve(getenv func(string) string, findIface bool) (daemo
 		if err != nil {
 			return cfg, fmt.Errorf("--iface: %w", err)
 		}
-		cfg.Ifaces = []string{name}
+		cfg.Start.Ifaces = []string{name}
 	}
 	return cfg, cfg.Validate()
 }
@@ -121,10 +121,10 @@ func daemonConfig(args []string, e env) (daemon.Config, error) {
 	if err != nil {
 		return cfg, err
 	}
-	cfg.SSHConnection = e.getenv("SSH_CONNECTION")
-	cfg.Version = version
-	cfg.Stdout = e.stdout
-	cfg.Logger = slog.New(slog.NewTextHandler(e.stderr, nil))
+	cfg.Start.SSHConnection = e.getenv("SSH_CONNECTION")
+	cfg.Deps.Version = version
+	cfg.Deps.Stdout = e.stdout
+	cfg.Deps.Logger = slog.New(slog.NewTextHandler(e.stderr, nil))
 	return cfg, nil
 }
 
@@ -155,7 +155,7 @@ configuration file and every list, and reopens the log file.`,
 			if err != nil {
 				return usageError{err}
 			}
-			cfg.Reload = func() (daemon.Config, error) { return daemonConfig(args, e) }
+			cfg.Deps.Reload = func() (daemon.Config, error) { return daemonConfig(args, e) }
 			return e.runDaemon(cmd.Context(), cfg)
 		},
 	}
@@ -190,7 +190,7 @@ func newConfigCmd(e env) *cobra.Command {
 			if err != nil && !errors.Is(err, daemon.ErrNoInterface) {
 				return err
 			}
-			if err := daemon.CheckLists(cfg); err != nil {
+			if err := daemon.CheckLists(cfg.Settings); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "%s: ok\n", args[0])

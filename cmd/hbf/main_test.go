@@ -62,22 +62,22 @@ func TestDaemonFlagsAndEnvironment(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	want := daemon.Defaults
-	want.Ifaces = []string{"lo"}
-	want.MaxPorts = 5
-	want.Window = 30 * time.Second
-	want.Timeout = 2 * time.Minute
-	want.BlockDuration = 2 * time.Hour
-	want.Blocklists = []string{"/etc/hbf/blocklist.txt"}
-	want.LogFormat = report.JSON
-	want.Allow = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::1/128")}
-	want.SSHConnection = "198.51.100.7 50000 192.0.2.1 22"
-	if !slices.Equal(cfg.IgnorePorts, []uint16{80, 443, 8000, 8001, 8002}) || !cfg.Monitor {
-		t.Errorf("ignore ports %v, monitor %v", cfg.IgnorePorts, cfg.Monitor)
+	want.Start.Ifaces = []string{"lo"}
+	want.Settings.MaxPorts = 5
+	want.Settings.Window = 30 * time.Second
+	want.Start.Timeout = 2 * time.Minute
+	want.Settings.BlockDuration = 2 * time.Hour
+	want.Settings.Blocklists = []string{"/etc/hbf/blocklist.txt"}
+	want.Start.LogFormat = report.JSON
+	want.Settings.Allow = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::1/128")}
+	want.Start.SSHConnection = "198.51.100.7 50000 192.0.2.1 22"
+	if !slices.Equal(cfg.Settings.IgnorePorts, []uint16{80, 443, 8000, 8001, 8002}) || !cfg.Settings.Monitor {
+		t.Errorf("ignore ports %v, monitor %v", cfg.Settings.IgnorePorts, cfg.Settings.Monitor)
 	}
-	if !slices.Equal(cfg.Ifaces, want.Ifaces) || cfg.MaxPorts != want.MaxPorts || cfg.Window != want.Window ||
-		cfg.Timeout != want.Timeout || cfg.BlockDuration != want.BlockDuration || !slices.Equal(cfg.Blocklists, want.Blocklists) ||
-		cfg.LogFormat != want.LogFormat || !slices.Equal(cfg.Allow, want.Allow) || cfg.SSHConnection != want.SSHConnection ||
-		cfg.XDPMode != dataplane.XDPAuto || cfg.PinPath != want.PinPath || cfg.MetricsAddr != want.MetricsAddr {
+	if !slices.Equal(cfg.Start.Ifaces, want.Start.Ifaces) || cfg.Settings.MaxPorts != want.Settings.MaxPorts || cfg.Settings.Window != want.Settings.Window ||
+		cfg.Start.Timeout != want.Start.Timeout || cfg.Settings.BlockDuration != want.Settings.BlockDuration || !slices.Equal(cfg.Settings.Blocklists, want.Settings.Blocklists) ||
+		cfg.Start.LogFormat != want.Start.LogFormat || !slices.Equal(cfg.Settings.Allow, want.Settings.Allow) || cfg.Start.SSHConnection != want.Start.SSHConnection ||
+		cfg.Start.XDPMode != dataplane.XDPAuto || cfg.Start.PinPath != want.Start.PinPath || cfg.Start.MetricsAddr != want.Start.MetricsAddr {
 		t.Errorf("config\n got %+v\nwant %+v", cfg, want)
 	}
 }
@@ -149,15 +149,15 @@ allow:
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	if cfg.MaxPorts != 5 || cfg.Window != 45*time.Second || cfg.BlockDuration != 2*time.Hour || !cfg.Monitor ||
-		!slices.Equal(cfg.Ifaces, []string{"eth1", "eth2"}) || !slices.Equal(cfg.IgnorePorts, []uint16{80, 443}) ||
-		len(cfg.Allow) != 2 || cfg.ConfigFile != conf || cfg.MetricsAddr != daemon.Defaults.MetricsAddr {
+	if cfg.Settings.MaxPorts != 5 || cfg.Settings.Window != 45*time.Second || cfg.Settings.BlockDuration != 2*time.Hour || !cfg.Settings.Monitor ||
+		!slices.Equal(cfg.Start.Ifaces, []string{"eth1", "eth2"}) || !slices.Equal(cfg.Settings.IgnorePorts, []uint16{80, 443}) ||
+		len(cfg.Settings.Allow) != 2 || cfg.Settings.ConfigFile != conf || cfg.Start.MetricsAddr != daemon.Defaults.Start.MetricsAddr {
 		t.Errorf("config %+v", cfg)
 	}
 	// The reload rebuilds it from the same arguments, the file read again.
 	os.WriteFile(conf, []byte("iface: eth1\nmax-ports: 7\nwindow: 10s\n"), 0o600)
-	again, err := cfg.Reload()
-	if err != nil || again.MaxPorts != 5 || again.Window != 45*time.Second || again.Monitor {
+	again, err := cfg.Deps.Reload()
+	if err != nil || again.Settings.MaxPorts != 5 || again.Settings.Window != 45*time.Second || again.Settings.Monitor {
 		t.Errorf("reload: %+v, %v", again, err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"strings"
 	"time"
 
@@ -19,7 +20,36 @@ import (
 
 // Config is everything the daemon needs; the command line builds it.
 type Config struct {
-	Ifaces        []string // interfaces to protect; at least one
+	Start    Start    // fixed while the daemon runs
+	Settings Settings // what a reload may change
+	Deps     Deps
+}
+
+// Start is what only a restart changes: what the daemon holds open
+// (interfaces, pins, sockets, ports) or took from how it was started. A
+// reload that names other values says so, with the flag of each field.
+type Start struct {
+	Ifaces      []string          `flag:"iface"` // interfaces to protect; at least one
+	XDPMode     dataplane.XDPMode `flag:"xdp-mode"`
+	PinPath     string            `flag:"pin-path"`
+	StateDir    string            `flag:"state-dir"`
+	Socket      string            `flag:"socket"`       // the API's unix socket
+	MetricsAddr string            `flag:"metrics-addr"` // "" disables the metrics server
+	LogFormat   report.Format     `flag:"log-format"`
+	Timeout     time.Duration     `flag:"timeout"` // 0: run until stopped
+	// DetachOnExit removes enforcement (links and pins) when the daemon
+	// stops cleanly. Off by default: every exit keeps the host protected.
+	DetachOnExit bool `flag:"detach-on-exit"`
+	// Replace detaches another tool's XDP program from the interfaces instead
+	// of refusing to start.
+	Replace bool `flag:"replace"`
+	// SSHConnection is $SSH_CONNECTION: its client is allowlisted so that
+	// starting hbf over SSH cannot lock the operator out.
+	SSHConnection string
+}
+
+// Settings are what a reload (SIGHUP, hbf reload) re-reads and applies.
+type Settings struct {
 	MaxPorts      int
 	Window        time.Duration
 	BlockDuration time.Duration // 0: scan blocks never expire
@@ -31,66 +61,71 @@ type Config struct {
 	ScanPrefixV6        int // off-link IPv6 scanners are counted and blocked per this prefix
 	// ResolvConf is read for the DNS resolvers, which are never blocked.
 	ResolvConf    string
-	Timeout       time.Duration // 0: run until stopped
-	XDPMode       dataplane.XDPMode
-	PinPath       string
-	StateDir      string
-	MetricsAddr   string // "" disables the metrics server
-	LogFormat     report.Format
 	LogFile       string        // "": events go to Stdout only
 	ConnLog       ConnLog       // which connection lines are written
 	Blocklists    []string      // list files, watched
 	BlocklistURLs []string      // list feeds, fetched at start and every FeedRefresh
 	FeedRefresh   time.Duration // how often feeds are fetched again
 	Allow         []netip.Prefix
-	Socket        string            // the API's unix socket
 	Rules         policy.Rules      // what operators may block
 	Escalation    policy.Escalation // longer blocks for repeat scanners
-	// Replace detaches another tool's XDP program from the interfaces instead
-	// of refusing to start.
-	Replace bool
-	// DetachOnExit removes enforcement (links and pins) when the daemon
-	// stops cleanly. Off by default: every exit keeps the host protected.
-	DetachOnExit bool
-	// SSHConnection is $SSH_CONNECTION: its client is allowlisted so that
-	// starting hbf over SSH cannot lock the operator out.
-	SSHConnection string
-
 	// ConfigFile is the file the settings were read from, if any.
 	ConfigFile string
-	// Reload rebuilds the configuration as the start did, for SIGHUP and
-	// hbf reload.
-	Reload func() (Config, error)
+}
 
+// Deps are what the daemon is given to work with rather than told.
+type Deps struct {
 	Version string
 	Stdout  io.Writer    // event lines
 	Logger  *slog.Logger // diagnostics
+	// Reload rebuilds the configuration as the start did, for SIGHUP and
+	// hbf reload.
+	Reload func() (Config, error)
 }
 
 // Defaults are the settings a bare `hbf daemon` runs with.
 var Defaults = Config{
-	MaxPorts:      3,
-	Window:        60 * time.Second,
-	BlockDuration: time.Hour,
-	XDPMode:       dataplane.XDPAuto,
-	PinPath:       "/sys/fs/bpf/hbf",
-	StateDir:      "/var/lib/hbf",
-	MetricsAddr:   "127.0.0.1:9717",
-	LogFormat:     report.Text,
-	Socket:        api.DefaultSocket,
-	FeedRefresh:   time.Hour,
-	Escalation:    policy.DefaultEscalation,
-	Rules:         policy.DefaultRules,
+	Start: Start{
+		XDPMode:     dataplane.XDPAuto,
+		PinPath:     "/sys/fs/bpf/hbf",
+		StateDir:    "/var/lib/hbf",
+		MetricsAddr: "127.0.0.1:9717",
+		LogFormat:   report.Text,
+		Socket:      api.DefaultSocket,
+	},
+	Settings: Settings{
+		MaxPorts:      3,
+		Window:        60 * time.Second,
+		BlockDuration: time.Hour,
+		FeedRefresh:   time.Hour,
+		Escalation:    policy.DefaultEscalation,
+		Rules:         policy.DefaultRules,
 
-	ScanBlocksPerMinute: 30,
-	ScanPrefixV6:        64,
-	ResolvConf:          "/etc/resolv.conf",
+		ScanBlocksPerMinute: 30,
+		ScanPrefixV6:        64,
+		ResolvConf:          "/etc/resolv.conf",
+	},
 }
 
-func (c Config) settings() dataplane.Settings {
-	return dataplane.Settings{MaxPorts: c.MaxPorts, Window: c.Window, BlockDuration: c.BlockDuration,
-		Monitor: c.Monitor, IgnorePorts: c.IgnorePorts,
-		MaxBlocksPerMinute: c.ScanBlocksPerMinute, IPv6ScanPrefix: c.ScanPrefixV6}
+// program is what the XDP program runs with.
+func (s Settings) program() dataplane.Settings {
+	return dataplane.Settings{MaxPorts: s.MaxPorts, Window: s.Window, BlockDuration: s.BlockDuration,
+		Monitor: s.Monitor, IgnorePorts: s.IgnorePorts,
+		MaxBlocksPerMinute: s.ScanBlocksPerMinute, IPv6ScanPrefix: s.ScanPrefixV6}
+}
+
+// restartOnly names the fields of next a running daemon started as old
+// cannot take: they wait for the next start.
+func restartOnly(old, next Start) []string {
+	var changed []string
+	o, n := reflect.ValueOf(old), reflect.ValueOf(next)
+	for i := range o.NumField() {
+		flag := o.Type().Field(i).Tag.Get("flag")
+		if flag != "" && !reflect.DeepEqual(o.Field(i).Interface(), n.Field(i).Interface()) {
+			changed = append(changed, flag)
+		}
+	}
+	return changed
 }
 
 // ModeName is "monitor" or "enforce".
@@ -118,52 +153,52 @@ var ErrNoInterface = errors.New("--iface: no interface to protect")
 // Validate names every setting that cannot work, as a flag would.
 func (c Config) Validate() error {
 	var errs []error
-	if len(c.Ifaces) == 0 {
+	if len(c.Start.Ifaces) == 0 {
 		errs = append(errs, ErrNoInterface)
 	}
-	if c.MaxPorts < 1 || c.MaxPorts > dataplane.MaxPortsLimit {
-		errs = append(errs, fmt.Errorf("--max-ports %d: must be between 1 and %d", c.MaxPorts, dataplane.MaxPortsLimit))
+	if c.Settings.MaxPorts < 1 || c.Settings.MaxPorts > dataplane.MaxPortsLimit {
+		errs = append(errs, fmt.Errorf("--max-ports %d: must be between 1 and %d", c.Settings.MaxPorts, dataplane.MaxPortsLimit))
 	}
-	if c.Window < time.Millisecond || c.Window > 24*time.Hour {
-		errs = append(errs, fmt.Errorf("--window %s: must be between 1ms and 24h", c.Window))
+	if c.Settings.Window < time.Millisecond || c.Settings.Window > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("--window %s: must be between 1ms and 24h", c.Settings.Window))
 	}
-	if c.BlockDuration < 0 {
-		errs = append(errs, fmt.Errorf("--block-duration %s: must not be negative (0 blocks for good)", c.BlockDuration))
+	if c.Settings.BlockDuration < 0 {
+		errs = append(errs, fmt.Errorf("--block-duration %s: must not be negative (0 blocks for good)", c.Settings.BlockDuration))
 	}
-	if c.ScanBlocksPerMinute < 0 || c.ScanBlocksPerMinute > 1_000_000 {
-		errs = append(errs, fmt.Errorf("--scan-blocks-per-minute %d: must be between 0 (no limit) and 1000000", c.ScanBlocksPerMinute))
+	if c.Settings.ScanBlocksPerMinute < 0 || c.Settings.ScanBlocksPerMinute > 1_000_000 {
+		errs = append(errs, fmt.Errorf("--scan-blocks-per-minute %d: must be between 0 (no limit) and 1000000", c.Settings.ScanBlocksPerMinute))
 	}
-	if c.ScanPrefixV6 < dataplane.MinIPv6ScanPrefix || c.ScanPrefixV6 > 128 {
-		errs = append(errs, fmt.Errorf("--scan-prefix-v6 %d: must be between %d and 128 (per address)", c.ScanPrefixV6, dataplane.MinIPv6ScanPrefix))
+	if c.Settings.ScanPrefixV6 < dataplane.MinIPv6ScanPrefix || c.Settings.ScanPrefixV6 > 128 {
+		errs = append(errs, fmt.Errorf("--scan-prefix-v6 %d: must be between %d and 128 (per address)", c.Settings.ScanPrefixV6, dataplane.MinIPv6ScanPrefix))
 	}
-	if c.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("--timeout %s: must not be negative (0 runs until stopped)", c.Timeout))
+	if c.Start.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("--timeout %s: must not be negative (0 runs until stopped)", c.Start.Timeout))
 	}
-	if c.PinPath == "" {
+	if c.Start.PinPath == "" {
 		errs = append(errs, errors.New("--pin-path: must name a folder on a bpffs"))
 	}
-	if c.StateDir == "" {
+	if c.Start.StateDir == "" {
 		errs = append(errs, errors.New("--state-dir: must name a folder"))
 	}
-	if c.Escalation.Forget < 0 {
-		errs = append(errs, fmt.Errorf("--escalation-forget %s: must not be negative", c.Escalation.Forget))
+	if c.Settings.Escalation.Forget < 0 {
+		errs = append(errs, fmt.Errorf("--escalation-forget %s: must not be negative", c.Settings.Escalation.Forget))
 	}
-	if c.FeedRefresh < time.Second {
-		errs = append(errs, fmt.Errorf("--feed-refresh %s: must be at least 1s", c.FeedRefresh))
+	if c.Settings.FeedRefresh < time.Second {
+		errs = append(errs, fmt.Errorf("--feed-refresh %s: must be at least 1s", c.Settings.FeedRefresh))
 	}
-	for _, u := range c.BlocklistURLs {
+	for _, u := range c.Settings.BlocklistURLs {
 		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 			errs = append(errs, fmt.Errorf("--blocklist-url %q: must be an http:// or https:// URL", u))
 		}
 	}
-	if c.Socket == "" {
+	if c.Start.Socket == "" {
 		errs = append(errs, errors.New("--socket: must name a path"))
 	}
-	if c.Rules.MinBitsV4 < 1 || c.Rules.MinBitsV4 > 32 {
-		errs = append(errs, fmt.Errorf("--min-prefix-v4 %d: must be between 1 and 32", c.Rules.MinBitsV4))
+	if c.Settings.Rules.MinBitsV4 < 1 || c.Settings.Rules.MinBitsV4 > 32 {
+		errs = append(errs, fmt.Errorf("--min-prefix-v4 %d: must be between 1 and 32", c.Settings.Rules.MinBitsV4))
 	}
-	if c.Rules.MinBitsV6 < 1 || c.Rules.MinBitsV6 > 128 {
-		errs = append(errs, fmt.Errorf("--min-prefix-v6 %d: must be between 1 and 128", c.Rules.MinBitsV6))
+	if c.Settings.Rules.MinBitsV6 < 1 || c.Settings.Rules.MinBitsV6 > 128 {
+		errs = append(errs, fmt.Errorf("--min-prefix-v6 %d: must be between 1 and 128", c.Settings.Rules.MinBitsV6))
 	}
 	return errors.Join(errs...)
 }

@@ -46,22 +46,22 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	log := cfg.Logger
-	log.Info("starting", "version", cfg.Version, "ifaces", cfg.Ifaces)
+	log := cfg.Deps.Logger
+	log.Info("starting", "version", cfg.Deps.Version, "ifaces", cfg.Start.Ifaces)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	if cfg.Timeout > 0 {
+	if cfg.Start.Timeout > 0 {
 		var cancelTimeout context.CancelFunc
-		ctx, cancelTimeout = context.WithTimeout(ctx, cfg.Timeout)
+		ctx, cancelTimeout = context.WithTimeout(ctx, cfg.Start.Timeout)
 		defer cancelTimeout()
 	}
 
-	for _, name := range cfg.Ifaces {
+	for _, name := range cfg.Start.Ifaces {
 		if _, err := net.InterfaceByName(name); err != nil {
 			return fmt.Errorf("--iface %s: no such interface", name)
 		}
 	}
-	host, err := hostnet.Read(cfg.ResolvConf)
+	host, err := hostnet.Read(cfg.Settings.ResolvConf)
 	if err != nil {
 		return err
 	}
@@ -70,14 +70,14 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer hostChanges.Close()
-	fixed := fixedAllows(cfg, host)
+	fixed := fixedAllows(cfg.Start.SSHConnection, cfg.Settings, host)
 
-	release, err := lockStateDir(cfg.StateDir)
+	release, err := lockStateDir(cfg.Start.StateDir)
 	if err != nil {
 		return err
 	}
 	defer release()
-	st, recovery, err := store.Open(cfg.StateDir)
+	st, recovery, err := store.Open(cfg.Start.StateDir)
 	if err != nil {
 		return fmt.Errorf("%w (what hbf pinned, if anything, stays in force)", err)
 	}
@@ -85,7 +85,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if recovery.Found != "" {
 		log.Warn("the store was damaged", "found", recovery.Found, "did", recovery.Did)
 	}
-	audit, err := openAudit(cfg.StateDir)
+	audit, err := openAudit(cfg.Start.StateDir)
 	if err != nil {
 		return err
 	}
@@ -93,22 +93,22 @@ func Run(ctx context.Context, cfg Config) error {
 
 	// Health answers from now on: a long start is visible as not ready.
 	var web *httpServer
-	if cfg.MetricsAddr != "" {
-		ln, err := net.Listen("tcp", cfg.MetricsAddr)
+	if cfg.Start.MetricsAddr != "" {
+		ln, err := net.Listen("tcp", cfg.Start.MetricsAddr)
 		if err != nil {
-			return fmt.Errorf("--metrics-addr %s: %w", cfg.MetricsAddr, err)
+			return fmt.Errorf("--metrics-addr %s: %w", cfg.Start.MetricsAddr, err)
 		}
 		web = serveHTTP(ln, log)
 		defer web.close()
 		log.Info("serving metrics and health", "url", "http://"+ln.Addr().String()+"/metrics")
 	}
-	apiLn, err := api.Listen(cfg.Socket)
+	apiLn, err := api.Listen(cfg.Start.Socket)
 	if err != nil {
 		return fmt.Errorf("--socket %w", err)
 	}
 	defer func() {
 		apiLn.Close()
-		os.Remove(cfg.Socket)
+		os.Remove(cfg.Start.Socket)
 	}()
 
 	out, err := openOutputs(cfg)
@@ -131,18 +131,18 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	listsDone := make(chan listsRead, 1)
 	go func() {
-		check := checker(cfg.Rules, protectedFrom(fixed, slices.Values(allows), time.Now()))
-		listsDone <- newLoader(cfg, st, check, log).readAll(specsOf(cfg))
+		check := checker(cfg.Settings.Rules, protectedFrom(fixed, slices.Values(allows), time.Now()))
+		listsDone <- newLoader(cfg.Start.StateDir, cfg.Deps.Version, st, check, log).readAll(specsOf(cfg.Settings))
 	}()
 
-	dp, err := dataplane.Load(dataplane.Options{PinPath: cfg.PinPath, ReplaceForeign: cfg.Replace})
+	dp, err := dataplane.Load(dataplane.Options{PinPath: cfg.Start.PinPath, ReplaceForeign: cfg.Start.Replace})
 	read := <-listsDone
 	if err != nil {
 		return err
 	}
 	defer dp.Close()
 	if dp.Adopted() {
-		log.Info("adopted the maps pinned by an earlier run", "pin_path", cfg.PinPath)
+		log.Info("adopted the maps pinned by an earlier run", "pin_path", cfg.Start.PinPath)
 	}
 	if old := dp.Migrating(); old != "" {
 		log.Info("taking over the state of an earlier hbf's layout", "from", old)
@@ -155,24 +155,24 @@ func Run(ctx context.Context, cfg Config) error {
 			_ = dp.Unpin()
 		}
 	}()
-	if err := dp.SetSettings(cfg.settings()); err != nil {
+	if err := dp.SetSettings(cfg.Settings.program()); err != nil {
 		return err
 	}
 	if err := dp.SetOnLink(host.Prefixes); err != nil {
 		return err
 	}
 
-	d := &daemon{cfg: cfg, log: log, dp: dp, out: out, hub: newHub(), ifnames: map[int]string{},
-		started: time.Now(), storeStatus: "ok", conns: &connLimiter{mode: cfg.ConnLog}, settings: cfg.settings(),
+	d := &daemon{start: cfg.Start, deps: cfg.Deps, live: cfg.Settings, log: log, dp: dp, out: out, hub: newHub(), ifnames: map[int]string{},
+		started: time.Now(), storeStatus: "ok", conns: &connLimiter{mode: cfg.Settings.ConnLog}, program: cfg.Settings.program(),
 		host: host, repairs: map[string]uint64{}}
 	if recovery.Found != "" {
 		d.storeStatus = recovery.String()
 	}
-	d.state, err = newState(dp, st, cfg.Rules, fixed, audit, d.publish, log)
+	d.state, err = newState(dp, st, cfg.Settings.Rules, fixed, audit, d.publish, log)
 	if err != nil {
 		return err
 	}
-	d.state.SetEscalation(cfg.Escalation, cfg.BlockDuration)
+	d.state.SetEscalation(cfg.Settings.Escalation, cfg.Settings.BlockDuration)
 	if read.err != nil {
 		return read.err
 	}
@@ -189,15 +189,15 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("cannot back up the store", "err", err)
 	}
 	d.metrics = metrics.New(metrics.Inputs{Dataplane: dp, Attached: d.attachedInfo, Lists: d.listHealth,
-		Repairs: d.repairCounts, Dropped: out.Dropped}, cfg.Version)
+		Repairs: d.repairCounts, Dropped: out.Dropped}, cfg.Deps.Version)
 
 	events, err := dp.Events()
 	if err != nil {
 		return err
 	}
 	progress("starting: attaching to the interfaces")
-	for _, name := range cfg.Ifaces {
-		a, err := dp.Attach(name, cfg.XDPMode)
+	for _, name := range cfg.Start.Ifaces {
+		a, err := dp.Attach(name, cfg.Start.XDPMode)
 		if err != nil {
 			d.abandon()
 			events.Close()
@@ -253,8 +253,8 @@ func Run(ctx context.Context, cfg Config) error {
 		web.setMetrics(d.metrics.Handler())
 		web.setReady("") // attached, lists loaded, store open
 	}
-	log.Info("hbf is running", "mode", ModeName(cfg.Monitor), "max_ports", cfg.MaxPorts, "window", cfg.Window,
-		"block_duration", cfg.BlockDuration, "socket", cfg.Socket)
+	log.Info("hbf is running", "mode", ModeName(cfg.Settings.Monitor), "max_ports", cfg.Settings.MaxPorts, "window", cfg.Settings.Window,
+		"block_duration", cfg.Settings.BlockDuration, "socket", cfg.Start.Socket)
 
 	<-ctx.Done()
 	cause := context.Cause(ctx)
@@ -267,15 +267,15 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := st.Backup(); err != nil {
 		log.Warn("cannot back up the store", "err", err)
 	}
-	if !cfg.DetachOnExit && !errors.Is(cause, errUninstall) {
+	if !cfg.Start.DetachOnExit && !errors.Is(cause, errUninstall) {
 		d.releaseAll()
 		log.Info("stopped; enforcement stays in place: the program remains attached and its maps pinned",
-			"pin_path", cfg.PinPath, "remove_with", "hbf uninstall")
+			"pin_path", cfg.Start.PinPath, "remove_with", "hbf uninstall")
 		return nil
 	}
 	d.detachAll()
 	if err := dp.Unpin(); err != nil {
-		log.Warn("could not remove pins", "pin_path", cfg.PinPath, "err", err)
+		log.Warn("could not remove pins", "pin_path", cfg.Start.PinPath, "err", err)
 	}
 	return nil
 }
@@ -297,16 +297,17 @@ func attachError(err error) error {
 
 // fixedAllows are the entries never blocked: loopback, the host's own
 // addresses, gateways and resolvers, the SSH client, and --allow.
-func fixedAllows(cfg Config, host hostnet.Snapshot) []fixedAllow {
-	out := neverBlock(host, cfg.ResolvConf, cfg.SSHConnection)
-	for _, p := range cfg.Allow {
+func fixedAllows(sshConnection string, set Settings, host hostnet.Snapshot) []fixedAllow {
+	out := neverBlock(host, set.ResolvConf, sshConnection)
+	for _, p := range set.Allow {
 		out = append(out, fixedAllow{prefix: p, origin: "flag", why: "allowed by --allow"})
 	}
 	return out
 }
 
 type daemon struct {
-	cfg     Config
+	start   Start
+	deps    Deps
 	log     *slog.Logger
 	dp      *dataplane.Dataplane
 	state   *state
@@ -322,27 +323,35 @@ type daemon struct {
 	attachments []*dataplane.Attachment
 	ifnames     map[int]string
 	storeStatus string
-	settings    dataplane.Settings // what the program runs with now
+	live        Settings           // the settings in force: the start's, or the last reload's
+	program     dataplane.Settings // what the program runs with now
 	host        hostnet.Snapshot   // the host's addresses, gateways and resolvers now
 	repairs     map[string]uint64  // what the watchdog repaired, by kind
 	hostErr     string             // the last failure to read the host's network, logged once
 }
 
-// currentSettings are the program's settings, which change at run time.
-func (d *daemon) currentSettings() dataplane.Settings {
+// settings are the settings in force.
+func (d *daemon) settings() Settings {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.settings
+	return d.live
 }
 
-// setSettings changes the program's settings.
-func (d *daemon) setSettings(s dataplane.Settings) error {
+// currentProgram is what the program runs with, which hbf mode changes.
+func (d *daemon) currentProgram() dataplane.Settings {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.program
+}
+
+// setProgram changes what the program runs with.
+func (d *daemon) setProgram(s dataplane.Settings) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.dp.SetSettings(s); err != nil {
 		return err
 	}
-	d.settings = s
+	d.program = s
 	return nil
 }
 
@@ -504,7 +513,7 @@ func (d *daemon) report(ev dataplane.Event) {
 // maintain ends expired decisions, reconciles the kernel and the store, and
 // backs the store up, until ctx ends.
 func (d *daemon) maintain(ctx context.Context, st *store.Store) {
-	sweep := time.NewTicker(min(max(d.currentSettings().Window, time.Second), 10*time.Second))
+	sweep := time.NewTicker(min(max(d.currentProgram().Window, time.Second), 10*time.Second))
 	defer sweep.Stop()
 	reconcile := time.NewTicker(reconcileEvery)
 	defer reconcile.Stop()
@@ -524,7 +533,7 @@ func (d *daemon) maintain(ctx context.Context, st *store.Store) {
 		case <-lists.C:
 			d.watchLists(st)
 		case <-sweep.C:
-			if err := d.state.Sweep(d.currentSettings().Window); err != nil {
+			if err := d.state.Sweep(d.currentProgram().Window); err != nil {
 				d.log.Warn("sweep failed", "err", err)
 			}
 			// Lost events may have been scans: what they would have told
@@ -621,9 +630,9 @@ func (s *service) Events(ctx context.Context, follow bool, fn func(json.RawMessa
 func (s *service) SetMode(_ context.Context, c api.Caller, mode string) error {
 	monitor, err := ParseMode(mode)
 	if err == nil {
-		set := s.d.currentSettings()
+		set := s.d.currentProgram()
 		set.Monitor = monitor
-		err = s.d.setSettings(set)
+		err = s.d.setProgram(set)
 	}
 	s.audit.change(c, "mode", mode, err)
 	if err != nil {
@@ -657,12 +666,10 @@ func (s *service) Status(context.Context) (api.Status, error) {
 	if err != nil {
 		return api.Status{}, err
 	}
-	set := d.currentSettings()
-	d.mu.Lock()
-	cfg := d.cfg
-	d.mu.Unlock()
+	set := d.currentProgram()
+	live := d.settings()
 	st := api.Status{
-		Version: cfg.Version,
+		Version: d.deps.Version,
 		PID:     os.Getpid(),
 		Started: d.started,
 		Uptime:  time.Since(d.started).Round(time.Second).String(),
@@ -673,10 +680,10 @@ func (s *service) Status(context.Context) (api.Status, error) {
 			"block_duration":  set.BlockDuration.String(),
 			"log_connections": d.conns.String(),
 			"ignore_ports":    portsText(set.IgnorePorts),
-			"pin_path":        cfg.PinPath,
-			"state_dir":       cfg.StateDir,
-			"detach_on_exit":  strconv.FormatBool(cfg.DetachOnExit),
-			"config":          cfg.ConfigFile,
+			"pin_path":        d.start.PinPath,
+			"state_dir":       d.start.StateDir,
+			"detach_on_exit":  strconv.FormatBool(d.start.DetachOnExit),
+			"config":          live.ConfigFile,
 
 			"scan_blocks_per_minute": strconv.Itoa(set.MaxBlocksPerMinute),
 			"scan_prefix_v6":         "/" + strconv.Itoa(set.IPv6ScanPrefix),
@@ -736,12 +743,12 @@ type outputs struct {
 const outputQueue = 16384
 
 func openOutputs(cfg Config) (*outputs, error) {
-	o := &outputs{log: cfg.Logger, format: cfg.LogFormat, failed: map[*report.Writer]bool{},
+	o := &outputs{log: cfg.Deps.Logger, format: cfg.Start.LogFormat, failed: map[*report.Writer]bool{},
 		queue: make(chan report.Event, outputQueue), done: make(chan struct{})}
-	if cfg.Stdout != nil {
-		o.stdout = report.NewWriter(cfg.Stdout, cfg.LogFormat)
+	if cfg.Deps.Stdout != nil {
+		o.stdout = report.NewWriter(cfg.Deps.Stdout, cfg.Start.LogFormat)
 	}
-	if err := o.reopen(cfg.LogFile); err != nil {
+	if err := o.reopen(cfg.Settings.LogFile); err != nil {
 		return nil, err
 	}
 	go o.run()

@@ -47,9 +47,9 @@ func (d *daemon) refreshHost() {
 	d.reloadMu.Lock() // a reload computes the allowlist from the snapshot too
 	defer d.reloadMu.Unlock()
 	d.mu.Lock()
-	cfg, prev := d.cfg, d.host
+	set, prev := d.live, d.host
 	d.mu.Unlock()
-	next, err := hostnet.Read(cfg.ResolvConf)
+	next, err := hostnet.Read(set.ResolvConf)
 	if err != nil {
 		if msg := err.Error(); msg != d.hostErr { // once per problem, not every 2 s
 			d.hostErr = msg
@@ -68,7 +68,7 @@ func (d *daemon) refreshHost() {
 	if err := d.dp.SetOnLink(next.Prefixes); err != nil {
 		d.log.Error("cannot update the on-link prefixes", "err", err)
 	}
-	if err := d.state.SetPolicy(cfg.Rules, fixedAllows(cfg, next)); err != nil {
+	if err := d.state.SetPolicy(set.Rules, fixedAllows(d.start.SSHConnection, set, next)); err != nil {
 		d.log.Error("cannot update the never-block list in the kernel", "err", err)
 	}
 	d.log.Info("the host's network changed; the never-block list follows",

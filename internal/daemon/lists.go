@@ -69,12 +69,12 @@ func (s sourceSpec) id() string {
 	return "file:" + s.where
 }
 
-func specsOf(cfg Config) []sourceSpec {
+func specsOf(set Settings) []sourceSpec {
 	var out []sourceSpec
-	for _, p := range cfg.Blocklists {
+	for _, p := range set.Blocklists {
 		out = append(out, sourceSpec{where: p})
 	}
-	for _, u := range cfg.BlocklistURLs {
+	for _, u := range set.BlocklistURLs {
 		out = append(out, sourceSpec{where: u, feed: true})
 	}
 	return out
@@ -90,9 +90,14 @@ type loader struct {
 	version string
 }
 
-func newLoader(cfg Config, st *store.Store, check func(netip.Prefix) error, log *slog.Logger) loader {
+// newLoader reads lists with check; feeds land in tmpDir before they parse.
+func newLoader(tmpDir, version string, st *store.Store, check func(netip.Prefix) error, log *slog.Logger) loader {
 	return loader{st: st, check: check, log: log, http: &http.Client{Timeout: 30 * time.Second},
-		tmpDir: cfg.StateDir, version: cfg.Version}
+		tmpDir: tmpDir, version: version}
+}
+
+func (d *daemon) loader(st *store.Store, check func(netip.Prefix) error) loader {
+	return newLoader(d.start.StateDir, d.deps.Version, st, check, d.log)
 }
 
 // listsRead is what reading the lists at start found.
@@ -298,9 +303,9 @@ func warnSkipped(log *slog.Logger, where string, skipped []sources.Skipped) {
 // CheckLists reads every list file a configuration names, for hbf config
 // check: a list that does not read or parse is an error naming file, line
 // and value. Feeds are not fetched.
-func CheckLists(cfg Config) error {
+func CheckLists(set Settings) error {
 	var errs []error
-	for _, path := range cfg.Blocklists {
+	for _, path := range set.Blocklists {
 		if _, err := sources.ReadFile(path, nil); err != nil {
 			errs = append(errs, fmt.Errorf("blocklist %w", err))
 		}

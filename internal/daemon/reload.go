@@ -3,33 +3,10 @@ package daemon
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/hbf-firewall/hbf/internal/store"
 )
-
-// restartOnly are the settings a reload cannot change: they name what the
-// daemon holds open (interfaces, pins, sockets, ports).
-func restartOnly(old, next Config) []string {
-	var changed []string
-	check := func(name string, same bool) {
-		if !same {
-			changed = append(changed, name)
-		}
-	}
-	check("iface", slices.Equal(old.Ifaces, next.Ifaces))
-	check("xdp-mode", old.XDPMode == next.XDPMode)
-	check("pin-path", old.PinPath == next.PinPath)
-	check("state-dir", old.StateDir == next.StateDir)
-	check("socket", old.Socket == next.Socket)
-	check("metrics-addr", old.MetricsAddr == next.MetricsAddr)
-	check("log-format", old.LogFormat == next.LogFormat)
-	check("timeout", old.Timeout == next.Timeout)
-	check("detach-on-exit", old.DetachOnExit == next.DetachOnExit)
-	check("replace", old.Replace == next.Replace)
-	return changed
-}
 
 // reload re-reads the configuration and every list, and reopens the log
 // file. A configuration that does not parse or check, or a list it newly
@@ -42,17 +19,18 @@ func (d *daemon) reload(st *store.Store, by string) error {
 		d.log.Error("reload refused: the running configuration stays", "by", by, "err", err)
 		return fmt.Errorf("reload refused, the running configuration stays: %w", err)
 	}
-	if d.cfg.Reload == nil {
+	if d.deps.Reload == nil {
 		return refuse(errors.New("this daemon was started without a way to re-read its configuration"))
 	}
-	next, err := d.cfg.Reload()
+	next, err := d.deps.Reload()
 	if err != nil {
 		return refuse(err)
 	}
-	fixed := fixedAllows(next, d.hostSnapshot())
-	ld := newLoader(next, st, d.state.Checker(next.Rules, fixed), d.log)
+	set := next.Settings
+	fixed := fixedAllows(d.start.SSHConnection, set, d.hostSnapshot())
+	ld := d.loader(st, d.state.Checker(set.Rules, fixed))
 	var lists []*listSource
-	for _, spec := range specsOf(next) {
+	for _, spec := range specsOf(set) {
 		src, save, err := ld.load(spec, d.listByID(spec.id()))
 		if err != nil {
 			return refuse(fmt.Errorf("list %w", err))
@@ -62,37 +40,31 @@ func (d *daemon) reload(st *store.Store, by string) error {
 			go save()
 		}
 	}
-	if err := d.out.reopen(next.LogFile); err != nil {
+	if err := d.out.reopen(set.LogFile); err != nil {
 		return refuse(err)
 	}
 
 	// Checked; now in force. Settings first: a lower threshold applies to
 	// the next SYN.
-	if err := d.setSettings(next.settings()); err != nil {
+	if err := d.setProgram(set.program()); err != nil {
 		return refuse(err)
 	}
-	d.state.SetEscalation(next.Escalation, next.BlockDuration)
-	if err := d.state.SetPolicy(next.Rules, fixed); err != nil {
+	d.state.SetEscalation(set.Escalation, set.BlockDuration)
+	if err := d.state.SetPolicy(set.Rules, fixed); err != nil {
 		d.log.Error("reload: the allowlist could not be written whole", "err", err)
 	}
 	added, removed, err := d.state.ReplaceLists(lists)
 	if err != nil {
 		d.log.Error("reload: the lists could not be applied; the previous ones stay", "err", err)
 	}
-	d.conns.set(next.ConnLog)
-	if later := restartOnly(d.cfg, next); len(later) > 0 {
+	d.conns.set(set.ConnLog)
+	if later := restartOnly(d.start, next.Start); len(later) > 0 {
 		d.log.Warn("settings that take effect at the next start", "settings", later)
 	}
 	d.mu.Lock()
-	// What a restart changes stays as the running daemon has it.
-	keep := d.cfg
-	d.cfg = next
-	d.cfg.Ifaces, d.cfg.XDPMode, d.cfg.PinPath, d.cfg.StateDir = keep.Ifaces, keep.XDPMode, keep.PinPath, keep.StateDir
-	d.cfg.Socket, d.cfg.MetricsAddr, d.cfg.LogFormat = keep.Socket, keep.MetricsAddr, keep.LogFormat
-	d.cfg.Timeout, d.cfg.DetachOnExit, d.cfg.Replace = keep.Timeout, keep.DetachOnExit, keep.Replace
-	d.cfg.Stdout, d.cfg.Logger, d.cfg.Reload = keep.Stdout, keep.Logger, keep.Reload
+	d.live = set
 	d.mu.Unlock()
-	d.log.Info("configuration reloaded", "by", by, "file", next.ConfigFile, "lists", len(lists),
+	d.log.Info("configuration reloaded", "by", by, "file", set.ConfigFile, "lists", len(lists),
 		"list_entries_added", added, "list_entries_removed", removed)
 	return nil
 }
@@ -112,23 +84,21 @@ func (d *daemon) listByID(id string) *listSource {
 func (d *daemon) watchLists(st *store.Store) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	d.mu.Lock()
-	cfg := d.cfg
-	d.mu.Unlock()
+	set := d.settings()
 	lists := d.state.Lists()
 	var ld *loader
 	changed := false
 	for i, src := range lists {
 		if src.spec.feed {
-			if time.Since(src.checked) < cfg.FeedRefresh {
+			if time.Since(src.checked) < set.FeedRefresh {
 				continue
 			}
 		} else if now, err := stampOf(src.spec.where); (err == nil && now == src.stamp) || (err != nil && src.degraded != "") {
 			continue // unchanged, or its loss already reported
 		}
 		if ld == nil {
-			fixed := fixedAllows(cfg, d.hostSnapshot())
-			l := newLoader(cfg, st, d.state.Checker(cfg.Rules, fixed), d.log)
+			fixed := fixedAllows(d.start.SSHConnection, set, d.hostSnapshot())
+			l := d.loader(st, d.state.Checker(set.Rules, fixed))
 			ld = &l
 		}
 		next, save, err := ld.load(src.spec, src)

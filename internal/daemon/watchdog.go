@@ -33,7 +33,7 @@ func (d *daemon) watchdog(ctx context.Context) {
 func (d *daemon) checkAttachments(failing map[string]string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	mode := d.cfg.XDPMode
+	mode := d.start.XDPMode
 	for _, a := range d.attachments {
 		oldIndex := a.Ifindex
 		kind, err := d.dp.CheckAttachment(a, mode)
@@ -66,7 +66,7 @@ func (d *daemon) checkAttachments(failing map[string]string) {
 	n, err := d.dp.RepairPins(d.attachments)
 	if n > 0 {
 		d.repairs[dataplane.RepairPin] += uint64(n)
-		d.log.Warn("pins were removed from outside; pinned again", "pin_path", d.cfg.PinPath, "pins", n)
+		d.log.Warn("pins were removed from outside; pinned again", "pin_path", d.start.PinPath, "pins", n)
 	}
 	if err != nil {
 		if msg := err.Error(); failing["pins"] != msg {
