@@ -3,6 +3,7 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"net/netip"
 	"time"
 
@@ -25,6 +26,26 @@ func (o Origin) String() string {
 	}
 	return "operator"
 }
+
+// Rules are the program's block and allow entries as the daemon uses them.
+// *Dataplane implements it; so does kerneltest.Fake, and kerneltest.Run
+// holds both to the same behaviour.
+type Rules interface {
+	Block(p netip.Prefix, expires time.Time) error
+	BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time) (int, error)
+	Extend(p netip.Prefix, expires time.Time) error
+	Unblock(p netip.Prefix) (bool, error)
+	UnblockMany(prefixes iter.Seq[netip.Prefix]) (int, error)
+	LookupBlock(p netip.Prefix) (Rule, bool, error)
+	EachBlock(fn func(Rule) error) error
+	SweepRules() (SweepStats, error)
+	SweepTrackers(window time.Duration) (int, error)
+	Allow(p netip.Prefix, expires time.Time) error
+	Disallow(p netip.Prefix) (bool, error)
+	Allows() ([]Rule, error)
+}
+
+var _ Rules = (*Dataplane)(nil)
 
 // Rule is one block or allow entry as the kernel holds it.
 type Rule struct {
