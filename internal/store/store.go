@@ -315,6 +315,27 @@ func (s *Store) PutBlocks(blocks ...Block) error {
 	})
 }
 
+// ReplaceBlocks makes blocks the records of p in one transaction: first
+// the records of p of each origin in drop go, then blocks are put.
+func (s *Store) ReplaceBlocks(p netip.Prefix, drop []Origin, blocks ...Block) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for _, o := range drop {
+			if err := tx.Bucket(bucketBlocks).Delete(key(o, p)); err != nil {
+				return err
+			}
+		}
+		for _, b := range blocks {
+			if b.Prefix != p {
+				return fmt.Errorf("a record of %s among those of %s", b.Prefix, p)
+			}
+			if err := put(tx, bucketBlocks, key(b.Origin, b.Prefix), b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // DeleteBlock removes the record of origin for p; false when there was none.
 func (s *Store) DeleteBlock(origin Origin, p netip.Prefix) (bool, error) {
 	return s.delete(bucketBlocks, key(origin, p))

@@ -226,3 +226,28 @@ func TestStrikes(t *testing.T) {
 		t.Errorf("another source starts at %d", n)
 	}
 }
+
+func TestReplaceBlocks(t *testing.T) {
+	s, _ := mustOpen(t, t.TempDir())
+	p := block.Prefix
+	manual := Block{Prefix: p, Origin: OriginManual, Reason: "abuse", Created: at}
+	other := Block{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Origin: OriginManual, Created: at}
+	if err := s.PutBlocks(block, other); err != nil {
+		t.Fatal(err)
+	}
+	// The scan record of p goes, a manual one comes, another prefix's stays.
+	if err := s.ReplaceBlocks(p, []Origin{OriginScan, OriginManual}, manual); err != nil {
+		t.Fatal(err)
+	}
+	blocks, _ := s.Blocks()
+	if len(blocks) != 2 || blocks[0].Origin != OriginManual || blocks[1].Origin != OriginManual {
+		t.Errorf("after the replace: %+v", blocks)
+	}
+	// A record of another prefix is refused, and the transaction with it.
+	if err := s.ReplaceBlocks(p, []Origin{OriginManual}, other); err == nil {
+		t.Error("a record of another prefix was taken")
+	}
+	if blocks, _ := s.Blocks(); len(blocks) != 2 {
+		t.Errorf("a refused replace changed the records: %+v", blocks)
+	}
+}
