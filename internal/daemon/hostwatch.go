@@ -23,10 +23,10 @@ func (d *daemon) hostSnapshot() hostnet.Snapshot {
 // followHost keeps the never-block entries and the on-link prefixes in step
 // with the host: an address added, a gateway changed, a resolver edited in
 // are protected within moments, and an address removed stops being.
-func (d *daemon) followHost(ctx context.Context, changes *hostnet.Changes) {
+func (d *daemon) followHost(ctx context.Context) {
 	tick := time.NewTicker(hostRecheck)
 	defer tick.Stop()
-	notified := changes.C()
+	notified := d.hostChanges.C()
 	for {
 		select {
 		case <-ctx.Done():
@@ -65,7 +65,7 @@ func (d *daemon) refreshHost() {
 	d.host = next
 	d.mu.Unlock()
 	// Protect before unprotecting: the new entries and prefixes go in first.
-	if err := d.dp.SetOnLink(next.Prefixes); err != nil {
+	if err := d.k.SetOnLink(next.Prefixes); err != nil {
 		d.log.Error("cannot update the on-link prefixes", "err", err)
 	}
 	if err := d.state.SetPolicy(set.Rules, fixedAllows(d.start.SSHConnection, set, next)); err != nil {

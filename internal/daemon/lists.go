@@ -96,8 +96,8 @@ func newLoader(tmpDir, version string, st *store.Store, check func(netip.Prefix)
 		tmpDir: tmpDir, version: version}
 }
 
-func (d *daemon) loader(st *store.Store, check func(netip.Prefix) error) loader {
-	return newLoader(d.start.StateDir, d.deps.Version, st, check, d.log)
+func (d *daemon) loader(check func(netip.Prefix) error) loader {
+	return newLoader(d.start.StateDir, d.deps.Version, d.st, check, d.log)
 }
 
 // listsRead is what reading the lists at start found.

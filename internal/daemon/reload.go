@@ -4,15 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/hbf-firewall/hbf/internal/store"
 )
 
 // reload re-reads the configuration and every list, and reopens the log
 // file. A configuration that does not parse or check, or a list it newly
 // names that does not, refuses the reload whole: the running one stays. A
 // list hbf already has that no longer parses keeps the version in force.
-func (d *daemon) reload(st *store.Store, by string) error {
+func (d *daemon) reload(by string) error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	refuse := func(err error) error {
@@ -28,7 +26,7 @@ func (d *daemon) reload(st *store.Store, by string) error {
 	}
 	set := next.Settings
 	fixed := fixedAllows(d.start.SSHConnection, set, d.hostSnapshot())
-	ld := d.loader(st, d.state.Checker(set.Rules, fixed))
+	ld := d.loader(d.state.Checker(set.Rules, fixed))
 	var lists []*listSource
 	for _, spec := range specsOf(set) {
 		src, save, err := ld.load(spec, d.listByID(spec.id()))
@@ -37,7 +35,7 @@ func (d *daemon) reload(st *store.Store, by string) error {
 		}
 		lists = append(lists, src)
 		if save != nil {
-			go save()
+			d.wg.Go(save)
 		}
 	}
 	if err := d.out.reopen(set.LogFile); err != nil {
@@ -81,7 +79,7 @@ func (d *daemon) listByID(id string) *listSource {
 // watchLists re-reads the list files that changed since they were read,
 // and the feeds due for a refresh: an edit applies without a restart, a bad
 // edit keeps the version in force.
-func (d *daemon) watchLists(st *store.Store) {
+func (d *daemon) watchLists() {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	set := d.settings()
@@ -98,7 +96,7 @@ func (d *daemon) watchLists(st *store.Store) {
 		}
 		if ld == nil {
 			fixed := fixedAllows(d.start.SSHConnection, set, d.hostSnapshot())
-			l := d.loader(st, d.state.Checker(set.Rules, fixed))
+			l := d.loader(d.state.Checker(set.Rules, fixed))
 			ld = &l
 		}
 		next, save, err := ld.load(src.spec, src)
@@ -106,7 +104,7 @@ func (d *daemon) watchLists(st *store.Store) {
 			continue // cannot happen with a version in force
 		}
 		if save != nil {
-			go save()
+			d.wg.Go(save)
 		}
 		changed = changed || next.list != src.list
 		lists[i] = next

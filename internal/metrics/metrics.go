@@ -41,6 +41,9 @@ type Inputs struct {
 	// Dropped counts event lines the daemon's outputs dropped: they did
 	// not keep up. Part of hbf_events_lost_total.
 	Dropped func() uint64
+	// UndoFailures counts the changes the kernel refused that could not be
+	// undone in the store.
+	UndoFailures func() uint64
 }
 
 // Metrics is hbf's registry.
@@ -74,6 +77,7 @@ var (
 	descRepairs   = prometheus.NewDesc("hbf_repairs_total", "What hbf noticed undone from outside and repaired: link (program detached), interface (re-created), pin (removed).", []string{"kind"}, nil)
 	descScrapeErr = prometheus.NewDesc("hbf_scrape_errors_total", "Failures to read the data plane while serving a scrape.", nil, nil)
 	descAttached  = prometheus.NewDesc("hbf_xdp_attached", "Interfaces the XDP program is attached to, with the attach mode.", []string{"iface", "mode"}, nil)
+	descUndo      = prometheus.NewDesc("hbf_undo_failures_total", "Changes the kernel refused that could not be undone in the store: the two disagree until the next reconciliation.", nil, nil)
 	descLists     = prometheus.NewDesc("hbf_blocklist_sources", "Blocklist files and feeds, by state: ok, or degraded (an older version or copy in force).", []string{"state"}, nil)
 )
 
@@ -101,7 +105,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range counterDesc {
 		ch <- d
 	}
-	for _, d := range []*prometheus.Desc{descBlocked, descRepairs, descScrapeErr, descAttached, descLists} {
+	for _, d := range []*prometheus.Desc{descBlocked, descRepairs, descScrapeErr, descAttached, descLists, descUndo} {
 		ch <- d
 	}
 }
@@ -146,6 +150,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for _, kind := range []string{dataplane.RepairLink, dataplane.RepairInterface, dataplane.RepairPin} {
 			counter(descRepairs, got[kind], kind)
 		}
+	}
+	if c.UndoFailures != nil {
+		counter(descUndo, c.UndoFailures())
 	}
 	counter(descScrapeErr, c.scrapeErrors.Load())
 }

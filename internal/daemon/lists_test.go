@@ -1,0 +1,167 @@
+package daemon
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestListEntriesAddedAreBlocked(t *testing.T) {
+	h := newHarness(t)
+	path := h.writeList("list.txt", "198.51.100.7\n203.0.113.0/24\n")
+	h.setLists(h.list(path))
+	for _, p := range []string{"198.51.100.7/32", "203.0.113.0/24"} {
+		if k, ok := h.kernel(p); !ok || !k.Expires.IsZero() {
+			t.Errorf("%s: %+v %v, want a permanent kernel entry", p, k, ok)
+		}
+	}
+	if blocks, _ := h.st.Blocks(); len(blocks) != 0 {
+		t.Errorf("list entries became records: %+v", blocks)
+	}
+}
+
+func TestListEntriesRemovedAreUnblocked(t *testing.T) {
+	h := newHarness(t)
+	path := h.writeList("list.txt", "198.51.100.7\n198.51.100.8\n")
+	h.setLists(h.list(path))
+	h.writeList("list.txt", "198.51.100.8\n")
+	added, removed, err := h.s.ReplaceLists([]*listSource{h.list(path)})
+	if err != nil || added != 0 || removed != 1 {
+		t.Errorf("replace: added %d, removed %d, %v", added, removed, err)
+	}
+	if _, ok := h.kernel("198.51.100.7/32"); ok {
+		t.Error("the removed entry is still blocked")
+	}
+	if _, ok := h.kernel("198.51.100.8/32"); !ok {
+		t.Error("the entry that stayed is gone")
+	}
+}
+
+// An edit that does not parse keeps the version in force, says so in the
+// list's status, and the next good edit applies.
+func TestBadListEditKeepsTheVersionInForce(t *testing.T) {
+	h := newHarness(t)
+	path := h.writeList("list.txt", "198.51.100.7\n")
+	h.d.live.Blocklists = []string{path}
+	src, _, err := h.d.loader(h.s.Checker(h.d.live.Rules, nil)).load(sourceSpec{where: path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.setLists(src)
+
+	h.writeList("list.txt", "198.51.100.7\n198.51.100.300\n203.0.113.9\n")
+	touch(t, path)
+	h.d.watchLists()
+	h.d.wg.Wait() // its copy of the list
+	if _, ok := h.kernel("203.0.113.9/32"); ok {
+		t.Error("an entry of the bad edit was blocked")
+	}
+	if _, ok := h.kernel("198.51.100.7/32"); !ok {
+		t.Error("the version in force was dropped")
+	}
+	l := h.s.Lists()[0]
+	if !strings.Contains(l.degraded, `line 2: "198.51.100.300" is not an IP or CIDR`) || !strings.Contains(l.degraded, "stays in force") {
+		t.Errorf("list status %q", l.degraded)
+	}
+
+	h.writeList("list.txt", "203.0.113.9\n")
+	touch(t, path)
+	h.d.watchLists()
+	h.d.wg.Wait()
+	if _, ok := h.kernel("203.0.113.9/32"); !ok {
+		t.Error("the good edit did not apply")
+	}
+	if _, ok := h.kernel("198.51.100.7/32"); ok {
+		t.Error("the entry the good edit removed is still blocked")
+	}
+	if l := h.s.Lists()[0]; l.degraded != "" {
+		t.Errorf("still degraded after a good edit: %q", l.degraded)
+	}
+}
+
+// touch gives a file a new modification time: edits within a clock tick
+// look the same to the watcher otherwise.
+func touch(t *testing.T, path string) {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := st.ModTime().Add(time.Second)
+	if err := os.Chtimes(path, later, later); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLineHeldByTwoListsStaysUntilBothDropIt(t *testing.T) {
+	h := newHarness(t)
+	a := h.writeList("a.txt", "198.51.100.7\n")
+	b := h.writeList("b.txt", "198.51.100.7\n198.51.100.8\n")
+	h.setLists(h.list(a), h.list(b))
+	h.writeList("a.txt", "")
+	h.setLists(h.list(a), h.list(b))
+	if _, ok := h.kernel("198.51.100.7/32"); !ok {
+		t.Error("dropped while another list still holds it")
+	}
+	h.writeList("b.txt", "198.51.100.8\n")
+	h.setLists(h.list(a), h.list(b))
+	if _, ok := h.kernel("198.51.100.7/32"); ok {
+		t.Error("still blocked after both lists dropped it")
+	}
+}
+
+func TestListLineAlsoBlockedByHandKeepsTheManualBlock(t *testing.T) {
+	h := newHarness(t)
+	h.mustBlock("198.51.100.7", 2*time.Hour)
+	path := h.writeList("list.txt", "198.51.100.7\n")
+	h.setLists(h.list(path))
+	if k, _ := h.kernel("198.51.100.7/32"); !k.Expires.IsZero() {
+		t.Errorf("listed and blocked by hand: the kernel's entry expires %v, want never (the list's)", k.Expires)
+	}
+	h.writeList("list.txt", "")
+	h.setLists(h.list(path))
+	k, ok := h.kernel("198.51.100.7/32")
+	if !ok {
+		t.Fatal("the manual block went with the list's line")
+	}
+	sameExpiry(t, "the manual block", k.Expires, h.clock.Now().Add(2*time.Hour))
+}
+
+func TestListedEntriesOutliveUnblock(t *testing.T) {
+	h := newHarness(t)
+	h.setLists(h.list(h.writeList("list.txt", "198.51.100.7\n")))
+	r := h.unblock("198.51.100.7")
+	if r.OK || !strings.Contains(r.Error, "is listed in") {
+		t.Errorf("unblock of a listed address: %+v", r)
+	}
+	// A manual block on top: unblocking it leaves the list's, permanent.
+	h.s.Block(root, []string{"198.51.100.7"}, time.Hour, "")
+	r = h.unblock("198.51.100.7")
+	if r.OK || !strings.Contains(r.Error, "stays blocked until removed there") {
+		t.Errorf("unblock of a listed and manual address: %+v", r)
+	}
+	if k, ok := h.kernel("198.51.100.7/32"); !ok || !k.Expires.IsZero() {
+		t.Errorf("kernel entry after the unblock: %v %v, want the list's permanent one", k.Expires, ok)
+	}
+}
+
+func TestListEntriesPolicyRefusesAreSkipped(t *testing.T) {
+	h := newHarness(t)
+	path := h.writeList("list.txt", "192.0.2.1\n198.51.100.7\n0.0.0.0/0\n")
+	src, _, err := h.d.loader(h.s.Checker(h.d.live.Rules, fixedAllows("", h.d.live, testHost))).load(sourceSpec{where: path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.setLists(src)
+	if _, ok := h.kernel("192.0.2.1/32"); ok {
+		t.Error("the host's own address was blocked from a list")
+	}
+	if _, ok := h.kernel("198.51.100.7/32"); !ok {
+		t.Error("a good entry was skipped")
+	}
+	if log := h.log.String(); !strings.Contains(log, "blocklist entries refused by policy, skipped") ||
+		!strings.Contains(log, "an address of this host") {
+		t.Errorf("the skipped entries are not named:\n%s", log)
+	}
+}

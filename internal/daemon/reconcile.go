@@ -1,0 +1,224 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"iter"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/store"
+)
+
+// reconcileStats counts what a reconciliation changed.
+type reconcileStats struct {
+	Written, Removed, Adopted, Fixed int
+}
+
+// Reconcile brings the kernel and the store in step, both ways:
+//   - a block the kernel holds that no decision explains is adopted into
+//     the store when the kernel made it (a scan while events were lost or no
+//     daemon ran), or when recovering a lost store; otherwise it is stale
+//     (its decision ended while no daemon ran) and removed;
+//   - a decision the kernel lacks (after a reboot) is written to it;
+//   - the allowlist is made exact.
+func (s *state) Reconcile(recovering bool) (reconcileStats, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var st reconcileStats
+	swept, err := s.k.SweepRules()
+	st.Removed += swept.Blocks
+	if err != nil {
+		return st, err
+	}
+	if err := s.syncAllows(); err != nil {
+		return st, fmt.Errorf("allowlist: %w", err)
+	}
+	now := s.now()
+	var stale []netip.Prefix
+	var adopt []store.Block
+	type fix struct {
+		p   netip.Prefix
+		exp time.Time
+	}
+	var fixes []fix
+	present := 0
+	err = s.k.EachBlock(func(r dataplane.Rule) error {
+		exp, ok := s.effective(r.Prefix)
+		switch {
+		case ok:
+			present++
+			if !sameTime(r.Expires, exp) {
+				fixes = append(fixes, fix{r.Prefix, exp})
+			}
+		case r.Expired(now):
+			// Expired since the sweep above: the kernel ignores it.
+		case r.Origin == dataplane.OriginScan:
+			// Made while no daemon ran or its event was lost: it counts as
+			// an offence all the same.
+			expires, offence := s.escalate(r.Prefix, r.Created, r.Expires)
+			adopt = append(adopt, store.Block{Prefix: r.Prefix, Origin: store.OriginScan, Reason: scanReason(offence),
+				By: "kernel", Created: r.Created, Expires: expires})
+		case recovering:
+			adopt = append(adopt, store.Block{Prefix: r.Prefix, Origin: store.OriginKernel,
+				Reason: "found in the kernel when the store was lost", By: "kernel", Created: r.Created, Expires: r.Expires})
+		default:
+			stale = append(stale, r.Prefix)
+		}
+		return nil
+	})
+	if err != nil {
+		return st, err
+	}
+	if len(adopt) > 0 {
+		if err := s.st.PutBlocks(adopt...); err != nil {
+			return st, fmt.Errorf("store: %w", err)
+		}
+		for _, b := range adopt {
+			s.cacheBlock(b)
+			s.history(store.Change{Time: now, Action: "block", Prefix: b.Prefix, Origin: b.Origin, Reason: b.Reason, By: b.By})
+		}
+		st.Adopted = len(adopt)
+		present += len(adopt)
+	}
+	for _, f := range fixes {
+		if err := s.k.Block(f.p, f.exp); err != nil {
+			return st, err
+		}
+		st.Fixed++
+	}
+	if len(stale) > 0 {
+		n, err := s.k.UnblockMany(slices.Values(stale))
+		st.Removed += n
+		if err != nil {
+			return st, err
+		}
+	}
+
+	// What the decisions hold that the kernel lacks.
+	if present >= s.desiredCount() {
+		return st, nil
+	}
+	kernelEmpty := present == 0
+	// Entries with an expiry are few (lists are permanent): they are
+	// written one by one, the permanent ones in bulk.
+	var timed []netip.Prefix
+	permanent := func(yield func(netip.Prefix) bool) {
+		for p, exp := range s.desired() {
+			if !kernelEmpty {
+				if _, ok, _ := s.k.LookupBlock(p); ok {
+					continue
+				}
+			}
+			if !exp.IsZero() {
+				timed = append(timed, p)
+				continue
+			}
+			if !yield(p) {
+				return
+			}
+		}
+	}
+	n, err := s.k.BlockMany(permanent, time.Time{})
+	st.Written += n
+	if err != nil {
+		return st, err
+	}
+	for _, p := range timed {
+		exp, _ := s.effective(p)
+		if err := s.k.Block(p, exp); err != nil {
+			return st, err
+		}
+		st.Written++
+	}
+	return st, nil
+}
+
+// desired yields every prefix some live decision blocks, once, with the
+// expiry the kernel should hold (zero: never).
+func (s *state) desired() iter.Seq2[netip.Prefix, time.Time] {
+	return func(yield func(netip.Prefix, time.Time) bool) {
+		inLists := func(p netip.Prefix, upto int) bool {
+			for _, l := range s.lists[:upto] {
+				if l.list.Has(p) {
+					return true
+				}
+			}
+			return false
+		}
+		for i, l := range s.lists {
+			for p := range l.list.All() {
+				if i > 0 && inLists(p, i) {
+					continue
+				}
+				if !yield(p, time.Time{}) {
+					return
+				}
+			}
+		}
+		for p := range s.blocks {
+			if inLists(p, len(s.lists)) {
+				continue
+			}
+			if exp, ok := s.effective(p); ok && !yield(p, exp) {
+				return
+			}
+		}
+	}
+}
+
+func (s *state) desiredCount() int {
+	n := 0
+	for range s.desired() {
+		n++
+	}
+	return n
+}
+
+// sameTime compares expiries converted between clocks: a few ms may differ.
+func sameTime(a, b time.Time) bool {
+	if a.IsZero() || b.IsZero() {
+		return a.IsZero() == b.IsZero()
+	}
+	d := a.Sub(b)
+	return d < time.Second && d > -time.Second
+}
+
+// Sweep ends the decisions that expired: the store forgets them and the
+// history notes them (the kernel already ignores them; Reconcile clears its
+// entries). It also clears the scan state of idle sources.
+func (s *state) Sweep(window time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	var errs []error
+	for p, recs := range s.blocks {
+		for origin, b := range recs {
+			if !b.Expired(now) {
+				continue
+			}
+			if _, err := s.st.DeleteBlock(origin, p); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			s.uncacheBlock(origin, p)
+			s.history(store.Change{Time: now, Action: "expire", Prefix: p, Origin: origin, Reason: b.Reason})
+		}
+	}
+	for p, a := range s.allows {
+		if a.Expired(now) {
+			if _, err := s.st.DeleteAllow(store.OriginManual, p); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			delete(s.allows, p)
+			s.history(store.Change{Time: now, Action: "expire", Prefix: p, Origin: store.OriginManual, Reason: "allow"})
+		}
+	}
+	if _, err := s.k.SweepTrackers(window); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

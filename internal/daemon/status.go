@@ -1,0 +1,79 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hbf-firewall/hbf/internal/api"
+	"github.com/hbf-firewall/hbf/internal/dataplane"
+)
+
+// Status is what hbf status shows: version, settings in force, interfaces,
+// lists, counters and entries.
+func (s *service) Status(context.Context) (api.Status, error) {
+	d := s.d
+	k, err := d.k.Counters()
+	if err != nil {
+		return api.Status{}, err
+	}
+	set := d.currentProgram()
+	live := d.settings()
+	st := api.Status{
+		Version: d.deps.Version,
+		PID:     os.Getpid(),
+		Started: d.started,
+		Uptime:  time.Since(d.started).Round(time.Second).String(),
+		Settings: map[string]string{
+			"mode":            ModeName(set.Monitor),
+			"max_ports":       strconv.Itoa(set.MaxPorts),
+			"window":          set.Window.String(),
+			"block_duration":  set.BlockDuration.String(),
+			"log_connections": d.conns.String(),
+			"ignore_ports":    portsText(set.IgnorePorts),
+			"pin_path":        d.start.PinPath,
+			"state_dir":       d.start.StateDir,
+			"detach_on_exit":  strconv.FormatBool(d.start.DetachOnExit),
+			"config":          live.ConfigFile,
+
+			"scan_blocks_per_minute": strconv.Itoa(set.MaxBlocksPerMinute),
+			"scan_prefix_v6":         "/" + strconv.Itoa(set.IPv6ScanPrefix),
+		},
+		Counters: map[string]uint64{},
+		Entries:  d.state.counts(),
+	}
+	for _, c := range dataplane.CounterTable() {
+		if c.Status != "" {
+			st.Counters[c.Status] = c.Value(&k)
+		}
+	}
+	st.Interfaces = d.links.interfaces()
+	for kind, n := range d.links.repairCounts() {
+		st.Counters["repairs_"+kind] = n
+	}
+	d.mu.Lock()
+	st.Store = d.storeStatus
+	d.mu.Unlock()
+	st.Counters["undo_failures"] = d.state.UndoFailures()
+	for _, l := range d.state.Lists() {
+		status := "ok"
+		if l.degraded != "" {
+			status = l.degraded
+		}
+		st.Lists = append(st.Lists, api.ListStatus{Source: l.spec.where, Entries: l.list.Len(), Loaded: l.loaded, Status: status})
+	}
+	return st, nil
+}
+
+func portsText(ports []uint16) string {
+	if len(ports) == 0 {
+		return "-"
+	}
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(s, ",")
+}
