@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -143,6 +144,39 @@ func TestListedEntriesOutliveUnblock(t *testing.T) {
 	}
 	if k, ok := h.kernel("198.51.100.7/32"); !ok || !k.Expires.IsZero() {
 		t.Errorf("kernel entry after the unblock: %v %v, want the list's permanent one", k.Expires, ok)
+	}
+}
+
+// A list that does not fit in the kernel's map changes nothing: the lists
+// stay as they were, and a manual block the attempt replaced is written
+// back.
+func TestListThatDoesNotFitChangesNothing(t *testing.T) {
+	h := newHarness(t)
+	h.k.WithCapacity(10)
+	h.mustBlock("10.0.0.0", time.Hour) // the first entry of the big list
+	h.setLists(h.list(h.writeList("small.txt", "203.0.113.1\n")))
+	var big strings.Builder
+	for i := range 20 {
+		big.WriteString(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}).String() + "\n")
+	}
+	bigList := h.list(h.writeList("big.txt", big.String()))
+	_, _, err := h.s.ReplaceLists(append(h.s.Lists(), bigList))
+	if err == nil || !strings.Contains(err.Error(), "nothing of it was kept") {
+		t.Fatalf("a list too big for the map: %v", err)
+	}
+	if n := len(h.s.Lists()); n != 1 {
+		t.Errorf("%d lists in force, want the one before", n)
+	}
+	if _, ok := h.kernel("10.0.0.1/32"); ok {
+		t.Error("part of the refused list was blocked")
+	}
+	k, ok := h.kernel("10.0.0.0/32")
+	if !ok {
+		t.Fatal("the manual block the refused list also held is gone from the kernel")
+	}
+	sameExpiry(t, "the manual block", k.Expires, h.clock.Now().Add(time.Hour))
+	if _, ok := h.kernel("203.0.113.1/32"); !ok {
+		t.Error("the list in force lost its entry")
 	}
 }
 

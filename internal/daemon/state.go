@@ -226,17 +226,29 @@ func (s *state) ReplaceLists(next []*listSource) (added, removed int, err error)
 	defer s.mu.Unlock()
 	prev := s.lists
 	s.lists = next
+	var decided []netip.Prefix // new to the lists, and blocked for another reason too
 	added, err = s.k.BlockMany(func(yield func(netip.Prefix) bool) {
 		for _, l := range next {
 			for p := range l.list.All() {
-				if !inLists(prev, p) && !yield(p) {
+				if inLists(prev, p) {
+					continue
+				}
+				if len(s.blocks[p]) > 0 {
+					decided = append(decided, p)
+				}
+				if !yield(p) {
 					return
 				}
 			}
 		}
 	}, time.Time{})
 	if err != nil {
+		// What BlockMany wrote is gone again, the entries of other
+		// decisions it replaced too: those are written back.
 		s.lists = prev
+		for _, p := range decided {
+			err = errors.Join(err, s.syncKernel(p))
+		}
 		return 0, 0, err
 	}
 	var gone, kept []netip.Prefix
