@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -109,13 +108,44 @@ func (d *daemonFlags) resolve(getenv func(string) string, findIface bool) (daemo
 	return cfg, cfg.Validate()
 }
 
-// daemonConfig parses the daemon's arguments into a complete configuration.
-func daemonConfig(args []string, e env) (daemon.Config, error) {
+// flagValues are the values the command line gave the daemon's flags,
+// parsed once by cobra: the start and every reload build the
+// configuration from them, the environment and the file read again.
+type flagValues map[string][]string
+
+func commandLine(fs *pflag.FlagSet) flagValues {
+	out := flagValues{}
+	fs.Visit(func(f *pflag.Flag) {
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			out[f.Name] = sv.GetSlice()
+		} else {
+			out[f.Name] = []string{f.Value.String()}
+		}
+	})
+	return out
+}
+
+// daemonConfig builds a complete configuration: the command line's
+// values, then the environment's and the file's.
+func daemonConfig(cmdline flagValues, e env) (daemon.Config, error) {
 	fs := pflag.NewFlagSet("daemon", pflag.ContinueOnError)
-	fs.SetOutput(nopWriter{})
 	d := newDaemonFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return daemon.Config{}, err
+	for name, vals := range cmdline {
+		f := fs.Lookup(name)
+		if f == nil {
+			continue // a flag of the root's, such as -o
+		}
+		switch v := f.Value.(type) {
+		case pflag.SliceValue:
+			if err := v.Replace(vals); err != nil {
+				return daemon.Config{}, err
+			}
+			f.Changed = true
+		default:
+			if err := fs.Set(name, vals[0]); err != nil {
+				return daemon.Config{}, err
+			}
+		}
 	}
 	cfg, err := d.resolve(e.getenv, true)
 	if err != nil {
@@ -127,10 +157,6 @@ func daemonConfig(args []string, e env) (daemon.Config, error) {
 	cfg.Deps.Logger = slog.New(slog.NewTextHandler(e.stderr, nil))
 	return cfg, nil
 }
-
-type nopWriter struct{}
-
-func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }
 
 func newDaemonCmd(e env) *cobra.Command {
 	cmd := &cobra.Command{
@@ -145,31 +171,19 @@ configuration file and every list, and reopens the log file.`,
   sudo hbf daemon --iface eth0 --max-ports 10 --window 30s --log-format json
   sudo HBF_IFACE=eth0 HBF_BLOCKLIST_FILE_PATH=/etc/hbf/blocklist.txt hbf daemon
   sudo hbf daemon --config /etc/hbf/hbf.yaml`,
-		Args:               cobra.NoArgs,
-		DisableFlagParsing: false,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			// Parsed again from the arguments, so a reload rebuilds the
-			// configuration exactly as this start does.
-			args := daemonArgs(e.args)
-			cfg, err := daemonConfig(args, e)
+			cmdline := commandLine(cmd.Flags())
+			cfg, err := daemonConfig(cmdline, e)
 			if err != nil {
 				return usageError{err}
 			}
-			cfg.Deps.Reload = func() (daemon.Config, error) { return daemonConfig(args, e) }
+			cfg.Deps.Reload = func() (daemon.Config, error) { return daemonConfig(cmdline, e) }
 			return e.runDaemon(cmd.Context(), cfg)
 		},
 	}
-	// Registered for --help and for cobra's own parsing errors.
 	newDaemonFlags(cmd.Flags())
 	return cmd
-}
-
-// daemonArgs are the arguments after the daemon command.
-func daemonArgs(args []string) []string {
-	if i := slices.Index(args, "daemon"); i >= 0 {
-		return args[i+1:]
-	}
-	return nil
 }
 
 func newConfigCmd(e env) *cobra.Command {

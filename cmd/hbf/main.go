@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/daemon"
 )
 
@@ -25,7 +26,6 @@ type usageError struct{ error }
 
 // env is what the commands take from the process, so tests can replace it.
 type env struct {
-	args      []string // the command line, after the program's name
 	getenv    func(string) string
 	stdout    io.Writer
 	stderr    io.Writer
@@ -38,17 +38,17 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], env{getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr, runDaemon: daemon.Run}))
 }
 
+// run runs the command line args (after the program's name) and returns
+// the exit status.
 func run(ctx context.Context, args []string, e env) int {
-	e.args = args
-	return execute(ctx, args, e)
-}
-
-func execute(ctx context.Context, args []string, e env) int {
 	root := newRoot(e)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
+	}
+	if errors.Is(err, api.ErrNoDaemon) {
+		err = fmt.Errorf("%w: start one with `hbf daemon`, or name its socket with --socket", err)
 	}
 	fmt.Fprintln(e.stderr, "hbf:", err)
 	var ue usageError
@@ -74,9 +74,22 @@ gets through.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
 	})
+	c := &cli{}
+	root.PersistentFlags().StringVar(&c.socket, "socket", api.DefaultSocket, "the daemon's API socket [HBF_SOCKET]")
+	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "table or json, for the commands that print a table")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error { return c.connect(cmd, e) }
 	root.AddCommand(newDaemonCmd(e), newDemoCmd(e),
-		newBlockCmd(e), newUnblockCmd(e), newAllowCmd(e), newDisallowCmd(e),
-		newListCmd(e), newWhyCmd(e), newStatusCmd(e), newEventsCmd(e),
-		newModeCmd(e), newReloadCmd(e), newStopCmd(e), newUninstallCmd(e), newConfigCmd(e))
+		newBlockCmd(e, c), newUnblockCmd(e, c), newAllowCmd(e, c), newDisallowCmd(e, c),
+		newListCmd(e, c), newWhyCmd(e, c), newStatusCmd(e, c), newEventsCmd(e, c),
+		newModeCmd(e, c), newReloadCmd(e, c), newStopCmd(e, c), newUninstallCmd(e, c), newConfigCmd(e))
 	return root
+}
+
+// cli is what every client command shares: the flags that name the daemon
+// and the output, and the client built from them before the command runs.
+type cli struct {
+	socket string
+	output string // table or json
+	json   bool
+	client *api.Client
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -208,5 +209,34 @@ func TestExampleConfigChecks(t *testing.T) {
 	var out bytes.Buffer
 	if code := run(context.Background(), []string{"config", "check", conf}, env{getenv: os.Getenv, stdout: &out, stderr: &out}); code != 0 {
 		t.Errorf("the example does not check: %s", out.String())
+	}
+}
+
+// The command line is parsed once; a reload builds the configuration from
+// its values again, with the environment and the file read anew, and gets
+// what the start got when neither changed.
+func TestReloadRebuildsWhatTheCommandLineSaid(t *testing.T) {
+	list := writeFile(t, "list.txt", "192.0.2.7\n")
+	conf := writeFile(t, "hbf.yaml", "feed-refresh: 2h\n")
+	code, cfg, stderr := runCLI([]string{"daemon", "--config", conf, "--iface", "lo", "--iface", "eth7",
+		"--max-ports", "5", "--window", "0.5", "--ignore-ports", "80,8000-8002", "--mode", "monitor",
+		"--block-duration", "0", "--escalation", "48h,0", "--escalation-forget", "240h", "--allow", "192.0.2.0/24,2001:db8::1",
+		"--blocklist", list, "--blocklist-url", "https://feeds.example/drop.txt", "--log-connections", "rate=5/s",
+		"--socket", "/run/hbf-test/hbf.sock", "--replace", "--detach-on-exit", "--min-prefix-v4", "16",
+		"--scan-blocks-per-minute", "7", "--scan-prefix-v6", "56", "--xdp-mode", "generic", "--log-format", "json"},
+		map[string]string{"HBF_TIMEOUT_SECONDS": "30"})
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if cfg.Start.Socket != "/run/hbf-test/hbf.sock" || cfg.Settings.Window != 500*time.Millisecond || cfg.Start.Timeout != 30*time.Second ||
+		cfg.Settings.FeedRefresh != 2*time.Hour || len(cfg.Settings.Escalation.After) != 2 {
+		t.Errorf("start: %+v", cfg)
+	}
+	again, err := cfg.Deps.Reload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(again.Start, cfg.Start) || !reflect.DeepEqual(again.Settings, cfg.Settings) {
+		t.Errorf("the reload built\n%+v\n%+v\nthe start\n%+v\n%+v", again.Start, again.Settings, cfg.Start, cfg.Settings)
 	}
 }

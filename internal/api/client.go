@@ -51,7 +51,7 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
 		return nil, errors.New("permission denied: hbf's socket is root-only")
 	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED):
-		return nil, fmt.Errorf("%w at %s: start one with `hbf daemon`, or name its socket with --socket", ErrNoDaemon, c.socket)
+		return nil, fmt.Errorf("%w at %s", ErrNoDaemon, c.socket)
 	case err != nil:
 		return nil, err
 	}

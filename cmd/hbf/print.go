@@ -1,0 +1,222 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hbf-firewall/hbf/internal/api"
+	"github.com/hbf-firewall/hbf/internal/report"
+)
+
+// The client commands' output: a table (or lines) for people, JSON with
+// -o json.
+
+// printResults prints per-target results; any refusal makes the command
+// fail.
+func printResults(w io.Writer, verb string, rs []api.Result, asJSON bool) error {
+	if asJSON {
+		if err := json.NewEncoder(w).Encode(rs); err != nil {
+			return err
+		}
+	}
+	var refused []string
+	for _, r := range rs {
+		if !r.OK {
+			refused = append(refused, r.Error)
+			continue
+		}
+		if !asJSON {
+			fmt.Fprintf(w, "%s %s\n", verb, report.PrefixString(r.Prefix))
+		}
+	}
+	if len(refused) > 0 {
+		return errors.New(strings.Join(refused, "; "))
+	}
+	return nil
+}
+
+func printAllows(w io.Writer, allows []api.Allow) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PREFIX\tORIGIN\tREASON\tCREATED\tEXPIRES")
+	for _, a := range allows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", report.PrefixString(a.Prefix), a.Origin, dash(a.Reason),
+			stamp(a.Created), expires(a.Expires))
+	}
+	return tw.Flush()
+}
+
+// blockPrinter prints blocks as they stream in: a list file may hold a
+// million.
+type blockPrinter struct {
+	w      io.Writer
+	asJSON bool
+	tw     *tabwriter.Writer
+	enc    *json.Encoder
+	n      int
+}
+
+func newBlockPrinter(w io.Writer, asJSON bool) *blockPrinter {
+	p := &blockPrinter{w: w, asJSON: asJSON}
+	if asJSON {
+		p.enc = json.NewEncoder(w)
+		fmt.Fprint(w, "[")
+	} else {
+		p.tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(p.tw, "PREFIX\tORIGIN\tREASON\tCREATED\tEXPIRES\tDROPPED\tPORTS")
+	}
+	return p
+}
+
+func (p *blockPrinter) print(b api.Block) error {
+	if p.asJSON {
+		if p.n > 0 {
+			fmt.Fprint(p.w, ",")
+		}
+		p.n++
+		return p.enc.Encode(b)
+	}
+	reason := b.Reason
+	if b.Source != "" {
+		reason += " " + b.Source
+	}
+	_, err := fmt.Fprintf(p.tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", report.PrefixString(b.Prefix), b.Origin,
+		dash(reason), stamp(b.Created), expires(b.Expires), b.Packets, ports(b.Ports))
+	return err
+}
+
+func (p *blockPrinter) close() error {
+	if p.asJSON {
+		_, err := fmt.Fprintln(p.w, "]")
+		return err
+	}
+	return p.tw.Flush()
+}
+
+var verdicts = map[string]string{
+	"blocked":               "blocked",
+	"allowed":               "allowed",
+	"allowed-despite-block": "allowed (the allowlist overrides its blocks)",
+	"not-blocked":           "not blocked",
+}
+
+func printWhy(w io.Writer, why api.Why) {
+	fmt.Fprintf(w, "%s: %s\n", why.Addr, verdicts[why.Verdict])
+	for _, b := range why.Blocks {
+		fmt.Fprintf(w, "  blocked by %s (%s", report.PrefixString(b.Prefix), b.Origin)
+		if b.Source != "" {
+			fmt.Fprintf(w, " %s", b.Source)
+		}
+		fmt.Fprintf(w, "): %s; since %s, %s; %d packets dropped\n", dash(b.Reason), stamp(b.Created),
+			untilText(b.Expires), b.Packets)
+		if len(b.Ports) > 0 {
+			fmt.Fprintf(w, "    scan evidence:")
+			for _, p := range b.Ports {
+				fmt.Fprintf(w, " %d at %s", p.Port, p.Seen.Local().Format("15:04:05.000"))
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	for _, a := range why.Allows {
+		fmt.Fprintf(w, "  allowed by %s (%s): %s; %s\n", report.PrefixString(a.Prefix), a.Origin, dash(a.Reason), untilText(a.Expires))
+	}
+}
+
+func printStatus(w io.Writer, st api.Status) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "version\t%s\npid\t%d\nuptime\t%s\nstore\t%s\n", st.Version, st.PID, st.Uptime, st.Store)
+	for _, i := range st.Interfaces {
+		fmt.Fprintf(tw, "interface\t%s (%s XDP)\n", i.Name, i.Mode)
+	}
+	for _, l := range st.Lists {
+		fmt.Fprintf(tw, "list\t%s\t%d entries, loaded %s: %s\n", l.Source, l.Entries, stamp(l.Loaded), l.Status)
+	}
+	for _, section := range []struct {
+		name string
+		kv   map[string]string
+	}{{"setting", st.Settings}, {"counter", toStrings(st.Counters)}, {"entries", toStrings(st.Entries)}} {
+		for _, k := range sortedKeys(section.kv) {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", section.name, k, section.kv[k])
+		}
+	}
+	return tw.Flush()
+}
+
+// eventPrinter prints event lines, JSON as the daemon sends them or text
+// as the daemon writes them.
+func eventPrinter(w io.Writer, asJSON bool) func([]byte) error {
+	text := report.NewWriter(w, report.Text)
+	return func(line []byte) error {
+		if asJSON {
+			_, err := fmt.Fprintf(w, "%s\n", line)
+			return err
+		}
+		ev, err := report.ParseJSON(line)
+		if err != nil {
+			_, err = fmt.Fprintf(w, "%s\n", line)
+			return err
+		}
+		return text.Write(ev)
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+func expires(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return stamp(t)
+}
+
+func untilText(t time.Time) string {
+	if t.IsZero() {
+		return "no expiry"
+	}
+	return "until " + stamp(t)
+}
+
+func ports(ps []api.PortSeen) string {
+	if len(ps) == 0 {
+		return "-"
+	}
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = fmt.Sprint(p.Port)
+	}
+	return strings.Join(s, ",")
+}
+
+func toStrings[V any](m map[string]V) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = fmt.Sprint(v)
+	}
+	return out
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
