@@ -25,11 +25,12 @@ GENERATE_DEBS := clang llvm libbpf-dev linux-libc-dev
 
 export BPF2GO_CFLAGS
 
-.PHONY: help build test fuzz bench generate check-generated lint deps deps-generate demo clean image dist
+.PHONY: help build test test-unprivileged fuzz bench generate check-generated lint deps deps-generate demo clean image dist
 
 help:
 	@echo "make build            build ./hbf (no clang needed: the BPF objects are committed)"
 	@echo "make test             run every test (root runs the kernel and network tests)"
+	@echo "make test-unprivileged the daemon's core as an ordinary user (nobody when root), none skipped"
 	@echo "make fuzz             fuzz the XDP parser against its oracle for FUZZTIME (default 10m; root)"
 	@echo "make bench            XDP per-packet cost beside a bare XDP_PASS; a 1M-entry blocklist load"
 	@echo "make demo             build and run 'hbf demo' (root)"
@@ -76,6 +77,19 @@ deps-generate:
 
 test: deps
 	$(GO) test -count=1 -timeout 20m ./...
+
+# The daemon's decisions, lists and reconciliation need no root: they run
+# against the in-memory data plane (internal/kerneltest). As root, the test
+# binary runs as nobody to show it; any skipped or failed test fails.
+test-unprivileged:
+	@dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && chmod 755 "$$dir" && \
+	$(GO) test -c -o "$$dir/daemon.test" ./internal/daemon && \
+	if [ "$$(id -u)" -eq 0 ]; then as="setpriv --reuid=nobody --regid=nogroup --clear-groups"; else as=""; fi && \
+	(cd "$$dir" && $$as env -i PATH=/usr/bin:/bin HOME="$$dir" TMPDIR=/tmp ./daemon.test -test.count=1 -test.v) > "$$dir/out" 2>&1; \
+	rc=$$?; grep -E '^(--- (FAIL|SKIP)|FAIL|panic)' "$$dir/out"; \
+	passed=$$(grep -c '^--- PASS' "$$dir/out"); \
+	if [ $$rc -ne 0 ] || grep -q '^--- SKIP' "$$dir/out"; then tail -50 "$$dir/out"; exit 1; fi; \
+	echo "internal/daemon as $$(if [ -n "$$as" ]; then echo nobody; else id -un; fi): $$passed tests passed, none skipped"
 
 # Failing inputs land in internal/dataplane/testdata/fuzz/FuzzXDP: commit
 # them once fixed, and every `make test` replays them.
