@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -40,6 +41,16 @@ func spoofScan6(t *testing.T, ns *netlab.NS, src, target netip.Addr) {
 func (d *daemonProc) blocked(p string) bool {
 	d.t.Helper()
 	return slices.ContainsFunc(d.listJSON(), func(b api.Block) bool { return b.Prefix.String() == p })
+}
+
+// allowed reports whether the allowlist holds exactly p, for origin.
+func (d *daemonProc) allowed(p, origin string) bool {
+	d.t.Helper()
+	var allows []api.Allow
+	if err := json.Unmarshal([]byte(d.mustCLI("list", "--allowed", "-o", "json")), &allows); err != nil {
+		d.t.Fatal(err)
+	}
+	return slices.ContainsFunc(allows, func(a api.Allow) bool { return a.Prefix.String() == p && a.Origin == origin })
 }
 
 func ip(t *testing.T, ns *netlab.NS, args ...string) {
@@ -90,7 +101,7 @@ func TestSpoofedScansNeverBlockTheHostsNeighbourhood(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the new resolver protected", func() bool {
-		return strings.Contains(d.stderrText(), "+198.51.100.54")
+		return d.allowed("198.51.100.54/32", "resolver") && d.allowed(added.String()+"/32", "host")
 	})
 	for _, src := range []netip.Addr{added, netip.MustParseAddr("198.51.100.54")} {
 		spoofed(src)
@@ -107,7 +118,7 @@ func TestSpoofedScansNeverBlockTheHostsNeighbourhood(t *testing.T) {
 	// Given up: the address and the old resolver are ordinary sources again.
 	ip(t, host, "addr", "del", added.String()+"/32", "dev", netlab.Iface)
 	eventually(t, "the removed address unprotected", func() bool {
-		return strings.Contains(d.stderrText(), "-"+added.String())
+		return !d.allowed(added.String()+"/32", "host")
 	})
 	for _, src := range []netip.Addr{added, netip.MustParseAddr("198.51.100.53")} {
 		spoofScan(t, attacker, src, host.Addr4)

@@ -592,8 +592,12 @@ func TestHealthEndpoints(t *testing.T) {
 	d := tryDaemon(t, lab, "--blocklist", list)
 	var sawNotReady, sawHealthy bool
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(d.stderrText(), "hbf is running") && time.Now().Before(deadline) {
-		if code, body := d.get("/readyz"); code == http.StatusServiceUnavailable && strings.Contains(body, "starting") {
+	for time.Now().Before(deadline) {
+		code, body := d.get("/readyz")
+		if code == http.StatusOK {
+			break
+		}
+		if code == http.StatusServiceUnavailable && strings.Contains(body, "starting") {
 			sawNotReady = true
 		}
 		if code, _ := d.get("/healthz"); code == http.StatusOK {

@@ -158,7 +158,7 @@ func TestUndoneFromOutsideIsRepaired(t *testing.T) {
 	}
 	l.Close()
 	eventually(t, "the detached program attached again", func() bool {
-		return strings.Contains(d.stderrText(), "detached from outside; attached again")
+		return d.status().Counters["repairs_link"] == 1
 	})
 	if n := xdpPrograms(t, lab.Host); n != 1 {
 		t.Errorf("%d XDP programs after the repair, want 1", n)
@@ -215,7 +215,7 @@ func TestInterfaceRecreated(t *testing.T) {
 	ip(t, host, "addr", "add", host.Addr6.String()+"/64", "dev", netlab.Iface, "nodad")
 	ip(t, host, "link", "set", netlab.Iface, "up")
 	eventually(t, "attached to the new interface", func() bool {
-		return strings.Contains(d.stderrText(), "the interface was re-created; hbf attached again")
+		return d.status().Counters["repairs_interface"] == 1
 	})
 	if got := dialOutcome(client, hostPort(host.Addr4, 8080), 3*time.Second); got != "open" {
 		t.Errorf("the client on the new interface: %s, want open", got)

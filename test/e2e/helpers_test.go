@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/netlab"
 	"github.com/hbf-firewall/hbf/internal/testenv"
 )
@@ -112,10 +114,12 @@ func startDaemon(t testing.TB, lab *netlab.Lab, args ...string) *daemonProc {
 	return waitReady(t, tryDaemon(t, lab, args...))
 }
 
+// waitReady waits until the daemon answers hbf status: its API serves
+// once the program is attached, the lists loaded and the store open.
 func waitReady(t testing.TB, d *daemonProc) *daemonProc {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
-	for !strings.Contains(d.stderrText(), "hbf is running") {
+	for !d.answers() {
 		select {
 		case <-d.done:
 			t.Fatalf("hbf daemon exited early (%v):\n%s", d.err, d.stderrText())
@@ -125,6 +129,15 @@ func waitReady(t testing.TB, d *daemonProc) *daemonProc {
 		}
 	}
 	return d
+}
+
+// answers reports whether hbf status -o json gets the daemon's status.
+func (d *daemonProc) answers() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, hbfBin, "status", "-o", "json", "--socket", d.socket()).Output()
+	var st api.Status
+	return err == nil && json.Unmarshal(out, &st) == nil && st.PID != 0
 }
 
 // tryDaemon starts `hbf daemon` without waiting for it.
