@@ -14,9 +14,11 @@ import (
 	"github.com/hbf-firewall/hbf/internal/store"
 )
 
-// each does one change per target, with the lock held, and audits each.
+// each does one change per target under the lock, and audits each.
 func (s *state) each(c api.Caller, action string, targets []string, d time.Duration, reason string,
 	do func(target string) api.Result) []api.Result {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	out := make([]api.Result, 0, len(targets))
 	for _, t := range targets {
 		r := do(t)
@@ -50,8 +52,6 @@ func parseTarget(res *api.Result, d time.Duration, check func(netip.Prefix) erro
 
 // Block blocks each target for d (0: no expiry).
 func (s *state) Block(c api.Caller, targets []string, d time.Duration, reason string) []api.Result {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return s.each(c, "block", targets, d, reason, func(t string) api.Result { return s.block(c, t, d, reason) })
 }
 
@@ -84,13 +84,13 @@ func (s *state) block(c api.Caller, target string, d time.Duration, reason strin
 // Unblock removes the manual, scan and recovered blocks of each target, or
 // of everything with all. A list's entries stay: they are the list's.
 func (s *state) Unblock(c api.Caller, targets []string, all bool) []api.Result {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if all {
+		s.mu.Lock()
 		targets = nil
 		for p := range s.blocks {
 			targets = append(targets, p.String())
 		}
+		s.mu.Unlock()
 		slices.Sort(targets)
 	}
 	return s.each(c, "unblock", targets, 0, "", func(t string) api.Result { return s.unblock(c, t) })
@@ -127,8 +127,6 @@ func (s *state) unblock(c api.Caller, target string) api.Result {
 
 // Allow puts each target on the allowlist for d (0: no expiry).
 func (s *state) Allow(c api.Caller, targets []string, d time.Duration, reason string) []api.Result {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return s.each(c, "allow", targets, d, reason, func(t string) api.Result { return s.allow(c, t, d, reason) })
 }
 
@@ -153,8 +151,6 @@ func (s *state) allow(c api.Caller, target string, d time.Duration, reason strin
 // Disallow removes each target from the allowlist. The fixed allows (the
 // host, loopback, the SSH client, --allow) cannot be removed at run time.
 func (s *state) Disallow(c api.Caller, targets []string) []api.Result {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	return s.each(c, "disallow", targets, 0, "", func(t string) api.Result { return s.disallow(c, t) })
 }
 
