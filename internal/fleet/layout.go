@@ -1,0 +1,139 @@
+// Package fleet shares blocks among hbf nodes through etcd. etcd does the
+// distribution (a consistent, watchable key space); this package decides
+// what a node writes, and reads what the others wrote. Each node writes only
+// under its own subtree:
+//
+//	<prefix>/members/<node>             membership, kept alive by a lease
+//	<prefix>/blocks/<node>/<cidr>       a block the node publishes
+//	<prefix>/admin/allows/<cidr>        a fleet-wide allowlist entry
+//	<prefix>/admin/unblocks/<cidr>      a fleet-wide unblock: a tombstone
+//
+// A CIDR's "/" is escaped in keys (198.51.100.0%2F24). Values are JSON with
+// a version; expiry is the value's absolute expires_at, never a lease's
+// TTL, which etcd 3.4 resets on leader change and restart.
+package fleet
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strings"
+)
+
+// Layout names the keys of one fleet.
+type Layout struct {
+	Prefix string // "/hbf": no trailing slash
+}
+
+// NewLayout checks prefix: it starts with "/", and is not "/" alone.
+func NewLayout(prefix string) (Layout, error) {
+	p := strings.TrimSuffix(prefix, "/")
+	if !strings.HasPrefix(p, "/") || p == "" {
+		return Layout{}, fmt.Errorf("%q: must be a key path such as /hbf", prefix)
+	}
+	return Layout{Prefix: p}, nil
+}
+
+// CheckNodeName refuses what cannot be one path element of a key: hosts
+// are named with letters, digits, dots, hyphens and underscores.
+func CheckNodeName(name string) error {
+	if name == "" || len(name) > 253 {
+		return fmt.Errorf("%q: must be 1 to 253 characters", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return fmt.Errorf("%q: only letters, digits, '.', '-' and '_' may name a node", name)
+		}
+	}
+	return nil
+}
+
+func (l Layout) members() string  { return l.Prefix + "/members/" }
+func (l Layout) blocks() string   { return l.Prefix + "/blocks/" }
+func (l Layout) allows() string   { return l.Prefix + "/admin/allows/" }
+func (l Layout) unblocks() string { return l.Prefix + "/admin/unblocks/" }
+
+// Member is the key of node's membership.
+func (l Layout) Member(node string) string { return l.members() + node }
+
+// NodeBlocks is the subtree of node's blocks.
+func (l Layout) NodeBlocks(node string) string { return l.blocks() + node + "/" }
+
+// Block is the key of node's block of p.
+func (l Layout) Block(node string, p netip.Prefix) string { return l.NodeBlocks(node) + escape(p) }
+
+// AdminAllow is the key of a fleet-wide allow of p.
+func (l Layout) AdminAllow(p netip.Prefix) string { return l.allows() + escape(p) }
+
+// AdminUnblock is the key of a fleet-wide unblock of p.
+func (l Layout) AdminUnblock(p netip.Prefix) string { return l.unblocks() + escape(p) }
+
+func escape(p netip.Prefix) string { return url.PathEscape(p.String()) }
+
+// Kind is what a key of the fleet holds.
+type Kind int
+
+const (
+	KindMember Kind = iota + 1
+	KindBlock
+	KindAllow
+	KindUnblock
+)
+
+// Key is a key of the fleet, parsed.
+type Key struct {
+	Kind   Kind
+	Node   string       // members and blocks
+	Prefix netip.Prefix // blocks, allows and unblocks
+}
+
+// ErrOutside: a key under the fleet's prefix that no layout rule makes.
+var ErrOutside = errors.New("not a key of the fleet's layout")
+
+// Parse reads a key of the fleet.
+func (l Layout) Parse(key string) (Key, error) {
+	bad := func(why string) (Key, error) { return Key{}, fmt.Errorf("%s: %w: %s", key, ErrOutside, why) }
+	switch {
+	case strings.HasPrefix(key, l.members()):
+		node := strings.TrimPrefix(key, l.members())
+		if CheckNodeName(node) != nil {
+			return bad("no node name")
+		}
+		return Key{Kind: KindMember, Node: node}, nil
+	case strings.HasPrefix(key, l.blocks()):
+		node, cidr, ok := strings.Cut(strings.TrimPrefix(key, l.blocks()), "/")
+		if !ok || CheckNodeName(node) != nil {
+			return bad("no node name")
+		}
+		p, err := unescape(cidr)
+		if err != nil {
+			return bad(err.Error())
+		}
+		return Key{Kind: KindBlock, Node: node, Prefix: p}, nil
+	case strings.HasPrefix(key, l.allows()), strings.HasPrefix(key, l.unblocks()):
+		kind, rest := KindAllow, strings.TrimPrefix(key, l.allows())
+		if strings.HasPrefix(key, l.unblocks()) {
+			kind, rest = KindUnblock, strings.TrimPrefix(key, l.unblocks())
+		}
+		p, err := unescape(rest)
+		if err != nil {
+			return bad(err.Error())
+		}
+		return Key{Kind: kind, Prefix: p}, nil
+	}
+	return bad("unknown subtree")
+}
+
+// unescape reads a key's last element as a prefix, written as escape does.
+func unescape(s string) (netip.Prefix, error) {
+	raw, err := url.PathUnescape(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not escaped as a key", s)
+	}
+	p, err := netip.ParsePrefix(raw)
+	if err != nil || p.Masked() != p || escape(p) != s {
+		return netip.Prefix{}, fmt.Errorf("%q is not a prefix as hbf writes one", raw)
+	}
+	return p, nil
+}
