@@ -1,0 +1,575 @@
+package fleet
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// Config is what a node of the fleet needs.
+type Config struct {
+	Endpoints []string
+	Layout    Layout
+	Node      string
+	TLS       *tls.Config // nil: plain HTTP
+	Username  string      // etcd authentication; "": none
+	Password  string
+	// Member is what this node says of itself, read at every refresh of
+	// its membership key.
+	Member func() Member
+	Log    *slog.Logger
+	Now    func() time.Time // nil: time.Now
+}
+
+// Timing of a node's work with etcd.
+const (
+	memberTTL     = 10 * time.Second // the membership lease: a dead node leaves within this
+	memberRefresh = 5 * time.Second  // its key is written again: addresses and clock stay fresh
+	opTimeout     = 5 * time.Second  // one request; etcd answers in milliseconds when it is well
+	backoffMin    = 500 * time.Millisecond
+	backoffMax    = 30 * time.Second
+	// keyGrace keeps a block's key this long after its expires_at: the
+	// lease only cleans up, expiry is the value's.
+	keyGrace  = time.Minute
+	txnOps    = 100 // etcd refuses transactions of more than 128 operations
+	leaseStep = time.Minute
+)
+
+// View is the fleet as this node last read it.
+type View struct {
+	Revision int64
+	Members  map[string]Member
+	Blocks   map[string]map[netip.Prefix]Block // by the node that publishes them
+	Allows   map[netip.Prefix]Allow
+	Unblocks map[netip.Prefix]Unblock
+}
+
+func newView() View {
+	return View{Members: map[string]Member{}, Blocks: map[string]map[netip.Prefix]Block{},
+		Allows: map[netip.Prefix]Allow{}, Unblocks: map[netip.Prefix]Unblock{}}
+}
+
+func (v View) clone() View {
+	out := View{Revision: v.Revision, Members: maps.Clone(v.Members), Allows: maps.Clone(v.Allows),
+		Unblocks: maps.Clone(v.Unblocks), Blocks: make(map[string]map[netip.Prefix]Block, len(v.Blocks))}
+	for n, b := range v.Blocks {
+		out.Blocks[n] = maps.Clone(b)
+	}
+	return out
+}
+
+// Status is a node's connection to the fleet.
+type Status struct {
+	Connected bool
+	Why       string // the last failure while not connected
+	Revision  int64  // applied
+	Since     time.Time
+}
+
+// Node is this host in the fleet: it keeps its membership alive, publishes
+// its own blocks, and reads everyone's. Its methods are safe for
+// concurrent use.
+type Node struct {
+	cfg     Config
+	changed chan struct{} // the view changed
+	ownSet  chan struct{} // SetOwn was called
+
+	mu       sync.Mutex
+	view     View
+	own      map[netip.Prefix]Block // what this node publishes
+	status   Status
+	rejected map[string]int64 // key -> mod revision, logged once
+	counts   Counts
+}
+
+// Counts are what a node did, for its metrics.
+type Counts struct {
+	Published uint64
+	Rejected  map[string]uint64 // by reason
+	Errors    map[string]uint64 // by operation
+}
+
+// NewNode returns a node that works once Run runs.
+func NewNode(cfg Config) (*Node, error) {
+	if err := CheckNodeName(cfg.Node); err != nil {
+		return nil, err
+	}
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("no etcd endpoint")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Member == nil {
+		cfg.Member = func() Member { return Member{} }
+	}
+	return &Node{cfg: cfg, changed: make(chan struct{}, 1), ownSet: make(chan struct{}, 1), view: newView(),
+		own: map[netip.Prefix]Block{}, rejected: map[string]int64{},
+		counts: Counts{Rejected: map[string]uint64{}, Errors: map[string]uint64{}}}, nil
+}
+
+// Changed receives after the view changed; read View then. Changes come in
+// bursts and are not queued one by one.
+func (n *Node) Changed() <-chan struct{} { return n.changed }
+
+// View returns the fleet as this node last read it.
+func (n *Node) View() View {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.view.clone()
+}
+
+// Status says whether the node is connected, and since when.
+func (n *Node) Status() Status {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.status
+}
+
+// Counts returns what the node did so far.
+func (n *Node) Counts() Counts {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return Counts{Published: n.counts.Published, Rejected: maps.Clone(n.counts.Rejected), Errors: maps.Clone(n.counts.Errors)}
+}
+
+// SetOwn makes blocks what this node publishes: its subtree follows,
+// now if connected, else once it is.
+func (n *Node) SetOwn(blocks []Block) {
+	own := make(map[netip.Prefix]Block, len(blocks))
+	for _, b := range blocks {
+		b.Version = Version
+		own[b.Prefix] = b
+	}
+	n.mu.Lock()
+	n.own = own
+	n.mu.Unlock()
+	signal(n.ownSet)
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func (n *Node) countError(op string) {
+	n.mu.Lock()
+	n.counts.Errors[op]++
+	n.mu.Unlock()
+}
+
+func (n *Node) setStatus(connected bool, why string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.status.Connected != connected {
+		n.status.Since = n.cfg.Now()
+	}
+	n.status.Connected, n.status.Why = connected, why
+}
+
+// Run works with etcd until ctx ends: it connects, and after every failure
+// connects again, backing off, reading the fleet whole each time.
+func (n *Node) Run(ctx context.Context) {
+	wait := backoffMin
+	for ctx.Err() == nil {
+		began := time.Now()
+		err := n.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		n.setStatus(false, err.Error())
+		n.cfg.Log.Warn("the fleet is out of reach; this host keeps protecting itself and tries again",
+			"endpoints", n.cfg.Endpoints, "err", err, "retry_in", wait)
+		if time.Since(began) > backoffMax {
+			wait = backoffMin // it worked for a while: start over
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, backoffMax)
+	}
+}
+
+func (n *Node) client() (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{
+		Endpoints: n.cfg.Endpoints, DialTimeout: opTimeout, TLS: n.cfg.TLS,
+		Username: n.cfg.Username, Password: n.cfg.Password,
+		DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: opTimeout,
+		Logger: zap.NewNop(),
+	})
+}
+
+// session is one connection: membership, a whole read, then the watch,
+// until something fails.
+func (n *Node) session(ctx context.Context) error {
+	cli, err := n.client()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	member, err := n.join(ctx, cli)
+	if err != nil {
+		n.countError("member")
+		return err
+	}
+	defer func() {
+		// A node that stops leaves at once rather than when its lease ends;
+		// its blocks stay, on leases of their own.
+		c, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, _ = cli.Revoke(c, member)
+	}()
+	rev, err := n.read(ctx, cli)
+	if err != nil {
+		n.countError("read")
+		return err
+	}
+	n.setStatus(true, "")
+	n.cfg.Log.Info("joined the fleet", "node", n.cfg.Node, "revision", rev, "endpoints", n.cfg.Endpoints)
+
+	// Keys of this node's blocks live on leases of their own, granted per
+	// minute of expiry, for this connection.
+	leases := map[int64]clientv3.LeaseID{}
+	errs := make(chan error, 3)
+	go func() { errs <- n.keepMember(ctx, cli, member) }()
+	go func() { errs <- n.watch(ctx, cli, rev) }()
+	go func() { errs <- n.publish(ctx, cli, leases) }()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case err := <-errs:
+		return err
+	}
+}
+
+// join writes this node's membership key on a lease of its own.
+func (n *Node) join(ctx context.Context, cli *clientv3.Client) (clientv3.LeaseID, error) {
+	c, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	lease, err := cli.Grant(c, int64(memberTTL/time.Second))
+	if err != nil {
+		return 0, fmt.Errorf("membership lease: %w", err)
+	}
+	if err := n.putMember(c, cli, lease.ID); err != nil {
+		return 0, err
+	}
+	return lease.ID, nil
+}
+
+func (n *Node) putMember(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID) error {
+	m := n.cfg.Member()
+	m.Version, m.Clock = Version, n.cfg.Now()
+	data, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if _, err := cli.Put(ctx, n.cfg.Layout.Member(n.cfg.Node), string(data), clientv3.WithLease(lease)); err != nil {
+		return fmt.Errorf("membership key: %w", err)
+	}
+	return nil
+}
+
+// keepMember keeps the membership lease alive and the key fresh. etcd not
+// answering for a lease's time ends the session: the client would retry
+// behind the node's back, and the node would claim a connection it has not.
+func (n *Node) keepMember(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID) error {
+	alive, err := cli.KeepAlive(ctx, lease)
+	if err != nil {
+		return fmt.Errorf("membership lease: %w", err)
+	}
+	tick := time.NewTicker(memberRefresh)
+	defer tick.Stop()
+	silence := time.NewTimer(memberTTL)
+	defer silence.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case _, ok := <-alive:
+			if !ok {
+				return errors.New("the membership lease was lost")
+			}
+			silence.Reset(memberTTL)
+		case <-silence.C:
+			return fmt.Errorf("etcd did not answer for %s", memberTTL)
+		case <-tick.C:
+			c, cancel := context.WithTimeout(ctx, opTimeout)
+			err := n.putMember(c, cli, lease)
+			cancel()
+			if err != nil {
+				n.countError("member")
+				return err
+			}
+		}
+	}
+}
+
+// read reads the whole fleet at one revision, in place of what the node
+// held: what was removed while it was away goes from its view too.
+func (n *Node) read(ctx context.Context, cli *clientv3.Client) (int64, error) {
+	c, cancel := context.WithTimeout(ctx, 2*opTimeout)
+	defer cancel()
+	resp, err := cli.Get(c, n.cfg.Layout.Prefix+"/", clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("read the fleet: %w", err)
+	}
+	view := newView()
+	var refused []refusal
+	for _, kv := range resp.Kvs {
+		if err := n.take(&view, string(kv.Key), kv.Value); err != nil {
+			refused = append(refused, refusal{string(kv.Key), kv.ModRevision, err})
+		}
+	}
+	view.Revision = resp.Header.Revision
+	n.mu.Lock()
+	n.view = view
+	n.status.Revision = view.Revision
+	n.mu.Unlock()
+	n.refuse(refused)
+	signal(n.changed)
+	signal(n.ownSet) // the subtree as read may differ from what the node publishes
+	return view.Revision, nil
+}
+
+// refusal is a key refused, at its revision.
+type refusal struct {
+	key string
+	rev int64
+	err error
+}
+
+// refuse counts what was refused, and logs each key once per revision.
+func (n *Node) refuse(refused []refusal) {
+	for _, r := range refused {
+		reason := RejectOutside
+		var rej *Rejection
+		if errors.As(r.err, &rej) {
+			reason = rej.Reason
+		}
+		n.mu.Lock()
+		n.counts.Rejected[reason]++
+		logged := n.rejected[r.key] == r.rev
+		n.rejected[r.key] = r.rev
+		n.mu.Unlock()
+		if !logged {
+			n.cfg.Log.Warn("a fleet entry is refused and skipped", "key", r.key, "reason", reason, "err", r.err)
+		}
+	}
+}
+
+// take puts a key and its value into v, or says why not.
+func (n *Node) take(v *View, key string, value []byte) error {
+	k, err := n.cfg.Layout.Parse(key)
+	if err != nil {
+		return err
+	}
+	switch k.Kind {
+	case KindMember:
+		m, err := DecodeMember(value)
+		if err == nil {
+			v.Members[k.Node] = m
+		}
+		return err
+	case KindBlock:
+		b, err := DecodeBlock(value, k.Prefix)
+		if err != nil {
+			return err
+		}
+		if b.Expired(n.cfg.Now()) {
+			return reject(RejectExpired, "expired at %s", b.ExpiresAt.Format(time.RFC3339))
+		}
+		if v.Blocks[k.Node] == nil {
+			v.Blocks[k.Node] = map[netip.Prefix]Block{}
+		}
+		v.Blocks[k.Node][k.Prefix] = b
+		return nil
+	case KindAllow:
+		a, err := DecodeAllow(value, k.Prefix)
+		if err == nil {
+			v.Allows[k.Prefix] = a
+		}
+		return err
+	default:
+		u, err := DecodeUnblock(value, k.Prefix)
+		if err == nil {
+			v.Unblocks[k.Prefix] = u
+		}
+		return err
+	}
+}
+
+// drop removes a deleted key, or one whose new value is refused, from v.
+func (n *Node) drop(v *View, key string) {
+	k, err := n.cfg.Layout.Parse(key)
+	if err != nil {
+		return
+	}
+	switch k.Kind {
+	case KindMember:
+		delete(v.Members, k.Node)
+	case KindBlock:
+		delete(v.Blocks[k.Node], k.Prefix)
+		if len(v.Blocks[k.Node]) == 0 {
+			delete(v.Blocks, k.Node)
+		}
+	case KindAllow:
+		delete(v.Allows, k.Prefix)
+	case KindUnblock:
+		delete(v.Unblocks, k.Prefix)
+	}
+}
+
+// watch follows the fleet from the revision after rev. A compaction past
+// it, or any failure, ends the session: the next one reads whole.
+func (n *Node) watch(ctx context.Context, cli *clientv3.Client, rev int64) error {
+	ownPrefix := n.cfg.Layout.NodeBlocks(n.cfg.Node)
+	wch := cli.Watch(clientv3.WithRequireLeader(ctx), n.cfg.Layout.Prefix+"/", clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	for resp := range wch {
+		if resp.CompactRevision != 0 {
+			return fmt.Errorf("the fleet's history was compacted past revision %d: reading it whole", rev)
+		}
+		if err := resp.Err(); err != nil {
+			n.countError("watch")
+			return fmt.Errorf("watch the fleet: %w", err)
+		}
+		var refused []refusal
+		own := false
+		n.mu.Lock()
+		for _, ev := range resp.Events {
+			key := string(ev.Kv.Key)
+			own = own || strings.HasPrefix(key, ownPrefix)
+			n.drop(&n.view, key)
+			if ev.Type == mvccpb.PUT {
+				if err := n.take(&n.view, key, ev.Kv.Value); err != nil {
+					refused = append(refused, refusal{key, ev.Kv.ModRevision, err})
+				}
+			}
+		}
+		n.view.Revision, n.status.Revision = resp.Header.Revision, resp.Header.Revision
+		rev = resp.Header.Revision
+		n.mu.Unlock()
+		n.refuse(refused)
+		signal(n.changed)
+		if own {
+			signal(n.ownSet) // someone touched this node's subtree: put it right
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return errors.New("the fleet's watch ended")
+}
+
+// publish keeps this node's subtree what SetOwn said, each time it is
+// told or the subtree changed: missing or changed blocks are written,
+// others deleted. A block an unblock of the fleet ends is not published.
+func (n *Node) publish(ctx context.Context, cli *clientv3.Client, leases map[int64]clientv3.LeaseID) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.ownSet:
+		}
+		if err := n.publishOnce(ctx, cli, leases); err != nil {
+			n.countError("publish")
+			return err
+		}
+	}
+}
+
+func (n *Node) publishOnce(ctx context.Context, cli *clientv3.Client, leases map[int64]clientv3.LeaseID) error {
+	n.mu.Lock()
+	want := maps.Clone(n.own)
+	have := maps.Clone(n.view.Blocks[n.cfg.Node])
+	unblocks := maps.Clone(n.view.Unblocks)
+	n.mu.Unlock()
+	now := n.cfg.Now()
+	var ops []clientv3.Op
+	puts := 0
+	for p, b := range want {
+		if u, ok := unblocks[p]; ok && u.Ends(b) || b.Expired(now) {
+			delete(want, p)
+			continue
+		}
+		if old, ok := have[p]; ok && sameBlock(old, b) {
+			continue
+		}
+		data, err := json.Marshal(b)
+		if err != nil {
+			return err
+		}
+		var opts []clientv3.OpOption
+		if !b.ExpiresAt.IsZero() {
+			lease, err := n.lease(ctx, cli, leases, b.ExpiresAt)
+			if err != nil {
+				return err
+			}
+			opts = append(opts, clientv3.WithLease(lease))
+		}
+		ops = append(ops, clientv3.OpPut(n.cfg.Layout.Block(n.cfg.Node, p), string(data), opts...))
+		puts++
+	}
+	for p := range have {
+		if _, ok := want[p]; !ok {
+			ops = append(ops, clientv3.OpDelete(n.cfg.Layout.Block(n.cfg.Node, p)))
+		}
+	}
+	for batch := range slices.Chunk(ops, txnOps) {
+		c, cancel := context.WithTimeout(ctx, opTimeout)
+		_, err := cli.Txn(c).Then(batch...).Commit()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("publish this node's blocks: %w", err)
+		}
+	}
+	n.mu.Lock()
+	n.counts.Published += uint64(puts)
+	n.mu.Unlock()
+	return nil
+}
+
+// lease is the lease of keys expiring within the minute of expires: it
+// ends keyGrace after that minute.
+func (n *Node) lease(ctx context.Context, cli *clientv3.Client, leases map[int64]clientv3.LeaseID, expires time.Time) (clientv3.LeaseID, error) {
+	minute := expires.Truncate(leaseStep).Add(leaseStep)
+	if id, ok := leases[minute.Unix()]; ok {
+		return id, nil
+	}
+	ttl := max(int64(minute.Add(keyGrace).Sub(n.cfg.Now())/time.Second), 1)
+	c, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	resp, err := cli.Grant(c, ttl)
+	if err != nil {
+		return 0, fmt.Errorf("lease for blocks ending at %s: %w", minute.Format(time.RFC3339), err)
+	}
+	leases[minute.Unix()] = resp.ID
+	return resp.ID, nil
+}
+
+// sameBlock compares blocks as their JSON does: times round trip without
+// their monotonic reading.
+func sameBlock(a, b Block) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && string(x) == string(y)
+}
