@@ -387,6 +387,7 @@ func (n *Node) take(v *View, key string, value []byte) error {
 	case KindMember:
 		m, err := DecodeMember(value)
 		if err == nil {
+			m.Seen = n.cfg.Now()
 			v.Members[k.Node] = m
 		}
 		return err
@@ -572,4 +573,69 @@ func sameBlock(a, b Block) bool {
 	x, err1 := json.Marshal(a)
 	y, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && string(x) == string(y)
+}
+
+// Admin writes the fleet-wide decisions, under admin/: it needs the
+// fleet's admin credential, which etcd's roles give no node.
+type Admin struct {
+	cli    *clientv3.Client
+	layout Layout
+	now    func() time.Time
+}
+
+// AdminConfig is the admin credential and where etcd is.
+type AdminConfig struct {
+	Endpoints []string
+	Layout    Layout
+	TLS       *tls.Config
+	Username  string
+	Password  string
+}
+
+// NewAdmin returns a writer of fleet-wide decisions.
+func NewAdmin(cfg AdminConfig) (*Admin, error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: opTimeout, TLS: cfg.TLS,
+		Username: cfg.Username, Password: cfg.Password, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, err
+	}
+	return &Admin{cli: cli, layout: cfg.Layout, now: time.Now}, nil
+}
+
+// Close closes the connection.
+func (a *Admin) Close() error { return a.cli.Close() }
+
+func (a *Admin) put(ctx context.Context, key string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	c, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	if _, err := a.cli.Put(c, key, string(data)); err != nil {
+		return fmt.Errorf("write %s: %w", key, err)
+	}
+	return nil
+}
+
+// Allow puts p on the fleet's allowlist.
+func (a *Admin) Allow(ctx context.Context, allow Allow) error {
+	allow.Version = Version
+	return a.put(ctx, a.layout.AdminAllow(allow.Prefix), allow)
+}
+
+// Disallow takes p off the fleet's allowlist; false when it was not there.
+func (a *Admin) Disallow(ctx context.Context, p netip.Prefix) (bool, error) {
+	c, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	resp, err := a.cli.Delete(c, a.layout.AdminAllow(p))
+	if err != nil {
+		return false, fmt.Errorf("delete %s: %w", a.layout.AdminAllow(p), err)
+	}
+	return resp.Deleted > 0, nil
+}
+
+// Unblock ends every node's block of p made until now.
+func (a *Admin) Unblock(ctx context.Context, p netip.Prefix, by string) error {
+	return a.put(ctx, a.layout.AdminUnblock(p), Unblock{Version: Version, Prefix: p, By: by, At: a.now()})
 }

@@ -56,6 +56,15 @@ func NewReceiver(self string, limits Limits) *Receiver {
 		spent: map[string][]time.Time{}, refused: map[string]map[netip.Prefix]string{}}
 }
 
+// Known tells the receiver that origin's block of p was applied here since
+// first, before it started: it is not new, and spends no budget.
+func (r *Receiver) Known(origin string, p netip.Prefix, first time.Time) {
+	if r.applied[origin] == nil {
+		r.applied[origin] = map[netip.Prefix]time.Time{}
+	}
+	r.applied[origin][p] = first
+}
+
 // Decision is what a receiver decided for one view.
 type Decision struct {
 	Apply []Applied

@@ -90,7 +90,13 @@ type Member struct {
 	Interfaces []string     `json:"interfaces"`
 	Addrs      []netip.Addr `json:"addrs"` // never blocked by the others
 	Clock      time.Time    `json:"clock"` // when it wrote the key, for skew
+	// Seen is when this host read the key: Clock - Seen is the member's
+	// skew, give or take etcd's delay.
+	Seen time.Time `json:"-"`
 }
+
+// Skew is the member's clock against this host's.
+func (m Member) Skew() time.Duration { return m.Clock.Sub(m.Seen) }
 
 // decode reads a value of a versioned kind and checks it names the
 // prefix its key does.

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -47,7 +48,24 @@ const (
 	OriginScan   Origin = "scan"   // the XDP program, for a scan
 	OriginFile   Origin = "file"   // a blocklist file
 	OriginKernel Origin = "kernel" // found in the kernel with no record: recovered
+	// OriginFleetAllow: an allowlist entry of the fleet's, applied here.
+	OriginFleetAllow Origin = "fleet"
 )
+
+// fleetOrigin begins the origin of a block another node of the fleet made.
+const fleetOrigin = "fleet:"
+
+// OriginFleet is the origin of the blocks node published to the fleet.
+func OriginFleet(node string) Origin { return Origin(fleetOrigin + node) }
+
+// FleetNode is the node of a fleet origin, or "" for another origin.
+func (o Origin) FleetNode() string {
+	node, ok := strings.CutPrefix(string(o), fleetOrigin)
+	if !ok {
+		return ""
+	}
+	return node
+}
 
 // PortSeen is one port of a scan's evidence.
 type PortSeen struct {
@@ -64,6 +82,8 @@ type Block struct {
 	Created time.Time    `json:"created"`
 	Expires time.Time    `json:"expires,omitzero"` // zero: never
 	Ports   []PortSeen   `json:"ports,omitempty"`  // scan evidence
+	// Fleet: shared with the fleet (a manual block given with --fleet).
+	Fleet bool `json:"fleet,omitempty"`
 }
 
 // Allow is a decision never to block a prefix.
@@ -318,18 +338,34 @@ func (s *Store) PutBlocks(blocks ...Block) error {
 // ReplaceBlocks makes blocks the records of p in one transaction: first
 // the records of p of each origin in drop go, then blocks are put.
 func (s *Store) ReplaceBlocks(p netip.Prefix, drop []Origin, blocks ...Block) error {
+	return s.ReplaceMany([]Replacement{{Prefix: p, Drop: drop, Put: blocks}})
+}
+
+// Replacement changes the records of one prefix: the records of the
+// origins in Drop go, then Put are put.
+type Replacement struct {
+	Prefix netip.Prefix
+	Drop   []Origin
+	Put    []Block
+}
+
+// ReplaceMany makes every replacement in one transaction: a thousand
+// prefixes cost one write to disk, not a thousand.
+func (s *Store) ReplaceMany(rs []Replacement) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, o := range drop {
-			if err := tx.Bucket(bucketBlocks).Delete(key(o, p)); err != nil {
-				return err
+		for _, r := range rs {
+			for _, o := range r.Drop {
+				if err := tx.Bucket(bucketBlocks).Delete(key(o, r.Prefix)); err != nil {
+					return err
+				}
 			}
-		}
-		for _, b := range blocks {
-			if b.Prefix != p {
-				return fmt.Errorf("a record of %s among those of %s", b.Prefix, p)
-			}
-			if err := put(tx, bucketBlocks, key(b.Origin, b.Prefix), b); err != nil {
-				return err
+			for _, b := range r.Put {
+				if b.Prefix != r.Prefix {
+					return fmt.Errorf("a record of %s among those of %s", b.Prefix, r.Prefix)
+				}
+				if err := put(tx, bucketBlocks, key(b.Origin, b.Prefix), b); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
