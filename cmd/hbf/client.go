@@ -81,6 +81,13 @@ func changeCmd(e env, c *cli, verb, use, short, long string, timed bool) *cobra.
 	if verb == "unblock" {
 		cmd.Flags().BoolVar(&req.All, "all", false, "unblock every manual and scan block (list entries stay)")
 	}
+	fleetUsage := map[string]string{
+		"block":    "publish the block to the fleet too: every node applies it, through its own policy",
+		"unblock":  "end every node's block of the prefix, fleet-wide (needs the fleet's admin credential)",
+		"allow":    "put it on the fleet's allowlist: no node blocks it (needs the fleet's admin credential)",
+		"disallow": "take it off the fleet's allowlist (needs the fleet's admin credential)",
+	}[verb]
+	cmd.Flags().BoolVar(&req.Fleet, "fleet", false, fleetUsage)
 	return clientCmd(cmd)
 }
 
@@ -292,6 +299,29 @@ The store (decisions, history) stays in --state-dir.`,
 	cmd.Flags().StringVar(&pinPath, "pin-path", pinPath, "bpffs folder of hbf's pins, when no daemon runs [HBF_PIN_PATH]")
 	cmd.Flags().StringVar(&stateDir, "state-dir", stateDir, "hbf's state folder, when no daemon runs [HBF_STATE_DIR]")
 	return clientCmd(cmd)
+}
+
+func newFleetCmd(e env, c *cli) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "fleet",
+		Short: "Work with the fleet this host shares blocks with",
+	}
+	cmd.AddCommand(clientCmd(&cobra.Command{
+		Use:   "status",
+		Short: "Show the fleet: members, their clocks, this host's connection and what it applies from each",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := c.client.Fleet(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return json.NewEncoder(e.stdout).Encode(st)
+			}
+			return printFleet(e.stdout, st)
+		},
+	}))
+	return cmd
 }
 
 // waitStopped waits until the daemon no longer answers.

@@ -25,6 +25,7 @@ type daemonFlags struct {
 	fs                                *pflag.FlagSet
 	cfg                               daemon.Config
 	xdpMode, logFormat, connLog, mode string
+	fleetShare                        string
 	config                            string
 }
 
@@ -59,6 +60,23 @@ func newDaemonFlags(fs *pflag.FlagSet) *daemonFlags {
 	fs.StringVar(&cfg.Start.Socket, "socket", cfg.Start.Socket, "unix socket of the API the CLI talks to (root only) [HBF_SOCKET]")
 	fs.IntVar(&cfg.Settings.Rules.MinBitsV4, "min-prefix-v4", cfg.Settings.Rules.MinBitsV4, "refuse IPv4 blocks wider than this prefix length [HBF_MIN_PREFIX_V4]")
 	fs.IntVar(&cfg.Settings.Rules.MinBitsV6, "min-prefix-v6", cfg.Settings.Rules.MinBitsV6, "refuse IPv6 blocks wider than this prefix length [HBF_MIN_PREFIX_V6]")
+	fl := &cfg.Start.Fleet
+	fs.StringSliceVar(&fl.Etcd, "fleet-etcd", nil, "etcd client URLs of the fleet to share blocks with, repeatable; none: this host shares nothing [HBF_FLEET_ETCD]")
+	fs.StringVar(&fl.Prefix, "fleet-prefix", fl.Prefix, "key prefix of the fleet in etcd [HBF_FLEET_PREFIX]")
+	fs.StringVar(&fl.Node, "node-name", "", "this host's name in the fleet (default: the host name) [HBF_NODE_NAME]")
+	fs.StringVar(&fl.CA, "fleet-ca", "", "CA certificate (PEM) that signed etcd's [HBF_FLEET_CA]")
+	fs.StringVar(&fl.Cert, "fleet-cert", "", "this node's client certificate (PEM) for etcd [HBF_FLEET_CERT]")
+	fs.StringVar(&fl.Key, "fleet-key", "", "the key of --fleet-cert [HBF_FLEET_KEY]")
+	fs.StringVar(&fl.User, "fleet-user", "", "etcd user of this node [HBF_FLEET_USER]")
+	fs.StringVar(&fl.PasswordFile, "fleet-password-file", "", "file holding the password of --fleet-user [HBF_FLEET_PASSWORD_FILE]")
+	fs.StringVar(&fl.AdminCert, "fleet-admin-cert", "", "the fleet's admin client certificate: this node may issue hbf allow --fleet and hbf unblock --fleet [HBF_FLEET_ADMIN_CERT]")
+	fs.StringVar(&fl.AdminKey, "fleet-admin-key", "", "the key of --fleet-admin-cert [HBF_FLEET_ADMIN_KEY]")
+	fs.StringVar(&fl.AdminUser, "fleet-admin-user", "", "the fleet's admin etcd user, instead of a certificate [HBF_FLEET_ADMIN_USER]")
+	fs.StringVar(&fl.AdminPasswordFile, "fleet-admin-password-file", "", "file holding the password of --fleet-admin-user [HBF_FLEET_ADMIN_PASSWORD_FILE]")
+	fs.StringVar(&d.fleetShare, "fleet-share", "scans,manual", "what this host publishes: scans,manual, manual, or none [HBF_FLEET_SHARE]")
+	fs.IntVar(&fl.MinReporters, "fleet-min-reporters", fl.MinReporters, "a scan block of the fleet applies here once this many nodes saw the source scan [HBF_FLEET_MIN_REPORTERS]")
+	fs.IntVar(&fl.AcceptPerMinute, "fleet-accept-per-minute", fl.AcceptPerMinute, "new fleet blocks applied here per minute from any one node at most; 0: no limit [HBF_FLEET_ACCEPT_PER_MINUTE]")
+	fs.IntVar(&fl.Quota, "fleet-quota", fl.Quota, "fleet blocks of any one node in force here at most; 0: no limit [HBF_FLEET_QUOTA]")
 	fs.Var(prefixesValue{&cfg.Settings.Allow}, "allow", "IP or CIDR never to block, repeatable; the host's own addresses, loopback and the SSH client are always allowed [HBF_ALLOW]")
 	return d
 }
@@ -94,6 +112,22 @@ func (d *daemonFlags) resolve(getenv func(string) string, findIface bool) (daemo
 	}
 	if cfg.Settings.ConnLog, err = daemon.ParseConnLog(d.connLog); err != nil {
 		return cfg, fmt.Errorf("--log-connections %w", err)
+	}
+	fl := &cfg.Start.Fleet
+	switch d.fleetShare {
+	case "scans,manual", "manual,scans":
+		fl.ShareScans, fl.ShareManual = true, true
+	case "manual":
+		fl.ShareScans, fl.ShareManual = false, true
+	case "none":
+		fl.ShareScans, fl.ShareManual = false, false
+	default:
+		return cfg, fmt.Errorf("--fleet-share %q: use scans,manual, manual or none", d.fleetShare)
+	}
+	if fl.Node == "" && fl.Enabled() {
+		if fl.Node, err = os.Hostname(); err != nil {
+			return cfg, fmt.Errorf("--node-name: the host name is unknown (%v): name the node", err)
+		}
 	}
 	if len(cfg.Start.Ifaces) == 0 && findIface {
 		name, err := hostnet.DefaultRouteInterface()

@@ -147,6 +147,29 @@ func printStatus(w io.Writer, st api.Status) error {
 	return tw.Flush()
 }
 
+func printFleet(w io.Writer, st api.FleetStatus) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	state := "connected"
+	if !st.Connected {
+		state = "not connected: " + dash(st.Why)
+	}
+	fmt.Fprintf(tw, "node\t%s\nprefix\t%s\netcd\t%s\nstate\t%s (since %s)\nrevision\t%d\nadmin\t%t\n",
+		st.Node, st.Prefix, strings.Join(st.Endpoints, ","), state, stamp(st.Since), st.Revision, st.Admin)
+	fmt.Fprintf(tw, "published\t%d\npending\t%d\n", st.Published, st.Pending)
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tHBF\tLAST SEEN\tSKEW\tAPPLIED HERE\tADDRESSES")
+	for _, m := range st.Members {
+		addrs := make([]string, len(m.Addrs))
+		for i, a := range m.Addrs {
+			addrs[i] = a.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", m.Node, dash(m.HBF), stamp(m.Clock), m.Skew, st.Entries[m.Node], strings.Join(addrs, ","))
+	}
+	return tw.Flush()
+}
+
 // eventPrinter prints event lines, JSON as the daemon sends them or text
 // as the daemon writes them.
 func eventPrinter(w io.Writer, asJSON bool) func([]byte) error {

@@ -62,6 +62,9 @@ func (f *fakeDaemon) Blocks(_ context.Context, fn func(api.Block) error) error {
 func (f *fakeDaemon) Allows(context.Context) ([]api.Allow, error)      { return f.allows, nil }
 func (f *fakeDaemon) Why(context.Context, netip.Addr) (api.Why, error) { return f.why, nil }
 func (f *fakeDaemon) Status(context.Context) (api.Status, error)       { return f.status, nil }
+func (f *fakeDaemon) Fleet(context.Context) (api.FleetStatus, error) {
+	return api.FleetStatus{}, api.ErrNoFleet
+}
 func (f *fakeDaemon) Reload(context.Context, api.Caller) error {
 	return errors.New("reload refused: a test")
 }

@@ -128,6 +128,12 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return out, c.call(ctx, http.MethodGet, "/v1/status", nil, &out)
 }
 
+// Fleet reads the daemon's view of its fleet.
+func (c *Client) Fleet(ctx context.Context) (FleetStatus, error) {
+	var out FleetStatus
+	return out, c.call(ctx, http.MethodGet, "/v1/fleet", nil, &out)
+}
+
 // Events calls fn with each event line: the recent ones, then new ones
 // until ctx ends when follow is set.
 func (c *Client) Events(ctx context.Context, follow bool, fn func([]byte) error) error {

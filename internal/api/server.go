@@ -36,6 +36,8 @@ type Service interface {
 	Allows(ctx context.Context) ([]Allow, error)
 	Why(ctx context.Context, addr netip.Addr) (Why, error)
 	Status(ctx context.Context) (Status, error)
+	// Fleet is this host's view of its fleet; ErrNoFleet outside one.
+	Fleet(ctx context.Context) (FleetStatus, error)
 	// Events calls fn with the recent events, then, when follow is set,
 	// with each new one until ctx ends. Events are JSON lines.
 	Events(ctx context.Context, follow bool, fn func(json.RawMessage) error) error
@@ -221,6 +223,18 @@ func handler(svc Service, writeTimeout time.Duration) http.Handler {
 	})
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		st, err := svc.Status(r.Context())
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, err)
+			return
+		}
+		writeJSON(w, st)
+	})
+	mux.HandleFunc("GET /v1/fleet", func(w http.ResponseWriter, r *http.Request) {
+		st, err := svc.Fleet(r.Context())
+		if errors.Is(err, ErrNoFleet) {
+			httpError(w, http.StatusNotFound, err)
+			return
+		}
 		if err != nil {
 			httpError(w, http.StatusInternalServerError, err)
 			return

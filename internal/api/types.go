@@ -3,9 +3,13 @@
 package api
 
 import (
+	"errors"
 	"net/netip"
 	"time"
 )
+
+// ErrNoFleet: the daemon is in no fleet.
+var ErrNoFleet = errors.New("this hbf is in no fleet: start the daemon with --fleet-etcd")
 
 // DefaultSocket is where the daemon listens and the CLI looks.
 const DefaultSocket = "/run/hbf/hbf.sock"
@@ -18,6 +22,10 @@ type ChangeRequest struct {
 	Reason string        `json:"reason,omitempty"`
 	// All: unblock every manual and scan block (lists keep theirs).
 	All bool `json:"all,omitempty"`
+	// Fleet: for the whole fleet. A block is published to the others; an
+	// allow, a disallow and an unblock are fleet-wide decisions, which need
+	// the fleet's admin credential.
+	Fleet bool `json:"fleet,omitempty"`
 }
 
 // Result is the answer for one target.
@@ -91,6 +99,33 @@ type ListStatus struct {
 	Entries int       `json:"entries"`
 	Loaded  time.Time `json:"loaded"`
 	Status  string    `json:"status"` // "ok", or "degraded: why"
+}
+
+// FleetStatus is this host's view of its fleet.
+type FleetStatus struct {
+	Node      string         `json:"node"`
+	Prefix    string         `json:"prefix"`
+	Endpoints []string       `json:"endpoints"`
+	Connected bool           `json:"connected"`
+	Why       string         `json:"why,omitempty"` // the last failure, while not connected
+	Since     time.Time      `json:"since,omitzero"`
+	Revision  int64          `json:"revision"` // of etcd, applied here
+	Admin     bool           `json:"admin"`    // this node may issue fleet-wide decisions
+	Members   []FleetMember  `json:"members"`
+	Entries   map[string]int `json:"entries"` // the fleet's blocks applied here, by origin node
+	Published int            `json:"published"`
+	Pending   int            `json:"pending"` // scan blocks waiting for more reporters
+}
+
+// FleetMember is a node of the fleet.
+type FleetMember struct {
+	Node  string       `json:"node"`
+	HBF   string       `json:"hbf"`
+	Addrs []netip.Addr `json:"addrs"`
+	Clock time.Time    `json:"clock"`
+	// Skew is its clock against this host's, from its last membership
+	// write; expiries assume they agree within seconds.
+	Skew string `json:"skew"`
 }
 
 // ModeRequest switches the daemon to "enforce" or "monitor".

@@ -9,11 +9,13 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/fleet"
 	"github.com/hbf-firewall/hbf/internal/policy"
 	"github.com/hbf-firewall/hbf/internal/report"
 )
@@ -46,7 +48,41 @@ type Start struct {
 	// SSHConnection is $SSH_CONNECTION: its client is allowlisted so that
 	// starting hbf over SSH cannot lock the operator out.
 	SSHConnection string
+	Fleet         Fleet
 }
+
+// Fleet is how this host shares blocks with others through etcd. Without
+// endpoints it shares nothing: hbf is the single host's firewall.
+type Fleet struct {
+	Etcd   []string `flag:"fleet-etcd"`   // client URLs
+	Prefix string   `flag:"fleet-prefix"` // of every key
+	Node   string   `flag:"node-name"`    // this host's name in the fleet
+	// TLS with a client certificate, and etcd's own authentication.
+	CA           string `flag:"fleet-ca"`
+	Cert         string `flag:"fleet-cert"`
+	Key          string `flag:"fleet-key"`
+	User         string `flag:"fleet-user"`
+	PasswordFile string `flag:"fleet-password-file"`
+	// The admin credential, on the nodes allowed to issue fleet-wide
+	// allows and unblocks.
+	AdminCert         string `flag:"fleet-admin-cert"`
+	AdminKey          string `flag:"fleet-admin-key"`
+	AdminUser         string `flag:"fleet-admin-user"`
+	AdminPasswordFile string `flag:"fleet-admin-password-file"`
+	// What this host publishes: its scan blocks, its --fleet manual ones.
+	ShareScans  bool `flag:"fleet-share"`
+	ShareManual bool `flag:"fleet-share"`
+	// What it accepts of each other node.
+	MinReporters    int `flag:"fleet-min-reporters"`
+	AcceptPerMinute int `flag:"fleet-accept-per-minute"`
+	Quota           int `flag:"fleet-quota"`
+}
+
+// Enabled says whether this host is in a fleet.
+func (f Fleet) Enabled() bool { return len(f.Etcd) > 0 }
+
+// Admin says whether this host holds the fleet's admin credential.
+func (f Fleet) Admin() bool { return f.AdminCert != "" || f.AdminUser != "" }
 
 // Settings are what a reload (SIGHUP, hbf reload) re-reads and applies.
 type Settings struct {
@@ -92,6 +128,8 @@ var Defaults = Config{
 		MetricsAddr: "127.0.0.1:9717",
 		LogFormat:   report.Text,
 		Socket:      api.DefaultSocket,
+		Fleet: Fleet{Prefix: "/hbf", ShareScans: true, ShareManual: true, MinReporters: 1,
+			AcceptPerMinute: 60, Quota: 10000},
 	},
 	Settings: Settings{
 		MaxPorts:      3,
@@ -117,11 +155,21 @@ func (s Settings) program() dataplane.Settings {
 // restartOnly names the fields of next a running daemon started as old
 // cannot take: they wait for the next start.
 func restartOnly(old, next Start) []string {
+	return changedFlags(reflect.ValueOf(old), reflect.ValueOf(next))
+}
+
+// changedFlags names the flags of the fields that differ between two
+// structs, looking into fields that are structs without a flag of their
+// own; fields of one flag name it once.
+func changedFlags(o, n reflect.Value) []string {
 	var changed []string
-	o, n := reflect.ValueOf(old), reflect.ValueOf(next)
 	for i := range o.NumField() {
-		flag := o.Type().Field(i).Tag.Get("flag")
-		if flag != "" && !reflect.DeepEqual(o.Field(i).Interface(), n.Field(i).Interface()) {
+		f := o.Type().Field(i)
+		flag := f.Tag.Get("flag")
+		switch {
+		case flag == "" && f.Type.Kind() == reflect.Struct:
+			changed = append(changed, changedFlags(o.Field(i), n.Field(i))...)
+		case flag != "" && !reflect.DeepEqual(o.Field(i).Interface(), n.Field(i).Interface()) && !slices.Contains(changed, flag):
 			changed = append(changed, flag)
 		}
 	}
@@ -199,6 +247,47 @@ func (c Config) Validate() error {
 	}
 	if c.Settings.Rules.MinBitsV6 < 1 || c.Settings.Rules.MinBitsV6 > 128 {
 		errs = append(errs, fmt.Errorf("--min-prefix-v6 %d: must be between 1 and 128", c.Settings.Rules.MinBitsV6))
+	}
+	errs = append(errs, c.Start.Fleet.validate())
+	return errors.Join(errs...)
+}
+
+// validate names what cannot work in a fleet's settings.
+func (f Fleet) validate() error {
+	if !f.Enabled() {
+		return nil
+	}
+	var errs []error
+	for _, u := range f.Etcd {
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			errs = append(errs, fmt.Errorf("--fleet-etcd %q: must be an http:// or https:// URL", u))
+		}
+	}
+	if _, err := fleet.NewLayout(f.Prefix); err != nil {
+		errs = append(errs, fmt.Errorf("--fleet-prefix %w", err))
+	}
+	if err := fleet.CheckNodeName(f.Node); err != nil {
+		errs = append(errs, fmt.Errorf("--node-name %w", err))
+	}
+	pair := func(cert, key, certFlag, keyFlag string) {
+		if (cert == "") != (key == "") {
+			errs = append(errs, fmt.Errorf("%s and %s go together: name both or neither", certFlag, keyFlag))
+		}
+	}
+	pair(f.Cert, f.Key, "--fleet-cert", "--fleet-key")
+	pair(f.AdminCert, f.AdminKey, "--fleet-admin-cert", "--fleet-admin-key")
+	if (f.User == "") != (f.PasswordFile == "") {
+		errs = append(errs, errors.New("--fleet-user and --fleet-password-file go together: name both or neither"))
+	}
+	if (f.AdminUser == "") != (f.AdminPasswordFile == "") {
+		errs = append(errs, errors.New("--fleet-admin-user and --fleet-admin-password-file go together: name both or neither"))
+	}
+	if f.MinReporters < 1 {
+		errs = append(errs, fmt.Errorf("--fleet-min-reporters %d: must be at least 1", f.MinReporters))
+	}
+	if f.AcceptPerMinute < 0 || f.Quota < 0 {
+		errs = append(errs, fmt.Errorf("--fleet-accept-per-minute %d, --fleet-quota %d: must not be negative (0: no limit)",
+			f.AcceptPerMinute, f.Quota))
 	}
 	return errors.Join(errs...)
 }

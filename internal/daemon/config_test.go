@@ -21,10 +21,25 @@ func TestRestartOnlyNamesTheFlags(t *testing.T) {
 	}
 	// A field added to Start without a flag would change at no restart and
 	// never be reported.
-	typ := reflect.TypeFor[Start]()
-	for i := range typ.NumField() {
-		if f := typ.Field(i); f.Tag.Get("flag") == "" && f.Name != "SSHConnection" {
-			t.Errorf("Start.%s has no flag tag", f.Name)
+	var untagged func(typ reflect.Type, path string)
+	untagged = func(typ reflect.Type, path string) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			switch {
+			case f.Tag.Get("flag") != "" || f.Name == "SSHConnection":
+			case f.Type.Kind() == reflect.Struct:
+				untagged(f.Type, path+f.Name+".")
+			default:
+				t.Errorf("Start.%s%s has no flag tag", path, f.Name)
+			}
 		}
+	}
+	untagged(reflect.TypeFor[Start](), "")
+	next = old
+	next.Fleet.MinReporters = 3
+	next.Fleet.ShareScans = false
+	next.Fleet.ShareManual = false
+	if got, want := restartOnly(old, next), []string{"fleet-share", "fleet-min-reporters"}; !slices.Equal(got, want) {
+		t.Errorf("fleet changes %v, want %v", got, want)
 	}
 }

@@ -54,6 +54,7 @@ type daemon struct {
 	// What only a start opens, and the stop closes.
 	dp          *dataplane.Dataplane
 	links       *links
+	fleet       *fleetLink // nil outside a fleet
 	events      *dataplane.EventReader
 	hostChanges *hostnet.Changes
 	web         *httpServer // nil without a metrics address
@@ -112,7 +113,7 @@ func start(cfg Config) (d *daemon, err error) {
 			d.abandon()
 		}
 	}()
-	for _, step := range []func() error{d.openHost, d.openState, d.openServers, d.loadProgram, d.attach} {
+	for _, step := range []func() error{d.openHost, d.openState, d.openServers, d.loadProgram, d.openFleet, d.attach} {
 		if err := step(); err != nil {
 			return d, err
 		}
@@ -263,8 +264,12 @@ func (d *daemon) writeDecisions() error {
 	d.log.Info("kernel in step with the store", "written", stats.Written, "removed", stats.Removed,
 		"adopted", stats.Adopted, "took", time.Since(began).Round(time.Millisecond))
 	d.backup()
-	d.metrics = metrics.New(metrics.Inputs{Dataplane: d.k, Attached: d.links.attached, Lists: d.listHealth,
-		Repairs: d.links.repairCounts, Dropped: d.out.Dropped, UndoFailures: d.state.UndoFailures}, d.deps.Version)
+	in := metrics.Inputs{Dataplane: d.k, Attached: d.links.attached, Lists: d.listHealth,
+		Repairs: d.links.repairCounts, Dropped: d.out.Dropped, UndoFailures: d.state.UndoFailures}
+	if d.start.Fleet.Enabled() {
+		in.Fleet = d.fleetStats
+	}
+	d.metrics = metrics.New(in, d.deps.Version)
 	return nil
 }
 
@@ -339,6 +344,9 @@ func (d *daemon) serve(ctx context.Context, cancel context.CancelCauseFunc) {
 	d.wg.Go(func() { d.maintain(ctx) })
 	d.wg.Go(func() { d.followHost(ctx) })
 	d.wg.Go(func() { d.links.watch(ctx) })
+	if d.fleet != nil {
+		d.wg.Go(func() { d.fleet.run(ctx) })
+	}
 	d.wg.Go(func() {
 		svc := &service{d: d, cancel: cancel}
 		if err := api.Serve(ctx, d.apiLn, svc, api.DefaultTimeouts); err != nil {

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hbf-firewall/hbf/internal/api"
@@ -51,11 +52,12 @@ func parseTarget(res *api.Result, d time.Duration, check func(netip.Prefix) erro
 }
 
 // Block blocks each target for d (0: no expiry).
-func (s *state) Block(c api.Caller, targets []string, d time.Duration, reason string) []api.Result {
-	return s.each(c, "block", targets, d, reason, func(t string) api.Result { return s.block(c, t, d, reason) })
+// With shared, the fleet gets the blocks too.
+func (s *state) Block(c api.Caller, targets []string, d time.Duration, reason string, shared bool) []api.Result {
+	return s.each(c, "block", targets, d, reason, func(t string) api.Result { return s.block(c, t, d, reason, shared) })
 }
 
-func (s *state) block(c api.Caller, target string, d time.Duration, reason string) api.Result {
+func (s *state) block(c api.Caller, target string, d time.Duration, reason string, shared bool) api.Result {
 	res := api.Result{Target: target}
 	p, ok := parseTarget(&res, d, s.checkBlock)
 	if !ok {
@@ -65,7 +67,8 @@ func (s *state) block(c api.Caller, target string, d time.Duration, reason strin
 	if reason == "" {
 		reason = "manual block"
 	}
-	b := store.Block{Prefix: p, Origin: store.OriginManual, Reason: reason, By: c.String(), Created: now, Expires: expiry(now, d)}
+	b := store.Block{Prefix: p, Origin: store.OriginManual, Reason: reason, By: c.String(), Created: now, Expires: expiry(now, d),
+		Fleet: shared}
 	after := maps.Clone(s.blocks[p])
 	if after == nil {
 		after = map[store.Origin]store.Block{}
@@ -87,8 +90,10 @@ func (s *state) Unblock(c api.Caller, targets []string, all bool) []api.Result {
 	if all {
 		s.mu.Lock()
 		targets = nil
-		for p := range s.blocks {
-			targets = append(targets, p.String())
+		for p, recs := range s.blocks {
+			if len(recs) > len(s.fleetRecords(p)) { // the fleet's stay: unblock --fleet ends them
+				targets = append(targets, p.String())
+			}
 		}
 		s.mu.Unlock()
 		slices.Sort(targets)
@@ -102,15 +107,20 @@ func (s *state) unblock(c api.Caller, target string) api.Result {
 	if !ok {
 		return res
 	}
-	if len(s.blocks[p]) == 0 {
-		if path := s.listHolding(p); path != "" {
+	fleetRecs := s.fleetRecords(p)
+	if len(s.blocks[p]) == len(fleetRecs) {
+		switch path := s.listHolding(p); {
+		case path != "":
 			res.Error = fmt.Sprintf("%s is listed in %s: remove it there", p, path)
-		} else {
+		case len(fleetRecs) > 0:
+			res.Error = fmt.Sprintf("%s is blocked by the fleet (%s): hbf unblock --fleet ends it everywhere, hbf allow exempts this host",
+				p, fleetOrigins(fleetRecs))
+		default:
 			res.Error = fmt.Sprintf("%s is not blocked", p)
 		}
 		return res
 	}
-	if err := s.commit(s.blocksEdit("unblock", p, nil)); err != nil {
+	if err := s.commit(s.blocksEdit("unblock", p, fleetRecs)); err != nil {
 		res.Error = err.Error()
 		return res
 	}
@@ -121,8 +131,22 @@ func (s *state) unblock(c api.Caller, target string) api.Result {
 		res.Error = fmt.Sprintf("unblocked, but %s also lists %s: it stays blocked until removed there", path, p)
 		return res
 	}
+	if len(fleetRecs) > 0 {
+		res.Error = fmt.Sprintf("unblocked here, but the fleet blocks %s too (%s): hbf unblock --fleet ends that", p, fleetOrigins(fleetRecs))
+		return res
+	}
 	res.OK = true
 	return res
+}
+
+// fleetOrigins names the nodes of fleet records: "fleet:a, fleet:b".
+func fleetOrigins(recs map[store.Origin]store.Block) string {
+	names := make([]string, 0, len(recs))
+	for o := range recs {
+		names = append(names, string(o))
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
 }
 
 // Allow puts each target on the allowlist for d (0: no expiry).
@@ -201,6 +225,7 @@ func (s *state) commit(e edit) error {
 	}
 	err := e.sync()
 	if err == nil {
+		s.changed()
 		return nil
 	}
 	undo := e.set(false)
@@ -286,7 +311,8 @@ func (s *state) syncAllows() error {
 		want[f.prefix] = time.Time{}
 	}
 	now := s.now()
-	for p, a := range s.allows {
+	for a := range s.allAllows() {
+		p := a.Prefix
 		if a.Expired(now) {
 			continue
 		}
@@ -371,5 +397,6 @@ func (s *state) OnScan(ev *dataplane.Scan) (time.Time, string) {
 	}
 	s.cacheBlock(b)
 	s.history(store.Change{Time: ev.Time, Action: "block", Prefix: p, Origin: store.OriginScan, Reason: b.Reason, By: "kernel"})
+	s.changed()
 	return expires, b.Reason
 }

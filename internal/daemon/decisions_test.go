@@ -212,7 +212,7 @@ func TestBadTargetsAreRefused(t *testing.T) {
 	h := newHarness(t)
 	wantError(t, h.block("10.0.0.300", 0), `"10.0.0.300" is not an IP or CIDR`)
 	wantError(t, h.block("192.0.2.7/24", 0), "has host bits set")
-	wantError(t, one(h.s.Block(root, []string{"203.0.113.7"}, -time.Second, "")), "--for -1s: must not be negative")
+	wantError(t, one(h.s.Block(root, []string{"203.0.113.7"}, -time.Second, "", false)), "--for -1s: must not be negative")
 	wantError(t, h.allow("0.0.0.0/0", 0), "would exempt every IPv4 source")
 	if n := len(h.k.Blocks()); n != 0 {
 		t.Errorf("refused blocks left %d kernel entries", n)

@@ -120,8 +120,13 @@ func (h *harness) open(lists ...*listSource) store.Recovery {
 	s.now = h.clock.Now
 	s.SetEscalation(set.Escalation, set.BlockDuration)
 	h.st, h.s = st, s
+	out, err := openOutputs(log, report.Text, nil, "")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(out.close)
 	h.d = &daemon{start: Start{StateDir: h.dir}, deps: Deps{Version: "test"}, log: log, k: h.k, state: s, st: st,
-		audit: audit, live: set, host: testHost, hub: newHub(), conns: &connLimiter{}}
+		audit: audit, live: set, host: testHost, hub: newHub(), conns: &connLimiter{}, out: out}
 	s.SetLists(lists)
 	if h.started, err = s.Reconcile(rec.Empty); err != nil {
 		h.t.Fatal(err)
@@ -168,7 +173,7 @@ func one(rs []api.Result) api.Result {
 }
 
 func (h *harness) block(target string, d time.Duration) api.Result {
-	return one(h.s.Block(root, []string{target}, d, ""))
+	return one(h.s.Block(root, []string{target}, d, "", false))
 }
 
 func (h *harness) mustBlock(target string, d time.Duration) {

@@ -137,7 +137,7 @@ func TestListedEntriesOutliveUnblock(t *testing.T) {
 		t.Errorf("unblock of a listed address: %+v", r)
 	}
 	// A manual block on top: unblocking it leaves the list's, permanent.
-	h.s.Block(root, []string{"198.51.100.7"}, time.Hour, "")
+	h.s.Block(root, []string{"198.51.100.7"}, time.Hour, "", false)
 	r = h.unblock("198.51.100.7")
 	if r.OK || !strings.Contains(r.Error, "stays blocked until removed there") {
 		t.Errorf("unblock of a listed and manual address: %+v", r)

@@ -77,7 +77,7 @@ func (s *state) Allows() []api.Allow {
 		out = append(out, api.Allow{Prefix: f.prefix, Origin: f.origin, Reason: f.why})
 	}
 	now := s.now()
-	for _, a := range s.allows {
+	for a := range s.allAllows() {
 		if !a.Expired(now) {
 			out = append(out, api.Allow{Prefix: a.Prefix, Origin: string(a.Origin), Reason: a.Reason, By: a.By,
 				Created: a.Created, Expires: a.Expires})
@@ -145,7 +145,11 @@ func (s *state) counts() map[string]int {
 	for _, m := range s.blocks {
 		for _, b := range m {
 			if !b.Expired(now) {
-				out["blocks_"+string(b.Origin)]++
+				kind := string(b.Origin)
+				if b.Origin.FleetNode() != "" {
+					kind = "fleet" // hbf fleet status tells them apart
+				}
+				out["blocks_"+kind]++
 			}
 		}
 	}
@@ -153,7 +157,7 @@ func (s *state) counts() map[string]int {
 		out["blocks_file"] += l.list.Len()
 	}
 	out["allows"] = len(s.fixed)
-	for _, a := range s.allows {
+	for a := range s.allAllows() {
 		if !a.Expired(now) {
 			out["allows"]++
 		}

@@ -82,6 +82,7 @@ func (s *state) Reconcile(recovering bool) (reconcileStats, error) {
 		}
 		st.Adopted = len(adopt)
 		present += len(adopt)
+		s.changed()
 	}
 	for _, f := range fixes {
 		if err := s.k.Block(f.p, f.exp); err != nil {
@@ -205,6 +206,7 @@ func (s *state) Sweep(window time.Duration) error {
 			}
 			s.uncacheBlock(origin, p)
 			s.history(store.Change{Time: now, Action: "expire", Prefix: p, Origin: origin, Reason: b.Reason})
+			s.changed()
 		}
 	}
 	for p, a := range s.allows {
@@ -215,6 +217,15 @@ func (s *state) Sweep(window time.Duration) error {
 			}
 			delete(s.allows, p)
 			s.history(store.Change{Time: now, Action: "expire", Prefix: p, Origin: store.OriginManual, Reason: "allow"})
+		}
+	}
+	for p, a := range s.fleetAllows {
+		if a.Expired(now) {
+			if _, err := s.st.DeleteAllow(store.OriginFleetAllow, p); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			delete(s.fleetAllows, p)
 		}
 	}
 	if _, err := s.k.SweepTrackers(window); err != nil {

@@ -186,7 +186,7 @@ func TestReconcileBothWays(t *testing.T) {
 	h := newHarness(t)
 	// Written behind the store's back: stale unless the kernel made it.
 	h.k.Block(pfx("198.51.100.1/32"), time.Time{})
-	h.s.Block(root, []string{"198.51.100.2"}, 0, "keep")
+	h.s.Block(root, []string{"198.51.100.2"}, 0, "keep", false)
 	h.st.DeleteBlock(store.OriginManual, pfx("198.51.100.2/32")) // store lost it...
 	h.s.uncacheBlock(store.OriginManual, pfx("198.51.100.2/32"))
 

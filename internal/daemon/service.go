@@ -16,20 +16,36 @@ type service struct {
 }
 
 func (s *service) Block(_ context.Context, c api.Caller, req api.ChangeRequest) []api.Result {
-	return s.d.state.Block(c, req.Targets, req.For, req.Reason)
+	if req.Fleet {
+		if err := s.d.canShare(); err != nil {
+			return s.d.refuseAll(c, "block", req, err)
+		}
+	}
+	return s.d.state.Block(c, req.Targets, req.For, req.Reason, req.Fleet)
 }
 
-func (s *service) Unblock(_ context.Context, c api.Caller, req api.ChangeRequest) []api.Result {
+func (s *service) Unblock(ctx context.Context, c api.Caller, req api.ChangeRequest) []api.Result {
+	if req.Fleet {
+		return s.d.fleetChange(ctx, c, "unblock", req)
+	}
 	return s.d.state.Unblock(c, req.Targets, req.All)
 }
 
-func (s *service) Allow(_ context.Context, c api.Caller, req api.ChangeRequest) []api.Result {
+func (s *service) Allow(ctx context.Context, c api.Caller, req api.ChangeRequest) []api.Result {
+	if req.Fleet {
+		return s.d.fleetChange(ctx, c, "allow", req)
+	}
 	return s.d.state.Allow(c, req.Targets, req.For, req.Reason)
 }
 
-func (s *service) Disallow(_ context.Context, c api.Caller, req api.ChangeRequest) []api.Result {
+func (s *service) Disallow(ctx context.Context, c api.Caller, req api.ChangeRequest) []api.Result {
+	if req.Fleet {
+		return s.d.fleetChange(ctx, c, "disallow", req)
+	}
 	return s.d.state.Disallow(c, req.Targets)
 }
+
+func (s *service) Fleet(context.Context) (api.FleetStatus, error) { return s.d.fleetStatus() }
 
 func (s *service) Blocks(ctx context.Context, fn func(api.Block) error) error {
 	return s.d.state.Blocks(ctx, fn)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
-	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -58,6 +57,8 @@ type state struct {
 	// Caches of the store's records, which are few (lists are not rows).
 	blocks map[netip.Prefix]map[store.Origin]store.Block
 	allows map[netip.Prefix]store.Allow
+	// The fleet's allowlist, as this host applies it (fleetstate.go).
+	fleetAllows map[netip.Prefix]store.Allow
 
 	// The escalation of scan blocks, and the first offence's duration.
 	esc           policy.Escalation
@@ -70,12 +71,16 @@ type state struct {
 
 	// Changes the kernel refused whose undo in the store failed too.
 	undoFailures uint64
+	// changed is told, under the lock, that the decisions changed: the
+	// fleet publishes this host's from them. Never blocks.
+	changed func()
 }
 
 func newState(k dataplane.Rules, st *store.Store, rules policy.Rules, fixed []fixedAllow,
 	audit *auditLog, publish func(report.Event), log *slog.Logger) (*state, error) {
 	s := &state{k: k, st: st, rules: rules, fixed: fixed, audit: audit, publish: publish, log: log,
-		now: time.Now, blocks: map[netip.Prefix]map[store.Origin]store.Block{}, allows: map[netip.Prefix]store.Allow{}}
+		now: time.Now, blocks: map[netip.Prefix]map[store.Origin]store.Block{}, allows: map[netip.Prefix]store.Allow{},
+		fleetAllows: map[netip.Prefix]store.Allow{}, changed: func() {}}
 	blocks, err := st.Blocks()
 	if err != nil {
 		return nil, fmt.Errorf("read the store: %w", err)
@@ -88,7 +93,11 @@ func newState(k dataplane.Rules, st *store.Store, rules policy.Rules, fixed []fi
 		return nil, fmt.Errorf("read the store: %w", err)
 	}
 	for _, a := range allows {
-		s.allows[a.Prefix] = a
+		if a.Origin == store.OriginFleetAllow {
+			s.fleetAllows[a.Prefix] = a
+		} else {
+			s.allows[a.Prefix] = a
+		}
 	}
 	return s, nil
 }
@@ -112,7 +121,20 @@ func (s *state) uncacheBlock(origin store.Origin, p netip.Prefix) {
 // protected lists what no block may touch: the fixed allows and the live
 // allowlist entries.
 func (s *state) protected() []policy.Protected {
-	return protectedFrom(s.fixed, maps.Values(s.allows), s.now())
+	return protectedFrom(s.fixed, s.allAllows(), s.now())
+}
+
+// allAllows yields the allowlist's entries: this host's, then the fleet's.
+func (s *state) allAllows() iter.Seq[store.Allow] {
+	return func(yield func(store.Allow) bool) {
+		for _, m := range []map[netip.Prefix]store.Allow{s.allows, s.fleetAllows} {
+			for _, a := range m {
+				if !yield(a) {
+					return
+				}
+			}
+		}
+	}
 }
 
 func protectedFrom(fixed []fixedAllow, allows iter.Seq[store.Allow], now time.Time) []policy.Protected {
@@ -123,6 +145,9 @@ func protectedFrom(fixed []fixedAllow, allows iter.Seq[store.Allow], now time.Ti
 	for a := range allows {
 		if !a.Expired(now) {
 			why := "on the allowlist"
+			if a.Origin == store.OriginFleetAllow {
+				why = "on the fleet's allowlist"
+			}
 			if a.Reason != "" {
 				why += " (" + a.Reason + ")"
 			}
@@ -283,5 +308,5 @@ func (s *state) SetPolicy(rules policy.Rules, fixed []fixedAllow) error {
 func (s *state) Checker(rules policy.Rules, fixed []fixedAllow) func(netip.Prefix) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return checker(rules, protectedFrom(fixed, maps.Values(s.allows), s.now()))
+	return checker(rules, protectedFrom(fixed, s.allAllows(), s.now()))
 }

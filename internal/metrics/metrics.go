@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -44,12 +45,25 @@ type Inputs struct {
 	// UndoFailures counts the changes the kernel refused that could not be
 	// undone in the store.
 	UndoFailures func() uint64
+	// Fleet is the fleet's side; nil when the host is in no fleet.
+	Fleet func() FleetStats
+}
+
+// FleetStats are what the hbf_fleet_ families show.
+type FleetStats struct {
+	Connected bool
+	Members   int
+	Entries   int // the fleet's blocks applied here
+	Published uint64
+	Rejected  map[string]uint64 // by reason
+	Errors    map[string]uint64 // by operation
 }
 
 // Metrics is hbf's registry.
 type Metrics struct {
 	reg          *prometheus.Registry
 	decodeErrors atomic.Uint64
+	fleetDelay   prometheus.Histogram
 }
 
 // counters are the program's counters as Prometheus descriptions, one a
@@ -78,6 +92,12 @@ var (
 	descScrapeErr = prometheus.NewDesc("hbf_scrape_errors_total", "Failures to read the data plane while serving a scrape.", nil, nil)
 	descAttached  = prometheus.NewDesc("hbf_xdp_attached", "Interfaces the XDP program is attached to, with the attach mode.", []string{"iface", "mode"}, nil)
 	descUndo      = prometheus.NewDesc("hbf_undo_failures_total", "Changes the kernel refused that could not be undone in the store: the two disagree until the next reconciliation.", nil, nil)
+	descFleetUp   = prometheus.NewDesc("hbf_fleet_connected", "1 while this host is connected to its fleet's etcd.", nil, nil)
+	descMembers   = prometheus.NewDesc("hbf_fleet_members", "Members of the fleet, this host included, as it last read them.", nil, nil)
+	descFleetN    = prometheus.NewDesc("hbf_fleet_entries", "Blocks of other nodes of the fleet applied here.", nil, nil)
+	descPublished = prometheus.NewDesc("hbf_fleet_published_total", "Blocks this host wrote to the fleet.", nil, nil)
+	descRejected  = prometheus.NewDesc("hbf_fleet_rejected_total", "Entries of the fleet not applied here, by reason.", []string{"reason"}, nil)
+	descFleetErr  = prometheus.NewDesc("hbf_fleet_errors_total", "Failed operations with the fleet's etcd, by operation.", []string{"op"}, nil)
 	descLists     = prometheus.NewDesc("hbf_blocklist_sources", "Blocklist files and feeds, by state: ok, or degraded (an older version or copy in force).", []string{"state"}, nil)
 )
 
@@ -105,7 +125,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range counterDesc {
 		ch <- d
 	}
-	for _, d := range []*prometheus.Desc{descBlocked, descRepairs, descScrapeErr, descAttached, descLists, descUndo} {
+	for _, d := range []*prometheus.Desc{descBlocked, descRepairs, descScrapeErr, descAttached, descLists, descUndo,
+		descFleetUp, descMembers, descFleetN, descPublished, descRejected, descFleetErr} {
 		ch <- d
 	}
 }
@@ -154,13 +175,34 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if c.UndoFailures != nil {
 		counter(descUndo, c.UndoFailures())
 	}
+	if c.Fleet != nil {
+		f := c.Fleet()
+		up := 0.0
+		if f.Connected {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descFleetUp, prometheus.GaugeValue, up)
+		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(f.Members))
+		ch <- prometheus.MustNewConstMetric(descFleetN, prometheus.GaugeValue, float64(f.Entries))
+		counter(descPublished, f.Published)
+		for reason, n := range f.Rejected {
+			counter(descRejected, n, reason)
+		}
+		for op, n := range f.Errors {
+			counter(descFleetErr, n, op)
+		}
+	}
 	counter(descScrapeErr, c.scrapeErrors.Load())
 }
 
 // New builds the registry: hbf's metrics, build info, and the Go runtime's.
 func New(in Inputs, version string) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry()}
-	m.reg.MustRegister(&collector{Inputs: in, decodeErrors: &m.decodeErrors})
+	m := &Metrics{reg: prometheus.NewRegistry(), fleetDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "hbf_fleet_apply_delay_seconds",
+		Help:    "From a fleet block's creation on another node to its application here.",
+		Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300},
+	})}
+	m.reg.MustRegister(&collector{Inputs: in, decodeErrors: &m.decodeErrors}, m.fleetDelay)
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "hbf_build_info",
 		Help:        "hbf's version; the value is always 1.",
@@ -170,6 +212,9 @@ func New(in Inputs, version string) *Metrics {
 	m.reg.MustRegister(build, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// ObserveFleetDelay counts a fleet block applied d after it was made.
+func (m *Metrics) ObserveFleetDelay(d time.Duration) { m.fleetDelay.Observe(d.Seconds()) }
 
 // EventDecodeFailed counts an event the daemon could not decode as lost.
 func (m *Metrics) EventDecodeFailed() { m.decodeErrors.Add(1) }
