@@ -300,7 +300,13 @@ func (d *daemon) fleetStats() metrics.FleetStats {
 		return metrics.FleetStats{}
 	}
 	counts := fl.node.Counts()
-	rejected := counts.Rejected
+	rejected, errs := map[string]uint64{}, map[string]uint64{}
+	for _, r := range fleet.RejectReasons {
+		rejected[r] = counts.Rejected[r]
+	}
+	for _, op := range fleet.Ops {
+		errs[op] = counts.Errors[op]
+	}
 	fl.mu.Lock()
 	for reason, n := range fl.rejected {
 		rejected[reason] += n
@@ -308,7 +314,7 @@ func (d *daemon) fleetStats() metrics.FleetStats {
 	applied := fl.applied
 	fl.mu.Unlock()
 	return metrics.FleetStats{Connected: fl.node.Status().Connected, Members: len(fl.node.View().Members),
-		Entries: applied, Published: counts.Published, Rejected: rejected, Errors: counts.Errors}
+		Entries: applied, Published: counts.Published, Rejected: rejected, Errors: errs}
 }
 
 // errNoAdmin refuses a fleet-wide change on a node without the credential.

@@ -48,6 +48,8 @@ type Server struct {
 	peer    int
 	etcdctl string
 
+	root string // "root:password" once authentication is on
+
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -153,6 +155,23 @@ func (s *Server) Ctl(args ...string) (string, error) {
 	if f := s.opts.TLS; f != nil {
 		full = append(full, "--cacert", f.CA, "--cert", f.Cert, "--key", f.Key)
 	}
+	if s.root != "" {
+		full = append(full, "--user", s.root)
+	}
+	return s.run(full)
+}
+
+// CtlAs runs etcdctl as user, with password: to show what a user may not do.
+func (s *Server) CtlAs(user, password string, args ...string) (string, error) {
+	full := append([]string{"--endpoints", s.Endpoint(), "--command-timeout", "5s", "--user", user + ":" + password}, args...)
+	if f := s.opts.TLS; f != nil {
+		full = append(full, "--cacert", f.CA, "--cert", f.Cert, "--key", f.Key)
+	}
+	return s.run(full)
+}
+
+func (s *Server) run(full []string) (string, error) {
+	args := full
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var cmd *exec.Cmd
@@ -167,6 +186,37 @@ func (s *Server) Ctl(args ...string) (string, error) {
 		return string(out), fmt.Errorf("etcdctl %s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	return string(out), nil
+}
+
+// User is an etcd user and what its role lets it do: read or write the
+// keys it names, a name ending in "/" standing for every key under it.
+type User struct {
+	Name, Password string
+	Read, Write    []string
+}
+
+// EnableAuth creates the users, each with a role of its name, and turns
+// authentication on; etcdctl then runs as root.
+func (s *Server) EnableAuth(users ...User) {
+	s.t.Helper()
+	s.MustCtl("user", "add", "root:root", "--interactive=false")
+	s.MustCtl("user", "grant-role", "root", "root")
+	for _, u := range users {
+		s.MustCtl("role", "add", u.Name)
+		for perm, keys := range map[string][]string{"read": u.Read, "readwrite": u.Write} {
+			for _, k := range keys {
+				args := []string{"role", "grant-permission", u.Name, perm, k}
+				if strings.HasSuffix(k, "/") {
+					args = append(args, "--prefix=true")
+				}
+				s.MustCtl(args...)
+			}
+		}
+		s.MustCtl("user", "add", u.Name+":"+u.Password, "--interactive=false")
+		s.MustCtl("user", "grant-role", u.Name, u.Name)
+	}
+	s.MustCtl("auth", "enable")
+	s.root = "root:root"
 }
 
 // MustCtl is Ctl that fails the test on an error.

@@ -89,11 +89,17 @@ type testNode struct {
 
 func startNode(t *testing.T, name string, endpoint string, addrs ...string) *testNode {
 	t.Helper()
+	return startNodeAs(t, name, endpoint, "", "", addrs...)
+}
+
+// startNodeAs starts a node that authenticates to etcd as user.
+func startNodeAs(t *testing.T, name, endpoint, user, password string, addrs ...string) *testNode {
+	t.Helper()
 	var as []netip.Addr
 	for _, a := range addrs {
 		as = append(as, netip.MustParseAddr(a))
 	}
-	n, err := NewNode(Config{Endpoints: []string{endpoint}, Layout: testLayout, Node: name,
+	n, err := NewNode(Config{Endpoints: []string{endpoint}, Layout: testLayout, Node: name, Username: user, Password: password,
 		Member: func() Member { return Member{HBF: "test", Addrs: as} },
 		Log:    slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	if err != nil {
@@ -311,4 +317,41 @@ func TestNodesSurviveAnEtcdRestart(t *testing.T) {
 	etcd.Restart()
 	waitView(t, b, "the block published across the restart", func(v View) bool { return has(v, "a", scanner) })
 	waitConnected(t, a, true)
+}
+
+// nodeUser is the etcd user of a node: it reads the fleet and writes its
+// own subtree and membership key, nothing else.
+func nodeUser(name string) etcdtest.User {
+	return etcdtest.User{Name: name, Password: name + "-secret", Read: []string{"/hbf/"},
+		Write: []string{"/hbf/blocks/" + name + "/", "/hbf/members/" + name}}
+}
+
+// With etcd's roles, a node can write its own keys only: not another
+// node's, not the fleet-wide decisions.
+func TestRolesConfineANodeToItsSubtree(t *testing.T) {
+	etcd := etcdtest.Start(t, etcdtest.Options{})
+	etcd.EnableAuth(nodeUser("a"), nodeUser("b"))
+	a := startNodeAs(t, "a", etcd.Endpoint(), "a", "a-secret")
+	b := startNodeAs(t, "b", etcd.Endpoint(), "b", "b-secret")
+	a.SetOwn([]Block{block(scanner, time.Now(), time.Hour)})
+	waitView(t, b, "b reads a's block", func(v View) bool { return has(v, "a", scanner) && len(v.Members) == 2 })
+	for _, args := range [][]string{
+		{"put", testLayout.Block("b", other), "{}"},
+		{"put", testLayout.Member("b"), "{}"},
+		{"put", testLayout.AdminAllow(other), "{}"},
+		{"del", testLayout.Block("b", scanner)},
+		{"del", "/hbf/", "--prefix"},
+	} {
+		if out, err := etcd.CtlAs("a", "a-secret", args...); err == nil || !strings.Contains(out, "permission denied") {
+			t.Errorf("etcdctl %v as a: %v, %q; want permission denied", args, err, out)
+		}
+	}
+	c := startNodeAs(t, "c", etcd.Endpoint(), "a", "wrong")
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Status().Why == "" && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st := c.Status(); st.Connected || !strings.Contains(st.Why, "authentication failed") {
+		t.Errorf("a node with a wrong password: %+v, want local-only, saying why", st)
+	}
 }

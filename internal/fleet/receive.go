@@ -19,6 +19,14 @@ const (
 	RejectQuota       = "quota"        // its origin holds its quota of entries here
 )
 
+// RejectReasons are every reason an entry is not applied, for metrics
+// that show each from the start.
+var RejectReasons = []string{RejectNotJSON, RejectVersion, RejectPrefix, RejectMismatch, RejectOutside, RejectExpired,
+	RejectProtected, RejectTooWide, RejectRateLimited, RejectQuota}
+
+// Ops are the operations with etcd whose failures a node counts.
+var Ops = []string{"member", "read", "watch", "publish"}
+
 // Limits bound what one origin can make this host apply: scan sources can
 // be forged, and sharing turns a forged scan into a fleet-wide block.
 type Limits struct {
