@@ -155,12 +155,25 @@ func tryDaemonAt(t testing.TB, lab *netlab.Lab, pinPath, stateDir string, args .
 // tryDaemonBin is tryDaemonAt with another build of hbf.
 func tryDaemonBin(t testing.TB, lab *netlab.Lab, bin, pinPath, stateDir string, args ...string) *daemonProc {
 	t.Helper()
-	d := &daemonProc{t: t, pinPath: pinPath, stateDir: stateDir, ns: lab.Host, done: make(chan struct{})}
+	return tryDaemonIn(t, lab.Host, bin, pinPath, stateDir, args...)
+}
+
+// startDaemonOn runs hbf daemon on the interface of ns, another host of
+// the lab, and waits until it protects it.
+func startDaemonOn(t testing.TB, ns *netlab.NS, args ...string) *daemonProc {
+	t.Helper()
+	return waitReady(t, tryDaemonIn(t, ns, hbfBin, "/sys/fs/bpf/"+randomName("hbftest"), t.TempDir(), args...))
+}
+
+// tryDaemonIn starts a build of hbf daemon in ns without waiting for it.
+func tryDaemonIn(t testing.TB, ns *netlab.NS, bin, pinPath, stateDir string, args ...string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{t: t, pinPath: pinPath, stateDir: stateDir, ns: ns, done: make(chan struct{})}
 	// Tests remove enforcement on a clean stop unless they pass
 	// --detach-on-exit=false to see it stay.
 	full := append([]string{"daemon", "--config", os.DevNull, "--iface", netlab.Iface, "--pin-path", d.pinPath,
 		"--state-dir", d.stateDir, "--socket", d.socket(), "--detach-on-exit"}, args...)
-	d.start(lab.Host.Command(context.Background(), bin, full...))
+	d.start(ns.Command(context.Background(), bin, full...))
 	return d
 }
 
