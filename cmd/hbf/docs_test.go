@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/fleet"
 	"github.com/hbf-firewall/hbf/internal/metrics"
 )
 
@@ -136,7 +137,17 @@ func metricsTable() string {
 		Lists:        func() (int, int) { return 0, 0 },
 		Repairs:      func() map[string]uint64 { return nil },
 		Dropped:      func() uint64 { return 0 },
-		UndoFailures: func() uint64 { return 0 }}, "dev")
+		UndoFailures: func() uint64 { return 0 },
+		Fleet: func() metrics.FleetStats {
+			st := metrics.FleetStats{Rejected: map[string]uint64{}, Errors: map[string]uint64{}}
+			for _, r := range fleet.RejectReasons {
+				st.Rejected[r] = 0
+			}
+			for _, op := range fleet.Ops {
+				st.Errors[op] = 0
+			}
+			return st
+		}}, "dev")
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	parser := expfmt.NewTextParser(model.UTF8Validation)
