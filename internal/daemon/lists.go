@@ -45,7 +45,7 @@ func stampOf(path string) (stamp, error) {
 func checker(rules policy.Rules, protected []policy.Protected) func(netip.Prefix) error {
 	return func(p netip.Prefix) error {
 		err := rules.CheckBlock(p, protected)
-		if wide, ok := errors.AsType[*policy.TooWideError](err); ok {
+		if wide, ok := errors.AsType[*policy.TooWideError](err); ok && wide.MinBits > 0 {
 			v := "4"
 			if wide.Prefix.Addr().Is6() {
 				v = "6"

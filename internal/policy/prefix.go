@@ -96,7 +96,7 @@ func checkSource(p netip.Prefix) error {
 // CheckBlock refuses blocks no careful operator means.
 func CheckBlock(p netip.Prefix) error {
 	if p.Bits() == 0 {
-		return fmt.Errorf("%s would block every %s source", p, family(p))
+		return &TooWideError{Prefix: p}
 	}
 	return checkSource(p)
 }

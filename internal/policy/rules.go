@@ -29,13 +29,17 @@ func (r Rules) MinBits(p netip.Prefix) int {
 	return r.MinBitsV6
 }
 
-// TooWideError refuses a block wider than the rules allow for its family.
+// TooWideError refuses a block wider than the rules allow for its family,
+// or (MinBits 0) a block of everything.
 type TooWideError struct {
 	Prefix  netip.Prefix
 	MinBits int
 }
 
 func (e *TooWideError) Error() string {
+	if e.MinBits == 0 {
+		return fmt.Sprintf("%s would block every %s source", e.Prefix, family(e.Prefix))
+	}
 	return fmt.Sprintf("%s is wider than /%d, the narrowest %s block allowed", e.Prefix, e.MinBits, family(e.Prefix))
 }
 
