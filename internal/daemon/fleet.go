@@ -81,11 +81,8 @@ func (d *daemon) openFleet() error {
 		if err != nil {
 			return err
 		}
-		if fl.admin, err = fleet.NewAdmin(fleet.AdminConfig{Endpoints: f.Etcd, Layout: layout, TLS: adminTLS,
-			Username: f.AdminUser, Password: adminPassword}); err != nil {
-			return fmt.Errorf("the fleet's admin client: %w", err)
-		}
-		d.closeLater(func() { fl.admin.Close() })
+		fl.admin = fleet.NewAdmin(fleet.AdminConfig{Endpoints: f.Etcd, Layout: layout, TLS: adminTLS,
+			Username: f.AdminUser, Password: adminPassword})
 	}
 	// What this host applied before it stopped is known: it is not new,
 	// and spends no budget again.

@@ -119,12 +119,8 @@ func TestFleetUnblockEndsBlocksEverywhere(t *testing.T) {
 	etcd := etcdtest.Start(t, etcdtest.Options{})
 	a := remote(t, etcd, "a")
 	h.joinFleet(etcd, nil)
-	admin, err := fleet.NewAdmin(fleet.AdminConfig{Endpoints: []string{etcd.Endpoint()}, Layout: fleet.Layout{Prefix: "/hbf"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Close() })
-	h.d.fleet.admin = admin // an etcd without authentication: any client is the admin
+	// An etcd without authentication: any client is the admin.
+	h.d.fleet.admin = fleet.NewAdmin(fleet.AdminConfig{Endpoints: []string{etcd.Endpoint()}, Layout: fleet.Layout{Prefix: "/hbf"}})
 	h.scan("198.51.100.66/32")
 	a.SetOwn([]fleet.Block{fleetBlock("198.51.100.66/32", time.Now(), time.Hour)})
 	eventuallyTrue(t, "a's block applied", func() bool { return len(h.stored("198.51.100.66/32")) == 2 })

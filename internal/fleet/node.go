@@ -17,6 +17,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/connectivity"
 )
 
 // Config is what a node of the fleet needs.
@@ -211,7 +212,9 @@ func (n *Node) client() (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{
 		Endpoints: n.cfg.Endpoints, DialTimeout: opTimeout, TLS: n.cfg.TLS,
 		Username: n.cfg.Username, Password: n.cfg.Password,
-		DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: opTimeout,
+		// etcd refuses pings more often than every 5 s; a silent peer is
+		// then noticed within 7.
+		DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: 2 * time.Second,
 		Logger: zap.NewNop(),
 	})
 }
@@ -250,8 +253,9 @@ func (n *Node) session(ctx context.Context) error {
 	// Keys of this node's blocks live on leases of their own, granted per
 	// minute of expiry, for this connection.
 	leases := map[int64]clientv3.LeaseID{}
-	errs := make(chan error, 3)
+	errs := make(chan error, 4)
 	go func() { errs <- n.keepMember(ctx, cli, member) }()
+	go func() { errs <- watchConnection(ctx, cli) }()
 	go func() { errs <- n.watch(ctx, cli, rev) }()
 	go func() { errs <- n.publish(ctx, cli, leases) }()
 	select {
@@ -259,6 +263,35 @@ func (n *Node) session(ctx context.Context) error {
 		return ctx.Err()
 	case err := <-errs:
 		return err
+	}
+}
+
+// watchConnection ends the session when the client's connection to etcd
+// fails: the client would retry behind the node's back, and the node
+// would claim a connection it has not. A connection that stays failed
+// for a moment (not a blip while it reconnects) is lost.
+func watchConnection(ctx context.Context, cli *clientv3.Client) error {
+	conn := cli.ActiveConnection()
+	var failedSince time.Time
+	for {
+		state := conn.GetState()
+		switch state {
+		case connectivity.TransientFailure, connectivity.Shutdown:
+			if failedSince.IsZero() {
+				failedSince = time.Now()
+			}
+			if time.Since(failedSince) > time.Second {
+				return fmt.Errorf("the connection to etcd failed (%s)", state)
+			}
+		default:
+			failedSince = time.Time{}
+		}
+		wait, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+		conn.WaitForStateChange(wait, state)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 	}
 }
 
@@ -576,11 +609,12 @@ func sameBlock(a, b Block) bool {
 }
 
 // Admin writes the fleet-wide decisions, under admin/: it needs the
-// fleet's admin credential, which etcd's roles give no node.
+// fleet's admin credential, which etcd's roles give no node. Its decisions
+// are rare: each one connects afresh, so none waits on a connection that
+// backs off after an outage.
 type Admin struct {
-	cli    *clientv3.Client
-	layout Layout
-	now    func() time.Time
+	cfg AdminConfig
+	now func() time.Time
 }
 
 // AdminConfig is the admin credential and where etcd is.
@@ -593,26 +627,27 @@ type AdminConfig struct {
 }
 
 // NewAdmin returns a writer of fleet-wide decisions.
-func NewAdmin(cfg AdminConfig) (*Admin, error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: opTimeout, TLS: cfg.TLS,
-		Username: cfg.Username, Password: cfg.Password, Logger: zap.NewNop()})
-	if err != nil {
-		return nil, err
-	}
-	return &Admin{cli: cli, layout: cfg.Layout, now: time.Now}, nil
-}
+func NewAdmin(cfg AdminConfig) *Admin { return &Admin{cfg: cfg, now: time.Now} }
 
-// Close closes the connection.
-func (a *Admin) Close() error { return a.cli.Close() }
+// do runs one operation on a connection of its own.
+func (a *Admin) do(ctx context.Context, op clientv3.Op) (clientv3.OpResponse, error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: a.cfg.Endpoints, DialTimeout: opTimeout, TLS: a.cfg.TLS,
+		Username: a.cfg.Username, Password: a.cfg.Password, Logger: zap.NewNop()})
+	if err != nil {
+		return clientv3.OpResponse{}, err
+	}
+	defer cli.Close()
+	c, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	return cli.Do(c, op)
+}
 
 func (a *Admin) put(ctx context.Context, key string, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	c, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
-	if _, err := a.cli.Put(c, key, string(data)); err != nil {
+	if _, err := a.do(ctx, clientv3.OpPut(key, string(data))); err != nil {
 		return fmt.Errorf("write %s: %w", key, err)
 	}
 	return nil
@@ -621,21 +656,20 @@ func (a *Admin) put(ctx context.Context, key string, v any) error {
 // Allow puts p on the fleet's allowlist.
 func (a *Admin) Allow(ctx context.Context, allow Allow) error {
 	allow.Version = Version
-	return a.put(ctx, a.layout.AdminAllow(allow.Prefix), allow)
+	return a.put(ctx, a.cfg.Layout.AdminAllow(allow.Prefix), allow)
 }
 
 // Disallow takes p off the fleet's allowlist; false when it was not there.
 func (a *Admin) Disallow(ctx context.Context, p netip.Prefix) (bool, error) {
-	c, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
-	resp, err := a.cli.Delete(c, a.layout.AdminAllow(p))
+	key := a.cfg.Layout.AdminAllow(p)
+	resp, err := a.do(ctx, clientv3.OpDelete(key))
 	if err != nil {
-		return false, fmt.Errorf("delete %s: %w", a.layout.AdminAllow(p), err)
+		return false, fmt.Errorf("delete %s: %w", key, err)
 	}
-	return resp.Deleted > 0, nil
+	return resp.Del().Deleted > 0, nil
 }
 
 // Unblock ends every node's block of p made until now.
 func (a *Admin) Unblock(ctx context.Context, p netip.Prefix, by string) error {
-	return a.put(ctx, a.layout.AdminUnblock(p), Unblock{Version: Version, Prefix: p, By: by, At: a.now()})
+	return a.put(ctx, a.cfg.Layout.AdminUnblock(p), Unblock{Version: Version, Prefix: p, By: by, At: a.now()})
 }
