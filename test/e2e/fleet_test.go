@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,5 +139,130 @@ func TestFleetSharesScanBlocks(t *testing.T) {
 		if out, err := etcd.CtlAs("a", "a-secret", args...); err == nil || !strings.Contains(out, "permission denied") {
 			t.Errorf("etcdctl %v as a: %v %q, want permission denied", args, err, out)
 		}
+	}
+}
+
+// cutOff makes etcd unreachable from ns (true), or reachable again.
+func cutOff(t *testing.T, ns *netlab.NS, etcd netip.Addr, cut bool) {
+	t.Helper()
+	verb := "add"
+	if !cut {
+		verb = "del"
+	}
+	ip(t, ns, "route", verb, "blackhole", etcd.String()+"/32")
+}
+
+// --fleet-min-reporters 2: a scan seen by one node alone is not applied
+// on C; once a second node sees the source scan, it is.
+func TestFleetWaitsForEnoughReporters(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"b", "c", "etcd", "scanner"}})
+	scanner := lab.Peers["scanner"]
+	etcd := etcdtest.Start(t, etcdtest.Options{NS: lab.Peers["etcd"], Addr: lab.Peers["etcd"].Addr4})
+	etcd.EnableAuth(fleetUser("a"), fleetUser("b"), fleetUser("c"))
+	two := []string{"--fleet-min-reporters", "2"}
+	a := startDaemon(t, lab, fleetArgs(t, etcd, "a", false)...)
+	b := startDaemonOn(t, lab.Peers["b"], append(fleetArgs(t, etcd, "b", false), two...)...)
+	c := startDaemonOn(t, lab.Peers["c"], append(fleetArgs(t, etcd, "c", false), two...)...)
+	eventually(t, "three members", func() bool { return len(c.fleetStatus().Members) == 3 })
+
+	src := scanner.Addr4.String()
+	spoofScan(t, scanner, scanner.Addr4, lab.Host.Addr4)
+	a.blockEvent(src, "port scan")
+	eventually(t, "one reporter: pending on C", func() bool { return c.fleetStatus().Pending == 1 })
+	if c.blocked(src + "/32") {
+		t.Error("C applied a scan one node reported")
+	}
+	// B waits too, so it sees the scan itself: the second reporter.
+	spoofScan(t, scanner, scanner.Addr4, lab.Peers["b"].Addr4)
+	b.blockEvent(src, "port scan")
+	c.blockEvent(src, "(fleet: ")
+	if st := c.fleetStatus(); st.Pending != 0 || st.Entries["a"]+st.Entries["b"] != 2 {
+		t.Errorf("C after two reporters: %+v", st)
+	}
+}
+
+// etcd killed and restarted mid-run, a node cut off across a forced
+// compaction, and an unblock of the fleet issued while it was away: every
+// host converges on the same blocks, detections made during the outage
+// reach the others, and the unblocked prefix stays unblocked.
+func TestFleetConvergesAfterOutages(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"b", "etcd", "s1", "s2", "s3"}})
+	hostB, etcdNS := lab.Peers["b"], lab.Peers["etcd"]
+	etcd := etcdtest.Start(t, etcdtest.Options{NS: etcdNS, Addr: etcdNS.Addr4})
+	etcd.EnableAuth(fleetUser("a"), fleetUser("b"), adminUser)
+	a := startDaemon(t, lab, fleetArgs(t, etcd, "a", true)...)
+	b := startDaemonOn(t, hostB, fleetArgs(t, etcd, "b", false)...)
+	eventually(t, "both nodes in the fleet", func() bool { return len(b.fleetStatus().Members) == 2 })
+	s1, s2, s3 := lab.Peers["s1"], lab.Peers["s2"], lab.Peers["s3"]
+
+	// etcd dies; A detects a scan meanwhile; etcd comes back.
+	etcd.Kill()
+	eventuallyWithin(t, 30*time.Second, "A sees the outage", func() bool { return !a.fleetStatus().Connected })
+	spoofScan(t, s1, s1.Addr4, lab.Host.Addr4)
+	a.blockEvent(s1.Addr4.String(), "port scan")
+	etcd.Restart()
+	b.blockEvent(s1.Addr4.String(), "(fleet: a)")
+
+	// B cut off: A detects another scan, the fleet unblocks s1, etcd
+	// compacts its history past where B was.
+	cutOff(t, hostB, etcdNS.Addr4, true)
+	eventuallyWithin(t, 30*time.Second, "B sees it is cut off", func() bool { return !b.fleetStatus().Connected })
+	spoofScan(t, s2, s2.Addr4, lab.Host.Addr4)
+	a.blockEvent(s2.Addr4.String(), "port scan")
+	a.mustCLI("unblock", "--fleet", s1.Addr4.String())
+	eventually(t, "unblocked on A", func() bool { return !a.blocked(s1.Addr4.String() + "/32") })
+	etcd.Compact()
+	// And B, cut off, detects a scan of its own.
+	spoofScan(t, s3, s3.Addr4, hostB.Addr4)
+	b.blockEvent(s3.Addr4.String(), "port scan")
+
+	cutOff(t, hostB, etcdNS.Addr4, false)
+	eventuallyWithin(t, 60*time.Second, "both converge", func() bool {
+		return b.blocked(s2.Addr4.String()+"/32") && !b.blocked(s1.Addr4.String()+"/32") && a.blocked(s3.Addr4.String()+"/32")
+	})
+	if a.blocked(s1.Addr4.String() + "/32") {
+		t.Error("the unblocked prefix came back on A")
+	}
+}
+
+// Bad values written straight into etcd are skipped and counted, never
+// applied, never fatal.
+func TestFleetSkipsBadEntries(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"etcd"}})
+	etcd := etcdtest.Start(t, etcdtest.Options{NS: lab.Peers["etcd"], Addr: lab.Peers["etcd"].Addr4})
+	a := startDaemon(t, lab, "--log-format", "json", "--fleet-etcd", etcd.Endpoint(), "--node-name", "a")
+	eventually(t, "a in the fleet", func() bool { return a.fleetStatus().Connected })
+	future := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	for key, value := range map[string]string{
+		"/hbf/blocks/x/198.51.100.1%2F32": `not json`,
+		"/hbf/blocks/x/198.51.100.2%2F32": `{"version":7,"prefix":"198.51.100.2/32"}`,
+		"/hbf/blocks/x/198.51.100.3%2F32": `{"version":1,"prefix":"198.51.100.3/33","created":"` + past + `"}`,
+		"/hbf/blocks/x/198.51.100.4%2F32": `{"version":1,"prefix":"198.51.100.44/32","created":"` + past + `"}`,
+		"/hbf/blocks/x/0.0.0.0%2F0":       `{"version":1,"prefix":"0.0.0.0/0","origin":"manual","created":"` + past + `","expires_at":"` + future + `"}`,
+		"/hbf/blocks/x/198.51.100.6%2F32": `{"version":1,"prefix":"198.51.100.6/32","origin":"manual","created":"` + past + `","expires_at":"` + past + `"}`,
+		"/hbf/elsewhere/198.51.100.7":     `{}`,
+	} {
+		etcd.MustCtl("put", key, value)
+	}
+	var missing []string
+	eventually(t, "every bad entry counted", func() bool {
+		s := scrape(t, a)
+		missing = nil
+		for _, reason := range []string{"not_json", "version", "bad_prefix", "key_mismatch", "expired", "outside", "too_wide"} {
+			if s.value(t, "hbf_fleet_rejected_total", reason) < 1 {
+				missing = append(missing, reason)
+			}
+		}
+		if len(missing) > 0 {
+			t.Logf("not counted yet: %v", missing)
+		}
+		return len(missing) == 0
+	})
+	if n := a.fleetStatus().Entries["x"]; n != 0 || !a.running() {
+		t.Errorf("%d bad entries applied; daemon running %v", n, a.running())
 	}
 }
