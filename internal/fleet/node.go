@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -193,6 +195,11 @@ func (n *Node) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			// gRPC retries what fails under it and says only that time ran
+			// out: ask the endpoints directly what is wrong.
+			err = fmt.Errorf("%w (%v)", err, n.diagnose())
+		}
 		n.setStatus(false, err.Error())
 		n.cfg.Log.Warn("the fleet is out of reach; this host keeps protecting itself and tries again",
 			"endpoints", n.cfg.Endpoints, "err", err, "retry_in", wait)
@@ -206,6 +213,59 @@ func (n *Node) Run(ctx context.Context) {
 		}
 		wait = min(2*wait, backoffMax)
 	}
+}
+
+// diagnose says why the endpoints do not answer: a refused connection, a
+// TLS handshake failure, a certificate etcd refuses.
+func (n *Node) diagnose() error {
+	var errs []error
+	for _, e := range n.cfg.Endpoints {
+		if err := probe(e, n.cfg.TLS); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", e, err))
+		}
+	}
+	if len(errs) == 0 {
+		return errors.New("the endpoints answer, but not in time")
+	}
+	return errors.Join(errs...)
+}
+
+// probe connects to an endpoint as the client would.
+func probe(endpoint string, cfg *tls.Config) error {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return err
+	}
+	conn, err := net.DialTimeout("tcp", u.Host, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if u.Scheme != "https" {
+		return nil
+	}
+	c := cfg.Clone()
+	if c == nil {
+		c = &tls.Config{}
+	}
+	c.ServerName = u.Hostname()
+	c.NextProtos = []string{"h2"}
+	tc := tls.Client(conn, c)
+	_ = tc.SetDeadline(time.Now().Add(2 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		return err
+	}
+	// A server that refuses the client's certificate says so after the
+	// handshake (TLS 1.3): read what it sends first.
+	_ = tc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := tc.Read(make([]byte, 1)); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil
+		}
+		return err
+	}
+	return nil
 }
 
 func (n *Node) client() (*clientv3.Client, error) {
