@@ -266,3 +266,37 @@ func TestFleetSkipsBadEntries(t *testing.T) {
 		t.Errorf("%d bad entries applied; daemon running %v", n, a.running())
 	}
 }
+
+// TLS with client certificates made by the test: etcd takes a node's
+// certificate for its user; a node whose certificate etcd refuses
+// protects its host all the same, local-only, and says why.
+func TestFleetOverTLS(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"b", "etcd"}})
+	etcdAddr := lab.Peers["etcd"].Addr4
+	ca := etcdtest.NewCA(t, "fleet")
+	etcd := etcdtest.Start(t, etcdtest.Options{NS: lab.Peers["etcd"], Addr: etcdAddr, TLS: ca.ServerTLS(etcdAddr)})
+	etcd.EnableAuth(fleetUser("a"), fleetUser("b"))
+	tlsArgs := func(ca *etcdtest.CA, name string) []string {
+		cert, key := ca.Issue(name)
+		return []string{"--fleet-etcd", etcd.Endpoint(), "--node-name", name, "--fleet-ca", ca.File,
+			"--fleet-cert", cert, "--fleet-key", key}
+	}
+	a := startDaemon(t, lab, tlsArgs(ca, "a")...)
+	eventually(t, "a in the fleet over TLS", func() bool { return a.fleetStatus().Connected })
+
+	stranger := etcdtest.NewCA(t, "stranger")
+	args := tlsArgs(stranger, "b")
+	args[5] = ca.File // it trusts etcd, but etcd does not trust its certificate
+	b := startDaemonOn(t, lab.Peers["b"], args...)
+	eventuallyWithin(t, 30*time.Second, "b says why it is local-only", func() bool { return b.fleetStatus().Why != "" })
+	if st := b.fleetStatus(); st.Connected || !strings.Contains(st.Why, "bad certificate") {
+		t.Errorf("a node with a certificate etcd refuses: %+v, want local-only, saying etcd refused its certificate", st)
+	}
+	if st := b.status(); len(st.Interfaces) != 1 {
+		t.Errorf("b does not protect its host: %+v", st.Interfaces)
+	}
+	if members := a.fleetStatus().Members; len(members) != 1 {
+		t.Errorf("members %+v: want a alone", members)
+	}
+}
