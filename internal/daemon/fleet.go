@@ -214,6 +214,11 @@ func (fl *fleetLink) receive(ctx context.Context) {
 func (fl *fleetLink) apply() {
 	d, s := fl.d, fl.d.state
 	v := fl.node.View()
+	if v.Revision == 0 {
+		// Not read yet (etcd away since the start): what this host applied
+		// before stays, as the kernel and the store hold it.
+		return
+	}
 	now := s.now()
 	allows := map[netip.Prefix]fleet.Allow{}
 	for p, a := range v.Allows {

@@ -300,3 +300,41 @@ func TestFleetOverTLS(t *testing.T) {
 		t.Errorf("members %+v: want a alone", members)
 	}
 }
+
+// A node restarted while etcd is away keeps enforcing what it had applied
+// from the fleet (the kernel and its store hold it), and catches up once
+// etcd is back, applying nothing twice.
+func TestFleetRestartKeepsWhatItApplied(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"b", "etcd", "scanner"}})
+	hostB, scanner := lab.Peers["b"], lab.Peers["scanner"]
+	etcd := etcdtest.Start(t, etcdtest.Options{NS: lab.Peers["etcd"], Addr: lab.Peers["etcd"].Addr4})
+	serveHTTP(t, hostB, 8080)
+	a := startDaemon(t, lab, "--log-format", "json", "--fleet-etcd", etcd.Endpoint(), "--node-name", "a")
+	argsB := []string{"--log-format", "json", "--fleet-etcd", etcd.Endpoint(), "--node-name", "b"}
+	b := startDaemonOn(t, hostB, argsB...)
+	src := scanner.Addr4.String()
+	spoofScan(t, scanner, scanner.Addr4, lab.Host.Addr4)
+	a.blockEvent(src, "port scan")
+	b.blockEvent(src, "(fleet: a)")
+
+	etcd.Kill()
+	b.kill9()
+	again := waitReady(t, tryDaemonIn(t, hostB, hbfBin, b.pinPath, b.stateDir, argsB...))
+	if !again.blocked(src + "/32") {
+		t.Errorf("restarted without etcd, B lost the fleet's block:\n%s", again.mustCLI("list"))
+	}
+	if got := dialOutcome(scanner, hostPort(hostB.Addr4, 8080), time.Second); got != "filtered" {
+		t.Errorf("the scanner at B after its restart: %s, want filtered", got)
+	}
+	etcd.Restart()
+	eventuallyWithin(t, 30*time.Second, "B back in the fleet", func() bool { return again.fleetStatus().Connected })
+	if st := again.fleetStatus(); st.Entries["a"] != 1 {
+		t.Errorf("B's entries from a after catching up: %+v", st.Entries)
+	}
+	for _, l := range again.output() {
+		if strings.Contains(l, `"event":"block"`) && strings.Contains(l, src) {
+			t.Errorf("the restarted B applied the fleet's block again: %s", l)
+		}
+	}
+}
