@@ -57,6 +57,14 @@ func (s *service) Status(context.Context) (api.Status, error) {
 	st.Store = d.storeStatus
 	d.mu.Unlock()
 	st.Counters["undo_failures"] = d.state.UndoFailures()
+	if d.fleet != nil {
+		f := d.fleetStats()
+		st.Settings["fleet"] = d.start.Fleet.Node + " in " + strings.Join(d.start.Fleet.Etcd, ",")
+		st.Counters["fleet_connected"] = map[bool]uint64{false: 0, true: 1}[f.Connected]
+		st.Counters["fleet_members"] = uint64(f.Members)
+		st.Counters["fleet_entries"] = uint64(f.Entries)
+		st.Counters["fleet_published"] = f.Published
+	}
 	for _, l := range d.state.Lists() {
 		status := "ok"
 		if l.degraded != "" {

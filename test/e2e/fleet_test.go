@@ -109,6 +109,9 @@ func TestFleetSharesScanBlocks(t *testing.T) {
 	if st := b.fleetStatus(); st.Entries["a"] != 1 {
 		t.Errorf("B's entries from a: %+v", st.Entries)
 	}
+	if st := b.status(); st.Counters["fleet_connected"] != 1 || st.Counters["fleet_members"] != 2 || st.Counters["fleet_entries"] != 1 {
+		t.Errorf("hbf status on B: %+v", st.Counters)
+	}
 	if out := b.mustCLI("why", src); !strings.Contains(out, "(fleet:a)") {
 		t.Errorf("hbf why on B:\n%s", out)
 	}
