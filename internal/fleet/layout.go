@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"net/url"
 	"strings"
 )
 
@@ -69,7 +68,10 @@ func (l Layout) AdminAllow(p netip.Prefix) string { return l.allows() + escape(p
 // AdminUnblock is the key of a fleet-wide unblock of p.
 func (l Layout) AdminUnblock(p netip.Prefix) string { return l.unblocks() + escape(p) }
 
-func escape(p netip.Prefix) string { return url.PathEscape(p.String()) }
+// escape writes p as one path element: as url.PathEscape would, but a
+// prefix holds no other character it escapes, and keys are made and read
+// for every event of every member.
+func escape(p netip.Prefix) string { return strings.Replace(p.String(), "/", "%2F", 1) }
 
 // Kind is what a key of the fleet holds.
 type Kind int
@@ -127,10 +129,7 @@ func (l Layout) Parse(key string) (Key, error) {
 
 // unescape reads a key's last element as a prefix, written as escape does.
 func unescape(s string) (netip.Prefix, error) {
-	raw, err := url.PathUnescape(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not escaped as a key", s)
-	}
+	raw := strings.Replace(s, "%2F", "/", 1)
 	p, err := netip.ParsePrefix(raw)
 	if err != nil || p.Masked() != p || escape(p) != s {
 		return netip.Prefix{}, fmt.Errorf("%q is not a prefix as hbf writes one", raw)

@@ -3,6 +3,7 @@ package fleet
 import (
 	"errors"
 	"net/netip"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -11,8 +12,11 @@ import (
 var testLayout = Layout{Prefix: "/hbf"}
 
 func TestKeysRoundTrip(t *testing.T) {
-	for _, p := range []string{"198.51.100.7/32", "198.51.100.0/24", "2001:db8::/48", "2001:db8::7/128"} {
+	for _, p := range []string{"198.51.100.7/32", "198.51.100.0/24", "2001:db8::/48", "2001:db8::7/128", "::ffff:198.51.100.7/128"} {
 		pf := netip.MustParsePrefix(p)
+		if got, want := escape(pf), url.PathEscape(p); got != want {
+			t.Errorf("%s escaped as %s; url.PathEscape: %s", p, got, want)
+		}
 		for _, c := range []struct {
 			key  string
 			want Key
@@ -47,6 +51,8 @@ func TestKeysOutsideTheLayoutAreRefused(t *testing.T) {
 		"/hbf/blocks/a/10.0.0.300%2F32",     // not an address
 		"/hbf/blocks/a b/198.51.100.7%2F32", // a node name with a space
 		"/hbf/blocks/a/198.51.100.007%2F32",
+		"/hbf/blocks/a/198.51.100.7%2f32", // not as hbf escapes it
+		"/hbf/blocks/a/198.51.100.7%2F32%2F32",
 		"/hbf/members/",
 		"/hbf/admin/allows/x",
 	} {

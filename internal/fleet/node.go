@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,15 +34,22 @@ type Config struct {
 	Member func() Member
 	Log    *slog.Logger
 	Now    func() time.Time // nil: time.Now
+	// Observe, when set, is told of each block a watch brings into the
+	// view, as it does: for measurements (the scale benchmark).
+	Observe func(node string, b Block)
 }
 
 // Timing of a node's work with etcd.
 const (
 	memberTTL     = 10 * time.Second // the membership lease: a dead node leaves within this
-	memberRefresh = 5 * time.Second  // its key is written again: addresses and clock stay fresh
-	opTimeout     = 5 * time.Second  // one request; etcd answers in milliseconds when it is well
-	backoffMin    = 500 * time.Millisecond
-	backoffMax    = 30 * time.Second
+	memberCheck   = 5 * time.Second  // its addresses are looked at, and written when they changed
+	memberRefresh = 30 * time.Second // its key is written anyway: the clock, for skew
+	// Every write of a key goes to every member's watch: 500 members
+	// writing theirs every 5 s cost the fleet as much as 100 new blocks a
+	// second.
+	opTimeout  = 5 * time.Second // one request; etcd answers in milliseconds when it is well
+	backoffMin = 500 * time.Millisecond
+	backoffMax = 30 * time.Second
 	// keyGrace keeps a block's key this long after its expires_at: the
 	// lease only cleans up, expiry is the value's.
 	keyGrace  = time.Minute
@@ -273,8 +279,8 @@ func (n *Node) client() (*clientv3.Client, error) {
 		Endpoints: n.cfg.Endpoints, DialTimeout: opTimeout, TLS: n.cfg.TLS,
 		Username: n.cfg.Username, Password: n.cfg.Password,
 		// etcd refuses pings more often than every 5 s; a silent peer is
-		// then noticed within 7.
-		DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: 2 * time.Second,
+		// then noticed within 10, a busy one (a loaded etcd) is given time.
+		DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: 5 * time.Second,
 		Logger: zap.NewNop(),
 	})
 }
@@ -290,7 +296,7 @@ func (n *Node) session(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	member, err := n.join(ctx, cli)
+	member, joined, err := n.join(ctx, cli)
 	if err != nil {
 		n.countError("member")
 		return err
@@ -310,14 +316,12 @@ func (n *Node) session(ctx context.Context) error {
 	n.setStatus(true, "")
 	n.cfg.Log.Info("joined the fleet", "node", n.cfg.Node, "revision", rev, "endpoints", n.cfg.Endpoints)
 
-	// Keys of this node's blocks live on leases of their own, granted per
-	// minute of expiry, for this connection.
-	leases := map[int64]clientv3.LeaseID{}
+	w := &writes{leases: map[int64]clientv3.LeaseID{}, pending: map[netip.Prefix]pendingWrite{}}
 	errs := make(chan error, 4)
-	go func() { errs <- n.keepMember(ctx, cli, member) }()
+	go func() { errs <- n.keepMember(ctx, cli, member, joined) }()
 	go func() { errs <- watchConnection(ctx, cli) }()
 	go func() { errs <- n.watch(ctx, cli, rev) }()
-	go func() { errs <- n.publish(ctx, cli, leases) }()
+	go func() { errs <- n.publish(ctx, cli, w) }()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
@@ -355,22 +359,24 @@ func watchConnection(ctx context.Context, cli *clientv3.Client) error {
 	}
 }
 
-// join writes this node's membership key on a lease of its own.
-func (n *Node) join(ctx context.Context, cli *clientv3.Client) (clientv3.LeaseID, error) {
+// join writes this node's membership key on a lease of its own, and says
+// what it wrote.
+func (n *Node) join(ctx context.Context, cli *clientv3.Client) (clientv3.LeaseID, Member, error) {
 	c, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	lease, err := cli.Grant(c, int64(memberTTL/time.Second))
 	if err != nil {
-		return 0, fmt.Errorf("membership lease: %w", err)
+		return 0, Member{}, fmt.Errorf("membership lease: %w", err)
 	}
-	if err := n.putMember(c, cli, lease.ID); err != nil {
-		return 0, err
+	m := n.cfg.Member()
+	if err := n.putMember(c, cli, lease.ID, m); err != nil {
+		return 0, Member{}, err
 	}
-	return lease.ID, nil
+	return lease.ID, m, nil
 }
 
-func (n *Node) putMember(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID) error {
-	m := n.cfg.Member()
+// putMember writes m, the membership as of now, with the clock.
+func (n *Node) putMember(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID, m Member) error {
 	m.Version, m.Clock = Version, n.cfg.Now()
 	data, err := json.Marshal(m)
 	if err != nil {
@@ -382,16 +388,26 @@ func (n *Node) putMember(ctx context.Context, cli *clientv3.Client, lease client
 	return nil
 }
 
+// sameMember compares memberships but for their clocks.
+func sameMember(a, b Member) bool {
+	a.Clock, b.Clock, a.Seen, b.Seen = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	a.Version, b.Version = 0, 0
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && string(x) == string(y)
+}
+
 // keepMember keeps the membership lease alive and the key fresh. etcd not
 // answering for a lease's time ends the session: the client would retry
 // behind the node's back, and the node would claim a connection it has not.
-func (n *Node) keepMember(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID) error {
+func (n *Node) keepMember(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID, written Member) error {
 	alive, err := cli.KeepAlive(ctx, lease)
 	if err != nil {
 		return fmt.Errorf("membership lease: %w", err)
 	}
-	tick := time.NewTicker(memberRefresh)
+	tick := time.NewTicker(memberCheck)
 	defer tick.Stop()
+	writtenAt := time.Now()
 	silence := time.NewTimer(memberTTL)
 	defer silence.Stop()
 	for {
@@ -406,13 +422,18 @@ func (n *Node) keepMember(ctx context.Context, cli *clientv3.Client, lease clien
 		case <-silence.C:
 			return fmt.Errorf("etcd did not answer for %s", memberTTL)
 		case <-tick.C:
+			m := n.cfg.Member()
+			if sameMember(m, written) && time.Since(writtenAt) < memberRefresh {
+				continue
+			}
 			c, cancel := context.WithTimeout(ctx, opTimeout)
-			err := n.putMember(c, cli, lease)
+			err := n.putMember(c, cli, lease, m)
 			cancel()
 			if err != nil {
 				n.countError("member")
 				return err
 			}
+			written, writtenAt = m, time.Now()
 		}
 	}
 }
@@ -429,16 +450,30 @@ func (n *Node) read(ctx context.Context, cli *clientv3.Client) (int64, error) {
 	view := newView()
 	var refused []refusal
 	for _, kv := range resp.Kvs {
-		if err := n.take(&view, string(kv.Key), kv.Value); err != nil {
+		k, err := n.cfg.Layout.Parse(string(kv.Key))
+		if err == nil {
+			err = n.take(&view, k, kv.Value)
+		}
+		if err != nil {
 			refused = append(refused, refusal{string(kv.Key), kv.ModRevision, err})
 		}
 	}
 	view.Revision = resp.Header.Revision
 	n.mu.Lock()
+	old := n.view
 	n.view = view
 	n.status.Revision = view.Revision
 	n.mu.Unlock()
 	n.refuse(refused)
+	if n.cfg.Observe != nil {
+		for node, blocks := range view.Blocks {
+			for p, b := range blocks {
+				if _, had := old.Blocks[node][p]; !had {
+					n.cfg.Observe(node, b)
+				}
+			}
+		}
+	}
 	signal(n.changed)
 	signal(n.ownSet) // the subtree as read may differ from what the node publishes
 	return view.Revision, nil
@@ -471,11 +506,7 @@ func (n *Node) refuse(refused []refusal) {
 }
 
 // take puts a key and its value into v, or says why not.
-func (n *Node) take(v *View, key string, value []byte) error {
-	k, err := n.cfg.Layout.Parse(key)
-	if err != nil {
-		return err
-	}
+func (n *Node) take(v *View, k Key, value []byte) error {
 	switch k.Kind {
 	case KindMember:
 		m, err := DecodeMember(value)
@@ -513,11 +544,7 @@ func (n *Node) take(v *View, key string, value []byte) error {
 }
 
 // drop removes a deleted key, or one whose new value is refused, from v.
-func (n *Node) drop(v *View, key string) {
-	k, err := n.cfg.Layout.Parse(key)
-	if err != nil {
-		return
-	}
+func (n *Node) drop(v *View, k Key) {
 	switch k.Kind {
 	case KindMember:
 		delete(v.Members, k.Node)
@@ -547,21 +574,33 @@ func (n *Node) watch(ctx context.Context, cli *clientv3.Client, rev int64) error
 			return fmt.Errorf("watch the fleet: %w", err)
 		}
 		var refused []refusal
+		var observed []Applied
 		own := false
 		n.mu.Lock()
 		for _, ev := range resp.Events {
 			key := string(ev.Kv.Key)
 			own = own || strings.HasPrefix(key, ownPrefix)
-			n.drop(&n.view, key)
-			if ev.Type == mvccpb.PUT {
-				if err := n.take(&n.view, key, ev.Kv.Value); err != nil {
-					refused = append(refused, refusal{key, ev.Kv.ModRevision, err})
+			k, err := n.cfg.Layout.Parse(key)
+			if err == nil {
+				n.drop(&n.view, k)
+				if ev.Type != mvccpb.PUT {
+					continue
 				}
+				err = n.take(&n.view, k, ev.Kv.Value)
+			}
+			switch {
+			case err != nil && ev.Type == mvccpb.PUT:
+				refused = append(refused, refusal{key, ev.Kv.ModRevision, err})
+			case err == nil && k.Kind == KindBlock && n.cfg.Observe != nil:
+				observed = append(observed, Applied{Origin: k.Node, Block: n.view.Blocks[k.Node][k.Prefix]})
 			}
 		}
 		n.view.Revision, n.status.Revision = resp.Header.Revision, resp.Header.Revision
 		rev = resp.Header.Revision
 		n.mu.Unlock()
+		for _, o := range observed {
+			n.cfg.Observe(o.Origin, o.Block)
+		}
 		n.refuse(refused)
 		signal(n.changed)
 		if own {
@@ -574,31 +613,70 @@ func (n *Node) watch(ctx context.Context, cli *clientv3.Client, rev int64) error
 	return errors.New("the fleet's watch ended")
 }
 
+// writes is what a session's publishing keeps between its rounds.
+type writes struct {
+	// Keys of this node's blocks live on leases of their own, granted per
+	// minute of expiry, for this connection.
+	leases map[int64]clientv3.LeaseID
+	// pending is what this node wrote that its watch has not brought
+	// back yet. Without it, a watch that lags (a loaded etcd) makes every
+	// round write again what the last one did, and the load grows with
+	// the lag.
+	pending map[netip.Prefix]pendingWrite
+}
+
+type pendingWrite struct {
+	block    *Block // nil: deleted
+	revision int64  // of the write
+}
+
+// known is this node's subtree as the view holds it at revision seen, with
+// the writes the view has not caught up with yet; those it has are done
+// with.
+func (w *writes) known(view map[netip.Prefix]Block, seen int64) map[netip.Prefix]Block {
+	have := make(map[netip.Prefix]Block, len(view))
+	maps.Copy(have, view)
+	for p, pw := range w.pending {
+		switch {
+		case pw.revision <= seen:
+			delete(w.pending, p) // the view holds it, or what came after it
+		case pw.block == nil:
+			delete(have, p)
+		default:
+			have[p] = *pw.block
+		}
+	}
+	return have
+}
+
 // publish keeps this node's subtree what SetOwn said, each time it is
 // told or the subtree changed: missing or changed blocks are written,
 // others deleted. A block an unblock of the fleet ends is not published.
-func (n *Node) publish(ctx context.Context, cli *clientv3.Client, leases map[int64]clientv3.LeaseID) error {
+func (n *Node) publish(ctx context.Context, cli *clientv3.Client, w *writes) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-n.ownSet:
 		}
-		if err := n.publishOnce(ctx, cli, leases); err != nil {
+		if err := n.publishOnce(ctx, cli, w); err != nil {
 			n.countError("publish")
 			return err
 		}
 	}
 }
 
-func (n *Node) publishOnce(ctx context.Context, cli *clientv3.Client, leases map[int64]clientv3.LeaseID) error {
+func (n *Node) publishOnce(ctx context.Context, cli *clientv3.Client, w *writes) error {
 	n.mu.Lock()
 	want := maps.Clone(n.own)
-	have := maps.Clone(n.view.Blocks[n.cfg.Node])
+	have := w.known(n.view.Blocks[n.cfg.Node], n.view.Revision)
 	unblocks := maps.Clone(n.view.Unblocks)
 	n.mu.Unlock()
 	now := n.cfg.Now()
+	// ops[i] writes changed[i], the block of prefixes[i].
 	var ops []clientv3.Op
+	var changed []pendingWrite
+	var prefixes []netip.Prefix
 	puts := 0
 	for p, b := range want {
 		if u, ok := unblocks[p]; ok && u.Ends(b) || b.Expired(now) {
@@ -614,26 +692,35 @@ func (n *Node) publishOnce(ctx context.Context, cli *clientv3.Client, leases map
 		}
 		var opts []clientv3.OpOption
 		if !b.ExpiresAt.IsZero() {
-			lease, err := n.lease(ctx, cli, leases, b.ExpiresAt)
+			lease, err := n.lease(ctx, cli, w.leases, b.ExpiresAt)
 			if err != nil {
 				return err
 			}
 			opts = append(opts, clientv3.WithLease(lease))
 		}
 		ops = append(ops, clientv3.OpPut(n.cfg.Layout.Block(n.cfg.Node, p), string(data), opts...))
+		changed = append(changed, pendingWrite{block: &b})
+		prefixes = append(prefixes, p)
 		puts++
 	}
 	for p := range have {
 		if _, ok := want[p]; !ok {
 			ops = append(ops, clientv3.OpDelete(n.cfg.Layout.Block(n.cfg.Node, p)))
+			changed = append(changed, pendingWrite{})
+			prefixes = append(prefixes, p)
 		}
 	}
-	for batch := range slices.Chunk(ops, txnOps) {
+	for i := 0; i < len(ops); i += txnOps {
+		end := min(i+txnOps, len(ops))
 		c, cancel := context.WithTimeout(ctx, opTimeout)
-		_, err := cli.Txn(c).Then(batch...).Commit()
+		resp, err := cli.Txn(c).Then(ops[i:end]...).Commit()
 		cancel()
 		if err != nil {
 			return fmt.Errorf("publish this node's blocks: %w", err)
+		}
+		for j := i; j < end; j++ {
+			changed[j].revision = resp.Header.Revision
+			w.pending[prefixes[j]] = changed[j]
 		}
 	}
 	n.mu.Lock()

@@ -355,3 +355,27 @@ func TestRolesConfineANodeToItsSubtree(t *testing.T) {
 		t.Errorf("a node with a wrong password: %+v, want local-only, saying why", st)
 	}
 }
+
+// What a node wrote counts as written until its watch brings it back, so
+// a watch that lags does not make the node write it again; once the view
+// has reached the write, the view decides.
+func TestWritesTheViewHasNotSeenCountAsDone(t *testing.T) {
+	a, b := block(scanner, t0, time.Hour), block(other, t0, time.Hour)
+	w := &writes{pending: map[netip.Prefix]pendingWrite{
+		scanner: {block: &a, revision: 10},
+		other:   {revision: 11}, // deleted
+	}}
+	view := map[netip.Prefix]Block{other: b}
+	if got := w.known(view, 9); len(got) != 1 || !sameBlock(got[scanner], a) {
+		t.Errorf("before the view reaches the writes: %v, want %v alone", got, scanner)
+	}
+	if len(view) != 1 {
+		t.Errorf("known changed the view: %v", view)
+	}
+	if got := w.known(nil, 10); len(got) != 0 {
+		t.Errorf("the view at the put, without it (since removed): %v, want nothing", got)
+	}
+	if got := w.known(view, 11); len(got) != 1 || !sameBlock(got[other], b) || len(w.pending) != 0 {
+		t.Errorf("the view past every write: %v, pending %v; want the view's", got, w.pending)
+	}
+}

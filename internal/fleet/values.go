@@ -100,50 +100,61 @@ func (m Member) Skew() time.Duration { return m.Clock.Sub(m.Seen) }
 
 // decode reads a value of a versioned kind and checks it names the
 // prefix its key does.
-func decode[T any](data []byte, prefix func(*T) netip.Prefix, key netip.Prefix) (T, error) {
+func decode[T any](data []byte, version func(*T) int, prefix func(*T) netip.Prefix, key netip.Prefix) (T, error) {
 	var v T
-	var head struct {
-		Version int    `json:"version"`
-		Prefix  string `json:"prefix"`
-	}
-	if err := json.Unmarshal(data, &head); err != nil {
-		return v, reject(RejectNotJSON, "%v", err)
-	}
-	if head.Version != Version {
-		return v, reject(RejectVersion, "version %d: this hbf reads %d", head.Version, Version)
-	}
-	if prefix != nil {
-		if p, err := netip.ParsePrefix(head.Prefix); err != nil || p.Masked() != p {
+	// One decode for a good value, the commonest by far; the head says
+	// what is wrong with a bad one (another version's may not fit these
+	// types at all).
+	if err := json.Unmarshal(data, &v); err != nil {
+		var head struct {
+			Version int    `json:"version"`
+			Prefix  string `json:"prefix"`
+		}
+		switch herr := json.Unmarshal(data, &head); {
+		case herr != nil:
+			return v, reject(RejectNotJSON, "%v", herr)
+		case head.Version != Version:
+			return v, reject(RejectVersion, "version %d: this hbf reads %d", head.Version, Version)
+		case prefix != nil && !validPrefix(head.Prefix):
 			return v, reject(RejectPrefix, "prefix %q", head.Prefix)
 		}
-	}
-	if err := json.Unmarshal(data, &v); err != nil {
 		return v, reject(RejectNotJSON, "%v", err)
 	}
+	if n := version(&v); n != Version {
+		return v, reject(RejectVersion, "version %d: this hbf reads %d", n, Version)
+	}
 	if prefix != nil {
-		if p := prefix(&v); p != key {
+		switch p := prefix(&v); {
+		case !p.IsValid() || p.Masked() != p:
+			return v, reject(RejectPrefix, "prefix %v", p)
+		case p != key:
 			return v, reject(RejectMismatch, "the key names %v, the value %v", key, p)
 		}
 	}
 	return v, nil
 }
 
+func validPrefix(s string) bool {
+	p, err := netip.ParsePrefix(s)
+	return err == nil && p.Masked() == p
+}
+
 // DecodeBlock reads the value of a block key for prefix key.
 func DecodeBlock(data []byte, key netip.Prefix) (Block, error) {
-	return decode(data, func(b *Block) netip.Prefix { return b.Prefix }, key)
+	return decode(data, func(b *Block) int { return b.Version }, func(b *Block) netip.Prefix { return b.Prefix }, key)
 }
 
 // DecodeAllow reads the value of an allow key for prefix key.
 func DecodeAllow(data []byte, key netip.Prefix) (Allow, error) {
-	return decode(data, func(a *Allow) netip.Prefix { return a.Prefix }, key)
+	return decode(data, func(a *Allow) int { return a.Version }, func(a *Allow) netip.Prefix { return a.Prefix }, key)
 }
 
 // DecodeUnblock reads the value of an unblock key for prefix key.
 func DecodeUnblock(data []byte, key netip.Prefix) (Unblock, error) {
-	return decode(data, func(u *Unblock) netip.Prefix { return u.Prefix }, key)
+	return decode(data, func(u *Unblock) int { return u.Version }, func(u *Unblock) netip.Prefix { return u.Prefix }, key)
 }
 
 // DecodeMember reads the value of a membership key.
 func DecodeMember(data []byte) (Member, error) {
-	return decode[Member](data, nil, netip.Prefix{})
+	return decode(data, func(m *Member) int { return m.Version }, nil, netip.Prefix{})
 }
