@@ -283,3 +283,36 @@ func (s *Server) Compact() int64 {
 	s.t.Fatalf("no revision in etcdctl's status:\n%s", out)
 	return 0
 }
+
+// Proxy starts an etcd grpc-proxy in front of the server, which coalesces
+// the watches of many clients into one, and returns its endpoint.
+func (s *Server) Proxy() string {
+	s.t.Helper()
+	port := freePort(s.t)
+	endpoint := fmt.Sprintf("http://%s", net.JoinHostPort(s.opts.Addr.String(), strconv.Itoa(port)))
+	log, err := os.OpenFile(filepath.Join(s.dir, "proxy.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	cmd := exec.Command("etcd", "grpc-proxy", "start", "--endpoints", strings.TrimPrefix(s.Endpoint(), "http://"),
+		"--listen-addr", strings.TrimPrefix(endpoint, "http://"))
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("start etcd grpc-proxy: %v", err)
+	}
+	s.t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		log.Close()
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := s.run([]string{"--endpoints", endpoint, "--command-timeout", "2s", "get", "/"}); err == nil {
+			return endpoint
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("etcd grpc-proxy not answering after 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,216 @@
+package fleet
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hbf-firewall/hbf/internal/etcdtest"
+)
+
+// The fleet at scale, in one process and without XDP: members, each its own
+// client and watch, on one etcd, directly or through etcd grpc-proxy. A
+// benchmark that reports, not a timed test: run it with
+// go test -run '^$' -bench FleetScale -benchtime 1x ./internal/fleet/
+const (
+	scaleMembers    = 500
+	scalePublishers = 50
+	scaleBlocks     = 10000
+	scaleRate       = 200 // blocks a second overall,
+	scaleBurst      = 500 // and every tenth second this many at once
+)
+
+func BenchmarkFleetScale(b *testing.B) {
+	for _, viaProxy := range []bool{false, true} {
+		name := "direct"
+		if viaProxy {
+			name = "grpc-proxy"
+		}
+		b.Run(name, func(b *testing.B) {
+			for range b.N {
+				runScale(b, viaProxy)
+			}
+		})
+	}
+}
+
+// scaleRecord is what one member saw, small beside what the member holds:
+// blocks are numbered by their address.
+type scaleRecord struct {
+	mu     sync.Mutex
+	seen   []bool
+	count  int
+	delays []time.Duration
+}
+
+// scaleBlock is the i-th block published.
+func scaleBlock(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
+}
+
+func scaleIndex(p netip.Prefix) int {
+	a := p.Addr().As4()
+	return int(a[1])<<16 | int(a[2])<<8 | int(a[3])
+}
+
+func runScale(b *testing.B, viaProxy bool) {
+	etcd := etcdtest.Start(b, etcdtest.Options{})
+	endpoint := etcd.Endpoint()
+	if viaProxy {
+		endpoint = etcd.Proxy()
+	}
+	// The members share one process's collector here, with a heap of
+	// gigabytes; each real node has its own, and a heap of megabytes.
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	records := make([]*scaleRecord, scaleMembers)
+	nodes := make([]*Node, scaleMembers)
+	var converged atomic.Int64 // members holding every block
+	var done time.Time
+	var doneOnce sync.Once
+	for i := range scaleMembers {
+		rec := &scaleRecord{seen: make([]bool, scaleBlocks), delays: make([]time.Duration, 0, scaleBlocks)}
+		records[i] = rec
+		name := "m" + strconv.Itoa(i)
+		n, err := NewNode(Config{Endpoints: []string{endpoint}, Layout: testLayout, Node: name,
+			Log: slog.New(slog.DiscardHandler),
+			Observe: func(origin string, blk Block) {
+				if origin == name {
+					return // its own: no propagation
+				}
+				at := time.Now()
+				rec.mu.Lock()
+				defer rec.mu.Unlock()
+				if rec.seen[scaleIndex(blk.Prefix)] {
+					return
+				}
+				rec.seen[scaleIndex(blk.Prefix)] = true
+				rec.count++
+				rec.delays = append(rec.delays, at.Sub(blk.Created))
+				if rec.count == scaleBlocks-ownBlocks(i) {
+					if converged.Add(1) == scaleMembers {
+						doneOnce.Do(func() { done = at })
+					}
+				}
+			}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		nodes[i] = n
+		wg.Go(func() { n.Run(ctx) })
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for _, n := range nodes {
+		for !n.Status().Connected {
+			if time.Now().After(deadline) {
+				b.Fatalf("members not all connected after 2 minutes")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	// Publish: scaleRate blocks a second, a burst every tenth second,
+	// spread over the publishers, each SetOwn its set so far.
+	own := make([][]Block, scalePublishers)
+	start := time.Now()
+	next := 0
+	for second := 0; next < scaleBlocks; second++ {
+		batch := scaleRate
+		if second%10 == 9 {
+			batch = scaleBurst
+		}
+		tick := start.Add(time.Duration(second) * time.Second)
+		time.Sleep(time.Until(tick))
+		// A second's blocks go out in ten steps of a tenth each.
+		for step := range 10 {
+			time.Sleep(time.Until(tick.Add(time.Duration(step) * 100 * time.Millisecond)))
+			touched := map[int]bool{}
+			for range batch / 10 {
+				if next == scaleBlocks {
+					break
+				}
+				p := next % scalePublishers
+				own[p] = append(own[p], Block{Prefix: scaleBlock(next),
+					Origin: "scan", Reason: "port scan", Created: time.Now(), ExpiresAt: time.Now().Add(time.Hour)})
+				touched[p] = true
+				next++
+			}
+			for p := range touched {
+				nodes[p].SetOwn(slices.Clone(own[p]))
+			}
+		}
+	}
+	published := time.Since(start) // the last block handed over
+	for converged.Load() < scaleMembers {
+		if time.Since(start) > 5*time.Minute {
+			for i, n := range nodes {
+				rec := records[i]
+				rec.mu.Lock()
+				if got, want := rec.count, scaleBlocks-ownBlocks(i); got < want {
+					b.Logf("m%d holds %d of %d blocks: %+v", i, got, want, n.Status())
+				}
+				rec.mu.Unlock()
+			}
+			b.Fatalf("%d of %d members converged after 5 minutes; failed operations: %v", converged.Load(), scaleMembers, failedOps(nodes))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+
+	var all []time.Duration
+	for _, rec := range records {
+		all = append(all, rec.delays...)
+	}
+	slices.Sort(all)
+	b.ReportMetric(done.Sub(start).Seconds(), "s-to-converge")
+	b.ReportMetric(published.Seconds(), "s-publishing")
+	b.ReportMetric(float64(all[len(all)/2].Milliseconds()), "ms-p50")
+	b.ReportMetric(float64(all[len(all)*99/100].Milliseconds()), "ms-p99")
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/scaleMembers/(1<<20), "MiB-per-member")
+	var failures uint64
+	for _, c := range failedOps(nodes) {
+		failures += c
+	}
+	b.ReportMetric(float64(failures), "failed-ops")
+	cancel()
+	wg.Wait()
+}
+
+// ownBlocks is how many of the blocks member i publishes itself.
+func ownBlocks(i int) int {
+	if i >= scalePublishers {
+		return 0
+	}
+	n := scaleBlocks / scalePublishers
+	if i < scaleBlocks%scalePublishers {
+		n++
+	}
+	return n
+}
+
+// failedOps sums the members' failed operations, by operation.
+func failedOps(nodes []*Node) map[string]uint64 {
+	sum := map[string]uint64{}
+	for _, n := range nodes {
+		for op, c := range n.Counts().Errors {
+			sum[op] += c
+		}
+	}
+	return sum
+}
