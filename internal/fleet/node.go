@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -392,9 +393,7 @@ func (n *Node) putMember(ctx context.Context, cli *clientv3.Client, lease client
 func sameMember(a, b Member) bool {
 	a.Clock, b.Clock, a.Seen, b.Seen = time.Time{}, time.Time{}, time.Time{}, time.Time{}
 	a.Version, b.Version = 0, 0
-	x, err1 := json.Marshal(a)
-	y, err2 := json.Marshal(b)
-	return err1 == nil && err2 == nil && string(x) == string(y)
+	return sameJSON(a, b)
 }
 
 // keepMember keeps the membership lease alive and the key fresh. etcd not
@@ -673,10 +672,12 @@ func (n *Node) publishOnce(ctx context.Context, cli *clientv3.Client, w *writes)
 	unblocks := maps.Clone(n.view.Unblocks)
 	n.mu.Unlock()
 	now := n.cfg.Now()
-	// ops[i] writes changed[i], the block of prefixes[i].
-	var ops []clientv3.Op
-	var changed []pendingWrite
-	var prefixes []netip.Prefix
+	type change struct {
+		op     clientv3.Op
+		prefix netip.Prefix
+		block  *Block // nil: deleted
+	}
+	var changes []change
 	puts := 0
 	for p, b := range want {
 		if u, ok := unblocks[p]; ok && u.Ends(b) || b.Expired(now) {
@@ -698,29 +699,27 @@ func (n *Node) publishOnce(ctx context.Context, cli *clientv3.Client, w *writes)
 			}
 			opts = append(opts, clientv3.WithLease(lease))
 		}
-		ops = append(ops, clientv3.OpPut(n.cfg.Layout.Block(n.cfg.Node, p), string(data), opts...))
-		changed = append(changed, pendingWrite{block: &b})
-		prefixes = append(prefixes, p)
+		changes = append(changes, change{clientv3.OpPut(n.cfg.Layout.Block(n.cfg.Node, p), string(data), opts...), p, &b})
 		puts++
 	}
 	for p := range have {
 		if _, ok := want[p]; !ok {
-			ops = append(ops, clientv3.OpDelete(n.cfg.Layout.Block(n.cfg.Node, p)))
-			changed = append(changed, pendingWrite{})
-			prefixes = append(prefixes, p)
+			changes = append(changes, change{clientv3.OpDelete(n.cfg.Layout.Block(n.cfg.Node, p)), p, nil})
 		}
 	}
-	for i := 0; i < len(ops); i += txnOps {
-		end := min(i+txnOps, len(ops))
+	for batch := range slices.Chunk(changes, txnOps) {
+		ops := make([]clientv3.Op, len(batch))
+		for i, c := range batch {
+			ops[i] = c.op
+		}
 		c, cancel := context.WithTimeout(ctx, opTimeout)
-		resp, err := cli.Txn(c).Then(ops[i:end]...).Commit()
+		resp, err := cli.Txn(c).Then(ops...).Commit()
 		cancel()
 		if err != nil {
 			return fmt.Errorf("publish this node's blocks: %w", err)
 		}
-		for j := i; j < end; j++ {
-			changed[j].revision = resp.Header.Revision
-			w.pending[prefixes[j]] = changed[j]
+		for _, c := range batch {
+			w.pending[c.prefix] = pendingWrite{block: c.block, revision: resp.Header.Revision}
 		}
 	}
 	n.mu.Lock()
@@ -749,7 +748,9 @@ func (n *Node) lease(ctx context.Context, cli *clientv3.Client, leases map[int64
 
 // sameBlock compares blocks as their JSON does: times round trip without
 // their monotonic reading.
-func sameBlock(a, b Block) bool {
+func sameBlock(a, b Block) bool { return sameJSON(a, b) }
+
+func sameJSON(a, b any) bool {
 	x, err1 := json.Marshal(a)
 	y, err2 := json.Marshal(b)
 	return err1 == nil && err2 == nil && string(x) == string(y)
