@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hbf-firewall/hbf/internal/etcdtest"
 	"github.com/hbf-firewall/hbf/internal/netlab"
 	"github.com/hbf-firewall/hbf/internal/testenv"
 )
@@ -114,22 +115,24 @@ scrape_configs:
 }
 
 // A real Prometheus scrapes a real hbf in a lab while clients connect, a
-// blocked source sends, and a scanner scans: every panel of the Grafana
-// dashboard returns data, and every alert rule evaluates without error.
-// With HBF_UPDATE_DOCS=1 the panels' charts in docs/img/ are drawn again
-// from the query results.
+// blocked source sends, a scanner scans and another node of its fleet
+// publishes a block: every panel of the Grafana dashboard returns data, and
+// every alert rule evaluates without error. With HBF_UPDATE_DOCS=1 the
+// panels' charts in docs/img/ are drawn again from the query results.
 func TestDashboardQueriesReturnData(t *testing.T) {
 	t.Parallel()
-	lab := newLab(t, netlab.Options{Peers: []string{"client", "blocked", "scanner"}})
+	lab := newLab(t, netlab.Options{Peers: []string{"client", "blocked", "scanner", "etcd"}})
 	host := lab.Host.Addr4
 	serveHTTP(t, lab.Host, 8080, 8081, 8082, 8083)
-	d := startDaemon(t, lab)
+	etcd := etcdtest.Start(t, etcdtest.Options{NS: lab.Peers["etcd"], Addr: lab.Peers["etcd"].Addr4})
+	d := startDaemon(t, lab, "--fleet-etcd", etcd.Endpoint(), "--node-name", "a")
 	d.mustCLI("block", lab.Peers["blocked"].Addr4.String())
+	eventually(t, "a in the fleet", func() bool { return d.fleetStatus().Connected })
 	startPrometheus(t, lab.Host)
 	start := time.Now()
 
 	// 20 seconds of traffic: connections all along, a flood from the blocked
-	// source, a scan in the middle.
+	// source, a scan and a block of another node in the middle.
 	stop := clientLoop(lab.Peers["client"], host, 8080)
 	time.Sleep(5 * time.Second)
 	flood := hpingFlood(t, lab.Peers["blocked"], host.String(), 20_000, "u20")
@@ -137,7 +140,12 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 	for port := 8080; port <= 8083; port++ {
 		dialOutcome(lab.Peers["scanner"], hostPort(host, port), 500*time.Millisecond)
 	}
+	now := time.Now().UTC()
+	etcd.MustCtl("put", "/hbf/blocks/b/203.0.113.77%2F32", fmt.Sprintf(
+		`{"version":1,"prefix":"203.0.113.77/32","origin":"manual","reason":"by hand","created":%q,"expires_at":%q}`,
+		now.Format(time.RFC3339Nano), now.Add(time.Hour).Format(time.RFC3339Nano)))
 	flood()
+	eventually(t, "b's block applied here", func() bool { return d.fleetStatus().Entries["b"] == 1 })
 	time.Sleep(12 * time.Second)
 	stop()
 	end := time.Now()
@@ -209,7 +217,7 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 			}
 		}
 	}
-	if len(rules) < 8 {
+	if len(rules) < 10 {
 		t.Errorf("%d alert rules loaded, want every rule of deploy/prometheus/alerts.yaml", len(rules))
 	}
 }
