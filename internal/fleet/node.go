@@ -19,7 +19,9 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/status"
 )
 
 // Config is what a node of the fleet needs.
@@ -103,6 +105,9 @@ type Node struct {
 	status   Status
 	rejected map[string]int64 // key -> mod revision, logged once
 	counts   Counts
+	// compacted: etcd's history no longer reaches the view; the next
+	// session reads the fleet whole.
+	compacted bool
 }
 
 // Counts are what a node did, for its metrics.
@@ -297,7 +302,7 @@ func (n *Node) session(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	member, joined, err := n.join(ctx, cli)
+	member, joined, joinRev, err := n.join(ctx, cli)
 	if err != nil {
 		n.countError("member")
 		return err
@@ -309,19 +314,22 @@ func (n *Node) session(ctx context.Context) error {
 		defer cancel()
 		_, _ = cli.Revoke(c, member)
 	}()
-	rev, err := n.read(ctx, cli)
-	if err != nil {
-		n.countError("read")
-		return err
+	rev := n.resumeFrom(joinRev)
+	if rev == 0 {
+		if rev, err = n.read(ctx, cli); err != nil {
+			n.countError("read")
+			return err
+		}
 	}
 	n.setStatus(true, "")
 	n.cfg.Log.Info("joined the fleet", "node", n.cfg.Node, "revision", rev, "endpoints", n.cfg.Endpoints)
+	signal(n.ownSet) // a round of the last session may have failed half-way
 
 	w := &writes{leases: map[int64]clientv3.LeaseID{}, pending: map[netip.Prefix]pendingWrite{}}
 	errs := make(chan error, 4)
 	go func() { errs <- n.keepMember(ctx, cli, member, joined) }()
 	go func() { errs <- watchConnection(ctx, cli) }()
-	go func() { errs <- n.watch(ctx, cli, rev) }()
+	go func() { errs <- n.follow(ctx, cli, rev) }()
 	go func() { errs <- n.publish(ctx, cli, w) }()
 	select {
 	case <-ctx.Done():
@@ -361,32 +369,49 @@ func watchConnection(ctx context.Context, cli *clientv3.Client) error {
 }
 
 // join writes this node's membership key on a lease of its own, and says
-// what it wrote.
-func (n *Node) join(ctx context.Context, cli *clientv3.Client) (clientv3.LeaseID, Member, error) {
+// what it wrote, at which revision.
+func (n *Node) join(ctx context.Context, cli *clientv3.Client) (clientv3.LeaseID, Member, int64, error) {
 	c, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	lease, err := cli.Grant(c, int64(memberTTL/time.Second))
 	if err != nil {
-		return 0, Member{}, fmt.Errorf("membership lease: %w", err)
+		return 0, Member{}, 0, fmt.Errorf("membership lease: %w", err)
 	}
 	m := n.cfg.Member()
-	if err := n.putMember(c, cli, lease.ID, m); err != nil {
-		return 0, Member{}, err
+	rev, err := n.putMember(c, cli, lease.ID, m)
+	if err != nil {
+		return 0, Member{}, 0, err
 	}
-	return lease.ID, m, nil
+	return lease.ID, m, rev, nil
 }
 
-// putMember writes m, the membership as of now, with the clock.
-func (n *Node) putMember(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID, m Member) error {
+// putMember writes m, the membership as of now, with the clock, and says
+// at which revision.
+func (n *Node) putMember(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID, m Member) (int64, error) {
 	m.Version, m.Clock = Version, n.cfg.Now()
 	data, err := json.Marshal(m)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if _, err := cli.Put(ctx, n.cfg.Layout.Member(n.cfg.Node), string(data), clientv3.WithLease(lease)); err != nil {
-		return fmt.Errorf("membership key: %w", err)
+	resp, err := cli.Put(ctx, n.cfg.Layout.Member(n.cfg.Node), string(data), clientv3.WithLease(lease))
+	if err != nil {
+		return 0, fmt.Errorf("membership key: %w", err)
 	}
-	return nil
+	return resp.Header.Revision, nil
+}
+
+// resumeFrom is the revision after which a new session's watch starts:
+// the view's, so that a reconnection costs the events missed, not a read
+// of the whole fleet; 0 when the fleet must be read whole: at the first
+// session, after a compaction past the view, or when etcd is behind the
+// view (it lost its data).
+func (n *Node) resumeFrom(now int64) int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.compacted || now <= n.view.Revision {
+		return 0
+	}
+	return n.view.Revision
 }
 
 // sameMember compares memberships but for their clocks.
@@ -426,10 +451,13 @@ func (n *Node) keepMember(ctx context.Context, cli *clientv3.Client, lease clien
 				continue
 			}
 			c, cancel := context.WithTimeout(ctx, opTimeout)
-			err := n.putMember(c, cli, lease, m)
+			_, err := n.putMember(c, cli, lease, m)
 			cancel()
 			if err != nil {
 				n.countError("member")
+				if slow(ctx, err) {
+					continue // the lease says whether etcd is gone
+				}
 				return err
 			}
 			written, writtenAt = m, time.Now()
@@ -462,6 +490,7 @@ func (n *Node) read(ctx context.Context, cli *clientv3.Client) (int64, error) {
 	old := n.view
 	n.view = view
 	n.status.Revision = view.Revision
+	n.compacted = false
 	n.mu.Unlock()
 	n.refuse(refused)
 	if n.cfg.Observe != nil {
@@ -559,14 +588,40 @@ func (n *Node) drop(v *View, k Key) {
 	}
 }
 
-// watch follows the fleet from the revision after rev. A compaction past
-// it, or any failure, ends the session: the next one reads whole.
+// errCompacted: etcd no longer holds the events after the view's revision.
+var errCompacted = errors.New("the fleet's history was compacted past this node's view")
+
+// follow keeps the view in step with the fleet from the revision after
+// rev: when etcd compacted its history past it, it reads the fleet whole
+// and follows on from there. Any other failure ends the session.
+func (n *Node) follow(ctx context.Context, cli *clientv3.Client, rev int64) error {
+	for {
+		err := n.watch(ctx, cli, rev)
+		if !errors.Is(err, errCompacted) {
+			return err
+		}
+		n.mu.Lock()
+		n.compacted = true // should the read fail, the next session reads whole
+		n.mu.Unlock()
+		n.cfg.Log.Info("the fleet's history was compacted past this node's view: reading it whole", "revision", rev)
+		if rev, err = n.read(ctx, cli); err != nil {
+			n.countError("read")
+			return err
+		}
+	}
+}
+
+// watch follows the fleet from the revision after rev, until it fails.
+// It asks for rev's events too, which the view holds already: etcd
+// compacted at rev+1 has dropped the deletions made at rev+1 yet lets a
+// watch start there, and only a start before the compaction says so.
+// Events applied twice change nothing.
 func (n *Node) watch(ctx context.Context, cli *clientv3.Client, rev int64) error {
 	ownPrefix := n.cfg.Layout.NodeBlocks(n.cfg.Node)
-	wch := cli.Watch(clientv3.WithRequireLeader(ctx), n.cfg.Layout.Prefix+"/", clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	wch := cli.Watch(clientv3.WithRequireLeader(ctx), n.cfg.Layout.Prefix+"/", clientv3.WithPrefix(), clientv3.WithRev(rev))
 	for resp := range wch {
 		if resp.CompactRevision != 0 {
-			return fmt.Errorf("the fleet's history was compacted past revision %d: reading it whole", rev)
+			return fmt.Errorf("%w (revision %d)", errCompacted, rev)
 		}
 		if err := resp.Err(); err != nil {
 			n.countError("watch")
@@ -594,8 +649,13 @@ func (n *Node) watch(ctx context.Context, cli *clientv3.Client, rev int64) error
 				observed = append(observed, Applied{Origin: k.Node, Block: n.view.Blocks[k.Node][k.Prefix]})
 			}
 		}
-		n.view.Revision, n.status.Revision = resp.Header.Revision, resp.Header.Revision
-		rev = resp.Header.Revision
+		// The view holds every event up to the last one's revision. Not up
+		// to the header's: etcd sends a watch that lags its events in
+		// batches, each under the header of its current revision.
+		if len(resp.Events) > 0 {
+			rev = max(rev, resp.Events[len(resp.Events)-1].Kv.ModRevision)
+			n.view.Revision, n.status.Revision = rev, rev
+		}
 		n.mu.Unlock()
 		for _, o := range observed {
 			n.cfg.Observe(o.Origin, o.Block)
@@ -660,9 +720,28 @@ func (n *Node) publish(ctx context.Context, cli *clientv3.Client, w *writes) err
 		}
 		if err := n.publishOnce(ctx, cli, w); err != nil {
 			n.countError("publish")
-			return err
+			if !slow(ctx, err) {
+				return err
+			}
+			// A write that timed out may have been made or not: the watch
+			// says which, and the next round writes what is missing.
+			n.cfg.Log.Warn("etcd is slow to take this node's blocks; trying again", "err", err)
+			signal(n.ownSet)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoffMin):
+			}
 		}
 	}
+}
+
+// slow says whether err is an operation that ran out of time while the
+// session's connection lives: etcd is loaded, not gone, and ending the
+// session would only add the load of a new one. A connection that fails
+// ends the session on its own (watchConnection).
+func slow(ctx context.Context, err error) bool {
+	return ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded)
 }
 
 func (n *Node) publishOnce(ctx context.Context, cli *clientv3.Client, w *writes) error {
