@@ -14,7 +14,7 @@
  * is pending, long before the ring fills. Scan events always wake it. */
 #define EVENTS_WAKEUP_BYTES (64 * 1024)
 
-static __always_inline void report_scan(struct xdp_md *ctx, const struct packet *pkt, __u8 keylen,
+static __always_inline void report_scan(__u32 ifindex, const struct packet *pkt, __u8 keylen,
 					__u64 now, const struct scan_ports *ports, __u8 flags,
 					__u64 expires)
 {
@@ -28,7 +28,7 @@ static __always_inline void report_scan(struct xdp_md *ctx, const struct packet 
 	ev->type = EVENT_SCAN;
 	ev->family = pkt->family;
 	ev->flags = flags;
-	ev->ifindex = ctx->ingress_ifindex;
+	ev->ifindex = ifindex;
 	ev->saddr = pkt->saddr;
 	ev->daddr = pkt->daddr;
 	ev->expires_ns = expires;
@@ -39,7 +39,7 @@ static __always_inline void report_scan(struct xdp_md *ctx, const struct packet 
 	bpf_ringbuf_submit(ev, BPF_RB_FORCE_WAKEUP);
 }
 
-static __always_inline void report_connection(struct xdp_md *ctx, const struct packet *pkt, __u64 now)
+static __always_inline void report_connection(__u32 ifindex, const struct packet *pkt, __u64 now)
 {
 	count(COUNTER_NEW_CONNECTIONS);
 	struct conn_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
@@ -51,7 +51,7 @@ static __always_inline void report_connection(struct xdp_md *ctx, const struct p
 	ev->time_ns = now;
 	ev->type = EVENT_CONNECTION;
 	ev->family = pkt->family;
-	ev->ifindex = ctx->ingress_ifindex;
+	ev->ifindex = ifindex;
 	ev->saddr = pkt->saddr;
 	ev->daddr = pkt->daddr;
 	ev->sport = pkt->sport;

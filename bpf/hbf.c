@@ -2,7 +2,9 @@
 //go:build ignore
 
 /*
- * hbf's data plane: one XDP program that decides every packet on its own.
+ * hbf's data plane: one program that decides every packet on its own, built
+ * for two hooks from the same decide(): XDP (hbf_xdp), or TC ingress through
+ * TCX beside other programs (hbf_tc).
  *
  *   headers it cannot read whole           -> drop, counted by reason (parse.h;
  *                                             the rules are in docs/security.md)
@@ -25,6 +27,7 @@
  */
 
 #include <linux/bpf.h>
+#include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include "hbf.h"
 #include "common.h"
@@ -63,9 +66,11 @@ static __always_inline int ignored_retransmission(const struct packet *pkt)
 	return 0;
 }
 
-/* attempt handles a SYN (probe == 0) or a stealth probe (probe == 1) and
- * returns the verdict. allowed: the source is known to be allowlisted. */
-__noinline int attempt(struct xdp_md *ctx, const struct packet *pkt, int probe, int allowed)
+/* attempt handles a SYN (probe == 0) or a stealth probe (probe == 1) that
+ * arrived on ifindex and returns the verdict. allowed: the source is known
+ * to be allowlisted. It takes no context, so that the XDP and the TC
+ * entry points share it. */
+__noinline int attempt(__u32 ifindex, const struct packet *pkt, int probe, int allowed)
 {
 	if (!pkt)
 		return XDP_PASS;
@@ -75,7 +80,7 @@ __noinline int attempt(struct xdp_md *ctx, const struct packet *pkt, int probe, 
 		if (probe)
 			return drop(COUNTER_DROP_STEALTH);
 		if (!ignored_retransmission(pkt))
-			report_connection(ctx, pkt, now_ns());
+			report_connection(ifindex, pkt, now_ns());
 		return XDP_PASS;
 	}
 
@@ -100,14 +105,14 @@ __noinline int attempt(struct xdp_md *ctx, const struct packet *pkt, int probe, 
 		count(COUNTER_SCANS_DETECTED);
 		if (allowed) {
 			count(COUNTER_SCANS_ALLOWLISTED);
-			report_scan(ctx, pkt, keylen, now, ports, SCAN_EV_ALLOWLISTED, 0);
+			report_scan(ifindex, pkt, keylen, now, ports, SCAN_EV_ALLOWLISTED, 0);
 		} else if (monitor) {
 			count(COUNTER_SCANS_MONITORED);
-			report_scan(ctx, pkt, keylen, now, ports, SCAN_EV_MONITOR, 0);
+			report_scan(ifindex, pkt, keylen, now, ports, SCAN_EV_MONITOR, 0);
 		} else {
 			__u64 expires = 0;
 			__u8 flags = block_scanner(&key, keylen, now, &expires);
-			report_scan(ctx, pkt, keylen, now, ports, flags, expires);
+			report_scan(ifindex, pkt, keylen, now, ports, flags, expires);
 			return drop(reason);
 		}
 	} else if ((outcome & TRACK_FLAGGED) && !allowed && !monitor) {
@@ -117,7 +122,7 @@ __noinline int attempt(struct xdp_md *ctx, const struct packet *pkt, int probe, 
 	if (probe)
 		return drop(COUNTER_DROP_STEALTH);
 	if (outcome & TRACK_NEW_ATTEMPT)
-		report_connection(ctx, pkt, now);
+		report_connection(ifindex, pkt, now);
 	return XDP_PASS;
 }
 
@@ -139,10 +144,10 @@ static __always_inline int parse_verdict(enum parse_result r)
 	}
 }
 
-static __always_inline int decide(struct xdp_md *ctx)
+/* decide is the verdict on the frame from data to end, which arrived on
+ * ifindex: XDP_PASS or XDP_DROP, whichever hook runs it. */
+static __always_inline int decide(void *data, void *end, __u32 ifindex)
 {
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
 	struct packet pkt = {};
 	int allowed = 0;
 
@@ -167,18 +172,40 @@ static __always_inline int decide(struct xdp_md *ctx)
 
 	__u8 f = pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN);
 	if (f == TCP_SYN)
-		return attempt(ctx, &pkt, 0, allowed);
+		return attempt(ifindex, &pkt, 0, allowed);
 	if (!(f & (TCP_SYN | TCP_ACK | TCP_RST)) || ((f & TCP_SYN) && (f & (TCP_FIN | TCP_RST))))
-		return attempt(ctx, &pkt, 1, allowed);
+		return attempt(ifindex, &pkt, 1, allowed);
 	return XDP_PASS;
 }
 
 SEC("xdp")
 int hbf_xdp(struct xdp_md *ctx)
 {
-	int verdict = decide(ctx);
+	int verdict = decide((void *)(long)ctx->data, (void *)(long)ctx->data_end, ctx->ingress_ifindex);
 	/* With the drops by reason, this accounts for every packet. */
 	if (verdict == XDP_PASS)
 		count(COUNTER_PASSED);
 	return verdict;
+}
+
+/* The parser reads at most this far into a frame: the upper layer starts
+ * by MAX_HDR_OFF, and a TCP header is at most 60 bytes. */
+#define TC_HEADERS_MAX (MAX_HDR_OFF + 60)
+
+/* hbf_tc makes the same decisions at TC ingress, through TCX, beside the
+ * other programs there. The stack may hold a frame's headers outside the
+ * skb's linear part: they are pulled in first, and only then (a pull
+ * copies, when the skb is shared with a tap). A drop ends the chain; a
+ * pass lets the next program decide (TCX_NEXT). */
+SEC("tcx/ingress")
+int hbf_tc(struct __sk_buff *skb)
+{
+	__u32 want = skb->len < TC_HEADERS_MAX ? skb->len : TC_HEADERS_MAX;
+	if ((void *)(long)skb->data + want > (void *)(long)skb->data_end)
+		bpf_skb_pull_data(skb, want); /* on failure, the parser finds the headers cut short */
+	int verdict = decide((void *)(long)skb->data, (void *)(long)skb->data_end, skb->ingress_ifindex);
+	if (verdict == XDP_DROP)
+		return TC_ACT_SHOT;
+	count(COUNTER_PASSED);
+	return TC_ACT_UNSPEC;
 }

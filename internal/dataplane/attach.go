@@ -121,7 +121,7 @@ func (d *Dataplane) attachXDP(ifindex int, mode XDPMode) (link.Link, error) {
 	if mode == XDPGeneric {
 		flags = link.XDPGenericMode
 	}
-	return link.AttachXDP(link.XDPOptions{Program: d.objs.HbfXdp, Interface: ifindex, Flags: flags})
+	return link.AttachXDP(link.XDPOptions{Program: d.objs.Program, Interface: ifindex, Flags: flags})
 }
 
 // adoptLink swaps this program into a link pinned for the interface.
@@ -139,7 +139,7 @@ func (d *Dataplane) adoptLink(a *Attachment) (bool, error) {
 		err = unix.ENOLINK
 	}
 	if err == nil {
-		err = l.Update(d.objs.HbfXdp)
+		err = l.Update(d.objs.Program)
 	}
 	if errors.Is(err, unix.ENOLINK) {
 		// Defunct link (its interface went away): start afresh.

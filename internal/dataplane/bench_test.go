@@ -13,15 +13,21 @@ import (
 	"github.com/hbf-firewall/hbf/internal/testenv"
 )
 
-// passProgram is the baseline: an XDP program that only returns XDP_PASS.
-// Every result below is reported beside it, measured in the same run, since
-// the BPF_PROG_TEST_RUN harness itself costs tens of ns on this kind of VM.
-func passProgram(b *testing.B) *ebpf.Program {
+// passProgram is the baseline: a program of the hook's type that only
+// passes (XDP_PASS; TC_ACT_UNSPEC, the next program decides). Every result
+// below is reported beside it, measured in the same run, since the
+// BPF_PROG_TEST_RUN harness itself costs tens of ns on this kind of VM, and
+// more for an skb than for an XDP buffer.
+func passProgram(b *testing.B, h hook) *ebpf.Program {
 	b.Helper()
+	typ, ret := ebpf.XDP, int32(xdpPass)
+	if h == hookTC {
+		typ, ret = ebpf.SchedCLS, tcActUnspec
+	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type:         ebpf.XDP,
+		Type:         typ,
 		License:      "MIT",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, xdpPass), asm.Return()},
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, ret), asm.Return()},
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -38,10 +44,10 @@ func report(b *testing.B, hbf, pass time.Duration) {
 	b.ReportMetric(float64(hbf)/float64(pass), "x-pass")
 }
 
-func benchDP(b *testing.B, populated bool) *Dataplane {
+func benchDP(b *testing.B, h hook, populated bool) *Dataplane {
 	b.Helper()
 	testenv.RequirePrivileged(b)
-	dp, err := Load(Options{})
+	dp, err := Load(Options{hook: h})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -73,15 +79,15 @@ func benchDP(b *testing.B, populated bool) *Dataplane {
 
 // benchSame runs one frame b.N times in the kernel through both programs.
 func benchSame(b *testing.B, dp *Dataplane, f frame, want uint32) {
-	pass := passProgram(b)
+	pass := passProgram(b, dp.hook)
 	data := f.bytes()
 	b.ResetTimer()
-	ret, hbf, err := dp.objs.HbfXdp.Benchmark(data, b.N, nil)
+	ret, hbf, err := dp.objs.Program.Benchmark(data, b.N, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if ret != want {
-		b.Fatalf("verdict %s, want %s", verdict(ret), verdict(want))
+	if v, err := dp.hook.xdpVerdict(ret); err != nil || v != want {
+		b.Fatalf("verdict %s (%v), want %s", verdict(v), err, verdict(want))
 	}
 	_, base, err := pass.Benchmark(data, b.N, nil)
 	if err != nil {
@@ -94,7 +100,7 @@ func benchSame(b *testing.B, dp *Dataplane, f frame, want uint32) {
 // paths a repeated frame cannot take: a new attempt each time, a new source
 // each time. The baseline is measured the same way.
 func benchDistinct(b *testing.B, dp *Dataplane, frames func(i int) frame, want uint32, every int, reset func()) {
-	pass := passProgram(b)
+	pass := passProgram(b, dp.hook)
 	rd, err := dp.Events()
 	if err != nil {
 		b.Fatal(err)
@@ -126,20 +132,27 @@ func benchDistinct(b *testing.B, dp *Dataplane, frames func(i int) frame, want u
 			if err != nil {
 				b.Fatal(err)
 			}
-			if check && ret != want {
-				b.Fatalf("frame %d: verdict %s, want %s", i, verdict(ret), verdict(want))
+			if v, err := dp.hook.xdpVerdict(ret); check && (err != nil || v != want) {
+				b.Fatalf("frame %d: verdict %s (%v), want %s", i, verdict(v), err, verdict(want))
 			}
 			total += d
 		}
 		return total / time.Duration(b.N)
 	}
 	b.ResetTimer()
-	hbf := run(dp.objs.HbfXdp, true)
+	hbf := run(dp.objs.Program, true)
 	base := run(pass, false)
 	report(b, hbf, base)
 }
 
-func BenchmarkXDP(b *testing.B) {
+// BenchmarkXDP and BenchmarkTC run the same frames through each build of
+// the program: what a packet costs at each hook, beside a bare program of
+// that hook.
+func BenchmarkXDP(b *testing.B) { benchmarkHook(b, hookXDP) }
+
+func BenchmarkTC(b *testing.B) { benchmarkHook(b, hookTC) }
+
+func benchmarkHook(b *testing.B, h hook) {
 	const src, dst = "198.51.100.7", "203.0.113.5"
 	ackFrame := tcpSYN(src, dst, 40000, 443).with(func(f *frame) { f.flags = ack })
 	for _, populated := range []bool{false, true} {
@@ -148,17 +161,17 @@ func BenchmarkXDP(b *testing.B) {
 			maps = "10k-blocks"
 		}
 		b.Run("established-ACK/"+maps, func(b *testing.B) {
-			benchSame(b, benchDP(b, populated), ackFrame, xdpPass)
+			benchSame(b, benchDP(b, h, populated), ackFrame, xdpPass)
 		})
 		b.Run("blocked-address/"+maps, func(b *testing.B) {
-			dp := benchDP(b, populated)
+			dp := benchDP(b, h, populated)
 			if err := dp.Block(netip.MustParsePrefix(src+"/32"), time.Now().Add(time.Hour)); err != nil {
 				b.Fatal(err)
 			}
 			benchSame(b, dp, ackFrame, xdpDrop)
 		})
 		b.Run("blocked-CIDR/"+maps, func(b *testing.B) {
-			dp := benchDP(b, populated)
+			dp := benchDP(b, h, populated)
 			if err := dp.Block(netip.MustParsePrefix("198.51.100.0/24"), time.Time{}); err != nil {
 				b.Fatal(err)
 			}
@@ -166,12 +179,12 @@ func BenchmarkXDP(b *testing.B) {
 		})
 	}
 	b.Run("SYN-retransmission", func(b *testing.B) {
-		benchSame(b, benchDP(b, true), tcpSYN(src, dst, 40000, 443), xdpPass)
+		benchSame(b, benchDP(b, h, true), tcpSYN(src, dst, 40000, 443), xdpPass)
 	})
 	b.Run("new-SYN-reported", func(b *testing.B) {
 		// A known source's new connection to a port it used: tracked,
 		// reported through the ring buffer, far from the threshold.
-		benchDistinct(b, benchDP(b, true), func(i int) frame {
+		benchDistinct(b, benchDP(b, h, true), func(i int) frame {
 			return tcpSYN(src, dst, uint16(1024+i%60000), 443)
 		}, xdpPass, 0, nil)
 	})
@@ -180,7 +193,7 @@ func BenchmarkXDP(b *testing.B) {
 		// first attempt takes a slot of the fixed first-attempt table,
 		// nothing is allocated. Each in a /64 of its own, as IPv6 sources
 		// are counted per prefix.
-		dp := benchDP(b, true)
+		dp := benchDP(b, h, true)
 		benchDistinct(b, dp, func(i int) frame {
 			a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 4: byte(i >> 24), 5: byte(i >> 16), 6: byte(i >> 8), 7: byte(i), 15: 1})
 			return tcpSYN(a.String(), "2001:db8::1", 40000, 443)

@@ -94,6 +94,44 @@ type Options struct {
 	// firstAttemptSlots sizes the tracker's first tier (a power of two; 0:
 	// the program's own size). Tests make it small, to empty it cheaply.
 	firstAttemptSlots uint32
+
+	// hook is the hook whose build of the program is loaded. Attach knows
+	// XDP only: tests hold the TC build to the XDP build's verdicts.
+	hook hook
+}
+
+// hook is where the program decides: one source, a build for each.
+type hook int
+
+const (
+	hookXDP hook = iota // hbf_xdp
+	hookTC              // hbf_tc, at TC ingress through TCX
+)
+
+func (h hook) program() string {
+	if h == hookTC {
+		return hbfProgHbfTc
+	}
+	return hbfProgHbfXdp
+}
+
+// objects are the program of one hook and what every build shares.
+type objects struct {
+	shared
+	Program *ebpf.Program
+}
+
+// shared are the maps and the variables of every build of the program.
+type shared struct {
+	hbfMaps
+	hbfVariables
+}
+
+func (o *objects) Close() error {
+	if o.Program != nil {
+		o.Program.Close()
+	}
+	return o.hbfMaps.Close()
 }
 
 // pinnedMaps are the maps whose content is state worth keeping; the ring
@@ -109,7 +147,7 @@ var pinnedMaps = []string{
 // Dataplane is the loaded program and its maps. Its methods are safe for
 // concurrent use.
 type Dataplane struct {
-	objs    hbfObjects
+	objs    objects
 	pinDir  string // "" when not pinned
 	adopted bool
 	// migrating is the earlier layout's folder whose state this program
@@ -120,6 +158,7 @@ type Dataplane struct {
 
 	replaceForeign bool
 	replaced       []string // foreign programs Attach detached
+	hook           hook
 
 	// prefixMu serialises changes of block_prefixes with the program's
 	// hint that the map is not empty.
@@ -148,7 +187,7 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 	}
 
-	d := &Dataplane{replaceForeign: opts.ReplaceForeign, clock: new(clock)}
+	d := &Dataplane{replaceForeign: opts.ReplaceForeign, clock: new(clock), hook: opts.hook}
 	if err := binary.Read(rand.Reader, binary.NativeEndian, &d.hashKey); err != nil {
 		return nil, fmt.Errorf("draw the tracker's hash key: %w", err)
 	}
@@ -172,7 +211,7 @@ func Load(opts Options) (*Dataplane, error) {
 		}()
 	}
 
-	if err := spec.LoadAndAssign(&d.objs, collOpts); err != nil {
+	if err := d.loadObjects(spec, opts.hook, collOpts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load XDP program: the kernel's verifier refused it: %+v", ve)
@@ -208,6 +247,29 @@ func Load(opts Options) (*Dataplane, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// loadObjects loads the maps, the variables and the build of the program
+// for h: the other build is never loaded, nor checked by the verifier.
+func (d *Dataplane) loadObjects(spec *ebpf.CollectionSpec, h hook, opts *ebpf.CollectionOptions) error {
+	name := h.program()
+	for n := range spec.Programs {
+		if n != name {
+			delete(spec.Programs, n)
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, *opts)
+	if err != nil {
+		return err
+	}
+	// What is not assigned (the global variables' maps, which the program
+	// and the variables hold on to) is closed with the collection.
+	defer coll.Close()
+	if err := coll.Assign(&d.objs.shared); err != nil {
+		return err
+	}
+	d.objs.Program = coll.DetachProgram(name)
+	return nil
 }
 
 func (d *Dataplane) mapDir() string  { return filepath.Join(d.pinDir, "maps") }

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -19,7 +20,38 @@ const (
 	xdpAborted = 0
 	xdpDrop    = 1
 	xdpPass    = 2
+
+	tcActUnspec = -1 // TCX_NEXT: the next program decides
+	tcActShot   = 2
 )
+
+// hooks are the builds of the program; the tests of its verdicts hold
+// each to the same expectations.
+var hooks = []hook{hookXDP, hookTC}
+
+func (h hook) String() string { return map[hook]string{hookXDP: "xdp", hookTC: "tc"}[h] }
+
+// xdpVerdict is the XDP verdict that ret, which the build for h returned,
+// stands for; a TC return code that stands for none is an error.
+func (h hook) xdpVerdict(ret uint32) (uint32, error) {
+	if h == hookXDP {
+		return ret, nil
+	}
+	switch int32(ret) {
+	case tcActShot:
+		return xdpDrop, nil
+	case tcActUnspec:
+		return xdpPass, nil
+	}
+	return xdpAborted, fmt.Errorf("the TC build returned %d, neither TC_ACT_SHOT nor TC_ACT_UNSPEC", int32(ret))
+}
+
+// forEachHook runs test against each build of the program.
+func forEachHook(t *testing.T, test func(t *testing.T, h hook)) {
+	for _, h := range hooks {
+		t.Run(h.String(), func(t *testing.T) { test(t, h) })
+	}
+}
 
 var defaults = Settings{MaxPorts: 3, Window: time.Minute, BlockDuration: time.Hour,
 	MaxBlocksPerMinute: 30, IPv6ScanPrefix: 64}
@@ -70,13 +102,30 @@ func newTestDPWith(t testing.TB, s Settings, opts Options) *testDP {
 	return &testDP{Dataplane: dp, t: t, events: ev}
 }
 
+// runBytes runs the program on a frame and returns its verdict, as XDP's
+// whichever build it is.
 func (d *testDP) runBytes(b []byte) uint32 {
 	d.t.Helper()
-	ret, err := d.objs.HbfXdp.Run(&ebpf.RunOptions{Data: b})
+	v, err := d.runFrame(b)
 	if err != nil {
-		d.t.Fatalf("run program on %d bytes: %v", len(b), err)
+		d.t.Fatal(err)
 	}
-	return ret
+	return v
+}
+
+// errNoSkb: BPF_PROG_TEST_RUN builds no skb of a frame whose IPv4 or IPv6
+// header is cut short (EINVAL), so the TC build cannot be run on it.
+var errNoSkb = errors.New("BPF_PROG_TEST_RUN builds no skb of a frame whose IP header is cut short")
+
+func (d *Dataplane) runFrame(b []byte) (uint32, error) {
+	ret, err := d.objs.Program.Run(&ebpf.RunOptions{Data: b})
+	if d.hook == hookTC && errors.Is(err, unix.EINVAL) {
+		return xdpAborted, errNoSkb
+	}
+	if err != nil {
+		return xdpAborted, fmt.Errorf("run program on %d bytes: %w", len(b), err)
+	}
+	return d.hook.xdpVerdict(ret)
 }
 
 func (d *testDP) run(f frame) uint32 {
@@ -519,7 +568,7 @@ func TestScanAcrossCPUs(t *testing.T) {
 				<-start
 				for p := range 6 {
 					b := tcpSYN(src, "2001:db8::1", 50000, uint16(1000*cpu+p)).bytes()
-					ret, err := d.objs.HbfXdp.Run(&ebpf.RunOptions{Data: b})
+					ret, err := d.objs.Program.Run(&ebpf.RunOptions{Data: b})
 					if err == nil && ret == xdpPass {
 						passed[cpu]++
 					}

@@ -2,15 +2,15 @@ package dataplane
 
 import (
 	"encoding/binary"
+	"errors"
 	"net/netip"
 	"slices"
 	"testing"
-
-	"github.com/cilium/ebpf"
 )
 
-// FuzzXDP runs the real program on arbitrary frames and holds its verdict,
-// drop reason and reported connection against the oracle. shape puts the
+// FuzzXDP runs the real program, both its builds (XDP and TC), on arbitrary
+// frames and holds each one's verdict, drop reason and reported connection
+// against the oracle. shape puts the
 // fuzzed bytes behind a valid prefix (Ethernet, VLAN tags, an IPv4 or IPv6
 // header, a fragment header) so that they reach the deeper rules, and picks
 // the source address: clean, blocked, inside a blocked prefix, allowlisted
@@ -19,12 +19,16 @@ import (
 // `go test` runs the seeds and testdata/fuzz/FuzzXDP; CI fuzzes for a short
 // while and `make fuzz` for longer.
 func FuzzXDP(f *testing.F) {
-	d := newTestDP(f, defaults)
-	for _, p := range parseBlocks {
-		d.mustBlock(p, noExpiry)
-	}
-	for _, p := range fuzzAllows {
-		d.mustAllow(p)
+	var builds []*testDP
+	for _, h := range hooks {
+		d := newTestDPWith(f, defaults, Options{firstAttemptSlots: testFirstAttemptSlots, hook: h})
+		for _, p := range parseBlocks {
+			d.mustBlock(p, noExpiry)
+		}
+		for _, p := range fuzzAllows {
+			d.mustAllow(p)
+		}
+		builds = append(builds, d)
 	}
 	o := oracle{blocked: holds(parseBlocks), allowed: holds(fuzzAllows)}
 
@@ -43,67 +47,79 @@ func FuzzXDP(f *testing.F) {
 		if len(frame) < 14 || len(frame) > maxTestRunFrame {
 			return // BPF_PROG_TEST_RUN takes neither
 		}
-		if err := d.emptyTracker(); err != nil {
-			t.Fatal(err)
-		}
-		before, err := d.Counters()
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := d.objs.HbfXdp.Run(&ebpf.RunOptions{Data: frame})
-		if err != nil {
-			t.Fatalf("run on %d bytes: %v", len(frame), err)
-		}
-		after, err := d.Counters()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var conns []*Connection
-		for {
-			ev, err := d.events.Poll()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ev == nil {
-				break
-			}
-			if c, ok := ev.(*Connection); ok {
-				conns = append(conns, c)
-			} else {
-				t.Errorf("unexpected event %v", ev)
-			}
-		}
-
-		want := o.decide(frame)
-		if want.conn {
-			if src, dst, ok := gopacketConnection(frame); ok && (src != want.src || dst != want.dst) {
-				t.Errorf("the oracle reads %v -> %v, gopacket %v -> %v\nframe % x", want.src, want.dst, src, dst, frame)
-			}
-		}
-		if got != want.verdict {
-			t.Errorf("verdict %s, the rules say %s\nframe % x", verdict(got), want, frame)
-		}
-		for _, r := range allDropReasons() {
-			n, w := after.Dropped[r]-before.Dropped[r], uint64(0)
-			if want.verdict == xdpDrop && r == want.reason {
-				w = 1
-			}
-			if n != w {
-				t.Errorf("%d drops for %s, the rules say %s\nframe % x", n, r, want, frame)
-			}
-		}
-		if seen, passed := after.Packets-before.Packets, after.Passed-before.Passed; seen != 1 ||
-			passed+after.DroppedTotal()-before.DroppedTotal() != 1 {
-			t.Errorf("counted %d packets, %d passed, %d dropped: want one, passed or dropped\nframe % x",
-				seen, passed, after.DroppedTotal()-before.DroppedTotal(), frame)
-		}
-		switch {
-		case want.conn && (len(conns) != 1 || conns[0].Src != want.src || conns[0].Dst != want.dst):
-			t.Errorf("connections %v, the rules say %v -> %v\nframe % x", conns, want.src, want.dst, frame)
-		case !want.conn && len(conns) != 0:
-			t.Errorf("connections %v, the rules say none\nframe % x", conns, frame)
+		for _, d := range builds {
+			holdToOracle(t, d, o, frame)
 		}
 	})
+}
+
+// holdToOracle runs one build of the program on frame and holds what it
+// did against what the oracle says.
+func holdToOracle(t *testing.T, d *testDP, o oracle, frame []byte) {
+	t.Helper()
+	if err := d.emptyTracker(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := d.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.runFrame(frame)
+	if errors.Is(err, errNoSkb) {
+		return // the TC build cannot be run on it
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := d.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []*Connection
+	for {
+		ev, err := d.events.Poll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev == nil {
+			break
+		}
+		if c, ok := ev.(*Connection); ok {
+			conns = append(conns, c)
+		} else {
+			t.Errorf("unexpected event %v", ev)
+		}
+	}
+
+	want := o.decide(frame)
+	if want.conn {
+		if src, dst, ok := gopacketConnection(frame); ok && (src != want.src || dst != want.dst) {
+			t.Errorf("the oracle reads %v -> %v, gopacket %v -> %v\nframe % x", want.src, want.dst, src, dst, frame)
+		}
+	}
+	if got != want.verdict {
+		t.Errorf("%s: verdict %s, the rules say %s\nframe % x", d.hook, verdict(got), want, frame)
+	}
+	for _, r := range allDropReasons() {
+		n, w := after.Dropped[r]-before.Dropped[r], uint64(0)
+		if want.verdict == xdpDrop && r == want.reason {
+			w = 1
+		}
+		if n != w {
+			t.Errorf("%d drops for %s, the rules say %s\nframe % x", n, r, want, frame)
+		}
+	}
+	if seen, passed := after.Packets-before.Packets, after.Passed-before.Passed; seen != 1 ||
+		passed+after.DroppedTotal()-before.DroppedTotal() != 1 {
+		t.Errorf("counted %d packets, %d passed, %d dropped: want one, passed or dropped\nframe % x",
+			seen, passed, after.DroppedTotal()-before.DroppedTotal(), frame)
+	}
+	switch {
+	case want.conn && (len(conns) != 1 || conns[0].Src != want.src || conns[0].Dst != want.dst):
+		t.Errorf("connections %v, the rules say %v -> %v\nframe % x", conns, want.src, want.dst, frame)
+	case !want.conn && len(conns) != 0:
+		t.Errorf("connections %v, the rules say none\nframe % x", conns, frame)
+	}
 }
 
 // The largest frame BPF_PROG_TEST_RUN accepts for XDP: a page less the

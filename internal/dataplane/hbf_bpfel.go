@@ -196,6 +196,7 @@ const (
 	hbfMapScanEvidence         = "scan_evidence"
 	hbfMapScanStates           = "scan_states"
 	hbfMapScanZero             = "scan_zero"
+	hbfProgHbfTc               = "hbf_tc"
 	hbfProgHbfXdp              = "hbf_xdp"
 	hbfVarHbfBlockBudget       = "hbf_block_budget"
 	hbfVarHbfClockOffset       = "hbf_clock_offset"
@@ -255,6 +256,7 @@ type hbfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hbfProgramSpecs struct {
+	HbfTc  *ebpf.ProgramSpec `ebpf:"hbf_tc"`
 	HbfXdp *ebpf.ProgramSpec `ebpf:"hbf_xdp"`
 }
 
@@ -368,11 +370,13 @@ type hbfVariables struct {
 //
 // It can be passed to loadHbfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hbfPrograms struct {
+	HbfTc  *ebpf.Program `ebpf:"hbf_tc"`
 	HbfXdp *ebpf.Program `ebpf:"hbf_xdp"`
 }
 
 func (p *hbfPrograms) Close() error {
 	return _HbfClose(
+		p.HbfTc,
 		p.HbfXdp,
 	)
 }
