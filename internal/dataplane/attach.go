@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -24,6 +25,8 @@ const (
 	// XDPAdopted: the link an earlier process pinned now runs this program;
 	// it kept the mode it was attached with.
 	XDPAdopted XDPMode = "adopted"
+	// ModeTCX: attached at TC ingress through TCX (HookTCX), not at XDP.
+	ModeTCX XDPMode = "tcx"
 )
 
 // ParseXDPMode accepts auto, native and generic.
@@ -101,6 +104,10 @@ func (d *Dataplane) Attach(iface string, mode XDPMode) (*Attachment, error) {
 // attachMode attaches in mode; auto tries native, then generic when the
 // driver has no native XDP.
 func (d *Dataplane) attachMode(ifindex int, mode XDPMode) (link.Link, XDPMode, error) {
+	if d.hook == HookTCX {
+		l, err := d.attachTCX(ifindex)
+		return l, ModeTCX, err
+	}
 	switch mode {
 	case XDPNative, XDPGeneric:
 		l, err := d.attachXDP(ifindex, mode)
@@ -124,6 +131,37 @@ func (d *Dataplane) attachXDP(ifindex int, mode XDPMode) (link.Link, error) {
 	return link.AttachXDP(link.XDPOptions{Program: d.objs.Program, Interface: ifindex, Flags: flags})
 }
 
+// attachTCX puts the program at the head of the interface's TC ingress
+// programs: one that redirects or drops ahead of hbf would hide traffic
+// from it.
+func (d *Dataplane) attachTCX(ifindex int) (link.Link, error) {
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: d.objs.Program,
+		Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		return nil, fmt.Errorf("TCX needs Linux 6.6 or later, and this kernel is %s: use the XDP hook (%w)", kernelRelease(), err)
+	}
+	return l, err
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// linkIfindex is the interface a link attaches to; 0 once it is detached.
+func linkIfindex(info *link.Info) int {
+	switch {
+	case info.XDP() != nil:
+		return int(info.XDP().Ifindex)
+	case info.TCX() != nil:
+		return int(info.TCX().Ifindex)
+	}
+	return 0
+}
+
 // adoptLink swaps this program into a link pinned for the interface.
 func (d *Dataplane) adoptLink(a *Attachment) (bool, error) {
 	l, err := link.LoadPinnedLink(a.pin, nil)
@@ -134,7 +172,7 @@ func (d *Dataplane) adoptLink(a *Attachment) (bool, error) {
 		return false, fmt.Errorf("open pinned link %s: %w", a.pin, err)
 	}
 	info, err := l.Info()
-	if err == nil && info.XDP() != nil && int(info.XDP().Ifindex) != a.Ifindex {
+	if err == nil && linkIfindex(info) != a.Ifindex {
 		// The interface was re-created: the old link is bound to a dead index.
 		err = unix.ENOLINK
 	}
@@ -199,13 +237,18 @@ func Uninstall(pinPath string) ([]string, error) {
 }
 
 func uninstallLayout(dir string) ([]string, error) {
-	entries, err := os.ReadDir(filepath.Join(dir, "links"))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read pinned links: %w", err)
+	var paths []string
+	for _, sub := range linkDirs {
+		entries, err := os.ReadDir(filepath.Join(dir, sub))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("read pinned links: %w", err)
+		}
+		for _, e := range entries {
+			paths = append(paths, filepath.Join(dir, sub, e.Name()))
+		}
 	}
 	var detached []string
-	for _, e := range entries {
-		path := filepath.Join(dir, "links", e.Name())
+	for _, path := range paths {
 		l, err := link.LoadPinnedLink(path, nil)
 		if err != nil {
 			return detached, fmt.Errorf("open pinned link %s: %w", path, err)
@@ -215,7 +258,7 @@ func uninstallLayout(dir string) ([]string, error) {
 		if err != nil {
 			return detached, fmt.Errorf("unpin %s: %w", path, err)
 		}
-		detached = append(detached, e.Name())
+		detached = append(detached, filepath.Base(path))
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return detached, fmt.Errorf("remove pins: %w", err)

@@ -18,10 +18,10 @@ import (
 // below is reported beside it, measured in the same run, since the
 // BPF_PROG_TEST_RUN harness itself costs tens of ns on this kind of VM, and
 // more for an skb than for an XDP buffer.
-func passProgram(b *testing.B, h hook) *ebpf.Program {
+func passProgram(b *testing.B, h Hook) *ebpf.Program {
 	b.Helper()
 	typ, ret := ebpf.XDP, int32(xdpPass)
-	if h == hookTC {
+	if h == HookTCX {
 		typ, ret = ebpf.SchedCLS, tcActUnspec
 	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
@@ -44,10 +44,10 @@ func report(b *testing.B, hbf, pass time.Duration) {
 	b.ReportMetric(float64(hbf)/float64(pass), "x-pass")
 }
 
-func benchDP(b *testing.B, h hook, populated bool) *Dataplane {
+func benchDP(b *testing.B, h Hook, populated bool) *Dataplane {
 	b.Helper()
 	testenv.RequirePrivileged(b)
-	dp, err := Load(Options{hook: h})
+	dp, err := Load(Options{Hook: h})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -146,13 +146,13 @@ func benchDistinct(b *testing.B, dp *Dataplane, frames func(i int) frame, want u
 }
 
 // BenchmarkXDP and BenchmarkTC run the same frames through each build of
-// the program: what a packet costs at each hook, beside a bare program of
+// the program: what a packet costs at each Hook, beside a bare program of
 // that hook.
-func BenchmarkXDP(b *testing.B) { benchmarkHook(b, hookXDP) }
+func BenchmarkXDP(b *testing.B) { benchmarkHook(b, HookXDP) }
 
-func BenchmarkTC(b *testing.B) { benchmarkHook(b, hookTC) }
+func BenchmarkTC(b *testing.B) { benchmarkHook(b, HookTCX) }
 
-func benchmarkHook(b *testing.B, h hook) {
+func benchmarkHook(b *testing.B, h Hook) {
 	const src, dst = "198.51.100.7", "203.0.113.5"
 	ackFrame := tcpSYN(src, dst, 40000, 443).with(func(f *frame) { f.flags = ack })
 	for _, populated := range []bool{false, true} {

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -95,21 +96,25 @@ type Options struct {
 	// the program's own size). Tests make it small, to empty it cheaply.
 	firstAttemptSlots uint32
 
-	// hook is the hook whose build of the program is loaded. Attach knows
-	// XDP only: tests hold the TC build to the XDP build's verdicts.
-	hook hook
+	// Hook is where the program decides; only its build is loaded. Zero:
+	// HookXDP.
+	Hook Hook
 }
 
-// hook is where the program decides: one source, a build for each.
-type hook int
+// Hook is where the program decides: one source, a build for each.
+type Hook string
 
 const (
-	hookXDP hook = iota // hbf_xdp
-	hookTC              // hbf_tc, at TC ingress through TCX
+	// HookXDP runs hbf_xdp on the interface's XDP hook: first and cheapest,
+	// but the hook holds one program.
+	HookXDP Hook = "xdp"
+	// HookTCX runs hbf_tc at TC ingress through TCX (Linux 6.6+), at the
+	// head of the programs there, beside them.
+	HookTCX Hook = "tcx"
 )
 
-func (h hook) program() string {
-	if h == hookTC {
+func (h Hook) program() string {
+	if h == HookTCX {
 		return hbfProgHbfTc
 	}
 	return hbfProgHbfXdp
@@ -158,7 +163,7 @@ type Dataplane struct {
 
 	replaceForeign bool
 	replaced       []string // foreign programs Attach detached
-	hook           hook
+	hook           Hook
 
 	// prefixMu serialises changes of block_prefixes with the program's
 	// hint that the map is not empty.
@@ -187,7 +192,7 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 	}
 
-	d := &Dataplane{replaceForeign: opts.ReplaceForeign, clock: new(clock), hook: opts.hook}
+	d := &Dataplane{replaceForeign: opts.ReplaceForeign, clock: new(clock), hook: cmp.Or(opts.Hook, HookXDP)}
 	if err := binary.Read(rand.Reader, binary.NativeEndian, &d.hashKey); err != nil {
 		return nil, fmt.Errorf("draw the tracker's hash key: %w", err)
 	}
@@ -211,7 +216,7 @@ func Load(opts Options) (*Dataplane, error) {
 		}()
 	}
 
-	if err := d.loadObjects(spec, opts.hook, collOpts); err != nil {
+	if err := d.loadObjects(spec, d.hook, collOpts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load XDP program: the kernel's verifier refused it: %+v", ve)
@@ -251,7 +256,7 @@ func Load(opts Options) (*Dataplane, error) {
 
 // loadObjects loads the maps, the variables and the build of the program
 // for h: the other build is never loaded, nor checked by the verifier.
-func (d *Dataplane) loadObjects(spec *ebpf.CollectionSpec, h hook, opts *ebpf.CollectionOptions) error {
+func (d *Dataplane) loadObjects(spec *ebpf.CollectionSpec, h Hook, opts *ebpf.CollectionOptions) error {
 	name := h.program()
 	for n := range spec.Programs {
 		if n != name {
@@ -272,8 +277,17 @@ func (d *Dataplane) loadObjects(spec *ebpf.CollectionSpec, h hook, opts *ebpf.Co
 	return nil
 }
 
-func (d *Dataplane) mapDir() string  { return filepath.Join(d.pinDir, "maps") }
-func (d *Dataplane) linkDir() string { return filepath.Join(d.pinDir, "links") }
+func (d *Dataplane) mapDir() string { return filepath.Join(d.pinDir, "maps") }
+
+// linkDir holds the links of the hook this program runs at: an XDP link
+// never has a TC program swapped in, nor a TCX link an XDP one.
+func (d *Dataplane) linkDir() string { return filepath.Join(d.pinDir, linkDirs[d.hook]) }
+
+// linkDirs are the folders of each hook's pinned links.
+var linkDirs = map[Hook]string{HookXDP: "links", HookTCX: "tcx-links"}
+
+// Hook is where this program decides.
+func (d *Dataplane) Hook() Hook { return d.hook }
 
 // Adopted reports whether Load reused maps pinned by an earlier process.
 func (d *Dataplane) Adopted() bool { return d.adopted }

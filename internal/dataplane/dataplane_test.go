@@ -27,14 +27,12 @@ const (
 
 // hooks are the builds of the program; the tests of its verdicts hold
 // each to the same expectations.
-var hooks = []hook{hookXDP, hookTC}
-
-func (h hook) String() string { return map[hook]string{hookXDP: "xdp", hookTC: "tc"}[h] }
+var hooks = []Hook{HookXDP, HookTCX}
 
 // xdpVerdict is the XDP verdict that ret, which the build for h returned,
 // stands for; a TC return code that stands for none is an error.
-func (h hook) xdpVerdict(ret uint32) (uint32, error) {
-	if h == hookXDP {
+func (h Hook) xdpVerdict(ret uint32) (uint32, error) {
+	if h == HookXDP {
 		return ret, nil
 	}
 	switch int32(ret) {
@@ -47,9 +45,9 @@ func (h hook) xdpVerdict(ret uint32) (uint32, error) {
 }
 
 // forEachHook runs test against each build of the program.
-func forEachHook(t *testing.T, test func(t *testing.T, h hook)) {
+func forEachHook(t *testing.T, test func(t *testing.T, h Hook)) {
 	for _, h := range hooks {
-		t.Run(h.String(), func(t *testing.T) { test(t, h) })
+		t.Run(string(h), func(t *testing.T) { test(t, h) })
 	}
 }
 
@@ -119,7 +117,7 @@ var errNoSkb = errors.New("BPF_PROG_TEST_RUN builds no skb of a frame whose IP h
 
 func (d *Dataplane) runFrame(b []byte) (uint32, error) {
 	ret, err := d.objs.Program.Run(&ebpf.RunOptions{Data: b})
-	if d.hook == hookTC && errors.Is(err, unix.EINVAL) {
+	if d.hook == HookTCX && errors.Is(err, unix.EINVAL) {
 		return xdpAborted, errNoSkb
 	}
 	if err != nil {

@@ -21,7 +21,7 @@ import (
 func FuzzXDP(f *testing.F) {
 	var builds []*testDP
 	for _, h := range hooks {
-		d := newTestDPWith(f, defaults, Options{firstAttemptSlots: testFirstAttemptSlots, hook: h})
+		d := newTestDPWith(f, defaults, Options{firstAttemptSlots: testFirstAttemptSlots, Hook: h})
 		for _, p := range parseBlocks {
 			d.mustBlock(p, noExpiry)
 		}

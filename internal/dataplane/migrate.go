@@ -103,7 +103,7 @@ func (d *Dataplane) copyMap(oldDir, name string, onlyMissing bool) (int, error) 
 // to this layout, swapping this program in: the old program ran until this
 // instant, on maps whose state is already here.
 func (d *Dataplane) adoptEarlierLink(a *Attachment) (bool, error) {
-	if d.migrating == "" {
+	if d.migrating == "" || d.hook != HookXDP { // earlier layouts ran at XDP only
 		return false, nil
 	}
 	old := filepath.Join(d.migrating, "links", a.Iface)

@@ -212,8 +212,8 @@ func parseCases() []parseCase {
 
 func TestParsingRules(t *testing.T) { forEachHook(t, testParsingRules) }
 
-func testParsingRules(t *testing.T, h hook) {
-	d := newTestDPWith(t, defaults, Options{firstAttemptSlots: testFirstAttemptSlots, hook: h})
+func testParsingRules(t *testing.T, h Hook) {
+	d := newTestDPWith(t, defaults, Options{firstAttemptSlots: testFirstAttemptSlots, Hook: h})
 	for _, p := range parseBlocks {
 		d.mustBlock(p, noExpiry)
 	}
@@ -324,7 +324,7 @@ func TestMappedSourceSharesScanState(t *testing.T) {
 // passes once its IP header is whole.
 func TestTruncatedFrames(t *testing.T) { forEachHook(t, testTruncatedFrames) }
 
-func testTruncatedFrames(t *testing.T, h hook) {
+func testTruncatedFrames(t *testing.T, h Hook) {
 	fixtures := map[string]struct {
 		f     frame
 		ipEnd int // bytes up to the end of the fixed IP header
@@ -343,7 +343,7 @@ func testTruncatedFrames(t *testing.T, h hook) {
 	}
 	for name, fx := range fixtures {
 		t.Run(name, func(t *testing.T) {
-			d := newTestDPWith(t, defaults, Options{firstAttemptSlots: testFirstAttemptSlots, hook: h})
+			d := newTestDPWith(t, defaults, Options{firstAttemptSlots: testFirstAttemptSlots, Hook: h})
 			full := fx.f.raw()
 			headersEnd := len(full) - len(fx.f.payload)
 			for n := 14; n < len(full); n++ {
@@ -379,8 +379,8 @@ func TestBlockedSourceDroppedInEveryFragment(t *testing.T) {
 	forEachHook(t, testBlockedSourceDroppedInEveryFragment)
 }
 
-func testBlockedSourceDroppedInEveryFragment(t *testing.T, h hook) {
-	d := newTestDPWith(t, defaults, Options{firstAttemptSlots: testFirstAttemptSlots, hook: h})
+func testBlockedSourceDroppedInEveryFragment(t *testing.T, h Hook) {
+	d := newTestDPWith(t, defaults, Options{firstAttemptSlots: testFirstAttemptSlots, Hook: h})
 	d.mustBlock("192.0.2.56/32", time.Time{})
 	d.mustBlock("2001:db8::56/128", time.Time{})
 	for _, f := range []frame{

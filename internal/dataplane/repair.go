@@ -31,8 +31,8 @@ func (d *Dataplane) CheckAttachment(a *Attachment, mode XDPMode) (string, error)
 	}
 	on := 0
 	if a.link != nil {
-		if info, err := a.link.Info(); err == nil && info.XDP() != nil {
-			on = int(info.XDP().Ifindex)
+		if info, err := a.link.Info(); err == nil {
+			on = linkIfindex(info)
 		}
 	}
 	if on != 0 && on == ifc.Index {

@@ -1,0 +1,210 @@
+package dataplane
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/hbf-firewall/hbf/internal/netlab"
+)
+
+// countingTCX is another tool's TCX program: it counts what reaches it and
+// lets the next program decide.
+func countingTCX(t *testing.T) (*ebpf.Program, *ebpf.Map) {
+	t.Helper()
+	seen, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { seen.Close() })
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.SchedCLS, AttachType: ebpf.AttachTCXIngress, License: "MIT",
+		Instructions: asm.Instructions{
+			asm.StoreImm(asm.RFP, -4, 0, asm.Word),
+			asm.LoadMapPtr(asm.R1, seen.FD()),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, -4),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, "out"),
+			asm.Mov.Imm(asm.R1, 1),
+			asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
+			asm.Mov.Imm(asm.R0, tcActUnspec).WithSymbol("out"),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	return prog, seen
+}
+
+func seenBy(t *testing.T, m *ebpf.Map) uint64 {
+	t.Helper()
+	var n uint64
+	if err := m.Lookup(uint32(0), &n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// At TC ingress through TCX, the program enforces on a real interface
+// beside another tool's TCX program: at the head, it sees every packet
+// first, and what it drops never reaches the program after it. A link
+// detached from outside is attached again, and the next process adopts
+// the pinned link, its maps and their blocks.
+func TestTCXEnforcesBesideOtherPrograms(t *testing.T) {
+	pin := testPinPath(t)
+	lab, err := netlab.New(context.Background(), netlab.Options{Peers: []string{"client", "blocked"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+	inHost := func(f func() error) {
+		t.Helper()
+		if err := lab.Host.Do(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ln, err := lab.Host.Listen("tcp", ":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	target := netip.AddrPortFrom(lab.Host.Addr4, 8080)
+	probe := func(from string) string {
+		return lab.Peers[from].Probe(context.Background(), target, time.Second)
+	}
+
+	// Another tool's program, there first; hbf goes ahead of it.
+	other, seen := countingTCX(t)
+	var ifindex int
+	inHost(func() error {
+		ifc, err := net.InterfaceByName(netlab.Iface)
+		if err != nil {
+			return err
+		}
+		ifindex = ifc.Index
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: other, Attach: ebpf.AttachTCXIngress})
+		if err == nil {
+			t.Cleanup(func() { l.Close() })
+		}
+		return err
+	})
+
+	dp, err := Load(Options{PinPath: pin, Hook: HookTCX})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.SetSettings(defaults); err != nil {
+		t.Fatal(err)
+	}
+	var a *Attachment
+	inHost(func() (err error) { a, err = dp.Attach(netlab.Iface, XDPAuto); return err })
+	if a.Mode != ModeTCX {
+		t.Errorf("attached in mode %s, want %s", a.Mode, ModeTCX)
+	}
+	var first ebpf.ProgramID
+	inHost(func() error {
+		res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: ebpf.AttachTCXIngress})
+		if err == nil && len(res.Programs) > 0 {
+			first = res.Programs[0].ID
+		}
+		return err
+	})
+	if info, err := dp.objs.Program.Info(); err != nil {
+		t.Fatal(err)
+	} else if id, _ := info.ID(); id != first {
+		t.Errorf("the first program at TC ingress is %d, want hbf's %d", first, id)
+	}
+
+	if got := probe("client"); got != "open" {
+		t.Fatalf("the client: %s, want open", got)
+	}
+	if err := dp.Block(netip.PrefixFrom(lab.Peers["blocked"].Addr4, 32), noExpiry); err != nil {
+		t.Fatal(err)
+	}
+	before := seenBy(t, seen)
+	dropsBefore := dp.mustCounters(t).Dropped[DropBlocked]
+	if got := probe("blocked"); got != "filtered" {
+		t.Errorf("the blocked source: %s, want filtered", got)
+	}
+	drops := dp.mustCounters(t).Dropped[DropBlocked] - dropsBefore
+	if drops == 0 {
+		t.Errorf("no drop counted for the blocked source")
+	}
+	// The host's own replies and neighbour traffic may reach the other
+	// program meanwhile; the blocked SYNs never do.
+	if got := probe("client"); got != "open" {
+		t.Errorf("the client beside the blocked source: %s, want open", got)
+	}
+	if seenBy(t, seen) == before {
+		t.Errorf("the program after hbf saw nothing: a pass must let the next program decide")
+	}
+
+	// Detached from outside: the check attaches it again.
+	if err := a.link.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if got := probe("blocked"); got != "open" {
+		t.Fatalf("after the detach the blocked source: %s, want open (the check must have something to repair)", got)
+	}
+	var kind string
+	inHost(func() (err error) { kind, err = dp.CheckAttachment(a, XDPAuto); return err })
+	if kind != RepairLink {
+		t.Errorf("repaired %q, want %q", kind, RepairLink)
+	}
+	if got := probe("blocked"); got != "filtered" {
+		t.Errorf("after the repair the blocked source: %s, want filtered", got)
+	}
+
+	// The next process adopts the pinned link and the maps.
+	a.Release()
+	dp.Close()
+	next, err := Load(Options{PinPath: pin, Hook: HookTCX})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	var b *Attachment
+	inHost(func() (err error) { b, err = next.Attach(netlab.Iface, XDPAuto); return err })
+	if b.Mode != XDPAdopted || !next.Adopted() {
+		t.Errorf("mode %s, maps adopted %v: want the pinned link and maps adopted", b.Mode, next.Adopted())
+	}
+	if got := probe("blocked"); got != "filtered" {
+		t.Errorf("after the adoption the blocked source: %s, want filtered", got)
+	}
+	if err := b.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if got := probe("blocked"); got != "open" {
+		t.Errorf("after the detach the blocked source: %s, want open", got)
+	}
+	if detached, err := Uninstall(pin); err != nil || len(detached) != 0 {
+		t.Errorf("uninstall after the detach: %v, %v: want nothing left to detach", detached, err)
+	}
+}
+
+func (d *Dataplane) mustCounters(t *testing.T) Counters {
+	t.Helper()
+	c, err := d.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
