@@ -31,7 +31,8 @@ type Config struct {
 // (interfaces, pins, sockets, ports) or took from how it was started. A
 // reload that names other values says so, with the flag of each field.
 type Start struct {
-	Ifaces      []string          `flag:"iface"` // interfaces to protect; at least one
+	Ifaces      []string          `flag:"iface"`  // interfaces to protect; at least one
+	Attach      Attach            `flag:"attach"` // the hook the program runs at
 	XDPMode     dataplane.XDPMode `flag:"xdp-mode"`
 	PinPath     string            `flag:"pin-path"`
 	StateDir    string            `flag:"state-dir"`
@@ -122,6 +123,7 @@ type Deps struct {
 // Defaults are the settings a bare `hbf daemon` runs with.
 var Defaults = Config{
 	Start: Start{
+		Attach:      AttachXDP,
 		XDPMode:     dataplane.XDPAuto,
 		PinPath:     "/sys/fs/bpf/hbf",
 		StateDir:    "/var/lib/hbf",
@@ -182,6 +184,26 @@ func ModeName(monitor bool) string {
 		return "monitor"
 	}
 	return "enforce"
+}
+
+// Attach is the hook the daemon runs its program at, on every interface it
+// protects: the program's settings, block budget and hints are shared by
+// all of them.
+type Attach string
+
+const (
+	AttachXDP  Attach = "xdp"  // hbf's own XDP link: earliest and cheapest
+	AttachTCX  Attach = "tcx"  // TC ingress through TCX, beside other programs
+	AttachAuto Attach = "auto" // XDP where every hook is free, else TCX
+)
+
+// ParseAttach reads xdp, tcx or auto.
+func ParseAttach(s string) (Attach, error) {
+	switch a := Attach(s); a {
+	case AttachXDP, AttachTCX, AttachAuto:
+		return a, nil
+	}
+	return "", fmt.Errorf("%q is not a hook: use xdp, tcx or auto", s)
 }
 
 // ParseMode reads enforce or monitor.

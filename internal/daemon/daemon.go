@@ -220,7 +220,12 @@ func (d *daemon) loadProgram() error {
 		check := checker(d.live.Rules, protectedFrom(fixed, slices.Values(allows), time.Now()))
 		listsDone <- d.loader(check).readAll(specsOf(d.live))
 	}()
-	dp, err := dataplane.Load(dataplane.Options{PinPath: d.start.PinPath, ReplaceForeign: d.start.Replace})
+	hook, err := d.chooseHook()
+	if err != nil {
+		<-listsDone
+		return err
+	}
+	dp, err := dataplane.Load(dataplane.Options{PinPath: d.start.PinPath, ReplaceForeign: d.start.Replace, Hook: hook})
 	read := <-listsDone
 	if err != nil {
 		return err
@@ -284,6 +289,14 @@ func (d *daemon) attach() error {
 	d.progress("starting: attaching to the interfaces")
 	if err := d.links.attach(d.start.Ifaces); err != nil {
 		return err
+	}
+	for _, iface := range d.start.Ifaces {
+		// Only now that this hook enforces: no moment without a filter.
+		if moved, err := d.dp.RetireOtherHook(iface); err != nil {
+			d.log.Error("the program of the other hook stays attached", "iface", iface, "err", err)
+		} else if moved {
+			d.log.Info("moved to another hook; the earlier one's program is detached", "iface", iface, "hook", d.dp.Hook())
+		}
 	}
 	for _, what := range d.dp.Replaced() {
 		d.log.Warn("detached another XDP program to attach (--replace)", "replaced", what)

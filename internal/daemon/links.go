@@ -50,7 +50,7 @@ func (l *links) attach(ifaces []string) error {
 		l.attachments = append(l.attachments, a)
 		l.ifnames[a.Ifindex] = a.Iface
 		l.mu.Unlock()
-		l.log.Info("protecting interface", "iface", a.Iface, "xdp_mode", a.Mode)
+		l.log.Info("protecting interface", "iface", a.Iface, "hook", l.dp.Hook(), "xdp_mode", a.Mode)
 	}
 	return nil
 }
@@ -65,8 +65,9 @@ func attachError(err error) error {
 		return fmt.Errorf("attach to %s: %w and --replace could not detach it (see `ip link show %s`): "+
 			"another tool's bpf_link can be detached only with CAP_SYS_ADMIN: %v", fe.Iface, dataplane.ErrForeignXDP, fe.Iface, fe.Err)
 	default:
-		return fmt.Errorf("attach to %s: %w (see `ip link show %s`): hbf does not share an interface; "+
-			"remove that program, or start hbf with --replace to detach it: %v", fe.Iface, dataplane.ErrForeignXDP, fe.Iface, fe.Err)
+		return fmt.Errorf("attach to %s: %w (see `ip link show %s`): an XDP hook holds one program; "+
+			"start hbf with --attach tcx to run beside it at TC, or remove that program, or start hbf with --replace to detach it: %v",
+			fe.Iface, dataplane.ErrForeignXDP, fe.Iface, fe.Err)
 	}
 }
 
@@ -214,4 +215,24 @@ func (l *links) check(failing map[string]string) {
 	} else {
 		delete(failing, "pins")
 	}
+}
+
+// chooseHook resolves --attach: auto takes XDP when every interface's XDP
+// hook is free (or hbf's own), TCX otherwise, and says which and why.
+func (d *daemon) chooseHook() (dataplane.Hook, error) {
+	switch d.start.Attach {
+	case AttachTCX:
+		return dataplane.HookTCX, nil
+	case AttachAuto:
+		iface, prog, err := dataplane.ForeignXDP(d.start.Ifaces, d.start.PinPath)
+		if err != nil {
+			return "", fmt.Errorf("--attach auto: %w", err)
+		}
+		if iface != "" {
+			d.log.Info("attaching through TCX: another program holds an XDP hook (--attach auto)", "iface", iface, "program", prog)
+			return dataplane.HookTCX, nil
+		}
+		d.log.Info("attaching at XDP: every XDP hook is free (--attach auto)")
+	}
+	return dataplane.HookXDP, nil
 }

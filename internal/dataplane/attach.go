@@ -196,6 +196,36 @@ func (d *Dataplane) adoptLink(a *Attachment) (bool, error) {
 	return true, nil
 }
 
+// RetireOtherHook removes the link the other hook's program holds on
+// iface under this pin path, if any: once this program is attached, a
+// change of hook between two runs ends the old one's enforcement there,
+// never before. It reports whether there was one.
+func (d *Dataplane) RetireOtherHook(iface string) (bool, error) {
+	if d.pinDir == "" {
+		return false, nil
+	}
+	for h, dir := range linkDirs {
+		if h == d.hook {
+			continue
+		}
+		pin := filepath.Join(d.pinDir, dir, iface)
+		l, err := link.LoadPinnedLink(pin, nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("open the %s link pinned for %s: %w", h, iface, err)
+		}
+		err = l.Unpin() // the last reference: closing it detaches
+		l.Close()
+		if err != nil {
+			return false, fmt.Errorf("unpin the %s link of %s: %w", h, iface, err)
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
 // Detach removes the program from the interface.
 func (a *Attachment) Detach() error {
 	if a.link == nil {

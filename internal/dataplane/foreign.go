@@ -3,6 +3,7 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
@@ -100,3 +101,33 @@ func netlinkDetachXDP(ifindex int, mode uint32) error {
 
 // Replaced lists the foreign programs Attach detached (Options.ReplaceForeign).
 func (d *Dataplane) Replaced() []string { return d.replaced }
+
+// ForeignXDP names the first of ifaces whose XDP hook holds a program other
+// than one hbf pinned under pinPath (in this network namespace), with that
+// program's id; "" when every hook is free or hbf's own. It is what
+// choosing a hook automatically needs to know.
+func ForeignXDP(ifaces []string, pinPath string) (string, uint32, error) {
+	for _, name := range ifaces {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return "", 0, fmt.Errorf("interface %q: %w", name, err)
+		}
+		xdp := l.Attrs().Xdp
+		if xdp == nil || !xdp.Attached || ownXDP(filepath.Join(pinPath, layoutVersion, linkDirs[HookXDP], name), xdp.ProgId) {
+			continue
+		}
+		return name, xdp.ProgId, nil
+	}
+	return "", 0, nil
+}
+
+// ownXDP reports whether the link pinned at pin runs program id.
+func ownXDP(pin string, id uint32) bool {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		return false
+	}
+	defer l.Close()
+	info, err := l.Info()
+	return err == nil && uint32(info.Program) == id
+}

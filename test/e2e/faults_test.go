@@ -20,7 +20,8 @@ import (
 // xdpFilter loads xdp-filter (libxdp, attached through netlink) on the
 // host's interface, with libxdp's own pins in a folder of the test; its
 // maps go to the global /sys/fs/bpf/xdp-filter, which unload --all removes.
-func xdpFilter(t *testing.T, ns *netlab.NS) {
+// It returns a runner of further xdp-filter commands.
+func xdpFilter(t *testing.T, ns *netlab.NS) func(args ...string) (string, error) {
 	t.Helper()
 	testenv.RequireCommand(t, "xdp-filter")
 	bpffs, err := os.MkdirTemp("/sys/fs/bpf", "hbftestlibxdp")
@@ -51,6 +52,7 @@ func xdpFilter(t *testing.T, ns *netlab.NS) {
 	if out, err := run("load", netlab.Iface, "--mode", "skb"); err != nil {
 		t.Fatalf("xdp-filter load: %v: %s", err, out)
 	}
+	return run
 }
 
 // passAll attaches, from the test, a program that passes everything to the
@@ -102,7 +104,7 @@ func TestForeignXDPProgram(t *testing.T) {
 				t.Fatal("hbf started beside another XDP program")
 			}
 			refused := refusing.stderrText()
-			for _, want := range []string{"another XDP program is attached", "--replace"} {
+			for _, want := range []string{"another XDP program is attached", "--attach tcx", "--replace"} {
 				if !strings.Contains(refused, want) {
 					t.Errorf("refusal does not say %q:\n%s", want, refused)
 				}

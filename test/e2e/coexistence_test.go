@@ -1,0 +1,146 @@
+package e2e
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hbf-firewall/hbf/internal/netlab"
+)
+
+// xdp-tools' xdp-filter holds the interface's XDP hook and hbf runs at TC
+// ingress through TCX, which --attach auto picks: both enforce at once.
+// Unloading xdp-filter leaves hbf enforcing; the next start, on the XDP
+// hook now free, moves hbf to XDP and detaches its TCX program only then.
+func TestTCXBesideXDPFilter(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"client", "filtered", "scanner"}})
+	serveHTTP(t, lab.Host, 8080, 8081, 8082, 8083, 8084)
+	host, client, filtered, scanner := lab.Host.Addr4, lab.Peers["client"], lab.Peers["filtered"], lab.Peers["scanner"]
+	xdp := xdpFilter(t, lab.Host)
+	if out, err := xdp("ip", filtered.Addr4.String(), "--mode", "src"); err != nil {
+		t.Fatalf("xdp-filter ip: %v: %s", err, out)
+	}
+
+	d := startDaemon(t, lab, "--attach", "auto", "--detach-on-exit=false")
+	if st := d.status(); len(st.Interfaces) != 1 || st.Interfaces[0].Mode != "tcx" {
+		t.Fatalf("--attach auto beside xdp-filter: interfaces %+v, want %s in tcx", st.Interfaces, netlab.Iface)
+	}
+	if n := xdpPrograms(t, lab.Host); n != 1 {
+		t.Errorf("%d XDP programs on the interface, want xdp-filter's alone", n)
+	}
+
+	if got := dialOutcome(client, hostPort(host, 8080), 2*time.Second); got != "open" {
+		t.Errorf("the client: %s, want open", got)
+	}
+	d.waitLine(line(`New connection: %s:\d+ -> %s:8080`, client.Addr4, host))
+	if got := dialOutcome(filtered, hostPort(host, 8080), time.Second); got != "filtered" {
+		t.Errorf("the address xdp-filter drops: %s, want filtered", got)
+	}
+	learnt := 0
+	for port := 8080; port <= 8084; port++ {
+		if dialOutcome(scanner, hostPort(host, port), 500*time.Millisecond) == "open" {
+			learnt++
+		}
+	}
+	d.waitLine(line(`Blocked %s for 1h0m0s: port scan`, scanner.Addr4))
+	if learnt > 3 {
+		t.Errorf("the scanner learnt %d ports, want at most 3", learnt)
+	}
+
+	// xdp-filter unloaded: its address passes, hbf still blocks.
+	if out, err := xdp("unload", "--all"); err != nil {
+		t.Fatalf("xdp-filter unload: %v: %s", err, out)
+	}
+	if got := dialOutcome(filtered, hostPort(host, 8080), 2*time.Second); got != "open" {
+		t.Errorf("after xdp-filter's unload its address: %s, want open", got)
+	}
+	if got := dialOutcome(scanner, hostPort(host, 8080), time.Second); got != "filtered" {
+		t.Errorf("after xdp-filter's unload the scanner: %s, want filtered", got)
+	}
+
+	// The next start finds the XDP hook free: hbf moves there, and its
+	// TCX link goes only once the XDP one enforces.
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	next := d.restart(lab, "--attach", "auto")
+	if st := next.status(); len(st.Interfaces) != 1 || st.Interfaces[0].Mode == "tcx" {
+		t.Errorf("restarted with the XDP hook free: interfaces %+v, want XDP", st.Interfaces)
+	}
+	if n := xdpPrograms(t, lab.Host); n != 1 {
+		t.Errorf("%d XDP programs on the interface, want hbf's", n)
+	}
+	if _, err := os.Stat(filepath.Join(d.pinPath, "v2", "tcx-links", netlab.Iface)); !os.IsNotExist(err) {
+		t.Errorf("the TCX link is still pinned after the move to XDP: %v", err)
+	}
+	if got := dialOutcome(scanner, hostPort(host, 8080), time.Second); got != "filtered" {
+		t.Errorf("after the move to XDP the scanner: %s, want filtered", got)
+	}
+	if got := dialOutcome(client, hostPort(host, 8080), 2*time.Second); got != "open" {
+		t.Errorf("after the move to XDP the client: %s, want open", got)
+	}
+}
+
+// The core checks in TCX mode: connections reported over IPv4 and IPv6, a
+// SYN scan and a stealth scan blocked with at most N ports learnt, a
+// blocklist enforced; killed with -9, the pinned TCX link keeps enforcing,
+// and the next daemon adopts it.
+func TestTCXCore(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"client", "scanner", "stealthy", "listed"}})
+	serveHTTP(t, lab.Host, 8080, 8081, 8082, 8083)
+	host, client := lab.Host, lab.Peers["client"]
+	list := filepath.Join(t.TempDir(), "blocklist")
+	if err := os.WriteFile(list, []byte(lab.Peers["listed"].Addr4.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, lab, "--attach", "tcx", "--blocklist", list, "--detach-on-exit=false")
+	if st := d.status(); len(st.Interfaces) != 1 || st.Interfaces[0].Mode != "tcx" {
+		t.Fatalf("interfaces %+v, want %s in tcx", st.Interfaces, netlab.Iface)
+	}
+
+	for _, dst := range []netip.Addr{host.Addr4, host.Addr6} {
+		if got := dialOutcome(client, hostPort(dst, 8080), 2*time.Second); got != "open" {
+			t.Errorf("the client to %s: %s, want open", dst, got)
+		}
+	}
+	d.waitLine(line(`New connection: %s:\d+ -> %s:8080`, client.Addr4, host.Addr4))
+	d.waitLine(line(`New connection: \[%s\]:\d+ -> \[%s\]:8080`, client.Addr6, host.Addr6))
+
+	if got := learned(nmap(t, lab.Peers["scanner"], host.Addr4, "8080-8089", "-sS", "-T5", "--max-retries", "1")); len(got) > maxPorts {
+		t.Errorf("a SYN scan learnt ports %v, want at most %d", got, maxPorts)
+	}
+	d.waitLine(line(`Blocked %s for 1h0m0s: port scan`, lab.Peers["scanner"].Addr4))
+	for port, s := range nmap(t, lab.Peers["stealthy"], host.Addr4, "8080-8089", "-sF", "-T5", "--max-retries", "1") {
+		if s == "closed" {
+			t.Errorf("a FIN scan saw port %d closed", port)
+		}
+	}
+	if got := dialOutcome(lab.Peers["listed"], hostPort(host.Addr4, 8080), time.Second); got != "filtered" {
+		t.Errorf("the listed address: %s, want filtered", got)
+	}
+	if m := scrape(t, d); m.value(t, "hbf_packets_dropped_total", "stealth") < maxPorts+1 {
+		t.Errorf("stealth drops %v, want at least %d", m.value(t, "hbf_packets_dropped_total", "stealth"), maxPorts+1)
+	}
+
+	d.kill9()
+	if got := dialOutcome(lab.Peers["scanner"], hostPort(host.Addr4, 8080), time.Second); got != "filtered" {
+		t.Errorf("with no daemon the scanner: %s, want filtered", got)
+	}
+	if got := dialOutcome(client, hostPort(host.Addr4, 8080), 2*time.Second); got != "open" {
+		t.Errorf("with no daemon the client: %s, want open", got)
+	}
+	next := d.restart(lab, "--attach", "tcx", "--blocklist", list)
+	if st := next.status(); len(st.Interfaces) != 1 || st.Interfaces[0].Mode != "adopted" {
+		t.Errorf("restarted: interfaces %+v, want the pinned TCX link adopted", st.Interfaces)
+	}
+	if got := dialOutcome(lab.Peers["listed"], hostPort(host.Addr4, 8080), time.Second); got != "filtered" {
+		t.Errorf("after the restart the listed address: %s, want filtered", got)
+	}
+	if n := xdpPrograms(t, lab.Host); n != 0 {
+		t.Errorf("%d XDP programs on the interface, want none in TCX mode", n)
+	}
+}
