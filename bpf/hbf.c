@@ -145,15 +145,16 @@ static __always_inline int parse_verdict(enum parse_result r)
 }
 
 /* decide is the verdict on the frame from data to end, which arrived on
- * ifindex: XDP_PASS or XDP_DROP, whichever hook runs it. */
-static __always_inline int decide(void *data, void *end, __u32 ifindex)
+ * ifindex with stripped VLAN tags already taken out: XDP_PASS or XDP_DROP,
+ * whichever hook runs it. */
+static __always_inline int decide(void *data, void *end, __u32 ifindex, __u32 stripped)
 {
 	struct packet pkt = {};
 	int allowed = 0;
 
 	count(COUNTER_PACKETS);
 
-	enum parse_result r = parse_ip(data, end, &pkt);
+	enum parse_result r = parse_ip(data, end, &pkt, stripped);
 	if (r != PARSE_OK)
 		return parse_verdict(r);
 
@@ -181,7 +182,7 @@ static __always_inline int decide(void *data, void *end, __u32 ifindex)
 SEC("xdp")
 int hbf_xdp(struct xdp_md *ctx)
 {
-	int verdict = decide((void *)(long)ctx->data, (void *)(long)ctx->data_end, ctx->ingress_ifindex);
+	int verdict = decide((void *)(long)ctx->data, (void *)(long)ctx->data_end, ctx->ingress_ifindex, 0);
 	/* With the drops by reason, this accounts for every packet. */
 	if (verdict == XDP_PASS)
 		count(COUNTER_PASSED);
@@ -203,7 +204,10 @@ int hbf_tc(struct __sk_buff *skb)
 	__u32 want = skb->len < TC_HEADERS_MAX ? skb->len : TC_HEADERS_MAX;
 	if ((void *)(long)skb->data + want > (void *)(long)skb->data_end)
 		bpf_skb_pull_data(skb, want); /* on failure, the parser finds the headers cut short */
-	int verdict = decide((void *)(long)skb->data, (void *)(long)skb->data_end, skb->ingress_ifindex);
+	/* With rx VLAN offload, or the stack's own untagging before TC, the
+	 * outer tag is in vlan_tci, no longer in the frame. */
+	__u32 stripped = skb->vlan_present ? 1 : 0;
+	int verdict = decide((void *)(long)skb->data, (void *)(long)skb->data_end, skb->ingress_ifindex, stripped);
 	if (verdict == XDP_DROP)
 		return TC_ACT_SHOT;
 	count(COUNTER_PASSED);

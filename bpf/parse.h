@@ -151,8 +151,11 @@ static __always_inline void map_ipv4(struct addr *a, __be32 v4)
 }
 
 /* parse_ip finds the IP header and reads the addresses: all the block check
- * needs. Nothing past the fixed IP header is trusted yet. */
-static __always_inline enum parse_result parse_ip(void *data, void *end, struct packet *pkt)
+ * needs. Nothing past the fixed IP header is trusted yet. stripped is how
+ * many VLAN tags the stack already took out of the frame (at TC, the
+ * outer tag may be in skb->vlan_tci): they count toward the depth, so
+ * that both hooks drop the same stacks; the tags in the frame are added. */
+static __always_inline enum parse_result parse_ip(void *data, void *end, struct packet *pkt, __u32 stripped)
 {
 	struct eth_hdr *eth = data;
 	__u32 off = sizeof(*eth);
@@ -171,7 +174,10 @@ static __always_inline enum parse_result parse_ip(void *data, void *end, struct 
 			return PARSE_MALFORMED;
 		proto = vlan->proto;
 		off += sizeof(*vlan);
+		stripped++;
 	}
+	if (stripped > VLAN_MAX_DEPTH)
+		return PARSE_VLAN_DEPTH;
 
 	pkt->l3_off = off;
 	if (proto == bpf_htons(ETH_P_IPV4)) {
