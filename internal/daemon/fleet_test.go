@@ -85,9 +85,11 @@ func TestFleetBlocksApplyThroughThisHostsPolicy(t *testing.T) {
 		fleetBlock("192.0.2.1/32", now, time.Hour),   // this host's own address
 		fleetBlock("203.0.113.9/32", now, time.Hour), // a member's
 		fleetBlock("10.0.0.0/7", now, time.Hour)})    // wider than this host allows
+	// The store is written before the kernel: wait for both.
 	eventuallyTrue(t, "a's scan block applied here", func() bool {
 		recs := h.stored("198.51.100.66/32")
-		return len(recs) == 1 && recs[0].Origin == store.OriginFleet("a")
+		_, inKernel := h.kernel("198.51.100.66/32")
+		return len(recs) == 1 && recs[0].Origin == store.OriginFleet("a") && inKernel
 	})
 	if k, ok := h.kernel("198.51.100.66/32"); !ok || !sameTime(k.Expires, now.Add(time.Hour)) {
 		t.Errorf("kernel %+v %v", k, ok)
