@@ -131,7 +131,10 @@ func printStatus(w io.Writer, st api.Status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "version\t%s\npid\t%d\nuptime\t%s\nstore\t%s\n", st.Version, st.PID, st.Uptime, st.Store)
 	for _, i := range st.Interfaces {
-		fmt.Fprintf(tw, "interface\t%s (%s XDP)\n", i.Name, i.Mode)
+		fmt.Fprintf(tw, "interface\t%s (%s)\n", i.Name, attachedAs(i))
+		if i.XDP != nil || len(i.TCX) > 0 {
+			fmt.Fprintf(tw, "  ingress\t%s\n", chainText(i))
+		}
 	}
 	for _, l := range st.Lists {
 		fmt.Fprintf(tw, "list\t%s\t%d entries, loaded %s: %s\n", l.Source, l.Entries, stamp(l.Loaded), l.Status)
@@ -242,4 +245,35 @@ func sortedKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// attachedAs says how hbf runs on an interface: "native XDP", "tcx".
+func attachedAs(i api.Interface) string {
+	if i.Hook == "tcx" {
+		if i.Mode == "adopted" {
+			return "TCX, adopted"
+		}
+		return "TCX"
+	}
+	return i.Mode + " XDP"
+}
+
+// chainText lists what runs on an interface's ingress, in order, hbf's
+// program marked: "XDP xdp_filter (12) -> TCX hbf_tc (40)* -> TCX counter (41)".
+func chainText(i api.Interface) string {
+	name := func(hook string, p api.Program) string {
+		s := fmt.Sprintf("%s %s (%d)", hook, dash(p.Name), p.ID)
+		if p.HBF {
+			s += "*"
+		}
+		return s
+	}
+	var parts []string
+	if i.XDP != nil {
+		parts = append(parts, name("XDP", *i.XDP))
+	}
+	for _, p := range i.TCX {
+		parts = append(parts, name("TCX", p))
+	}
+	return strings.Join(parts, " -> ")
 }

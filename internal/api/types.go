@@ -76,7 +76,19 @@ type Why struct {
 // Interface is an interface hbf protects.
 type Interface struct {
 	Name string `json:"name"`
+	Hook string `json:"hook"` // xdp or tcx
 	Mode string `json:"xdp_mode"`
+	// What runs on its ingress, hbf's program included, in order: the XDP
+	// hook's program, then the TCX programs at TC ingress.
+	XDP *Program  `json:"xdp,omitempty"`
+	TCX []Program `json:"tcx,omitempty"`
+}
+
+// Program is a BPF program attached to an interface.
+type Program struct {
+	ID   uint32 `json:"id"`
+	Name string `json:"name"`
+	HBF  bool   `json:"hbf,omitempty"` // this daemon's
 }
 
 // Status is the daemon's state.

@@ -129,8 +129,23 @@ func (l *links) interfaces() []api.Interface {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []api.Interface
+	own := l.dp.ProgramID()
 	for _, a := range l.attachments {
-		out = append(out, api.Interface{Name: a.Iface, Mode: string(a.Mode)})
+		i := api.Interface{Name: a.Iface, Hook: string(l.dp.Hook()), Mode: string(a.Mode)}
+		// Read where the interface lives: this namespace, as the daemon's.
+		if c, err := dataplane.ChainOf(a.Iface); err == nil {
+			ref := func(p dataplane.ProgramRef) api.Program {
+				return api.Program{ID: p.ID, Name: p.Name, HBF: p.ID == own}
+			}
+			if c.XDP != nil {
+				p := ref(*c.XDP)
+				i.XDP = &p
+			}
+			for _, p := range c.TCX {
+				i.TCX = append(i.TCX, ref(p))
+			}
+		}
+		out = append(out, i)
 	}
 	return out
 }

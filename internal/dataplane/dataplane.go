@@ -289,6 +289,16 @@ var linkDirs = map[Hook]string{HookXDP: "links", HookTCX: "tcx-links"}
 // Hook is where this program decides.
 func (d *Dataplane) Hook() Hook { return d.hook }
 
+// ProgramID is the kernel's id of this program; 0 when it cannot be read.
+func (d *Dataplane) ProgramID() uint32 {
+	info, err := d.objs.Program.Info()
+	if err != nil {
+		return 0
+	}
+	id, _ := info.ID()
+	return uint32(id)
+}
+
 // Adopted reports whether Load reused maps pinned by an earlier process.
 func (d *Dataplane) Adopted() bool { return d.adopted }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -130,4 +131,53 @@ func ownXDP(pin string, id uint32) bool {
 	defer l.Close()
 	info, err := l.Info()
 	return err == nil && uint32(info.Program) == id
+}
+
+// ProgramRef names a program attached to an interface.
+type ProgramRef struct {
+	ID   uint32
+	Name string // as the kernel knows it; "" when it cannot be read
+}
+
+// Chain is what runs on an interface's ingress, in the order it runs: the
+// XDP hook's program, then the TCX programs at TC ingress.
+type Chain struct {
+	XDP *ProgramRef
+	TCX []ProgramRef
+}
+
+// ChainOf reads the chain of the named interface in this namespace.
+func ChainOf(iface string) (Chain, error) {
+	var c Chain
+	l, err := netlink.LinkByName(iface)
+	if err != nil {
+		return c, fmt.Errorf("interface %q: %w", iface, err)
+	}
+	if xdp := l.Attrs().Xdp; xdp != nil && xdp.Attached {
+		c.XDP = &ProgramRef{ID: xdp.ProgId, Name: programName(xdp.ProgId)}
+	}
+	res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: ebpf.AttachTCXIngress})
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		return c, nil // no TCX on this kernel: nothing runs there
+	}
+	if err != nil {
+		return c, fmt.Errorf("query the TCX programs of %s: %w", iface, err)
+	}
+	for _, p := range res.Programs {
+		c.TCX = append(c.TCX, ProgramRef{ID: uint32(p.ID), Name: programName(uint32(p.ID))})
+	}
+	return c, nil
+}
+
+func programName(id uint32) string {
+	p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
+	if err != nil {
+		return ""
+	}
+	defer p.Close()
+	info, err := p.Info()
+	if err != nil {
+		return ""
+	}
+	return info.Name
 }

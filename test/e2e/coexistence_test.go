@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,6 +31,15 @@ func TestTCXBesideXDPFilter(t *testing.T) {
 	}
 	if n := xdpPrograms(t, lab.Host); n != 1 {
 		t.Errorf("%d XDP programs on the interface, want xdp-filter's alone", n)
+	}
+	// Status shows the whole chain: xdp-filter's program at XDP, hbf's at
+	// the head of TC ingress.
+	if i := d.status().Interfaces[0]; i.Hook != "tcx" || i.XDP == nil || i.XDP.HBF || !strings.HasPrefix(i.XDP.Name, "xdp") ||
+		len(i.TCX) != 1 || !i.TCX[0].HBF || i.TCX[0].Name != "hbf_tc" {
+		t.Errorf("status of %s: %+v (xdp %+v, tcx %+v), want xdp-filter at XDP and hbf_tc at TC", i.Name, i, i.XDP, i.TCX)
+	}
+	if out := d.mustCLI("status"); !strings.Contains(out, "TCX hbf_tc (") {
+		t.Errorf("hbf status does not show the chain:\n%s", out)
 	}
 
 	if got := dialOutcome(client, hostPort(host, 8080), 2*time.Second); got != "open" {
