@@ -129,13 +129,12 @@ func (l *links) interfaces() []api.Interface {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []api.Interface
-	own := l.dp.ProgramID()
 	for _, a := range l.attachments {
 		i := api.Interface{Name: a.Iface, Hook: string(l.dp.Hook()), Mode: string(a.Mode)}
 		// Read where the interface lives: this namespace, as the daemon's.
 		if c, err := dataplane.ChainOf(a.Iface); err == nil {
 			ref := func(p dataplane.ProgramRef) api.Program {
-				return api.Program{ID: p.ID, Name: p.Name, HBF: p.ID == own}
+				return api.Program{ID: p.ID, Name: p.Name, HBF: l.dp.Own(p.ID)}
 			}
 			if c.XDP != nil {
 				p := ref(*c.XDP)
@@ -213,6 +212,9 @@ func (l *links) check(failing map[string]string) {
 		switch kind {
 		case dataplane.RepairInterface:
 			l.log.Warn("the interface was re-created; hbf attached again", "iface", a.Iface, "ifindex", a.Ifindex, "xdp_mode", a.Mode)
+		case dataplane.RepairHead:
+			l.log.Warn("another program was put ahead of hbf at TC ingress, where it could hide traffic from it; "+
+				"hbf moved back to the head", "iface", a.Iface)
 		default:
 			l.log.Warn("hbf's program was detached from outside; attached again", "iface", a.Iface, "xdp_mode", a.Mode)
 		}

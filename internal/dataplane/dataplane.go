@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -124,6 +125,13 @@ func (h Hook) program() string {
 type objects struct {
 	shared
 	Program *ebpf.Program
+	// spec and maps load another copy of Program on the same maps, the
+	// global variables' included (keepHead).
+	spec *ebpf.CollectionSpec
+	maps map[string]*ebpf.Map
+	// formerIDs are earlier copies' ids, still running on links a copy
+	// has not replaced yet.
+	formerIDs map[uint32]bool
 }
 
 // shared are the maps and the variables of every build of the program.
@@ -136,7 +144,11 @@ func (o *objects) Close() error {
 	if o.Program != nil {
 		o.Program.Close()
 	}
-	return o.hbfMaps.Close()
+	err := o.hbfMaps.Close()
+	for _, m := range o.maps {
+		m.Close() // a second close of the assigned ones is harmless
+	}
+	return err
 }
 
 // pinnedMaps are the maps whose content is state worth keeping; the ring
@@ -267,14 +279,29 @@ func (d *Dataplane) loadObjects(spec *ebpf.CollectionSpec, h Hook, opts *ebpf.Co
 	if err != nil {
 		return err
 	}
-	// What is not assigned (the global variables' maps, which the program
-	// and the variables hold on to) is closed with the collection.
 	defer coll.Close()
+	all := maps.Clone(coll.Maps)
 	if err := coll.Assign(&d.objs.shared); err != nil {
 		return err
 	}
+	for name := range coll.Maps {
+		coll.DetachMap(name) // the global variables' maps: kept for copies
+	}
 	d.objs.Program = coll.DetachProgram(name)
+	d.objs.spec, d.objs.maps, d.objs.formerIDs = spec, all, map[uint32]bool{}
 	return nil
+}
+
+// loadCopy loads another copy of the program, on the same maps: the
+// kernel attaches one program once to a TCX chain, and moving hbf in the
+// chain without a gap takes a second one.
+func (d *Dataplane) loadCopy() (*ebpf.Program, error) {
+	coll, err := ebpf.NewCollectionWithOptions(d.objs.spec, ebpf.CollectionOptions{MapReplacements: d.objs.maps})
+	if err != nil {
+		return nil, err
+	}
+	defer coll.Close()
+	return coll.DetachProgram(d.hook.program()), nil
 }
 
 func (d *Dataplane) mapDir() string { return filepath.Join(d.pinDir, "maps") }
@@ -288,6 +315,10 @@ var linkDirs = map[Hook]string{HookXDP: "links", HookTCX: "tcx-links"}
 
 // Hook is where this program decides.
 func (d *Dataplane) Hook() Hook { return d.hook }
+
+// Own reports whether the program of kernel id is this Dataplane's: the
+// program, or a copy it replaced that a link may still run.
+func (d *Dataplane) Own(id uint32) bool { return id == d.ProgramID() || d.objs.formerIDs[id] }
 
 // ProgramID is the kernel's id of this program; 0 when it cannot be read.
 func (d *Dataplane) ProgramID() uint32 {

@@ -6,6 +6,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 )
 
 // What CheckAttachment and RepairPins fix, as hbf_repairs_total's kind.
@@ -13,6 +16,9 @@ const (
 	RepairLink      = "link"      // the program was detached from outside
 	RepairInterface = "interface" // the interface was removed and re-created
 	RepairPin       = "pin"       // a pin was removed from outside
+	// RepairHead: another program was put ahead of hbf at TC ingress, where
+	// it could hide traffic from it; hbf moved back to the head.
+	RepairHead = "head"
 )
 
 // ErrInterfaceGone: the attachment's interface does not exist now.
@@ -36,7 +42,7 @@ func (d *Dataplane) CheckAttachment(a *Attachment, mode XDPMode) (string, error)
 		}
 	}
 	if on != 0 && on == ifc.Index {
-		return "", nil
+		return d.keepHead(a)
 	}
 	kind := RepairLink
 	if ifc.Index != a.Ifindex {
@@ -99,4 +105,58 @@ func (d *Dataplane) RepairPins(atts []*Attachment) (int, error) {
 		n++
 	}
 	return n, errors.Join(errs...)
+}
+
+// keepHead moves a TCX attachment back to the head of TC ingress when
+// another program was put ahead of it. The kernel attaches a program once
+// to a chain, so a second copy of it, on the same maps, is attached at the
+// head before the old link goes: for a moment both decide, and no packet
+// passes unseen.
+func (d *Dataplane) keepHead(a *Attachment) (string, error) {
+	if d.hook != HookTCX {
+		return "", nil
+	}
+	res, err := link.QueryPrograms(link.QueryOptions{Target: a.Ifindex, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		return "", fmt.Errorf("query the TCX programs of %s: %w", a.Iface, err)
+	}
+	if len(res.Programs) == 0 {
+		return "", nil
+	}
+	if d.Own(uint32(res.Programs[0].ID)) {
+		return "", nil
+	}
+	prog, err := d.loadCopy()
+	if err != nil {
+		return "", fmt.Errorf("move back to the head of %s: load a copy of the program: %w", a.Iface, err)
+	}
+	fresh, err := link.AttachTCX(link.TCXOptions{Interface: a.Ifindex, Program: prog,
+		Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
+	if err != nil {
+		prog.Close()
+		return "", fmt.Errorf("move back to the head of %s: %w", a.Iface, err)
+	}
+	old := a.link
+	if a.pin != "" {
+		// Unpinned, the old link still runs while this process holds it.
+		if err := old.Unpin(); err != nil && !errors.Is(err, os.ErrNotExist) {
+			fresh.Close()
+			prog.Close()
+			return "", fmt.Errorf("unpin the link of %s: %w", a.Iface, err)
+		}
+		if err := fresh.Pin(a.pin); err != nil {
+			fresh.Close()
+			prog.Close()
+			_ = old.Pin(a.pin)
+			return "", fmt.Errorf("pin the link of %s: %w", a.Iface, err)
+		}
+	}
+	old.Close()
+	// Other interfaces may still run the old copy: it is hbf's all the same.
+	d.objs.formerIDs[d.ProgramID()] = true
+	d.objs.Program.Close()
+	d.objs.Program = prog
+	a.link = fresh
+	a.Mode = ModeTCX
+	return RepairHead, nil
 }

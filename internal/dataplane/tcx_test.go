@@ -157,6 +157,35 @@ func TestTCXEnforcesBesideOtherPrograms(t *testing.T) {
 		t.Errorf("the program after hbf saw nothing: a pass must let the next program decide")
 	}
 
+	// Another program put ahead of hbf: the check moves hbf back to the
+	// head, and leaves the other program in the chain.
+	ahead, _ := countingTCX(t)
+	inHost(func() error {
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: ahead, Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
+		if err == nil {
+			t.Cleanup(func() { l.Close() })
+		}
+		return err
+	})
+	var moved string
+	inHost(func() (err error) { moved, err = dp.CheckAttachment(a, XDPAuto); return err })
+	if moved != RepairHead {
+		t.Errorf("repaired %q, want %q", moved, RepairHead)
+	}
+	inHost(func() error {
+		res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: ebpf.AttachTCXIngress})
+		if err != nil {
+			return err
+		}
+		if len(res.Programs) != 3 || uint32(res.Programs[0].ID) != dp.ProgramID() {
+			t.Errorf("TC ingress runs %+v, want hbf's %d first of 3", res.Programs, dp.ProgramID())
+		}
+		return nil
+	})
+	if got := probe("blocked"); got != "filtered" {
+		t.Errorf("after the move to the head the blocked source: %s, want filtered", got)
+	}
+
 	// Detached from outside: the check attaches it again.
 	if err := a.link.Detach(); err != nil {
 		t.Fatal(err)

@@ -88,7 +88,7 @@ var (
 
 var (
 	descBlocked   = prometheus.NewDesc("hbf_blocked_sources", "Block entries (addresses and prefixes) in force.", nil, nil)
-	descRepairs   = prometheus.NewDesc("hbf_repairs_total", "What hbf noticed undone from outside and repaired: link (program detached), interface (re-created), pin (removed).", []string{"kind"}, nil)
+	descRepairs   = prometheus.NewDesc("hbf_repairs_total", "What hbf noticed undone from outside and repaired: link (program detached), interface (re-created), pin (removed), head (a program put ahead of hbf at TC ingress).", []string{"kind"}, nil)
 	descScrapeErr = prometheus.NewDesc("hbf_scrape_errors_total", "Failures to read the data plane while serving a scrape.", nil, nil)
 	descAttached  = prometheus.NewDesc("hbf_xdp_attached", "Interfaces the XDP program is attached to, with the attach mode.", []string{"iface", "mode"}, nil)
 	descUndo      = prometheus.NewDesc("hbf_undo_failures_total", "Changes the kernel refused that could not be undone in the store: the two disagree until the next reconciliation.", nil, nil)
@@ -168,7 +168,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.Repairs != nil {
 		got := c.Repairs()
-		for _, kind := range []string{dataplane.RepairLink, dataplane.RepairInterface, dataplane.RepairPin} {
+		for _, kind := range []string{dataplane.RepairLink, dataplane.RepairInterface, dataplane.RepairPin, dataplane.RepairHead} {
 			counter(descRepairs, got[kind], kind)
 		}
 	}

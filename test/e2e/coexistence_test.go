@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+
 	"github.com/hbf-firewall/hbf/internal/netlab"
 )
 
@@ -58,6 +62,17 @@ func TestTCXBesideXDPFilter(t *testing.T) {
 	d.waitLine(line(`Blocked %s for 1h0m0s: port scan`, scanner.Addr4))
 	if learnt > 3 {
 		t.Errorf("the scanner learnt %d ports, want at most 3", learnt)
+	}
+
+	// A program put ahead of hbf at TC ingress: the watchdog moves hbf
+	// back to the head, counts it and keeps the other program.
+	ahead := tcxPass(t, lab.Host)
+	eventually(t, "hbf back at the head", func() bool { return d.status().Counters["repairs_head"] == 1 })
+	if i := d.status().Interfaces[0]; len(i.TCX) != 2 || !i.TCX[0].HBF || i.TCX[1].ID != ahead {
+		t.Errorf("TC ingress after the move: %+v, want hbf_tc first, then the other program (%d)", i.TCX, ahead)
+	}
+	if got := dialOutcome(scanner, hostPort(host, 8080), time.Second); got != "filtered" {
+		t.Errorf("after the move to the head the scanner: %s, want filtered", got)
 	}
 
 	// xdp-filter unloaded: its address passes, hbf still blocks.
@@ -153,4 +168,38 @@ func TestTCXCore(t *testing.T) {
 	if n := xdpPrograms(t, lab.Host); n != 0 {
 		t.Errorf("%d XDP programs on the interface, want none in TCX mode", n)
 	}
+}
+
+// tcxPass attaches, from the test, a program that passes everything at the
+// head of the host interface's TC ingress: another tool's, put ahead of
+// hbf. It returns the program's id.
+func tcxPass(t *testing.T, ns *netlab.NS) uint32 {
+	t.Helper()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.SchedCLS, AttachType: ebpf.AttachTCXIngress, License: "MIT",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}, // TCX_NEXT
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	if err := ns.Do(func() error {
+		ifc, err := netInterface(netlab.Iface)
+		if err != nil {
+			return err
+		}
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifc, Program: prog, Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
+		if err == nil {
+			t.Cleanup(func() { l.Close() })
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := prog.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := info.ID()
+	return uint32(id)
 }
