@@ -203,3 +203,40 @@ func tcxPass(t *testing.T, ns *netlab.NS) uint32 {
 	id, _ := info.ID()
 	return uint32(id)
 }
+
+// Changing --attach across a restart, under a flood from a blocked source:
+// the new hook's program is attached before the old one goes, so not one
+// packet of it is answered, and each is dropped exactly once.
+func TestAttachSwitchUnderFlood(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"flooder", "client"}})
+	serveHTTP(t, lab.Host, 8080)
+	flooder := lab.Peers["flooder"]
+	d := startDaemon(t, lab, "--attach", "xdp", "--detach-on-exit=false")
+	d.mustCLI("block", flooder.Addr4.String(), "--reason", "flood")
+	for _, to := range []string{"tcx", "xdp"} {
+		before := scrape(t, d).value(t, "hbf_packets_dropped_total", "blocked")
+		flood := hpingFlood(t, flooder, lab.Host.Addr4.String(), 100000, "u20")
+		time.Sleep(200 * time.Millisecond)
+		if err := d.stop(); err != nil {
+			t.Fatal(err)
+		}
+		d = d.restart(lab, "--attach", to)
+		switched := time.Now()
+		sent, received := flood()
+		if time.Since(switched) < 100*time.Millisecond {
+			t.Errorf("the flood ended before the switch to %s: make it longer", to)
+		}
+		if st := d.status(); len(st.Interfaces) != 1 || st.Interfaces[0].Hook != to {
+			t.Errorf("after the switch to %s: interfaces %+v", to, st.Interfaces)
+		}
+		dropped := int(scrape(t, d).value(t, "hbf_packets_dropped_total", "blocked") - before)
+		t.Logf("switch to %s under a flood of %d SYNs: %d dropped, %d answered", to, sent, dropped, received)
+		if received != 0 || dropped != sent {
+			t.Errorf("switch to %s: %d sent, %d dropped, %d answered: want every one dropped once, none answered", to, sent, dropped, received)
+		}
+		if got := dialOutcome(lab.Peers["client"], hostPort(lab.Host.Addr4, 8080), 2*time.Second); got != "open" {
+			t.Errorf("after the switch to %s the client: %s, want open", to, got)
+		}
+	}
+}
