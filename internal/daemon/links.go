@@ -61,6 +61,10 @@ func attachError(err error) error {
 	switch {
 	case !ok:
 		return err
+	case fe.OtherHBF != "":
+		return fmt.Errorf("attach to %s: %w: another hbf runs there, with its pins in %s: stop it first (or uninstall it: "+
+			"hbf uninstall --pin-path %s), or start this one with --pin-path %s to take its place and its state: %v",
+			fe.Iface, dataplane.ErrForeignXDP, fe.OtherHBF, fe.OtherHBF, fe.OtherHBF, fe.Err)
 	case fe.Replacing:
 		return fmt.Errorf("attach to %s: %w and --replace could not detach it (see `ip link show %s`): "+
 			"another tool's bpf_link can be detached only with CAP_SYS_ADMIN: %v", fe.Iface, dataplane.ErrForeignXDP, fe.Iface, fe.Err)

@@ -21,6 +21,10 @@ type ForeignXDPError struct {
 	Iface     string
 	Replacing bool  // Options.ReplaceForeign was set
 	Err       error // the kernel's refusal
+	// OtherHBF is the pin path of another hbf whose program holds the
+	// interface; "" when the program is not hbf's, or its pins are not
+	// found on /sys/fs/bpf.
+	OtherHBF string
 }
 
 func (e *ForeignXDPError) Error() string {
@@ -33,6 +37,25 @@ func (e *ForeignXDPError) Error() string {
 }
 
 func (e *ForeignXDPError) Unwrap() []error { return []error{ErrForeignXDP, e.Err} }
+
+// otherHBF finds the pin path of the hbf whose XDP link pinned for iface
+// runs the program that holds the interface: another daemon with another
+// --pin-path. "" when it is none of hbf's.
+func otherHBF(ifindex int, iface string) string {
+	id, err := xdpProgramOn(ifindex)
+	if err != nil || id == 0 || programName(id) != hbfProgHbfXdp {
+		return ""
+	}
+	for _, pattern := range []string{"*", "*/*"} {
+		pins, _ := filepath.Glob(filepath.Join(DefaultBPFFS, pattern, "v*", linkDirs[HookXDP], iface))
+		for _, pin := range pins {
+			if ownXDP(pin, id) {
+				return filepath.Dir(filepath.Dir(filepath.Dir(pin)))
+			}
+		}
+	}
+	return ""
+}
 
 // detachForeign removes whatever XDP program holds the interface: a bpf_link
 // (BPF_LINK_DETACH; its owner keeps a defunct link), else a program attached

@@ -240,3 +240,21 @@ func TestAttachSwitchUnderFlood(t *testing.T) {
 		}
 	}
 }
+
+// A second hbf, with pins of its own, finds the first one's program on
+// the XDP hook: its refusal names that hbf's pin path and what to do.
+func TestAnotherHBFIsRecognised(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{})
+	first := startDaemon(t, lab)
+	second := tryDaemon(t, lab, "--metrics-addr", "127.0.0.1:9718")
+	if err := second.wait(30 * time.Second); err == nil {
+		t.Fatal("a second hbf started on the interface of the first")
+	}
+	refused := second.stderrText()
+	for _, want := range []string{"another hbf runs there", "pins in " + first.pinPath, "--pin-path " + first.pinPath} {
+		if !strings.Contains(refused, want) {
+			t.Errorf("the refusal does not say %q:\n%s", want, refused)
+		}
+	}
+}
