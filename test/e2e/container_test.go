@@ -77,6 +77,15 @@ func TestContainerImage(t *testing.T) {
 	if svc.NetworkMode != "host" {
 		t.Errorf("compose: network_mode %q, want host (XDP attaches to the host's interfaces)", svc.NetworkMode)
 	}
+	// At either hook: the compose file's capabilities are enough for both.
+	for _, hook := range []string{"xdp", "tcx"} {
+		t.Run(hook, func(t *testing.T) {
+			testContainerAt(t, image, svc, hook)
+		})
+	}
+}
+
+func testContainerAt(t *testing.T, image string, svc composeService, hook string) {
 	lab := newLab(t, netlab.Options{Peers: []string{"client", "scanner"}})
 	serveHTTP(t, lab.Host, 8080, 8081, 8082, 8083)
 
@@ -103,12 +112,15 @@ func TestContainerImage(t *testing.T) {
 		}
 	}
 	args = append(args, image, "daemon", "--iface", netlab.Iface, "--pin-path", d.pinPath,
-		"--socket", "/var/lib/hbf/hbf.sock", "--detach-on-exit")
+		"--socket", "/var/lib/hbf/hbf.sock", "--detach-on-exit", "--attach", hook)
 	d.start(exec.Command(args[0], args[1:]...))
 	t.Cleanup(func() {
 		exec.Command(podman("rm", "--force", name)[0], podman("rm", "--force", name)[1:]...).Run()
 	})
 	waitReady(t, d)
+	if st := d.status(); len(st.Interfaces) != 1 || st.Interfaces[0].Hook != hook {
+		t.Errorf("the container's hbf runs on %+v, want %s", st.Interfaces, hook)
+	}
 
 	if got := dialOutcome(lab.Peers["client"], hostPort(lab.Host.Addr4, 8080), 2*time.Second); got != "open" {
 		t.Errorf("the client: %s, want open", got)
