@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/netlab"
 )
 
@@ -167,6 +168,25 @@ func TestTCXCore(t *testing.T) {
 	}
 	if n := xdpPrograms(t, lab.Host); n != 0 {
 		t.Errorf("%d XDP programs on the interface, want none in TCX mode", n)
+	}
+
+	// hbf uninstall removes the TCX link and the pins.
+	if out := next.mustCLI("uninstall"); !strings.Contains(out, "enforcement removed") {
+		t.Errorf("uninstall said %q", out)
+	}
+	next.wait(20 * time.Second)
+	if _, err := os.Stat(d.pinPath); !os.IsNotExist(err) {
+		t.Errorf("pins left after uninstall: %v", err)
+	}
+	if got := dialOutcome(lab.Peers["listed"], hostPort(host.Addr4, 8080), 2*time.Second); got != "open" {
+		t.Errorf("after uninstall the listed address: %s, want open", got)
+	}
+	var chain dataplane.Chain
+	if err := host.Do(func() (err error) { chain, err = dataplane.ChainOf(netlab.Iface); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if chain.XDP != nil || len(chain.TCX) != 0 {
+		t.Errorf("after uninstall the interface runs %+v", chain)
 	}
 }
 
