@@ -22,11 +22,11 @@ const defaultConfigFile = "/etc/hbf/hbf.yaml"
 // (--max-ports), an environment variable (HBF_MAX_PORTS) and a key of the
 // configuration file (max-ports:); that is also the order of precedence.
 type daemonFlags struct {
-	fs                                        *pflag.FlagSet
-	cfg                                       daemon.Config
-	attach, xdpMode, logFormat, connLog, mode string
-	fleetShare                                string
-	config                                    string
+	fs                                                   *pflag.FlagSet
+	cfg                                                  daemon.Config
+	attach, tcxAnchor, xdpMode, logFormat, connLog, mode string
+	fleetShare                                           string
+	config                                               string
 }
 
 func newDaemonFlags(fs *pflag.FlagSet) *daemonFlags {
@@ -46,6 +46,7 @@ func newDaemonFlags(fs *pflag.FlagSet) *daemonFlags {
 	fs.Var(durationValue{&cfg.Settings.Escalation.Forget}, "escalation-forget", "a source that scans no more for this long starts again at the first offence [HBF_ESCALATION_FORGET]")
 	fs.Var(durationValue{&cfg.Start.Timeout}, "timeout", "run this long, then exit cleanly; 0 runs until stopped [HBF_TIMEOUT_SECONDS]")
 	fs.StringVar(&d.attach, "attach", string(cfg.Start.Attach), "the hook hbf decides at: xdp (its own XDP link), tcx (TC ingress through TCX, Linux 6.6+, beside other programs) or auto (xdp where every XDP hook is free, else tcx) [HBF_ATTACH]")
+	fs.StringVar(&d.tcxAnchor, "tcx-anchor", "head", "with TCX: head (before the other programs at TC ingress, which cannot then hide traffic from hbf; kept there) or tail [HBF_TCX_ANCHOR]")
 	fs.StringVar(&d.xdpMode, "xdp-mode", string(cfg.Start.XDPMode), "auto, native or generic; auto falls back to generic when the driver has no native XDP [HBF_XDP_MODE]")
 	fs.StringVar(&cfg.Start.PinPath, "pin-path", cfg.Start.PinPath, "bpffs folder for hbf's pinned maps and links [HBF_PIN_PATH]")
 	fs.StringVar(&cfg.Start.StateDir, "state-dir", cfg.Start.StateDir, "folder for hbf's state and its single-instance lock [HBF_STATE_DIR]")
@@ -104,6 +105,12 @@ func (d *daemonFlags) resolve(getenv func(string) string, findIface bool) (daemo
 	var err error
 	if cfg.Start.Attach, err = daemon.ParseAttach(d.attach); err != nil {
 		return cfg, fmt.Errorf("--attach: %w", err)
+	}
+	switch d.tcxAnchor {
+	case "head", "tail":
+		cfg.Start.TCXTail = d.tcxAnchor == "tail"
+	default:
+		return cfg, fmt.Errorf("--tcx-anchor: %q is not an anchor: use head or tail", d.tcxAnchor)
 	}
 	if cfg.Start.XDPMode, err = dataplane.ParseXDPMode(d.xdpMode); err != nil {
 		return cfg, fmt.Errorf("--xdp-mode: %w", err)

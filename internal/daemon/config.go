@@ -31,8 +31,9 @@ type Config struct {
 // (interfaces, pins, sockets, ports) or took from how it was started. A
 // reload that names other values says so, with the flag of each field.
 type Start struct {
-	Ifaces      []string          `flag:"iface"`  // interfaces to protect; at least one
-	Attach      Attach            `flag:"attach"` // the hook the program runs at
+	Ifaces      []string          `flag:"iface"`      // interfaces to protect; at least one
+	Attach      Attach            `flag:"attach"`     // the hook the program runs at
+	TCXTail     bool              `flag:"tcx-anchor"` // at the tail of TC ingress, not the head
 	XDPMode     dataplane.XDPMode `flag:"xdp-mode"`
 	PinPath     string            `flag:"pin-path"`
 	StateDir    string            `flag:"state-dir"`

@@ -225,7 +225,8 @@ func (d *daemon) loadProgram() error {
 		<-listsDone
 		return err
 	}
-	dp, err := dataplane.Load(dataplane.Options{PinPath: d.start.PinPath, ReplaceForeign: d.start.Replace, Hook: hook})
+	dp, err := dataplane.Load(dataplane.Options{PinPath: d.start.PinPath, ReplaceForeign: d.start.Replace, Hook: hook,
+		TCXTail: d.start.TCXTail})
 	read := <-listsDone
 	if err != nil {
 		return err

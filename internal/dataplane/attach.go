@@ -132,15 +132,22 @@ func (d *Dataplane) attachXDP(ifindex int, mode XDPMode) (link.Link, error) {
 }
 
 // attachTCX puts the program at the head of the interface's TC ingress
-// programs: one that redirects or drops ahead of hbf would hide traffic
-// from it.
+// programs, where one that redirects or drops cannot hide traffic from
+// hbf; at the tail when asked (Options.TCXTail).
 func (d *Dataplane) attachTCX(ifindex int) (link.Link, error) {
 	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: d.objs.Program,
-		Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
+		Attach: ebpf.AttachTCXIngress, Anchor: d.tcxAnchor()})
 	if errors.Is(err, ebpf.ErrNotSupported) {
 		return nil, fmt.Errorf("TCX needs Linux 6.6 or later, and this kernel is %s: use the XDP hook (%w)", kernelRelease(), err)
 	}
 	return l, err
+}
+
+func (d *Dataplane) tcxAnchor() link.Anchor {
+	if d.tcxTail {
+		return link.Tail()
+	}
+	return link.Head()
 }
 
 func kernelRelease() string {

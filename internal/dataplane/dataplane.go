@@ -100,6 +100,10 @@ type Options struct {
 	// Hook is where the program decides; only its build is loaded. Zero:
 	// HookXDP.
 	Hook Hook
+	// TCXTail puts the program at the tail of TC ingress instead of the
+	// head (HookTCX): after the others, which may then hide traffic from
+	// it. The head is kept (keepHead) only when asked for.
+	TCXTail bool
 }
 
 // Hook is where the program decides: one source, a build for each.
@@ -176,6 +180,7 @@ type Dataplane struct {
 	replaceForeign bool
 	replaced       []string // foreign programs Attach detached
 	hook           Hook
+	tcxTail        bool
 
 	// prefixMu serialises changes of block_prefixes with the program's
 	// hint that the map is not empty.
@@ -204,7 +209,7 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 	}
 
-	d := &Dataplane{replaceForeign: opts.ReplaceForeign, clock: new(clock), hook: cmp.Or(opts.Hook, HookXDP)}
+	d := &Dataplane{replaceForeign: opts.ReplaceForeign, clock: new(clock), hook: cmp.Or(opts.Hook, HookXDP), tcxTail: opts.TCXTail}
 	if err := binary.Read(rand.Reader, binary.NativeEndian, &d.hashKey); err != nil {
 		return nil, fmt.Errorf("draw the tracker's hash key: %w", err)
 	}

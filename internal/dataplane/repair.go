@@ -113,7 +113,7 @@ func (d *Dataplane) RepairPins(atts []*Attachment) (int, error) {
 // head before the old link goes: for a moment both decide, and no packet
 // passes unseen.
 func (d *Dataplane) keepHead(a *Attachment) (string, error) {
-	if d.hook != HookTCX {
+	if d.hook != HookTCX || d.tcxTail {
 		return "", nil
 	}
 	res, err := link.QueryPrograms(link.QueryOptions{Target: a.Ifindex, Attach: ebpf.AttachTCXIngress})

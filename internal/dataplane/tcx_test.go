@@ -237,3 +237,62 @@ func (d *Dataplane) mustCounters(t *testing.T) Counters {
 	}
 	return c
 }
+
+// At the tail, the program goes after the others at TC ingress and stays
+// there: no move to the head.
+func TestTCXTailStaysBehind(t *testing.T) {
+	lab, err := netlab.New(context.Background(), netlab.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lab.Close()
+	other, _ := countingTCX(t)
+	dp, err := Load(Options{Hook: HookTCX, TCXTail: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	order := func() []ebpf.ProgramID {
+		var ids []ebpf.ProgramID
+		if err := lab.Host.Do(func() error {
+			ifc, err := net.InterfaceByName(netlab.Iface)
+			if err != nil {
+				return err
+			}
+			res, err := link.QueryPrograms(link.QueryOptions{Target: ifc.Index, Attach: ebpf.AttachTCXIngress})
+			for _, p := range res.Programs {
+				ids = append(ids, p.ID)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	var a *Attachment
+	if err := lab.Host.Do(func() (err error) {
+		ifc, err := net.InterfaceByName(netlab.Iface)
+		if err != nil {
+			return err
+		}
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifc.Index, Program: other, Attach: ebpf.AttachTCXIngress})
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { l.Close() })
+		if a, err = dp.Attach(netlab.Iface, XDPAuto); err != nil {
+			return err
+		}
+		kind, err := dp.CheckAttachment(a, XDPAuto)
+		if kind != "" {
+			t.Errorf("the check at the tail repaired %q, want nothing", kind)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Detach()
+	if ids := order(); len(ids) != 2 || uint32(ids[1]) != dp.ProgramID() {
+		t.Errorf("TC ingress runs %v, want hbf's %d last", ids, dp.ProgramID())
+	}
+}
