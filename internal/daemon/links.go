@@ -66,12 +66,13 @@ func attachError(err error) error {
 			"hbf uninstall --pin-path %s), or start this one with --pin-path %s to take its place and its state: %v",
 			fe.Iface, dataplane.ErrForeignXDP, fe.OtherHBF, fe.OtherHBF, fe.OtherHBF, fe.Err)
 	case fe.Replacing:
-		return fmt.Errorf("attach to %s: %w and --replace could not detach it (see `ip link show %s`): "+
-			"another tool's bpf_link can be detached only with CAP_SYS_ADMIN: %v", fe.Iface, dataplane.ErrForeignXDP, fe.Iface, fe.Err)
+		return fmt.Errorf("attach to %s: %w (program %s) and --replace could not detach it (see `ip link show %s`): "+
+			"another tool's bpf_link can be detached only with CAP_SYS_ADMIN; --attach tcx runs beside it: %v",
+			fe.Iface, dataplane.ErrForeignXDP, fe.Program, fe.Iface, fe.Err)
 	default:
-		return fmt.Errorf("attach to %s: %w (see `ip link show %s`): an XDP hook holds one program; "+
+		return fmt.Errorf("attach to %s: %w (program %s; see `ip link show %s`): an XDP hook holds one program; "+
 			"start hbf with --attach tcx to run beside it at TC, or remove that program, or start hbf with --replace to detach it: %v",
-			fe.Iface, dataplane.ErrForeignXDP, fe.Iface, fe.Err)
+			fe.Iface, dataplane.ErrForeignXDP, fe.Program, fe.Iface, fe.Err)
 	}
 }
 

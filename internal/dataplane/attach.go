@@ -82,7 +82,7 @@ func (d *Dataplane) Attach(iface string, mode XDPMode) (*Attachment, error) {
 		a.link, a.Mode, err = d.attachMode(ifc.Index, mode)
 	}
 	if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
-		return nil, &ForeignXDPError{Iface: iface, Replacing: d.replaceForeign, Err: err, OtherHBF: otherHBF(ifc.Index, iface)}
+		return nil, foreignXDP(ifc.Index, iface, d.replaceForeign, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("attach to %s in %s mode: %w", iface, a.Mode, err)

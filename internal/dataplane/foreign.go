@@ -21,19 +21,44 @@ type ForeignXDPError struct {
 	Iface     string
 	Replacing bool  // Options.ReplaceForeign was set
 	Err       error // the kernel's refusal
+	// Program names what holds the hook: "xdp_dispatcher (id 12)"; the id
+	// alone when the name cannot be read (without CAP_SYS_ADMIN).
+	Program string
 	// OtherHBF is the pin path of another hbf whose program holds the
 	// interface; "" when the program is not hbf's, or its pins are not
 	// found on /sys/fs/bpf.
 	OtherHBF string
 }
 
+// foreignXDP describes the refusal to attach to iface, whose XDP hook
+// another program holds.
+func foreignXDP(ifindex int, iface string, replacing bool, err error) *ForeignXDPError {
+	fe := &ForeignXDPError{Iface: iface, Replacing: replacing, Err: err}
+	if id, _ := xdpProgramOn(ifindex); id != 0 {
+		fe.Program = fmt.Sprintf("id %d", id)
+		if name := programName(id); name != "" {
+			fe.Program = fmt.Sprintf("%s (id %d)", name, id)
+		}
+		fe.OtherHBF = otherHBF(ifindex, iface)
+	}
+	return fe
+}
+
+// what names the program in a message.
+func (e *ForeignXDPError) what() string {
+	if e.Program == "" {
+		return "another XDP program"
+	}
+	return "program " + e.Program
+}
+
 func (e *ForeignXDPError) Error() string {
 	if e.Replacing {
-		return fmt.Sprintf("attach to %s: %v and could not be detached (see `ip link show %s`): "+
-			"another tool's bpf_link can be detached only with CAP_SYS_ADMIN: %v", e.Iface, ErrForeignXDP, e.Iface, e.Err)
+		return fmt.Sprintf("attach to %s: %v (%s) and could not be detached (see `ip link show %s`): "+
+			"another tool's bpf_link can be detached only with CAP_SYS_ADMIN: %v", e.Iface, ErrForeignXDP, e.what(), e.Iface, e.Err)
 	}
-	return fmt.Sprintf("attach to %s: %v (see `ip link show %s`): hbf does not share an interface: %v",
-		e.Iface, ErrForeignXDP, e.Iface, e.Err)
+	return fmt.Sprintf("attach to %s: %v (%s; see `ip link show %s`): an XDP hook holds one program: %v",
+		e.Iface, ErrForeignXDP, e.what(), e.Iface, e.Err)
 }
 
 func (e *ForeignXDPError) Unwrap() []error { return []error{ErrForeignXDP, e.Err} }

@@ -104,7 +104,7 @@ func TestForeignXDPProgram(t *testing.T) {
 				t.Fatal("hbf started beside another XDP program")
 			}
 			refused := refusing.stderrText()
-			for _, want := range []string{"another XDP program is attached", "--attach tcx", "--replace"} {
+			for _, want := range []string{"another XDP program is attached (program ", "--attach tcx", "--replace"} {
 				if !strings.Contains(refused, want) {
 					t.Errorf("refusal does not say %q:\n%s", want, refused)
 				}
