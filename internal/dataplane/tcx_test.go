@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"testing"
@@ -14,19 +15,19 @@ import (
 	"github.com/hbf-firewall/hbf/internal/netlab"
 )
 
-// countingTCX is another tool's TCX program: it counts what reaches it and
-// lets the next program decide.
-func countingTCX(t *testing.T) (*ebpf.Program, *ebpf.Map) {
+// countingTCX is another tool's TCX program: it counts what reaches it
+// (slot 0), and apart the IPv4 packets from "from" (slot 1), and lets the
+// next program decide.
+func countingTCX(t *testing.T, from netip.Addr) (*ebpf.Program, *ebpf.Map) {
 	t.Helper()
-	seen, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	seen, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { seen.Close() })
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type: ebpf.SchedCLS, AttachType: ebpf.AttachTCXIngress, License: "MIT",
-		Instructions: asm.Instructions{
-			asm.StoreImm(asm.RFP, -4, 0, asm.Word),
+	count := func(slot int32, label string) asm.Instructions {
+		return asm.Instructions{
+			asm.StoreImm(asm.RFP, -4, int64(slot), asm.Word).WithSymbol(label),
 			asm.LoadMapPtr(asm.R1, seen.FD()),
 			asm.Mov.Reg(asm.R2, asm.RFP),
 			asm.Add.Imm(asm.R2, -4),
@@ -34,9 +35,27 @@ func countingTCX(t *testing.T) (*ebpf.Program, *ebpf.Map) {
 			asm.JEq.Imm(asm.R0, 0, "out"),
 			asm.Mov.Imm(asm.R1, 1),
 			asm.StoreXAdd(asm.R0, asm.R1, asm.DWord),
-			asm.Mov.Imm(asm.R0, tcActUnspec).WithSymbol("out"),
-			asm.Return(),
-		},
+		}
+	}
+	src := int32(0)
+	if from.Is4() {
+		src = int32(binary.LittleEndian.Uint32(from.AsSlice())) // as loaded from the frame
+	}
+	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
+	insns = append(insns, count(0, "all")...)
+	insns = append(insns,
+		asm.LoadMem(asm.R2, asm.R6, 76, asm.Word), // skb->data
+		asm.LoadMem(asm.R3, asm.R6, 80, asm.Word), // skb->data_end
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, 34), // Ethernet and IPv4 headers
+		asm.JGT.Reg(asm.R4, asm.R3, "out"),
+		asm.LoadMem(asm.R5, asm.R2, 26, asm.Word), // the IPv4 source
+		asm.JNE.Imm(asm.R5, src, "out"),
+	)
+	insns = append(insns, count(1, "from")...)
+	insns = append(insns, asm.Mov.Imm(asm.R0, tcActUnspec).WithSymbol("out"), asm.Return())
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.SchedCLS, AttachType: ebpf.AttachTCXIngress, License: "MIT", Instructions: insns,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -45,10 +64,10 @@ func countingTCX(t *testing.T) (*ebpf.Program, *ebpf.Map) {
 	return prog, seen
 }
 
-func seenBy(t *testing.T, m *ebpf.Map) uint64 {
+func seenBy(t *testing.T, m *ebpf.Map, slot uint32) uint64 {
 	t.Helper()
 	var n uint64
-	if err := m.Lookup(uint32(0), &n); err != nil {
+	if err := m.Lookup(slot, &n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -92,7 +111,7 @@ func TestTCXEnforcesBesideOtherPrograms(t *testing.T) {
 	}
 
 	// Another tool's program, there first; hbf goes ahead of it.
-	other, seen := countingTCX(t)
+	other, seen := countingTCX(t, lab.Peers["blocked"].Addr4)
 	var ifindex int
 	inHost(func() error {
 		ifc, err := net.InterfaceByName(netlab.Iface)
@@ -139,7 +158,8 @@ func TestTCXEnforcesBesideOtherPrograms(t *testing.T) {
 	if err := dp.Block(netip.PrefixFrom(lab.Peers["blocked"].Addr4, 32), noExpiry); err != nil {
 		t.Fatal(err)
 	}
-	before := seenBy(t, seen)
+	before := seenBy(t, seen, 0)
+	fromBlocked := seenBy(t, seen, 1)
 	dropsBefore := dp.mustCounters(t).Dropped[DropBlocked]
 	if got := probe("blocked"); got != "filtered" {
 		t.Errorf("the blocked source: %s, want filtered", got)
@@ -148,18 +168,19 @@ func TestTCXEnforcesBesideOtherPrograms(t *testing.T) {
 	if drops == 0 {
 		t.Errorf("no drop counted for the blocked source")
 	}
-	// The host's own replies and neighbour traffic may reach the other
-	// program meanwhile; the blocked SYNs never do.
+	if n := seenBy(t, seen, 1) - fromBlocked; n != 0 {
+		t.Errorf("%d IPv4 packets of the blocked source reached the program after hbf, want none", n)
+	}
 	if got := probe("client"); got != "open" {
 		t.Errorf("the client beside the blocked source: %s, want open", got)
 	}
-	if seenBy(t, seen) == before {
+	if seenBy(t, seen, 0) == before {
 		t.Errorf("the program after hbf saw nothing: a pass must let the next program decide")
 	}
 
 	// Another program put ahead of hbf: the check moves hbf back to the
 	// head, and leaves the other program in the chain.
-	ahead, _ := countingTCX(t)
+	ahead, _ := countingTCX(t, netip.Addr{})
 	inHost(func() error {
 		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: ahead, Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
 		if err == nil {
@@ -221,8 +242,12 @@ func TestTCXEnforcesBesideOtherPrograms(t *testing.T) {
 	if err := b.Detach(); err != nil {
 		t.Fatal(err)
 	}
+	fromBlocked = seenBy(t, seen, 1)
 	if got := probe("blocked"); got != "open" {
 		t.Errorf("after the detach the blocked source: %s, want open", got)
+	}
+	if seenBy(t, seen, 1) == fromBlocked {
+		t.Errorf("the other program saw none of the source's packets once hbf was gone: its count is broken")
 	}
 	if detached, err := Uninstall(pin); err != nil || len(detached) != 0 {
 		t.Errorf("uninstall after the detach: %v, %v: want nothing left to detach", detached, err)
@@ -246,7 +271,7 @@ func TestTCXTailStaysBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lab.Close()
-	other, _ := countingTCX(t)
+	other, _ := countingTCX(t, netip.Addr{})
 	dp, err := Load(Options{Hook: HookTCX, TCXTail: true})
 	if err != nil {
 		t.Fatal(err)

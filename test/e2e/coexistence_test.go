@@ -278,3 +278,32 @@ func TestAnotherHBFIsRecognised(t *testing.T) {
 		}
 	}
 }
+
+// hbf in TCX mode stopped (its enforcement removed) beside xdp-filter:
+// xdp-filter goes on dropping its address, and nothing of hbf's stays.
+func TestXDPFilterOutlivesHBF(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"client", "filtered"}})
+	serveHTTP(t, lab.Host, 8080)
+	xdp := xdpFilter(t, lab.Host)
+	if out, err := xdp("ip", lab.Peers["filtered"].Addr4.String(), "--mode", "src"); err != nil {
+		t.Fatalf("xdp-filter ip: %v: %s", err, out)
+	}
+	d := startDaemon(t, lab, "--attach", "tcx") // removes its enforcement on stop
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := dialOutcome(lab.Peers["filtered"], hostPort(lab.Host.Addr4, 8080), time.Second); got != "filtered" {
+		t.Errorf("hbf gone, the address xdp-filter drops: %s, want filtered", got)
+	}
+	if got := dialOutcome(lab.Peers["client"], hostPort(lab.Host.Addr4, 8080), 2*time.Second); got != "open" {
+		t.Errorf("hbf gone, the client: %s, want open", got)
+	}
+	var chain dataplane.Chain
+	if err := lab.Host.Do(func() (err error) { chain, err = dataplane.ChainOf(netlab.Iface); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if chain.XDP == nil || len(chain.TCX) != 0 {
+		t.Errorf("hbf gone, the interface runs %+v (xdp %+v): want xdp-filter alone", chain, chain.XDP)
+	}
+}
