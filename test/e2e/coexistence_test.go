@@ -307,3 +307,35 @@ func TestXDPFilterOutlivesHBF(t *testing.T) {
 		t.Errorf("hbf gone, the interface runs %+v (xdp %+v): want xdp-filter alone", chain, chain.XDP)
 	}
 }
+
+// At TC a frame's headers may lie outside the socket buffer's linear part:
+// hbf pulls them in, and decides as on a linear frame. Frames of 6 kB
+// whose first 14 bytes alone are linear: a blocked source is dropped as
+// blocked (not as cut short), and a SYN of another is read and reported.
+func TestTCXPullsHeadersIn(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"sender"}})
+	d := startDaemon(t, lab, "--attach", "tcx")
+	d.mustCLI("block", "203.0.113.66")
+	tx := newFrameSender(t, lab)
+	tx.splitHeaders(t, lab, 14)
+	host := lab.Host.Addr4
+
+	const n = 20
+	before := scrape(t, d)
+	for i := range n {
+		tx.send(t, nil, netip.MustParseAddr("203.0.113.66"), host, uint16(41000+i), 8080)
+	}
+	eventually(t, "every frame of the blocked source dropped", func() bool {
+		return scrape(t, d).value(t, "hbf_packets_dropped_total", "blocked")-before.value(t, "hbf_packets_dropped_total", "blocked") >= n
+	})
+	after := scrape(t, d)
+	for reason, want := range map[string]float64{"blocked": n, "malformed": 0} {
+		if got := after.value(t, "hbf_packets_dropped_total", reason) - before.value(t, "hbf_packets_dropped_total", reason); got != want {
+			t.Errorf("%v drops for %s, want %v", got, reason, want)
+		}
+	}
+	src := netip.MustParseAddr("198.51.100.40")
+	tx.send(t, nil, src, host, 42000, 9000)
+	d.waitLine(line(`New connection: %s:42000 -> %s:9000`, src, host))
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"os/exec"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -212,6 +213,33 @@ type frameSender struct {
 	ifindex int
 	srcMAC  net.HardwareAddr
 	dstMAC  net.HardwareAddr
+	linear  int    // with splitHeaders: bytes of a frame in the skb's linear part
+	payload []byte // sent behind each TCP header
+}
+
+// splitHeaders makes the frames sent after it leave only their first n
+// bytes in the socket buffer's linear part, the rest in page fragments:
+// a virtio-net header whose hdr_len is n (PACKET_VNET_HDR). The kernel
+// splits only frames of a page or more: each carries a payload that makes
+// it one, and every link on the way gets a jumbo MTU. A veth passes that
+// buffer on as it is, so the receiving side's TC program finds the headers
+// past n outside the linear part.
+func (s *frameSender) splitHeaders(t *testing.T, lab *netlab.Lab, n int) {
+	t.Helper()
+	for _, c := range [][]string{
+		{"-n", s.ns.Name, "link", "set", netlab.Iface, "mtu", "9000"},
+		{"-n", lab.Host.Name, "link", "set", netlab.Iface, "mtu", "9000"},
+		{"-n", lab.Switch.Name, "link", "set", "p0", "mtu", "9000"},
+		{"-n", lab.Switch.Name, "link", "set", "p1", "mtu", "9000"},
+	} {
+		if out, err := exec.Command("ip", c...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", c, err, out)
+		}
+	}
+	if err := unix.SetsockoptInt(s.fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+		t.Fatal(err)
+	}
+	s.linear, s.payload = n, make([]byte, 6000)
 }
 
 func newFrameSender(t *testing.T, lab *netlab.Lab) *frameSender {
@@ -248,6 +276,13 @@ func (s *frameSender) write(t *testing.T, frame []byte) {
 	t.Helper()
 	to := &unix.SockaddrLinklayer{Ifindex: s.ifindex, Halen: 6}
 	copy(to.Addr[:], s.dstMAC)
+	if s.linear > 0 {
+		// struct virtio_net_hdr: flags, gso_type (none), hdr_len, gso_size,
+		// csum_start, csum_offset; little-endian.
+		hdr := make([]byte, 10)
+		binary.LittleEndian.PutUint16(hdr[2:], uint16(s.linear))
+		frame = append(hdr, frame...)
+	}
 	if err := unix.Sendto(s.fd, frame, 0, to); err != nil {
 		t.Fatal(fmt.Errorf("send frame: %w", err))
 	}
@@ -368,6 +403,9 @@ func (s *frameSender) send(t *testing.T, tags []layers.EthernetType, src, dst ne
 		ls = append(ls, ip)
 	}
 	ls = append(ls, tcp)
+	if len(s.payload) > 0 {
+		ls = append(ls, gopacket.Payload(s.payload))
+	}
 	buf := gopacket.NewSerializeBuffer()
 	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
 		t.Fatal(err)
