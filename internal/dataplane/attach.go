@@ -206,31 +206,39 @@ func (d *Dataplane) adoptLink(a *Attachment) (bool, error) {
 // RetireOtherHook removes the link the other hook's program holds on
 // iface under this pin path, if any: once this program is attached, a
 // change of hook between two runs ends the old one's enforcement there,
-// never before. It reports whether there was one.
+// never before. Migrating from an earlier layout (which ran at XDP only)
+// to TCX, the earlier layout's link goes the same way. It reports whether
+// there was one.
 func (d *Dataplane) RetireOtherHook(iface string) (bool, error) {
 	if d.pinDir == "" {
 		return false, nil
 	}
+	var pins []string
 	for h, dir := range linkDirs {
-		if h == d.hook {
-			continue
+		if h != d.hook {
+			pins = append(pins, filepath.Join(d.pinDir, dir, iface))
 		}
-		pin := filepath.Join(d.pinDir, dir, iface)
+	}
+	if d.migrating != "" && d.hook != HookXDP {
+		pins = append(pins, filepath.Join(d.migrating, linkDirs[HookXDP], iface))
+	}
+	retired := false
+	for _, pin := range pins {
 		l, err := link.LoadPinnedLink(pin, nil)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return false, fmt.Errorf("open the %s link pinned for %s: %w", h, iface, err)
+			return retired, fmt.Errorf("open the link pinned at %s: %w", pin, err)
 		}
 		err = l.Unpin() // the last reference: closing it detaches
 		l.Close()
 		if err != nil {
-			return false, fmt.Errorf("unpin the %s link of %s: %w", h, iface, err)
+			return retired, fmt.Errorf("unpin %s: %w", pin, err)
 		}
-		return true, nil
+		retired = true
 	}
-	return false, nil
+	return retired, nil
 }
 
 // Detach removes the program from the interface.

@@ -90,36 +90,8 @@ func TestPinnedMapsAreAdopted(t *testing.T) {
 // earlier release.)
 func TestEarlierLayoutIsMigrated(t *testing.T) {
 	pin := testPinPath(t)
-
 	// The lab host's own loopback: nothing else's traffic runs there.
-	lab, err := netlab.New(context.Background(), netlab.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lab.Close()
-	inLab := func(f func() error) {
-		t.Helper()
-		if err := lab.Host.Do(f); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	old, err := Load(Options{PinPath: pin})
-	if err != nil {
-		t.Fatal(err)
-	}
-	old.mustBlockAll(t, "192.0.2.7/32", "198.51.100.0/24")
-	var a *Attachment
-	inLab(func() (err error) { a, err = old.Attach("lo", XDPGeneric); return err })
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.Release()
-	old.Close()
-	earlier := filepath.Join(pin, earlierLayouts[0])
-	if err := os.Rename(filepath.Join(pin, layoutVersion), earlier); err != nil {
-		t.Fatal(err)
-	}
+	inLab, earlier := pinEarlierLayout(t, pin, "lo", "192.0.2.7/32", "198.51.100.0/24")
 
 	next, err := Load(Options{PinPath: pin})
 	if err != nil {
@@ -187,4 +159,75 @@ func blockSet(t *testing.T, d *Dataplane) string {
 
 func loadPinnedBlocks(layoutDir string) (*ebpf.Map, error) {
 	return ebpf.LoadPinnedMap(filepath.Join(layoutDir, "maps", hbfMapBlocks), nil)
+}
+
+// An earlier layout ran at XDP only: a migration into TCX copies its
+// state, attaches through TCX first, and only then retires the earlier
+// XDP link, so that the migration completes with nothing of it left.
+func TestEarlierLayoutIsMigratedToTCX(t *testing.T) {
+	pin := testPinPath(t)
+	inLab, earlier := pinEarlierLayout(t, pin, netlab.Iface, "192.0.2.7/32")
+
+	next, err := Load(Options{PinPath: pin, Hook: HookTCX})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	var b *Attachment
+	inLab(func() (err error) { b, err = next.Attach(netlab.Iface, XDPAuto); return err })
+	defer b.Detach()
+	if b.Mode != ModeTCX {
+		t.Errorf("attach mode %s, want %s", b.Mode, ModeTCX)
+	}
+	var retired bool
+	inLab(func() (err error) { retired, err = next.RetireOtherHook(netlab.Iface); return err })
+	if !retired {
+		t.Error("the earlier layout's XDP link was not retired")
+	}
+	if _, err := next.FinishMigration(); err != nil {
+		t.Errorf("finish the migration: %v", err)
+	}
+	if got := blockSet(t, next); got != "192.0.2.7/32" {
+		t.Errorf("blocks after the migration: %s", got)
+	}
+	var chain Chain
+	inLab(func() (err error) { chain, err = ChainOf(netlab.Iface); return err })
+	if chain.XDP != nil || len(chain.TCX) != 1 || chain.TCX[0].ID != next.ProgramID() {
+		t.Errorf("the interface runs %+v (xdp %v): want hbf's TCX program alone", chain, chain.XDP)
+	}
+	if _, err := os.Stat(earlier); !os.IsNotExist(err) {
+		t.Errorf("the earlier layout's pins are still there: %v", err)
+	}
+}
+
+// pinEarlierLayout leaves under pin the layout of an earlier release (this
+// one's, renamed) holding blocks, its XDP link attached to iface in a lab
+// of its own. It returns a runner in the lab and the layout's folder.
+func pinEarlierLayout(t *testing.T, pin, iface string, blocks ...string) (inLab func(func() error), earlier string) {
+	t.Helper()
+	lab, err := netlab.New(context.Background(), netlab.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	inLab = func(f func() error) {
+		t.Helper()
+		if err := lab.Host.Do(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old, err := Load(Options{PinPath: pin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.mustBlockAll(t, blocks...)
+	var a *Attachment
+	inLab(func() (err error) { a, err = old.Attach(iface, XDPGeneric); return err })
+	a.Release()
+	old.Close()
+	earlier = filepath.Join(pin, earlierLayouts[0])
+	if err := os.Rename(filepath.Join(pin, layoutVersion), earlier); err != nil {
+		t.Fatal(err)
+	}
+	return inLab, earlier
 }
