@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +18,12 @@ import (
 	"github.com/hbf-firewall/hbf/internal/testenv"
 )
 
+// xdpFilterInUse lets one test at a time hold xdp-filter: its runs share a
+// lockfile ("Unable to read PID from lockfile"), and its filter maps and
+// state under the global /sys/fs/bpf/xdp-filter, so that one test's unload
+// or addresses are another's.
+var xdpFilterInUse sync.Mutex
+
 // xdpFilter loads xdp-filter (libxdp, attached through netlink) on the
 // host's interface, with libxdp's own pins in a folder of the test; its
 // maps go to the global /sys/fs/bpf/xdp-filter, which unload --all removes.
@@ -24,6 +31,8 @@ import (
 func xdpFilter(t *testing.T, ns *netlab.NS) func(args ...string) (string, error) {
 	t.Helper()
 	testenv.RequireCommand(t, "xdp-filter")
+	xdpFilterInUse.Lock()
+	t.Cleanup(xdpFilterInUse.Unlock) // after the unload below: cleanups run last first
 	bpffs, err := os.MkdirTemp("/sys/fs/bpf", "hbftestlibxdp")
 	if err != nil {
 		t.Fatal(err)
