@@ -130,9 +130,11 @@ type objects struct {
 	shared
 	Program *ebpf.Program
 	// spec and maps load another copy of Program on the same maps, the
-	// global variables' included (keepHead).
-	spec *ebpf.CollectionSpec
-	maps map[string]*ebpf.Map
+	// global variables' included (keepHead); globals are those of maps
+	// no field above holds, closed with them.
+	spec    *ebpf.CollectionSpec
+	maps    map[string]*ebpf.Map
+	globals []*ebpf.Map
 	// formerIDs are earlier copies' ids, still running on links a copy
 	// has not replaced yet.
 	formerIDs map[uint32]bool
@@ -149,8 +151,8 @@ func (o *objects) Close() error {
 		o.Program.Close()
 	}
 	err := o.hbfMaps.Close()
-	for _, m := range o.maps {
-		m.Close() // a second close of the assigned ones is harmless
+	for _, m := range o.globals {
+		m.Close()
 	}
 	return err
 }
@@ -233,7 +235,7 @@ func Load(opts Options) (*Dataplane, error) {
 		}()
 	}
 
-	if err := d.loadObjects(spec, d.hook, collOpts); err != nil {
+	if err := d.loadObjects(spec, collOpts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load XDP program: the kernel's verifier refused it: %+v", ve)
@@ -272,9 +274,10 @@ func Load(opts Options) (*Dataplane, error) {
 }
 
 // loadObjects loads the maps, the variables and the build of the program
-// for h: the other build is never loaded, nor checked by the verifier.
-func (d *Dataplane) loadObjects(spec *ebpf.CollectionSpec, h Hook, opts *ebpf.CollectionOptions) error {
-	name := h.program()
+// for this hook: the other build is never loaded, nor checked by the
+// verifier.
+func (d *Dataplane) loadObjects(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
+	name := d.hook.program()
 	for n := range spec.Programs {
 		if n != name {
 			delete(spec.Programs, n)
@@ -289,11 +292,12 @@ func (d *Dataplane) loadObjects(spec *ebpf.CollectionSpec, h Hook, opts *ebpf.Co
 	if err := coll.Assign(&d.objs.shared); err != nil {
 		return err
 	}
-	for name := range coll.Maps {
-		coll.DetachMap(name) // the global variables' maps: kept for copies
+	var globals []*ebpf.Map
+	for n := range coll.Maps {
+		globals = append(globals, coll.DetachMap(n)) // the global variables': kept for copies
 	}
 	d.objs.Program = coll.DetachProgram(name)
-	d.objs.spec, d.objs.maps, d.objs.formerIDs = spec, all, map[uint32]bool{}
+	d.objs.spec, d.objs.maps, d.objs.globals, d.objs.formerIDs = spec, all, globals, map[uint32]bool{}
 	return nil
 }
 

@@ -35,11 +35,14 @@ type ForeignXDPError struct {
 func foreignXDP(ifindex int, iface string, replacing bool, err error) *ForeignXDPError {
 	fe := &ForeignXDPError{Iface: iface, Replacing: replacing, Err: err}
 	if id, _ := xdpProgramOn(ifindex); id != 0 {
+		name := programName(id)
 		fe.Program = fmt.Sprintf("id %d", id)
-		if name := programName(id); name != "" {
+		if name != "" {
 			fe.Program = fmt.Sprintf("%s (id %d)", name, id)
 		}
-		fe.OtherHBF = otherHBF(ifindex, iface)
+		if name == hbfProgHbfXdp {
+			fe.OtherHBF = otherHBF(id, iface)
+		}
 	}
 	return fe
 }
@@ -64,13 +67,9 @@ func (e *ForeignXDPError) Error() string {
 func (e *ForeignXDPError) Unwrap() []error { return []error{ErrForeignXDP, e.Err} }
 
 // otherHBF finds the pin path of the hbf whose XDP link pinned for iface
-// runs the program that holds the interface: another daemon with another
-// --pin-path. "" when it is none of hbf's.
-func otherHBF(ifindex int, iface string) string {
-	id, err := xdpProgramOn(ifindex)
-	if err != nil || id == 0 || programName(id) != hbfProgHbfXdp {
-		return ""
-	}
+// runs program id, an hbf_xdp that holds the interface: another daemon
+// with another --pin-path. "" when no pin of it is found.
+func otherHBF(id uint32, iface string) string {
 	for _, pattern := range []string{"*", "*/*"} {
 		pins, _ := filepath.Glob(filepath.Join(DefaultBPFFS, pattern, "v*", linkDirs[HookXDP], iface))
 		for _, pin := range pins {
@@ -204,17 +203,31 @@ func ChainOf(iface string) (Chain, error) {
 	if xdp := l.Attrs().Xdp; xdp != nil && xdp.Attached {
 		c.XDP = &ProgramRef{ID: xdp.ProgId, Name: programName(xdp.ProgId)}
 	}
-	res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index, Attach: ebpf.AttachTCXIngress})
+	ids, err := tcxPrograms(l.Attrs().Index)
 	if errors.Is(err, ebpf.ErrNotSupported) {
 		return c, nil // no TCX on this kernel: nothing runs there
 	}
 	if err != nil {
 		return c, fmt.Errorf("query the TCX programs of %s: %w", iface, err)
 	}
-	for _, p := range res.Programs {
-		c.TCX = append(c.TCX, ProgramRef{ID: uint32(p.ID), Name: programName(uint32(p.ID))})
+	for _, id := range ids {
+		c.TCX = append(c.TCX, ProgramRef{ID: id, Name: programName(id)})
 	}
 	return c, nil
+}
+
+// tcxPrograms are the ids of the programs at TC ingress of ifindex
+// through TCX, in the order they run.
+func tcxPrograms(ifindex int) ([]uint32, error) {
+	res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]uint32, len(res.Programs))
+	for i, p := range res.Programs {
+		ids[i] = uint32(p.ID)
+	}
+	return ids, nil
 }
 
 func programName(id uint32) string {

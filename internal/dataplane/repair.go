@@ -116,14 +116,11 @@ func (d *Dataplane) keepHead(a *Attachment) (string, error) {
 	if d.hook != HookTCX || d.tcxTail {
 		return "", nil
 	}
-	res, err := link.QueryPrograms(link.QueryOptions{Target: a.Ifindex, Attach: ebpf.AttachTCXIngress})
+	ids, err := tcxPrograms(a.Ifindex)
 	if err != nil {
 		return "", fmt.Errorf("query the TCX programs of %s: %w", a.Iface, err)
 	}
-	if len(res.Programs) == 0 {
-		return "", nil
-	}
-	if d.Own(uint32(res.Programs[0].ID)) {
+	if len(ids) == 0 || d.Own(ids[0]) {
 		return "", nil
 	}
 	prog, err := d.loadCopy()

@@ -138,18 +138,10 @@ func TestTCXEnforcesBesideOtherPrograms(t *testing.T) {
 	if a.Mode != ModeTCX {
 		t.Errorf("attached in mode %s, want %s", a.Mode, ModeTCX)
 	}
-	var first ebpf.ProgramID
-	inHost(func() error {
-		res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: ebpf.AttachTCXIngress})
-		if err == nil && len(res.Programs) > 0 {
-			first = res.Programs[0].ID
-		}
-		return err
-	})
-	if info, err := dp.objs.Program.Info(); err != nil {
-		t.Fatal(err)
-	} else if id, _ := info.ID(); id != first {
-		t.Errorf("the first program at TC ingress is %d, want hbf's %d", first, id)
+	var ids []uint32
+	inHost(func() (err error) { ids, err = tcxPrograms(ifindex); return err })
+	if len(ids) == 0 || ids[0] != dp.ProgramID() {
+		t.Errorf("TC ingress runs %v, want hbf's %d first", ids, dp.ProgramID())
 	}
 
 	if got := probe("client"); got != "open" {
@@ -193,16 +185,10 @@ func TestTCXEnforcesBesideOtherPrograms(t *testing.T) {
 	if moved != RepairHead {
 		t.Errorf("repaired %q, want %q", moved, RepairHead)
 	}
-	inHost(func() error {
-		res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: ebpf.AttachTCXIngress})
-		if err != nil {
-			return err
-		}
-		if len(res.Programs) != 3 || uint32(res.Programs[0].ID) != dp.ProgramID() {
-			t.Errorf("TC ingress runs %+v, want hbf's %d first of 3", res.Programs, dp.ProgramID())
-		}
-		return nil
-	})
+	inHost(func() (err error) { ids, err = tcxPrograms(ifindex); return err })
+	if len(ids) != 3 || ids[0] != dp.ProgramID() {
+		t.Errorf("TC ingress runs %v, want hbf's %d first of 3", ids, dp.ProgramID())
+	}
 	if got := probe("blocked"); got != "filtered" {
 		t.Errorf("after the move to the head the blocked source: %s, want filtered", got)
 	}
@@ -277,23 +263,6 @@ func TestTCXTailStaysBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dp.Close()
-	order := func() []ebpf.ProgramID {
-		var ids []ebpf.ProgramID
-		if err := lab.Host.Do(func() error {
-			ifc, err := net.InterfaceByName(netlab.Iface)
-			if err != nil {
-				return err
-			}
-			res, err := link.QueryPrograms(link.QueryOptions{Target: ifc.Index, Attach: ebpf.AttachTCXIngress})
-			for _, p := range res.Programs {
-				ids = append(ids, p.ID)
-			}
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		return ids
-	}
 	var a *Attachment
 	if err := lab.Host.Do(func() (err error) {
 		ifc, err := net.InterfaceByName(netlab.Iface)
@@ -317,7 +286,11 @@ func TestTCXTailStaysBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Detach()
-	if ids := order(); len(ids) != 2 || uint32(ids[1]) != dp.ProgramID() {
+	var ids []uint32
+	if err := lab.Host.Do(func() (err error) { ids, err = tcxPrograms(a.Ifindex); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 2 || ids[1] != dp.ProgramID() {
 		t.Errorf("TC ingress runs %v, want hbf's %d last", ids, dp.ProgramID())
 	}
 }
