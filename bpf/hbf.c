@@ -11,11 +11,15 @@
  *   blocked source (exact hash, then LPM)  -> drop, unless allowlisted; checked as
  *                                             soon as the IP header is whole
  *   TCP stealth probe (NULL, FIN, XMAS, SYN+FIN, SYN+RST) -> counted as a port, dropped
- *   SYN (SYN set; ACK, RST, FIN clear)     -> counted as a port; reported once per
- *                                             attempt; the one that makes a source
- *                                             exceed max_ports distinct ports within
- *                                             the window blocks it (within the
- *                                             minute's budget of blocks) and is dropped
+ *   SYN (SYN set; ACK, RST, FIN clear)     -> counted as a port (every port but the
+ *                                             ignored ones, or with --count-ports
+ *                                             closed only closed ones); reported once
+ *                                             per attempt
+ *   UDP datagram to a closed port of the   -> counted as a port (UDP 53 and TCP 53
+ *   host (no socket, not forwarded, not       are two); never reported alone
+ *   ignored, not a late answer)
+ *   the attempt that makes a source exceed -> blocks it (within the minute's budget
+ *   max_ports distinct ports in the window    of blocks), and is dropped
  *   anything else                          -> pass
  *
  * A "source" is an address, or for an off-link IPv6 address its prefix of
@@ -48,14 +52,15 @@ const enum event_type *unused_event_type __attribute__((unused));
 const enum scan_event_flags *unused_scan_event_flags __attribute__((unused));
 const enum rule_origin *unused_rule_origin __attribute__((unused));
 const enum config_flags *unused_config_flags __attribute__((unused));
+const enum port_proto *unused_port_proto __attribute__((unused));
 
-static __always_inline int port_ignored(__u16 port)
+static __always_inline int port_in(const __u64 *set, __u16 port)
 {
-	return (READ_ONCE(hbf_ignored_ports[port >> 6]) >> (port & 63)) & 1;
+	return (READ_ONCE(set[port >> 6]) >> (port & 63)) & 1;
 }
 
-/* ignored_retransmission reports whether a SYN to an ignored port repeats
- * the source's last attempt there, and remembers it. */
+/* ignored_retransmission reports whether a SYN the tracker does not count
+ * repeats the source's last attempt there, and remembers it. */
 static __always_inline int ignored_retransmission(const struct packet *pkt)
 {
 	struct attempt_key k = { .saddr = pkt->saddr, .sport = pkt->sport, .dport = pkt->dport };
@@ -66,23 +71,30 @@ static __always_inline int ignored_retransmission(const struct packet *pkt)
 	return 0;
 }
 
-/* attempt handles a SYN (probe == 0) or a stealth probe (probe == 1) that
+enum attempt_kind {
+	ATTEMPT_SYN,       /* counted */
+	ATTEMPT_PROBE,     /* a stealth probe: counted, and dropped */
+	ATTEMPT_UNCOUNTED, /* a SYN to a port that does not count: reported only */
+	ATTEMPT_UDP,       /* a datagram to a closed port: counted, never reported alone */
+};
+
+/* attempt handles a SYN, a stealth probe or a UDP datagram (kind) that
  * arrived on ifindex and returns the verdict. allowed: the source is known
  * to be allowlisted. It takes no context, so that the XDP and the TC
  * entry points share it. */
-__noinline int attempt(__u32 ifindex, const struct packet *pkt, int probe, int allowed)
+__noinline int attempt(__u32 ifindex, const struct packet *pkt, int kind, int allowed)
 {
 	if (!pkt)
 		return XDP_PASS;
 
-	/* Ignored ports are never counted nor a reason to block. */
-	if (port_ignored(pkt->dport)) {
-		if (probe)
-			return drop(COUNTER_DROP_STEALTH);
+	if (kind == ATTEMPT_UNCOUNTED) {
+		count(COUNTER_SYNS_UNCOUNTED);
 		if (!ignored_retransmission(pkt))
 			report_connection(ifindex, pkt, now_ns());
 		return XDP_PASS;
 	}
+	if (kind == ATTEMPT_UDP)
+		count(COUNTER_UDP_ATTEMPTS);
 
 	__u64 now = now_ns();
 	__u32 zero = 0;
@@ -90,7 +102,7 @@ __noinline int attempt(__u32 ifindex, const struct packet *pkt, int probe, int a
 	if (!ports)
 		return XDP_PASS; /* cannot happen: a one-entry array */
 	__u32 outcome = TRACK_NEW_ATTEMPT;
-	__u32 reason = probe ? COUNTER_DROP_STEALTH : COUNTER_DROP_SCAN;
+	__u32 reason = kind == ATTEMPT_PROBE ? COUNTER_DROP_STEALTH : COUNTER_DROP_SCAN;
 
 	struct addr key;
 	__u8 keylen = tracker_key(pkt, &key);
@@ -100,28 +112,33 @@ __noinline int attempt(__u32 ifindex, const struct packet *pkt, int probe, int a
 		return drop(COUNTER_DROP_TRACKER_BUSY);
 
 	allowed = allowed || (outcome & TRACK_ALLOWED);
-	int monitor = READ_ONCE(hbf_config.flags) & CONFIG_MONITOR;
+	__u32 flags = READ_ONCE(hbf_config.flags);
+	int passive = report_only(pkt);
 	if (outcome & TRACK_CROSSED) {
 		count(COUNTER_SCANS_DETECTED);
+		if (kind == ATTEMPT_UDP)
+			count(COUNTER_UDP_SCANS_DETECTED);
 		if (allowed) {
 			count(COUNTER_SCANS_ALLOWLISTED);
 			report_scan(ifindex, pkt, keylen, now, ports, SCAN_EV_ALLOWLISTED, 0);
-		} else if (monitor) {
+		} else if (flags & CONFIG_MONITOR) {
 			count(COUNTER_SCANS_MONITORED);
 			report_scan(ifindex, pkt, keylen, now, ports, SCAN_EV_MONITOR, 0);
+		} else if (passive) {
+			report_scan(ifindex, pkt, keylen, now, ports, SCAN_EV_REPORT_ONLY, 0);
 		} else {
 			__u64 expires = 0;
-			__u8 flags = block_scanner(&key, keylen, now, &expires);
-			report_scan(ifindex, pkt, keylen, now, ports, flags, expires);
+			__u8 ev = block_scanner(&key, keylen, now, &expires);
+			report_scan(ifindex, pkt, keylen, now, ports, ev, expires);
 			return drop(reason);
 		}
-	} else if ((outcome & TRACK_FLAGGED) && !allowed && !monitor) {
+	} else if ((outcome & TRACK_FLAGGED) && !allowed && !passive) {
 		return drop(reason);
 	}
 
-	if (probe)
+	if (kind == ATTEMPT_PROBE)
 		return drop(COUNTER_DROP_STEALTH);
-	if (outcome & TRACK_NEW_ATTEMPT)
+	if (kind == ATTEMPT_SYN && (outcome & TRACK_NEW_ATTEMPT))
 		report_connection(ifindex, pkt, now);
 	return XDP_PASS;
 }
@@ -144,10 +161,85 @@ static __always_inline int parse_verdict(enum parse_result r)
 	}
 }
 
+/* socket_holds reports whether a socket of the receiving device's
+ * namespace takes the packet: a listener or a connection for TCP, a bound
+ * socket for UDP (sk_lookup programs included, as the stack would run
+ * them). */
+static __always_inline int socket_holds(void *ctx, const struct packet *pkt)
+{
+	struct bpf_sock_tuple t = {};
+	__u32 size;
+	if (pkt->family == 4) {
+		__builtin_memcpy(&t.ipv4.saddr, &pkt->saddr.b[12], 4);
+		__builtin_memcpy(&t.ipv4.daddr, &pkt->daddr.b[12], 4);
+		t.ipv4.sport = bpf_htons(pkt->sport);
+		t.ipv4.dport = bpf_htons(pkt->dport);
+		size = sizeof(t.ipv4);
+	} else {
+		__builtin_memcpy(t.ipv6.saddr, &pkt->saddr, 16);
+		__builtin_memcpy(t.ipv6.daddr, &pkt->daddr, 16);
+		t.ipv6.sport = bpf_htons(pkt->sport);
+		t.ipv6.dport = bpf_htons(pkt->dport);
+		size = sizeof(t.ipv6);
+	}
+	struct bpf_sock *sk;
+	if (pkt->proto == PROTO_UDP)
+		sk = bpf_sk_lookup_udp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_skc_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	bpf_sk_release(sk);
+	return 1;
+}
+
+/* closed_port reports whether the packet tries a closed port of the host:
+ * one of the host's own addresses, a port neither ignored, nor served
+ * without a socket (DNAT, IPVS), nor held by a socket. The checks go
+ * cheapest first; the socket lookup only where nothing else decided. */
+static __always_inline int closed_port(void *ctx, const struct packet *pkt, const __u64 *ignored,
+				       const __u64 *served)
+{
+	if (port_in(ignored, pkt->dport) || port_in(served, pkt->dport))
+		return 0;
+	if (!bpf_map_lookup_elem(&local_addrs, &pkt->daddr))
+		return 0;
+	return !socket_holds(ctx, pkt);
+}
+
+/* late_answer: a datagram from a well-known port into the host's
+ * ephemeral range answers one of its own queries, late (its socket gone):
+ * the second resolver's reply, a slow NTP server. */
+static __always_inline int late_answer(const struct packet *pkt)
+{
+	return pkt->sport < 1024 && pkt->dport >= READ_ONCE(hbf_config.ephemeral_lo) &&
+	       pkt->dport <= READ_ONCE(hbf_config.ephemeral_hi);
+}
+
+/* udp_datagram decides a UDP datagram of a source not blocked: only one to
+ * a closed port of the host counts. */
+static __always_inline int udp_datagram(void *ctx, __u32 ifindex, const struct packet *pkt, int allowed)
+{
+	if (READ_ONCE(hbf_config.flags) & CONFIG_UDP_OFF)
+		return XDP_PASS;
+	if (late_answer(pkt) || !closed_port(ctx, pkt, hbf_ignored_udp, hbf_served_udp))
+		return XDP_PASS;
+	return attempt(ifindex, pkt, ATTEMPT_UDP, allowed);
+}
+
+/* syn_kind says whether a SYN counts: on any port but an ignored one, or
+ * with --count-ports closed, only on a closed port. */
+static __always_inline int syn_kind(void *ctx, const struct packet *pkt)
+{
+	if (READ_ONCE(hbf_config.flags) & CONFIG_COUNT_CLOSED)
+		return closed_port(ctx, pkt, hbf_ignored_tcp, hbf_served_tcp) ? ATTEMPT_SYN : ATTEMPT_UNCOUNTED;
+	return port_in(hbf_ignored_tcp, pkt->dport) ? ATTEMPT_UNCOUNTED : ATTEMPT_SYN;
+}
+
 /* decide is the verdict on the frame from data to end, which arrived on
  * ifindex with stripped VLAN tags already taken out: XDP_PASS or XDP_DROP,
- * whichever hook runs it. */
-static __always_inline int decide(void *data, void *end, __u32 ifindex, __u32 stripped)
+ * whichever hook runs it. ctx is the hook's, for the socket lookups. */
+static __always_inline int decide(void *ctx, void *data, void *end, __u32 ifindex, __u32 stripped)
 {
 	struct packet pkt = {};
 	int allowed = 0;
@@ -167,22 +259,29 @@ static __always_inline int decide(void *data, void *end, __u32 ifindex, __u32 st
 		allowed = 1;
 	}
 
-	r = parse_tcp(data, end, &pkt);
+	r = parse_l4(data, end, &pkt);
 	if (r != PARSE_OK)
 		return parse_verdict(r);
+	if (pkt.proto == PROTO_UDP)
+		return udp_datagram(ctx, ifindex, &pkt, allowed);
 
 	__u8 f = pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN);
 	if (f == TCP_SYN)
-		return attempt(ifindex, &pkt, 0, allowed);
-	if (!(f & (TCP_SYN | TCP_ACK | TCP_RST)) || ((f & TCP_SYN) && (f & (TCP_FIN | TCP_RST))))
-		return attempt(ifindex, &pkt, 1, allowed);
+		return attempt(ifindex, &pkt, syn_kind(ctx, &pkt), allowed);
+	/* Stealth probes are dropped; they count on any port but an ignored
+	 * one, open or not: no client sends them. */
+	if (!(f & (TCP_SYN | TCP_ACK | TCP_RST)) || ((f & TCP_SYN) && (f & (TCP_FIN | TCP_RST)))) {
+		if (port_in(hbf_ignored_tcp, pkt.dport))
+			return drop(COUNTER_DROP_STEALTH);
+		return attempt(ifindex, &pkt, ATTEMPT_PROBE, allowed);
+	}
 	return XDP_PASS;
 }
 
 SEC("xdp")
 int hbf_xdp(struct xdp_md *ctx)
 {
-	int verdict = decide((void *)(long)ctx->data, (void *)(long)ctx->data_end, ctx->ingress_ifindex, 0);
+	int verdict = decide(ctx, (void *)(long)ctx->data, (void *)(long)ctx->data_end, ctx->ingress_ifindex, 0);
 	/* With the drops by reason, this accounts for every packet. */
 	if (verdict == XDP_PASS)
 		count(COUNTER_PASSED);
@@ -190,7 +289,7 @@ int hbf_xdp(struct xdp_md *ctx)
 }
 
 /* The parser reads at most this far into a frame: the upper layer starts
- * by MAX_HDR_OFF, and a TCP header is at most 60 bytes. */
+ * by MAX_HDR_OFF, and a TCP header is at most 60 bytes (UDP's, 8). */
 #define TC_HEADERS_MAX (MAX_HDR_OFF + 60)
 
 /* hbf_tc makes the same decisions at TC ingress, through TCX, beside the
@@ -207,7 +306,7 @@ int hbf_tc(struct __sk_buff *skb)
 	/* With rx VLAN offload, or the stack's own untagging before TC, the
 	 * outer tag is in vlan_tci, no longer in the frame. */
 	__u32 stripped = skb->vlan_present ? 1 : 0;
-	int verdict = decide((void *)(long)skb->data, (void *)(long)skb->data_end, skb->ingress_ifindex, stripped);
+	int verdict = decide(skb, (void *)(long)skb->data, (void *)(long)skb->data_end, skb->ingress_ifindex, stripped);
 	if (verdict == XDP_DROP)
 		return TC_ACT_SHOT;
 	count(COUNTER_PASSED);

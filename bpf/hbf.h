@@ -44,7 +44,10 @@ struct rule {
 };
 
 enum config_flags {
-	CONFIG_MONITOR = 1, /* report scans as "would block"; block and drop nothing for them */
+	CONFIG_MONITOR = 1,      /* report scans as "would block"; block and drop nothing for them */
+	CONFIG_UDP_OFF = 2,      /* UDP datagrams never count (--udp-scans off) */
+	CONFIG_UDP_REPORT = 4,   /* a scan UDP takes past the threshold is reported, never blocked */
+	CONFIG_COUNT_CLOSED = 8, /* a SYN counts only on a closed port (--count-ports closed) */
 };
 
 /* Runtime settings; a global the daemon rewrites without reloading. */
@@ -57,12 +60,24 @@ struct config {
 	__u64 hash_key[2];        /* secret key of the first-attempt table's hash */
 	__u8 v6_prefix_len;       /* off-link IPv6 sources are tracked and blocked per prefix of
 				   * this length; 128: per address */
-	__u8 _pad[7];
+	__u8 _pad;
+	/* The host's ephemeral ports (ip_local_port_range): a datagram from a
+	 * well-known port into them is a late answer, never an attempt. */
+	__u16 ephemeral_lo;
+	__u16 ephemeral_hi;
+	__u8 _pad2[2];
+};
+
+/* A tracked port is the destination port, | PORT_UDP for UDP: TCP and UDP
+ * port 53 are two ports. */
+enum port_proto {
+	PORT_UDP = 0x10000,
 };
 
 struct port_slot {
-	__u16 port;  /* destination port */
+	__u32 port;  /* destination port, | PORT_UDP */
 	__u16 sport; /* source port and sequence number of the last attempt, */
+	__u16 _pad;
 	__u32 seen_ms;
 	__u32 seq;   /* to tell a retransmitted SYN from a new connection */
 };
@@ -81,8 +96,9 @@ struct first_attempt {
 	__u32 lock;   /* as scan_state's */
 	__u32 seen_ms;
 	struct addr key; /* the tracked source (an address, or an IPv6 prefix) */
-	__u16 port;
+	__u32 port;      /* | PORT_UDP, as in port_slot */
 	__u16 sport;
+	__u16 _pad;
 	__u32 seq;
 	__u32 used;
 };
@@ -123,6 +139,7 @@ enum scan_event_flags {
 	SCAN_EV_BLOCK_FAILED = 4, /* the block map refused the entry (full) */
 	SCAN_EV_MONITOR = 8,      /* monitor mode: would have been blocked */
 	SCAN_EV_RATE_LIMITED = 16, /* not blocked: the minute's budget of scan blocks is spent */
+	SCAN_EV_REPORT_ONLY = 32,  /* a UDP datagram crossed with --udp-scans report: reported, not blocked */
 };
 
 struct scan_event {
@@ -135,10 +152,9 @@ struct scan_event {
 	struct addr saddr;
 	struct addr daddr;
 	__u64 expires_ns; /* of the block; 0: permanent */
-	__u16 ports[HBF_SCAN_SLOTS];
+	__u32 ports[HBF_SCAN_SLOTS]; /* | PORT_UDP */
 	__u8 prefixlen;   /* of the tracked (and blocked) source: 128, or the IPv6 scan prefix */
-	__u8 _pad0;
-	__u16 _pad[2];
+	__u8 _pad0[3];
 	/* When each port was last tried: ms before time_ns. */
 	__u32 ages_ms[HBF_SCAN_SLOTS];
 	__u32 _pad2;
@@ -167,6 +183,9 @@ enum counter {
 	COUNTER_PASSED,              /* every packet passed: with the drops, adds up to COUNTER_PACKETS */
 	COUNTER_BLOCKS_RATE_LIMITED, /* scanners not blocked: the minute's budget was spent */
 	COUNTER_TRACKER_EVICTIONS,   /* first attempts of live sources overwritten by others */
+	COUNTER_UDP_ATTEMPTS,        /* UDP datagrams counted: to a closed port of the host */
+	COUNTER_UDP_SCANS_DETECTED,  /* scans a UDP datagram took past the threshold */
+	COUNTER_SYNS_UNCOUNTED,      /* SYNs not counted: an open, forwarded or ignored port */
 	COUNTER_MAX,
 };
 

@@ -33,8 +33,16 @@ __u32 hbf_scan_prefixes = 0;
 __u32 hbf_have_block_prefixes = 0;
 
 /* Destination ports that never count toward a scan (--ignore-ports): one bit
- * a port. Service ports clients legitimately combine, like 80 and 443. */
-__u64 hbf_ignored_ports[65536 / 64];
+ * a port, a set for each protocol. Service ports clients legitimately
+ * combine, like 80 and 443. */
+__u64 hbf_ignored_tcp[65536 / 64];
+__u64 hbf_ignored_udp[65536 / 64];
+
+/* Ports the host serves without a socket: forwarded by DNAT (published
+ * containers, NodePorts) or IPVS. The daemon reads them from the host's NAT
+ * rules; they count only where every port counts (--count-ports all). */
+__u64 hbf_served_tcp[65536 / 64];
+__u64 hbf_served_udp[65536 / 64];
 
 /* Added to every clock reading (now_ns). 0 but in tests, which move it
  * forward instead of sleeping through a window or an expiry. */
@@ -112,8 +120,18 @@ struct {
 	__type(value, __u8);
 } onlink_prefixes SEC(".maps");
 
-/* The last attempt each source made to each ignored port, to report a
- * retransmitted SYN once: ignored ports stay out of the tracker. Losing an
+/* The host's own addresses, kept by the daemon: only an attempt on one of
+ * them can meet a closed port. Broadcast, multicast and traffic the host
+ * forwards are not here, and never count as attempts on a closed port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, struct addr);
+	__type(value, __u8);
+} local_addrs SEC(".maps");
+
+/* The last attempt each source made to each port it does not count, to
+ * report a retransmitted SYN once: those ports stay out of the tracker. Losing an
  * entry to the LRU costs at most a repeated report, never a missed one. */
 struct attempt_key {
 	struct addr saddr;
@@ -149,7 +167,7 @@ struct {
 } events SEC(".maps");
 
 struct scan_ports {
-	__u16 ports[HBF_SCAN_SLOTS];
+	__u32 ports[HBF_SCAN_SLOTS]; /* | PORT_UDP */
 	__u32 ages_ms[HBF_SCAN_SLOTS];
 	__u16 n;
 };

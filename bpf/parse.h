@@ -18,6 +18,7 @@
 #define ETH_P_8021AD 0x88A8
 
 #define PROTO_TCP 6
+#define PROTO_UDP 17
 #define NEXTHDR_HOP 0
 #define NEXTHDR_ROUTING 43
 #define NEXTHDR_FRAGMENT 44
@@ -99,6 +100,13 @@ struct ipv6_frag_hdr {
 	__be32 id;
 };
 
+struct udp_hdr {
+	__be16 sport;
+	__be16 dport;
+	__be16 len;
+	__be16 check;
+};
+
 struct tcp_hdr {
 	__be16 sport;
 	__be16 dport;
@@ -117,11 +125,12 @@ struct tcp_hdr {
  */
 enum parse_result {
 	PARSE_OK,
-	PARSE_PASS,          /* not for us: not IP, not TCP, or a later fragment */
+	PARSE_PASS,          /* not for us: not IP, neither TCP nor UDP, or a later fragment */
 	PARSE_MALFORMED,     /* a header is truncated or inconsistent */
 	PARSE_VLAN_DEPTH,    /* more than VLAN_MAX_DEPTH tags */
 	PARSE_EXT_DEPTH,     /* more than IPV6_EXT_MAX extension headers, or past MAX_HDR_OFF */
-	PARSE_TINY_FRAGMENT, /* RFC 1858: TCP header not whole in the first fragment, or overlapped */
+	PARSE_TINY_FRAGMENT, /* RFC 1858: TCP or UDP header not whole in the first fragment,
+			      * or the TCP header overlapped */
 };
 
 /* l3_end when the IP header gives no length (IPv4 total length 0, IPv6
@@ -136,7 +145,7 @@ struct packet {
 	__u8 family;
 	__u8 first_fragment;  /* the datagram is fragmented and this is its first fragment */
 	__u8 tcp_flags;
-	__u8 _pad;
+	__u8 proto;           /* PROTO_TCP or PROTO_UDP */
 	__u16 sport;
 	__u16 dport;
 	__u32 seq;
@@ -210,7 +219,12 @@ static __always_inline enum parse_result cut_short(const struct packet *pkt)
 	return pkt->first_fragment ? PARSE_TINY_FRAGMENT : PARSE_MALFORMED;
 }
 
-/* ipv4_upper finds the TCP header of an IPv4 packet parse_ip accepted. */
+static __always_inline int transport(__u8 proto)
+{
+	return proto == PROTO_TCP || proto == PROTO_UDP;
+}
+
+/* ipv4_upper finds the TCP or UDP header of an IPv4 packet parse_ip accepted. */
 static __always_inline enum parse_result ipv4_upper(void *data, void *end, struct packet *pkt, __u32 *l4_off)
 {
 	struct ipv4_hdr *ip = data + (pkt->l3_off & L3_OFF_BOUND);
@@ -227,16 +241,18 @@ static __always_inline enum parse_result ipv4_upper(void *data, void *end, struc
 		return PARSE_MALFORMED;
 	else
 		pkt->l3_end = pkt->l3_off + tot;
-	if (ip->proto != PROTO_TCP)
+	if (!transport(ip->proto))
 		return PARSE_PASS;
+	pkt->proto = ip->proto;
 
 	__u16 frag = bpf_ntohs(ip->frag_off);
 	__u16 frag_units = frag & IPV4_FRAG_OFFSET;
 	/* RFC 1858: a fragment at offset 8 can only serve to overwrite the
-	 * first fragment's TCP flags. */
-	if (frag_units == 1)
+	 * first fragment's TCP flags. A UDP header is 8 bytes: nothing of it
+	 * lies there. */
+	if (frag_units == 1 && ip->proto == PROTO_TCP)
 		return PARSE_TINY_FRAGMENT;
-	/* Later fragments carry no TCP header; the source check already ran. */
+	/* Later fragments carry no transport header; the source check already ran. */
 	if (frag_units)
 		return PARSE_PASS;
 	pkt->first_fragment = (frag & IPV4_MF) != 0;
@@ -244,7 +260,7 @@ static __always_inline enum parse_result ipv4_upper(void *data, void *end, struc
 	return PARSE_OK;
 }
 
-/* ipv6_upper walks the extension headers that may precede TCP. Unknown
+/* ipv6_upper walks the extension headers that may precede TCP or UDP. Unknown
  * next-header values are an upper layer, never walked as extensions. */
 static __always_inline enum parse_result ipv6_upper(void *data, void *end, struct packet *pkt, __u32 *l4_off)
 {
@@ -259,7 +275,8 @@ static __always_inline enum parse_result ipv6_upper(void *data, void *end, struc
 
 #pragma unroll
 	for (int i = 0; i < IPV6_EXT_MAX; i++) {
-		if (nexthdr == PROTO_TCP) {
+		if (transport(nexthdr)) {
+			pkt->proto = nexthdr;
 			*l4_off = off;
 			return PARSE_OK;
 		}
@@ -294,8 +311,9 @@ static __always_inline enum parse_result ipv6_upper(void *data, void *end, struc
 			off += ((__u32)ext->len + 1) * 8;
 		}
 	}
-	if (nexthdr == PROTO_TCP) {
-		*l4_off = off; /* parse_tcp bounds it */
+	if (transport(nexthdr)) {
+		pkt->proto = nexthdr;
+		*l4_off = off; /* parse_l4 bounds it */
 		return PARSE_OK;
 	}
 	if (nexthdr != NEXTHDR_HOP && nexthdr != NEXTHDR_ROUTING && nexthdr != NEXTHDR_DEST &&
@@ -304,10 +322,23 @@ static __always_inline enum parse_result ipv6_upper(void *data, void *end, struc
 	return PARSE_EXT_DEPTH;
 }
 
-/* parse_tcp reads the TCP header. It must lie whole (options included)
- * inside both the frame and the datagram: a first fragment too short to hold
- * it is dropped, so flags split across fragments cannot dodge the checks. */
-static __always_inline enum parse_result parse_tcp(void *data, void *end, struct packet *pkt)
+/* parse_udp reads the UDP header, which must lie whole inside both the
+ * frame and the datagram, as a TCP header must. */
+static __always_inline enum parse_result parse_udp(void *data, void *end, struct packet *pkt, __u32 l4_off)
+{
+	struct udp_hdr *udp = data + l4_off;
+	if ((void *)(udp + 1) > end || l4_off + sizeof(*udp) > pkt->l3_end)
+		return cut_short(pkt);
+	pkt->sport = bpf_ntohs(udp->sport);
+	pkt->dport = bpf_ntohs(udp->dport);
+	return PARSE_OK;
+}
+
+/* parse_l4 reads the TCP or UDP header. A TCP header must lie whole
+ * (options included) inside both the frame and the datagram: a first
+ * fragment too short to hold it is dropped, so flags split across fragments
+ * cannot dodge the checks. */
+static __always_inline enum parse_result parse_l4(void *data, void *end, struct packet *pkt)
 {
 	enum parse_result r;
 	__u32 l4_off = 0;
@@ -321,6 +352,8 @@ static __always_inline enum parse_result parse_tcp(void *data, void *end, struct
 
 	if (l4_off > MAX_HDR_OFF)
 		return PARSE_EXT_DEPTH;
+	if (pkt->proto == PROTO_UDP)
+		return parse_udp(data, end, pkt, l4_off);
 	struct tcp_hdr *tcp = data + l4_off;
 	if ((void *)(tcp + 1) > end || l4_off + sizeof(*tcp) > pkt->l3_end)
 		return cut_short(pkt);

@@ -49,6 +49,13 @@ static __always_inline void tracker_unlock(__u32 *lock)
 	__sync_lock_test_and_set(lock, 0);
 }
 
+/* port_key is the port a packet tries, as the tracker keeps it: TCP and
+ * UDP port 53 are two ports. */
+static __always_inline __u32 port_key(const struct packet *pkt)
+{
+	return pkt->proto == PROTO_UDP ? (__u32)pkt->dport | PORT_UDP : pkt->dport;
+}
+
 static __always_inline int addr_eq(const struct addr *a, const struct addr *b)
 {
 	const __u64 *x = (const __u64 *)a->b, *y = (const __u64 *)b->b;
@@ -130,8 +137,16 @@ static __always_inline int seed(struct scan_state *st, struct first_attempt *fa,
 	return 1;
 }
 
+/* report_only: a crossing by this packet is reported and let be, never
+ * blocked: monitor mode, or a UDP datagram with --udp-scans report. */
+static __always_inline int report_only(const struct packet *pkt)
+{
+	__u32 flags = READ_ONCE(hbf_config.flags);
+	return (flags & CONFIG_MONITOR) || (pkt->proto == PROTO_UDP && (flags & CONFIG_UDP_REPORT));
+}
+
 /*
- * track records one attempt (SYN or stealth probe) on a port in the source's
+ * track records one attempt (SYN, stealth probe, or UDP datagram) on a port in the source's
  * tracker entry, under its lock so that packets of one source handled on
  * several CPUs at once are counted one after the other: exactly one of them
  * crosses the threshold. The slots are kept most recent first, so the ports
@@ -148,6 +163,7 @@ static __always_inline __u32 track(struct scan_state *st, const struct addr *key
 {
 	__u32 now32 = (__u32)now_ms;
 	__u32 outcome = TRACK_NEW_ATTEMPT;
+	__u32 port = port_key(pkt);
 
 	if (!tracker_lock(&st->lock))
 		return TRACK_BUSY;
@@ -190,7 +206,7 @@ static __always_inline __u32 track(struct scan_state *st, const struct addr *key
 		for (__u32 i = 0; i < HBF_SCAN_SLOTS; i++) {
 			if (i >= len)
 				break;
-			if (st->slots[i].port == pkt->dport) {
+			if (st->slots[i].port == port) {
 				found = 1;
 				move = i;
 				if (st->slots[i].sport == pkt->sport && st->slots[i].seq == pkt->seq)
@@ -216,7 +232,7 @@ static __always_inline __u32 track(struct scan_state *st, const struct addr *key
 				break;
 			st->slots[i] = st->slots[i - 1];
 		}
-		st->slots[0].port = pkt->dport;
+		st->slots[0].port = port;
 		st->slots[0].sport = pkt->sport;
 		st->slots[0].seq = pkt->seq;
 		st->slots[0].seen_ms = now32;
@@ -241,7 +257,7 @@ static __always_inline __u32 track(struct scan_state *st, const struct addr *key
 	 * crosses again, and is stopped. */
 	if (forget_bounds(st->len) > READ_ONCE(hbf_config.max_ports)) {
 		allowed = allowed || allowlisted(&pkt->saddr);
-		int passive = allowed || (READ_ONCE(hbf_config.flags) & CONFIG_MONITOR);
+		int passive = allowed || report_only(pkt);
 		__u8 bit = passive ? SCAN_REPORTED : SCAN_FLAGGED;
 		if (allowed)
 			outcome |= TRACK_ALLOWED;
@@ -330,7 +346,8 @@ __noinline __u32 record(const struct packet *pkt, const struct addr *key, __u64 
 		__u32 now32 = (__u32)now_ms;
 		int live = fa->used && within(now32, fa->seen_ms, hbf_config.window_ms);
 		int mine = live && addr_eq(&fa->key, key);
-		if (mine && fa->port == pkt->dport) {
+		__u32 port = port_key(pkt);
+		if (mine && fa->port == port) {
 			/* The first port again: the slot is still the source's, so no
 			 * tracker entry has taken it over. */
 			__u32 outcome = TRACK_NEW_ATTEMPT;
@@ -349,7 +366,7 @@ __noinline __u32 record(const struct packet *pkt, const struct addr *key, __u64 
 			if (live)
 				count(COUNTER_TRACKER_EVICTIONS);
 			fa->key = *key;
-			fa->port = pkt->dport;
+			fa->port = port;
 			fa->sport = pkt->sport;
 			fa->seq = pkt->seq;
 			fa->seen_ms = now32;

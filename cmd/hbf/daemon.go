@@ -25,6 +25,7 @@ type daemonFlags struct {
 	fs                                                   *pflag.FlagSet
 	cfg                                                  daemon.Config
 	attach, tcxAnchor, xdpMode, logFormat, connLog, mode string
+	udpScans, countPorts                                 string
 	fleetShare                                           string
 	config                                               string
 }
@@ -37,7 +38,9 @@ func newDaemonFlags(fs *pflag.FlagSet) *daemonFlags {
 	fs.IntVar(&cfg.Settings.MaxPorts, "max-ports", cfg.Settings.MaxPorts, fmt.Sprintf("a source trying more than this many distinct ports within --window is a scanner (1-%d) [HBF_MAX_PORTS]", dataplane.MaxPortsLimit))
 	fs.Var(durationValue{&cfg.Settings.Window}, "window", "sliding window of the scan threshold: a duration or seconds [HBF_TIME_THRESHOLD]")
 	fs.StringVar(&d.mode, "mode", "enforce", "enforce: block scanners; monitor: report them as \"would block\" (manual and list blocks stay in force) [HBF_MODE]")
-	fs.Var(portsValue{&cfg.Settings.IgnorePorts}, "ignore-ports", "ports (and ranges) that never count toward a scan nor are a reason to block, e.g. 80,443 [HBF_IGNORE_PORTS]")
+	fs.Var(portsValue{&cfg.Settings.IgnorePorts}, "ignore-ports", "ports (and ranges) that never count toward a scan nor are a reason to block, of both protocols or of one: 80,443,53/udp,8000-8100/tcp [HBF_IGNORE_PORTS]")
+	fs.StringVar(&d.udpScans, "udp-scans", string(cfg.Settings.UDPScans), "UDP datagrams to closed ports count toward a scan: block (a UDP scan is blocked as a TCP one), report (reported, never blocked) or off [HBF_UDP_SCANS]")
+	fs.StringVar(&d.countPorts, "count-ports", "all", "which SYNs count toward a scan: all (any port but the ignored ones) or closed (only ports nothing on the host serves) [HBF_COUNT_PORTS]")
 	fs.Var(durationValue{&cfg.Settings.BlockDuration}, "block-duration", "how long a scanner stays blocked; 0 blocks for good [HBF_BLOCK_DURATION]")
 	fs.IntVar(&cfg.Settings.ScanBlocksPerMinute, "scan-blocks-per-minute", cfg.Settings.ScanBlocksPerMinute, "at most this many scanners are blocked per minute (spoofed decoys cannot buy more); past it they are reported and their attempts dropped for their window; 0: no limit [HBF_SCAN_BLOCKS_PER_MINUTE]")
 	fs.IntVar(&cfg.Settings.ScanPrefixV6, "scan-prefix-v6", cfg.Settings.ScanPrefixV6, fmt.Sprintf("off-link IPv6 scanners are counted and blocked per prefix of this length (%d-128; 128: per address); on-link ones per address [HBF_SCAN_PREFIX_V6]", dataplane.MinIPv6ScanPrefix))
@@ -120,6 +123,12 @@ func (d *daemonFlags) resolve(getenv func(string) string, findIface bool) (daemo
 	}
 	if cfg.Settings.Monitor, err = daemon.ParseMode(d.mode); err != nil {
 		return cfg, fmt.Errorf("--mode: %w", err)
+	}
+	if cfg.Settings.UDPScans, err = daemon.ParseUDPScans(d.udpScans); err != nil {
+		return cfg, fmt.Errorf("--udp-scans %w", err)
+	}
+	if cfg.Settings.CountClosed, err = daemon.ParseCountPorts(d.countPorts); err != nil {
+		return cfg, fmt.Errorf("--count-ports %w", err)
 	}
 	if cfg.Settings.ConnLog, err = daemon.ParseConnLog(d.connLog); err != nil {
 		return cfg, fmt.Errorf("--log-connections %w", err)

@@ -12,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/hbf-firewall/hbf/internal/policy"
+	"github.com/hbf-firewall/hbf/internal/ports"
 )
 
 // durationValue is a flag taking a Go duration ("90s", "1h") or plain
@@ -69,33 +70,18 @@ func (v scheduleValue) Set(s string) error {
 	return nil
 }
 
-// portsValue collects ports and port ranges: "80,443,8000-8100".
-type portsValue struct{ p *[]uint16 }
+// portsValue collects ports and port ranges, each of both protocols or of
+// one: "80,443,53/udp,8000-8100/tcp".
+type portsValue struct{ l *ports.List }
 
-func (v portsValue) String() string {
-	s := make([]string, len(*v.p))
-	for i, p := range *v.p {
-		s[i] = strconv.Itoa(int(p))
-	}
-	return strings.Join(s, ",")
-}
-func (v portsValue) Type() string { return "ports" }
+func (v portsValue) String() string { return v.l.String() }
+func (v portsValue) Type() string   { return "ports" }
 func (v portsValue) Set(s string) error {
-	for _, part := range strings.Split(s, ",") {
-		part = strings.TrimSpace(part)
-		lo, hi, isRange := strings.Cut(part, "-")
-		first, err1 := strconv.ParseUint(lo, 10, 16)
-		last, err2 := first, error(nil)
-		if isRange {
-			last, err2 = strconv.ParseUint(hi, 10, 16)
-		}
-		if err1 != nil || err2 != nil || first == 0 || last < first {
-			return fmt.Errorf("%q is not a port (1-65535) or a range of them (8000-8100)", part)
-		}
-		for p := first; p <= last; p++ {
-			*v.p = append(*v.p, uint16(p))
-		}
+	l, err := ports.ParseList(s)
+	if err != nil {
+		return err
 	}
+	*v.l = append(*v.l, l...)
 	return nil
 }
 

@@ -72,7 +72,7 @@ func TestDaemonFlagsAndEnvironment(t *testing.T) {
 	want.Start.LogFormat = report.JSON
 	want.Settings.Allow = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::1/128")}
 	want.Start.SSHConnection = "198.51.100.7 50000 192.0.2.1 22"
-	if !slices.Equal(cfg.Settings.IgnorePorts, []uint16{80, 443, 8000, 8001, 8002}) || !cfg.Settings.Monitor {
+	if cfg.Settings.IgnorePorts.String() != "80,443,8000-8002" || !cfg.Settings.Monitor {
 		t.Errorf("ignore ports %v, monitor %v", cfg.Settings.IgnorePorts, cfg.Settings.Monitor)
 	}
 	if !slices.Equal(cfg.Start.Ifaces, want.Start.Ifaces) || cfg.Settings.MaxPorts != want.Settings.MaxPorts || cfg.Settings.Window != want.Settings.Window ||
@@ -151,7 +151,7 @@ allow:
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	if cfg.Settings.MaxPorts != 5 || cfg.Settings.Window != 45*time.Second || cfg.Settings.BlockDuration != 2*time.Hour || !cfg.Settings.Monitor ||
-		!slices.Equal(cfg.Start.Ifaces, []string{"eth1", "eth2"}) || !slices.Equal(cfg.Settings.IgnorePorts, []uint16{80, 443}) ||
+		!slices.Equal(cfg.Start.Ifaces, []string{"eth1", "eth2"}) || cfg.Settings.IgnorePorts.String() != "80,443" ||
 		len(cfg.Settings.Allow) != 2 || cfg.Settings.ConfigFile != conf || cfg.Start.MetricsAddr != daemon.Defaults.Start.MetricsAddr {
 		t.Errorf("config %+v", cfg)
 	}

@@ -86,7 +86,7 @@ func (p *blockPrinter) print(b api.Block) error {
 		reason += " " + b.Source
 	}
 	_, err := fmt.Fprintf(p.tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", report.PrefixString(b.Prefix), b.Origin,
-		dash(reason), stamp(b.Created), expires(b.Expires), b.Packets, ports(b.Ports))
+		dash(reason), stamp(b.Created), expires(b.Expires), b.Packets, portsSeen(b.Ports))
 	return err
 }
 
@@ -117,7 +117,7 @@ func printWhy(w io.Writer, why api.Why) {
 		if len(b.Ports) > 0 {
 			fmt.Fprintf(w, "    scan evidence:")
 			for _, p := range b.Ports {
-				fmt.Fprintf(w, " %d at %s", p.Port, p.Seen.Local().Format("15:04:05.000"))
+				fmt.Fprintf(w, " %s at %s", p, p.Seen.Local().Format("15:04:05.000"))
 			}
 			fmt.Fprintln(w)
 		}
@@ -219,13 +219,13 @@ func untilText(t time.Time) string {
 	return "until " + stamp(t)
 }
 
-func ports(ps []api.PortSeen) string {
+func portsSeen(ps []api.PortSeen) string {
 	if len(ps) == 0 {
 		return "-"
 	}
 	s := make([]string, len(ps))
 	for i, p := range ps {
-		s[i] = fmt.Sprint(p.Port)
+		s[i] = p.String()
 	}
 	return strings.Join(s, ",")
 }

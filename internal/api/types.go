@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/netip"
 	"time"
+
+	"github.com/hbf-firewall/hbf/internal/ports"
 )
 
 // ErrNoFleet: the daemon is in no fleet.
@@ -38,9 +40,13 @@ type Result struct {
 
 // PortSeen is one port of a scan's evidence.
 type PortSeen struct {
-	Port uint16    `json:"port"`
-	Seen time.Time `json:"seen"`
+	Port  uint16      `json:"port"`
+	Proto ports.Proto `json:"proto,omitempty"` // absent: TCP
+	Seen  time.Time   `json:"seen"`
 }
+
+// String is the port as event lines write it: "80", "53/udp".
+func (p PortSeen) String() string { return ports.Port{Num: p.Port, Proto: p.Proto}.String() }
 
 // Block is one block as `hbf list` shows it.
 type Block struct {

@@ -17,6 +17,7 @@ import (
 	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/fleet"
 	"github.com/hbf-firewall/hbf/internal/policy"
+	"github.com/hbf-firewall/hbf/internal/ports"
 	"github.com/hbf-firewall/hbf/internal/report"
 )
 
@@ -92,7 +93,13 @@ type Settings struct {
 	Window        time.Duration
 	BlockDuration time.Duration // 0: scan blocks never expire
 	Monitor       bool          // report scans as "would block", block nothing for them
-	IgnorePorts   []uint16      // never counted toward a scan
+	IgnorePorts   ports.List    // never counted toward a scan
+	// UDPScans: UDP datagrams to closed ports count, and a UDP scan is
+	// blocked (block), reported only (report), or nothing counts (off).
+	UDPScans dataplane.UDPScans
+	// CountClosed: a SYN counts only on a closed port (--count-ports
+	// closed); otherwise on any port (all).
+	CountClosed bool
 	// ScanBlocksPerMinute bounds the blocks the program makes for scans
 	// (spoofed decoys); 0: no limit.
 	ScanBlocksPerMinute int
@@ -142,17 +149,47 @@ var Defaults = Config{
 		Escalation:    policy.DefaultEscalation,
 		Rules:         policy.DefaultRules,
 
+		UDPScans:            dataplane.UDPBlock,
 		ScanBlocksPerMinute: 30,
 		ScanPrefixV6:        64,
 		ResolvConf:          "/etc/resolv.conf",
 	},
 }
 
-// program is what the XDP program runs with.
-func (s Settings) program() dataplane.Settings {
+// program is what the XDP program runs with on a host whose ephemeral
+// ports are ephemeral.
+func (s Settings) program(ephemeral [2]uint16) dataplane.Settings {
 	return dataplane.Settings{MaxPorts: s.MaxPorts, Window: s.Window, BlockDuration: s.BlockDuration,
-		Monitor: s.Monitor, IgnorePorts: s.IgnorePorts,
-		MaxBlocksPerMinute: s.ScanBlocksPerMinute, IPv6ScanPrefix: s.ScanPrefixV6}
+		Monitor: s.Monitor, IgnorePorts: s.IgnorePorts, UDPScans: s.UDPScans, CountClosed: s.CountClosed,
+		Ephemeral: ephemeral, MaxBlocksPerMinute: s.ScanBlocksPerMinute, IPv6ScanPrefix: s.ScanPrefixV6}
+}
+
+// ParseCountPorts reads --count-ports: all or closed.
+func ParseCountPorts(s string) (closed bool, err error) {
+	switch s {
+	case "all":
+		return false, nil
+	case "closed":
+		return true, nil
+	}
+	return false, fmt.Errorf("%q: must be all (every port counts) or closed (only ports nothing serves)", s)
+}
+
+// CountPortsName is --count-ports' value for closed.
+func CountPortsName(closed bool) string {
+	if closed {
+		return "closed"
+	}
+	return "all"
+}
+
+// ParseUDPScans reads --udp-scans: block, report or off.
+func ParseUDPScans(s string) (dataplane.UDPScans, error) {
+	switch v := dataplane.UDPScans(s); v {
+	case dataplane.UDPBlock, dataplane.UDPReport, dataplane.UDPOff:
+		return v, nil
+	}
+	return "", fmt.Errorf("%q: must be block, report (detect, never block) or off", s)
 }
 
 // restartOnly names the fields of next a running daemon started as old

@@ -18,6 +18,7 @@ import (
 	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/hostnet"
 	"github.com/hbf-firewall/hbf/internal/metrics"
+	"github.com/hbf-firewall/hbf/internal/ports"
 	"github.com/hbf-firewall/hbf/internal/store"
 )
 
@@ -34,6 +35,8 @@ type kernel interface {
 	BlockedSources() (int, error)
 	SetSettings(dataplane.Settings) error
 	SetOnLink([]netip.Prefix) error
+	SetLocalAddrs([]netip.Addr) error
+	SetServed([]ports.Port) error
 }
 
 type daemon struct {
@@ -105,7 +108,7 @@ func Run(ctx context.Context, cfg Config) error {
 // pinned stays, since it may be what still protects the host.
 func start(cfg Config) (d *daemon, err error) {
 	d = &daemon{start: cfg.Start, deps: cfg.Deps, log: cfg.Deps.Logger, live: cfg.Settings,
-		program: cfg.Settings.program(), hub: newHub(), conns: &connLimiter{mode: cfg.Settings.ConnLog},
+		hub: newHub(), conns: &connLimiter{mode: cfg.Settings.ConnLog},
 		started: time.Now(), storeStatus: "ok"}
 	d.log.Info("starting", "version", d.deps.Version, "ifaces", d.start.Ifaces)
 	defer func() {
@@ -136,11 +139,28 @@ func (d *daemon) openHost() error {
 		return err
 	}
 	d.host = host
+	d.program = d.live.program(d.ephemeralPorts())
 	if d.hostChanges, err = hostnet.Subscribe(); err != nil {
 		return err
 	}
 	d.closeLater(func() { d.hostChanges.Close() })
 	return nil
+}
+
+// linuxEphemeral is Linux's default ephemeral port range, for a host whose
+// own cannot be read.
+var linuxEphemeral = [2]uint16{32768, 60999}
+
+// ephemeralPorts is the host's ephemeral port range, read again at every
+// start and reload: late answers into it never count.
+func (d *daemon) ephemeralPorts() [2]uint16 {
+	r, err := hostnet.EphemeralPorts(hostnet.EphemeralPortsFile)
+	if err != nil {
+		d.log.Warn("cannot read the ephemeral port range; late answers are judged against Linux's default",
+			"default", fmt.Sprintf("%d-%d", linuxEphemeral[0], linuxEphemeral[1]), "err", err)
+		return linuxEphemeral
+	}
+	return r
 }
 
 // openState takes the state folder's lock and opens the store and the
@@ -244,6 +264,9 @@ func (d *daemon) loadProgram() error {
 		return err
 	}
 	if err := dp.SetOnLink(d.host.Prefixes); err != nil {
+		return err
+	}
+	if err := dp.SetLocalAddrs(d.host.Addrs); err != nil {
 		return err
 	}
 	if d.state, err = newState(dp, d.st, d.live.Rules, fixed, d.audit, d.publish, d.log); err != nil {

@@ -388,7 +388,7 @@ func (s *state) OnScan(ev *dataplane.Scan) (time.Time, string) {
 	b := store.Block{Prefix: p, Origin: store.OriginScan, Reason: scanReason(offence), By: "kernel",
 		Created: ev.Time, Expires: expires}
 	for _, t := range ev.Ports {
-		b.Ports = append(b.Ports, store.PortSeen{Port: t.Port, Seen: t.Seen})
+		b.Ports = append(b.Ports, store.PortSeen{Port: t.Port.Num, Proto: t.Port.Proto, Seen: t.Seen})
 	}
 	if err := s.st.PutBlocks(b); err != nil {
 		s.log.Error("cannot record a scan block; the kernel holds it and the next reconciliation retries",

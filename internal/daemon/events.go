@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/ports"
 	"github.com/hbf-firewall/hbf/internal/report"
 )
 
@@ -63,12 +64,13 @@ func (d *daemon) report(ev dataplane.Event) {
 			d.publish(&report.Connection{Time: ev.Time, Iface: d.links.ifname(ev.Ifindex), Src: ev.Src, Dst: ev.Dst})
 		}
 	case *dataplane.Scan:
-		ports := make([]uint16, len(ev.Ports))
+		tried := make([]ports.Port, len(ev.Ports))
 		for i, p := range ev.Ports {
-			ports[i] = p.Port
+			tried[i] = p.Port
 		}
 		sc := &report.Scan{Time: ev.Time, Iface: d.links.ifname(ev.Ifindex), Src: ev.Src, Dst: ev.Dst,
-			Ports: ports, Allowlisted: ev.Allowlisted, WouldBlock: ev.WouldBlock, RateLimited: ev.RateLimited}
+			Ports: tried, Allowlisted: ev.Allowlisted, WouldBlock: ev.WouldBlock, ReportOnly: ev.ReportOnly,
+			RateLimited: ev.RateLimited}
 		if ev.Source.Bits() < ev.Src.BitLen() {
 			sc.Prefix = ev.Source
 		}

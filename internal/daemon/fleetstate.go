@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hbf-firewall/hbf/internal/fleet"
+	"github.com/hbf-firewall/hbf/internal/ports"
 	"github.com/hbf-firewall/hbf/internal/report"
 	"github.com/hbf-firewall/hbf/internal/store"
 )
@@ -29,7 +30,8 @@ func (s *state) SetFleet(applied []fleet.Applied) (added, removed int, err error
 		rec := store.Block{Prefix: b.Prefix, Origin: store.OriginFleet(a.Origin), Reason: b.Reason,
 			By: "fleet", Created: b.Created, Expires: b.ExpiresAt}
 		for _, p := range b.Ports {
-			rec.Ports = append(rec.Ports, store.PortSeen{Port: p.Port, Seen: p.Seen})
+			proto, _ := ports.ParseProto(p.Proto) // evidence only: an unknown protocol shows as TCP
+			rec.Ports = append(rec.Ports, store.PortSeen{Port: p.Port, Proto: proto, Seen: p.Seen})
 		}
 		if want[b.Prefix] == nil {
 			want[b.Prefix] = map[store.Origin]store.Block{}
@@ -155,7 +157,7 @@ func (s *state) Shareable(scans, manual bool) []fleet.Block {
 			fb := fleet.Block{Version: fleet.Version, Prefix: b.Prefix, Origin: string(b.Origin), Reason: b.Reason,
 				Created: b.Created, ExpiresAt: b.Expires}
 			for _, p := range b.Ports {
-				fb.Ports = append(fb.Ports, fleet.Port{Port: p.Port, Proto: "tcp", Seen: p.Seen})
+				fb.Ports = append(fb.Ports, fleet.Port{Port: p.Port, Proto: p.Proto.String(), Seen: p.Seen})
 			}
 			out = append(out, fb)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/hostnet"
 	"github.com/hbf-firewall/hbf/internal/kerneltest"
+	"github.com/hbf-firewall/hbf/internal/ports"
 	"github.com/hbf-firewall/hbf/internal/report"
 	"github.com/hbf-firewall/hbf/internal/sources"
 	"github.com/hbf-firewall/hbf/internal/store"
@@ -292,7 +293,8 @@ func (h *harness) reconcile(recovering bool) reconcileStats {
 func scanEvent(src string, at, expires time.Time) *dataplane.Scan {
 	p := pfx(src)
 	return &dataplane.Scan{Time: at, Src: p.Addr(), Source: p, Blocked: true, Expires: expires,
-		Ports: []dataplane.PortTry{{Port: 22, Seen: at}, {Port: 80, Seen: at}, {Port: 443, Seen: at}, {Port: 8080, Seen: at}}}
+		Ports: []dataplane.PortTry{{Port: ports.Port{Num: 22}, Seen: at}, {Port: ports.Port{Num: 80}, Seen: at},
+			{Port: ports.Port{Num: 443}, Seen: at}, {Port: ports.Port{Num: 53, Proto: ports.UDP}, Seen: at}}}
 }
 
 // scan is the kernel blocking a scanner for the first offence's hour, and

@@ -60,7 +60,7 @@ func (s *state) apiBlock(b store.Block) api.Block {
 	out := api.Block{Prefix: b.Prefix, Origin: string(b.Origin), Reason: b.Reason, By: b.By,
 		Created: b.Created, Expires: b.Expires}
 	for _, p := range b.Ports {
-		out.Ports = append(out.Ports, api.PortSeen{Port: p.Port, Seen: p.Seen})
+		out.Ports = append(out.Ports, api.PortSeen{Port: p.Port, Proto: p.Proto, Seen: p.Seen})
 	}
 	if r, ok, _ := s.k.LookupBlock(b.Prefix); ok {
 		out.Packets = r.Packets

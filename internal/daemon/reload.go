@@ -44,7 +44,7 @@ func (d *daemon) reload(by string) error {
 
 	// Checked; now in force. Settings first: a lower threshold applies to
 	// the next SYN.
-	if err := d.setProgram(set.program()); err != nil {
+	if err := d.setProgram(set.program(d.ephemeralPorts())); err != nil {
 		return refuse(err)
 	}
 	d.state.SetEscalation(set.Escalation, set.BlockDuration)

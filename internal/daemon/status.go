@@ -9,6 +9,7 @@ import (
 
 	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/ports"
 )
 
 // Status is what hbf status shows: version, settings in force, interfaces,
@@ -33,6 +34,8 @@ func (s *service) Status(context.Context) (api.Status, error) {
 			"block_duration":  set.BlockDuration.String(),
 			"log_connections": d.conns.String(),
 			"ignore_ports":    portsText(set.IgnorePorts),
+			"udp_scans":       string(set.UDPScans),
+			"count_ports":     CountPortsName(set.CountClosed),
 			"pin_path":        d.start.PinPath,
 			"state_dir":       d.start.StateDir,
 			"detach_on_exit":  strconv.FormatBool(d.start.DetachOnExit),
@@ -75,13 +78,9 @@ func (s *service) Status(context.Context) (api.Status, error) {
 	return st, nil
 }
 
-func portsText(ports []uint16) string {
-	if len(ports) == 0 {
+func portsText(l ports.List) string {
+	if len(l) == 0 {
 		return "-"
 	}
-	s := make([]string, len(ports))
-	for i, p := range ports {
-		s[i] = strconv.Itoa(int(p))
-	}
-	return strings.Join(s, ",")
+	return l.String()
 }

@@ -17,7 +17,7 @@ const (
 	DropMalformed                      // a header is truncated or inconsistent
 	DropVLANDepth                      // more VLAN tags than the parser skips
 	DropExtDepth                       // a longer IPv6 extension-header chain than the parser walks
-	DropTinyFragment                   // TCP header not whole in the first fragment, or a fragment overlapping it
+	DropTinyFragment                   // TCP or UDP header not whole in the first fragment, or a fragment overlapping TCP's
 	numDropReasons
 )
 
@@ -56,6 +56,9 @@ type Counters struct {
 	ScansMonitored     uint64 // scans let through in monitor mode
 	BlocksRateLimited  uint64 // scanners not blocked: the minute's budget of blocks was spent
 	TrackerEvictions   uint64 // first attempts of live sources overwritten by other sources'
+	UDPAttempts        uint64 // UDP datagrams counted: to a closed port of the host
+	UDPScansDetected   uint64 // scans a UDP datagram took past the threshold
+	SYNsUncounted      uint64 // SYNs not counted: to an ignored port, or an open one with CountClosed
 }
 
 // DroppedTotal is the number of packets dropped for any reason.
@@ -115,6 +118,15 @@ var counterTable = []Counter{
 		index: hbfCounterCOUNTER_SCANS_DETECTED, field: func(k *Counters) *uint64 { return &k.ScansDetected }},
 	{Metric: "hbf_port_scans_allowlisted_total", Help: "Port scans from allowlisted sources: reported, not blocked.",
 		index: hbfCounterCOUNTER_SCANS_ALLOWLISTED, field: func(k *Counters) *uint64 { return &k.ScansAllowlisted }},
+	{Status: "udp_scans_detected", Metric: "hbf_udp_port_scans_detected_total",
+		Help:  "Port scans a UDP datagram took past the threshold (of hbf_port_scans_detected_total).",
+		index: hbfCounterCOUNTER_UDP_SCANS_DETECTED, field: func(k *Counters) *uint64 { return &k.UDPScansDetected }},
+	{Status: "udp_attempts", Metric: "hbf_udp_attempts_total",
+		Help:  "UDP datagrams counted toward a scan: to a closed port of the host.",
+		index: hbfCounterCOUNTER_UDP_ATTEMPTS, field: func(k *Counters) *uint64 { return &k.UDPAttempts }},
+	{Status: "syns_uncounted", Metric: "hbf_syns_uncounted_total",
+		Help:  "SYNs not counted toward a scan: to an ignored port, or with --count-ports closed to one the host serves.",
+		index: hbfCounterCOUNTER_SYNS_UNCOUNTED, field: func(k *Counters) *uint64 { return &k.SYNsUncounted }},
 	{Status: "scans_monitored", Metric: "hbf_port_scans_monitored_total",
 		Help:  "Port scans in monitor mode: reported as would-block, not blocked.",
 		index: hbfCounterCOUNTER_SCANS_MONITORED, field: func(k *Counters) *uint64 { return &k.ScansMonitored }},

@@ -15,6 +15,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/hbf-firewall/hbf/internal/ports"
 )
 
 // MaxPortsLimit is the largest threshold the program's tracker can hold: it
@@ -30,10 +32,11 @@ const MinIPv6ScanPrefix = 48
 // layout, and list the old one in earlierLayouts: Load migrates from it.
 //
 // v2: scan_states grew from 2^16 to 2^18 entries.
-const layoutVersion = "v2"
+// v3: a tracked port holds its protocol (scan_states' slots grew).
+const layoutVersion = "v3"
 
 // earlierLayouts are the layouts Load migrates from, newest first.
-var earlierLayouts = []string{"v1"}
+var earlierLayouts = []string{"v2", "v1"}
 
 // Settings are the program's runtime knobs; SetSettings changes them without
 // reloading.
@@ -49,7 +52,18 @@ type Settings struct {
 	// drops nothing for them. Blocks already made stay in force.
 	Monitor bool
 	// IgnorePorts never count toward a scan, nor are a reason to block.
-	IgnorePorts []uint16
+	IgnorePorts ports.List
+	// UDPScans: whether UDP datagrams to closed ports count, and what a
+	// scan they take past the threshold gets.
+	UDPScans UDPScans
+	// CountClosed: a SYN counts only on a closed port of the host (no
+	// socket, not served by SetServed, not ignored). Otherwise every SYN
+	// counts, but to an ignored port.
+	CountClosed bool
+	// Ephemeral is the host's ephemeral port range (ip_local_port_range):
+	// a datagram from a port below 1024 into it is a late answer to the
+	// host's own query, never an attempt. Zero: none.
+	Ephemeral [2]uint16
 	// MaxBlocksPerMinute bounds the scan blocks the program makes in a
 	// minute, so spoofed scans (nmap -D RND:100) cannot buy a block each.
 	// Past it a scanner is reported and its attempts dropped for the rest of
@@ -60,6 +74,15 @@ type Settings struct {
 	// in it); on-link ones (SetOnLink) per address. 128: per address.
 	IPv6ScanPrefix int
 }
+
+// UDPScans is what UDP datagrams to closed ports count for.
+type UDPScans string
+
+const (
+	UDPBlock  UDPScans = "block"  // they count, and a UDP scan is blocked as a TCP one
+	UDPReport UDPScans = "report" // they count; a scan they complete is reported, never blocked
+	UDPOff    UDPScans = "off"    // they never count
+)
 
 // Validate reports the first setting the program cannot honour.
 func (s Settings) Validate() error {
@@ -74,6 +97,14 @@ func (s Settings) Validate() error {
 	}
 	if s.MaxBlocksPerMinute < 0 || s.MaxBlocksPerMinute > math.MaxUint32 {
 		return fmt.Errorf("scan blocks per minute %d: must be between 0 (no limit) and %d", s.MaxBlocksPerMinute, uint32(math.MaxUint32))
+	}
+	switch s.UDPScans {
+	case "", UDPBlock, UDPReport, UDPOff:
+	default:
+		return fmt.Errorf("UDP scans %q: must be block, report or off", s.UDPScans)
+	}
+	if s.Ephemeral[0] > s.Ephemeral[1] {
+		return fmt.Errorf("ephemeral ports %d-%d: the first must not be above the last", s.Ephemeral[0], s.Ephemeral[1])
 	}
 	if s.IPv6ScanPrefix < MinIPv6ScanPrefix || s.IPv6ScanPrefix > 128 {
 		return fmt.Errorf("IPv6 scan prefix /%d: must be between /%d and /128 (per address)", s.IPv6ScanPrefix, MinIPv6ScanPrefix)
@@ -198,6 +229,9 @@ func Load(opts Options) (*Dataplane, error) {
 	memlockErr := rlimit.RemoveMemlock()
 	spec, err := loadHbf()
 	if err != nil {
+		return nil, err
+	}
+	if err := CheckSocketLookup(cmp.Or(opts.Hook, HookXDP)); err != nil {
 		return nil, err
 	}
 
@@ -434,17 +468,27 @@ func (d *Dataplane) SetSettings(s Settings) error {
 		MaxBlocksPerMin: uint32(s.MaxBlocksPerMinute),
 		HashKey:         d.hashKey,
 		V6PrefixLen:     uint8(s.IPv6ScanPrefix),
+		EphemeralLo:     s.Ephemeral[0],
+		EphemeralHi:     s.Ephemeral[1],
 	}
 	if s.Monitor {
 		cfg.Flags |= uint32(hbfConfigFlagsCONFIG_MONITOR)
 	}
-	var ignored [65536 / 64]uint64
-	for _, p := range s.IgnorePorts {
-		ignored[p>>6] |= 1 << (p & 63)
+	switch s.UDPScans {
+	case UDPOff:
+		cfg.Flags |= uint32(hbfConfigFlagsCONFIG_UDP_OFF)
+	case UDPReport:
+		cfg.Flags |= uint32(hbfConfigFlagsCONFIG_UDP_REPORT)
+	}
+	if s.CountClosed {
+		cfg.Flags |= uint32(hbfConfigFlagsCONFIG_COUNT_CLOSED)
 	}
 	// The ports first: a new threshold must not meet the old exemptions.
-	if err := d.objs.HbfIgnoredPorts.Set(ignored); err != nil {
-		return fmt.Errorf("write ignored ports: %w", err)
+	if err := d.objs.HbfIgnoredTcp.Set(s.IgnorePorts.Bits(ports.TCP)); err != nil {
+		return fmt.Errorf("write ignored TCP ports: %w", err)
+	}
+	if err := d.objs.HbfIgnoredUdp.Set(s.IgnorePorts.Bits(ports.UDP)); err != nil {
+		return fmt.Errorf("write ignored UDP ports: %w", err)
 	}
 	if err := d.objs.HbfConfig.Set(cfg); err != nil {
 		return fmt.Errorf("write settings: %w", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/hbf-firewall/hbf/internal/ports"
 	"github.com/hbf-firewall/hbf/internal/testenv"
 )
 
@@ -58,10 +59,11 @@ var noExpiry time.Time
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
+// portsOf is a scan's port numbers; the tests that call it send TCP only.
 func portsOf(s *Scan) []uint16 {
 	var out []uint16
 	for _, p := range s.Ports {
-		out = append(out, p.Port)
+		out = append(out, p.Port.Num)
 	}
 	return out
 }
@@ -70,6 +72,9 @@ type testDP struct {
 	*Dataplane
 	t      testing.TB
 	events *EventReader
+	// ns, when set, is the namespace the program runs in: its sockets are
+	// the ones the program's lookups find.
+	ns *nsThread
 }
 
 // testFirstAttemptSlots keeps the tracker's first tier small enough to empty
@@ -104,7 +109,13 @@ func newTestDPWith(t testing.TB, s Settings, opts Options) *testDP {
 // whichever build it is.
 func (d *testDP) runBytes(b []byte) uint32 {
 	d.t.Helper()
-	v, err := d.runFrame(b)
+	var v uint32
+	var err error
+	if d.ns != nil {
+		err = d.ns.do(func() error { v, err = d.runFrame(b); return err })
+	} else {
+		v, err = d.runFrame(b)
+	}
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -727,7 +738,7 @@ func TestScanEvidenceTimes(t *testing.T) {
 			scan = s
 		}
 	}
-	if scan == nil || len(scan.Ports) != 4 || scan.Ports[0].Port != 22 {
+	if scan == nil || len(scan.Ports) != 4 || scan.Ports[0].Port != (ports.Port{Num: 22}) {
 		t.Fatalf("scan %+v", scan)
 	}
 	if age := scan.Time.Sub(scan.Ports[0].Seen); age < 250*time.Millisecond || age > 2*time.Second {
@@ -830,7 +841,7 @@ func TestMonitorModeReportsWithoutBlocking(t *testing.T) {
 
 func TestIgnoredPortsNeverCount(t *testing.T) {
 	s := defaults
-	s.IgnorePorts = []uint16{80, 443}
+	s.IgnorePorts = ports.List{{Lo: 80, Hi: 80, TCP: true, UDP: true}, {Lo: 443, Hi: 443, TCP: true, UDP: true}}
 	d := newTestDP(t, s)
 	src, dst := "192.0.2.66", "192.0.2.1"
 	for _, port := range []uint16{80, 443, 22, 25} {

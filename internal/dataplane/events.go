@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/hbf-firewall/hbf/internal/ports"
 )
 
 // Connection is a new inbound TCP connection: a SYN that passed, reported
@@ -25,12 +27,13 @@ type Connection struct {
 
 // PortTry is a port a scanner tried, and when it last did.
 type PortTry struct {
-	Port uint16
+	Port ports.Port
 	Seen time.Time
 }
 
 // Scan is a source that tried more than the threshold of distinct ports
-// within the window. Ports are the distinct ports of the window, ascending.
+// within the window. Ports are the distinct ports of the window, TCP's
+// first, each protocol's ascending.
 type Scan struct {
 	Time    time.Time
 	Ifindex int
@@ -41,6 +44,7 @@ type Scan struct {
 	Dst         netip.Addr
 	Ports       []PortTry
 	Allowlisted bool // reported only: the source is on the allowlist
+	ReportOnly  bool // a UDP datagram crossed with Settings.UDPScans report: reported only
 	Blocked     bool // the program blocked the source
 	WouldBlock  bool // monitor mode: it would have
 	BlockFailed bool // the program could not block it: the block map is full
@@ -139,9 +143,9 @@ func decodeEvent(b []byte, ref clockRef) (Event, error) {
 		n := min(int(ev.Nports), len(ev.Ports))
 		ports := make([]PortTry, n)
 		for i := range n {
-			ports[i] = PortTry{Port: ev.Ports[i], Seen: at.Add(-time.Duration(ev.AgesMs[i]) * time.Millisecond)}
+			ports[i] = PortTry{Port: portOf(ev.Ports[i]), Seen: at.Add(-time.Duration(ev.AgesMs[i]) * time.Millisecond)}
 		}
-		slices.SortFunc(ports, func(a, b PortTry) int { return int(a.Port) - int(b.Port) })
+		slices.SortFunc(ports, func(a, b PortTry) int { return a.Port.Compare(b.Port) })
 		flags := hbfScanEventFlags(ev.Flags)
 		// The block is keyed by the IPv4 address even when the packet
 		// came as IPv4-mapped IPv6, so that is the address reported.
@@ -169,6 +173,7 @@ func decodeEvent(b []byte, ref clockRef) (Event, error) {
 			BlockFailed: flags&hbfScanEventFlagsSCAN_EV_BLOCK_FAILED != 0,
 			WouldBlock:  flags&hbfScanEventFlagsSCAN_EV_MONITOR != 0,
 			RateLimited: flags&hbfScanEventFlagsSCAN_EV_RATE_LIMITED != 0,
+			ReportOnly:  flags&hbfScanEventFlagsSCAN_EV_REPORT_ONLY != 0,
 			Expires:     ref.toWall(ev.ExpiresNs),
 		}, nil
 	}
@@ -184,6 +189,15 @@ func decodeInto[T any](b []byte, v *T) error {
 		return fmt.Errorf("decode event: %w", err)
 	}
 	return nil
+}
+
+// portOf turns a port as the tracker keeps it into a Port.
+func portOf(key uint32) ports.Port {
+	p := ports.Port{Num: uint16(key)}
+	if key&uint32(hbfPortProtoPORT_UDP) != 0 {
+		p.Proto = ports.UDP
+	}
+	return p
 }
 
 // eventAddr turns an address as the program stores it back into the packet's

@@ -30,7 +30,8 @@ type frame struct {
 	ext          []ext6   // IPv6 only: extension headers in order
 	fragOffset   uint16   // IPv4 only, in 8-byte units
 	moreFrags    bool     // IPv4 only
-	proto        uint8    // 0: TCP
+	proto        uint8    // 0: TCP, or UDP when udp is set
+	udp          bool     // a UDP header (sport, dport) before the payload
 	tcpOptions   []byte   // padded to 4 bytes
 	payload      []byte
 }
@@ -79,6 +80,11 @@ func tcpSYN(src, dst string, sport, dport uint16) frame {
 	}
 }
 
+func udpDatagram(src, dst string, sport, dport uint16) frame {
+	return frame{src: netip.MustParseAddr(src), dst: netip.MustParseAddr(dst), sport: sport, dport: dport, udp: true,
+		payload: []byte("hbf")}
+}
+
 func (f frame) with(mod func(*frame)) frame {
 	mod(&f)
 	return f
@@ -112,10 +118,18 @@ func (f frame) bytes() []byte {
 func (f frame) raw() []byte {
 	var l4 []byte
 	proto := f.proto
-	if proto == 0 {
+	switch {
+	case f.udp:
+		proto = 17
+		l4 = make([]byte, 8, 8+len(f.payload))
+		binary.BigEndian.PutUint16(l4[0:], f.sport)
+		binary.BigEndian.PutUint16(l4[2:], f.dport)
+		binary.BigEndian.PutUint16(l4[4:], uint16(8+len(f.payload)))
+		l4 = append(l4, f.payload...)
+	case proto == 0:
 		proto = 6
 		l4 = f.tcp()
-	} else {
+	default:
 		l4 = f.payload
 	}
 

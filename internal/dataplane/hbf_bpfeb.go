@@ -34,13 +34,19 @@ type hbfConfig struct {
 	MaxBlocksPerMin uint32
 	HashKey         [2]uint64
 	V6PrefixLen     uint8
-	Pad             [7]uint8
+	Pad             uint8
+	EphemeralLo     uint16
+	EphemeralHi     uint16
+	Pad2            [2]uint8
 }
 
 type hbfConfigFlags uint32
 
 const (
-	hbfConfigFlagsCONFIG_MONITOR hbfConfigFlags = 1
+	hbfConfigFlagsCONFIG_MONITOR      hbfConfigFlags = 1
+	hbfConfigFlagsCONFIG_UDP_OFF      hbfConfigFlags = 2
+	hbfConfigFlagsCONFIG_UDP_REPORT   hbfConfigFlags = 4
+	hbfConfigFlagsCONFIG_COUNT_CLOSED hbfConfigFlags = 8
 )
 
 type hbfConnEvent struct {
@@ -81,7 +87,10 @@ const (
 	hbfCounterCOUNTER_PASSED              hbfCounter = 18
 	hbfCounterCOUNTER_BLOCKS_RATE_LIMITED hbfCounter = 19
 	hbfCounterCOUNTER_TRACKER_EVICTIONS   hbfCounter = 20
-	hbfCounterCOUNTER_MAX                 hbfCounter = 21
+	hbfCounterCOUNTER_UDP_ATTEMPTS        hbfCounter = 21
+	hbfCounterCOUNTER_UDP_SCANS_DETECTED  hbfCounter = 22
+	hbfCounterCOUNTER_SYNS_UNCOUNTED      hbfCounter = 23
+	hbfCounterCOUNTER_MAX                 hbfCounter = 24
 )
 
 type hbfEventType uint32
@@ -96,8 +105,9 @@ type hbfFirstAttempt struct {
 	Lock   uint32
 	SeenMs uint32
 	Key    hbfAddr
-	Port   uint16
+	Port   uint32
 	Sport  uint16
+	Pad    uint16
 	Seq    uint32
 	Used   uint32
 }
@@ -107,6 +117,12 @@ type hbfLpmKey struct {
 	Prefixlen uint32
 	Addr      hbfAddr
 }
+
+type hbfPortProto uint32
+
+const (
+	hbfPortProtoPORT_UDP hbfPortProto = 65536
+)
 
 type hbfRule struct {
 	_         structs.HostLayout
@@ -136,10 +152,9 @@ type hbfScanEvent struct {
 	Saddr     hbfAddr
 	Daddr     hbfAddr
 	ExpiresNs uint64
-	Ports     [33]uint16
+	Ports     [33]uint32
 	Prefixlen uint8
-	Pad0      uint8
-	Pad       [2]uint16
+	Pad0      [3]uint8
 	AgesMs    [33]uint32
 	Pad2      uint32
 }
@@ -152,12 +167,12 @@ const (
 	hbfScanEventFlagsSCAN_EV_BLOCK_FAILED hbfScanEventFlags = 4
 	hbfScanEventFlagsSCAN_EV_MONITOR      hbfScanEventFlags = 8
 	hbfScanEventFlagsSCAN_EV_RATE_LIMITED hbfScanEventFlags = 16
+	hbfScanEventFlagsSCAN_EV_REPORT_ONLY  hbfScanEventFlags = 32
 )
 
 type hbfScanPorts struct {
 	_      structs.HostLayout
-	Ports  [33]uint16
-	_      [2]byte
+	Ports  [33]uint32
 	AgesMs [33]uint32
 	N      uint16
 	_      [2]byte
@@ -173,12 +188,12 @@ type hbfScanState struct {
 	LastMs uint64
 	Slots  [33]struct {
 		_      structs.HostLayout
-		Port   uint16
+		Port   uint32
 		Sport  uint16
+		Pad    uint16
 		SeenMs uint32
 		Seq    uint32
 	}
-	_ [4]byte
 }
 
 // Names of all BPF objects in the ELF.
@@ -192,6 +207,7 @@ const (
 	hbfMapEvents               = "events"
 	hbfMapFirstAttempts        = "first_attempts"
 	hbfMapIgnoredAttempts      = "ignored_attempts"
+	hbfMapLocalAddrs           = "local_addrs"
 	hbfMapOnlinkPrefixes       = "onlink_prefixes"
 	hbfMapScanEvidence         = "scan_evidence"
 	hbfMapScanStates           = "scan_states"
@@ -203,12 +219,16 @@ const (
 	hbfVarHbfConfig            = "hbf_config"
 	hbfVarHbfFirstAttemptMask  = "hbf_first_attempt_mask"
 	hbfVarHbfHaveBlockPrefixes = "hbf_have_block_prefixes"
-	hbfVarHbfIgnoredPorts      = "hbf_ignored_ports"
+	hbfVarHbfIgnoredTcp        = "hbf_ignored_tcp"
+	hbfVarHbfIgnoredUdp        = "hbf_ignored_udp"
 	hbfVarHbfScanPrefixes      = "hbf_scan_prefixes"
+	hbfVarHbfServedTcp         = "hbf_served_tcp"
+	hbfVarHbfServedUdp         = "hbf_served_udp"
 	hbfVarUnusedConfigFlags    = "unused_config_flags"
 	hbfVarUnusedConnEvent      = "unused_conn_event"
 	hbfVarUnusedCounter        = "unused_counter"
 	hbfVarUnusedEventType      = "unused_event_type"
+	hbfVarUnusedPortProto      = "unused_port_proto"
 	hbfVarUnusedRuleOrigin     = "unused_rule_origin"
 	hbfVarUnusedScanEvent      = "unused_scan_event"
 	hbfVarUnusedScanEventFlags = "unused_scan_event_flags"
@@ -271,6 +291,7 @@ type hbfMapSpecs struct {
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	FirstAttempts   *ebpf.MapSpec `ebpf:"first_attempts"`
 	IgnoredAttempts *ebpf.MapSpec `ebpf:"ignored_attempts"`
+	LocalAddrs      *ebpf.MapSpec `ebpf:"local_addrs"`
 	OnlinkPrefixes  *ebpf.MapSpec `ebpf:"onlink_prefixes"`
 	ScanEvidence    *ebpf.MapSpec `ebpf:"scan_evidence"`
 	ScanStates      *ebpf.MapSpec `ebpf:"scan_states"`
@@ -286,12 +307,16 @@ type hbfVariableSpecs struct {
 	HbfConfig            *ebpf.VariableSpec `ebpf:"hbf_config"`
 	HbfFirstAttemptMask  *ebpf.VariableSpec `ebpf:"hbf_first_attempt_mask"`
 	HbfHaveBlockPrefixes *ebpf.VariableSpec `ebpf:"hbf_have_block_prefixes"`
-	HbfIgnoredPorts      *ebpf.VariableSpec `ebpf:"hbf_ignored_ports"`
+	HbfIgnoredTcp        *ebpf.VariableSpec `ebpf:"hbf_ignored_tcp"`
+	HbfIgnoredUdp        *ebpf.VariableSpec `ebpf:"hbf_ignored_udp"`
 	HbfScanPrefixes      *ebpf.VariableSpec `ebpf:"hbf_scan_prefixes"`
+	HbfServedTcp         *ebpf.VariableSpec `ebpf:"hbf_served_tcp"`
+	HbfServedUdp         *ebpf.VariableSpec `ebpf:"hbf_served_udp"`
 	UnusedConfigFlags    *ebpf.VariableSpec `ebpf:"unused_config_flags"`
 	UnusedConnEvent      *ebpf.VariableSpec `ebpf:"unused_conn_event"`
 	UnusedCounter        *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEventType      *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	UnusedPortProto      *ebpf.VariableSpec `ebpf:"unused_port_proto"`
 	UnusedRuleOrigin     *ebpf.VariableSpec `ebpf:"unused_rule_origin"`
 	UnusedScanEvent      *ebpf.VariableSpec `ebpf:"unused_scan_event"`
 	UnusedScanEventFlags *ebpf.VariableSpec `ebpf:"unused_scan_event_flags"`
@@ -324,6 +349,7 @@ type hbfMaps struct {
 	Events          *ebpf.Map `ebpf:"events"`
 	FirstAttempts   *ebpf.Map `ebpf:"first_attempts"`
 	IgnoredAttempts *ebpf.Map `ebpf:"ignored_attempts"`
+	LocalAddrs      *ebpf.Map `ebpf:"local_addrs"`
 	OnlinkPrefixes  *ebpf.Map `ebpf:"onlink_prefixes"`
 	ScanEvidence    *ebpf.Map `ebpf:"scan_evidence"`
 	ScanStates      *ebpf.Map `ebpf:"scan_states"`
@@ -339,6 +365,7 @@ func (m *hbfMaps) Close() error {
 		m.Events,
 		m.FirstAttempts,
 		m.IgnoredAttempts,
+		m.LocalAddrs,
 		m.OnlinkPrefixes,
 		m.ScanEvidence,
 		m.ScanStates,
@@ -355,12 +382,16 @@ type hbfVariables struct {
 	HbfConfig            *ebpf.Variable `ebpf:"hbf_config"`
 	HbfFirstAttemptMask  *ebpf.Variable `ebpf:"hbf_first_attempt_mask"`
 	HbfHaveBlockPrefixes *ebpf.Variable `ebpf:"hbf_have_block_prefixes"`
-	HbfIgnoredPorts      *ebpf.Variable `ebpf:"hbf_ignored_ports"`
+	HbfIgnoredTcp        *ebpf.Variable `ebpf:"hbf_ignored_tcp"`
+	HbfIgnoredUdp        *ebpf.Variable `ebpf:"hbf_ignored_udp"`
 	HbfScanPrefixes      *ebpf.Variable `ebpf:"hbf_scan_prefixes"`
+	HbfServedTcp         *ebpf.Variable `ebpf:"hbf_served_tcp"`
+	HbfServedUdp         *ebpf.Variable `ebpf:"hbf_served_udp"`
 	UnusedConfigFlags    *ebpf.Variable `ebpf:"unused_config_flags"`
 	UnusedConnEvent      *ebpf.Variable `ebpf:"unused_conn_event"`
 	UnusedCounter        *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEventType      *ebpf.Variable `ebpf:"unused_event_type"`
+	UnusedPortProto      *ebpf.Variable `ebpf:"unused_port_proto"`
 	UnusedRuleOrigin     *ebpf.Variable `ebpf:"unused_rule_origin"`
 	UnusedScanEvent      *ebpf.Variable `ebpf:"unused_scan_event"`
 	UnusedScanEventFlags *ebpf.Variable `ebpf:"unused_scan_event_flags"`

@@ -1,8 +1,10 @@
 package dataplane
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 
@@ -28,8 +30,7 @@ func (d *Dataplane) Migrating() string { return d.migrating }
 
 // copyState copies every pinned map of an earlier layout into this
 // program's maps. The maps' keys and values are the same bytes in both
-// layouts (a layout that changes them needs a conversion here); sizes may
-// differ.
+// layouts, but for the conversions below; sizes may differ.
 func (d *Dataplane) copyState(oldDir string) error {
 	for _, name := range pinnedMaps {
 		if _, err := d.copyMap(oldDir, name, false); err != nil {
@@ -55,6 +56,9 @@ func (d *Dataplane) copyMap(oldDir, name string, onlyMissing bool) (int, error) 
 	m, err := d.mapByName(name)
 	if err != nil {
 		return 0, err
+	}
+	if name == hbfMapScanStates && old.ValueSize() == uint32(binary.Size(scanStateV2{})) {
+		return copyScanStatesV2(old, m, onlyMissing)
 	}
 	if old.Type() != m.Type() || old.KeySize() != m.KeySize() || old.ValueSize() != m.ValueSize() {
 		return 0, fmt.Errorf("migrate: %s changed type, key or value between layouts (%v/%d/%d -> %v/%d/%d) "+
@@ -158,5 +162,58 @@ func (d *Dataplane) FinishMigration() (int, error) {
 		return n, fmt.Errorf("migrate: remove %s: %w", d.migrating, err)
 	}
 	d.migrating = ""
+	return n, nil
+}
+
+// scanStateV2 is a scan_states value of layouts v1 and v2, whose ports were
+// all TCP's and held no protocol.
+type scanStateV2 struct {
+	Lock   uint32
+	Len    uint8
+	Move   uint8
+	Flags  uint8
+	Pad    uint8
+	LastMs uint64
+	Slots  [MaxPortsLimit + 1]struct {
+		Port   uint16
+		Sport  uint16
+		SeenMs uint32
+		Seq    uint32
+	}
+	_ [4]byte
+}
+
+// copyScanStatesV2 copies the tracker of layout v1 or v2 into this one's:
+// its ports become TCP ports, with their times and sequence numbers, so a
+// scanner half-way through its ports stays counted across the upgrade.
+func copyScanStatesV2(old, m *ebpf.Map, onlyMissing bool) (int, error) {
+	flag := ebpf.UpdateAny
+	if onlyMissing {
+		flag = ebpf.UpdateNoExist
+	}
+	var key hbfAddr
+	var v scanStateV2
+	n := 0
+	it := old.Iterate()
+	for it.Next(&key, &v) {
+		next := hbfScanState{Len: v.Len, Flags: v.Flags, LastMs: v.LastMs}
+		for i, s := range v.Slots {
+			next.Slots[i].Port = uint32(s.Port)
+			next.Slots[i].Sport = s.Sport
+			next.Slots[i].SeenMs = s.SeenMs
+			next.Slots[i].Seq = s.Seq
+		}
+		err := m.Update(key, &next, flag)
+		if onlyMissing && errors.Is(err, ebpf.ErrKeyExist) {
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("migrate: write %s entry %v: %w", hbfMapScanStates, netip.AddrFrom16(key.B).Unmap(), err)
+		}
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return n, fmt.Errorf("migrate: walk the earlier layout's %s: %w", hbfMapScanStates, err)
+	}
 	return n, nil
 }

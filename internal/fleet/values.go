@@ -37,7 +37,7 @@ func reject(reason, format string, args ...any) error {
 // Port is one port of a scan's evidence.
 type Port struct {
 	Port  uint16    `json:"port"`
-	Proto string    `json:"proto"` // tcp
+	Proto string    `json:"proto"` // tcp or udp
 	Seen  time.Time `json:"seen"`
 }
 

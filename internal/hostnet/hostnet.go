@@ -178,3 +178,22 @@ func DefaultRouteInterface() (string, error) {
 	}
 	return "", ErrNoDefaultRoute
 }
+
+// EphemeralPortsFile is where Linux keeps the range of local ports it
+// picks for the host's own outgoing connections and queries, IPv4 and
+// IPv6 alike.
+const EphemeralPortsFile = "/proc/sys/net/ipv4/ip_local_port_range"
+
+// EphemeralPorts reads the host's ephemeral port range from path
+// (EphemeralPortsFile, in the namespace whose /proc is mounted).
+func EphemeralPorts(path string) ([2]uint16, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return [2]uint16{}, fmt.Errorf("read the ephemeral port range: %w", err)
+	}
+	var lo, hi uint16
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil || lo > hi {
+		return [2]uint16{}, fmt.Errorf("%s: %q is not a port range (\"32768 60999\")", path, strings.TrimSpace(string(b)))
+	}
+	return [2]uint16{lo, hi}, nil
+}

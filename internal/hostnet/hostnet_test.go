@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,5 +159,34 @@ func TestDefaultRouteInterface(t *testing.T) {
 	ip("route", "add", "default", "via", "192.0.2.254", "dev", netlab.Iface)
 	if got, err := iface(); err != nil || got != netlab.Iface {
 		t.Errorf("IPv4 default: %q, %v; want %s", got, err, netlab.Iface)
+	}
+}
+
+func TestEphemeralPorts(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		in      string
+		want    [2]uint16
+		wantErr bool
+	}{
+		{"32768\t60999\n", [2]uint16{32768, 60999}, false},
+		{"1024 65535", [2]uint16{1024, 65535}, false},
+		{"60999 32768", [2]uint16{}, true},
+		{"lots", [2]uint16{}, true},
+	} {
+		path := filepath.Join(dir, "range")
+		if err := os.WriteFile(path, []byte(c.in), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := EphemeralPorts(path)
+		if (err != nil) != c.wantErr || got != c.want {
+			t.Errorf("EphemeralPorts(%q) = %v, %v; want %v, error %v", c.in, got, err, c.want, c.wantErr)
+		}
+		if err != nil && !strings.Contains(err.Error(), path) {
+			t.Errorf("error %q does not name the file", err)
+		}
+	}
+	if _, err := EphemeralPorts(EphemeralPortsFile); err != nil {
+		t.Errorf("this host's range: %v", err)
 	}
 }

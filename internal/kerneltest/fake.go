@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/ports"
 )
 
 // The program's map sizes (bpf/maps.h).
@@ -46,6 +47,8 @@ type Fake struct {
 	counters dataplane.Counters
 	settings dataplane.Settings
 	onLink   []netip.Prefix
+	local    []netip.Addr
+	served   []ports.Port
 }
 
 // NewFake returns an empty data plane whose clock is now (time.Now when
@@ -411,6 +414,36 @@ func (f *Fake) SetOnLink(prefixes []netip.Prefix) error {
 	defer f.mu.Unlock()
 	f.onLink = slices.Clone(prefixes)
 	return nil
+}
+
+// SetLocalAddrs keeps the host's addresses.
+func (f *Fake) SetLocalAddrs(addrs []netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.local = slices.Clone(addrs)
+	return nil
+}
+
+// LocalAddrs returns what SetLocalAddrs set.
+func (f *Fake) LocalAddrs() []netip.Addr {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.local)
+}
+
+// SetServed keeps the ports served without a socket.
+func (f *Fake) SetServed(served []ports.Port) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.served = slices.Clone(served)
+	return nil
+}
+
+// Served returns what SetServed set.
+func (f *Fake) Served() []ports.Port {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.served)
 }
 
 // OnLink returns what SetOnLink set.

@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/hbf-firewall/hbf/internal/ports"
 )
 
 // Format of the event lines.
@@ -48,10 +48,11 @@ type Scan struct {
 	Iface       string
 	Src         netip.Addr
 	Dst         netip.Addr
-	Ports       []uint16
-	Allowlisted bool // reported, not blocked
-	WouldBlock  bool // monitor mode: reported, not blocked
-	RateLimited bool // not blocked: the minute's budget of scan blocks was spent
+	Ports       []ports.Port // TCP's first, each protocol's ascending
+	Allowlisted bool         // reported, not blocked
+	WouldBlock  bool         // monitor mode: reported, not blocked
+	ReportOnly  bool         // a UDP scan with --udp-scans report: reported, not blocked
+	RateLimited bool         // not blocked: the minute's budget of scan blocks was spent
 	// Prefix is what was counted (and blocked) when wider than Src: an
 	// off-link IPv6 scanner's /64. Invalid otherwise.
 	Prefix netip.Prefix
@@ -143,7 +144,7 @@ func appendText(b []byte, ev Event) []byte {
 		return fmt.Appendf(b, ": New connection: %s -> %s", ev.Src, ev.Dst)
 	case *Scan:
 		b = ev.Time.Local().AppendFormat(b, textTime)
-		b = fmt.Appendf(b, ": Port scan detected: %s -> %s on ports %s", ev.Src, ev.Dst, joinPorts(ev.Ports))
+		b = fmt.Appendf(b, ": Port scan detected: %s -> %s on ports %s", ev.Src, ev.Dst, ports.Join(ev.Ports))
 		if ev.Prefix.IsValid() {
 			b = fmt.Appendf(b, " (counted over %s)", ev.Prefix)
 		}
@@ -155,6 +156,9 @@ func appendText(b []byte, ev Event) []byte {
 		}
 		if ev.WouldBlock {
 			b = append(b, " (monitor mode: would block)"...)
+		}
+		if ev.ReportOnly {
+			b = append(b, " (UDP scans are reported only: not blocked)"...)
 		}
 		return b
 	case *Block:
@@ -195,14 +199,6 @@ func PrefixString(p netip.Prefix) string {
 	return p.String()
 }
 
-func joinPorts(ports []uint16) string {
-	s := make([]string, len(ports))
-	for i, p := range ports {
-		s[i] = strconv.Itoa(int(p))
-	}
-	return strings.Join(s, ",")
-}
-
 const jsonTime = "2006-01-02T15:04:05.000Z07:00" // RFC 3339 with milliseconds
 
 type jsonConnection struct {
@@ -221,9 +217,11 @@ type jsonScan struct {
 	Iface       string   `json:"iface,omitempty"`
 	Src         string   `json:"src"`
 	Dst         string   `json:"dst"`
-	Ports       []uint16 `json:"ports"`
+	Ports       []uint16 `json:"ports"` // TCP's, as before UDP counted
+	UDPPorts    []uint16 `json:"udp_ports,omitempty"`
 	Allowlisted bool     `json:"allowlisted,omitempty"`
 	WouldBlock  bool     `json:"would_block,omitempty"`
+	ReportOnly  bool     `json:"report_only,omitempty"`
 	RateLimited bool     `json:"rate_limited,omitempty"`
 	Prefix      string   `json:"prefix,omitempty"`
 }
@@ -251,8 +249,15 @@ func AppendJSON(b []byte, ev Event) ([]byte, error) {
 	case *Scan:
 		js := jsonScan{
 			Time: ev.Time.Format(jsonTime), Event: "portscan", Iface: ev.Iface,
-			Src: ev.Src.String(), Dst: ev.Dst.String(), Ports: ev.Ports, Allowlisted: ev.Allowlisted, WouldBlock: ev.WouldBlock,
-			RateLimited: ev.RateLimited,
+			Src: ev.Src.String(), Dst: ev.Dst.String(), Ports: []uint16{}, Allowlisted: ev.Allowlisted, WouldBlock: ev.WouldBlock,
+			ReportOnly: ev.ReportOnly, RateLimited: ev.RateLimited,
+		}
+		for _, p := range ev.Ports {
+			if p.Proto == ports.UDP {
+				js.UDPPorts = append(js.UDPPorts, p.Num)
+			} else {
+				js.Ports = append(js.Ports, p.Num)
+			}
 		}
 		if ev.Prefix.IsValid() {
 			js.Prefix = ev.Prefix.String()
@@ -306,8 +311,10 @@ func ParseJSON(line []byte) (Event, error) {
 		Dst         string    `json:"dst"`
 		DstPort     uint16    `json:"dst_port"`
 		Ports       []uint16  `json:"ports"`
+		UDPPorts    []uint16  `json:"udp_ports"`
 		Allowlisted bool      `json:"allowlisted"`
 		WouldBlock  bool      `json:"would_block"`
+		ReportOnly  bool      `json:"report_only"`
 		RateLimited bool      `json:"rate_limited"`
 		Prefix      string    `json:"prefix"`
 		Reason      string    `json:"reason"`
@@ -333,8 +340,14 @@ func ParseJSON(line []byte) (Event, error) {
 		return &Connection{Time: v.Time, Iface: v.Iface, Src: netip.AddrPortFrom(addr(v.Src), v.SrcPort),
 			Dst: netip.AddrPortFrom(addr(v.Dst), v.DstPort)}, nil
 	case "portscan":
-		sc := &Scan{Time: v.Time, Iface: v.Iface, Src: addr(v.Src), Dst: addr(v.Dst), Ports: v.Ports,
-			Allowlisted: v.Allowlisted, WouldBlock: v.WouldBlock, RateLimited: v.RateLimited}
+		sc := &Scan{Time: v.Time, Iface: v.Iface, Src: addr(v.Src), Dst: addr(v.Dst),
+			Allowlisted: v.Allowlisted, WouldBlock: v.WouldBlock, ReportOnly: v.ReportOnly, RateLimited: v.RateLimited}
+		for _, p := range v.Ports {
+			sc.Ports = append(sc.Ports, ports.Port{Num: p})
+		}
+		for _, p := range v.UDPPorts {
+			sc.Ports = append(sc.Ports, ports.Port{Num: p, Proto: ports.UDP})
+		}
 		if v.Prefix != "" {
 			sc.Prefix = prefix(v.Prefix)
 		}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hbf-firewall/hbf/internal/ports"
 )
 
 func TestTextLines(t *testing.T) {
@@ -19,10 +21,15 @@ func TestTextLines(t *testing.T) {
 			"2026-11-27 15:28:05: New connection: 192.0.2.56:5973 -> 10.0.0.5:80"},
 		{&Connection{Time: at, Src: netip.MustParseAddrPort("[2001:db8::56]:5973"), Dst: netip.MustParseAddrPort("[2001:db8::1]:80")},
 			"2026-11-27 15:28:05: New connection: [2001:db8::56]:5973 -> [2001:db8::1]:80"},
-		{&Scan{Time: at, Src: netip.MustParseAddr("192.0.2.56"), Dst: netip.MustParseAddr("10.0.0.5"), Ports: []uint16{80, 81, 82, 83}},
+		{&Scan{Time: at, Src: netip.MustParseAddr("192.0.2.56"), Dst: netip.MustParseAddr("10.0.0.5"), Ports: tcp(80, 81, 82, 83)},
 			"2026-11-27 15:28:05: Port scan detected: 192.0.2.56 -> 10.0.0.5 on ports 80,81,82,83"},
-		{&Scan{Time: at, Src: netip.MustParseAddr("192.0.2.56"), Dst: netip.MustParseAddr("10.0.0.5"), Ports: []uint16{1, 2}, Allowlisted: true},
+		{&Scan{Time: at, Src: netip.MustParseAddr("192.0.2.56"), Dst: netip.MustParseAddr("10.0.0.5"), Ports: tcp(1, 2), Allowlisted: true},
 			"2026-11-27 15:28:05: Port scan detected: 192.0.2.56 -> 10.0.0.5 on ports 1,2 (allowlisted, not blocked)"},
+		{&Scan{Time: at, Src: netip.MustParseAddr("192.0.2.66"), Dst: netip.MustParseAddr("10.0.0.5"), Ports: udp(53, 123, 161, 500)},
+			"2026-11-27 15:28:05: Port scan detected: 192.0.2.66 -> 10.0.0.5 on ports 53/udp,123/udp,161/udp,500/udp"},
+		{&Scan{Time: at, Src: netip.MustParseAddr("192.0.2.66"), Dst: netip.MustParseAddr("10.0.0.5"),
+			Ports: append(tcp(22, 80), udp(53, 161)...), ReportOnly: true},
+			"2026-11-27 15:28:05: Port scan detected: 192.0.2.66 -> 10.0.0.5 on ports 22,80,53/udp,161/udp (UDP scans are reported only: not blocked)"},
 		{&Block{Time: at, Prefix: netip.MustParsePrefix("192.0.2.56/32"), Reason: "port scan", Duration: time.Hour},
 			"2026-11-27 15:28:05: Blocked 192.0.2.56 for 1h0m0s: port scan"},
 		{&Block{Time: at, Prefix: netip.MustParsePrefix("198.51.100.0/24"), Reason: "port scan"},
@@ -44,7 +51,10 @@ func TestJSONLines(t *testing.T) {
 	w := NewWriter(&buf, JSON)
 	evs := []Event{
 		&Connection{Time: at, Iface: "eth0", Src: netip.MustParseAddrPort("192.0.2.56:5973"), Dst: netip.MustParseAddrPort("10.0.0.5:80")},
-		&Scan{Time: at, Iface: "eth0", Src: netip.MustParseAddr("192.0.2.56"), Dst: netip.MustParseAddr("10.0.0.5"), Ports: []uint16{80, 81, 82, 83}},
+		&Scan{Time: at, Iface: "eth0", Src: netip.MustParseAddr("192.0.2.56"), Dst: netip.MustParseAddr("10.0.0.5"), Ports: tcp(80, 81, 82, 83)},
+		&Scan{Time: at, Iface: "eth0", Src: netip.MustParseAddr("192.0.2.66"), Dst: netip.MustParseAddr("10.0.0.5"), Ports: udp(53, 123, 161, 500)},
+		&Scan{Time: at, Iface: "eth0", Src: netip.MustParseAddr("192.0.2.66"), Dst: netip.MustParseAddr("10.0.0.5"),
+			Ports: append(tcp(22), udp(53, 161, 500)...), ReportOnly: true},
 		&Block{Time: at, Prefix: netip.MustParsePrefix("192.0.2.56/32"), Reason: "port scan", Duration: time.Hour, Expires: at.Add(time.Hour)},
 		&Block{Time: at, Prefix: netip.MustParsePrefix("2001:db8::/32"), Reason: "blocklist"},
 	}
@@ -56,6 +66,8 @@ func TestJSONLines(t *testing.T) {
 	want := []string{
 		`{"time":"2026-11-27T15:28:05.000Z","event":"connection","iface":"eth0","src":"192.0.2.56","src_port":5973,"dst":"10.0.0.5","dst_port":80}`,
 		`{"time":"2026-11-27T15:28:05.000Z","event":"portscan","iface":"eth0","src":"192.0.2.56","dst":"10.0.0.5","ports":[80,81,82,83]}`,
+		`{"time":"2026-11-27T15:28:05.000Z","event":"portscan","iface":"eth0","src":"192.0.2.66","dst":"10.0.0.5","ports":[],"udp_ports":[53,123,161,500]}`,
+		`{"time":"2026-11-27T15:28:05.000Z","event":"portscan","iface":"eth0","src":"192.0.2.66","dst":"10.0.0.5","ports":[22],"udp_ports":[53,161,500],"report_only":true}`,
 		`{"time":"2026-11-27T15:28:05.000Z","event":"block","prefix":"192.0.2.56","reason":"port scan","duration":"1h0m0s","expires":"2026-11-27T16:28:05.000Z"}`,
 		`{"time":"2026-11-27T15:28:05.000Z","event":"block","prefix":"2001:db8::/32","reason":"blocklist","duration":"permanent"}`,
 	}
@@ -69,6 +81,12 @@ func TestJSONLines(t *testing.T) {
 		}
 		if !json.Valid([]byte(line)) {
 			t.Errorf("line %d is not JSON", i)
+		}
+		back, err := ParseJSON([]byte(line))
+		if err != nil {
+			t.Errorf("line %d does not parse back: %v", i, err)
+		} else if sc, ok := back.(*Scan); ok && ports.Join(sc.Ports) != ports.Join(evs[i].(*Scan).Ports) {
+			t.Errorf("line %d parses back to ports %s, want %s", i, ports.Join(sc.Ports), ports.Join(evs[i].(*Scan).Ports))
 		}
 	}
 }
@@ -102,7 +120,7 @@ func TestJSONRoundTrip(t *testing.T) {
 	at := time.Date(2026, 11, 27, 15, 28, 5, 0, time.UTC)
 	for _, ev := range []Event{
 		&Connection{Time: at, Iface: "eth0", Src: netip.MustParseAddrPort("[2001:db8::56]:5973"), Dst: netip.MustParseAddrPort("[2001:db8::1]:80")},
-		&Scan{Time: at, Src: netip.MustParseAddr("192.0.2.56"), Dst: netip.MustParseAddr("10.0.0.5"), Ports: []uint16{1, 2, 3, 4}, Allowlisted: true},
+		&Scan{Time: at, Src: netip.MustParseAddr("192.0.2.56"), Dst: netip.MustParseAddr("10.0.0.5"), Ports: tcp(1, 2, 3, 4), Allowlisted: true},
 		&Block{Time: at, Prefix: netip.MustParsePrefix("198.51.100.0/24"), Reason: "port scan", Duration: time.Hour, Expires: at.Add(time.Hour)},
 		&Block{Time: at, Prefix: netip.MustParsePrefix("192.0.2.7/32"), Reason: "manual block"},
 		&Unblock{Time: at, Prefix: netip.MustParsePrefix("192.0.2.7/32"), By: "uid 0"},
@@ -125,4 +143,20 @@ func TestJSONRoundTrip(t *testing.T) {
 			t.Errorf("round trip of %s:\n got  %s want %s", line, b.String(), a.String())
 		}
 	}
+}
+
+func tcp(nums ...uint16) []ports.Port {
+	out := make([]ports.Port, len(nums))
+	for i, n := range nums {
+		out[i] = ports.Port{Num: n}
+	}
+	return out
+}
+
+func udp(nums ...uint16) []ports.Port {
+	out := tcp(nums...)
+	for i := range out {
+		out[i].Proto = ports.UDP
+	}
+	return out
 }

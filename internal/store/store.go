@@ -21,6 +21,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/hbf-firewall/hbf/internal/ports"
 )
 
 const (
@@ -69,8 +71,9 @@ func (o Origin) FleetNode() string {
 
 // PortSeen is one port of a scan's evidence.
 type PortSeen struct {
-	Port uint16    `json:"port"`
-	Seen time.Time `json:"seen"`
+	Port  uint16      `json:"port"`
+	Proto ports.Proto `json:"proto,omitempty"` // absent: TCP
+	Seen  time.Time   `json:"seen"`
 }
 
 // Block is a decision to drop a prefix.
