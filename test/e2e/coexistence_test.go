@@ -99,7 +99,7 @@ func TestTCXBesideXDPFilter(t *testing.T) {
 	if n := xdpPrograms(t, lab.Host); n != 1 {
 		t.Errorf("%d XDP programs on the interface, want hbf's", n)
 	}
-	if _, err := os.Stat(filepath.Join(d.pinPath, "v2", "tcx-links", netlab.Iface)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(d.pinPath, currentLayout, "tcx-links", netlab.Iface)); !os.IsNotExist(err) {
 		t.Errorf("the TCX link is still pinned after the move to XDP: %v", err)
 	}
 	if got := dialOutcome(scanner, hostPort(host, 8080), time.Second); got != "filtered" {

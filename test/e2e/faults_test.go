@@ -159,7 +159,7 @@ func TestUndoneFromOutsideIsRepaired(t *testing.T) {
 	d := startDaemon(t, lab)
 	d.mustCLI("block", blocked.Addr4.String())
 
-	pinned := filepath.Join(d.pinPath, "v2", "links", netlab.Iface)
+	pinned := filepath.Join(d.pinPath, currentLayout, "links", netlab.Iface)
 	l, err := link.LoadPinnedLink(pinned, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -181,11 +181,11 @@ func TestUndoneFromOutsideIsRepaired(t *testing.T) {
 		t.Errorf("the client after the repair: %s, want open", got)
 	}
 
-	if err := os.RemoveAll(filepath.Join(d.pinPath, "v2")); err != nil {
+	if err := os.RemoveAll(filepath.Join(d.pinPath, currentLayout)); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the pins restored", func() bool {
-		_, errMap := os.Stat(filepath.Join(d.pinPath, "v2", "maps", "blocks"))
+		_, errMap := os.Stat(filepath.Join(d.pinPath, currentLayout, "maps", "blocks"))
 		_, errLink := os.Stat(pinned)
 		return errMap == nil && errLink == nil
 	})

@@ -206,7 +206,7 @@ func TestKill9Loop(t *testing.T) {
 	}
 
 	// One link runs the program, and it is the pinned one.
-	pinned, err := link.LoadPinnedLink(filepath.Join(d.pinPath, "v2", "links", netlab.Iface), nil)
+	pinned, err := link.LoadPinnedLink(filepath.Join(d.pinPath, currentLayout, "links", netlab.Iface), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,11 +227,11 @@ func TestKill9Loop(t *testing.T) {
 		t.Errorf("%d links run program %d, want 1: the pinned one", links, info.Program)
 	}
 	entries, _ := os.ReadDir(d.pinPath)
-	if len(entries) != 1 || entries[0].Name() != "v2" {
+	if len(entries) != 1 || entries[0].Name() != currentLayout {
 		t.Errorf("pin path holds %v, want only v2", entries)
 	}
-	maps, _ := os.ReadDir(filepath.Join(d.pinPath, "v2", "maps"))
-	linksPinned, _ := os.ReadDir(filepath.Join(d.pinPath, "v2", "links"))
+	maps, _ := os.ReadDir(filepath.Join(d.pinPath, currentLayout, "maps"))
+	linksPinned, _ := os.ReadDir(filepath.Join(d.pinPath, currentLayout, "links"))
 	if len(maps) != 5 || len(linksPinned) != 1 {
 		t.Errorf("%d map pins and %d link pins, want 5 and 1", len(maps), len(linksPinned))
 	}

@@ -125,7 +125,7 @@ func TestKill9KeepsEnforcing(t *testing.T) {
 	if n := xdpPrograms(t, lab.Host); n != 1 {
 		t.Errorf("%d XDP programs on the interface, want 1", n)
 	}
-	links, _ := os.ReadDir(filepath.Join(a.pinPath, "v2", "links"))
+	links, _ := os.ReadDir(filepath.Join(a.pinPath, currentLayout, "links"))
 	if len(links) != 1 {
 		t.Errorf("%d pinned links, want 1", len(links))
 	}

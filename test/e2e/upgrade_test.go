@@ -13,9 +13,13 @@ import (
 	"github.com/hbf-firewall/hbf/internal/testenv"
 )
 
-// layoutV1Commit is the last commit whose hbf pins layout v1 (scan_states of
-// 2^16 entries); the upgrade test runs it.
-const layoutV1Commit = "b8d8cd1"
+// The last commits whose hbf pins each earlier layout; the upgrade test
+// runs them. v1: scan_states of 2^16 entries; v2: ports without their
+// protocol.
+var earlierLayoutCommits = map[string]string{"v1": "b8d8cd1", "v2": "44254c6"}
+
+// currentLayout is the layout folder this hbf pins in.
+const currentLayout = "v3"
 
 // buildCommit builds cmd/hbf as it was at commit, from this repository's
 // history, and returns the binary.
@@ -43,19 +47,29 @@ func buildCommit(t *testing.T, commit string) string {
 	return bin
 }
 
-// An hbf of the earlier layout (v1) is replaced by this one while a blocked
+// An hbf of an earlier layout is replaced by this one while a blocked
 // source streams and a client connects: the new daemon copies the state
-// into its maps, swaps its program into the pinned link, and removes the old
-// pins. Not one packet of the blocked source is answered, no client
-// connection fails, and the old blocks are in force and listed.
-func TestUpgradeFromLayoutV1UnderLoad(t *testing.T) {
-	t.Parallel()
+// into its maps (converting what changed), swaps its program into the
+// pinned link, and removes the old pins. Not one packet of the blocked
+// source is answered, no client connection fails, the old blocks are in
+// force and listed, and a scanner half-way through its ports when the old
+// hbf stopped is blocked at its next one.
+func TestUpgradeUnderLoad(t *testing.T) {
+	for _, layout := range []string{"v1", "v2"} {
+		t.Run("from "+layout, func(t *testing.T) {
+			t.Parallel()
+			testUpgradeUnderLoad(t, layout)
+		})
+	}
+}
+
+func testUpgradeUnderLoad(t *testing.T, layout string) {
 	testenv.RequireCommand(t, "hping3")
-	old := buildCommit(t, layoutV1Commit)
-	lab := newLab(t, netlab.Options{Peers: []string{"client", "flooder", "scanner"}})
+	old := buildCommit(t, earlierLayoutCommits[layout])
+	lab := newLab(t, netlab.Options{Peers: []string{"client", "flooder", "scanner", "halfway"}})
 	serveHTTP(t, lab.Host, 8080, 8081, 8082, 8083)
 	host := lab.Host.Addr4
-	flooder, scanner, client := lab.Peers["flooder"], lab.Peers["scanner"], lab.Peers["client"]
+	flooder, scanner, client, halfway := lab.Peers["flooder"], lab.Peers["scanner"], lab.Peers["client"], lab.Peers["halfway"]
 	pinPath, stateDir := "/sys/fs/bpf/"+randomName("hbftest"), t.TempDir()
 
 	a := waitReady(t, tryDaemonBin(t, lab, old, pinPath, stateDir, "--detach-on-exit=false"))
@@ -64,11 +78,16 @@ func TestUpgradeFromLayoutV1UnderLoad(t *testing.T) {
 		dialOutcome(scanner, hostPort(host, port), time.Second)
 	}
 	a.waitLine(line(`Blocked %s for 1h0m0s: port scan`, scanner.Addr4))
+	for port := 8080; port <= 8082; port++ { // N ports: one short of a scan
+		if got := dialOutcome(halfway, hostPort(host, port), time.Second); got != "open" {
+			t.Fatalf("the half-way scanner's port %d: %s", port, got)
+		}
+	}
 	if err := a.stop(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(pinPath, "v1", "links", netlab.Iface)); err != nil {
-		t.Fatalf("the v1 hbf left no pinned link: %v", err)
+	if _, err := os.Stat(filepath.Join(pinPath, layout, "links", netlab.Iface)); err != nil {
+		t.Fatalf("the %s hbf left no pinned link: %v", layout, err)
 	}
 
 	// The client connects every 20 ms through the whole upgrade.
@@ -86,8 +105,8 @@ func TestUpgradeFromLayoutV1UnderLoad(t *testing.T) {
 	if failures != 0 {
 		t.Errorf("%d of %d client connections failed across the upgrade", failures, attempts)
 	}
-	t.Logf("upgrade under a flood of %d SYNs from a blocked source: %d answered; %d client connections, %d failed",
-		sent, received, attempts, failures)
+	t.Logf("upgrade from %s under a flood of %d SYNs from a blocked source: %d answered; %d client connections, %d failed",
+		layout, sent, received, attempts, failures)
 	if !strings.Contains(b.stderrText(), "migrated from an earlier layout") {
 		t.Errorf("no migration logged:\n%s", b.stderrText())
 	}
@@ -98,13 +117,19 @@ func TestUpgradeFromLayoutV1UnderLoad(t *testing.T) {
 	if got := dialOutcome(scanner, hostPort(host, 8080), time.Second); got != "filtered" {
 		t.Errorf("the scanner blocked before the upgrade connects: %s", got)
 	}
+	// The tracker came across: the half-way scanner's next port is its
+	// (N+1)-th.
+	if got := dialOutcome(halfway, hostPort(host, 8083), time.Second); got != "filtered" {
+		t.Errorf("the half-way scanner's (N+1)-th port after the upgrade: %s, want filtered", got)
+	}
+	b.waitLine(line(`Port scan detected: %s -> %s on ports 8080,8081,8082,8083`, halfway.Addr4, host))
 	if n := xdpPrograms(t, lab.Host); n != 1 {
 		t.Errorf("%d XDP programs on the interface, want 1", n)
 	}
-	if _, err := os.Stat(filepath.Join(pinPath, "v1")); !os.IsNotExist(err) {
-		t.Errorf("the v1 pins are still there: %v", err)
+	if _, err := os.Stat(filepath.Join(pinPath, layout)); !os.IsNotExist(err) {
+		t.Errorf("the %s pins are still there: %v", layout, err)
 	}
-	if _, err := os.Stat(filepath.Join(pinPath, "v2", "links", netlab.Iface)); err != nil {
-		t.Errorf("the link is not pinned in v2: %v", err)
+	if _, err := os.Stat(filepath.Join(pinPath, currentLayout, "links", netlab.Iface)); err != nil {
+		t.Errorf("the link is not pinned in %s: %v", currentLayout, err)
 	}
 }
