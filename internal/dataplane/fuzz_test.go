@@ -28,18 +28,22 @@ func FuzzXDP(f *testing.F) {
 		for _, p := range fuzzAllows {
 			d.mustAllow(p)
 		}
+		d.onHost(f)
 		builds = append(builds, d)
 	}
-	o := oracle{blocked: holds(parseBlocks), allowed: holds(fuzzAllows)}
+	o := oracle{blocked: holds(parseBlocks), allowed: holds(fuzzAllows), local: holds(hostAddrs)}
 
 	for _, tc := range parseCases() {
 		f.Add(uint8(shapeRaw), tc.frame)
 	}
 	syn := clean4.tcp()
+	datagram := udpDatagram("192.0.2.56", host4, 40000, 161).raw()[14+20:]
 	for shape := range uint8(numShapes) {
 		f.Add(shape, syn)
 		f.Add(shape|0x10, syn) // another source
 		f.Add(shape|0x20, append([]byte{6}, syn...))
+		f.Add(shape, datagram)
+		f.Add(shape|0x20, append([]byte{17}, datagram...))
 	}
 
 	f.Fuzz(func(t *testing.T, shape uint8, body []byte) {
@@ -109,6 +113,9 @@ func holdToOracle(t *testing.T, d *testDP, o oracle, frame []byte) {
 			t.Errorf("%d drops for %s, the rules say %s\nframe % x", n, r, want, frame)
 		}
 	}
+	if n := after.UDPAttempts - before.UDPAttempts; (n == 1) != want.udp || n > 1 {
+		t.Errorf("%s: %d UDP attempts counted, the rules say %v\nframe % x", d.hook, n, want.udp, frame)
+	}
 	if seen, passed := after.Packets-before.Packets, after.Passed-before.Passed; seen != 1 ||
 		passed+after.DroppedTotal()-before.DroppedTotal() != 1 {
 		t.Errorf("counted %d packets, %d passed, %d dropped: want one, passed or dropped\nframe % x",
@@ -150,14 +157,16 @@ func holds(prefixes []string) func(netip.Addr) bool {
 
 // Prefixes the fuzzed bytes go behind; shape>>4 picks the source.
 const (
-	shapeRaw      = iota // the bytes are the frame
-	shapeEthernet        // the bytes follow the MAC addresses: EtherType onwards
-	shapeIPv4            // an IPv4 header (TCP, lengths fitted); the bytes are its payload
-	shapeIPv6            // an IPv6 header; the first byte is its next header, the rest its payload
-	shapeVLANIPv4        // shapeIPv4 behind an 802.1Q tag
-	shapeQinQIPv6        // shapeIPv6 behind two tags
-	shapeIPv4Frag        // shapeIPv4 as a first fragment
-	shapeIPv6Frag        // shapeIPv6 with a fragment header (first fragment) before the bytes
+	shapeRaw         = iota // the bytes are the frame
+	shapeEthernet           // the bytes follow the MAC addresses: EtherType onwards
+	shapeIPv4               // an IPv4 header (TCP, lengths fitted); the bytes are its payload
+	shapeIPv6               // an IPv6 header; the first byte is its next header, the rest its payload
+	shapeVLANIPv4           // shapeIPv4 behind an 802.1Q tag
+	shapeQinQIPv6           // shapeIPv6 behind two tags
+	shapeIPv4Frag           // shapeIPv4 as a first fragment
+	shapeIPv6Frag           // shapeIPv6 with a fragment header (first fragment) before the bytes
+	shapeIPv4UDP            // an IPv4 header (UDP, lengths fitted); the bytes are its payload
+	shapeIPv4UDPFrag        // shapeIPv4UDP as a first fragment
 	numShapes
 )
 
@@ -171,12 +180,16 @@ func shaped(shape uint8, body []byte) []byte {
 	case shapeEthernet:
 		return append(frame, body...)
 	case shapeIPv4:
-		return append(ipv4Prefix(frame, src, len(body), false), body...)
+		return append(ipv4Prefix(frame, src, len(body), 6, false), body...)
 	case shapeVLANIPv4:
 		frame = append(frame, 0x81, 0x00, 0, 7)
-		return append(ipv4Prefix(frame, src, len(body), false), body...)
+		return append(ipv4Prefix(frame, src, len(body), 6, false), body...)
 	case shapeIPv4Frag:
-		return append(ipv4Prefix(frame, src, len(body), true), body...)
+		return append(ipv4Prefix(frame, src, len(body), 6, true), body...)
+	case shapeIPv4UDP:
+		return append(ipv4Prefix(frame, src, len(body), 17, false), body...)
+	case shapeIPv4UDPFrag:
+		return append(ipv4Prefix(frame, src, len(body), 17, true), body...)
 	case shapeIPv6, shapeQinQIPv6, shapeIPv6Frag:
 		if shape&0x0f == shapeQinQIPv6 {
 			frame = append(frame, 0x88, 0xa8, 0, 7, 0x81, 0x00, 0, 8)
@@ -202,7 +215,7 @@ func shaped(shape uint8, body []byte) []byte {
 	return body // shapes past numShapes: raw too
 }
 
-func ipv4Prefix(frame []byte, src, payload int, firstFragment bool) []byte {
+func ipv4Prefix(frame []byte, src, payload int, proto uint8, firstFragment bool) []byte {
 	frame = binary.BigEndian.AppendUint16(frame, 0x0800)
 	ip := make([]byte, 20)
 	ip[0] = 0x45
@@ -210,7 +223,7 @@ func ipv4Prefix(frame []byte, src, payload int, firstFragment bool) []byte {
 	if firstFragment {
 		ip[6] = 0x20
 	}
-	ip[8], ip[9] = 64, 6
+	ip[8], ip[9] = 64, proto
 	copy(ip[12:], netip.MustParseAddr(fuzzSrc4[src%len(fuzzSrc4)]).AsSlice())
 	copy(ip[16:], netip.MustParseAddr("192.0.2.1").AsSlice())
 	return append(frame, ip...)

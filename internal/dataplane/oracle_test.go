@@ -18,6 +18,9 @@ import (
 type oracle struct {
 	blocked func(netip.Addr) bool // a live block holds the (16-byte) address
 	allowed func(netip.Addr) bool
+	local   func(netip.Addr) bool // the host holds the (16-byte) address; it has no socket
+	// ephemeral is the host's ephemeral port range (Settings.Ephemeral).
+	ephemeral [2]uint16
 }
 
 // outcome is what the program does with one frame.
@@ -25,6 +28,7 @@ type outcome struct {
 	verdict  uint32
 	reason   DropReason // when verdict is DROP
 	conn     bool       // a connection is reported
+	udp      bool       // a UDP attempt on a closed port is counted
 	src, dst netip.AddrPort
 }
 
@@ -102,17 +106,20 @@ func (o oracle) ipv4(ip []byte, offset int) outcome {
 			datagram = ip[:total]
 		}
 	}
-	if ip[9] != 6 {
+	if ip[9] != 6 && ip[9] != 17 {
 		return passes
 	}
 	fragment := binary.BigEndian.Uint16(ip[6:])
 	switch units := fragment & 0x1fff; {
-	case units == 1:
+	case units == 1 && ip[9] == 6:
 		return dropFor(DropTinyFragment)
-	case units > 1:
+	case units > 0:
 		return passes
 	}
 	first := fragment&0x2000 != 0
+	if ip[9] == 17 {
+		return o.udp(datagram[ihl:], offset+ihl, first, netip.AddrFrom16(dst.As16()))
+	}
 	return o.tcp(datagram[ihl:], offset+ihl, first, src, dst)
 }
 
@@ -138,6 +145,8 @@ func (o oracle) ipv6(ip []byte, offset int) outcome {
 		case 0, 43, 44, 51, 60: // hop-by-hop, routing, fragment, AH, destination options
 		case 6:
 			return o.tcp(rest, offset, first, src, dst)
+		case 17:
+			return o.udp(rest, offset, first, dst)
 		default:
 			return passes // an upper layer hbf does not read
 		}
@@ -183,6 +192,21 @@ func cutShort(firstFragment bool) outcome {
 		return dropFor(DropTinyFragment)
 	}
 	return dropFor(DropMalformed)
+}
+
+// udp counts a datagram whose header is whole, to one of the host's
+// addresses (16-byte), unless it is a late answer: from a port below 1024
+// into the ephemeral range.
+func (o oracle) udp(udp []byte, offset int, first bool, dst netip.Addr) outcome {
+	if offset > maxHeaderOffset {
+		return dropFor(DropExtDepth)
+	}
+	if len(udp) < 8 {
+		return cutShort(first)
+	}
+	sport, dport := binary.BigEndian.Uint16(udp[0:]), binary.BigEndian.Uint16(udp[2:])
+	late := sport < 1024 && dport >= o.ephemeral[0] && dport <= o.ephemeral[1]
+	return outcome{verdict: xdpPass, udp: o.local(dst) && !late}
 }
 
 func (o oracle) tcp(tcp []byte, offset int, first bool, src, dst netip.Addr) outcome {

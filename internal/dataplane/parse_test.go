@@ -34,6 +34,25 @@ type parseCase struct {
 	want   uint32     // verdict
 	reason DropReason // for DROP
 	conn   bool       // a connection srcPort -> dstPort is reported
+	udp    bool       // a UDP attempt on a closed port is counted
+}
+
+// hostAddrs are the host's own addresses in the table and the fuzz test:
+// UDP to them counts, there being no socket in their namespace.
+var hostAddrs = []string{"192.0.2.1/32", "2001:db8::1/128"}
+
+// onHost makes the program run in a namespace of its own, without sockets,
+// and know hostAddrs as the host's.
+func (d *testDP) onHost(t testing.TB) {
+	t.Helper()
+	d.ns = newNetns(t)
+	var addrs []netip.Addr
+	for _, p := range hostAddrs {
+		addrs = append(addrs, netip.MustParsePrefix(p).Addr())
+	}
+	if err := d.SetLocalAddrs(addrs); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // l3 is where the IP header of f starts.
@@ -89,6 +108,11 @@ func parseCases() []parseCase {
 	pass := func(name string, b []byte) parseCase {
 		return parseCase{name: name, frame: b, want: xdpPass}
 	}
+	counted := func(name string, b []byte) parseCase {
+		return parseCase{name: name, frame: b, want: xdpPass, udp: true}
+	}
+	dgram4 := udpDatagram("192.0.2.56", "192.0.2.1", srcPort, dstPort)
+	dgram6 := udpDatagram("2001:db8::56", "2001:db8::1", srcPort, dstPort)
 	vlan := func(f frame, vids ...uint16) frame { return f.with(func(f *frame) { f.vlans = vids }) }
 	exts := func(f frame, e ...ext6) frame { return f.with(func(f *frame) { f.ext = e }) }
 	udp := func(f frame) frame { return f.with(func(f *frame) { f.proto = 17; f.payload = make([]byte, 8) }) }
@@ -204,6 +228,36 @@ func parseCases() []parseCase {
 		}(), DropMalformed),
 		drop("TCP header cut short", clean4.raw()[:14+20+12], DropMalformed),
 
+		// UDP header: 8 bytes, whole in the frame and the datagram.
+		counted("UDP to a closed port", dgram4.bytes()),
+		counted("IPv6 UDP to a closed port", dgram6.bytes()),
+		counted("UDP behind IPv6 extension headers", exts(dgram6, ext6{typ: 0}, ext6{typ: 60}, ext6{typ: 44}).bytes()),
+		counted("UDP, IPv4 options", dgram4.with(func(f *frame) { f.ipOptions = []byte{1, 1, 1, 1} }).bytes()),
+		counted("::ffff: source, UDP", udpDatagram("::ffff:192.0.2.56", "2001:db8::1", srcPort, dstPort).bytes()),
+		pass("UDP to an address not the host's", udpDatagram("192.0.2.56", "203.0.113.1", srcPort, dstPort).bytes()),
+		pass("UDP late answer (port 0 into the empty ephemeral range)", udpDatagram("192.0.2.56", "192.0.2.1", 0, 0).bytes()),
+		drop("UDP header cut short", dgram4.raw()[:14+20+7], DropMalformed),
+		drop("total length cuts the UDP header", patched(dgram4, func(ip []byte) { setTotLen(ip, 20+7) }), DropMalformed),
+		drop("payload length cuts the UDP header", patched(dgram6, func(ip []byte) { setPayLen(ip, 7) }), DropMalformed),
+		drop("blocked source, UDP header cut short", udpDatagram("203.0.113.66", "192.0.2.1", srcPort, dstPort).raw()[:14+20+4], DropBlocked),
+		counted("IPv4 first fragment with the whole UDP header", func() []byte {
+			b := dgram4.with(func(f *frame) { f.moreFrags = true }).raw()
+			return b[:14+20+8]
+		}()),
+		drop("IPv4 first fragment, 4 bytes of UDP", func() []byte {
+			b := dgram4.with(func(f *frame) { f.moreFrags = true }).raw()[:14+20+4]
+			setTotLen(b[14:], 20+4)
+			return b
+		}(), DropTinyFragment),
+		drop("IPv6 first fragment, 4 bytes of UDP", func() []byte {
+			f := exts(dgram6, ext6{typ: 44, more: true})
+			b := f.raw()[:14+40+8+4]
+			setPayLen(b[14:], 8+4)
+			return b
+		}(), DropTinyFragment),
+		pass("IPv6 later fragment of UDP at offset 8", exts(dgram6, ext6{typ: 44, fragOff: 1}).bytes()),
+		pass("IPv4 later fragment of UDP", fragAt(dgram4, 1).bytes()),
+
 		// Not IP.
 		pass("ARP", func() []byte { b := make([]byte, 60); b[12], b[13] = 0x08, 0x06; return b }()),
 		pass("LLDP", func() []byte { b := make([]byte, 60); b[12], b[13] = 0x88, 0xcc; return b }()),
@@ -217,15 +271,16 @@ func testParsingRules(t *testing.T, h Hook) {
 	for _, p := range parseBlocks {
 		d.mustBlock(p, noExpiry)
 	}
-	o := oracle{blocked: holds(parseBlocks), allowed: holds(nil)}
+	d.onHost(t)
+	o := oracle{blocked: holds(parseBlocks), allowed: holds(nil), local: holds(hostAddrs)}
 	reported, gopacketAgreed := 0, 0
 	for _, tc := range parseCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			// The fuzz test's oracle reads the rules as this table does, and
 			// finds the connection where gopacket does.
 			rule := o.decide(tc.frame)
-			if rule.verdict != tc.want || rule.verdict == xdpDrop && rule.reason != tc.reason || rule.conn != tc.conn {
-				t.Errorf("the oracle says %s (connection: %v)", rule, rule.conn)
+			if rule.verdict != tc.want || rule.verdict == xdpDrop && rule.reason != tc.reason || rule.conn != tc.conn || rule.udp != tc.udp {
+				t.Errorf("the oracle says %s (connection: %v, UDP attempt: %v)", rule, rule.conn, rule.udp)
 			}
 			if tc.conn {
 				reported++
@@ -248,6 +303,9 @@ func testParsingRules(t *testing.T, h Hook) {
 			after := d.counters()
 
 			expectVerdict(t, got, tc.want, "verdict")
+			if n := after.UDPAttempts - before.UDPAttempts; (n == 1) != tc.udp || n > 1 {
+				t.Errorf("%d UDP attempts counted, want %v", n, tc.udp)
+			}
 			for _, r := range allDropReasons() {
 				want := uint64(0)
 				if tc.want == xdpDrop && r == tc.reason {
