@@ -161,11 +161,54 @@ static __always_inline int parse_verdict(enum parse_result r)
 	}
 }
 
-/* socket_holds reports whether a socket of the receiving device's
- * namespace takes the packet: a listener or a connection for TCP, a bound
- * socket for UDP (sk_lookup programs included, as the stack would run
- * them). */
-static __always_inline int socket_holds(void *ctx, const struct packet *pkt)
+/* Conntrack's lookups (kfuncs, Linux 6.0): weak, so that hbf loads where
+ * they are missing, and asks only where they are there. The loader holds
+ * their types to the kernel's by kind: nf_conn must be a struct, not a
+ * declaration, though hbf never reads one. */
+struct nf_conn {
+	__u64 opaque;
+};
+struct bpf_ct_opts {
+	__s32 netns_id;
+	__s32 error;
+	__u8 l4proto;
+	__u8 dir;
+	__u8 reserved[2];
+};
+#define CT_DIR_REPLY 1
+extern struct nf_conn *bpf_xdp_ct_lookup(struct xdp_md *ctx, struct bpf_sock_tuple *tuple, __u32 tuple_size,
+					 struct bpf_ct_opts *opts, __u32 opts_size) __ksym __weak;
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *ctx, struct bpf_sock_tuple *tuple, __u32 tuple_size,
+					 struct bpf_ct_opts *opts, __u32 opts_size) __ksym __weak;
+extern void bpf_ct_release(struct nf_conn *ct) __ksym __weak;
+/* A weak symbol's address is 0 when the kernel lacks it (libbpf 1.2's
+ * bpf_ksym_exists, which Debian 12's headers predate). */
+#define ksym_exists(sym) (!!(sym))
+
+/* answers_host reports whether conntrack holds a connection that the
+ * packet answers: one the host, or its NAT (a container's masqueraded
+ * query), started. Such a reply reaches no socket of the host's, and is
+ * no attempt. */
+static __always_inline int answers_host(void *ctx, int xdp, struct bpf_sock_tuple *t, __u32 size)
+{
+	struct bpf_ct_opts opts = { .netns_id = -1 /* the device's */, .l4proto = PROTO_UDP };
+	struct nf_conn *ct = NULL;
+	if (xdp && ksym_exists(bpf_xdp_ct_lookup))
+		ct = bpf_xdp_ct_lookup(ctx, t, size, &opts, sizeof(opts));
+	else if (!xdp && ksym_exists(bpf_skb_ct_lookup))
+		ct = bpf_skb_ct_lookup(ctx, t, size, &opts, sizeof(opts));
+	if (!ct)
+		return 0;
+	bpf_ct_release(ct);
+	return opts.dir == CT_DIR_REPLY;
+}
+
+/* socket_holds reports whether the host takes the packet: a socket of the
+ * receiving device's namespace (a listener or a connection for TCP, a
+ * bound socket for UDP; sk_lookup programs included, as the stack would
+ * run them), or for UDP a connection conntrack knows it answers. xdp says
+ * which hook's ctx it is. */
+static __always_inline int socket_holds(void *ctx, int xdp, const struct packet *pkt)
 {
 	struct bpf_sock_tuple t = {};
 	__u32 size;
@@ -187,24 +230,25 @@ static __always_inline int socket_holds(void *ctx, const struct packet *pkt)
 		sk = bpf_sk_lookup_udp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
 	else
 		sk = bpf_skc_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
-	if (!sk)
-		return 0;
-	bpf_sk_release(sk);
-	return 1;
+	if (sk) {
+		bpf_sk_release(sk);
+		return 1;
+	}
+	return pkt->proto == PROTO_UDP && answers_host(ctx, xdp, &t, size);
 }
 
 /* closed_port reports whether the packet tries a closed port of the host:
  * one of the host's own addresses, a port neither ignored, nor served
  * without a socket (DNAT, IPVS), nor held by a socket. The checks go
  * cheapest first; the socket lookup only where nothing else decided. */
-static __always_inline int closed_port(void *ctx, const struct packet *pkt, const __u64 *ignored,
+static __always_inline int closed_port(void *ctx, int xdp, const struct packet *pkt, const __u64 *ignored,
 				       const __u64 *served)
 {
 	if (port_in(ignored, pkt->dport) || port_in(served, pkt->dport))
 		return 0;
 	if (!bpf_map_lookup_elem(&local_addrs, &pkt->daddr))
 		return 0;
-	return !socket_holds(ctx, pkt);
+	return !socket_holds(ctx, xdp, pkt);
 }
 
 /* late_answer: a datagram from a well-known port into the host's
@@ -218,28 +262,29 @@ static __always_inline int late_answer(const struct packet *pkt)
 
 /* udp_datagram decides a UDP datagram of a source not blocked: only one to
  * a closed port of the host counts. */
-static __always_inline int udp_datagram(void *ctx, __u32 ifindex, const struct packet *pkt, int allowed)
+static __always_inline int udp_datagram(void *ctx, int xdp, __u32 ifindex, const struct packet *pkt, int allowed)
 {
 	if (READ_ONCE(hbf_config.flags) & CONFIG_UDP_OFF)
 		return XDP_PASS;
-	if (late_answer(pkt) || !closed_port(ctx, pkt, hbf_ignored_udp, hbf_served_udp))
+	if (late_answer(pkt) || !closed_port(ctx, xdp, pkt, hbf_ignored_udp, hbf_served_udp))
 		return XDP_PASS;
 	return attempt(ifindex, pkt, ATTEMPT_UDP, allowed);
 }
 
 /* syn_kind says whether a SYN counts: on any port but an ignored one, or
  * with --count-ports closed, only on a closed port. */
-static __always_inline int syn_kind(void *ctx, const struct packet *pkt)
+static __always_inline int syn_kind(void *ctx, int xdp, const struct packet *pkt)
 {
 	if (READ_ONCE(hbf_config.flags) & CONFIG_COUNT_CLOSED)
-		return closed_port(ctx, pkt, hbf_ignored_tcp, hbf_served_tcp) ? ATTEMPT_SYN : ATTEMPT_UNCOUNTED;
+		return closed_port(ctx, xdp, pkt, hbf_ignored_tcp, hbf_served_tcp) ? ATTEMPT_SYN : ATTEMPT_UNCOUNTED;
 	return port_in(hbf_ignored_tcp, pkt->dport) ? ATTEMPT_UNCOUNTED : ATTEMPT_SYN;
 }
 
 /* decide is the verdict on the frame from data to end, which arrived on
  * ifindex with stripped VLAN tags already taken out: XDP_PASS or XDP_DROP,
- * whichever hook runs it. ctx is the hook's, for the socket lookups. */
-static __always_inline int decide(void *ctx, void *data, void *end, __u32 ifindex, __u32 stripped)
+ * whichever hook runs it. ctx is the hook's, for the socket lookups: XDP's
+ * when xdp is set, else TC's. */
+static __always_inline int decide(void *ctx, int xdp, void *data, void *end, __u32 ifindex, __u32 stripped)
 {
 	struct packet pkt = {};
 	int allowed = 0;
@@ -263,11 +308,11 @@ static __always_inline int decide(void *ctx, void *data, void *end, __u32 ifinde
 	if (r != PARSE_OK)
 		return parse_verdict(r);
 	if (pkt.proto == PROTO_UDP)
-		return udp_datagram(ctx, ifindex, &pkt, allowed);
+		return udp_datagram(ctx, xdp, ifindex, &pkt, allowed);
 
 	__u8 f = pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN);
 	if (f == TCP_SYN)
-		return attempt(ifindex, &pkt, syn_kind(ctx, &pkt), allowed);
+		return attempt(ifindex, &pkt, syn_kind(ctx, xdp, &pkt), allowed);
 	/* Stealth probes are dropped; they count on any port but an ignored
 	 * one, open or not: no client sends them. */
 	if (!(f & (TCP_SYN | TCP_ACK | TCP_RST)) || ((f & TCP_SYN) && (f & (TCP_FIN | TCP_RST)))) {
@@ -281,7 +326,7 @@ static __always_inline int decide(void *ctx, void *data, void *end, __u32 ifinde
 SEC("xdp")
 int hbf_xdp(struct xdp_md *ctx)
 {
-	int verdict = decide(ctx, (void *)(long)ctx->data, (void *)(long)ctx->data_end, ctx->ingress_ifindex, 0);
+	int verdict = decide(ctx, 1, (void *)(long)ctx->data, (void *)(long)ctx->data_end, ctx->ingress_ifindex, 0);
 	/* With the drops by reason, this accounts for every packet. */
 	if (verdict == XDP_PASS)
 		count(COUNTER_PASSED);
@@ -306,7 +351,7 @@ int hbf_tc(struct __sk_buff *skb)
 	/* With rx VLAN offload, or the stack's own untagging before TC, the
 	 * outer tag is in vlan_tci, no longer in the frame. */
 	__u32 stripped = skb->vlan_present ? 1 : 0;
-	int verdict = decide(skb, (void *)(long)skb->data, (void *)(long)skb->data_end, skb->ingress_ifindex, stripped);
+	int verdict = decide(skb, 0, (void *)(long)skb->data, (void *)(long)skb->data_end, skb->ingress_ifindex, stripped);
 	if (verdict == XDP_DROP)
 		return TC_ACT_SHOT;
 	count(COUNTER_PASSED);

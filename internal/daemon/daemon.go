@@ -18,6 +18,7 @@ import (
 	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/hostnet"
 	"github.com/hbf-firewall/hbf/internal/metrics"
+	"github.com/hbf-firewall/hbf/internal/natports"
 	"github.com/hbf-firewall/hbf/internal/ports"
 	"github.com/hbf-firewall/hbf/internal/store"
 )
@@ -60,6 +61,8 @@ type daemon struct {
 	fleet       *fleetLink // nil outside a fleet
 	events      *dataplane.EventReader
 	hostChanges *hostnet.Changes
+	natReader   *natports.Reader
+	servedErr   string      // the last failure to read the NAT rules, logged once
 	web         *httpServer // nil without a metrics address
 	apiLn       net.Listener
 	saveCopies  []func() // of the lists read at start
@@ -73,6 +76,7 @@ type daemon struct {
 	program     dataplane.Settings // what the program runs with now
 	host        hostnet.Snapshot   // the host's addresses, gateways and resolvers now
 	hostErr     string             // the last failure to read the host's network, logged once
+	served      natports.Snapshot  // the ports the host serves without sockets (DNAT, IPVS)
 	storeStatus string
 	recovering  bool // the store was lost: the kernel's entries become its records
 }
@@ -269,6 +273,8 @@ func (d *daemon) loadProgram() error {
 	if err := dp.SetLocalAddrs(d.host.Addrs); err != nil {
 		return err
 	}
+	d.natReader = natports.NewReader()
+	d.readServed()
 	if d.state, err = newState(dp, d.st, d.live.Rules, fixed, d.audit, d.publish, d.log); err != nil {
 		return err
 	}
@@ -380,6 +386,7 @@ func (d *daemon) serve(ctx context.Context, cancel context.CancelCauseFunc) {
 	d.wg.Go(func() { d.readEvents(ctx) })
 	d.wg.Go(func() { d.maintain(ctx) })
 	d.wg.Go(func() { d.followHost(ctx) })
+	d.wg.Go(func() { d.followServed(ctx) })
 	d.wg.Go(func() { d.links.watch(ctx) })
 	if d.fleet != nil {
 		d.wg.Go(func() { d.fleet.run(ctx) })

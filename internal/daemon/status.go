@@ -9,6 +9,7 @@ import (
 
 	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/natports"
 	"github.com/hbf-firewall/hbf/internal/ports"
 )
 
@@ -36,6 +37,7 @@ func (s *service) Status(context.Context) (api.Status, error) {
 			"ignore_ports":    portsText(set.IgnorePorts),
 			"udp_scans":       string(set.UDPScans),
 			"count_ports":     CountPortsName(set.CountClosed),
+			"served_ports":    servedText(d.servedPorts()),
 			"pin_path":        d.start.PinPath,
 			"state_dir":       d.start.StateDir,
 			"detach_on_exit":  strconv.FormatBool(d.start.DetachOnExit),
@@ -83,4 +85,17 @@ func portsText(l ports.List) string {
 		return "-"
 	}
 	return l.String()
+}
+
+// servedText is the ports the host serves through NAT and IPVS, as
+// status shows them.
+func servedText(s natports.Snapshot) string {
+	text := "-"
+	if len(s.Ports) > 0 {
+		text = ports.Compact(s.Ports)
+	}
+	if s.Unread != "" {
+		text += " (" + s.Unread + ")"
+	}
+	return text
 }

@@ -2,11 +2,15 @@ package dataplane
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
+	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/hbf-firewall/hbf/internal/ports"
+	"github.com/hbf-firewall/hbf/internal/testenv"
 )
 
 // The host's own addresses in these tests.
@@ -244,5 +248,60 @@ func testCountClosedSYNs(t *testing.T, h Hook) {
 	k := d.counters()
 	if want := uint64(3*6 + 3*3 + 2 + 6); k.NewConnections != want {
 		t.Errorf("%d connections reported, want %d", k.NewConnections, want)
+	}
+}
+
+// A datagram answering a connection conntrack holds (the host's query, or
+// a container's through its NAT) is no attempt, though its socket is
+// gone: conntrack knows it as the reply.
+func TestConntrackRepliesNeverCount(t *testing.T) { forEachHook(t, testConntrackRepliesNeverCount) }
+
+func testConntrackRepliesNeverCount(t *testing.T, h Hook) {
+	testenv.RequireCommand(t, "nft")
+	d := newHostDP(t, h, defaults)
+	if err := d.SetLocalAddrs([]netip.Addr{netip.MustParseAddr("127.0.0.1")}); err != nil {
+		t.Fatal(err)
+	}
+	// Conntrack follows a namespace's traffic once a rule needs it.
+	err := d.ns.do(func() error {
+		if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		cmd := exec.Command("nft", "-f", "-")
+		cmd.Stdin = strings.NewReader("table inet hbftest { chain in { type filter hook input priority 0; ct state established accept; }; }")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.ns.listenUDP(t, "udp4", "127.0.0.1:7000") // receives, never answers
+	var queries []uint16
+	for range 5 {
+		var c net.Conn
+		if err := d.ns.do(func() (err error) { c, err = net.Dial("udp4", "127.0.0.1:7000"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte("query")); err != nil {
+			t.Fatal(err)
+		}
+		queries = append(queries, uint16(c.LocalAddr().(*net.UDPAddr).Port))
+		c.Close() // the answer comes late
+	}
+	for _, port := range queries {
+		expectVerdict(t, d.run(udpDatagram("127.0.0.1", "127.0.0.1", 7000, port)), xdpPass, fmt.Sprintf("late answer to %d", port))
+	}
+	if k := d.counters(); k.UDPAttempts != 0 {
+		t.Fatalf("%d answers to the host's own queries counted", k.UDPAttempts)
+	}
+	// The same datagrams from another port answer nothing.
+	for i, port := range queries {
+		want := uint32(xdpPass)
+		if i >= 3 { // the 4th port blocks the source
+			want = xdpDrop
+		}
+		expectVerdict(t, d.run(udpDatagram("127.0.0.1", "127.0.0.1", 7001, port)), want, fmt.Sprintf("unsolicited datagram to %d", port))
 	}
 }

@@ -22,7 +22,9 @@ type Snapshot struct {
 }
 
 // Equal reports whether two snapshots hold the same.
-func (s Snapshot) Equal(o Snapshot) bool { return slices.Equal(s.Ports, o.Ports) && s.Unread == o.Unread }
+func (s Snapshot) Equal(o Snapshot) bool {
+	return slices.Equal(s.Ports, o.Ports) && s.Unread == o.Unread
+}
 
 // Reader reads snapshots of one network namespace: the process's, or the
 // one whose file descriptor it was given.

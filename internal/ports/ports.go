@@ -198,3 +198,23 @@ func Join(ps []Port) string {
 	}
 	return strings.Join(s, ",")
 }
+
+// Compact writes sorted ports (Port.Compare) as Join does, runs of
+// consecutive ports of one protocol as ranges: "8080-8082,53/udp".
+func Compact(ps []Port) string {
+	var parts []string
+	for i := 0; i < len(ps); {
+		j := i
+		for j+1 < len(ps) && ps[j+1].Proto == ps[i].Proto && ps[j+1].Num == ps[j].Num+1 {
+			j++
+		}
+		r := Range{Lo: ps[i].Num, Hi: ps[j].Num, TCP: ps[i].Proto == TCP, UDP: ps[i].Proto == UDP}
+		s := r.String()
+		if r.TCP {
+			s = strings.TrimSuffix(s, "/tcp") // TCP ports stay bare, as in Join
+		}
+		parts = append(parts, s)
+		i = j + 1
+	}
+	return strings.Join(parts, ",")
+}

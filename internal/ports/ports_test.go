@@ -61,3 +61,13 @@ func TestPortString(t *testing.T) {
 		t.Errorf("Parse(443/tcp) = %v, %v", p, err)
 	}
 }
+
+func TestCompact(t *testing.T) {
+	ps := []Port{{80, TCP}, {8080, TCP}, {8081, TCP}, {8082, TCP}, {53, UDP}, {54, UDP}, {161, UDP}}
+	if got, want := Compact(ps), "80,8080-8082,53-54/udp,161/udp"; got != want {
+		t.Errorf("Compact = %q, want %q", got, want)
+	}
+	if got := Compact(nil); got != "" {
+		t.Errorf("Compact(nil) = %q", got)
+	}
+}
