@@ -203,11 +203,43 @@ static __always_inline int answers_host(void *ctx, int xdp, struct bpf_sock_tupl
 	return opts.dir == CT_DIR_REPLY;
 }
 
+/* open_port_now is the open_ports clock: now_ns() in its units. */
+static __always_inline __u32 open_port_now(void)
+{
+	return now_ns() >> OPEN_PORT_UNIT_SHIFT;
+}
+
+/* recently_open reports whether a server's socket held the UDP port
+ * within OPEN_PORT_TTL. */
+static __always_inline int recently_open(const struct packet *pkt)
+{
+	__u32 idx = port_key(pkt);
+	__u32 *seen = bpf_map_lookup_elem(&open_ports, &idx);
+	return seen && open_port_now() - *seen < OPEN_PORT_TTL;
+}
+
+static __always_inline void remember_open(const struct packet *pkt)
+{
+	__u32 idx = port_key(pkt);
+	__u32 *seen = bpf_map_lookup_elem(&open_ports, &idx);
+	if (seen)
+		*seen = open_port_now();
+}
+
+/* server_socket: bound to every address, connected to none. */
+static __always_inline int server_socket(struct bpf_sock *sk)
+{
+	return sk->dst_port == 0 && sk->src_ip4 == 0 && sk->src_ip6[0] == 0 && sk->src_ip6[1] == 0 &&
+	       sk->src_ip6[2] == 0 && sk->src_ip6[3] == 0;
+}
+
 /* socket_holds reports whether the host takes the packet: a socket of the
  * receiving device's namespace (a listener or a connection for TCP, a
  * bound socket for UDP; sk_lookup programs included, as the stack would
  * run them), or for UDP a connection conntrack knows it answers. xdp says
- * which hook's ctx it is. */
+ * which hook's ctx it is. A UDP server's port found open is taken for
+ * open for OPEN_PORT_TTL more without asking: a busy DNS or QUIC server's
+ * datagrams skip the lookup. */
 static __always_inline int socket_holds(void *ctx, int xdp, const struct packet *pkt)
 {
 	struct bpf_sock_tuple t = {};
@@ -225,16 +257,22 @@ static __always_inline int socket_holds(void *ctx, int xdp, const struct packet 
 		t.ipv6.dport = bpf_htons(pkt->dport);
 		size = sizeof(t.ipv6);
 	}
-	struct bpf_sock *sk;
-	if (pkt->proto == PROTO_UDP)
-		sk = bpf_sk_lookup_udp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
-	else
-		sk = bpf_skc_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
-	if (sk) {
+	if (pkt->proto != PROTO_UDP) {
+		struct bpf_sock *sk = bpf_skc_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return 0;
 		bpf_sk_release(sk);
 		return 1;
 	}
-	return pkt->proto == PROTO_UDP && answers_host(ctx, xdp, &t, size);
+
+	struct bpf_sock *sk = bpf_sk_lookup_udp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+	if (sk) {
+		if (server_socket(sk))
+			remember_open(pkt);
+		bpf_sk_release(sk);
+		return 1;
+	}
+	return answers_host(ctx, xdp, &t, size);
 }
 
 /* closed_port reports whether the packet tries a closed port of the host:
@@ -245,6 +283,10 @@ static __always_inline int closed_port(void *ctx, int xdp, const struct packet *
 				       const __u64 *served)
 {
 	if (port_in(ignored, pkt->dport) || port_in(served, pkt->dport))
+		return 0;
+	/* A server's port is open on every address: forwarded traffic to it
+	 * would not count either. */
+	if (pkt->proto == PROTO_UDP && recently_open(pkt))
 		return 0;
 	if (!bpf_map_lookup_elem(&local_addrs, &pkt->daddr))
 		return 0;

@@ -130,6 +130,21 @@ struct {
 	__type(value, __u8);
 } local_addrs SEC(".maps");
 
+/* When a server's socket last held each port: a socket bound to every
+ * address of the host and connected to none, so that it holds the port
+ * whatever the datagram's addresses. Indexed by port | PORT_UDP; the time
+ * in units of 2^20 ns of now_ns(). A datagram to such a port within
+ * OPEN_PORT_TTL units skips the socket lookup, which costs more than the
+ * rest of a datagram's path. */
+#define OPEN_PORT_UNIT_SHIFT 20
+#define OPEN_PORT_TTL 1024 /* 1.07 s */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} open_ports SEC(".maps");
+
 /* The last attempt each source made to each port it does not count, to
  * report a retransmitted SYN once: those ports stay out of the tracker. Losing an
  * entry to the LRU costs at most a repeated report, never a missed one. */

@@ -209,6 +209,7 @@ const (
 	hbfMapIgnoredAttempts      = "ignored_attempts"
 	hbfMapLocalAddrs           = "local_addrs"
 	hbfMapOnlinkPrefixes       = "onlink_prefixes"
+	hbfMapOpenPorts            = "open_ports"
 	hbfMapScanEvidence         = "scan_evidence"
 	hbfMapScanStates           = "scan_states"
 	hbfMapScanZero             = "scan_zero"
@@ -293,6 +294,7 @@ type hbfMapSpecs struct {
 	IgnoredAttempts *ebpf.MapSpec `ebpf:"ignored_attempts"`
 	LocalAddrs      *ebpf.MapSpec `ebpf:"local_addrs"`
 	OnlinkPrefixes  *ebpf.MapSpec `ebpf:"onlink_prefixes"`
+	OpenPorts       *ebpf.MapSpec `ebpf:"open_ports"`
 	ScanEvidence    *ebpf.MapSpec `ebpf:"scan_evidence"`
 	ScanStates      *ebpf.MapSpec `ebpf:"scan_states"`
 	ScanZero        *ebpf.MapSpec `ebpf:"scan_zero"`
@@ -351,6 +353,7 @@ type hbfMaps struct {
 	IgnoredAttempts *ebpf.Map `ebpf:"ignored_attempts"`
 	LocalAddrs      *ebpf.Map `ebpf:"local_addrs"`
 	OnlinkPrefixes  *ebpf.Map `ebpf:"onlink_prefixes"`
+	OpenPorts       *ebpf.Map `ebpf:"open_ports"`
 	ScanEvidence    *ebpf.Map `ebpf:"scan_evidence"`
 	ScanStates      *ebpf.Map `ebpf:"scan_states"`
 	ScanZero        *ebpf.Map `ebpf:"scan_zero"`
@@ -367,6 +370,7 @@ func (m *hbfMaps) Close() error {
 		m.IgnoredAttempts,
 		m.LocalAddrs,
 		m.OnlinkPrefixes,
+		m.OpenPorts,
 		m.ScanEvidence,
 		m.ScanStates,
 		m.ScanZero,

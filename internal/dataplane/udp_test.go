@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hbf-firewall/hbf/internal/ports"
 	"github.com/hbf-firewall/hbf/internal/testenv"
@@ -303,5 +304,28 @@ func testConntrackRepliesNeverCount(t *testing.T, h Hook) {
 			want = xdpDrop
 		}
 		expectVerdict(t, d.run(udpDatagram("127.0.0.1", "127.0.0.1", 7001, port)), want, fmt.Sprintf("unsolicited datagram to %d", port))
+	}
+}
+
+// A UDP server's port found open stays open for about a second without a
+// lookup, then is looked up again: a port whose server has gone counts
+// again as closed once that second has passed.
+func TestOpenPortsAreRememberedBriefly(t *testing.T) {
+	d := newHostDP(t, HookXDP, defaults)
+	var c net.PacketConn
+	if err := d.ns.do(func() (err error) { c, err = net.ListenPacket("udp4", "0.0.0.0:5400"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	src := "198.51.100.20"
+	expectVerdict(t, d.run(udpDatagram(src, host4, 40000, 5400)), xdpPass, "to the open port")
+	c.Close()
+	expectVerdict(t, d.run(udpDatagram(src, host4, 40001, 5400)), xdpPass, "right after the server closed")
+	if k := d.counters(); k.UDPAttempts != 0 {
+		t.Fatalf("%d attempts counted within the second", k.UDPAttempts)
+	}
+	d.advance(1500 * time.Millisecond)
+	expectVerdict(t, d.run(udpDatagram(src, host4, 40002, 5400)), xdpPass, "1.5 s after")
+	if k := d.counters(); k.UDPAttempts != 1 {
+		t.Errorf("%d attempts counted 1.5 s after the server closed, want 1", k.UDPAttempts)
 	}
 }
