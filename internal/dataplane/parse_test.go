@@ -398,6 +398,8 @@ func testTruncatedFrames(t *testing.T, h Hook) {
 		"IPv4 first frag":    {clean4.with(func(f *frame) { f.moreFrags = true; f.payload = make([]byte, 16) }), 14 + 20},
 		"IPv6 first frag":    {clean6.with(func(f *frame) { f.ext = []ext6{{typ: 44, more: true}}; f.payload = make([]byte, 16) }), 14 + 40},
 		"QinQ IPv6 ext frag": {clean6.with(func(f *frame) { f.vlans = []uint16{1, 2}; f.ext = []ext6{{typ: 60}, {typ: 44, more: true}} }), 22 + 40},
+		"UDP":                {udpDatagram("192.0.2.56", "192.0.2.1", srcPort, dstPort), 14 + 20},
+		"UDP IPv6 ext frag":  {udpDatagram("2001:db8::56", "2001:db8::1", srcPort, dstPort).with(func(f *frame) { f.ext = []ext6{{typ: 0}, {typ: 44, more: true}} }), 14 + 40},
 	}
 	for name, fx := range fixtures {
 		t.Run(name, func(t *testing.T) {
