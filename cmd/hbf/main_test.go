@@ -55,7 +55,9 @@ func TestDaemonFlagsAndEnvironment(t *testing.T) {
 			"HBF_BLOCKLIST_FILE_PATH": "/etc/hbf/blocklist.txt",
 			"HBF_BLOCK_DURATION":      "2h",
 			"HBF_LOG_FORMAT":          "json",
-			"HBF_IGNORE_PORTS":        "80,443,8000-8002",
+			"HBF_IGNORE_PORTS":        "80,443,8000-8002,53/udp",
+			"HBF_UDP_SCANS":           "report",
+			"HBF_COUNT_PORTS":         "closed",
 			"HBF_MODE":                "monitor",
 			"SSH_CONNECTION":          "198.51.100.7 50000 192.0.2.1 22",
 		})
@@ -72,8 +74,11 @@ func TestDaemonFlagsAndEnvironment(t *testing.T) {
 	want.Start.LogFormat = report.JSON
 	want.Settings.Allow = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::1/128")}
 	want.Start.SSHConnection = "198.51.100.7 50000 192.0.2.1 22"
-	if cfg.Settings.IgnorePorts.String() != "80,443,8000-8002" || !cfg.Settings.Monitor {
+	if cfg.Settings.IgnorePorts.String() != "80,443,8000-8002,53/udp" || !cfg.Settings.Monitor {
 		t.Errorf("ignore ports %v, monitor %v", cfg.Settings.IgnorePorts, cfg.Settings.Monitor)
+	}
+	if cfg.Settings.UDPScans != dataplane.UDPReport || !cfg.Settings.CountClosed {
+		t.Errorf("udp scans %q, count closed %v", cfg.Settings.UDPScans, cfg.Settings.CountClosed)
 	}
 	if !slices.Equal(cfg.Start.Ifaces, want.Start.Ifaces) || cfg.Settings.MaxPorts != want.Settings.MaxPorts || cfg.Settings.Window != want.Settings.Window ||
 		cfg.Start.Timeout != want.Start.Timeout || cfg.Settings.BlockDuration != want.Settings.BlockDuration || !slices.Equal(cfg.Settings.Blocklists, want.Settings.Blocklists) ||
@@ -97,6 +102,10 @@ func TestDaemonRefusesNonsense(t *testing.T) {
 		{[]string{"daemon", "--iface", "lo", "--allow", "10.0.0.5/8"}, nil, `has host bits set`},
 		{[]string{"daemon", "--iface", "lo", "--xdp-mode", "turbo"}, nil, `--xdp-mode: "turbo" is not an XDP mode`},
 		{[]string{"daemon", "--iface", "lo", "--log-format", "xml"}, nil, `--log-format: "xml" is not a log format`},
+		{[]string{"daemon", "--iface", "lo", "--udp-scans", "drop"}, nil, `--udp-scans "drop": must be block, report`},
+		{[]string{"daemon", "--iface", "lo", "--count-ports", "open"}, nil, `--count-ports "open": must be all`},
+		{[]string{"daemon", "--iface", "lo", "--ignore-ports", "53/sctp"}, nil, `"53/sctp": "sctp" is not a protocol: tcp or udp`},
+		{[]string{"daemon", "--iface", "lo", "--ignore-ports", "90-80/udp"}, nil, `"90-80/udp" is not a port (1-65535) or a range`},
 		{[]string{"daemon", "--iface", "lo"}, map[string]string{"HBF_MAX_PORTS": "many"}, `HBF_MAX_PORTS=many:`},
 		{[]string{"daemon", "--iface", "lo"}, map[string]string{"HBF_TIMEOUT_SECONDS": "-1"}, `--timeout -1s: must not be negative`},
 		{[]string{"daemon", "--no-such-flag"}, nil, "unknown flag: --no-such-flag"},
