@@ -1,0 +1,169 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//go:build ignore
+
+/*
+ * The semantic reference of the benchmarks: the least code that keeps the
+ * promises hbf makes of every packet, on hbf's own maps (the loader shares
+ * them), so that hbf is measured against what its promises cost and no
+ * more. Per packet: the packet and passed counters; the source's exact
+ * block, with its expiry and its drop counter; the prefix blocks only when
+ * there are any; the allowlist only on a hit. Per SYN, in addition: one
+ * ring-buffer event and one update of the source's state.
+ *
+ * It parses Ethernet, one IPv4 or IPv6 header and TCP, and trusts the rest:
+ * what hbf's parser does beyond that (VLANs, options, extension headers,
+ * fragments, truncation) is its own cost, which this program leaves out.
+ * Never attached: it runs in benchmarks only.
+ */
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "hbf.h"
+#include "common.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+/* Set when block_prefixes holds an entry, as hbf's hint is. */
+__u32 ref_have_prefixes = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 20);
+	__type(key, struct addr);
+	__type(value, struct rule);
+} blocks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 18);
+	__type(key, struct lpm_key);
+	__type(value, struct rule);
+} block_prefixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 14);
+	__type(key, struct lpm_key);
+	__type(value, struct rule);
+} allow_prefixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HBF_COUNTER_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+/* One word of state per source: its last attempt's time. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 18);
+	__type(key, struct addr);
+	__type(value, __u64);
+} ref_sources SEC(".maps");
+
+static __always_inline void ref_count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline int ref_live(const struct rule *r)
+{
+	return r->expires_ns == 0 || r->expires_ns > bpf_ktime_get_coarse_ns();
+}
+
+static __always_inline int ref_blocked(const struct addr *src)
+{
+	struct rule *r = bpf_map_lookup_elem(&blocks, src);
+	if (!r || !ref_live(r)) {
+		r = NULL;
+		if (READ_ONCE(ref_have_prefixes)) {
+			struct lpm_key k = { .prefixlen = 128, .addr = *src };
+			r = bpf_map_lookup_elem(&block_prefixes, &k);
+			if (r && !ref_live(r))
+				r = NULL;
+		}
+	}
+	if (!r)
+		return 0;
+	struct lpm_key k = { .prefixlen = 128, .addr = *src };
+	if (bpf_map_lookup_elem(&allow_prefixes, &k))
+		return 0;
+	__sync_fetch_and_add(&r->packets, 1);
+	return 1;
+}
+
+SEC("xdp")
+int reference(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	struct addr src = {}, dst = {};
+	__u8 *l4;
+
+	ref_count(COUNTER_PACKETS);
+	__u8 *eth = data;
+	if ((void *)(eth + 14) > end)
+		goto drop;
+	__u16 proto = *(__u16 *)(eth + 12);
+	__u8 *ip = eth + 14;
+	if (proto == bpf_htons(0x0800)) {
+		if ((void *)(ip + 20) > end)
+			goto drop;
+		src.b[10] = src.b[11] = 0xff;
+		__builtin_memcpy(&src.b[12], ip + 12, 4);
+		dst.b[10] = dst.b[11] = 0xff;
+		__builtin_memcpy(&dst.b[12], ip + 16, 4);
+		if (ref_blocked(&src))
+			goto drop;
+		if (ip[9] != 6)
+			goto pass;
+		l4 = ip + (ip[0] & 0x0f) * 4;
+	} else if (proto == bpf_htons(0x86DD)) {
+		if ((void *)(ip + 40) > end)
+			goto drop;
+		__builtin_memcpy(&src, ip + 8, 16);
+		__builtin_memcpy(&dst, ip + 24, 16);
+		if (ref_blocked(&src))
+			goto drop;
+		if (ip[6] != 6)
+			goto pass;
+		l4 = ip + 40;
+	} else {
+		goto pass;
+	}
+	if ((void *)(l4 + 20) > end)
+		goto drop;
+	if ((l4[13] & 0x17) != 0x02) /* not a SYN */
+		goto pass;
+
+	__u64 now = bpf_ktime_get_coarse_ns();
+	bpf_map_update_elem(&ref_sources, &src, &now, BPF_ANY);
+	struct conn_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (ev) {
+		__builtin_memset(ev, 0, sizeof(*ev));
+		ev->time_ns = now;
+		ev->type = EVENT_CONNECTION;
+		ev->saddr = src;
+		ev->daddr = dst;
+		ev->sport = bpf_ntohs(*(__u16 *)l4);
+		ev->dport = bpf_ntohs(*(__u16 *)(l4 + 2));
+		bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+	}
+pass:
+	ref_count(COUNTER_PASSED);
+	return XDP_PASS;
+drop:
+	ref_count(COUNTER_DROP_BLOCKED);
+	return XDP_DROP;
+}
