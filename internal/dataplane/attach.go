@@ -206,9 +206,9 @@ func (d *Dataplane) adoptLink(a *Attachment) (bool, error) {
 // RetireOtherHook removes the link the other hook's program holds on
 // iface under this pin path, if any: once this program is attached, a
 // change of hook between two runs ends the old one's enforcement there,
-// never before. Migrating from an earlier layout (which ran at XDP only)
-// to TCX, the earlier layout's link goes the same way. It reports whether
-// there was one.
+// never before. Migrating from an earlier layout, the earlier layout's
+// link of the other hook goes the same way. It reports whether there was
+// one.
 func (d *Dataplane) RetireOtherHook(iface string) (bool, error) {
 	if d.pinDir == "" {
 		return false, nil
@@ -219,8 +219,12 @@ func (d *Dataplane) RetireOtherHook(iface string) (bool, error) {
 			pins = append(pins, filepath.Join(d.pinDir, dir, iface))
 		}
 	}
-	if d.migrating != "" && d.hook != HookXDP {
-		pins = append(pins, filepath.Join(d.migrating, linkDirs[HookXDP], iface))
+	if d.migrating != "" {
+		for h, dir := range linkDirs {
+			if h != d.hook {
+				pins = append(pins, filepath.Join(d.migrating, dir, iface))
+			}
+		}
 	}
 	retired := false
 	for _, pin := range pins {

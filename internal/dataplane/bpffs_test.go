@@ -164,6 +164,39 @@ func loadPinnedBlocks(layoutDir string) (*ebpf.Map, error) {
 // An earlier layout ran at XDP only: a migration into TCX copies its
 // state, attaches through TCX first, and only then retires the earlier
 // XDP link, so that the migration completes with nothing of it left.
+// An earlier layout that ran at TCX (v2 could) hands its TCX link over:
+// the new program is swapped into it, and nothing of the earlier layout
+// stays attached.
+func TestEarlierTCXLayoutIsMigrated(t *testing.T) {
+	pin := testPinPath(t)
+	inLab, earlier := pinEarlierLayoutAt(t, HookTCX, pin, netlab.Iface, "192.0.2.7/32")
+	next, err := Load(Options{PinPath: pin, Hook: HookTCX})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	var b *Attachment
+	inLab(func() (err error) { b, err = next.Attach(netlab.Iface, XDPAuto); return err })
+	defer b.Detach()
+	if b.Mode != XDPAdopted {
+		t.Errorf("attach mode %s, want the earlier TCX link adopted", b.Mode)
+	}
+	if _, err := next.FinishMigration(); err != nil {
+		t.Fatalf("finish the migration: %v", err)
+	}
+	if _, err := os.Stat(earlier); !os.IsNotExist(err) {
+		t.Errorf("the earlier layout's pins are still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(pin, layoutVersion, "tcx-links", netlab.Iface)); err != nil {
+		t.Errorf("the TCX link is not pinned in the new layout: %v", err)
+	}
+	var chain Chain
+	inLab(func() (err error) { chain, err = ChainOf(netlab.Iface); return err })
+	if n := len(chain.TCX); n != 1 || !next.Own(chain.TCX[0].ID) {
+		t.Errorf("TCX chain %+v, want this program alone", chain.TCX)
+	}
+}
+
 func TestEarlierLayoutIsMigratedToTCX(t *testing.T) {
 	pin := testPinPath(t)
 	inLab, earlier := pinEarlierLayout(t, pin, netlab.Iface, "192.0.2.7/32")
@@ -204,6 +237,11 @@ func TestEarlierLayoutIsMigratedToTCX(t *testing.T) {
 // one's, renamed) holding blocks, its XDP link attached to iface in a lab
 // of its own. It returns a runner in the lab and the layout's folder.
 func pinEarlierLayout(t *testing.T, pin, iface string, blocks ...string) (inLab func(func() error), earlier string) {
+	return pinEarlierLayoutAt(t, HookXDP, pin, iface, blocks...)
+}
+
+// pinEarlierLayoutAt is pinEarlierLayout with the earlier program at hook h.
+func pinEarlierLayoutAt(t *testing.T, h Hook, pin, iface string, blocks ...string) (inLab func(func() error), earlier string) {
 	t.Helper()
 	lab, err := netlab.New(context.Background(), netlab.Options{})
 	if err != nil {
@@ -216,13 +254,17 @@ func pinEarlierLayout(t *testing.T, pin, iface string, blocks ...string) (inLab 
 			t.Fatal(err)
 		}
 	}
-	old, err := Load(Options{PinPath: pin})
+	old, err := Load(Options{PinPath: pin, Hook: h})
 	if err != nil {
 		t.Fatal(err)
 	}
 	old.mustBlockAll(t, blocks...)
 	var a *Attachment
-	inLab(func() (err error) { a, err = old.Attach(iface, XDPGeneric); return err })
+	mode := XDPGeneric
+	if h == HookTCX {
+		mode = XDPAuto
+	}
+	inLab(func() (err error) { a, err = old.Attach(iface, mode); return err })
 	a.Release()
 	old.Close()
 	earlier = filepath.Join(pin, earlierLayouts[0])

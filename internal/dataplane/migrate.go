@@ -107,10 +107,10 @@ func (d *Dataplane) copyMap(oldDir, name string, onlyMissing bool) (int, error) 
 // to this layout, swapping this program in: the old program ran until this
 // instant, on maps whose state is already here.
 func (d *Dataplane) adoptEarlierLink(a *Attachment) (bool, error) {
-	if d.migrating == "" || d.hook != HookXDP { // earlier layouts ran at XDP only
+	if d.migrating == "" {
 		return false, nil
 	}
-	old := filepath.Join(d.migrating, "links", a.Iface)
+	old := filepath.Join(d.migrating, linkDirs[d.hook], a.Iface) // v1 ran at XDP only
 	if _, err := os.Stat(old); err != nil {
 		return false, nil
 	}
@@ -142,10 +142,12 @@ func (d *Dataplane) FinishMigration() (int, error) {
 	if d.migrating == "" {
 		return 0, nil
 	}
-	links, _ := os.ReadDir(filepath.Join(d.migrating, "links"))
-	if len(links) > 0 {
-		return 0, fmt.Errorf("migrate: %d interface(s) still run the earlier program from %s/links: "+
-			"keep them in the interface list, or remove those pins", len(links), d.migrating)
+	for _, dir := range linkDirs {
+		links, _ := os.ReadDir(filepath.Join(d.migrating, dir))
+		if len(links) > 0 {
+			return 0, fmt.Errorf("migrate: %d interface(s) still run the earlier program from %s/%s: "+
+				"keep them in the interface list, or remove those pins", len(links), d.migrating, dir)
+		}
 	}
 	n := 0
 	for _, name := range []string{hbfMapBlocks, hbfMapBlockPrefixes} {
