@@ -274,7 +274,7 @@ func (a *Attachment) Release() error {
 // pins are removed. It returns the interfaces it detached.
 func Uninstall(pinPath string) ([]string, error) {
 	var detached []string
-	for _, v := range append([]string{layoutVersion}, earlierLayouts...) {
+	for _, v := range append([]string{layoutVersion, resizedLayout}, earlierLayouts...) {
 		d, err := uninstallLayout(filepath.Join(pinPath, v))
 		detached = append(detached, d...)
 		if err != nil {

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,7 +12,6 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/hbf-firewall/hbf/internal/netlab"
-
 	"github.com/hbf-firewall/hbf/internal/testenv"
 )
 
@@ -272,4 +272,65 @@ func pinEarlierLayoutAt(t *testing.T, h Hook, pin, iface string, blocks ...strin
 		t.Fatal(err)
 	}
 	return inLab, earlier
+}
+
+// A new capacity across a restart copies every block into maps of the new
+// size, and the new program takes over the pinned link: nothing is lost.
+// A capacity below the blocks in force is refused, naming the count.
+func TestCapacityChangeKeepsEveryBlock(t *testing.T) {
+	pin := testPinPath(t)
+	lab, err := netlab.New(context.Background(), netlab.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	inLab := func(f func() error) {
+		t.Helper()
+		if err := lab.Host.Do(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old, err := Load(Options{PinPath: pin, Capacity: Capacity{Blocks: 2048}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 1500 {
+		want = append(want, netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}).String()+"/32")
+	}
+	old.mustBlockAll(t, want...)
+	var a *Attachment
+	inLab(func() (err error) { a, err = old.Attach("lo", XDPGeneric); return err })
+	a.Release()
+	old.Close()
+
+	_, err = Load(Options{PinPath: pin, Capacity: Capacity{Blocks: 1024}})
+	if err == nil || !strings.Contains(err.Error(), "holds 1500 entries, more than the new capacity 1024: raise --max-blocks to 1500") {
+		t.Fatalf("shrinking below the blocks in force: %v", err)
+	}
+
+	next, err := Load(Options{PinPath: pin, Capacity: Capacity{Blocks: 4096}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	if next.Migrating() == "" || next.Capacity().Blocks != 4096 {
+		t.Fatalf("migrating %q, capacity %+v: want a resize to 4096", next.Migrating(), next.Capacity())
+	}
+	var b *Attachment
+	inLab(func() (err error) { b, err = next.Attach("lo", XDPGeneric); return err })
+	defer b.Detach()
+	if b.Mode != XDPAdopted {
+		t.Errorf("attach mode %s, want the pinned link adopted", b.Mode)
+	}
+	if _, err := next.FinishMigration(); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := next.Blocks()
+	if err != nil || len(rules) != 1500 {
+		t.Fatalf("%d blocks after the resize (%v), want 1500", len(rules), err)
+	}
+	if _, err := os.Stat(filepath.Join(pin, resizedLayout)); !os.IsNotExist(err) {
+		t.Errorf("the pins set aside are still there: %v", err)
+	}
 }

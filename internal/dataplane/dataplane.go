@@ -124,6 +124,11 @@ type Options struct {
 	// detached so that hbf can attach. Otherwise Attach refuses.
 	ReplaceForeign bool
 
+	// Capacity sizes the block maps; zero fields take the defaults. A
+	// pinned map of another size is copied into maps of this one, as an
+	// earlier layout is.
+	Capacity Capacity
+
 	// firstAttemptSlots sizes the tracker's first tier (a power of two; 0:
 	// the program's own size). Tests make it small, to empty it cheaply.
 	firstAttemptSlots uint32
@@ -135,6 +140,53 @@ type Options struct {
 	// head (HookTCX): after the others, which may then hide traffic from
 	// it. The head is kept (keepHead) only when asked for.
 	TCXTail bool
+}
+
+// Capacity is how many entries the block maps hold.
+type Capacity struct {
+	Blocks        int // exact addresses (blocks)
+	BlockPrefixes int // prefixes (block_prefixes)
+}
+
+// DefaultCapacity: a million exact addresses (16 MiB of buckets from the
+// start, ~100 bytes an entry as entries are added) and 2^18 prefixes.
+var DefaultCapacity = Capacity{Blocks: 1 << 20, BlockPrefixes: 1 << 18}
+
+// Capacity bounds.
+const (
+	MinCapacity = 1024
+	MaxCapacity = 1 << 26
+)
+
+// withDefaults fills the zero fields.
+func (c Capacity) withDefaults() Capacity {
+	if c.Blocks == 0 {
+		c.Blocks = DefaultCapacity.Blocks
+	}
+	if c.BlockPrefixes == 0 {
+		c.BlockPrefixes = DefaultCapacity.BlockPrefixes
+	}
+	return c
+}
+
+// Validate says which size the kernel's maps cannot take.
+func (c Capacity) Validate() error {
+	c = c.withDefaults()
+	if c.Blocks < MinCapacity || c.Blocks > MaxCapacity {
+		return fmt.Errorf("block map capacity %d: must be between %d and %d", c.Blocks, MinCapacity, MaxCapacity)
+	}
+	if c.BlockPrefixes < MinCapacity || c.BlockPrefixes > MaxCapacity {
+		return fmt.Errorf("prefix map capacity %d: must be between %d and %d", c.BlockPrefixes, MinCapacity, MaxCapacity)
+	}
+	return nil
+}
+
+// ForLists is how much of the capacity lists may take: a sixteenth stays
+// free for the blocks the program makes of scanners, and for manual and
+// fleet blocks, so that a list that fills its room never leaves a scanner
+// unblockable.
+func (c Capacity) ForLists() Capacity {
+	return Capacity{Blocks: c.Blocks - c.Blocks/16, BlockPrefixes: c.BlockPrefixes - c.BlockPrefixes/16}
 }
 
 // Hook is where the program decides: one source, a build for each.
@@ -235,6 +287,13 @@ func Load(opts Options) (*Dataplane, error) {
 		return nil, err
 	}
 
+	capacity := opts.Capacity.withDefaults()
+	if err := capacity.Validate(); err != nil {
+		return nil, err
+	}
+	spec.Maps[hbfMapBlocks].MaxEntries = uint32(capacity.Blocks)
+	spec.Maps[hbfMapBlockPrefixes].MaxEntries = uint32(capacity.BlockPrefixes)
+
 	if n := opts.firstAttemptSlots; n != 0 {
 		if n&(n-1) != 0 {
 			return nil, fmt.Errorf("first-attempt slots %d: not a power of two", n)
@@ -255,6 +314,9 @@ func Load(opts Options) (*Dataplane, error) {
 			return nil, err
 		}
 		d.pinDir = filepath.Join(opts.PinPath, layoutVersion)
+		if err := resizeAside(spec, opts.PinPath); err != nil {
+			return nil, err
+		}
 		replacements, err := adoptMaps(spec, d.mapDir())
 		if err != nil {
 			return nil, err
@@ -371,6 +433,11 @@ func (d *Dataplane) ProgramID() uint32 {
 	}
 	id, _ := info.ID()
 	return uint32(id)
+}
+
+// Capacity is how many entries the block maps hold.
+func (d *Dataplane) Capacity() Capacity {
+	return Capacity{Blocks: int(d.objs.Blocks.MaxEntries()), BlockPrefixes: int(d.objs.BlockPrefixes.MaxEntries())}
 }
 
 // Adopted reports whether Load reused maps pinned by an earlier process.
