@@ -125,6 +125,7 @@ struct {
  * forwards are not here, and never count as attempts on a closed port. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* few, rarely changed: memory only for those */
 	__uint(max_entries, 1 << 14);
 	__type(key, struct addr);
 	__type(value, __u8);

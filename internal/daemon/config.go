@@ -48,6 +48,10 @@ type Start struct {
 	// Replace detaches another tool's XDP program from the interfaces instead
 	// of refusing to start.
 	Replace bool `flag:"replace"`
+	// MaxBlocks and MaxBlockPrefixes size the kernel's block maps; a new
+	// size at a restart copies every block into maps of that size.
+	MaxBlocks        int `flag:"max-blocks"`
+	MaxBlockPrefixes int `flag:"max-block-prefixes"`
 	// SSHConnection is $SSH_CONNECTION: its client is allowlisted so that
 	// starting hbf over SSH cannot lock the operator out.
 	SSHConnection string
@@ -131,13 +135,16 @@ type Deps struct {
 // Defaults are the settings a bare `hbf daemon` runs with.
 var Defaults = Config{
 	Start: Start{
-		Attach:      AttachXDP,
-		XDPMode:     dataplane.XDPAuto,
-		PinPath:     "/sys/fs/bpf/hbf",
-		StateDir:    "/var/lib/hbf",
-		MetricsAddr: "127.0.0.1:9717",
-		LogFormat:   report.Text,
-		Socket:      api.DefaultSocket,
+		Attach:  AttachXDP,
+		XDPMode: dataplane.XDPAuto,
+		PinPath: "/sys/fs/bpf/hbf",
+
+		MaxBlocks:        dataplane.DefaultCapacity.Blocks,
+		MaxBlockPrefixes: dataplane.DefaultCapacity.BlockPrefixes,
+		StateDir:         "/var/lib/hbf",
+		MetricsAddr:      "127.0.0.1:9717",
+		LogFormat:        report.Text,
+		Socket:           api.DefaultSocket,
 		Fleet: Fleet{Prefix: "/hbf", ShareScans: true, ShareManual: true, MinReporters: 1,
 			AcceptPerMinute: 60, Quota: 10000},
 	},
@@ -285,6 +292,14 @@ func (c Config) Validate() error {
 	if c.Start.PinPath == "" {
 		errs = append(errs, errors.New("--pin-path: must name a folder on a bpffs"))
 	}
+	for _, v := range []struct {
+		flag string
+		n    int
+	}{{"--max-blocks", c.Start.MaxBlocks}, {"--max-block-prefixes", c.Start.MaxBlockPrefixes}} {
+		if v.n < dataplane.MinCapacity || v.n > dataplane.MaxCapacity {
+			errs = append(errs, fmt.Errorf("%s %d: must be between %d and %d", v.flag, v.n, dataplane.MinCapacity, dataplane.MaxCapacity))
+		}
+	}
 	if c.Start.StateDir == "" {
 		errs = append(errs, errors.New("--state-dir: must name a folder"))
 	}
@@ -350,4 +365,9 @@ func (f Fleet) validate() error {
 			f.AcceptPerMinute, f.Quota))
 	}
 	return errors.Join(errs...)
+}
+
+// capacity is what the block maps are sized to.
+func (s Start) capacity() dataplane.Capacity {
+	return dataplane.Capacity{Blocks: s.MaxBlocks, BlockPrefixes: s.MaxBlockPrefixes}
 }

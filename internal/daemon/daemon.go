@@ -250,10 +250,16 @@ func (d *daemon) loadProgram() error {
 		return err
 	}
 	dp, err := dataplane.Load(dataplane.Options{PinPath: d.start.PinPath, ReplaceForeign: d.start.Replace, Hook: hook,
-		TCXTail: d.start.TCXTail})
+		TCXTail: d.start.TCXTail, Capacity: d.start.capacity()})
 	read := <-listsDone
 	if err != nil {
 		return err
+	}
+	if read.err == nil {
+		if err := listsFit(read.lists, dp.Capacity()); err != nil {
+			dp.Close()
+			return err
+		}
 	}
 	d.dp, d.k = dp, dp
 	d.closeLater(func() { dp.Close() })
@@ -261,7 +267,10 @@ func (d *daemon) loadProgram() error {
 	if dp.Adopted() {
 		d.log.Info("adopted the maps pinned by an earlier run", "pin_path", d.start.PinPath)
 	}
-	if old := dp.Migrating(); old != "" {
+	if dp.Resizing() {
+		d.log.Info("resizing the block maps: every block is copied into maps of the new capacity",
+			"max_blocks", d.start.MaxBlocks, "max_block_prefixes", d.start.MaxBlockPrefixes)
+	} else if old := dp.Migrating(); old != "" {
 		d.log.Info("taking over the state of an earlier hbf's layout", "from", old)
 	}
 	if err := dp.SetSettings(d.program); err != nil {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hbf-firewall/hbf/internal/dataplane"
 )
 
 func TestListEntriesAddedAreBlocked(t *testing.T) {
@@ -44,12 +46,7 @@ func TestListEntriesRemovedAreUnblocked(t *testing.T) {
 func TestBadListEditKeepsTheVersionInForce(t *testing.T) {
 	h := newHarness(t)
 	path := h.writeList("list.txt", "198.51.100.7\n")
-	h.d.live.Blocklists = []string{path}
-	src, _, err := h.d.loader(h.s.Checker(h.d.live.Rules, nil)).load(sourceSpec{where: path}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.setLists(src)
+	h.watchList(path)
 
 	h.writeList("list.txt", "198.51.100.7\n198.51.100.300\n203.0.113.9\n")
 	touch(t, path)
@@ -161,7 +158,7 @@ func TestListThatDoesNotFitChangesNothing(t *testing.T) {
 	}
 	bigList := h.list(h.writeList("big.txt", big.String()))
 	_, _, err := h.s.ReplaceLists(append(h.s.Lists(), bigList))
-	if err == nil || !strings.Contains(err.Error(), "nothing of it was kept") {
+	if err == nil || !strings.Contains(err.Error(), "the blocklists hold 21 addresses") || !strings.Contains(err.Error(), "raise --max-blocks to") {
 		t.Fatalf("a list too big for the map: %v", err)
 	}
 	if n := len(h.s.Lists()); n != 1 {
@@ -198,4 +195,63 @@ func TestListEntriesPolicyRefusesAreSkipped(t *testing.T) {
 		!strings.Contains(log, "an address of this host") {
 		t.Errorf("the skipped entries are not named:\n%s", log)
 	}
+}
+
+// A list that grows past the room the block map keeps for lists keeps the
+// version in force, marked degraded with the count, the room and the
+// setting to raise; scanners keep their sixteenth of the map.
+func TestListGrowingPastTheMapKeepsTheVersionInForce(t *testing.T) {
+	h := newHarness(t)
+	h.k.WithCapacity(1024) // room for lists: 960
+	path := h.writeList("list.txt", "198.51.100.7\n")
+	h.watchList(path)
+
+	var big strings.Builder
+	for i := range 1000 {
+		big.WriteString(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}).String() + "\n")
+	}
+	h.writeList("list.txt", big.String())
+	touch(t, path)
+	h.d.watchLists()
+	h.d.wg.Wait()
+	if _, ok := h.kernel("10.0.0.1/32"); ok {
+		t.Error("an entry of the list too big was blocked")
+	}
+	if _, ok := h.kernel("198.51.100.7/32"); !ok {
+		t.Error("the version in force was dropped")
+	}
+	want := "the blocklists hold 1000 addresses, more than the 960 the kernel keeps for lists " +
+		"(--max-blocks 1024, less a sixteenth for scan, manual and fleet blocks): raise --max-blocks to 1066 or more"
+	if l := h.s.Lists()[0]; !strings.Contains(l.degraded, want) || !strings.Contains(l.degraded, "stays in force") {
+		t.Errorf("list status %q, want it to say %q", l.degraded, want)
+	}
+	// Unchanged since: not read again.
+	h.d.watchLists()
+	if l := h.s.Lists()[0]; l.degraded == "" {
+		t.Error("the list was read again, unchanged, and its status lost")
+	}
+}
+
+func TestCapacityFor(t *testing.T) {
+	for _, n := range []int{1, 15, 16, 960, 1000, 1 << 20} {
+		c := capacityFor(n)
+		if room := (dataplane.Capacity{Blocks: c}).ForLists().Blocks; room < n {
+			t.Errorf("capacityFor(%d) = %d leaves room for %d", n, c, room)
+		}
+		if room := (dataplane.Capacity{Blocks: c - 1}).ForLists().Blocks; room >= n {
+			t.Errorf("capacityFor(%d) = %d, yet %d would do", n, c, c-1)
+		}
+	}
+}
+
+// watchList puts the list file at path in force, as the daemon's start
+// does, for watchLists to follow.
+func (h *harness) watchList(path string) {
+	h.t.Helper()
+	h.d.live.Blocklists = []string{path}
+	src, _, err := h.d.loader(h.s.Checker(h.d.live.Rules, nil)).load(sourceSpec{where: path}, nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.setLists(src)
 }

@@ -38,6 +38,9 @@ func (d *daemon) reload(by string) error {
 			d.wg.Go(save)
 		}
 	}
+	if err := listsFit(lists, d.k.Capacity()); err != nil {
+		return refuse(err)
+	}
 	if err := d.out.reopen(set.LogFile); err != nil {
 		return refuse(err)
 	}
@@ -117,6 +120,22 @@ func (d *daemon) watchLists() {
 		return
 	}
 	added, removed, err := d.state.ReplaceLists(lists)
+	var tooBig *errListsTooBig
+	if errors.As(err, &tooBig) {
+		// The lists that grew keep their version in force, and say why.
+		prev := d.state.Lists()
+		for i, l := range lists {
+			if i < len(prev) && l.list != prev[i].list {
+				kept := *prev[i]
+				kept.degraded = fmt.Sprintf("degraded: %v; the version read %s stays in force", err, prev[i].loaded.Format(time.RFC3339))
+				kept.stamp, kept.checked = l.stamp, l.checked // read again once it changes again
+				lists[i] = &kept
+			}
+		}
+		d.state.SetLists(lists)
+		d.log.Error("a list grew past the block maps' room; the version in force stays", "err", err)
+		return
+	}
 	if err != nil {
 		d.log.Error("a changed list could not be applied; the previous version stays", "err", err)
 		return

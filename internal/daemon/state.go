@@ -249,6 +249,9 @@ func inLists(ls []*listSource, p netip.Prefix) bool {
 func (s *state) ReplaceLists(next []*listSource) (added, removed int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := listsFit(next, s.k.Capacity()); err != nil {
+		return 0, 0, err
+	}
 	prev := s.lists
 	s.lists = next
 	var decided []netip.Prefix // new to the lists, and blocked for another reason too

@@ -43,6 +43,7 @@ type Rules interface {
 	Allow(p netip.Prefix, expires time.Time) error
 	Disallow(p netip.Prefix) (bool, error)
 	Allows() ([]Rule, error)
+	Capacity() Capacity
 }
 
 var _ Rules = (*Dataplane)(nil)

@@ -62,6 +62,13 @@ func NewFake(now func() time.Time) *Fake {
 		allows: map[netip.Prefix]dataplane.Rule{}}
 }
 
+// Capacity is the block maps' sizes.
+func (f *Fake) Capacity() dataplane.Capacity {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return dataplane.Capacity{Blocks: f.exactCap, BlockPrefixes: f.prefixCap}
+}
+
 // WithCapacity sizes the exact-address block map (tests fill it).
 func (f *Fake) WithCapacity(exact int) *Fake {
 	f.exactCap = exact

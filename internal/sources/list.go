@@ -57,6 +57,24 @@ type List struct {
 // Len is the number of distinct prefixes.
 func (l *List) Len() int { return len(l.v4) + len(l.v6) }
 
+// Exact is how many of the list's entries are single addresses (/32,
+// /128): they go to the exact-address block map, the others to the prefix
+// map.
+func (l *List) Exact() int {
+	n := 0
+	for _, v := range l.v4 {
+		if v&0xff == 32 {
+			n++
+		}
+	}
+	for _, e := range l.v6 {
+		if e.bits == 128 {
+			n++
+		}
+	}
+	return n
+}
+
 // All yields the prefixes.
 func (l *List) All() iter.Seq[netip.Prefix] {
 	return func(yield func(netip.Prefix) bool) {

@@ -44,6 +44,9 @@ func TestReadFile(t *testing.T) {
 	if got := f.List.Holding(netip.MustParsePrefix("198.51.100.9/32").Addr()); len(got) != 1 {
 		t.Errorf("Holding: %v", got)
 	}
+	if n := f.List.Exact(); n != 2 {
+		t.Errorf("Exact() = %d, want 2 (the two addresses; the prefixes go elsewhere)", n)
+	}
 }
 
 func TestBadLineNamesFileLineAndValue(t *testing.T) {
