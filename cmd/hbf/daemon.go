@@ -60,7 +60,7 @@ func newDaemonFlags(fs *pflag.FlagSet) *daemonFlags {
 	fs.StringSliceVar(&cfg.Settings.Blocklists, "blocklist", nil, "file of IPs and CIDRs to block, one per line, # or ; comments; repeatable; watched [HBF_BLOCKLIST_FILE_PATH]")
 	fs.StringSliceVar(&cfg.Settings.BlocklistURLs, "blocklist-url", nil, "HTTP(S) feed of IPs and CIDRs (DROP-style ; comments work), repeatable; fetched at start and every --feed-refresh [HBF_BLOCKLIST_URL]")
 	fs.Var(durationValue{&cfg.Settings.FeedRefresh}, "feed-refresh", "how often feeds are fetched again (conditional GET) [HBF_FEED_REFRESH]")
-	fs.IntVar(&cfg.Start.MaxBlocks, "max-blocks", cfg.Start.MaxBlocks, fmt.Sprintf("blocked addresses the kernel holds (%d-%d); a sixteenth stays free for scan, manual and fleet blocks; a new value at a restart copies every block [HBF_MAX_BLOCKS]", dataplane.MinCapacity, dataplane.MaxCapacity))
+	fs.IntVar(&cfg.Start.MaxBlocks, "max-blocks", cfg.Start.MaxBlocks, fmt.Sprintf("blocked addresses the kernel holds (%d-%d); a sixteenth (at most 32768) stays free for scan, manual and fleet blocks; a new value at a restart copies every block [HBF_MAX_BLOCKS]", dataplane.MinCapacity, dataplane.MaxCapacity))
 	fs.IntVar(&cfg.Start.MaxBlockPrefixes, "max-block-prefixes", cfg.Start.MaxBlockPrefixes, fmt.Sprintf("blocked prefixes (CIDRs) the kernel holds (%d-%d), as --max-blocks [HBF_MAX_BLOCK_PREFIXES]", dataplane.MinCapacity, dataplane.MaxCapacity))
 	fs.BoolVar(&cfg.Start.Replace, "replace", false, "detach another tool's XDP program from the interfaces instead of refusing to start [HBF_REPLACE]")
 	fs.BoolVar(&cfg.Start.DetachOnExit, "detach-on-exit", false, "remove enforcement when stopping cleanly (demos, tests); by default it stays until `hbf uninstall` [HBF_DETACH_ON_EXIT]")

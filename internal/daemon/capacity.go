@@ -18,7 +18,7 @@ type errListsTooBig struct {
 
 func (e *errListsTooBig) Error() string {
 	return fmt.Sprintf("the blocklists hold %d %s, more than the %d the kernel keeps for lists "+
-		"(%s %d, less a sixteenth for scan, manual and fleet blocks): raise %s to %d or more",
+		"(%s %d, less room for scan, manual and fleet blocks): raise %s to %d or more",
 		e.need, e.what, e.room, e.flag, e.capacity, e.flag, e.minCapacity)
 }
 

@@ -221,7 +221,7 @@ func TestListGrowingPastTheMapKeepsTheVersionInForce(t *testing.T) {
 		t.Error("the version in force was dropped")
 	}
 	want := "the blocklists hold 1000 addresses, more than the 960 the kernel keeps for lists " +
-		"(--max-blocks 1024, less a sixteenth for scan, manual and fleet blocks): raise --max-blocks to 1066 or more"
+		"(--max-blocks 1024, less room for scan, manual and fleet blocks): raise --max-blocks to 1066 or more"
 	if l := h.s.Lists()[0]; !strings.Contains(l.degraded, want) || !strings.Contains(l.degraded, "stays in force") {
 		t.Errorf("list status %q, want it to say %q", l.degraded, want)
 	}

@@ -181,13 +181,18 @@ func (c Capacity) Validate() error {
 	return nil
 }
 
-// ForLists is how much of the capacity lists may take: a sixteenth stays
-// free for the blocks the program makes of scanners, and for manual and
+// ForLists is how much of the capacity lists may take: a sixteenth, at
+// most 32,768 entries, stays free for the blocks the program makes of
+// scanners (30 a minute by default, each for an hour) and for manual and
 // fleet blocks, so that a list that fills its room never leaves a scanner
-// unblockable.
+// unblockable. The default capacity takes a million-address list.
 func (c Capacity) ForLists() Capacity {
-	return Capacity{Blocks: c.Blocks - c.Blocks/16, BlockPrefixes: c.BlockPrefixes - c.BlockPrefixes/16}
+	room := func(n int) int { return n - min(n/16, listReserveMax) }
+	return Capacity{Blocks: room(c.Blocks), BlockPrefixes: room(c.BlockPrefixes)}
 }
+
+// listReserveMax bounds what ForLists keeps free.
+const listReserveMax = 32768
 
 // Hook is where the program decides: one source, a build for each.
 type Hook string
