@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/hbf-firewall/hbf/internal/testenv"
 )
@@ -26,7 +27,7 @@ import (
 // work hbf does for every unit the reference does.
 func BenchmarkVersus(b *testing.B) {
 	testenv.RequirePrivileged(b)
-	hbf, ref := versusPrograms(b)
+	hbf, ref := versusPrograms(b, true)
 	filter := xdpFilter(b)
 	bare := passProgram(b, HookXDP)
 
@@ -97,10 +98,10 @@ const (
 	versusBlocked6 = "2001:db8:bad::7"
 )
 
-// versusPrograms loads hbf with a million blocked addresses (IPv4 and
-// IPv6, the frames' among them) and 100.64.0.0/15, and the reference on
-// the same maps.
-func versusPrograms(b *testing.B) (*Dataplane, *ebpf.Program) {
+// versusPrograms loads hbf, populated with a million blocked addresses
+// (IPv4 and IPv6, the frames' among them) and 100.64.0.0/15, and the
+// reference on the same maps.
+func versusPrograms(b *testing.B, populated bool) (*Dataplane, *ebpf.Program) {
 	b.Helper()
 	dp, err := Load(Options{})
 	if err != nil {
@@ -121,17 +122,19 @@ func versusPrograms(b *testing.B) (*Dataplane, *ebpf.Program) {
 			}
 		}
 	}
-	if _, err := dp.BlockMany(iter.Seq[netip.Prefix](million), time.Now().Add(time.Hour)); err != nil {
-		b.Fatal(err)
-	}
-	if err := dp.Block(netip.MustParsePrefix("100.64.0.0/15"), time.Time{}); err != nil {
-		b.Fatal(err)
+	if populated {
+		if _, err := dp.BlockMany(iter.Seq[netip.Prefix](million), time.Now().Add(time.Hour)); err != nil {
+			b.Fatal(err)
+		}
+		if err := dp.Block(netip.MustParsePrefix("100.64.0.0/15"), time.Time{}); err != nil {
+			b.Fatal(err)
+		}
 	}
 	spec, err := loadReference()
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := spec.Variables[referenceVarRefHavePrefixes].Set(uint32(1)); err != nil {
+	if err := spec.Variables[referenceVarRefHavePrefixes].Set(map[bool]uint32{false: 0, true: 1}[populated]); err != nil {
 		b.Fatal(err)
 	}
 	var objs referenceObjects
@@ -142,7 +145,98 @@ func versusPrograms(b *testing.B) (*Dataplane, *ebpf.Program) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { objs.Close() })
+	drain(b, dp.objs.Events)
+	drain(b, objs.Events)
 	return dp, objs.Reference
+}
+
+// drain reads a ring buffer for as long as the benchmark runs, as the
+// daemon does: the programs' events are never lost to a full ring.
+func drain(b *testing.B, events *ebpf.Map) {
+	rd, err := ringbuf.NewReader(events)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { rd.Close() })
+	go func() {
+		var rec ringbuf.Record
+		for rd.ReadInto(&rec) == nil {
+		}
+	}()
+}
+
+// BenchmarkVersusDistinct runs frames that differ one from the next,
+// one run each, through hbf and the reference in interleaved rounds: SYNs
+// that are each a new attempt (a known source's new connection, then
+// sources never seen), and established ACKs cycling through 65,536 sources
+// with no blocks and with a million, to show what the lookups cost when
+// caches cannot hold the entries.
+func BenchmarkVersusDistinct(b *testing.B) {
+	testenv.RequirePrivileged(b)
+	full, fullRef := versusPrograms(b, true)
+	empty, emptyRef := versusPrograms(b, false)
+	src4 := func(i int) string { return netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}).String() }
+	rows := []struct {
+		name   string
+		frames func(i int) frame
+		// between rounds: the tracker forgets, so a never-seen source is
+		// never seen again
+		reset bool
+	}{
+		{"SYN-new-attempt", func(i int) frame {
+			return tcpSYN(src4(i%4096), "203.0.113.5", uint16(1024+i/4096%60000), 443)
+		}, false},
+		{"SYN-never-seen-source", func(i int) frame {
+			a := netip.AddrFrom4([4]byte{100, 96 + byte(i>>24&0x1f), byte(i >> 8), byte(i)})
+			return tcpSYN(a.String(), "203.0.113.5", 40000, 443)
+		}, true},
+		{"ACK-65536-sources", func(i int) frame {
+			return tcpSYN(src4(i%65536), "203.0.113.5", 40000, 443).with(func(f *frame) { f.flags = ack })
+		}, false},
+	}
+	for _, row := range rows {
+		b.Run(row.name, func(b *testing.B) {
+			frames := make([][]byte, b.N)
+			for i := range frames {
+				frames[i] = row.frames(i).bytes()
+			}
+			progs := []struct {
+				dp  *Dataplane
+				p   *ebpf.Program
+				key string
+			}{{full, full.objs.Program, "hbf"}, {full, fullRef, "ref"}, {empty, empty.objs.Program, "hbf-0-blocks"}, {empty, emptyRef, "ref-0-blocks"}}
+			times := map[string][]time.Duration{}
+			b.ResetTimer()
+			for range 3 {
+				for _, p := range progs {
+					if row.reset {
+						b.StopTimer()
+						if err := p.dp.emptyTracker(); err != nil {
+							b.Fatal(err)
+						}
+						b.StartTimer()
+					}
+					var total time.Duration
+					for _, f := range frames {
+						_, d, err := p.p.Benchmark(f, 1, nil)
+						if err != nil {
+							b.Fatal(err)
+						}
+						total += d
+					}
+					times[p.key] = append(times[p.key], total/time.Duration(len(frames)))
+				}
+			}
+			med := map[string]float64{}
+			for k, ts := range times {
+				slices.Sort(ts)
+				med[k] = float64(ts[len(ts)/2].Nanoseconds())
+				b.ReportMetric(med[k], k+"-ns")
+			}
+			b.ReportMetric(med["hbf"]/med["ref"], "x-ref")
+			b.ReportMetric(med["hbf"]/med["hbf-0-blocks"], "x-0-blocks")
+		})
+	}
 }
 
 // xdpFilterObject is xdp-tools' xdp-filter with every feature, in deny
