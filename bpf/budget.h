@@ -7,6 +7,7 @@
 #define HBF_BUDGET_H
 
 #include "maps.h"
+#include "lpm.h"
 
 /* block_budget takes one block from the minute's budget; 0 when it is spent. */
 static __always_inline int block_budget(__u64 now)
@@ -51,6 +52,7 @@ static __always_inline __u8 block_scanner(const struct addr *key, __u8 keylen, _
 	 * an entry already here is an expired one: replace it. */
 	long err;
 	if (keylen >= 128) {
+		filter_add(key);
 		err = bpf_map_update_elem(&blocks, key, &r, BPF_ANY);
 	} else {
 		/* The lookup must be on before the entry can be found. */

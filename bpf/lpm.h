@@ -66,15 +66,53 @@ static __always_inline struct rule *lpm_live(void *map, void *retry_step, const 
 	return bpf_map_lookup_elem(map, &c.key);
 }
 
+/* filter_bit is the address's bit in either side of block_filter: a
+ * multiplicative hash of its two words. The daemon computes the same. */
+static __always_inline __u32 filter_bit(const struct addr *a)
+{
+	const __u64 *w = (const __u64 *)a->b;
+	return ((w[0] ^ w[1]) * 0x9E3779B97F4A7C15ULL) >> (64 - FILTER_BITS_SHIFT);
+}
+
+/* filter_may_hold reports whether blocks may hold the address: false only
+ * when the live side's bit is clear. */
+static __always_inline int filter_may_hold(const struct addr *a)
+{
+	__u32 k = FILTER_SIDE_WORD;
+	__u64 *side = bpf_map_lookup_elem(&block_filter, &k);
+	if (!side)
+		return 1;
+	__u32 bit = filter_bit(a);
+	k = (READ_ONCE(*side) & 1) * FILTER_WORDS + (bit >> 6);
+	__u64 *w = bpf_map_lookup_elem(&block_filter, &k);
+	return !w || ((READ_ONCE(*w) >> (bit & 63)) & 1);
+}
+
+/* filter_add sets the address's bit on both sides, before it goes into
+ * blocks. */
+static __always_inline void filter_add(const struct addr *a)
+{
+	__u32 bit = filter_bit(a);
+	for (__u32 side = 0; side < 2; side++) {
+		__u32 k = side * FILTER_WORDS + (bit >> 6);
+		__u64 *w = bpf_map_lookup_elem(&block_filter, &k);
+		if (w)
+			__sync_fetch_and_or(w, 1ULL << (bit & 63));
+	}
+}
+
 /* blocked reports whether a live block holds the address, and counts the
  * packet against it. */
 __noinline int blocked(const struct addr *addr)
 {
 	if (!addr)
 		return 0;
-	struct rule *r = bpf_map_lookup_elem(&blocks, addr);
-	if (r && !rule_live(r))
-		r = NULL;
+	struct rule *r = NULL;
+	if (filter_may_hold(addr)) {
+		r = bpf_map_lookup_elem(&blocks, addr);
+		if (r && !rule_live(r))
+			r = NULL;
+	}
 	if (!r && (READ_ONCE(hbf_have_block_prefixes) || READ_ONCE(hbf_scan_prefixes)))
 		r = lpm_live(&block_prefixes, block_retry_step, addr);
 	if (!r)

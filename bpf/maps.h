@@ -67,6 +67,31 @@ struct {
 	__type(value, struct rule);
 } block_prefixes SEC(".maps");
 
+/*
+ * A filter in front of blocks: one bit per hash of an address, set for
+ * every address blocks holds. A clear bit says the address is not there
+ * without touching the map, whose buckets alone are 16 MiB: a source
+ * never blocked costs one word of 1 MiB instead of a cache and TLB miss
+ * into the map. A set bit only sends the lookup on to the map.
+ *
+ * Two sides: the daemon rebuilds the idle one from the map, then makes it
+ * live (the control word), so that removed blocks stop costing a lookup.
+ * Every insertion, the program's and the daemon's, sets its bit on both
+ * sides before the entry goes into blocks, so the live side never misses
+ * an entry. The daemon writes through mmap, with atomic ORs like the
+ * program's.
+ */
+#define FILTER_BITS_SHIFT 23 /* 8 Mi bits a side */
+#define FILTER_WORDS (1 << (FILTER_BITS_SHIFT - 6))
+#define FILTER_SIDE_WORD (2 * FILTER_WORDS) /* bit 0: the live side */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 2 * FILTER_WORDS + 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} block_filter SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

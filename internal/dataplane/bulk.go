@@ -22,6 +22,8 @@ const batchSize = 1 << 14
 func (d *Dataplane) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time) (int, error) {
 	d.prefixMu.Lock()
 	defer d.prefixMu.Unlock()
+	d.filter.mu.Lock()
+	defer d.filter.mu.Unlock()
 
 	ref := d.clock.ref()
 	exp, created := ref.toMono(expires), ref.mono
@@ -76,6 +78,7 @@ func (d *Dataplane) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time
 			lpm = append(lpm, hbfLpmKey{Prefixlen: bits, Addr: addr})
 			continue
 		}
+		d.filter.add(addr) // the bit before the entry: see block_filter
 		exact = append(exact, addr)
 		if len(exact) == batchSize {
 			work <- exact
@@ -111,7 +114,8 @@ func (d *Dataplane) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time
 	}
 	// Undo: a list is applied whole or not at all.
 	for _, keys := range written {
-		_, _ = d.objs.Blocks.BatchDelete(keys, nil)
+		n, _ := d.objs.Blocks.BatchDelete(keys, nil)
+		d.filter.removed(n)
 	}
 	for _, k := range writtenLPM {
 		_ = d.objs.BlockPrefixes.Delete(k)
@@ -129,6 +133,7 @@ func (d *Dataplane) UnblockMany(prefixes iter.Seq[netip.Prefix]) (int, error) {
 		for _, a := range exact {
 			if err := d.objs.Blocks.Delete(a); err == nil {
 				removed++
+				d.filter.removed(1)
 			} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
 				errs = append(errs, err)
 			}
@@ -137,6 +142,8 @@ func (d *Dataplane) UnblockMany(prefixes iter.Seq[netip.Prefix]) (int, error) {
 	}
 	d.prefixMu.Lock()
 	defer d.prefixMu.Unlock()
+	d.filter.mu.Lock()
+	defer d.filter.mu.Unlock()
 	for p := range prefixes {
 		addr, bits, err := key16(p)
 		if err != nil {

@@ -33,10 +33,11 @@ const MinIPv6ScanPrefix = 48
 //
 // v2: scan_states grew from 2^16 to 2^18 entries.
 // v3: a tracked port holds its protocol (scan_states' slots grew).
-const layoutVersion = "v3"
+// v4: block_filter, pinned beside blocks.
+const layoutVersion = "v4"
 
 // earlierLayouts are the layouts Load migrates from, newest first.
-var earlierLayouts = []string{"v2", "v1"}
+var earlierLayouts = []string{"v3", "v2", "v1"}
 
 // Settings are the program's runtime knobs; SetSettings changes them without
 // reloading.
@@ -253,6 +254,7 @@ var pinnedMaps = []string{
 	hbfMapAllowPrefixes,
 	hbfMapScanStates,
 	hbfMapCounters,
+	hbfMapBlockFilter,
 }
 
 // Dataplane is the loaded program and its maps. Its methods are safe for
@@ -266,6 +268,7 @@ type Dataplane struct {
 	migrating string
 	hashKey   [2]uint64 // of first_attempts' slots; secret, one per program
 	clock     *clock    // the program's, shared with the event reader
+	filter    *blockFilter
 
 	replaceForeign bool
 	replaced       []string // foreign programs Attach detached
@@ -347,28 +350,36 @@ func Load(opts Options) (*Dataplane, error) {
 		}
 		return nil, fmt.Errorf("load XDP program: %w", err)
 	}
+	if d.filter, err = openFilter(d.objs.BlockFilter); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
 	if d.migrating != "" && !d.adopted {
 		// Into the new maps before they are pinned: a crash half-way leaves
 		// the earlier layout whole, and the next start migrates again.
 		if err := d.copyState(d.migrating); err != nil {
-			d.objs.Close()
+			d.Close()
+			return nil, err
+		}
+		if err := d.filter.rebuild(d.objs.Blocks); err != nil {
+			d.Close()
 			return nil, err
 		}
 	}
 	if d.pinDir != "" && !d.adopted {
 		if err := d.pinMaps(); err != nil {
-			d.objs.Close()
+			d.Close()
 			return nil, err
 		}
 	}
 	if err := d.updatePrefixHint(); err != nil {
-		d.objs.Close()
+		d.Close()
 		return nil, err
 	}
 	// Until told the host's prefixes: link-local neighbours are never one
 	// "/64" to block together.
 	if err := d.SetOnLink(nil); err != nil {
-		d.objs.Close()
+		d.Close()
 		return nil, err
 	}
 	return d, nil
@@ -523,6 +534,8 @@ func (d *Dataplane) mapByName(name string) (*ebpf.Map, error) {
 		return d.objs.ScanStates, nil
 	case hbfMapCounters:
 		return d.objs.Counters, nil
+	case hbfMapBlockFilter:
+		return d.objs.BlockFilter, nil
 	}
 	return nil, fmt.Errorf("no map %q", name)
 }
@@ -571,7 +584,7 @@ func (d *Dataplane) SetSettings(s Settings) error {
 // Close releases the process's handles. Pinned maps and links stay, and with
 // them enforcement; Unpin removes them.
 func (d *Dataplane) Close() error {
-	return d.objs.Close()
+	return errors.Join(d.filter.close(), d.objs.Close())
 }
 
 // Unpin removes everything Load and Attach pinned: links (which detaches the

@@ -201,6 +201,7 @@ type hbfScanState struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	hbfMapAllowPrefixes        = "allow_prefixes"
+	hbfMapBlockFilter          = "block_filter"
 	hbfMapBlockPrefixes        = "block_prefixes"
 	hbfMapBlocks               = "blocks"
 	hbfMapCounters             = "counters"
@@ -286,6 +287,7 @@ type hbfProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type hbfMapSpecs struct {
 	AllowPrefixes   *ebpf.MapSpec `ebpf:"allow_prefixes"`
+	BlockFilter     *ebpf.MapSpec `ebpf:"block_filter"`
 	BlockPrefixes   *ebpf.MapSpec `ebpf:"block_prefixes"`
 	Blocks          *ebpf.MapSpec `ebpf:"blocks"`
 	Counters        *ebpf.MapSpec `ebpf:"counters"`
@@ -345,6 +347,7 @@ func (o *hbfObjects) Close() error {
 // It can be passed to loadHbfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hbfMaps struct {
 	AllowPrefixes   *ebpf.Map `ebpf:"allow_prefixes"`
+	BlockFilter     *ebpf.Map `ebpf:"block_filter"`
 	BlockPrefixes   *ebpf.Map `ebpf:"block_prefixes"`
 	Blocks          *ebpf.Map `ebpf:"blocks"`
 	Counters        *ebpf.Map `ebpf:"counters"`
@@ -362,6 +365,7 @@ type hbfMaps struct {
 func (m *hbfMaps) Close() error {
 	return _HbfClose(
 		m.AllowPrefixes,
+		m.BlockFilter,
 		m.BlockPrefixes,
 		m.Blocks,
 		m.Counters,

@@ -43,6 +43,9 @@ func (d *Dataplane) Resizing() bool { return filepath.Base(d.migrating) == resiz
 // layouts, but for the conversions below; sizes may differ.
 func (d *Dataplane) copyState(oldDir string) error {
 	for _, name := range pinnedMaps {
+		if name == hbfMapBlockFilter {
+			continue // rebuilt from blocks
+		}
 		if _, err := d.copyMap(oldDir, name, false); err != nil {
 			return err
 		}
@@ -96,8 +99,19 @@ func (d *Dataplane) copyMap(oldDir, name string, onlyMissing bool) (int, error) 
 	if onlyMissing {
 		flag = ebpf.UpdateNoExist
 	}
+	if name == hbfMapBlocks {
+		// Each address's filter bit before the address: the new program
+		// may be live already (FinishMigration).
+		d.filter.mu.Lock()
+		defer d.filter.mu.Unlock()
+	}
 	it := old.Iterate()
 	for it.Next(&key, &val) {
+		if name == hbfMapBlocks {
+			var a hbfAddr
+			copy(a.B[:], key)
+			d.filter.add(a)
+		}
 		err := m.Update(key, val, flag)
 		if onlyMissing && errors.Is(err, ebpf.ErrKeyExist) {
 			continue

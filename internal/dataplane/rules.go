@@ -107,7 +107,10 @@ func (d *Dataplane) Block(p netip.Prefix, expires time.Time) error {
 	}
 	rule := d.newRule(bits, expires, OriginOperator)
 	if bits == 128 {
+		d.filter.mu.Lock()
+		d.filter.add(addr) // the bit before the entry: see block_filter
 		err = d.objs.Blocks.Update(addr, rule, ebpf.UpdateAny)
+		d.filter.mu.Unlock()
 	} else {
 		d.prefixMu.Lock()
 		defer d.prefixMu.Unlock()
@@ -164,7 +167,11 @@ func (d *Dataplane) Unblock(p netip.Prefix) (bool, error) {
 		return false, err
 	}
 	if bits == 128 {
-		err = d.objs.Blocks.Delete(addr)
+		d.filter.mu.Lock()
+		if err = d.objs.Blocks.Delete(addr); err == nil {
+			d.filter.removed(1)
+		}
+		d.filter.mu.Unlock()
 	} else {
 		d.prefixMu.Lock()
 		err = d.objs.BlockPrefixes.Delete(hbfLpmKey{Prefixlen: bits, Addr: addr})
@@ -273,12 +280,15 @@ func (d *Dataplane) SweepRules() (SweepStats, error) {
 	var errs []error
 	var rule hbfRule
 	var stale []hbfAddr
+	entries := 0
 	errs = append(errs, eachBatch(d.objs.Blocks, func(a *hbfAddr, r *hbfRule) error {
+		entries++
 		if expired(*r) {
 			stale = append(stale, *a)
 		}
 		return nil
 	}))
+	d.filter.mu.Lock()
 	for _, a := range stale {
 		// The program may have replaced an expired entry with a new scan
 		// block since it was read: look again right before deleting.
@@ -288,6 +298,11 @@ func (d *Dataplane) SweepRules() (SweepStats, error) {
 		if err := d.objs.Blocks.Delete(a); err == nil {
 			st.Blocks++
 		}
+	}
+	d.filter.removed(st.Blocks)
+	d.filter.mu.Unlock()
+	if d.filter.needsRebuild(entries - st.Blocks) {
+		errs = append(errs, d.filter.rebuild(d.objs.Blocks))
 	}
 
 	sweepLPM := func(m *ebpf.Map) int {

@@ -1,0 +1,110 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// The block filter's shape, as bpf/maps.h declares it.
+const (
+	filterBitsShift = 23
+	filterWords     = 1 << (filterBitsShift - 6)
+	filterSideWord  = 2 * filterWords
+)
+
+// blockFilter is the daemon's side of block_filter (bpf/maps.h): the map's
+// memory, mapped into the process, where bits are set with atomic ORs as
+// the program sets them.
+type blockFilter struct {
+	words []uint64 // 2*filterWords words of the two sides, then the control word
+	mem   []byte
+	// mu serialises rebuilds with the daemon's insertions: an entry the
+	// daemon adds while the idle side is rebuilt must not be missed.
+	mu sync.Mutex
+	// stale counts entries removed since the last rebuild: their bits
+	// still send lookups to the map.
+	stale atomic.Int64
+}
+
+func openFilter(m *ebpf.Map) (*blockFilter, error) {
+	size := int(m.MaxEntries()) * int(m.ValueSize())
+	mem, err := unix.Mmap(m.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("map the block filter: %w", err)
+	}
+	words := unsafe.Slice((*uint64)(unsafe.Pointer(&mem[0])), size/8)
+	return &blockFilter{words: words, mem: mem}, nil
+}
+
+func (f *blockFilter) close() error {
+	if f == nil || f.mem == nil {
+		return nil
+	}
+	err := unix.Munmap(f.mem)
+	f.mem, f.words = nil, nil
+	return err
+}
+
+// filterBit is an address's bit on either side: filter_bit() of
+// bpf/lpm.h, on the address's two words as the program loads them.
+func filterBit(a hbfAddr) uint32 {
+	x := binary.NativeEndian.Uint64(a.B[:8]) ^ binary.NativeEndian.Uint64(a.B[8:])
+	return uint32((x * 0x9E3779B97F4A7C15) >> (64 - filterBitsShift))
+}
+
+// add sets the address's bit on both sides. The caller holds f.mu.
+func (f *blockFilter) add(a hbfAddr) {
+	bit := filterBit(a)
+	for side := range 2 {
+		atomic.OrUint64(&f.words[side*filterWords+int(bit>>6)], 1<<(bit&63))
+	}
+}
+
+// mayHold reports what the program's filter_may_hold would.
+func (f *blockFilter) mayHold(a hbfAddr) bool {
+	bit := filterBit(a)
+	live := int(atomic.LoadUint64(&f.words[filterSideWord]) & 1)
+	return atomic.LoadUint64(&f.words[live*filterWords+int(bit>>6)])>>(bit&63)&1 == 1
+}
+
+// rebuild clears the idle side, sets the bits of every address blocks
+// holds, and makes it live. The program sets the bits of its own
+// insertions on both sides, so none made meanwhile is missed; the
+// daemon's wait on f.mu.
+func (f *blockFilter) rebuild(blocks *ebpf.Map) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	idle := 1 - int(atomic.LoadUint64(&f.words[filterSideWord])&1)
+	side := f.words[idle*filterWords : (idle+1)*filterWords]
+	for i := range side {
+		atomic.StoreUint64(&side[i], 0)
+	}
+	stale := f.stale.Load()
+	err := eachBatch(blocks, func(a *hbfAddr, _ *hbfRule) error {
+		bit := filterBit(*a)
+		atomic.OrUint64(&side[bit>>6], 1<<(bit&63))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("rebuild the block filter: %w", err)
+	}
+	atomic.StoreUint64(&f.words[filterSideWord], uint64(idle))
+	f.stale.Add(-stale)
+	return nil
+}
+
+// removed notes n entries gone from blocks.
+func (f *blockFilter) removed(n int) { f.stale.Add(int64(n)) }
+
+// needsRebuild reports whether enough entries went since the last rebuild
+// for their bits to cost lookups worth a rebuild: a quarter of those in
+// force, and at least 4096.
+func (f *blockFilter) needsRebuild(inForce int) bool {
+	return f.stale.Load() > int64(max(inForce/4, 4096))
+}

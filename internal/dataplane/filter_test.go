@@ -1,0 +1,77 @@
+package dataplane
+
+import (
+	"fmt"
+	"iter"
+	"net/netip"
+	"testing"
+)
+
+// Whatever path puts an address into blocks — Block, BlockMany, the
+// program's own scan block, a migration — its packets are dropped: the
+// filter in front of the map never hides an entry. A rebuild after
+// removals clears their bits and keeps the rest.
+func TestBlockFilterNeverHidesABlock(t *testing.T) { forEachHook(t, testBlockFilterNeverHidesABlock) }
+
+func testBlockFilterNeverHidesABlock(t *testing.T, h Hook) {
+	d := newTestDPWith(t, defaults, Options{firstAttemptSlots: testFirstAttemptSlots, Hook: h})
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}) }
+	ack := func(a netip.Addr) frame {
+		return tcpSYN(a.String(), "203.0.113.5", 40000, 443).with(func(f *frame) { f.flags = ack })
+	}
+	if err := d.Block(netip.PrefixFrom(addr(0), 32), noExpiry); err != nil {
+		t.Fatal(err)
+	}
+	many := func(yield func(netip.Prefix) bool) {
+		for i := 1; i < 5000; i++ {
+			if !yield(netip.PrefixFrom(addr(i), 32)) {
+				return
+			}
+		}
+	}
+	if _, err := d.BlockMany(iter.Seq[netip.Prefix](many), noExpiry); err != nil {
+		t.Fatal(err)
+	}
+	scanner := "198.51.100.99" // blocked by the program, as an exact address
+	for port := uint16(1); port <= 4; port++ {
+		d.run(tcpSYN(scanner, "203.0.113.5", 40000, port))
+	}
+	for i := range 5000 {
+		expectVerdict(t, d.run(ack(addr(i))), xdpDrop, fmt.Sprintf("blocked %v", addr(i)))
+	}
+	expectVerdict(t, d.run(ack(netip.MustParseAddr(scanner))), xdpDrop, "the scanner the program blocked")
+
+	// Half unblocked, then a rebuild: the rest stays blocked, the removed
+	// pass, and the filter forgets most of them.
+	gone := func(yield func(netip.Prefix) bool) {
+		for i := 0; i < 5000; i += 2 {
+			if !yield(netip.PrefixFrom(addr(i), 32)) {
+				return
+			}
+		}
+	}
+	if _, err := d.UnblockMany(iter.Seq[netip.Prefix](gone)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.filter.rebuild(d.objs.Blocks); err != nil {
+		t.Fatal(err)
+	}
+	stillSet := 0
+	for i := range 5000 {
+		want := uint32(xdpDrop)
+		if i%2 == 0 {
+			want = xdpPass
+			var k hbfAddr
+			k.B = addr(i).As16()
+			if d.filter.mayHold(k) {
+				stillSet++
+			}
+		}
+		expectVerdict(t, d.run(ack(addr(i))), want, fmt.Sprintf("%v after the rebuild", addr(i)))
+	}
+	// 2,501 addresses in 2^23 bits: a collision or two at most.
+	if stillSet > 10 {
+		t.Errorf("%d of 2,500 removed addresses still pass the filter after a rebuild", stillSet)
+	}
+	expectVerdict(t, d.run(ack(netip.MustParseAddr(scanner))), xdpDrop, "the scanner after the rebuild")
+}
