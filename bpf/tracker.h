@@ -294,12 +294,6 @@ static __always_inline struct scan_state *new_tracker_entry(const struct addr *s
 	return bpf_map_lookup_elem(&scan_states, src);
 }
 
-static __always_inline int ipv4_mapped(const struct addr *a)
-{
-	const __u32 *w = (const __u32 *)a->b;
-	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff);
-}
-
 /* tracker_key writes the unit the source is counted and blocked by, and
  * returns its prefix length: the address (128), or for an off-link IPv6
  * address its v6_prefix_len prefix. */
@@ -307,7 +301,10 @@ static __always_inline __u8 tracker_key(const struct packet *pkt, struct addr *k
 {
 	*key = pkt->saddr;
 	__u32 bits = READ_ONCE(hbf_config.v6_prefix_len);
-	if (pkt->family != 6 || bits == 0 || bits >= 128 || ipv4_mapped(&pkt->saddr))
+	/* ::/8 is never aggregated: its /64 is ::/64, which holds every
+	 * IPv4-mapped address, and a scan from ::1:2:3:4 must not block all of
+	 * IPv4. */
+	if (pkt->family != 6 || bits == 0 || bits >= 128 || pkt->saddr.b[0] == 0)
 		return 128;
 	struct lpm_key k = { .prefixlen = 128, .addr = pkt->saddr };
 	if (bpf_map_lookup_elem(&onlink_prefixes, &k))

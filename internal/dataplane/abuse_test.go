@@ -288,3 +288,22 @@ func TestScannerLosingItsExemptionIsBlocked(t *testing.T) {
 		})
 	}
 }
+
+// A scan from an address of ::/8 (::1:2:3:4, not IPv4-mapped) is counted
+// and blocked per address: its /64 is ::/64, which holds every IPv4-mapped
+// address, and blocking it would cut the host off from all of IPv4.
+func TestScanFromColonColonSlash8IsNotAggregated(t *testing.T) {
+	d := newTestDP(t, defaults)
+	for port := uint16(1); port <= 4; port++ {
+		d.run(tcpSYN("::1:2:3:4", "2001:db8::1", 40000, port))
+	}
+	blocks, err := d.Blocks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(blocks) != 1 || blocks[0].Prefix != mustPrefix("::1:2:3:4/128") {
+		t.Fatalf("blocks %+v, want ::1:2:3:4 alone", blocks)
+	}
+	expectVerdict(t, d.run(tcpSYN("192.0.2.56", "192.0.2.1", 40000, 80)), xdpPass, "an IPv4 client after the scan")
+	expectVerdict(t, d.run(tcpSYN("::1:2:3:5", "2001:db8::1", 40000, 80)), xdpPass, "a neighbour in ::/64")
+}
