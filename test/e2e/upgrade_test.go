@@ -15,11 +15,11 @@ import (
 
 // The last commits whose hbf pins each earlier layout; the upgrade test
 // runs them. v1: scan_states of 2^16 entries; v2: ports without their
-// protocol.
-var earlierLayoutCommits = map[string]string{"v1": "b8d8cd1", "v2": "44254c6"}
+// protocol; v3: no block filter.
+var earlierLayoutCommits = map[string]string{"v1": "b8d8cd1", "v2": "44254c6", "v3": "6a0c199"}
 
 // currentLayout is the layout folder this hbf pins in.
-const currentLayout = "v3"
+const currentLayout = "v4"
 
 // buildCommit builds cmd/hbf as it was at commit, from this repository's
 // history, and returns the binary.
@@ -55,7 +55,7 @@ func buildCommit(t *testing.T, commit string) string {
 // force and listed, and a scanner half-way through its ports when the old
 // hbf stopped is blocked at its next one.
 func TestUpgradeUnderLoad(t *testing.T) {
-	for _, layout := range []string{"v1", "v2"} {
+	for _, layout := range []string{"v1", "v2", "v3"} {
 		t.Run("from "+layout, func(t *testing.T) {
 			t.Parallel()
 			testUpgradeUnderLoad(t, layout)
