@@ -6,6 +6,7 @@
 #ifndef HBF_LPM_H
 #define HBF_LPM_H
 
+#include <bpf/bpf_endian.h>
 #include "maps.h"
 
 /* The clock is read only on paths that need it: a rule with an expiry, or an
@@ -101,6 +102,22 @@ static __always_inline void filter_add(const struct addr *a)
 	}
 }
 
+static __always_inline int ipv4_mapped(const struct addr *a)
+{
+	const __u32 *w = (const __u32 *)a->b;
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff);
+}
+
+/* v4_prefix_may_hold reports whether a prefix block may hold the
+ * IPv4-mapped address: its /16's bit in block_filter. */
+static __always_inline int v4_prefix_may_hold(const struct addr *a)
+{
+	__u32 s16 = ((__u32)a->b[12] << 8) | a->b[13];
+	__u32 k = FILTER_V4_BASE + (s16 >> 6);
+	__u64 *w = bpf_map_lookup_elem(&block_filter, &k);
+	return !w || ((READ_ONCE(*w) >> (s16 & 63)) & 1);
+}
+
 /* blocked reports whether a live block holds the address, and counts the
  * packet against it. */
 __noinline int blocked(const struct addr *addr)
@@ -113,7 +130,8 @@ __noinline int blocked(const struct addr *addr)
 		if (r && !rule_live(r))
 			r = NULL;
 	}
-	if (!r && (READ_ONCE(hbf_have_block_prefixes) || READ_ONCE(hbf_scan_prefixes)))
+	if (!r && (READ_ONCE(hbf_have_block_prefixes) || READ_ONCE(hbf_scan_prefixes)) &&
+	    (!ipv4_mapped(addr) || v4_prefix_may_hold(addr)))
 		r = lpm_live(&block_prefixes, block_retry_step, addr);
 	if (!r)
 		return 0;

@@ -84,10 +84,17 @@ struct {
 #define FILTER_BITS_SHIFT 23 /* 8 Mi bits a side */
 #define FILTER_WORDS (1 << (FILTER_BITS_SHIFT - 6))
 #define FILTER_SIDE_WORD (2 * FILTER_WORDS) /* bit 0: the live side */
+/* Then a bit per IPv4 /16, set where a prefix block may hold addresses:
+ * an IPv4 source outside them skips the prefix trie, where the IPv4-mapped
+ * prefix's 96 common bits make every IPv4 lookup walk deep. The daemon
+ * alone writes IPv4 prefixes (the program's are IPv6), and rewrites
+ * these words whole, atomically, after removals. */
+#define FILTER_V4_BASE (FILTER_SIDE_WORD + 1)
+#define FILTER_V4_WORDS (65536 / 64)
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, 2 * FILTER_WORDS + 1);
+	__uint(max_entries, FILTER_V4_BASE + FILTER_V4_WORDS);
 	__type(key, __u32);
 	__type(value, __u64);
 } block_filter SEC(".maps");

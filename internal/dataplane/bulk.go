@@ -98,6 +98,7 @@ func (d *Dataplane) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time
 	if err == nil && len(errs) == 0 && len(lpm) > 0 {
 		if err = d.setPrefixHint(true); err == nil {
 			for _, k := range lpm {
+				d.filter.addV4(k)
 				if err = d.objs.BlockPrefixes.Update(k, rule(k.Prefixlen), ebpf.UpdateAny); err != nil {
 					break
 				}
@@ -119,6 +120,9 @@ func (d *Dataplane) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time
 	}
 	for _, k := range writtenLPM {
 		_ = d.objs.BlockPrefixes.Delete(k)
+	}
+	if len(lpm) > 0 {
+		err = errors.Join(err, d.filter.rebuildV4(d.objs.BlockPrefixes))
 	}
 	return 0, fmt.Errorf("bulk block after %d entries: %w (nothing of it was kept)", total, errors.Join(err, d.updatePrefixHintLocked()))
 }
@@ -164,7 +168,7 @@ func (d *Dataplane) UnblockMany(prefixes iter.Seq[netip.Prefix]) (int, error) {
 		}
 	}
 	flush()
-	errs = append(errs, d.updatePrefixHintLocked())
+	errs = append(errs, d.updatePrefixHintLocked(), d.filter.rebuildV4(d.objs.BlockPrefixes))
 	if err := errors.Join(errs...); err != nil {
 		return removed, fmt.Errorf("bulk unblock: %w", err)
 	}

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -16,6 +17,8 @@ const (
 	filterBitsShift = 23
 	filterWords     = 1 << (filterBitsShift - 6)
 	filterSideWord  = 2 * filterWords
+	filterV4Base    = filterSideWord + 1
+	filterV4Words   = 65536 / 64
 )
 
 // blockFilter is the daemon's side of block_filter (bpf/maps.h): the map's
@@ -107,4 +110,63 @@ func (f *blockFilter) removed(n int) { f.stale.Add(int64(n)) }
 // force, and at least 4096.
 func (f *blockFilter) needsRebuild(inForce int) bool {
 	return f.stale.Load() > int64(max(inForce/4, 4096))
+}
+
+// mappedSpace is where IPv4 addresses live in the program's keys.
+var mappedSpace = netip.MustParsePrefix("::ffff:0:0/96")
+
+// v4Span is the range of IPv4 /16s a prefix block's key may hold: all of
+// them for an IPv6 prefix that holds the IPv4-mapped space, none for one
+// outside it.
+func v4Span(k hbfLpmKey) (lo, hi int, ok bool) {
+	p := netip.PrefixFrom(netip.AddrFrom16(k.Addr.B), int(k.Prefixlen)).Masked()
+	if p.Bits() <= mappedSpace.Bits() {
+		if p.Contains(mappedSpace.Addr()) {
+			return 0, 0xffff, true
+		}
+		return 0, 0, false
+	}
+	if !p.Addr().Is4In6() {
+		return 0, 0, false
+	}
+	a := p.Addr().Unmap().As4()
+	s16 := int(a[0])<<8 | int(a[1])
+	if bits := p.Bits() - 96; bits < 16 {
+		span := 1<<(16-bits) - 1
+		return s16 &^ span, s16 | span, true
+	}
+	return s16, s16, true
+}
+
+// addV4 sets the /16 bits of a prefix block's key, before the key goes
+// into block_prefixes. The caller holds the Dataplane's prefixMu.
+func (f *blockFilter) addV4(k hbfLpmKey) {
+	lo, hi, ok := v4Span(k)
+	for s16 := lo; ok && s16 <= hi; s16++ {
+		atomic.OrUint64(&f.words[filterV4Base+s16>>6], 1<<(s16&63))
+	}
+}
+
+// rebuildV4 rewrites the /16 bits from the prefixes block_prefixes holds,
+// after removals. Each word is stored whole: a prefix in force throughout
+// has its bit in the old word and in the new one. The caller holds the
+// Dataplane's prefixMu; the program writes IPv6 prefixes only.
+func (f *blockFilter) rebuildV4(prefixes *ebpf.Map) error {
+	var bits [filterV4Words]uint64
+	var key hbfLpmKey
+	var rule hbfRule
+	it := prefixes.Iterate()
+	for it.Next(&key, &rule) {
+		lo, hi, ok := v4Span(key)
+		for s16 := lo; ok && s16 <= hi; s16++ {
+			bits[s16>>6] |= 1 << (s16 & 63)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("rebuild the IPv4 prefix filter: %w", err)
+	}
+	for i, w := range bits {
+		atomic.StoreUint64(&f.words[filterV4Base+i], w)
+	}
+	return nil
 }

@@ -75,3 +75,43 @@ func testBlockFilterNeverHidesABlock(t *testing.T, h Hook) {
 	}
 	expectVerdict(t, d.run(ack(netip.MustParseAddr(scanner))), xdpDrop, "the scanner after the rebuild")
 }
+
+// IPv4 prefix blocks mark their /16s: a source under one is looked up in
+// the trie and dropped, one outside is not; an IPv6 prefix that holds the
+// IPv4-mapped space marks them all; removals clear their marks.
+func TestIPv4PrefixFilter(t *testing.T) { forEachHook(t, testIPv4PrefixFilter) }
+
+func testIPv4PrefixFilter(t *testing.T, h Hook) {
+	d := newTestDPWith(t, defaults, Options{firstAttemptSlots: testFirstAttemptSlots, Hook: h})
+	ack := func(src string) frame {
+		return tcpSYN(src, "203.0.113.5", 40000, 443).with(func(f *frame) { f.flags = ack })
+	}
+	d.mustBlock("100.64.0.0/15", noExpiry)
+	many := func(yield func(netip.Prefix) bool) {
+		yield(mustPrefix("198.18.7.0/24"))
+	}
+	if _, err := d.BlockMany(iter.Seq[netip.Prefix](many), noExpiry); err != nil {
+		t.Fatal(err)
+	}
+	for src, want := range map[string]uint32{
+		"100.64.1.1": xdpDrop, "100.65.255.9": xdpDrop, "100.66.0.1": xdpPass,
+		"198.18.7.200": xdpDrop, "198.18.8.1": xdpPass, "::ffff:100.65.0.1": xdpDrop,
+	} {
+		expectVerdict(t, d.run(ack(src)), want, src)
+	}
+	d.mustBlock("::/8", noExpiry) // holds ::ffff:0:0/96: every IPv4 address
+	expectVerdict(t, d.run(ack("192.0.2.77")), xdpDrop, "IPv4 under an IPv6 prefix of the mapped space")
+	for _, p := range []string{"::/8", "100.64.0.0/15"} {
+		if ok, err := d.Unblock(mustPrefix(p)); !ok || err != nil {
+			t.Fatalf("unblock %s: %v %v", p, ok, err)
+		}
+	}
+	expectVerdict(t, d.run(ack("192.0.2.77")), xdpPass, "after the IPv6 prefix went")
+	expectVerdict(t, d.run(ack("100.65.255.9")), xdpPass, "after the /15 went")
+	expectVerdict(t, d.run(ack("198.18.7.200")), xdpDrop, "the /24 that stays")
+	var k hbfLpmKey
+	k.Addr.B = netip.MustParseAddr("::ffff:100.65.0.0").As16()
+	if lo, _, _ := v4Span(hbfLpmKey{Prefixlen: 96 + 15, Addr: k.Addr}); d.filter.words[filterV4Base+lo>>6]>>(lo&63)&1 != 0 {
+		t.Error("the removed /15's /16 is still marked")
+	}
+}

@@ -99,18 +99,28 @@ func (d *Dataplane) copyMap(oldDir, name string, onlyMissing bool) (int, error) 
 	if onlyMissing {
 		flag = ebpf.UpdateNoExist
 	}
-	if name == hbfMapBlocks {
+	switch name {
+	case hbfMapBlocks:
 		// Each address's filter bit before the address: the new program
 		// may be live already (FinishMigration).
 		d.filter.mu.Lock()
 		defer d.filter.mu.Unlock()
+	case hbfMapBlockPrefixes:
+		d.prefixMu.Lock()
+		defer d.prefixMu.Unlock()
 	}
 	it := old.Iterate()
 	for it.Next(&key, &val) {
-		if name == hbfMapBlocks {
+		switch name {
+		case hbfMapBlocks:
 			var a hbfAddr
 			copy(a.B[:], key)
 			d.filter.add(a)
+		case hbfMapBlockPrefixes:
+			var k hbfLpmKey
+			k.Prefixlen = binary.NativeEndian.Uint32(key)
+			copy(k.Addr.B[:], key[4:])
+			d.filter.addV4(k)
 		}
 		err := m.Update(key, val, flag)
 		if onlyMissing && errors.Is(err, ebpf.ErrKeyExist) {

@@ -118,7 +118,9 @@ func (d *Dataplane) Block(p netip.Prefix, expires time.Time) error {
 		if err := d.setPrefixHint(true); err != nil {
 			return err
 		}
-		err = d.objs.BlockPrefixes.Update(hbfLpmKey{Prefixlen: bits, Addr: addr}, rule, ebpf.UpdateAny)
+		k := hbfLpmKey{Prefixlen: bits, Addr: addr}
+		d.filter.addV4(k)
+		err = d.objs.BlockPrefixes.Update(k, rule, ebpf.UpdateAny)
 		if err != nil {
 			err = errors.Join(err, d.updatePrefixHintLocked())
 		}
@@ -176,7 +178,7 @@ func (d *Dataplane) Unblock(p netip.Prefix) (bool, error) {
 		d.prefixMu.Lock()
 		err = d.objs.BlockPrefixes.Delete(hbfLpmKey{Prefixlen: bits, Addr: addr})
 		if err == nil {
-			err = d.updatePrefixHintLocked()
+			err = errors.Join(d.updatePrefixHintLocked(), d.filter.rebuildV4(d.objs.BlockPrefixes))
 		}
 		d.prefixMu.Unlock()
 	}
@@ -324,7 +326,10 @@ func (d *Dataplane) SweepRules() (SweepStats, error) {
 		return n
 	}
 	d.prefixMu.Lock()
-	st.Blocks += sweepLPM(d.objs.BlockPrefixes)
+	if n := sweepLPM(d.objs.BlockPrefixes); n > 0 {
+		st.Blocks += n
+		errs = append(errs, d.filter.rebuildV4(d.objs.BlockPrefixes))
+	}
 	errs = append(errs, d.updatePrefixHintLocked())
 	d.prefixMu.Unlock()
 	st.Allows = sweepLPM(d.objs.AllowPrefixes)
