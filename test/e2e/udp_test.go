@@ -26,21 +26,19 @@ func liftICMPLimits(t *testing.T, ns *netlab.NS) {
 	}
 }
 
-// unreachables is how many ICMP and ICMPv6 destination unreachables the
-// namespace has sent: each closed UDP port it told a scanner about.
-func unreachables(t *testing.T, ns *netlab.NS) uint64 {
+// snmp reads one counter of /proc/net/snmp in the namespace: proto is
+// the line's prefix ("Icmp", "Tcp"), field the column's name.
+func snmp(t *testing.T, ns *netlab.NS, proto, field string) uint64 {
 	t.Helper()
-	ctx := context.Background()
-	snmp, err := ns.Run(ctx, "cat", "/proc/net/snmp")
+	out, err := ns.Run(context.Background(), "cat", "/proc/net/snmp")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var n uint64
-	// Two lines: "Icmp: InMsgs ... OutDestUnreachs ...", then the values.
+	// Two lines a protocol: the names, then the values.
 	var names []string
-	for l := range strings.SplitSeq(snmp, "\n") {
+	for l := range strings.SplitSeq(out, "\n") {
 		f := strings.Fields(l)
-		if len(f) == 0 || f[0] != "Icmp:" {
+		if len(f) == 0 || f[0] != proto+":" {
 			continue
 		}
 		if names == nil {
@@ -48,14 +46,22 @@ func unreachables(t *testing.T, ns *netlab.NS) uint64 {
 			continue
 		}
 		for i, name := range names {
-			if name == "OutDestUnreachs" && i < len(f) {
+			if name == field && i < len(f) {
 				v, _ := strconv.ParseUint(f[i], 10, 64)
-				n += v
+				return v
 			}
 		}
-		break
 	}
-	snmp6, err := ns.Run(ctx, "cat", "/proc/net/snmp6")
+	t.Fatalf("no %s %s in /proc/net/snmp", proto, field)
+	return 0
+}
+
+// unreachables is how many ICMP and ICMPv6 destination unreachables the
+// namespace has sent: each closed UDP port it told a scanner about.
+func unreachables(t *testing.T, ns *netlab.NS) uint64 {
+	t.Helper()
+	n := snmp(t, ns, "Icmp", "OutDestUnreachs")
+	snmp6, err := ns.Run(context.Background(), "cat", "/proc/net/snmp6")
 	if err != nil {
 		t.Fatal(err)
 	}
