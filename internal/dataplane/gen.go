@@ -6,3 +6,6 @@ package dataplane
 
 // The benchmarks' semantic reference, built into the tests only.
 //go:generate go tool bpf2go -tags linux -no-global-types -output-suffix _test reference ../../bpf/reference.c
+
+// The event generator of the reader's benchmark, built into the tests only.
+//go:generate go tool bpf2go -tags linux -no-global-types -output-suffix _test eventgen ../../bpf/eventgen.c

@@ -228,11 +228,11 @@ func TestKill9Loop(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(d.pinPath)
 	if len(entries) != 1 || entries[0].Name() != currentLayout {
-		t.Errorf("pin path holds %v, want only v2", entries)
+		t.Errorf("pin path holds %v, want only %s", entries, currentLayout)
 	}
 	maps, _ := os.ReadDir(filepath.Join(d.pinPath, currentLayout, "maps"))
 	linksPinned, _ := os.ReadDir(filepath.Join(d.pinPath, currentLayout, "links"))
-	if len(maps) != 5 || len(linksPinned) != 1 {
-		t.Errorf("%d map pins and %d link pins, want 5 and 1", len(maps), len(linksPinned))
+	if len(maps) != pinnedMapCount || len(linksPinned) != 1 {
+		t.Errorf("%d map pins and %d link pins, want %d and 1", len(maps), len(linksPinned), pinnedMapCount)
 	}
 }

@@ -18,8 +18,13 @@ import (
 // protocol; v3: no block filter.
 var earlierLayoutCommits = map[string]string{"v1": "b8d8cd1", "v2": "44254c6", "v3": "6a0c199"}
 
-// currentLayout is the layout folder this hbf pins in.
-const currentLayout = "v4"
+// currentLayout is the layout folder this hbf pins in, and pinnedMapCount
+// the maps it pins there: blocks, block_prefixes, allow_prefixes,
+// scan_states, counters, block_filter.
+const (
+	currentLayout  = "v4"
+	pinnedMapCount = 6
+)
 
 // buildCommit builds cmd/hbf as it was at commit, from this repository's
 // history, and returns the binary.
