@@ -9,19 +9,25 @@ import (
 
 // The program stamps times with bpf_ktime_get_coarse_ns, CLOCK_MONOTONIC.
 // Rules keep their expiry in that clock so the kernel can honour it alone;
-// a clockRef, one reading of both clocks, converts at the edge. Take one per
-// operation, not per entry: reading CLOCK_MONOTONIC here is a system call.
+// a clockRef, one reading of both clocks, converts at the edge.
 type clockRef struct {
 	wall time.Time
 	mono uint64
 }
 
-func monoNow() uint64 {
+// CLOCK_MONOTONIC is read through the system call once; after that, from
+// Go's monotonic clock, which is CLOCK_MONOTONIC too and read without a
+// system call: the reader converts a million event times a second.
+var monoBase, monoBaseTime = monoSyscall(), time.Now()
+
+func monoSyscall() uint64 {
 	var ts unix.Timespec
 	// CLOCK_MONOTONIC cannot fail on Linux.
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return uint64(ts.Nano())
 }
+
+func monoNow() uint64 { return monoBase + uint64(time.Since(monoBaseTime)) }
 
 // clock is the program's clock as this package reads it: CLOCK_MONOTONIC
 // plus the offset the program adds to every reading (hbf_clock_offset).

@@ -124,8 +124,8 @@ func decodeEvent(b []byte, ref clockRef) (Event, error) {
 	}
 	switch b[8] {
 	case uint8(hbfEventTypeEVENT_CONNECTION):
-		var ev hbfConnEvent
-		if err := decodeInto(b, &ev); err != nil {
+		ev, err := decodeConnEvent(b)
+		if err != nil {
 			return nil, err
 		}
 		return &Connection{
@@ -178,6 +178,24 @@ func decodeEvent(b []byte, ref clockRef) (Event, error) {
 		}, nil
 	}
 	return nil, fmt.Errorf("event of unknown type %d", b[8])
+}
+
+// decodeConnEvent reads a connection event field by field: the reader's
+// hot path, where encoding/binary's reflection cost more than the rest.
+// TestConnEventDecoding holds it to binary.Decode of the generated type.
+func decodeConnEvent(b []byte) (hbfConnEvent, error) {
+	var ev hbfConnEvent
+	if len(b) < int(unsafe.Sizeof(ev)) {
+		return ev, fmt.Errorf("event of %d bytes is shorter than its type (%d)", len(b), unsafe.Sizeof(ev))
+	}
+	ne := binary.NativeEndian
+	ev.TimeNs = ne.Uint64(b[0:])
+	ev.Type, ev.Family = b[8], b[9]
+	ev.Ifindex = ne.Uint32(b[12:])
+	copy(ev.Saddr.B[:], b[16:32])
+	copy(ev.Daddr.B[:], b[32:48])
+	ev.Sport, ev.Dport = ne.Uint16(b[48:]), ne.Uint16(b[50:])
+	return ev, nil
 }
 
 func decodeInto[T any](b []byte, v *T) error {
