@@ -135,7 +135,11 @@ __noinline int blocked(const struct addr *addr)
 		r = lpm_live(&block_prefixes, block_retry_step, addr);
 	if (!r)
 		return 0;
-	__sync_fetch_and_add(&r->packets, 1);
+	/* Not atomic: a locked add cost a blocked packet a sixth of its
+	 * time. Two CPUs dropping for one rule at the same instant can lose
+	 * an increment here; the drop counters by reason are per CPU and
+	 * exact. */
+	r->packets++;
 	return 1;
 }
 
