@@ -143,9 +143,25 @@ __noinline int blocked(const struct addr *addr)
 	return 1;
 }
 
+/* allow_may_hold reports whether an allow prefix may hold the address:
+ * its IPv4 /16's bit, or the hash of its first 32 bits, in block_filter. */
+static __always_inline int allow_may_hold(const struct addr *a)
+{
+	__u32 bit, k;
+	if (ipv4_mapped(a)) {
+		bit = ((__u32)a->b[12] << 8) | a->b[13];
+		k = FILTER_ALLOW_V4_BASE + (bit >> 6);
+	} else {
+		bit = (*(const __u32 *)a->b * 0x9E3779B1U) >> 16;
+		k = FILTER_ALLOW_V6_BASE + (bit >> 6);
+	}
+	__u64 *w = bpf_map_lookup_elem(&block_filter, &k);
+	return !w || ((READ_ONCE(*w) >> (bit & 63)) & 1);
+}
+
 __noinline int allowlisted(const struct addr *addr)
 {
-	if (!addr)
+	if (!addr || !allow_may_hold(addr))
 		return 0;
 	return lpm_live(&allow_prefixes, allow_retry_step, addr) != NULL;
 }

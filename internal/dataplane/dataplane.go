@@ -34,10 +34,11 @@ const MinIPv6ScanPrefix = 48
 // v2: scan_states grew from 2^16 to 2^18 entries.
 // v3: a tracked port holds its protocol (scan_states' slots grew).
 // v4: block_filter, pinned beside blocks.
-const layoutVersion = "v4"
+// v5: block_filter holds the allowlist's bits too.
+const layoutVersion = "v5"
 
 // earlierLayouts are the layouts Load migrates from, newest first.
-var earlierLayouts = []string{"v3", "v2", "v1"}
+var earlierLayouts = []string{"v4", "v3", "v2", "v1"}
 
 // Settings are the program's runtime knobs; SetSettings changes them without
 // reloading.
@@ -278,6 +279,9 @@ type Dataplane struct {
 	// prefixMu serialises changes of block_prefixes with the program's
 	// hint that the map is not empty.
 	prefixMu sync.Mutex
+	// allowMu serialises changes of allow_prefixes with the rebuilds of
+	// the allow filter.
+	allowMu sync.Mutex
 }
 
 // Load loads the XDP program into the kernel, adopting the maps pinned under

@@ -19,6 +19,10 @@ const (
 	filterSideWord  = 2 * filterWords
 	filterV4Base    = filterSideWord + 1
 	filterV4Words   = 65536 / 64
+	// The allow filter: IPv4 /16 bits, then IPv6 bits, in one range.
+	filterAllowBase   = filterV4Base + filterV4Words
+	filterAllowWords  = 2 * 65536 / 64
+	filterAllowV6Bits = 65536 // the IPv6 bits start past the IPv4 ones
 )
 
 // blockFilter is the daemon's side of block_filter (bpf/maps.h): the map's
@@ -148,25 +152,79 @@ func (f *blockFilter) addV4(k hbfLpmKey) {
 }
 
 // rebuildV4 rewrites the /16 bits from the prefixes block_prefixes holds,
-// after removals. Each word is stored whole: a prefix in force throughout
-// has its bit in the old word and in the new one. The caller holds the
-// Dataplane's prefixMu; the program writes IPv6 prefixes only.
+// after removals. The caller holds the Dataplane's prefixMu; the program
+// writes IPv6 prefixes only.
 func (f *blockFilter) rebuildV4(prefixes *ebpf.Map) error {
-	var bits [filterV4Words]uint64
+	err := f.rewrite(prefixes, filterV4Base, filterV4Words, func(k hbfLpmKey, set func(int)) {
+		lo, hi, ok := v4Span(k)
+		for s16 := lo; ok && s16 <= hi; s16++ {
+			set(s16)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("rebuild the IPv4 prefix filter: %w", err)
+	}
+	return nil
+}
+
+// rewrite sets n words from base to the bits that mark gives the keys of
+// prefixes, each word stored whole: a prefix in force throughout has its
+// bit in the old word and in the new one.
+func (f *blockFilter) rewrite(prefixes *ebpf.Map, base, n int, mark func(hbfLpmKey, func(bit int))) error {
+	bits := make([]uint64, n)
 	var key hbfLpmKey
 	var rule hbfRule
 	it := prefixes.Iterate()
 	for it.Next(&key, &rule) {
-		lo, hi, ok := v4Span(key)
-		for s16 := lo; ok && s16 <= hi; s16++ {
-			bits[s16>>6] |= 1 << (s16 & 63)
-		}
+		mark(key, func(bit int) { bits[bit>>6] |= 1 << (bit & 63) })
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("rebuild the IPv4 prefix filter: %w", err)
+		return err
 	}
 	for i, w := range bits {
-		atomic.StoreUint64(&f.words[filterV4Base+i], w)
+		atomic.StoreUint64(&f.words[base+i], w)
+	}
+	return nil
+}
+
+// allowV6Bit is the IPv6 bit of an address in the allow filter:
+// allow_may_hold() of bpf/lpm.h, on its first 32 bits as the program
+// loads them.
+func allowV6Bit(a hbfAddr) int {
+	return int((binary.NativeEndian.Uint32(a.B[:4]) * 0x9E3779B1) >> 16)
+}
+
+// eachAllowBit calls set with every bit of the allow filter (counted from
+// filterAllowBase) that addresses of an allow prefix's key may look up.
+// An IPv6 prefix shorter than 32 bits spans every hash: all IPv6 bits.
+func eachAllowBit(k hbfLpmKey, set func(bit int)) {
+	if lo, hi, ok := v4Span(k); ok {
+		for s16 := lo; s16 <= hi; s16++ {
+			set(s16)
+		}
+	}
+	if k.Prefixlen < 32 {
+		for b := range filterAllowV6Bits {
+			set(filterAllowV6Bits + b)
+		}
+		return
+	}
+	set(filterAllowV6Bits + allowV6Bit(k.Addr))
+}
+
+// addAllow sets the bits of an allow prefix's key, before the key goes
+// into allow_prefixes. The caller holds the Dataplane's allowMu.
+func (f *blockFilter) addAllow(k hbfLpmKey) {
+	eachAllowBit(k, func(bit int) {
+		atomic.OrUint64(&f.words[filterAllowBase+bit>>6], 1<<(bit&63))
+	})
+}
+
+// rebuildAllow rewrites the allow bits from the prefixes allow_prefixes
+// holds, after removals. The caller holds the Dataplane's allowMu.
+func (f *blockFilter) rebuildAllow(allows *ebpf.Map) error {
+	if err := f.rewrite(allows, filterAllowBase, filterAllowWords, eachAllowBit); err != nil {
+		return fmt.Errorf("rebuild the allowlist filter: %w", err)
 	}
 	return nil
 }

@@ -115,3 +115,46 @@ func testIPv4PrefixFilter(t *testing.T, h Hook) {
 		t.Error("the removed /15's /16 is still marked")
 	}
 }
+
+// Allow prefixes mark their bits in the allow filter: a blocked source
+// under one passes whatever the prefix's shape (an IPv4 /8 spans /16s, an
+// IPv6 prefix shorter than 32 bits every hash), one outside is dropped,
+// and a disallowed prefix stops overriding once its bits are rebuilt.
+func TestAllowFilterNeverHidesAnAllow(t *testing.T) { forEachHook(t, testAllowFilterNeverHidesAnAllow) }
+
+func testAllowFilterNeverHidesAnAllow(t *testing.T, h Hook) {
+	d := newTestDPWith(t, defaults, Options{firstAttemptSlots: testFirstAttemptSlots, Hook: h})
+	ack := func(src string) frame {
+		dst := "203.0.113.5"
+		if netip.MustParseAddr(src).Is6() && !netip.MustParseAddr(src).Is4In6() {
+			dst = "2001:db8::1"
+		}
+		return tcpSYN(src, dst, 40000, 443).with(func(f *frame) { f.flags = ack })
+	}
+	d.mustBlock("0.0.0.0/0", noExpiry)
+	d.mustBlock("2000::/3", noExpiry)
+	for _, p := range []string{"10.0.0.0/8", "192.0.2.7/32", "2001:db8:aa::/48", "2001:db8:bb::9/128", "3000::/16"} {
+		d.mustAllow(p)
+	}
+	verdicts := map[string]uint32{
+		"10.0.0.1": xdpPass, "10.255.255.254": xdpPass, "192.0.2.7": xdpPass,
+		"2001:db8:aa:1::5": xdpPass, "2001:db8:bb::9": xdpPass, "3000:ffff::1": xdpPass,
+		"11.0.0.1": xdpDrop, "192.0.2.8": xdpDrop, "2001:db8:cc::1": xdpDrop, "3001::1": xdpDrop,
+	}
+	for src, want := range verdicts {
+		expectVerdict(t, d.run(ack(src)), want, src)
+	}
+	for _, p := range []string{"10.0.0.0/8", "3000::/16"} {
+		if ok, err := d.Disallow(mustPrefix(p)); !ok || err != nil {
+			t.Fatalf("disallow %s: %v %v", p, ok, err)
+		}
+	}
+	verdicts["10.0.0.1"], verdicts["10.255.255.254"], verdicts["3000:ffff::1"] = xdpDrop, xdpDrop, xdpDrop
+	for src, want := range verdicts {
+		expectVerdict(t, d.run(ack(src)), want, src+" after the disallows")
+	}
+	// The /8's /16s are clear again: their blocked sources skip the trie.
+	if w := d.filter.words[filterAllowBase+10<<8>>6]; w != 0 {
+		t.Errorf("the disallowed /8's /16s are still marked: %#x", w)
+	}
+}

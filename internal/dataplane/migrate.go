@@ -108,6 +108,9 @@ func (d *Dataplane) copyMap(oldDir, name string, onlyMissing bool) (int, error) 
 	case hbfMapBlockPrefixes:
 		d.prefixMu.Lock()
 		defer d.prefixMu.Unlock()
+	case hbfMapAllowPrefixes:
+		d.allowMu.Lock()
+		defer d.allowMu.Unlock()
 	}
 	it := old.Iterate()
 	for it.Next(&key, &val) {
@@ -116,11 +119,15 @@ func (d *Dataplane) copyMap(oldDir, name string, onlyMissing bool) (int, error) 
 			var a hbfAddr
 			copy(a.B[:], key)
 			d.filter.add(a)
-		case hbfMapBlockPrefixes:
+		case hbfMapBlockPrefixes, hbfMapAllowPrefixes:
 			var k hbfLpmKey
 			k.Prefixlen = binary.NativeEndian.Uint32(key)
 			copy(k.Addr.B[:], key[4:])
-			d.filter.addV4(k)
+			if name == hbfMapBlockPrefixes {
+				d.filter.addV4(k)
+			} else {
+				d.filter.addAllow(k)
+			}
 		}
 		err := m.Update(key, val, flag)
 		if onlyMissing && errors.Is(err, ebpf.ErrKeyExist) {

@@ -204,7 +204,11 @@ func (d *Dataplane) Allow(p netip.Prefix, expires time.Time) error {
 		return err
 	}
 	rule := d.newRule(bits, expires, OriginOperator)
-	if err := d.objs.AllowPrefixes.Update(hbfLpmKey{Prefixlen: bits, Addr: addr}, rule, ebpf.UpdateAny); err != nil {
+	k := hbfLpmKey{Prefixlen: bits, Addr: addr}
+	d.allowMu.Lock()
+	defer d.allowMu.Unlock()
+	d.filter.addAllow(k) // the bits before the entry: the program skips the trie without them
+	if err := d.objs.AllowPrefixes.Update(k, rule, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("allow %v: %w", p, err)
 	}
 	return nil
@@ -216,7 +220,12 @@ func (d *Dataplane) Disallow(p netip.Prefix) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	d.allowMu.Lock()
+	defer d.allowMu.Unlock()
 	err = d.objs.AllowPrefixes.Delete(hbfLpmKey{Prefixlen: bits, Addr: addr})
+	if err == nil {
+		err = d.filter.rebuildAllow(d.objs.AllowPrefixes)
+	}
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return false, nil
 	}
@@ -332,7 +341,11 @@ func (d *Dataplane) SweepRules() (SweepStats, error) {
 	}
 	errs = append(errs, d.updatePrefixHintLocked())
 	d.prefixMu.Unlock()
-	st.Allows = sweepLPM(d.objs.AllowPrefixes)
+	d.allowMu.Lock()
+	if st.Allows = sweepLPM(d.objs.AllowPrefixes); st.Allows > 0 {
+		errs = append(errs, d.filter.rebuildAllow(d.objs.AllowPrefixes))
+	}
+	d.allowMu.Unlock()
 	if err := errors.Join(errs...); err != nil {
 		return st, fmt.Errorf("sweep rules: %w", err)
 	}
