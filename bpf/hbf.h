@@ -162,7 +162,7 @@ struct scan_event {
 
 /* Indexes of the per-CPU counters array. */
 enum counter {
-	COUNTER_PACKETS = 0,        /* every packet the program saw */
+	COUNTER_PACKETS = 0,        /* kept for the slots' order; the daemon adds passed and drops */
 	COUNTER_DROP_BLOCKED,
 	COUNTER_DROP_STEALTH,
 	COUNTER_DROP_SCAN,
@@ -180,7 +180,7 @@ enum counter {
 	COUNTER_DROP_VLAN_DEPTH,     /* more VLAN tags than the parser skips */
 	COUNTER_DROP_EXT_DEPTH,      /* more IPv6 extension headers than the parser walks */
 	COUNTER_DROP_TINY_FRAGMENT,  /* TCP header not whole in the first fragment, or overlapped */
-	COUNTER_PASSED,              /* every packet passed: with the drops, adds up to COUNTER_PACKETS */
+	COUNTER_PASSED,              /* every packet passed: with the drops, every packet seen */
 	COUNTER_BLOCKS_RATE_LIMITED, /* scanners not blocked: the minute's budget was spent */
 	COUNTER_TRACKER_EVICTIONS,   /* first attempts of live sources overwritten by others */
 	COUNTER_UDP_ATTEMPTS,        /* UDP datagrams counted: to a closed port of the host */

@@ -79,7 +79,10 @@ type Counter struct {
 	Help   string // the family's help
 	// Lost marks the events lost in the kernel: the daemon adds its own
 	// losses to the metric.
-	Lost  bool
+	Lost bool
+	// sum marks the count of every packet: the program keeps none, each
+	// packet ends in passed or one drop's reason, and Counters adds them.
+	sum   bool
 	index hbfCounter
 	field func(*Counters) *uint64
 }
@@ -101,7 +104,7 @@ var counterTable = []Counter{
 		Help:  "New inbound TCP connections (SYNs that passed), retransmissions counted once.",
 		index: hbfCounterCOUNTER_NEW_CONNECTIONS, field: func(k *Counters) *uint64 { return &k.NewConnections }},
 	{Status: "packets", Metric: "hbf_packets_total", Help: "Packets the XDP program saw.",
-		index: hbfCounterCOUNTER_PACKETS, field: func(k *Counters) *uint64 { return &k.Packets }},
+		index: hbfCounterCOUNTER_PACKETS, field: func(k *Counters) *uint64 { return &k.Packets }, sum: true},
 	{Status: "packets_passed", Metric: "hbf_packets_passed_total",
 		Help:  "Packets the XDP program passed; with the drops, every packet it saw.",
 		index: hbfCounterCOUNTER_PASSED, field: func(k *Counters) *uint64 { return &k.Passed }},
@@ -158,6 +161,9 @@ func (d *Dataplane) Counters() (Counters, error) {
 	var k Counters
 	var perCPU []uint64
 	for _, c := range counterTable {
+		if c.sum {
+			continue
+		}
 		if err := d.objs.Counters.Lookup(uint32(c.index), &perCPU); err != nil {
 			return k, fmt.Errorf("read counter %d: %w", c.index, err)
 		}
@@ -166,5 +172,6 @@ func (d *Dataplane) Counters() (Counters, error) {
 			*f += v
 		}
 	}
+	k.Packets = k.Passed + k.DroppedTotal()
 	return k, nil
 }
