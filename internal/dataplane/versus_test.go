@@ -99,8 +99,8 @@ const (
 )
 
 // versusPrograms loads hbf, populated with a million blocked addresses
-// (IPv4 and IPv6, the frames' among them) and 100.64.0.0/15, and the
-// reference on the same maps.
+// (IPv4 and IPv6, the frames' among them) and 100.64.0.0/15, with the
+// allowlist a daemon keeps, and the reference on the same maps.
 func versusPrograms(b *testing.B, populated bool) (*Dataplane, *ebpf.Program) {
 	b.Helper()
 	dp, err := Load(Options{})
@@ -120,6 +120,13 @@ func versusPrograms(b *testing.B, populated bool) (*Dataplane, *ebpf.Program) {
 			if !yield(netip.PrefixFrom(a4, 32)) || !yield(netip.PrefixFrom(netip.AddrFrom16(a6), 128)) {
 				return
 			}
+		}
+	}
+	// What the daemon always allows: loopback, the host's addresses, its
+	// gateways. The IPv6 ones share the blocked IPv6 source's /32.
+	for _, p := range []string{"127.0.0.0/8", "::1/128", "203.0.113.5/32", "192.0.2.1/32", "2001:db8::1/128", "fe80::1/128"} {
+		if err := dp.Allow(netip.MustParsePrefix(p), time.Time{}); err != nil {
+			b.Fatal(err)
 		}
 	}
 	if populated {
