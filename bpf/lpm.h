@@ -75,6 +75,15 @@ static __always_inline __u32 filter_bit(const struct addr *a)
 	return ((w[0] ^ w[1]) * 0x9E3779B97F4A7C15ULL) >> (64 - FILTER_BITS_SHIFT);
 }
 
+/* filter_has reports whether bit is set, counting from the word base of
+ * block_filter: true, too, when the word cannot be read. */
+static __always_inline int filter_has(__u32 base, __u32 bit)
+{
+	__u32 k = base + (bit >> 6);
+	__u64 *w = bpf_map_lookup_elem(&block_filter, &k);
+	return !w || ((READ_ONCE(*w) >> (bit & 63)) & 1);
+}
+
 /* filter_may_hold reports whether blocks may hold the address: false only
  * when the live side's bit is clear. */
 static __always_inline int filter_may_hold(const struct addr *a)
@@ -83,10 +92,7 @@ static __always_inline int filter_may_hold(const struct addr *a)
 	__u64 *side = bpf_map_lookup_elem(&block_filter, &k);
 	if (!side)
 		return 1;
-	__u32 bit = filter_bit(a);
-	k = (READ_ONCE(*side) & 1) * FILTER_WORDS + (bit >> 6);
-	__u64 *w = bpf_map_lookup_elem(&block_filter, &k);
-	return !w || ((READ_ONCE(*w) >> (bit & 63)) & 1);
+	return filter_has((READ_ONCE(*side) & 1) * FILTER_WORDS, filter_bit(a));
 }
 
 /* filter_add sets the address's bit on both sides, before it goes into
@@ -108,14 +114,17 @@ static __always_inline int ipv4_mapped(const struct addr *a)
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff);
 }
 
+/* v4_slash16 is the /16 of an IPv4-mapped address, as a number. */
+static __always_inline __u32 v4_slash16(const struct addr *a)
+{
+	return ((__u32)a->b[12] << 8) | a->b[13];
+}
+
 /* v4_prefix_may_hold reports whether a prefix block may hold the
  * IPv4-mapped address: its /16's bit in block_filter. */
 static __always_inline int v4_prefix_may_hold(const struct addr *a)
 {
-	__u32 s16 = ((__u32)a->b[12] << 8) | a->b[13];
-	__u32 k = FILTER_V4_BASE + (s16 >> 6);
-	__u64 *w = bpf_map_lookup_elem(&block_filter, &k);
-	return !w || ((READ_ONCE(*w) >> (s16 & 63)) & 1);
+	return filter_has(FILTER_V4_BASE, v4_slash16(a));
 }
 
 /* blocked reports whether a live block holds the address, and counts the
@@ -147,16 +156,9 @@ __noinline int blocked(const struct addr *addr)
  * its IPv4 /16's bit, or the hash of its first 32 bits, in block_filter. */
 static __always_inline int allow_may_hold(const struct addr *a)
 {
-	__u32 bit, k;
-	if (ipv4_mapped(a)) {
-		bit = ((__u32)a->b[12] << 8) | a->b[13];
-		k = FILTER_ALLOW_V4_BASE + (bit >> 6);
-	} else {
-		bit = (*(const __u32 *)a->b * 0x9E3779B1U) >> 16;
-		k = FILTER_ALLOW_V6_BASE + (bit >> 6);
-	}
-	__u64 *w = bpf_map_lookup_elem(&block_filter, &k);
-	return !w || ((READ_ONCE(*w) >> (bit & 63)) & 1);
+	if (ipv4_mapped(a))
+		return filter_has(FILTER_ALLOW_V4_BASE, v4_slash16(a));
+	return filter_has(FILTER_ALLOW_V6_BASE, (*(const __u32 *)a->b * 0x9E3779B1U) >> 16);
 }
 
 __noinline int allowlisted(const struct addr *addr)

@@ -142,26 +142,25 @@ func v4Span(k hbfLpmKey) (lo, hi int, ok bool) {
 	return s16, s16, true
 }
 
+// eachV4Bit calls set with each /16 of v4Span.
+func eachV4Bit(k hbfLpmKey, set func(s16 int)) {
+	lo, hi, ok := v4Span(k)
+	for s16 := lo; ok && s16 <= hi; s16++ {
+		set(s16)
+	}
+}
+
 // addV4 sets the /16 bits of a prefix block's key, before the key goes
 // into block_prefixes. The caller holds the Dataplane's prefixMu.
 func (f *blockFilter) addV4(k hbfLpmKey) {
-	lo, hi, ok := v4Span(k)
-	for s16 := lo; ok && s16 <= hi; s16++ {
-		atomic.OrUint64(&f.words[filterV4Base+s16>>6], 1<<(s16&63))
-	}
+	eachV4Bit(k, func(s16 int) { atomic.OrUint64(&f.words[filterV4Base+s16>>6], 1<<(s16&63)) })
 }
 
 // rebuildV4 rewrites the /16 bits from the prefixes block_prefixes holds,
 // after removals. The caller holds the Dataplane's prefixMu; the program
 // writes IPv6 prefixes only.
 func (f *blockFilter) rebuildV4(prefixes *ebpf.Map) error {
-	err := f.rewrite(prefixes, filterV4Base, filterV4Words, func(k hbfLpmKey, set func(int)) {
-		lo, hi, ok := v4Span(k)
-		for s16 := lo; ok && s16 <= hi; s16++ {
-			set(s16)
-		}
-	})
-	if err != nil {
+	if err := f.rewrite(prefixes, filterV4Base, filterV4Words, eachV4Bit); err != nil {
 		return fmt.Errorf("rebuild the IPv4 prefix filter: %w", err)
 	}
 	return nil
@@ -198,11 +197,7 @@ func allowV6Bit(a hbfAddr) int {
 // filterAllowBase) that addresses of an allow prefix's key may look up.
 // An IPv6 prefix shorter than 32 bits spans every hash: all IPv6 bits.
 func eachAllowBit(k hbfLpmKey, set func(bit int)) {
-	if lo, hi, ok := v4Span(k); ok {
-		for s16 := lo; s16 <= hi; s16++ {
-			set(s16)
-		}
-	}
+	eachV4Bit(k, set)
 	if k.Prefixlen < 32 {
 		for b := range filterAllowV6Bits {
 			set(filterAllowV6Bits + b)
