@@ -21,6 +21,7 @@
 #include <bpf/bpf_endian.h>
 #include "hbf.h"
 #include "common.h"
+#include "parse.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -104,16 +105,6 @@ static __always_inline int ref_blocked(const struct addr *src)
 	return 1;
 }
 
-/* ref_mapped_word is the second half of ::ffff:v4. */
-static __always_inline __u64 ref_mapped_word(__be32 v4)
-{
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-	return 0xffff0000ULL | (__u64)v4 << 32;
-#else
-	return (__u64)0x0000ffffULL << 32 | v4;
-#endif
-}
-
 SEC("xdp")
 int reference(struct xdp_md *ctx)
 {
@@ -130,12 +121,10 @@ int reference(struct xdp_md *ctx)
 	if (proto == bpf_htons(0x0800)) {
 		if ((void *)(ip + 20) > end)
 			goto drop;
-		/* ::ffff:a.b.c.d in two 64-bit stores, as hbf writes it: the
-		 * hash reads the key back in words, and a load spanning
-		 * smaller stores stalls. */
-		__u64 *s = (__u64 *)src.b, *d = (__u64 *)dst.b;
-		s[1] = ref_mapped_word(*(__be32 *)(ip + 12));
-		d[1] = ref_mapped_word(*(__be32 *)(ip + 16));
+		/* hbf's own writer: a key written in bytes would stall the
+		 * hash's word loads, and a stall is no promise. */
+		map_ipv4(&src, *(__be32 *)(ip + 12));
+		map_ipv4(&dst, *(__be32 *)(ip + 16));
 		if (ref_blocked(&src))
 			goto drop;
 		if (ip[9] != 6)
