@@ -23,12 +23,8 @@ func BenchmarkBlockRoundTrip(b *testing.B) {
 	for range b.N {
 		block, status = block[:0], status[:0]
 		for i := range rounds {
-			addr := fmt.Sprintf("198.51.100.%d", i%250+1)
-			if i >= 250 {
-				addr = fmt.Sprintf("203.0.113.%d", i%250+1)
-			}
 			t0 := time.Now()
-			d.mustCLI("block", addr, "--for", "1h", "--reason", "bench")
+			d.mustCLI("block", fmt.Sprintf("198.51.100.%d", i+1), "--for", "1h", "--reason", "bench")
 			block = append(block, time.Since(t0))
 			t0 = time.Now()
 			d.mustCLI("status")
