@@ -35,6 +35,10 @@ type Options struct {
 	// tag into packet metadata (as a NIC's VLAN offload does) and XDP never
 	// sees it. Needs ethtool.
 	TaggedFrames bool
+	// Direct joins a single peer to the host by one veth pair, with no
+	// switch between them: for measurements of the host's receive path
+	// that the bridge's own forwarding would blur.
+	Direct bool
 }
 
 // Lab is a running lab; Close removes it.
@@ -92,6 +96,9 @@ func (l *Lab) newNS(ctx context.Context, role string) (*NS, error) {
 }
 
 func (l *Lab) build(ctx context.Context, opts Options) error {
+	if opts.Direct {
+		return l.buildDirect(ctx, opts)
+	}
 	var err error
 	if l.Switch, err = l.newNS(ctx, "switch"); err != nil {
 		return err
@@ -143,6 +150,39 @@ func (l *Lab) build(ctx context.Context, opts Options) error {
 			l.Host = ns
 		} else {
 			l.Peers[role] = ns
+		}
+	}
+	return nil
+}
+
+// buildDirect builds a host and one peer on the two ends of a veth pair.
+func (l *Lab) buildDirect(ctx context.Context, opts Options) error {
+	if len(opts.Peers) != 1 || opts.Queues > 1 || opts.TaggedFrames {
+		return fmt.Errorf("a direct lab has exactly one peer, one queue and no switch to untag frames: got peers %q", opts.Peers)
+	}
+	var err error
+	if l.Host, err = l.newNS(ctx, "host"); err != nil {
+		return err
+	}
+	peer, err := l.newNS(ctx, opts.Peers[0])
+	if err != nil {
+		return err
+	}
+	l.Peers[peer.Role] = peer
+	if err := ip(ctx, "-n", l.Host.Name, "link", "add", Iface, "type", "veth", "peer", "name", Iface, "netns", peer.Name); err != nil {
+		return err
+	}
+	for i, ns := range []*NS{l.Host, peer} {
+		ns.Addr4, ns.Addr6 = addrs(i + 1)
+		steps := [][]string{
+			{"-n", ns.Name, "addr", "add", netip.PrefixFrom(ns.Addr4, Net4.Bits()).String(), "dev", Iface},
+			{"-n", ns.Name, "addr", "add", netip.PrefixFrom(ns.Addr6, Net6.Bits()).String(), "dev", Iface, "nodad"},
+			{"-n", ns.Name, "link", "set", Iface, "up"},
+		}
+		for _, s := range steps {
+			if err := ip(ctx, s...); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -15,9 +15,18 @@ import (
 func TestLabConnectsPeersToHost(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	testenv.RequireCommand(t, "ip")
+	for name, opts := range map[string]Options{
+		"switch": {Peers: []string{"client"}, Queues: 4},
+		"direct": {Peers: []string{"client"}, Direct: true},
+	} {
+		t.Run(name, func(t *testing.T) { testLabConnects(t, opts) })
+	}
+}
+
+func testLabConnects(t *testing.T, opts Options) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	lab, err := New(ctx, Options{Peers: []string{"client"}, Queues: 4})
+	lab, err := New(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,5 +64,14 @@ func TestLabConnectsPeersToHost(t *testing.T) {
 	lab.Close()
 	if err := exec.Command("ip", "netns", "pids", name).Run(); err == nil {
 		t.Errorf("namespace %s still exists after Close", name)
+	}
+}
+
+func TestDirectLabRefusesASecondPeer(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	testenv.RequireCommand(t, "ip")
+	_, err := New(context.Background(), Options{Peers: []string{"a", "b"}, Direct: true})
+	if err == nil {
+		t.Fatal("a direct lab with two peers was built")
 	}
 }
