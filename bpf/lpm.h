@@ -153,12 +153,16 @@ __noinline int blocked(const struct addr *addr)
 }
 
 /* allow_may_hold reports whether an allow prefix may hold the address:
- * its IPv4 /16's bit, or the hash of its first 32 bits, in block_filter. */
+ * its IPv4 /16's bit, or the hash of its first 32 bits or of its /64, in
+ * block_filter. */
 static __always_inline int allow_may_hold(const struct addr *a)
 {
 	if (ipv4_mapped(a))
 		return filter_has(FILTER_ALLOW_V4_BASE, v4_slash16(a));
-	return filter_has(FILTER_ALLOW_V6_BASE, (*(const __u32 *)a->b * 0x9E3779B1U) >> 16);
+	if (filter_has(FILTER_ALLOW_V6_BASE, (*(const __u32 *)a->b * 0x9E3779B1U) >> 16))
+		return 1;
+	return filter_has(FILTER_ALLOW_V6_BASE + FILTER_ALLOW_V6_HASH_WORDS,
+			  (*(const __u64 *)a->b * 0x9E3779B97F4A7C15ULL) >> 48);
 }
 
 __noinline int allowlisted(const struct addr *addr)

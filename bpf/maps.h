@@ -91,14 +91,17 @@ struct {
  * these words whole, atomically, after removals. */
 #define FILTER_V4_BASE (FILTER_SIDE_WORD + 1)
 #define FILTER_V4_WORDS (65536 / 64)
-/* Then the same for allow_prefixes: a bit per IPv4 /16, and a bit per
- * hash of an IPv6 address's first 32 bits, set where an allow prefix may
- * hold the address. A blocked source outside them skips the allowlist
- * trie, which the host's own addresses and gateways always populate.
- * The daemon alone writes the allowlist, and these words. */
+/* Then the same for allow_prefixes: a bit per IPv4 /16; a bit per hash of
+ * an IPv6 address's first 32 bits, set by allow prefixes shorter than /64;
+ * and a bit per hash of its /64, set by the longer ones. A blocked source
+ * outside them skips the allowlist trie, which the host's own addresses
+ * and gateways always populate: with the /64s, a host's /128 no longer
+ * sends every source of its /32 there. The daemon alone writes the
+ * allowlist, and these words. */
 #define FILTER_ALLOW_V4_BASE (FILTER_V4_BASE + FILTER_V4_WORDS)
 #define FILTER_ALLOW_V6_BASE (FILTER_ALLOW_V4_BASE + FILTER_V4_WORDS)
-#define FILTER_ALLOW_V6_WORDS (65536 / 64)
+#define FILTER_ALLOW_V6_HASH_WORDS (65536 / 64)
+#define FILTER_ALLOW_V6_WORDS (2 * FILTER_ALLOW_V6_HASH_WORDS)
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);

@@ -35,10 +35,11 @@ const MinIPv6ScanPrefix = 48
 // v3: a tracked port holds its protocol (scan_states' slots grew).
 // v4: block_filter, pinned beside blocks.
 // v5: block_filter holds the allowlist's bits too.
-const layoutVersion = "v5"
+// v6: block_filter holds the IPv6 allowlist by /64 too.
+const layoutVersion = "v6"
 
 // earlierLayouts are the layouts Load migrates from, newest first.
-var earlierLayouts = []string{"v4", "v3", "v2", "v1"}
+var earlierLayouts = []string{"v5", "v4", "v3", "v2", "v1"}
 
 // Settings are the program's runtime knobs; SetSettings changes them without
 // reloading.

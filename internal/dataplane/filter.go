@@ -19,10 +19,12 @@ const (
 	filterSideWord  = 2 * filterWords
 	filterV4Base    = filterSideWord + 1
 	filterV4Words   = 65536 / 64
-	// The allow filter: IPv4 /16 bits, then IPv6 bits, in one range.
+	// The allow filter: IPv4 /16 bits, then the hashes of IPv6 /32s, then
+	// of IPv6 /64s, in one range.
 	filterAllowBase   = filterV4Base + filterV4Words
-	filterAllowWords  = 2 * 65536 / 64
-	filterAllowV6Bits = 65536 // the IPv6 bits start past the IPv4 ones
+	filterAllowWords  = 3 * 65536 / 64
+	filterAllowV6Bits = 65536 // the IPv6 /32 bits start past the IPv4 ones
+	filterAllowV64    = 2 * 65536
 )
 
 // blockFilter is the daemon's side of block_filter (bpf/maps.h): the map's
@@ -186,25 +188,33 @@ func (f *blockFilter) rewrite(prefixes *ebpf.Map, base, n int, mark func(hbfLpmK
 	return nil
 }
 
-// allowV6Bit is the IPv6 bit of an address in the allow filter:
-// allow_may_hold() of bpf/lpm.h, on its first 32 bits as the program
-// loads them.
+// allowV6Bit and allowV64Bit are an IPv6 address's bits in the allow
+// filter, as allow_may_hold() of bpf/lpm.h computes them: hashes of its
+// first 32 and 64 bits, as the program loads them.
 func allowV6Bit(a hbfAddr) int {
 	return int((binary.NativeEndian.Uint32(a.B[:4]) * 0x9E3779B1) >> 16)
 }
 
+func allowV64Bit(a hbfAddr) int {
+	return int((binary.NativeEndian.Uint64(a.B[:8]) * 0x9E3779B97F4A7C15) >> 48)
+}
+
 // eachAllowBit calls set with every bit of the allow filter (counted from
-// filterAllowBase) that addresses of an allow prefix's key may look up.
-// An IPv6 prefix shorter than 32 bits spans every hash: all IPv6 bits.
+// filterAllowBase) that addresses of an allow prefix's key may look up:
+// a prefix of /64 or longer sets its /64's bit, a shorter one its /32's,
+// and one shorter than /32 spans every /32 hash.
 func eachAllowBit(k hbfLpmKey, set func(bit int)) {
 	eachV4Bit(k, set)
-	if k.Prefixlen < 32 {
+	switch {
+	case k.Prefixlen < 32:
 		for b := range filterAllowV6Bits {
 			set(filterAllowV6Bits + b)
 		}
-		return
+	case k.Prefixlen < 64:
+		set(filterAllowV6Bits + allowV6Bit(k.Addr))
+	default:
+		set(filterAllowV64 + allowV64Bit(k.Addr))
 	}
-	set(filterAllowV6Bits + allowV6Bit(k.Addr))
 }
 
 // addAllow sets the bits of an allow prefix's key, before the key goes

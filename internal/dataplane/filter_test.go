@@ -133,13 +133,16 @@ func testAllowFilterNeverHidesAnAllow(t *testing.T, h Hook) {
 	}
 	d.mustBlock("0.0.0.0/0", noExpiry)
 	d.mustBlock("2000::/3", noExpiry)
-	for _, p := range []string{"10.0.0.0/8", "192.0.2.7/32", "2001:db8:aa::/48", "2001:db8:bb::9/128", "3000::/16"} {
+	for _, p := range []string{"10.0.0.0/8", "192.0.2.7/32", "2001:db8:aa::/48", "2001:db8:bb::9/128", "3000::/16",
+		"2001:db8:cc:1::/64", "2001:db8:dd::/63", "3fff:1::9/128"} {
 		d.mustAllow(p)
 	}
 	verdicts := map[string]uint32{
 		"10.0.0.1": xdpPass, "10.255.255.254": xdpPass, "192.0.2.7": xdpPass,
 		"2001:db8:aa:1::5": xdpPass, "2001:db8:bb::9": xdpPass, "3000:ffff::1": xdpPass,
+		"2001:db8:cc:1::77": xdpPass, "2001:db8:dd:1::1": xdpPass, "3fff:1::9": xdpPass,
 		"11.0.0.1": xdpDrop, "192.0.2.8": xdpDrop, "2001:db8:cc::1": xdpDrop, "3001::1": xdpDrop,
+		"2001:db8:dd:2::1": xdpDrop, "3fff:1:0:1::9": xdpDrop,
 	}
 	for src, want := range verdicts {
 		expectVerdict(t, d.run(ack(src)), want, src)
@@ -152,6 +155,15 @@ func testAllowFilterNeverHidesAnAllow(t *testing.T, h Hook) {
 	verdicts["10.0.0.1"], verdicts["10.255.255.254"], verdicts["3000:ffff::1"] = xdpDrop, xdpDrop, xdpDrop
 	for src, want := range verdicts {
 		expectVerdict(t, d.run(ack(src)), want, src+" after the disallows")
+	}
+	// An allow of /64 or longer marks its /64 alone: the rest of its /32
+	// skips the trie.
+	bit := func(b int) bool { return d.filter.words[filterAllowBase+b>>6]>>(b&63)&1 == 1 }
+	if a := (hbfAddr{B: mustPrefix("3fff:1::/32").Addr().As16()}); bit(filterAllowV6Bits + allowV6Bit(a)) {
+		t.Error("a /128 allow marked its /32")
+	}
+	if a := (hbfAddr{B: mustPrefix("2001:db8:cc:1::/64").Addr().As16()}); !bit(filterAllowV64 + allowV64Bit(a)) {
+		t.Error("the /64 allow did not mark its /64")
 	}
 	// The /8's /16s are clear again: their blocked sources skip the trie.
 	if w := d.filter.words[filterAllowBase+10<<8>>6]; w != 0 {

@@ -15,14 +15,15 @@ import (
 
 // The last commits whose hbf pins each earlier layout; the upgrade test
 // runs them. v1: scan_states of 2^16 entries; v2: ports without their
-// protocol; v3: no block filter; v4: no allowlist bits in it.
-var earlierLayoutCommits = map[string]string{"v1": "b8d8cd1", "v2": "44254c6", "v3": "6a0c199", "v4": "0db7857"}
+// protocol; v3: no block filter; v4: no allowlist bits in it; v5: no
+// IPv6 /64 bits in them.
+var earlierLayoutCommits = map[string]string{"v1": "b8d8cd1", "v2": "44254c6", "v3": "6a0c199", "v4": "0db7857", "v5": "cb72e48"}
 
 // currentLayout is the layout folder this hbf pins in, and pinnedMapCount
 // the maps it pins there: blocks, block_prefixes, allow_prefixes,
 // scan_states, counters, block_filter.
 const (
-	currentLayout  = "v5"
+	currentLayout  = "v6"
 	pinnedMapCount = 6
 )
 
@@ -60,7 +61,7 @@ func buildCommit(t *testing.T, commit string) string {
 // force and listed, and a scanner half-way through its ports when the old
 // hbf stopped is blocked at its next one.
 func TestUpgradeUnderLoad(t *testing.T) {
-	for _, layout := range []string{"v1", "v2", "v3", "v4"} {
+	for _, layout := range []string{"v1", "v2", "v3", "v4", "v5"} {
 		t.Run("from "+layout, func(t *testing.T) {
 			t.Parallel()
 			testUpgradeUnderLoad(t, layout)
