@@ -101,10 +101,10 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/sources/ ./test/e2e/
 
 generate: deps-generate
-	$(GO) generate ./internal/dataplane/
+	$(GO) generate ./internal/dataplane/ ./test/e2e/
 
 check-generated: generate
-	@git diff --exit-code --stat -- internal/dataplane/ || \
+	@git diff --exit-code --stat -- internal/dataplane/ test/e2e/ || \
 		{ echo "the committed BPF objects differ from a rebuild of bpf/: run make generate and commit"; exit 1; }
 
 lint:
