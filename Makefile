@@ -32,7 +32,7 @@ help:
 	@echo "make test             run every test (root runs the kernel and network tests)"
 	@echo "make test-unprivileged the daemon's core as an ordinary user (nobody when root), none skipped"
 	@echo "make fuzz             fuzz the XDP parser against its oracle for FUZZTIME (default 10m; root)"
-	@echo "make bench            XDP per-packet cost beside a bare XDP_PASS; a 1M-entry blocklist load"
+	@echo "make bench            every benchmark beside its baselines; writes docs/performance.md (root)"
 	@echo "make demo             build and run 'hbf demo' (root)"
 	@echo "make generate         recompile bpf/*.c into internal/dataplane (needs clang)"
 	@echo "make check-generated  fail when the committed BPF objects differ from a rebuild"
@@ -96,9 +96,15 @@ test-unprivileged:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzXDP$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./internal/dataplane/
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/sources/ ./test/e2e/
+# The run's output stays in build/bench.txt; docs/performance.md and its
+# charts are written from it, goals judged, nothing typed by hand.
+bench: SHELL := /bin/bash
+bench: deps
+	@mkdir -p build
+	set -o pipefail; { $(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./internal/dataplane/ && \
+		$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/sources/ ./test/e2e/; } | tee build/bench.txt
+	$(GO) run ./internal/cmd/perfreport -docs docs -commit $(VERSION) build/bench.txt
+	@echo "wrote docs/performance.md"
 
 generate: deps-generate
 	$(GO) generate ./internal/dataplane/ ./test/e2e/

@@ -1,0 +1,273 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+// A goal is one of issue 15's targets for a metric: at most (or at least)
+// limit.
+type goal struct {
+	label  string // as the table shows it, e.g. "≤ 1.15× ref"
+	limit  float64
+	atMost bool
+}
+
+func atMost(label string, limit float64) *goal  { return &goal{label, limit, true} }
+func atLeast(label string, limit float64) *goal { return &goal{label, limit, false} }
+
+// judge renders the goal against a measured value: met, missed, or not
+// measured in this run.
+func (g *goal) judge(v float64, ok bool) string {
+	switch {
+	case !ok:
+		return g.label + ": not measured"
+	case g.atMost && v <= g.limit, !g.atMost && v >= g.limit:
+		return g.label + " ✓"
+	}
+	return g.label + " **missed**"
+}
+
+// doc builds the Markdown of docs/performance.md.
+type doc struct {
+	strings.Builder
+	r *results
+}
+
+func (d *doc) p(format string, args ...any) { fmt.Fprintf(d, format+"\n\n", args...) }
+
+// table writes a Markdown table; an empty cell reads "–".
+func (d *doc) table(header []string, rows [][]string) {
+	d.WriteString("| " + strings.Join(header, " | ") + " |\n")
+	d.WriteString(strings.Repeat("| --- ", len(header)) + "|\n")
+	for _, row := range rows {
+		for i, c := range row {
+			if c == "" {
+				row[i] = "–"
+			}
+		}
+		d.WriteString("| " + strings.Join(row, " | ") + " |\n")
+	}
+	d.WriteString("\n")
+}
+
+// num formats a metric: ns and ms to a precision that means something at
+// their size, ratios to two places; "" when the run did not measure it.
+func (d *doc) num(bench, unit string) string {
+	v, ok := d.r.get(bench, unit)
+	if !ok {
+		return ""
+	}
+	return format(v, unit)
+}
+
+func format(v float64, unit string) string {
+	switch {
+	case strings.HasPrefix(unit, "x-") || strings.Contains(unit, "-x-") || unit == "excess":
+		return fmt.Sprintf("%.2f", v)
+	case unit == "events/s" || unit == "offered-pps":
+		return fmt.Sprintf("%.0f", v)
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+// judged joins the goals of a row, each against its metric.
+func (d *doc) judged(bench string, goals map[string]*goal, order ...string) string {
+	var out []string
+	for _, unit := range order {
+		v, ok := d.r.get(bench, unit)
+		out = append(out, goals[unit].judge(v, ok))
+	}
+	return strings.Join(out, "; ")
+}
+
+// versusFrames are BenchmarkVersus's rows, as the table names them.
+var versusFrames = []struct {
+	bench, label string
+	goals        map[string]*goal
+}{
+	{"Versus/ACK-IPv4", "established ACK, IPv4", established},
+	{"Versus/ACK-IPv6", "established ACK, IPv6", established},
+	{"Versus/blocked-IPv4", "blocked IPv4 address", established},
+	{"Versus/blocked-IPv4-in-/15", "IPv4 address in a blocked /15", blockedCIDR},
+	{"Versus/blocked-IPv6", "blocked IPv6 address", established},
+	{"Versus/SYN-IPv4-repeated", "SYN, IPv4 (one attempt, repeated)", nil},
+	{"Versus/SYN-IPv6-repeated", "SYN, IPv6 (one attempt, repeated)", nil},
+	{"Versus/ARP", "ARP", nonIP},
+}
+
+var (
+	established = map[string]*goal{"x-ref": atMost("≤ 1.15× ref", 1.15), "x-filter": atMost("≤ 0.67× xdp-filter", 1/1.5)}
+	blockedCIDR = map[string]*goal{"x-ref": atMost("≤ 1.15× ref", 1.15), "x-filter": atMost("≤ 0.77× xdp-filter", 1/1.3)}
+	nonIP       = map[string]*goal{"x-ref": atMost("≤ 1.15× ref", 1.15)}
+)
+
+func (d *doc) versus(chart string) {
+	d.p("## Per packet, beside the alternatives")
+	d.p("`BenchmarkVersus` runs each frame, a million times over `BPF_PROG_TEST_RUN`, through four programs " +
+		"in five interleaved rounds, and takes each one's median: **hbf** holding a million blocked addresses " +
+		"(half IPv4, half IPv6), one /15 and the allowlist a daemon always keeps (loopback, the host's " +
+		"addresses, its gateways); the **semantic reference** (`bpf/reference.c`), the least code that keeps " +
+		"hbf's promises, on hbf's own maps; xdp-tools' **xdp-filter** with every feature, holding 10,000 " +
+		"addresses per family (what its maps take); and a **bare** `XDP_PASS`. *Excess* is " +
+		"(hbf − bare) / (ref − bare): the work hbf does for each unit of work the reference does.")
+	d.p("![Per-packet cost of hbf, the semantic reference and xdp-filter](%s)", chart)
+	var rows [][]string
+	for _, f := range versusFrames {
+		row := []string{f.label}
+		for _, u := range []string{"hbf-ns", "ref-ns", "filter-ns", "bare-ns", "x-ref", "x-filter", "excess"} {
+			row = append(row, d.num(f.bench, u))
+		}
+		if f.goals == nil {
+			row = append(row, "")
+		} else if len(f.goals) == 1 {
+			row = append(row, d.judged(f.bench, f.goals, "x-ref"))
+		} else {
+			row = append(row, d.judged(f.bench, f.goals, "x-ref", "x-filter"))
+		}
+		rows = append(rows, row)
+	}
+	d.table([]string{"frame", "hbf ns", "ref ns", "xdp-filter ns", "bare ns", "× ref", "× xdp-filter", "excess", "goal"}, rows)
+	d.p("IPv4 no slower than IPv6: %s; %s. A repeated SYN is one tracked attempt seen again; "+
+		"the SYN goal is on new attempts, below.",
+		d.noSlower("established ACK", "Versus/ACK-IPv4", "Versus/ACK-IPv6"),
+		d.noSlower("blocked address", "Versus/blocked-IPv4", "Versus/blocked-IPv6"))
+}
+
+// noSlower compares an IPv4 row with its IPv6 twin.
+func (d *doc) noSlower(what, v4, v6 string) string {
+	a, ok4 := d.r.get(v4, "hbf-ns")
+	b, ok6 := d.r.get(v6, "hbf-ns")
+	if !ok4 || !ok6 {
+		return what + " not measured"
+	}
+	mark := "✓"
+	if a > b {
+		mark = "**missed**"
+	}
+	return fmt.Sprintf("%s %s ns against %s ns %s", what, format(a, "ns"), format(b, "ns"), mark)
+}
+
+func (d *doc) distinct() {
+	d.p("## Frames that differ, one from the next")
+	d.p("`BenchmarkVersusDistinct` runs each frame once, so caches cannot hold what the lookups touch, " +
+		"through hbf and the reference, each with a million blocks and with none, in three interleaved " +
+		"rounds; a reader drains the ring as the daemon does. A *new attempt* is a known source's SYN to a " +
+		"new port; a *never-seen source* takes a first-attempt slot (the tracker is emptied between " +
+		"rounds); the ACKs cycle through 65,536 sources.")
+	goals := map[string]map[string]*goal{
+		"VersusDistinct/SYN-new-attempt":   {"x-ref": atMost("≤ 1.3× ref", 1.3), "x-0-blocks": atMost("≤ 1.25× 0 blocks", 1.25)},
+		"VersusDistinct/ACK-65536-sources": {"x-0-blocks": atMost("≤ 1.25× 0 blocks", 1.25)},
+	}
+	var rows [][]string
+	for _, f := range []struct{ bench, label string }{
+		{"VersusDistinct/SYN-new-attempt", "SYN, new attempt"},
+		{"VersusDistinct/SYN-never-seen-source", "SYN, never-seen source"},
+		{"VersusDistinct/ACK-65536-sources", "ACK, 65,536 sources"},
+	} {
+		row := []string{f.label}
+		for _, u := range []string{"hbf-ns", "ref-ns", "hbf-0-blocks-ns", "ref-0-blocks-ns", "x-ref", "x-0-blocks"} {
+			row = append(row, d.num(f.bench, u))
+		}
+		var judged []string
+		for _, u := range []string{"x-ref", "x-0-blocks"} {
+			if g := goals[f.bench][u]; g != nil {
+				v, ok := d.r.get(f.bench, u)
+				judged = append(judged, g.judge(v, ok))
+			}
+		}
+		rows = append(rows, append(row, strings.Join(judged, "; ")))
+	}
+	d.table([]string{"frames", "hbf ns, 1M blocks", "ref ns, 1M", "hbf ns, 0 blocks", "ref ns, 0", "× ref", "× 0 blocks", "goal"}, rows)
+}
+
+// dropFilters are BenchmarkDropCost's filters, as the table names them.
+var dropFilters = []struct{ unit, label string }{
+	{"hbf-xdp-ns/pkt", "hbf, XDP"},
+	{"hbf-tcx-ns/pkt", "hbf, TCX"},
+	{"nft-ns/pkt", "nftables, netdev ingress"},
+	{"iptables-ns/pkt", "iptables-legacy, raw PREROUTING"},
+	{"none-ns/pkt", "no filter (the kernel answers with a reset)"},
+}
+
+func (d *doc) dropCost(chart string) {
+	const bench = "DropCost"
+	d.p("## Dropping a flood, in the receive softirq")
+	d.p("`BenchmarkDropCost` floods the host from a blocked source over a veth pair (no switch between), "+
+		"30,000 SYNs per run at a fixed offered rate (median %s packets/s), and adds up, to the nanosecond, "+
+		"the CPU time every CPU spends in the network receive softirq (`bpf/softirq.c` on the "+
+		"`irq:softirq_entry`/`softirq_exit` tracepoints), divided by the packets sent: five interleaved "+
+		"rounds, medians. Each filter drops the same source with one rule; the host's TCP counters show "+
+		"that none of them reached TCP.", d.num(bench, "offered-pps"))
+	d.p("**A veth is an skb path, not a NIC.** The packet is an skb before any filter sees it, and each " +
+		"one is received in its own softirq, in the bottom half of the sender's syscall, so the skb's " +
+		"life and the softirq's own work weigh on every row alike. XDP gains nothing here and pays " +
+		"extra: a veth must copy each skb whose headroom is under 256 bytes, as every socket's is, into " +
+		"a page before XDP may run on it (`skb_pp_cow_data`). On a NIC driver with native XDP the " +
+		"program runs on the DMA buffer before any skb exists; that is where XDP's drop is cheap, and " +
+		"it cannot be measured in a namespace lab.")
+	d.p("![Receive softirq time per dropped packet](%s)", chart)
+	nft, nftOK := d.r.get(bench, "nft-ns/pkt")
+	var rows [][]string
+	for _, f := range dropFilters {
+		v, ok := d.r.get(bench, f.unit)
+		ratio := ""
+		if ok && nftOK && nft > 0 {
+			ratio = fmt.Sprintf("%.2f", v/nft)
+		}
+		rows = append(rows, []string{f.label, d.num(bench, f.unit), ratio})
+	}
+	d.table([]string{"filter", "softirq ns per packet", "× nftables"}, rows)
+	v, ok := d.r.get(bench, "hbf-x-cheapest-other")
+	d.p("Goal: hbf, at its cheaper hook here, against the cheaper of iptables and nftables: %s (%s).",
+		atMost("the cheapest, ≤ 1×", 1).judge(v, ok), d.num(bench, "hbf-x-cheapest-other"))
+}
+
+func (d *doc) hooks() {
+	d.p("## Per hook, beside a bare program of the same hook")
+	d.p("`BenchmarkXDP` and `BenchmarkTC` run the same frames through each build of hbf's program, with " +
+		"empty maps and with 10,000 blocks, beside a bare program of that hook. The UDP rows tell closed " +
+		"ports from open ones with the kernel's socket lookup; *× ACK* is a row against an established " +
+		"flow's ACK in the same program.")
+	var rows [][]string
+	for _, sub := range []string{
+		"established-ACK/empty-maps", "established-ACK/10k-blocks",
+		"blocked-address/empty-maps", "blocked-address/10k-blocks",
+		"blocked-CIDR/empty-maps", "blocked-CIDR/10k-blocks",
+		"SYN-retransmission", "new-SYN-reported", "new-SYN-new-source",
+		"UDP-open-port", "UDP-closed-port", "UDP-DNAT-port", "UDP-not-the-host",
+		"SYN-no-lookup", "SYN-lookup-open-port", "SYN-lookup-closed-port",
+	} {
+		rows = append(rows, []string{sub,
+			d.num("XDP/"+sub, "ns/pkt"), d.num("XDP/"+sub, "x-pass"), d.num("XDP/"+sub, "x-ACK"),
+			d.num("TC/"+sub, "ns/pkt"), d.num("TC/"+sub, "x-pass"), d.num("TC/"+sub, "x-ACK")})
+	}
+	d.table([]string{"frame", "XDP ns", "× bare", "× ACK", "TC ns", "× bare", "× ACK"}, rows)
+	v, ok := d.r.get("XDP/UDP-open-port", "x-ACK")
+	d.p("Goal: a datagram to an open port at XDP %s.", atMost("≤ 1.5× an established ACK", 1.5).judge(v, ok))
+}
+
+func (d *doc) daemon() {
+	d.p("## The daemon")
+	const events, load, trip = "EventReader", "BlocklistLoad", "BlockRoundTrip"
+	ev, evOK := d.r.get(events, "events/s")
+	lost, lostOK := d.r.get(events, "lost")
+	applied, aOK := d.r.get(load, "s-start-to-applied")
+	rss, rOK := d.r.get(load, "MiB-peak-rss")
+	d.table([]string{"what", "measured", "goal"}, [][]string{
+		{"connection events, kernel to the Go reader (`BenchmarkEventReader`)", d.num(events, "events/s") + " events/s, " + d.num(events, "lost") + " lost",
+			atLeast("≥ 1,000,000/s", 1e6).judge(ev, evOK) + "; " + atMost("0 lost", 0).judge(lost, lostOK)},
+		{"1M-address list, start to in the kernel (`BenchmarkBlocklistLoad`)", d.num(load, "s-start-to-applied") + " s, of which kernel writes " + d.num(load, "s-kernel-writes") + " s",
+			atMost("< 1 s", 1).judge(applied, aOK)},
+		{"peak RSS with the 1M list, and with an empty one", d.num(load, "MiB-peak-rss") + " MiB, " + d.num(load, "MiB-peak-rss-empty-list") + " MiB",
+			atMost("< 64 MiB", 64).judge(rss, rOK)},
+		{"`hbf block` round trip, p50 / p99 (`BenchmarkBlockRoundTrip`)", d.num(trip, "ms-block-p50") + " / " + d.num(trip, "ms-block-p99") + " ms", ""},
+		{"`hbf status` in the same run, p50 / p99", d.num(trip, "ms-status-p50") + " / " + d.num(trip, "ms-status-p99") + " ms", ""},
+	})
+	d.p("The round trip is timed from the command's start to its exit, so it includes starting the " +
+		"client; `hbf status` beside it writes nothing, and the difference is what a block costs.")
+}
