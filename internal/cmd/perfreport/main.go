@@ -52,7 +52,7 @@ func run(docs, commit string, files []string) error {
 	m := machine{
 		date:   time.Now().UTC().Format("2006-01-02"),
 		commit: commit,
-		cpu:    r.config["cpu"],
+		cpu:    strings.TrimSpace(r.config["cpu"]),
 		cores:  runtime.NumCPU(),
 		kernel: unix.ByteSliceToString(uts.Release[:]),
 	}

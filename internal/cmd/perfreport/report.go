@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -65,7 +66,7 @@ func format(v float64, unit string) string {
 	switch {
 	case strings.HasPrefix(unit, "x-") || strings.Contains(unit, "-x-") || unit == "excess":
 		return fmt.Sprintf("%.2f", v)
-	case unit == "events/s" || unit == "offered-pps":
+	case v == math.Trunc(v) || unit == "events/s" || unit == "offered-pps":
 		return fmt.Sprintf("%.0f", v)
 	case v >= 100:
 		return fmt.Sprintf("%.0f", v)
