@@ -15,7 +15,9 @@
 char __license[] SEC("license") = "Dual BSD/GPL";
 
 #define EVENTGEN_BATCH 256
-#define EVENTS_WAKEUP_BYTES (64 * 1024) /* as bpf/events.h */
+/* As bpf/events.h under a flood, which wakes the reader for light traffic
+ * only. */
+#define EVENTS_WAKEUP_BYTES (64 * 1024)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -62,7 +62,8 @@ func (*Scan) isEvent()       {}
 var ErrClosed = ringbuf.ErrClosed
 
 // PollInterval bounds how long a connection event waits in the ring buffer:
-// the program does not wake the reader for each one (see bpf/events.h).
+// the program wakes the reader for connection events only while traffic is
+// light (see bpf/events.h).
 const PollInterval = 20 * time.Millisecond
 
 // EventReader reads the program's events.

@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"time"
+
 	"encoding/binary"
 	"testing"
 )
@@ -23,5 +25,44 @@ func TestConnEventDecoding(t *testing.T) {
 	}
 	if _, err := decodeConnEvent(b[:len(b)-1]); err == nil {
 		t.Error("a short event decoded")
+	}
+}
+
+// Connection events wake the reader while traffic is light, the first
+// two of each window, and not once the window before held a flood: the
+// program's own counts say which it did.
+func TestConnectionEventsWakeTheReaderOnlyWhileLight(t *testing.T) {
+	d := newTestDP(t, defaults)
+	woken := func() uint32 {
+		var n uint32
+		if err := d.objs.HbfEventsWoken.Get(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	syn := func(i int) { d.run(tcpSYN("198.51.100.7", "203.0.113.5", uint16(40000+i), 443)) }
+	for i := range 3 {
+		syn(i)
+	}
+	if n := woken(); n != 2 {
+		t.Errorf("light traffic: %d wakeups in the window, want 2", n)
+	}
+	// A window of a flood, then the next: its events wake nobody.
+	for i := 3; i < 3+100; i++ {
+		syn(i)
+	}
+	d.advance(20 * time.Millisecond)
+	syn(200)
+	if n := woken(); n != 0 {
+		t.Errorf("after a window of 101 events: %d wakeups, want 0", n)
+	}
+	// Two quiet windows later, traffic is light again.
+	d.advance(40 * time.Millisecond)
+	syn(201)
+	if n := woken(); n != 1 {
+		t.Errorf("after the flood stopped: %d wakeups, want 1", n)
+	}
+	if got := len(d.drain()); got != 105 {
+		t.Errorf("%d connection events read, want 105: none lost to the wakeup rules", got)
 	}
 }

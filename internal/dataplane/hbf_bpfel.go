@@ -219,6 +219,10 @@ const (
 	hbfVarHbfBlockBudget       = "hbf_block_budget"
 	hbfVarHbfClockOffset       = "hbf_clock_offset"
 	hbfVarHbfConfig            = "hbf_config"
+	hbfVarHbfEventsInWindow    = "hbf_events_in_window"
+	hbfVarHbfEventsLastWindow  = "hbf_events_last_window"
+	hbfVarHbfEventsWindowNs    = "hbf_events_window_ns"
+	hbfVarHbfEventsWoken       = "hbf_events_woken"
 	hbfVarHbfFirstAttemptMask  = "hbf_first_attempt_mask"
 	hbfVarHbfHaveBlockPrefixes = "hbf_have_block_prefixes"
 	hbfVarHbfIgnoredTcp        = "hbf_ignored_tcp"
@@ -309,6 +313,10 @@ type hbfVariableSpecs struct {
 	HbfBlockBudget       *ebpf.VariableSpec `ebpf:"hbf_block_budget"`
 	HbfClockOffset       *ebpf.VariableSpec `ebpf:"hbf_clock_offset"`
 	HbfConfig            *ebpf.VariableSpec `ebpf:"hbf_config"`
+	HbfEventsInWindow    *ebpf.VariableSpec `ebpf:"hbf_events_in_window"`
+	HbfEventsLastWindow  *ebpf.VariableSpec `ebpf:"hbf_events_last_window"`
+	HbfEventsWindowNs    *ebpf.VariableSpec `ebpf:"hbf_events_window_ns"`
+	HbfEventsWoken       *ebpf.VariableSpec `ebpf:"hbf_events_woken"`
 	HbfFirstAttemptMask  *ebpf.VariableSpec `ebpf:"hbf_first_attempt_mask"`
 	HbfHaveBlockPrefixes *ebpf.VariableSpec `ebpf:"hbf_have_block_prefixes"`
 	HbfIgnoredTcp        *ebpf.VariableSpec `ebpf:"hbf_ignored_tcp"`
@@ -388,6 +396,10 @@ type hbfVariables struct {
 	HbfBlockBudget       *ebpf.Variable `ebpf:"hbf_block_budget"`
 	HbfClockOffset       *ebpf.Variable `ebpf:"hbf_clock_offset"`
 	HbfConfig            *ebpf.Variable `ebpf:"hbf_config"`
+	HbfEventsInWindow    *ebpf.Variable `ebpf:"hbf_events_in_window"`
+	HbfEventsLastWindow  *ebpf.Variable `ebpf:"hbf_events_last_window"`
+	HbfEventsWindowNs    *ebpf.Variable `ebpf:"hbf_events_window_ns"`
+	HbfEventsWoken       *ebpf.Variable `ebpf:"hbf_events_woken"`
 	HbfFirstAttemptMask  *ebpf.Variable `ebpf:"hbf_first_attempt_mask"`
 	HbfHaveBlockPrefixes *ebpf.Variable `ebpf:"hbf_have_block_prefixes"`
 	HbfIgnoredTcp        *ebpf.Variable `ebpf:"hbf_ignored_tcp"`
