@@ -95,7 +95,8 @@ type daemonProc struct {
 
 	mu      sync.Mutex
 	lines   []string
-	stalled chan struct{} // closed to resume reading stdout
+	onLine  func(line string, at time.Time) // called as each line arrives
+	stalled chan struct{}                   // closed to resume reading stdout
 	stderr  bytes.Buffer
 	done    chan struct{}
 	err     error
@@ -196,6 +197,9 @@ func (d *daemonProc) start(cmd *exec.Cmd) {
 		for sc.Scan() {
 			d.mu.Lock()
 			d.lines = append(d.lines, sc.Text())
+			if d.onLine != nil {
+				d.onLine(sc.Text(), time.Now())
+			}
 			stalled := d.stalled
 			d.mu.Unlock()
 			if stalled != nil {

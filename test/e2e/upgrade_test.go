@@ -29,7 +29,7 @@ const (
 
 // buildCommit builds cmd/hbf as it was at commit, from this repository's
 // history, and returns the binary.
-func buildCommit(t *testing.T, commit string) string {
+func buildCommit(t testing.TB, commit string) string {
 	t.Helper()
 	testenv.RequireCommand(t, "git")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

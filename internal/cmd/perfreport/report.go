@@ -271,4 +271,33 @@ func (d *doc) daemon() {
 	})
 	d.p("The round trip is timed from the command's start to its exit, so it includes starting the " +
 		"client; `hbf status` beside it writes nothing, and the difference is what a block costs.")
+	d.latency()
+}
+
+func (d *doc) latency() {
+	const bench = "EventLatency"
+	d.p("### From a connection to its line")
+	d.p("`BenchmarkEventLatency` times connections from the client's connect to their line on the " +
+		"daemon's stdout, for this hbf and for the build that only polled the ring every 20 ms " +
+		"(`fixed`), in three interleaved rounds of 60: at a light rate (one every 20 to 100 ms), and " +
+		"during a flood of new connections from another peer (about 5,000 a second), when it also " +
+		"measures the daemon's CPU time per event. This hbf wakes the reader for connection events " +
+		"only while traffic is light (see [architecture.md](architecture.md)).")
+	poll := atMost("≤ 25 ms (the 20 ms poll + 5)", 25)
+	var rows [][]string
+	for _, r := range []struct{ key, label string }{
+		{"light", "light traffic"},
+		{"flood", "during a flood"},
+	} {
+		v, ok := d.r.get(bench, "adaptive-"+r.key+"-ms-p99")
+		rows = append(rows, []string{r.label,
+			d.num(bench, "adaptive-"+r.key+"-ms-p50") + " / " + d.num(bench, "adaptive-"+r.key+"-ms-p99"),
+			d.num(bench, "fixed-"+r.key+"-ms-p50") + " / " + d.num(bench, "fixed-"+r.key+"-ms-p99"),
+			poll.judge(v, ok)})
+	}
+	cpu, ok := d.r.get(bench, "cpu-x-fixed")
+	rows = append(rows, []string{"daemon CPU per event during the flood",
+		d.num(bench, "adaptive-us-cpu/event") + " µs", d.num(bench, "fixed-us-cpu/event") + " µs",
+		atMost("no more than fixed (≤ 1.1×, the noise)", 1.1).judge(cpu, ok)})
+	d.table([]string{"", "hbf, ms p50 / p99", "fixed 20 ms poll, ms p50 / p99", "goal"}, rows)
 }
