@@ -27,7 +27,7 @@ import (
 // work hbf does for every unit the reference does.
 func BenchmarkVersus(b *testing.B) {
 	testenv.RequirePrivileged(b)
-	hbf, ref := versusPrograms(b, true)
+	hbf, ref := versusPrograms(b, versusMillion)
 	filter := xdpFilter(b)
 	bare := passProgram(b, HookXDP)
 
@@ -98,19 +98,9 @@ const (
 	versusBlocked6 = "2001:db8:bad::7"
 )
 
-// versusPrograms loads hbf, populated with a million blocked addresses
-// (IPv4 and IPv6, the frames' among them) and 100.64.0.0/15, with the
-// allowlist a daemon keeps, and the reference on the same maps.
-func versusPrograms(b *testing.B, populated bool) (*Dataplane, *ebpf.Program) {
-	b.Helper()
-	dp, err := Load(Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { dp.Close() })
-	if err := dp.SetSettings(defaults); err != nil {
-		b.Fatal(err)
-	}
+// versusMillion blocks a million addresses (IPv4 and IPv6, the frames'
+// among them) and 100.64.0.0/15.
+func versusMillion(dp *Dataplane) error {
 	million := func(yield func(netip.Prefix) bool) {
 		for i := range 1 << 19 {
 			a4 := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
@@ -122,6 +112,36 @@ func versusPrograms(b *testing.B, populated bool) (*Dataplane, *ebpf.Program) {
 			}
 		}
 	}
+	if _, err := dp.BlockMany(iter.Seq[netip.Prefix](million), time.Now().Add(time.Hour)); err != nil {
+		return err
+	}
+	return dp.Block(netip.MustParsePrefix("100.64.0.0/15"), time.Time{})
+}
+
+// versusCIDRs blocks 10,000 /24s: every other /24 of 10.0.0.0/8 from the
+// start, up to 10.78.31.0/24.
+func versusCIDRs(dp *Dataplane) error {
+	for i := range 10000 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i / 128), byte(2 * (i % 128)), 0}), 24)
+		if err := dp.Block(p, time.Time{}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// versusPrograms loads hbf with the allowlist a daemon keeps and what
+// block adds (nil: nothing), and the reference on the same maps.
+func versusPrograms(b *testing.B, block func(*Dataplane) error) (*Dataplane, *ebpf.Program) {
+	b.Helper()
+	dp, err := Load(Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { dp.Close() })
+	if err := dp.SetSettings(defaults); err != nil {
+		b.Fatal(err)
+	}
 	// What the daemon always allows: loopback, the host's addresses, its
 	// gateways. The IPv6 ones share the blocked IPv6 source's /32.
 	for _, p := range []string{"127.0.0.0/8", "::1/128", "203.0.113.5/32", "192.0.2.1/32", "2001:db8::1/128", "fe80::1/128"} {
@@ -129,11 +149,8 @@ func versusPrograms(b *testing.B, populated bool) (*Dataplane, *ebpf.Program) {
 			b.Fatal(err)
 		}
 	}
-	if populated {
-		if _, err := dp.BlockMany(iter.Seq[netip.Prefix](million), time.Now().Add(time.Hour)); err != nil {
-			b.Fatal(err)
-		}
-		if err := dp.Block(netip.MustParsePrefix("100.64.0.0/15"), time.Time{}); err != nil {
+	if block != nil {
+		if err := block(dp); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -141,7 +158,7 @@ func versusPrograms(b *testing.B, populated bool) (*Dataplane, *ebpf.Program) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := spec.Variables[referenceVarRefHavePrefixes].Set(map[bool]uint32{false: 0, true: 1}[populated]); err != nil {
+	if err := spec.Variables[referenceVarRefHavePrefixes].Set(map[bool]uint32{false: 0, true: 1}[block != nil]); err != nil {
 		b.Fatal(err)
 	}
 	var objs referenceObjects
@@ -180,8 +197,8 @@ func drain(b *testing.B, events *ebpf.Map) {
 // caches cannot hold the entries.
 func BenchmarkVersusDistinct(b *testing.B) {
 	testenv.RequirePrivileged(b)
-	full, fullRef := versusPrograms(b, true)
-	empty, emptyRef := versusPrograms(b, false)
+	full, fullRef := versusPrograms(b, versusMillion)
+	empty, emptyRef := versusPrograms(b, nil)
 	src4 := func(i int) string { return netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}).String() }
 	rows := []struct {
 		name   string
@@ -209,43 +226,84 @@ func BenchmarkVersusDistinct(b *testing.B) {
 			for i := range frames {
 				frames[i] = row.frames(i).bytes()
 			}
-			progs := []struct {
-				dp  *Dataplane
-				p   *ebpf.Program
-				key string
-			}{{full, full.objs.Program, "hbf"}, {full, fullRef, "ref"}, {empty, empty.objs.Program, "hbf-0-blocks"}, {empty, emptyRef, "ref-0-blocks"}}
-			times := map[string][]time.Duration{}
-			b.ResetTimer()
-			for range 3 {
-				for _, p := range progs {
-					if row.reset {
-						b.StopTimer()
-						if err := p.dp.emptyTracker(); err != nil {
-							b.Fatal(err)
-						}
-						b.StartTimer()
-					}
-					var total time.Duration
-					for _, f := range frames {
-						_, d, err := p.p.Benchmark(f, 1, nil)
-						if err != nil {
-							b.Fatal(err)
-						}
-						total += d
-					}
-					times[p.key] = append(times[p.key], total/time.Duration(len(frames)))
-				}
-			}
-			med := map[string]float64{}
-			for k, ts := range times {
-				slices.Sort(ts)
-				med[k] = float64(ts[len(ts)/2].Nanoseconds())
-				b.ReportMetric(med[k], k+"-ns")
-			}
+			med := distinctMedians(b, frames, row.reset, []versusProg{
+				{full, full.objs.Program, "hbf"}, {full, fullRef, "ref"},
+				{empty, empty.objs.Program, "hbf-0-blocks"}, {empty, emptyRef, "ref-0-blocks"}})
 			b.ReportMetric(med["hbf"]/med["ref"], "x-ref")
 			b.ReportMetric(med["hbf"]/med["hbf-0-blocks"], "x-0-blocks")
 		})
 	}
+}
+
+// BenchmarkVersusCIDRs runs established ACKs from 65,536 sources, one run
+// each, through hbf and the reference holding 10,000 blocked /24s (and no
+// addresses): half the sources in a blocked /24, half in the /24 beside
+// it, so every lookup walks the trie.
+func BenchmarkVersusCIDRs(b *testing.B) {
+	testenv.RequirePrivileged(b)
+	dp, ref := versusPrograms(b, versusCIDRs)
+	ackFrom := func(i int) []byte {
+		k := i % 65536
+		src := netip.AddrFrom4([4]byte{10, byte(k / 256 % 79), byte(k), 1})
+		return tcpSYN(src.String(), "203.0.113.5", 40000, 443).with(func(f *frame) { f.flags = ack }).bytes()
+	}
+	for _, p := range []*ebpf.Program{dp.objs.Program, ref} {
+		for i, want := range []uint32{xdpDrop, xdpPass} { // 10.0.0.1, 10.0.1.1
+			if ret, _, err := p.Benchmark(ackFrom(i), 1, nil); err != nil || ret != want {
+				b.Fatalf("frame %d: verdict %s (%v), want %s", i, verdict(ret), err, verdict(want))
+			}
+		}
+	}
+	frames := make([][]byte, min(b.N, 1<<18))
+	for i := range frames {
+		frames[i] = ackFrom(i)
+	}
+	med := distinctMedians(b, frames, false, []versusProg{{dp, dp.objs.Program, "hbf"}, {dp, ref, "ref"}})
+	b.ReportMetric(med["hbf"]/med["ref"], "x-ref")
+}
+
+// A versusProg is a program of the distinct-frame benchmarks: its
+// Dataplane (whose tracker a reset empties) and the key of its metric.
+type versusProg struct {
+	dp  *Dataplane
+	p   *ebpf.Program
+	key string
+}
+
+// distinctMedians runs each frame once through each program, in three
+// interleaved rounds, and reports and returns each program's median ns
+// per frame. reset empties the trackers before each program's round.
+func distinctMedians(b *testing.B, frames [][]byte, reset bool, progs []versusProg) map[string]float64 {
+	b.Helper()
+	times := map[string][]time.Duration{}
+	b.ResetTimer()
+	for range 3 {
+		for _, p := range progs {
+			if reset {
+				b.StopTimer()
+				if err := p.dp.emptyTracker(); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			var total time.Duration
+			for _, f := range frames {
+				_, d, err := p.p.Benchmark(f, 1, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				total += d
+			}
+			times[p.key] = append(times[p.key], total/time.Duration(len(frames)))
+		}
+	}
+	med := map[string]float64{}
+	for k, ts := range times {
+		slices.Sort(ts)
+		med[k] = float64(ts[len(ts)/2].Nanoseconds())
+		b.ReportMetric(med[k], k+"-ns")
+	}
+	return med
 }
 
 // xdpFilterObject is xdp-tools' xdp-filter with every feature, in deny
