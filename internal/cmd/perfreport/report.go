@@ -184,6 +184,15 @@ func (d *doc) distinct() {
 		rows = append(rows, append(row, strings.Join(judged, "; ")))
 	}
 	d.table([]string{"frames", "hbf ns, 1M blocks", "ref ns, 1M", "hbf ns, 0 blocks", "ref ns, 0", "× ref", "× 0 blocks", "goal"}, rows)
+
+	const cidrs = "VersusCIDRs"
+	d.p("`BenchmarkVersusCIDRs` holds 10,000 blocked /24s and no addresses, in hbf and the reference, " +
+		"and runs ACKs from 65,536 sources the same way: half in a blocked /24, half in the one beside " +
+		"it, so every lookup walks the trie.")
+	v, ok := d.r.get(cidrs, "x-ref")
+	d.table([]string{"frames", "hbf ns", "ref ns", "× ref", "goal"}, [][]string{{"ACK, 65,536 sources among 10,000 /24s",
+		d.num(cidrs, "hbf-ns"), d.num(cidrs, "ref-ns"), d.num(cidrs, "x-ref"),
+		atMost("no worse than the reference's LPM lookup, ≤ 1×", 1).judge(v, ok)}})
 }
 
 // dropFilters are BenchmarkDropCost's filters, as the table names them.
