@@ -127,28 +127,41 @@ static __always_inline int v4_prefix_may_hold(const struct addr *a)
 	return filter_has(FILTER_V4_BASE, v4_slash16(a));
 }
 
-/* blocked reports whether a live block holds the address, and counts the
- * packet against it. Inlined: every packet asks, and the call cost a
- * blocked packet a tenth of its time. */
-static __always_inline int blocked(const struct addr *addr)
+/* count_block counts a dropped packet against its rule. Not atomic: a
+ * locked add cost a blocked packet a sixth of its time. Two CPUs dropping
+ * for one rule at the same instant can lose an increment here; the drop
+ * counters by reason are per CPU and exact. */
+static __always_inline int count_block(struct rule *r)
 {
-	struct rule *r = NULL;
-	if (filter_may_hold(addr)) {
-		r = bpf_map_lookup_elem(&blocks, addr);
-		if (r && !rule_live(r))
-			r = NULL;
-	}
-	if (!r && (READ_ONCE(hbf_have_block_prefixes) || READ_ONCE(hbf_scan_prefixes)) &&
-	    (!ipv4_mapped(addr) || v4_prefix_may_hold(addr)))
-		r = lpm_live(&block_prefixes, block_retry_step, addr);
-	if (!r)
-		return 0;
-	/* Not atomic: a locked add cost a blocked packet a sixth of its
-	 * time. Two CPUs dropping for one rule at the same instant can lose
-	 * an increment here; the drop counters by reason are per CPU and
-	 * exact. */
 	r->packets++;
 	return 1;
+}
+
+/* prefix_blocked is blocked's lookup of the prefix blocks: a function the
+ * verifier checks once, where inlined into every path of the program it
+ * doubled the load time. */
+__noinline int prefix_blocked(const struct addr *addr)
+{
+	if (!addr)
+		return 0;
+	struct rule *r = lpm_live(&block_prefixes, block_retry_step, addr);
+	return r ? count_block(r) : 0;
+}
+
+/* blocked reports whether a live block holds the address, and counts the
+ * packet against it. The exact lookup is inlined: every packet asks, and
+ * the call cost a blocked packet a tenth of its time. */
+static __always_inline int blocked(const struct addr *addr)
+{
+	if (filter_may_hold(addr)) {
+		struct rule *r = bpf_map_lookup_elem(&blocks, addr);
+		if (r && rule_live(r))
+			return count_block(r);
+	}
+	if ((READ_ONCE(hbf_have_block_prefixes) || READ_ONCE(hbf_scan_prefixes)) &&
+	    (!ipv4_mapped(addr) || v4_prefix_may_hold(addr)))
+		return prefix_blocked(addr);
+	return 0;
 }
 
 /* allow_may_hold reports whether an allow prefix may hold the address:
