@@ -177,11 +177,21 @@ static __always_inline int allow_may_hold(const struct addr *a)
 			  (*(const __u64 *)a->b * 0x9E3779B97F4A7C15ULL) >> 48);
 }
 
-__noinline int allowlisted(const struct addr *addr)
+/* allow_prefix_holds is allowlisted's trie lookup, a function the verifier
+ * checks once. */
+__noinline int allow_prefix_holds(const struct addr *addr)
 {
-	if (!addr || !allow_may_hold(addr))
+	if (!addr)
 		return 0;
 	return lpm_live(&allow_prefixes, allow_retry_step, addr) != NULL;
+}
+
+/* allowlisted reports whether a live allow prefix holds the address. The
+ * filter's check is inlined: a blocked source far from every allow, the
+ * common case, pays no call. */
+static __always_inline int allowlisted(const struct addr *addr)
+{
+	return allow_may_hold(addr) && allow_prefix_holds(addr);
 }
 
 #endif
