@@ -288,7 +288,7 @@ func (d *doc) latency() {
 	d.p("### From a connection to its line")
 	d.p("`BenchmarkEventLatency` times connections from the client's connect to their line on the " +
 		"daemon's stdout, for this hbf and for the build that only polled the ring every 20 ms " +
-		"(`fixed`), in three interleaved rounds of 60: at a light rate (one every 20 to 100 ms), and " +
+		"(`fixed`), in five interleaved rounds of 40: at a light rate (one every 20 to 100 ms), and " +
 		"during a flood of new connections from another peer (about 5,000 a second), when it also " +
 		"measures the daemon's CPU time per event. This hbf wakes the reader for connection events " +
 		"only while traffic is light (see [architecture.md](architecture.md)).")
