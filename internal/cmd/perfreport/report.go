@@ -208,11 +208,12 @@ func (d *doc) dropCost(chart string) {
 	const bench = "DropCost"
 	d.p("## Dropping a flood, in the receive softirq")
 	d.p("`BenchmarkDropCost` floods the host from a blocked source over a veth pair (no switch between), "+
-		"30,000 SYNs per run at a fixed offered rate (median %s packets/s), and adds up, to the nanosecond, "+
+		"20,000 SYNs per run at a fixed offered rate (median %s packets/s), and adds up, to the nanosecond, "+
 		"the CPU time every CPU spends in the network receive softirq (`bpf/softirq.c` on the "+
-		"`irq:softirq_entry`/`softirq_exit` tracepoints), divided by the packets sent: five interleaved "+
-		"rounds, medians. Each filter drops the same source with one rule; the host's TCP counters show "+
-		"that none of them reached TCP.", d.num(bench, "offered-pps"))
+		"`irq:softirq_entry`/`softirq_exit` tracepoints), divided by the packets sent: seven interleaved "+
+		"rounds, medians; the goal's ratio is the median of each round's own. Each filter drops the "+
+		"same source with one rule; the host's TCP counters show that none of them reached TCP.",
+		d.num(bench, "offered-pps"))
 	d.p("**A veth is an skb path, not a NIC.** The packet is an skb before any filter sees it, and each " +
 		"one is received in its own softirq, in the bottom half of the sender's syscall, so the skb's " +
 		"life and the softirq's own work weigh on every row alike. XDP gains nothing here and pays " +
