@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -81,7 +79,7 @@ func BenchmarkDropCost(b *testing.B) {
 		for range rounds {
 			for _, f := range filters {
 				teardown := f.setup(b)
-				segs := tcpInSegs(b, host)
+				segs := snmp(b, host, "Tcp", "InSegs")
 				before := clock.read(b)
 				start := time.Now()
 				sent, _ := hpingFlood(b, flooder, host.Addr4.String(), packets, gap)()
@@ -89,7 +87,7 @@ func BenchmarkDropCost(b *testing.B) {
 				spent := clock.read(b) - before
 				// hping3 misses answers at this rate: the host's own count
 				// of TCP segments received says what got through.
-				reached := tcpInSegs(b, host) - segs
+				reached := int(snmp(b, host, "Tcp", "InSegs") - segs)
 				teardown()
 				if f.drops && reached != 0 {
 					b.Fatalf("%s: %d of %d SYNs from the blocked source reached TCP", f.name, reached, sent)
@@ -120,36 +118,6 @@ func BenchmarkDropCost(b *testing.B) {
 	}
 	b.ReportMetric(med(ratios), "hbf-x-cheapest-other")
 	b.ReportMetric(med(rates), "offered-pps")
-}
-
-// tcpInSegs is the TCP segments ns has received (Tcp: InSegs of
-// /proc/net/snmp, which shows the reader's namespace).
-func tcpInSegs(b *testing.B, ns *netlab.NS) int {
-	b.Helper()
-	out, err := ns.Run(context.Background(), "cat", "/proc/net/snmp")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var names []string
-	for _, l := range strings.Split(out, "\n") {
-		fields := strings.Fields(l)
-		if len(fields) == 0 || fields[0] != "Tcp:" {
-			continue
-		}
-		if names == nil {
-			names = fields
-			continue
-		}
-		if i := slices.Index(names, "InSegs"); i > 0 && i < len(fields) {
-			n, err := strconv.Atoi(fields[i])
-			if err != nil {
-				b.Fatal(err)
-			}
-			return n
-		}
-	}
-	b.Fatalf("no Tcp: InSegs in /proc/net/snmp:\n%s", out)
-	return 0
 }
 
 // softirqClock adds up the time every CPU spends in the network receive

@@ -28,7 +28,7 @@ func liftICMPLimits(t *testing.T, ns *netlab.NS) {
 
 // snmp reads one counter of /proc/net/snmp in the namespace: proto is
 // the line's prefix ("Icmp", "Tcp"), field the column's name.
-func snmp(t *testing.T, ns *netlab.NS, proto, field string) uint64 {
+func snmp(t testing.TB, ns *netlab.NS, proto, field string) uint64 {
 	t.Helper()
 	out, err := ns.Run(context.Background(), "cat", "/proc/net/snmp")
 	if err != nil {
