@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"slices"
 	"testing"
 	"time"
 
@@ -100,14 +99,9 @@ func BenchmarkDropCost(b *testing.B) {
 			}
 		}
 	}
-	med := func(xs []float64) float64 {
-		s := slices.Clone(xs)
-		slices.Sort(s)
-		return s[len(s)/2]
-	}
 	for _, f := range filters {
 		b.Logf("%s: %.0f ns per packet in each round", f.name, perPacket[f.name])
-		b.ReportMetric(med(perPacket[f.name]), f.name+"-ns/pkt")
+		b.ReportMetric(median(perPacket[f.name]), f.name+"-ns/pkt")
 	}
 	// hbf's cheaper hook on this path against the cheaper of the others,
 	// round by round: a neighbour's burst on the VM lifts a whole round.
@@ -116,8 +110,8 @@ func BenchmarkDropCost(b *testing.B) {
 		p := func(name string) float64 { return perPacket[name][r] }
 		ratios = append(ratios, min(p("hbf-xdp"), p("hbf-tcx"))/min(p("iptables"), p("nft")))
 	}
-	b.ReportMetric(med(ratios), "hbf-x-cheapest-other")
-	b.ReportMetric(med(rates), "offered-pps")
+	b.ReportMetric(median(ratios), "hbf-x-cheapest-other")
+	b.ReportMetric(median(rates), "offered-pps")
 }
 
 // softirqClock adds up the time every CPU spends in the network receive

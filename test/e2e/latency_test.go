@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -57,24 +56,14 @@ func BenchmarkEventLatency(b *testing.B) {
 			}
 		}
 	}
-	q := func(ds []time.Duration, p float64) float64 {
-		s := slices.Clone(ds)
-		slices.Sort(s)
-		return float64(s[int(p*float64(len(s)-1))].Microseconds()) / 1000
-	}
-	med := func(xs []float64) float64 {
-		s := slices.Clone(xs)
-		slices.Sort(s)
-		return s[len(s)/2]
-	}
 	for _, k := range []string{"adaptive-light", "fixed-light", "adaptive-flood", "fixed-flood"} {
-		b.ReportMetric(q(latency[k], 0.5), k+"-ms-p50")
-		b.ReportMetric(q(latency[k], 0.99), k+"-ms-p99")
+		b.ReportMetric(quantileMs(latency[k], 0.5), k+"-ms-p50")
+		b.ReportMetric(quantileMs(latency[k], 0.99), k+"-ms-p99")
 	}
 	b.Logf("CPU µs per event in each round: adaptive %.1f, fixed %.1f", cpu["adaptive"], cpu["fixed"])
-	b.ReportMetric(med(cpu["adaptive"]), "adaptive-us-cpu/event")
-	b.ReportMetric(med(cpu["fixed"]), "fixed-us-cpu/event")
-	b.ReportMetric(med(cpu["adaptive"])/med(cpu["fixed"]), "cpu-x-fixed")
+	b.ReportMetric(median(cpu["adaptive"]), "adaptive-us-cpu/event")
+	b.ReportMetric(median(cpu["fixed"]), "fixed-us-cpu/event")
+	b.ReportMetric(median(cpu["adaptive"])/median(cpu["fixed"]), "cpu-x-fixed")
 }
 
 // watchConnections returns the arrival of each of src's connection lines

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,14 +33,9 @@ func BenchmarkBlockRoundTrip(b *testing.B) {
 	if out := d.mustCLI("why", "198.51.100.200"); !strings.Contains(out, "blocked") {
 		b.Fatalf("hbf why after the blocks: %s", out)
 	}
-	q := func(ds []time.Duration, p float64) float64 {
-		s := slices.Clone(ds)
-		slices.Sort(s)
-		return float64(s[int(p*float64(len(s)-1))].Microseconds()) / 1000
-	}
-	b.ReportMetric(q(block, 0.5), "ms-block-p50")
-	b.ReportMetric(q(block, 0.99), "ms-block-p99")
-	b.ReportMetric(q(status, 0.5), "ms-status-p50")
-	b.ReportMetric(q(status, 0.99), "ms-status-p99")
-	b.ReportMetric(q(block, 0.99)/q(status, 0.99), "x-status-p99")
+	b.ReportMetric(quantileMs(block, 0.5), "ms-block-p50")
+	b.ReportMetric(quantileMs(block, 0.99), "ms-block-p99")
+	b.ReportMetric(quantileMs(status, 0.5), "ms-status-p50")
+	b.ReportMetric(quantileMs(status, 0.99), "ms-status-p99")
+	b.ReportMetric(quantileMs(block, 0.99)/quantileMs(status, 0.99), "x-status-p99")
 }
