@@ -118,7 +118,6 @@ func (l *Lab) build(ctx context.Context, opts Options) error {
 		if err != nil {
 			return err
 		}
-		ns.Addr4, ns.Addr6 = addrs(i + 1)
 		queues := []string{}
 		if role == "host" && opts.Queues > 1 {
 			q := strconv.Itoa(opts.Queues)
@@ -128,17 +127,14 @@ func (l *Lab) build(ctx context.Context, opts Options) error {
 		args := append([]string{"-n", l.Switch.Name, "link", "add", port}, queues...)
 		args = append(args, "type", "veth", "peer", "name", Iface, "netns", ns.Name)
 		args = append(args, queues...)
-		steps := [][]string{
-			args,
-			{"-n", l.Switch.Name, "link", "set", port, "master", "br0", "up"},
-			{"-n", ns.Name, "addr", "add", netip.PrefixFrom(ns.Addr4, Net4.Bits()).String(), "dev", Iface},
-			{"-n", ns.Name, "addr", "add", netip.PrefixFrom(ns.Addr6, Net6.Bits()).String(), "dev", Iface, "nodad"},
-			{"-n", ns.Name, "link", "set", Iface, "up"},
+		if err := ip(ctx, args...); err != nil {
+			return err
 		}
-		for _, s := range steps {
-			if err := ip(ctx, s...); err != nil {
-				return err
-			}
+		if err := ip(ctx, "-n", l.Switch.Name, "link", "set", port, "master", "br0", "up"); err != nil {
+			return err
+		}
+		if err := addressUp(ctx, ns, i+1); err != nil {
+			return err
 		}
 		if opts.TaggedFrames {
 			cmd := l.Switch.Command(ctx, "ethtool", "-K", port, "txvlan", "off", "tx-vlan-stag-hw-insert", "off")
@@ -173,16 +169,25 @@ func (l *Lab) buildDirect(ctx context.Context, opts Options) error {
 		return err
 	}
 	for i, ns := range []*NS{l.Host, peer} {
-		ns.Addr4, ns.Addr6 = addrs(i + 1)
-		steps := [][]string{
-			{"-n", ns.Name, "addr", "add", netip.PrefixFrom(ns.Addr4, Net4.Bits()).String(), "dev", Iface},
-			{"-n", ns.Name, "addr", "add", netip.PrefixFrom(ns.Addr6, Net6.Bits()).String(), "dev", Iface, "nodad"},
-			{"-n", ns.Name, "link", "set", Iface, "up"},
+		if err := addressUp(ctx, ns, i+1); err != nil {
+			return err
 		}
-		for _, s := range steps {
-			if err := ip(ctx, s...); err != nil {
-				return err
-			}
+	}
+	return nil
+}
+
+// addressUp gives ns's interface the n-th machine's addresses and brings
+// it up.
+func addressUp(ctx context.Context, ns *NS, n int) error {
+	ns.Addr4, ns.Addr6 = addrs(n)
+	steps := [][]string{
+		{"-n", ns.Name, "addr", "add", netip.PrefixFrom(ns.Addr4, Net4.Bits()).String(), "dev", Iface},
+		{"-n", ns.Name, "addr", "add", netip.PrefixFrom(ns.Addr6, Net6.Bits()).String(), "dev", Iface, "nodad"},
+		{"-n", ns.Name, "link", "set", Iface, "up"},
+	}
+	for _, s := range steps {
+		if err := ip(ctx, s...); err != nil {
+			return err
 		}
 	}
 	return nil
