@@ -24,7 +24,6 @@ struct softirq_record {
 struct net_rx_time {
 	__u64 entered; /* 0: not inside NET_RX */
 	__u64 ns;
-	__u64 runs;
 };
 
 struct {
@@ -52,7 +51,6 @@ int softirq_exit(struct softirq_record *rec)
 	if (!t || rec->vec != NET_RX_SOFTIRQ || !t->entered)
 		return 0;
 	t->ns += bpf_ktime_get_ns() - t->entered;
-	t->runs++;
 	t->entered = 0;
 	return 0;
 }

@@ -17,7 +17,6 @@ type softirqNetRxTime struct {
 	_       structs.HostLayout
 	Entered uint64
 	Ns      uint64
-	Runs    uint64
 }
 
 // Names of all BPF objects in the ELF.
