@@ -5,7 +5,6 @@ import (
 	"iter"
 	"net/netip"
 	"os"
-	"slices"
 	"testing"
 	"time"
 
@@ -75,8 +74,7 @@ func BenchmarkVersus(b *testing.B) {
 			}
 			med := make([]float64, len(progs))
 			for i, ts := range times {
-				slices.Sort(ts)
-				med[i] = float64(ts[len(ts)/2].Nanoseconds())
+				med[i] = float64(median(ts).Nanoseconds())
 			}
 			h, r, f, base := med[0], med[1], med[2], med[3]
 			b.ReportMetric(h, "hbf-ns")
@@ -299,8 +297,7 @@ func distinctMedians(b *testing.B, frames [][]byte, reset bool, progs []versusPr
 	}
 	med := map[string]float64{}
 	for k, ts := range times {
-		slices.Sort(ts)
-		med[k] = float64(ts[len(ts)/2].Nanoseconds())
+		med[k] = float64(median(ts).Nanoseconds())
 		b.ReportMetric(med[k], k+"-ns")
 	}
 	return med
