@@ -53,6 +53,13 @@ func (d *Dataplane) copyState(oldDir string) error {
 	return nil
 }
 
+// lpmKeyOf decodes a trie's key as the map holds it.
+func lpmKeyOf(raw []byte) hbfLpmKey {
+	k := hbfLpmKey{Prefixlen: binary.NativeEndian.Uint32(raw)}
+	copy(k.Addr.B[:], raw[4:])
+	return k
+}
+
 // copyMap copies the entries of the earlier layout's map name into this
 // program's; onlyMissing keeps entries already here. It returns how many it
 // wrote.
@@ -119,15 +126,10 @@ func (d *Dataplane) copyMap(oldDir, name string, onlyMissing bool) (int, error) 
 			var a hbfAddr
 			copy(a.B[:], key)
 			d.filter.add(a)
-		case hbfMapBlockPrefixes, hbfMapAllowPrefixes:
-			var k hbfLpmKey
-			k.Prefixlen = binary.NativeEndian.Uint32(key)
-			copy(k.Addr.B[:], key[4:])
-			if name == hbfMapBlockPrefixes {
-				d.filter.addV4(k)
-			} else {
-				d.filter.addAllow(k)
-			}
+		case hbfMapBlockPrefixes:
+			d.filter.addV4(lpmKeyOf(key))
+		case hbfMapAllowPrefixes:
+			d.filter.addAllow(lpmKeyOf(key))
 		}
 		err := m.Update(key, val, flag)
 		if onlyMissing && errors.Is(err, ebpf.ErrKeyExist) {
