@@ -53,7 +53,10 @@ static __always_inline __u8 block_scanner(const struct addr *key, __u8 keylen, _
 	long err;
 	if (keylen >= 128) {
 		filter_add(key);
-		err = bpf_map_update_elem(&blocks, key, &r, BPF_ANY);
+		if (ipv4_mapped(key))
+			err = bpf_map_update_elem(&blocks4, &key->b[12], &r, BPF_ANY);
+		else
+			err = bpf_map_update_elem(&blocks6, key, &r, BPF_ANY);
 	} else {
 		/* The lookup must be on before the entry can be found. */
 		WRITE_ONCE(hbf_scan_prefixes, 1);

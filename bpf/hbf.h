@@ -21,6 +21,12 @@ struct addr {
 	__u8 b[16];
 };
 
+/* An IPv4 address, in network order: the key of blocks4, where a 4-byte
+ * key hashes and compares in a quarter of the work of a mapped one. */
+struct addr4 {
+	__u8 b[4];
+};
+
 /* LPM key; prefixlen counts bits of the 16-byte (mapped) address. */
 struct lpm_key {
 	__u32 prefixlen;

@@ -84,8 +84,8 @@ static __always_inline int filter_has(__u32 base, __u32 bit)
 	return !w || ((READ_ONCE(*w) >> (bit & 63)) & 1);
 }
 
-/* filter_may_hold reports whether blocks may hold the address: false only
- * when the live side's bit is clear. */
+/* filter_may_hold reports whether blocks4 or blocks6 may hold the
+ * address: false only when the live side's bit is clear. */
 static __always_inline int filter_may_hold(const struct addr *a)
 {
 	__u32 k = FILTER_SIDE_WORD;
@@ -96,7 +96,7 @@ static __always_inline int filter_may_hold(const struct addr *a)
 }
 
 /* filter_add sets the address's bit on both sides, before it goes into
- * blocks. */
+ * blocks4 or blocks6. */
 static __always_inline void filter_add(const struct addr *a)
 {
 	__u32 bit = filter_bit(a);
@@ -148,18 +148,27 @@ __noinline int prefix_blocked(const struct addr *addr)
 	return r ? count_block(r) : 0;
 }
 
+/* exact_rule is the exact block of the address: an IPv4-mapped one's in
+ * blocks4, by its last four bytes. */
+static __always_inline struct rule *exact_rule(const struct addr *addr, int v4)
+{
+	if (v4)
+		return bpf_map_lookup_elem(&blocks4, &addr->b[12]);
+	return bpf_map_lookup_elem(&blocks6, addr);
+}
+
 /* blocked reports whether a live block holds the address, and counts the
  * packet against it. The exact lookup is inlined: every packet asks, and
  * the call cost a blocked packet a tenth of its time. */
 static __always_inline int blocked(const struct addr *addr)
 {
+	int v4 = ipv4_mapped(addr);
 	if (filter_may_hold(addr)) {
-		struct rule *r = bpf_map_lookup_elem(&blocks, addr);
+		struct rule *r = exact_rule(addr, v4);
 		if (r && rule_live(r))
 			return count_block(r);
 	}
-	if ((READ_ONCE(hbf_have_block_prefixes) || READ_ONCE(hbf_scan_prefixes)) &&
-	    (!ipv4_mapped(addr) || v4_prefix_may_hold(addr)))
+	if ((READ_ONCE(hbf_have_block_prefixes) || READ_ONCE(hbf_scan_prefixes)) && (!v4 || v4_prefix_may_hold(addr)))
 		return prefix_blocked(addr);
 	return 0;
 }

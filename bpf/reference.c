@@ -32,9 +32,17 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1 << 20);
+	__type(key, struct addr4);
+	__type(value, struct rule);
+} blocks4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 20);
 	__type(key, struct addr);
 	__type(value, struct rule);
-} blocks SEC(".maps");
+} blocks6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -84,9 +92,10 @@ static __always_inline int ref_live(const struct rule *r)
 	return r->expires_ns == 0 || r->expires_ns > bpf_ktime_get_coarse_ns();
 }
 
-static __always_inline int ref_blocked(const struct addr *src)
+/* ref_blocked: exact is the source's exact block map, key its key there. */
+static __always_inline int ref_blocked(const struct addr *src, void *exact, const void *key)
 {
-	struct rule *r = bpf_map_lookup_elem(&blocks, src);
+	struct rule *r = bpf_map_lookup_elem(exact, key);
 	if (!r || !ref_live(r)) {
 		r = NULL;
 		if (READ_ONCE(ref_have_prefixes)) {
@@ -125,7 +134,7 @@ int reference(struct xdp_md *ctx)
 		 * hash's word loads, and a stall is no promise. */
 		map_ipv4(&src, *(__be32 *)(ip + 12));
 		map_ipv4(&dst, *(__be32 *)(ip + 16));
-		if (ref_blocked(&src))
+		if (ref_blocked(&src, &blocks4, &src.b[12]))
 			goto drop;
 		if (ip[9] != 6)
 			goto pass;
@@ -135,7 +144,7 @@ int reference(struct xdp_md *ctx)
 			goto drop;
 		__builtin_memcpy(&src, ip + 8, 16);
 		__builtin_memcpy(&dst, ip + 24, 16);
-		if (ref_blocked(&src))
+		if (ref_blocked(&src, &blocks6, &src))
 			goto drop;
 		if (ip[6] != 6)
 			goto pass;

@@ -9,7 +9,7 @@ import (
 // errListsTooBig is the lists' need beyond the room the block maps keep
 // for lists.
 type errListsTooBig struct {
-	what        string // "addresses" or "prefixes"
+	what        string // "IPv4 addresses", "IPv6 addresses" or "prefixes"
 	need, room  int
 	capacity    int
 	flag        string
@@ -26,16 +26,22 @@ func (e *errListsTooBig) Error() string {
 // kernel's block maps of capacity c keep for lists. Entries in several
 // lists are counted once per list: a list fits alone or not at all.
 func listsFit(lists []*listSource, c dataplane.Capacity) error {
-	exact, prefixes := 0, 0
+	v4, v6, prefixes := 0, 0, 0
 	for _, l := range lists {
-		e := l.list.Exact()
-		exact += e
-		prefixes += l.list.Len() - e
+		e4, e6 := l.list.Exact()
+		v4, v6 = v4+e4, v6+e6
+		prefixes += l.list.Len() - e4 - e6
 	}
 	room := c.ForLists()
-	if exact > room.Blocks {
-		return &errListsTooBig{what: "addresses", need: exact, room: room.Blocks, capacity: c.Blocks,
-			flag: "--max-blocks", minCapacity: capacityFor(exact)}
+	// Each family has a map of its own, of the same capacity.
+	for _, exact := range []struct {
+		what string
+		n    int
+	}{{"IPv4 addresses", v4}, {"IPv6 addresses", v6}} {
+		if exact.n > room.Blocks {
+			return &errListsTooBig{what: exact.what, need: exact.n, room: room.Blocks, capacity: c.Blocks,
+				flag: "--max-blocks", minCapacity: capacityFor(exact.n)}
+		}
 	}
 	if prefixes > room.BlockPrefixes {
 		return &errListsTooBig{what: "prefixes", need: prefixes, room: room.BlockPrefixes, capacity: c.BlockPrefixes,

@@ -158,7 +158,7 @@ func TestListThatDoesNotFitChangesNothing(t *testing.T) {
 	}
 	bigList := h.list(h.writeList("big.txt", big.String()))
 	_, _, err := h.s.ReplaceLists(append(h.s.Lists(), bigList))
-	if err == nil || !strings.Contains(err.Error(), "the blocklists hold 21 addresses") || !strings.Contains(err.Error(), "raise --max-blocks to") {
+	if err == nil || !strings.Contains(err.Error(), "the blocklists hold 21 IPv4 addresses") || !strings.Contains(err.Error(), "raise --max-blocks to") {
 		t.Fatalf("a list too big for the map: %v", err)
 	}
 	if n := len(h.s.Lists()); n != 1 {
@@ -220,7 +220,7 @@ func TestListGrowingPastTheMapKeepsTheVersionInForce(t *testing.T) {
 	if _, ok := h.kernel("198.51.100.7/32"); !ok {
 		t.Error("the version in force was dropped")
 	}
-	want := "the blocklists hold 1000 addresses, more than the 960 the kernel keeps for lists " +
+	want := "the blocklists hold 1000 IPv4 addresses, more than the 960 the kernel keeps for lists " +
 		"(--max-blocks 1024, less room for scan, manual and fleet blocks): raise --max-blocks to 1066 or more"
 	if l := h.s.Lists()[0]; !strings.Contains(l.degraded, want) || !strings.Contains(l.degraded, "stays in force") {
 		t.Errorf("list status %q, want it to say %q", l.degraded, want)
@@ -229,6 +229,33 @@ func TestListGrowingPastTheMapKeepsTheVersionInForce(t *testing.T) {
 	h.d.watchLists()
 	if l := h.s.Lists()[0]; l.degraded == "" {
 		t.Error("the list was read again, unchanged, and its status lost")
+	}
+}
+
+// Each family's addresses have a map of their own: lists fit when each
+// family fits, and a refusal names the family that does not.
+func TestListsFitEachFamily(t *testing.T) {
+	h := newHarness(t)
+	addrs := func(n int, v6 bool) string {
+		var b strings.Builder
+		for i := range n {
+			a := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+			if v6 {
+				a = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)})
+			}
+			b.WriteString(a.String() + "\n")
+		}
+		return b.String()
+	}
+	c := dataplane.Capacity{Blocks: 1024, BlockPrefixes: 1024} // room for lists: 960 a family
+	both := h.list(h.writeList("both.txt", addrs(900, false)+addrs(900, true)))
+	if err := listsFit([]*listSource{both}, c); err != nil {
+		t.Errorf("900 addresses of each family: %v", err)
+	}
+	v6 := h.list(h.writeList("v6.txt", addrs(1000, true)))
+	err := listsFit([]*listSource{v6}, c)
+	if err == nil || !strings.Contains(err.Error(), "the blocklists hold 1000 IPv6 addresses, more than the 960") {
+		t.Errorf("1000 IPv6 addresses: %v", err)
 	}
 }
 

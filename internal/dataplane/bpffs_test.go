@@ -2,6 +2,8 @@ package dataplane
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/hbf-firewall/hbf/internal/netlab"
 	"github.com/hbf-firewall/hbf/internal/testenv"
@@ -91,7 +94,8 @@ func TestPinnedMapsAreAdopted(t *testing.T) {
 func TestEarlierLayoutIsMigrated(t *testing.T) {
 	pin := testPinPath(t)
 	// The lab host's own loopback: nothing else's traffic runs there.
-	inLab, earlier := pinEarlierLayout(t, pin, "lo", "192.0.2.7/32", "198.51.100.0/24")
+	inLab, earlier := pinEarlierLayout(t, pin, "lo", "192.0.2.7/32", "198.51.100.0/24", "2001:db8::7/128")
+	shareExactBlocks(t, earlier)
 
 	next, err := Load(Options{PinPath: pin})
 	if err != nil {
@@ -101,8 +105,14 @@ func TestEarlierLayoutIsMigrated(t *testing.T) {
 	if next.Adopted() || next.Migrating() != earlier {
 		t.Fatalf("adopted %v, migrating %q: want a migration from %s", next.Adopted(), next.Migrating(), earlier)
 	}
-	if got := blockSet(t, next); got != "192.0.2.7/32 198.51.100.0/24" {
+	if got := blockSet(t, next); got != "192.0.2.7/32 198.51.100.0/24 2001:db8::7/128" {
 		t.Errorf("blocks after the copy: %s", got)
+	}
+	for src, dst := range map[string]string{"192.0.2.7": "192.0.2.1", "2001:db8::7": "2001:db8::1"} {
+		f := tcpSYN(src, dst, 40000, 443).with(func(f *frame) { f.flags = ack })
+		if v, err := next.runFrame(f.bytes()); err != nil || v != xdpDrop {
+			t.Errorf("%s, blocked in the shared map: %s (%v), want it dropped", src, verdict(v), err)
+		}
 	}
 	// A block the old program makes before the switch.
 	oldBlocks, err := loadPinnedBlocks(earlier)
@@ -123,7 +133,7 @@ func TestEarlierLayoutIsMigrated(t *testing.T) {
 	if n, err := next.FinishMigration(); err != nil || n != 1 {
 		t.Errorf("caught up %d blocks (%v), want 1", n, err)
 	}
-	if got := blockSet(t, next); got != "192.0.2.7/32 198.51.100.0/24 203.0.113.9/32" {
+	if got := blockSet(t, next); got != "192.0.2.7/32 198.51.100.0/24 2001:db8::7/128 203.0.113.9/32" {
 		t.Errorf("blocks after the migration: %s", got)
 	}
 	if _, err := os.Stat(earlier); !os.IsNotExist(err) {
@@ -158,7 +168,45 @@ func blockSet(t *testing.T, d *Dataplane) string {
 }
 
 func loadPinnedBlocks(layoutDir string) (*ebpf.Map, error) {
-	return ebpf.LoadPinnedMap(filepath.Join(layoutDir, "maps", hbfMapBlocks), nil)
+	return ebpf.LoadPinnedMap(filepath.Join(layoutDir, "maps", sharedBlocksMap), nil)
+}
+
+// shareExactBlocks turns the exact blocks pinned in layoutDir into the one
+// map of layouts before v7, keyed by 16 bytes, IPv4 mapped.
+func shareExactBlocks(t *testing.T, layoutDir string) {
+	t.Helper()
+	shared, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, Flags: unix.BPF_F_NO_PREALLOC, MaxEntries: 1 << 20,
+		KeySize: uint32(binary.Size(hbfAddr{})), ValueSize: uint32(binary.Size(hbfRule{}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	for _, name := range []string{hbfMapBlocks4, hbfMapBlocks6} {
+		path := filepath.Join(layoutDir, "maps", name)
+		m, err := ebpf.LoadPinnedMap(path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r hbfRule
+		if name == hbfMapBlocks4 {
+			var k hbfAddr4
+			for it := m.Iterate(); it.Next(&k, &r); {
+				err = errors.Join(err, shared.Put(mappedOf(k), r))
+			}
+		} else {
+			var k hbfAddr
+			for it := m.Iterate(); it.Next(&k, &r); {
+				err = errors.Join(err, shared.Put(k, r))
+			}
+		}
+		m.Close()
+		if err = errors.Join(err, os.Remove(path)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := shared.Pin(filepath.Join(layoutDir, "maps", sharedBlocksMap)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // An earlier layout ran at XDP only: a migration into TCX copies its

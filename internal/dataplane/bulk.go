@@ -38,27 +38,27 @@ func (d *Dataplane) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time
 
 	// The kernel takes a bucket lock per entry; CPUs write in parallel.
 	type result struct {
-		keys []hbfAddr // what the kernel took
+		took exactBatch // what the kernel took
 		err  error
 	}
-	work := make(chan []hbfAddr)
+	work := make(chan exactBatch)
 	results := make(chan result)
 	var wg sync.WaitGroup
 	for range runtime.NumCPU() {
 		wg.Go(func() {
-			for keys := range work {
-				n, err := d.objs.Blocks.BatchUpdate(keys, values[:len(keys)], nil)
-				results <- result{keys[:n], err}
+			for b := range work {
+				took, err := d.writeBatch(b, values)
+				results <- result{took, err}
 			}
 		})
 	}
-	var written [][]hbfAddr
+	var written []exactBatch
 	var errs []error
 	collected := make(chan struct{})
 	go func() {
 		defer close(collected)
 		for r := range results {
-			written = append(written, r.keys)
+			written = append(written, r.took)
 			if r.err != nil {
 				errs = append(errs, r.err)
 			}
@@ -66,7 +66,8 @@ func (d *Dataplane) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time
 	}()
 
 	var lpm []hbfLpmKey
-	exact := make([]hbfAddr, 0, batchSize)
+	var v4 []hbfAddr4
+	var v6 []hbfAddr
 	var err error
 	for p := range prefixes {
 		addr, bits, kerr := key16(p)
@@ -79,14 +80,21 @@ func (d *Dataplane) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time
 			continue
 		}
 		d.filter.add(addr) // the bit before the entry: see block_filter
-		exact = append(exact, addr)
-		if len(exact) == batchSize {
-			work <- exact
-			exact = make([]hbfAddr, 0, batchSize)
+		if isMapped(addr) {
+			if v4 = append(v4, addr4Of(addr)); len(v4) == batchSize {
+				work <- exactBatch{v4: v4}
+				v4 = nil
+			}
+		} else if v6 = append(v6, addr); len(v6) == batchSize {
+			work <- exactBatch{v6: v6}
+			v6 = nil
 		}
 	}
-	if err == nil && len(exact) > 0 {
-		work <- exact
+	if err == nil && len(v4) > 0 {
+		work <- exactBatch{v4: v4}
+	}
+	if err == nil && len(v6) > 0 {
+		work <- exactBatch{v6: v6}
 	}
 	close(work)
 	wg.Wait()
@@ -107,16 +115,15 @@ func (d *Dataplane) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time
 		}
 	}
 	total := len(writtenLPM)
-	for _, keys := range written {
-		total += len(keys)
+	for _, b := range written {
+		total += b.len()
 	}
 	if err = errors.Join(append(errs, err)...); err == nil {
 		return total, nil
 	}
 	// Undo: a list is applied whole or not at all.
-	for _, keys := range written {
-		n, _ := d.objs.Blocks.BatchDelete(keys, nil)
-		d.filter.removed(n)
+	for _, b := range written {
+		d.filter.removed(d.deleteBatch(b))
 	}
 	for _, k := range writtenLPM {
 		_ = d.objs.BlockPrefixes.Delete(k)
@@ -135,7 +142,7 @@ func (d *Dataplane) UnblockMany(prefixes iter.Seq[netip.Prefix]) (int, error) {
 	var exact []hbfAddr
 	flush := func() {
 		for _, a := range exact {
-			if err := d.objs.Blocks.Delete(a); err == nil {
+			if err := d.deleteExact(a); err == nil {
 				removed++
 				d.filter.removed(1)
 			} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -201,7 +208,7 @@ func eachBatch[K, V any](m *ebpf.Map, fn func(*K, *V) error) error {
 // holding them all in memory.
 func (d *Dataplane) EachBlock(fn func(Rule) error) error {
 	ref := d.clock.ref()
-	err := eachBatch(d.objs.Blocks, func(a *hbfAddr, r *hbfRule) error {
+	err := d.eachExact(func(a *hbfAddr, r *hbfRule) error {
 		return fn(ruleOf(prefixOf(*a, 128), *r, ref))
 	})
 	if err != nil {
@@ -229,7 +236,8 @@ func (d *Dataplane) LookupBlock(p netip.Prefix) (Rule, bool, error) {
 	}
 	var rule hbfRule
 	if bits == 128 {
-		err = d.objs.Blocks.Lookup(addr, &rule)
+		m, k := d.exactEntry(addr)
+		err = m.Lookup(k, &rule)
 	} else {
 		// An LPM lookup finds the longest match: check it is p itself.
 		err = d.objs.BlockPrefixes.Lookup(hbfLpmKey{Prefixlen: bits, Addr: addr}, &rule)

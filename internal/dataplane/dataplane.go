@@ -36,10 +36,12 @@ const MinIPv6ScanPrefix = 48
 // v4: block_filter, pinned beside blocks.
 // v5: block_filter holds the allowlist's bits too.
 // v6: block_filter holds the IPv6 allowlist by /64 too.
-const layoutVersion = "v6"
+// v7: exact blocks in a map per family, IPv4's keyed by 4 bytes: blocks
+// split into blocks4 and blocks6.
+const layoutVersion = "v7"
 
 // earlierLayouts are the layouts Load migrates from, newest first.
-var earlierLayouts = []string{"v5", "v4", "v3", "v2", "v1"}
+var earlierLayouts = []string{"v6", "v5", "v4", "v3", "v2", "v1"}
 
 // Settings are the program's runtime knobs; SetSettings changes them without
 // reloading.
@@ -147,12 +149,13 @@ type Options struct {
 
 // Capacity is how many entries the block maps hold.
 type Capacity struct {
-	Blocks        int // exact addresses (blocks)
+	Blocks        int // exact addresses of each family (blocks4, blocks6)
 	BlockPrefixes int // prefixes (block_prefixes)
 }
 
-// DefaultCapacity: a million exact addresses (16 MiB of buckets from the
-// start, ~100 bytes an entry as entries are added) and 2^18 prefixes.
+// DefaultCapacity: a million exact addresses of each family (16 MiB of
+// buckets a map from the start, ~100 bytes an entry as entries are added)
+// and 2^18 prefixes.
 var DefaultCapacity = Capacity{Blocks: 1 << 20, BlockPrefixes: 1 << 18}
 
 // Capacity bounds.
@@ -251,7 +254,8 @@ func (o *objects) Close() error {
 // pinnedMaps are the maps whose content is state worth keeping; the ring
 // buffer, the settings and the tracker template belong to one program.
 var pinnedMaps = []string{
-	hbfMapBlocks,
+	hbfMapBlocks4,
+	hbfMapBlocks6,
 	hbfMapBlockPrefixes,
 	hbfMapAllowPrefixes,
 	hbfMapScanStates,
@@ -304,7 +308,8 @@ func Load(opts Options) (*Dataplane, error) {
 	if err := capacity.Validate(); err != nil {
 		return nil, err
 	}
-	spec.Maps[hbfMapBlocks].MaxEntries = uint32(capacity.Blocks)
+	spec.Maps[hbfMapBlocks4].MaxEntries = uint32(capacity.Blocks)
+	spec.Maps[hbfMapBlocks6].MaxEntries = uint32(capacity.Blocks)
 	spec.Maps[hbfMapBlockPrefixes].MaxEntries = uint32(capacity.BlockPrefixes)
 
 	if n := opts.firstAttemptSlots; n != 0 {
@@ -366,7 +371,7 @@ func Load(opts Options) (*Dataplane, error) {
 			d.Close()
 			return nil, err
 		}
-		if err := d.filter.rebuild(d.objs.Blocks); err != nil {
+		if err := d.rebuildFilter(); err != nil {
 			d.Close()
 			return nil, err
 		}
@@ -458,7 +463,7 @@ func (d *Dataplane) ProgramID() uint32 {
 
 // Capacity is how many entries the block maps hold.
 func (d *Dataplane) Capacity() Capacity {
-	return Capacity{Blocks: int(d.objs.Blocks.MaxEntries()), BlockPrefixes: int(d.objs.BlockPrefixes.MaxEntries())}
+	return Capacity{Blocks: int(d.objs.Blocks4.MaxEntries()), BlockPrefixes: int(d.objs.BlockPrefixes.MaxEntries())}
 }
 
 // Adopted reports whether Load reused maps pinned by an earlier process.
@@ -529,8 +534,10 @@ func (d *Dataplane) pinMap(name string) error {
 
 func (d *Dataplane) mapByName(name string) (*ebpf.Map, error) {
 	switch name {
-	case hbfMapBlocks:
-		return d.objs.Blocks, nil
+	case hbfMapBlocks4:
+		return d.objs.Blocks4, nil
+	case hbfMapBlocks6:
+		return d.objs.Blocks6, nil
 	case hbfMapBlockPrefixes:
 		return d.objs.BlockPrefixes, nil
 	case hbfMapAllowPrefixes:

@@ -82,11 +82,11 @@ func (f *blockFilter) mayHold(a hbfAddr) bool {
 	return atomic.LoadUint64(&f.words[live*filterWords+int(bit>>6)])>>(bit&63)&1 == 1
 }
 
-// rebuild clears the idle side, sets the bits of every address blocks
-// holds, and makes it live. The program sets the bits of its own
-// insertions on both sides, so none made meanwhile is missed; the
-// daemon's wait on f.mu.
-func (f *blockFilter) rebuild(blocks *ebpf.Map) error {
+// rebuild clears the idle side, sets the bits of every address each
+// yields (the exact blocks), and makes it live. The program sets the bits
+// of its own insertions on both sides, so none made meanwhile is missed;
+// the daemon's wait on f.mu.
+func (f *blockFilter) rebuild(each func(func(*hbfAddr, *hbfRule) error) error) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	idle := 1 - int(atomic.LoadUint64(&f.words[filterSideWord])&1)
@@ -95,7 +95,7 @@ func (f *blockFilter) rebuild(blocks *ebpf.Map) error {
 		atomic.StoreUint64(&side[i], 0)
 	}
 	stale := f.stale.Load()
-	err := eachBatch(blocks, func(a *hbfAddr, _ *hbfRule) error {
+	err := each(func(a *hbfAddr, _ *hbfRule) error {
 		bit := filterBit(*a)
 		atomic.OrUint64(&side[bit>>6], 1<<(bit&63))
 		return nil

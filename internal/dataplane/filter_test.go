@@ -15,16 +15,26 @@ func TestBlockFilterNeverHidesABlock(t *testing.T) { forEachHook(t, testBlockFil
 
 func testBlockFilterNeverHidesABlock(t *testing.T, h Hook) {
 	d := newTestDPWith(t, defaults, Options{firstAttemptSlots: testFirstAttemptSlots, Hook: h})
-	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}) }
-	ack := func(a netip.Addr) frame {
-		return tcpSYN(a.String(), "203.0.113.5", 40000, 443).with(func(f *frame) { f.flags = ack })
+	// Both families: their exact blocks are in two maps behind one filter.
+	addr := func(i int) netip.Addr {
+		if i%3 == 0 {
+			return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 9, 15: byte(i), 14: byte(i >> 8)})
+		}
+		return netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)})
 	}
-	if err := d.Block(netip.PrefixFrom(addr(0), 32), noExpiry); err != nil {
+	ack := func(a netip.Addr) frame {
+		dst := "203.0.113.5"
+		if a.Is6() {
+			dst = "2001:db8::5"
+		}
+		return tcpSYN(a.String(), dst, 40000, 443).with(func(f *frame) { f.flags = ack })
+	}
+	if err := d.Block(netip.PrefixFrom(addr(0), 128), noExpiry); err != nil {
 		t.Fatal(err)
 	}
 	many := func(yield func(netip.Prefix) bool) {
 		for i := 1; i < 5000; i++ {
-			if !yield(netip.PrefixFrom(addr(i), 32)) {
+			if !yield(netip.PrefixFrom(addr(i), addr(i).BitLen())) {
 				return
 			}
 		}
@@ -45,7 +55,7 @@ func testBlockFilterNeverHidesABlock(t *testing.T, h Hook) {
 	// pass, and the filter forgets most of them.
 	gone := func(yield func(netip.Prefix) bool) {
 		for i := 0; i < 5000; i += 2 {
-			if !yield(netip.PrefixFrom(addr(i), 32)) {
+			if !yield(netip.PrefixFrom(addr(i), addr(i).BitLen())) {
 				return
 			}
 		}
@@ -53,7 +63,7 @@ func testBlockFilterNeverHidesABlock(t *testing.T, h Hook) {
 	if _, err := d.UnblockMany(iter.Seq[netip.Prefix](gone)); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.filter.rebuild(d.objs.Blocks); err != nil {
+	if err := d.rebuildFilter(); err != nil {
 		t.Fatal(err)
 	}
 	stillSet := 0
@@ -61,9 +71,7 @@ func testBlockFilterNeverHidesABlock(t *testing.T, h Hook) {
 		want := uint32(xdpDrop)
 		if i%2 == 0 {
 			want = xdpPass
-			var k hbfAddr
-			k.B = addr(i).As16()
-			if d.filter.mayHold(k) {
+			if d.filter.mayHold(hbfAddr{B: addr(i).As16()}) {
 				stillSet++
 			}
 		}

@@ -18,6 +18,11 @@ type hbfAddr struct {
 	B [16]uint8
 }
 
+type hbfAddr4 struct {
+	_ structs.HostLayout
+	B [4]uint8
+}
+
 type hbfAttemptKey struct {
 	_     structs.HostLayout
 	Saddr hbfAddr
@@ -203,7 +208,8 @@ const (
 	hbfMapAllowPrefixes        = "allow_prefixes"
 	hbfMapBlockFilter          = "block_filter"
 	hbfMapBlockPrefixes        = "block_prefixes"
-	hbfMapBlocks               = "blocks"
+	hbfMapBlocks4              = "blocks4"
+	hbfMapBlocks6              = "blocks6"
 	hbfMapCounters             = "counters"
 	hbfMapEvents               = "events"
 	hbfMapFirstAttempts        = "first_attempts"
@@ -293,7 +299,8 @@ type hbfMapSpecs struct {
 	AllowPrefixes   *ebpf.MapSpec `ebpf:"allow_prefixes"`
 	BlockFilter     *ebpf.MapSpec `ebpf:"block_filter"`
 	BlockPrefixes   *ebpf.MapSpec `ebpf:"block_prefixes"`
-	Blocks          *ebpf.MapSpec `ebpf:"blocks"`
+	Blocks4         *ebpf.MapSpec `ebpf:"blocks4"`
+	Blocks6         *ebpf.MapSpec `ebpf:"blocks6"`
 	Counters        *ebpf.MapSpec `ebpf:"counters"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	FirstAttempts   *ebpf.MapSpec `ebpf:"first_attempts"`
@@ -357,7 +364,8 @@ type hbfMaps struct {
 	AllowPrefixes   *ebpf.Map `ebpf:"allow_prefixes"`
 	BlockFilter     *ebpf.Map `ebpf:"block_filter"`
 	BlockPrefixes   *ebpf.Map `ebpf:"block_prefixes"`
-	Blocks          *ebpf.Map `ebpf:"blocks"`
+	Blocks4         *ebpf.Map `ebpf:"blocks4"`
+	Blocks6         *ebpf.Map `ebpf:"blocks6"`
 	Counters        *ebpf.Map `ebpf:"counters"`
 	Events          *ebpf.Map `ebpf:"events"`
 	FirstAttempts   *ebpf.Map `ebpf:"first_attempts"`
@@ -375,7 +383,8 @@ func (m *hbfMaps) Close() error {
 		m.AllowPrefixes,
 		m.BlockFilter,
 		m.BlockPrefixes,
-		m.Blocks,
+		m.Blocks4,
+		m.Blocks6,
 		m.Counters,
 		m.Events,
 		m.FirstAttempts,

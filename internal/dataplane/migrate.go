@@ -42,15 +42,66 @@ func (d *Dataplane) Resizing() bool { return filepath.Base(d.migrating) == resiz
 // program's maps. The maps' keys and values are the same bytes in both
 // layouts, but for the conversions below; sizes may differ.
 func (d *Dataplane) copyState(oldDir string) error {
+	if _, err := d.copySharedBlocks(oldDir, false); err != nil {
+		return err
+	}
 	for _, name := range pinnedMaps {
 		if name == hbfMapBlockFilter {
-			continue // rebuilt from blocks
+			continue // rebuilt from the exact blocks
 		}
 		if _, err := d.copyMap(oldDir, name, false); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// sharedBlocksMap is the exact-block map of layouts v1 to v6, which held
+// both families, IPv4 mapped.
+const sharedBlocksMap = "blocks"
+
+// copySharedBlocks copies the earlier layouts' shared exact-block map, if
+// oldDir has one, into blocks4 and blocks6: an IPv4-mapped key becomes its
+// 4-byte address. onlyMissing keeps entries already here. It returns how
+// many it wrote.
+func (d *Dataplane) copySharedBlocks(oldDir string, onlyMissing bool) (int, error) {
+	path := filepath.Join(oldDir, "maps", sharedBlocksMap)
+	old, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("migrate: open %s: %w", path, err)
+	}
+	defer old.Close()
+	if old.KeySize() != uint32(binary.Size(hbfAddr{})) || old.ValueSize() != uint32(binary.Size(hbfRule{})) {
+		return 0, fmt.Errorf("migrate: %s holds keys of %d bytes and values of %d, not an address and a rule: "+
+			"remove %s to start with empty state", path, old.KeySize(), old.ValueSize(), oldDir)
+	}
+	flag := ebpf.UpdateAny
+	if onlyMissing {
+		flag = ebpf.UpdateNoExist
+	}
+	d.filter.mu.Lock()
+	defer d.filter.mu.Unlock()
+	n := 0
+	err = eachBatch(old, func(a *hbfAddr, r *hbfRule) error {
+		d.filter.add(*a) // the bit before the entry: the new program may be live
+		m, k := d.exactEntry(*a)
+		err := m.Update(k, r, flag)
+		if onlyMissing && errors.Is(err, ebpf.ErrKeyExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("migrate: write the block of %v: %w", netip.AddrFrom16(a.B).Unmap(), err)
+		}
+		n++
+		return nil
+	})
+	if err != nil {
+		return n, fmt.Errorf("migrate: copy %s: %w", path, err)
+	}
+	return n, nil
 }
 
 // lpmKeyOf decodes a trie's key as the map holds it.
@@ -107,7 +158,7 @@ func (d *Dataplane) copyMap(oldDir, name string, onlyMissing bool) (int, error) 
 		flag = ebpf.UpdateNoExist
 	}
 	switch name {
-	case hbfMapBlocks:
+	case hbfMapBlocks4, hbfMapBlocks6:
 		// Each address's filter bit before the address: the new program
 		// may be live already (FinishMigration).
 		d.filter.mu.Lock()
@@ -122,10 +173,10 @@ func (d *Dataplane) copyMap(oldDir, name string, onlyMissing bool) (int, error) 
 	it := old.Iterate()
 	for it.Next(&key, &val) {
 		switch name {
-		case hbfMapBlocks:
-			var a hbfAddr
-			copy(a.B[:], key)
-			d.filter.add(a)
+		case hbfMapBlocks4:
+			d.filter.add(mappedOf(hbfAddr4{B: [4]byte(key)}))
+		case hbfMapBlocks6:
+			d.filter.add(hbfAddr{B: [16]byte(key)})
 		case hbfMapBlockPrefixes:
 			d.filter.addV4(lpmKeyOf(key))
 		case hbfMapAllowPrefixes:
@@ -192,8 +243,11 @@ func (d *Dataplane) FinishMigration() (int, error) {
 				"keep them in the interface list, or remove those pins", len(links), d.migrating, dir)
 		}
 	}
-	n := 0
-	for _, name := range []string{hbfMapBlocks, hbfMapBlockPrefixes} {
+	n, err := d.copySharedBlocks(d.migrating, true)
+	if err != nil {
+		return n, err
+	}
+	for _, name := range blockMaps {
 		c, err := d.copyMap(d.migrating, name, true)
 		n += c
 		if err != nil {
@@ -270,7 +324,7 @@ func copyScanStatesV2(old, m *ebpf.Map, onlyMissing bool) (int, error) {
 func resizeAside(spec *ebpf.CollectionSpec, pinPath string) error {
 	dir := filepath.Join(pinPath, layoutVersion)
 	resized := false
-	for _, name := range []string{hbfMapBlocks, hbfMapBlockPrefixes} {
+	for _, name := range blockMaps {
 		path := filepath.Join(dir, "maps", name)
 		m, err := ebpf.LoadPinnedMap(path, nil)
 		if errors.Is(err, os.ErrNotExist) {
@@ -309,8 +363,13 @@ func resizeAside(spec *ebpf.CollectionSpec, pinPath string) error {
 	return nil
 }
 
+// blockMaps are the maps a capacity sizes.
+var blockMaps = []string{hbfMapBlocks4, hbfMapBlocks6, hbfMapBlockPrefixes}
+
 // capacityFlags are the daemon's settings of each map's capacity.
-var capacityFlags = map[string]string{hbfMapBlocks: "--max-blocks", hbfMapBlockPrefixes: "--max-block-prefixes"}
+var capacityFlags = map[string]string{
+	hbfMapBlocks4: "--max-blocks", hbfMapBlocks6: "--max-blocks", hbfMapBlockPrefixes: "--max-block-prefixes",
+}
 
 func countEntries(m *ebpf.Map) (int, error) {
 	n := 0

@@ -18,7 +18,8 @@ import (
 const (
 	referenceMapAllowPrefixes   = "allow_prefixes"
 	referenceMapBlockPrefixes   = "block_prefixes"
-	referenceMapBlocks          = "blocks"
+	referenceMapBlocks4         = "blocks4"
+	referenceMapBlocks6         = "blocks6"
 	referenceMapCounters        = "counters"
 	referenceMapEvents          = "events"
 	referenceMapRefSources      = "ref_sources"
@@ -77,7 +78,8 @@ type referenceProgramSpecs struct {
 type referenceMapSpecs struct {
 	AllowPrefixes *ebpf.MapSpec `ebpf:"allow_prefixes"`
 	BlockPrefixes *ebpf.MapSpec `ebpf:"block_prefixes"`
-	Blocks        *ebpf.MapSpec `ebpf:"blocks"`
+	Blocks4       *ebpf.MapSpec `ebpf:"blocks4"`
+	Blocks6       *ebpf.MapSpec `ebpf:"blocks6"`
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	RefSources    *ebpf.MapSpec `ebpf:"ref_sources"`
@@ -112,7 +114,8 @@ func (o *referenceObjects) Close() error {
 type referenceMaps struct {
 	AllowPrefixes *ebpf.Map `ebpf:"allow_prefixes"`
 	BlockPrefixes *ebpf.Map `ebpf:"block_prefixes"`
-	Blocks        *ebpf.Map `ebpf:"blocks"`
+	Blocks4       *ebpf.Map `ebpf:"blocks4"`
+	Blocks6       *ebpf.Map `ebpf:"blocks6"`
 	Counters      *ebpf.Map `ebpf:"counters"`
 	Events        *ebpf.Map `ebpf:"events"`
 	RefSources    *ebpf.Map `ebpf:"ref_sources"`
@@ -122,7 +125,8 @@ func (m *referenceMaps) Close() error {
 	return _ReferenceClose(
 		m.AllowPrefixes,
 		m.BlockPrefixes,
-		m.Blocks,
+		m.Blocks4,
+		m.Blocks6,
 		m.Counters,
 		m.Events,
 		m.RefSources,

@@ -109,7 +109,8 @@ func (d *Dataplane) Block(p netip.Prefix, expires time.Time) error {
 	if bits == 128 {
 		d.filter.mu.Lock()
 		d.filter.add(addr) // the bit before the entry: see block_filter
-		err = d.objs.Blocks.Update(addr, rule, ebpf.UpdateAny)
+		m, k := d.exactEntry(addr)
+		err = m.Update(k, rule, ebpf.UpdateAny)
 		d.filter.mu.Unlock()
 	} else {
 		d.prefixMu.Lock()
@@ -170,7 +171,7 @@ func (d *Dataplane) Unblock(p netip.Prefix) (bool, error) {
 	}
 	if bits == 128 {
 		d.filter.mu.Lock()
-		if err = d.objs.Blocks.Delete(addr); err == nil {
+		if err = d.deleteExact(addr); err == nil {
 			d.filter.removed(1)
 		}
 		d.filter.mu.Unlock()
@@ -292,7 +293,7 @@ func (d *Dataplane) SweepRules() (SweepStats, error) {
 	var rule hbfRule
 	var stale []hbfAddr
 	entries := 0
-	errs = append(errs, eachBatch(d.objs.Blocks, func(a *hbfAddr, r *hbfRule) error {
+	errs = append(errs, d.eachExact(func(a *hbfAddr, r *hbfRule) error {
 		entries++
 		if expired(*r) {
 			stale = append(stale, *a)
@@ -303,17 +304,18 @@ func (d *Dataplane) SweepRules() (SweepStats, error) {
 	for _, a := range stale {
 		// The program may have replaced an expired entry with a new scan
 		// block since it was read: look again right before deleting.
-		if err := d.objs.Blocks.Lookup(a, &rule); err != nil || !expired(rule) {
+		m, k := d.exactEntry(a)
+		if err := m.Lookup(k, &rule); err != nil || !expired(rule) {
 			continue
 		}
-		if err := d.objs.Blocks.Delete(a); err == nil {
+		if err := m.Delete(k); err == nil {
 			st.Blocks++
 		}
 	}
 	d.filter.removed(st.Blocks)
 	d.filter.mu.Unlock()
 	if d.filter.needsRebuild(entries - st.Blocks) {
-		errs = append(errs, d.filter.rebuild(d.objs.Blocks))
+		errs = append(errs, d.rebuildFilter())
 	}
 
 	sweepLPM := func(m *ebpf.Map) int {
@@ -381,7 +383,7 @@ func (d *Dataplane) BlockedSources() (int, error) {
 	now := d.clock.mono()
 	live := func(r hbfRule) bool { return r.ExpiresNs == 0 || r.ExpiresNs > now }
 	n := 0
-	err := eachBatch(d.objs.Blocks, func(_ *hbfAddr, r *hbfRule) error {
+	err := d.eachExact(func(_ *hbfAddr, r *hbfRule) error {
 		if live(*r) {
 			n++
 		}
@@ -412,7 +414,7 @@ func (d *Dataplane) Extend(p netip.Prefix, expires time.Time) error {
 		return err
 	}
 	var rule hbfRule
-	m, key := d.objs.Blocks, any(addr)
+	m, key := d.exactEntry(addr)
 	if bits < 128 {
 		m, key = d.objs.BlockPrefixes, hbfLpmKey{Prefixlen: bits, Addr: addr}
 	}

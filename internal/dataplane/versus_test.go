@@ -161,7 +161,7 @@ func versusPrograms(b *testing.B, block func(*Dataplane) error) (*Dataplane, *eb
 	}
 	var objs referenceObjects
 	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
-		"blocks": dp.objs.Blocks, "block_prefixes": dp.objs.BlockPrefixes, "allow_prefixes": dp.objs.AllowPrefixes,
+		"blocks4": dp.objs.Blocks4, "blocks6": dp.objs.Blocks6, "block_prefixes": dp.objs.BlockPrefixes, "allow_prefixes": dp.objs.AllowPrefixes,
 	}})
 	if err != nil {
 		b.Fatal(err)

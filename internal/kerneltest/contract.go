@@ -315,8 +315,9 @@ func fullMap(t *testing.T, s Subject) {
 	if _, ok := lookup(t, k, "192.0.2.8/32"); ok {
 		t.Error("a refused batch left an entry")
 	}
-	// Prefixes have a map of their own.
+	// Prefixes have a map of their own, and so have IPv6 addresses.
 	mustBlock(t, k, "198.51.100.0/24", never)
+	mustBlock(t, k, "2001:db8::8/128", never)
 	if n, err := k.UnblockMany(slices.Values([]netip.Prefix{pfx("10.0.0.0/32")})); n != 1 || err != nil {
 		t.Fatalf("UnblockMany: %d, %v", n, err)
 	}

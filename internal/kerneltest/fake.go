@@ -25,7 +25,7 @@ import (
 
 // The program's map sizes (bpf/maps.h).
 const (
-	ExactCapacity  = 1 << 20 // blocks
+	ExactCapacity  = 1 << 20 // blocks4, and blocks6
 	PrefixCapacity = 1 << 18 // block_prefixes
 	AllowCapacity  = 1 << 14 // allow_prefixes
 )
@@ -38,11 +38,11 @@ type Fake struct {
 	// The maps' sizes; a full map refuses new keys, as the kernel's does.
 	exactCap, prefixCap, allowCap int
 
-	// Blocks of single addresses and of wider prefixes, as the program
-	// keeps them in two maps of their own sizes.
-	exact, prefixes map[netip.Prefix]dataplane.Rule
-	allows          map[netip.Prefix]dataplane.Rule
-	refuse          func(op string, p netip.Prefix) error
+	// Blocks of single addresses, a map a family, and of wider prefixes,
+	// as the program keeps them in maps of their own sizes.
+	exact4, exact6, prefixes map[netip.Prefix]dataplane.Rule
+	allows                   map[netip.Prefix]dataplane.Rule
+	refuse                   func(op string, p netip.Prefix) error
 
 	counters dataplane.Counters
 	settings dataplane.Settings
@@ -58,8 +58,9 @@ func NewFake(now func() time.Time) *Fake {
 		now = time.Now
 	}
 	return &Fake{now: now, exactCap: ExactCapacity, prefixCap: PrefixCapacity, allowCap: AllowCapacity,
-		exact: map[netip.Prefix]dataplane.Rule{}, prefixes: map[netip.Prefix]dataplane.Rule{},
-		allows: map[netip.Prefix]dataplane.Rule{}}
+		exact4: map[netip.Prefix]dataplane.Rule{}, exact6: map[netip.Prefix]dataplane.Rule{},
+		prefixes: map[netip.Prefix]dataplane.Rule{},
+		allows:   map[netip.Prefix]dataplane.Rule{}}
 }
 
 // Capacity is the block maps' sizes.
@@ -69,7 +70,7 @@ func (f *Fake) Capacity() dataplane.Capacity {
 	return dataplane.Capacity{Blocks: f.exactCap, BlockPrefixes: f.prefixCap}
 }
 
-// WithCapacity sizes the exact-address block map (tests fill it).
+// WithCapacity sizes the exact-address block maps (tests fill them).
 func (f *Fake) WithCapacity(exact int) *Fake {
 	f.exactCap = exact
 	return f
@@ -106,17 +107,25 @@ func key(p netip.Prefix) (netip.Prefix, error) {
 	return p, nil
 }
 
-// blocksOf is the map that holds p's block, with its size.
-func (f *Fake) blocksOf(p netip.Prefix) (map[netip.Prefix]dataplane.Rule, int) {
-	if p.Bits() == p.Addr().BitLen() {
-		return f.exact, f.exactCap
+// blocksOf is the map that holds p's block, with its size and its name.
+func (f *Fake) blocksOf(p netip.Prefix) (map[netip.Prefix]dataplane.Rule, int, string) {
+	switch {
+	case p.Bits() != p.Addr().BitLen():
+		return f.prefixes, f.prefixCap, "prefixes"
+	case p.Addr().Is4():
+		return f.exact4, f.exactCap, "exact4"
 	}
-	return f.prefixes, f.prefixCap
+	return f.exact6, f.exactCap, "exact6"
+}
+
+// blockMaps are the maps of blocks.
+func (f *Fake) blockMaps() []map[netip.Prefix]dataplane.Rule {
+	return []map[netip.Prefix]dataplane.Rule{f.exact4, f.exact6, f.prefixes}
 }
 
 // room reports whether p fits, with extra new keys of its map on the way.
 func (f *Fake) room(p netip.Prefix, extra int) bool {
-	m, size := f.blocksOf(p)
+	m, size, _ := f.blocksOf(p)
 	if _, ok := m[p]; ok {
 		return true // the kernel replaces an entry in place
 	}
@@ -142,7 +151,7 @@ func (f *Fake) Block(p netip.Prefix, expires time.Time) error {
 	if !f.room(p, 0) {
 		return fmt.Errorf("block %v: %w", p, unix.E2BIG)
 	}
-	m, _ := f.blocksOf(p)
+	m, _, _ := f.blocksOf(p)
 	m[p] = f.rule(p, expires, dataplane.OriginOperator)
 	return nil
 }
@@ -163,20 +172,20 @@ func (f *Fake) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time) (in
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	written := map[netip.Prefix]bool{}
-	added := map[int]int{} // new keys, by the size of their map
+	added := map[string]int{} // new keys, by their map
 	n := 0
 	var err error
 	for _, p := range keys {
 		if err = f.refused("BlockMany", p); err != nil {
 			break
 		}
-		m, size := f.blocksOf(p)
+		m, _, name := f.blocksOf(p)
 		if _, had := m[p]; !had && !written[p] {
-			if !f.room(p, added[size]) {
+			if !f.room(p, added[name]) {
 				err = unix.E2BIG
 				break
 			}
-			added[size]++
+			added[name]++
 		}
 		written[p] = true
 		n++
@@ -185,7 +194,7 @@ func (f *Fake) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time) (in
 		err = keyErr
 	}
 	for p := range written {
-		m, _ := f.blocksOf(p)
+		m, _, _ := f.blocksOf(p)
 		if err != nil {
 			delete(m, p)
 		} else {
@@ -209,7 +218,7 @@ func (f *Fake) Extend(p netip.Prefix, expires time.Time) error {
 	if err := f.refused("Extend", p); err != nil {
 		return fmt.Errorf("extend %v: %w", p, err)
 	}
-	m, _ := f.blocksOf(p)
+	m, _, _ := f.blocksOf(p)
 	r, ok := m[p]
 	if !ok {
 		return fmt.Errorf("extend %v: %w", p, ebpf.ErrKeyNotExist)
@@ -230,7 +239,7 @@ func (f *Fake) Unblock(p netip.Prefix) (bool, error) {
 	if err := f.refused("Unblock", p); err != nil {
 		return false, fmt.Errorf("unblock %v: %w", p, err)
 	}
-	m, _ := f.blocksOf(p)
+	m, _, _ := f.blocksOf(p)
 	_, ok := m[p]
 	delete(m, p)
 	return ok, nil
@@ -253,7 +262,7 @@ func (f *Fake) UnblockMany(prefixes iter.Seq[netip.Prefix]) (int, error) {
 			errs = append(errs, err)
 			continue
 		}
-		m, _ := f.blocksOf(p)
+		m, _, _ := f.blocksOf(p)
 		if _, ok := m[p]; ok {
 			delete(m, p)
 			n++
@@ -273,7 +282,7 @@ func (f *Fake) LookupBlock(p netip.Prefix) (dataplane.Rule, bool, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	m, _ := f.blocksOf(p)
+	m, _, _ := f.blocksOf(p)
 	r, ok := m[p]
 	return r, ok, nil
 }
@@ -298,7 +307,7 @@ func (f *Fake) EachBlock(fn func(dataplane.Rule) error) error {
 func (f *Fake) Blocks() []dataplane.Rule {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append(sorted(f.exact), sorted(f.prefixes)...)
+	return slices.Concat(sorted(f.exact4), sorted(f.exact6), sorted(f.prefixes))
 }
 
 // SweepRules deletes the expired rules.
@@ -307,7 +316,7 @@ func (f *Fake) SweepRules() (dataplane.SweepStats, error) {
 	defer f.mu.Unlock()
 	now := f.now()
 	var st dataplane.SweepStats
-	for _, m := range []map[netip.Prefix]dataplane.Rule{f.exact, f.prefixes} {
+	for _, m := range f.blockMaps() {
 		for p, r := range m {
 			if r.Expired(now) {
 				delete(m, p)
@@ -387,7 +396,7 @@ func (f *Fake) BlockedSources() (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	now, n := f.now(), 0
-	for _, m := range []map[netip.Prefix]dataplane.Rule{f.exact, f.prefixes} {
+	for _, m := range f.blockMaps() {
 		for _, r := range m {
 			if !r.Expired(now) {
 				n++
@@ -465,7 +474,7 @@ func (f *Fake) OnLink() []netip.Prefix {
 func (f *Fake) ScanBlock(p netip.Prefix, created, expires time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	m, _ := f.blocksOf(p)
+	m, _, _ := f.blocksOf(p)
 	m[p] = dataplane.Rule{Prefix: p, Created: created, Expires: expires, Origin: dataplane.OriginScan}
 }
 
@@ -474,7 +483,7 @@ func (f *Fake) ScanBlock(p netip.Prefix, created, expires time.Time) {
 func (f *Fake) Drop(p netip.Prefix, n uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	m, _ := f.blocksOf(p)
+	m, _, _ := f.blocksOf(p)
 	if r, ok := m[p]; ok {
 		r.Packets += n
 		m[p] = r

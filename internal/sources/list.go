@@ -58,21 +58,20 @@ type List struct {
 func (l *List) Len() int { return len(l.v4) + len(l.v6) }
 
 // Exact is how many of the list's entries are single addresses (/32,
-// /128): they go to the exact-address block map, the others to the prefix
-// map.
-func (l *List) Exact() int {
-	n := 0
+// /128), of each family: they go to the exact-address block maps, one a
+// family, the others to the prefix map.
+func (l *List) Exact() (v4, v6 int) {
 	for _, v := range l.v4 {
 		if v&0xff == 32 {
-			n++
+			v4++
 		}
 	}
 	for _, e := range l.v6 {
 		if e.bits == 128 {
-			n++
+			v6++
 		}
 	}
-	return n
+	return v4, v6
 }
 
 // All yields the prefixes.

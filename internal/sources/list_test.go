@@ -18,7 +18,7 @@ func collect(l *List) []netip.Prefix { return slices.Collect(l.All()) }
 
 func TestReadFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "blocklist.txt")
-	content := "# scanners seen last week\n\n192.0.2.7\n  198.51.100.0/24   # a whole range\n2001:db8::/32 ; SBL12345\n::ffff:203.0.113.9\n192.0.2.7\n; DROP header\n"
+	content := "# scanners seen last week\n\n192.0.2.7\n  198.51.100.0/24   # a whole range\n2001:db8::/32 ; SBL12345\n::ffff:203.0.113.9\n192.0.2.7\n2001:db8::9\n; DROP header\n"
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -31,6 +31,7 @@ func TestReadFile(t *testing.T) {
 		netip.MustParsePrefix("198.51.100.0/24"),
 		netip.MustParsePrefix("203.0.113.9/32"),
 		netip.MustParsePrefix("2001:db8::/32"),
+		netip.MustParsePrefix("2001:db8::9/128"),
 	}
 	if got := collect(f.List); !slices.Equal(got, want) {
 		t.Errorf("got %v, want %v (sorted, IPv4 first, duplicates once)", got, want)
@@ -44,8 +45,8 @@ func TestReadFile(t *testing.T) {
 	if got := f.List.Holding(netip.MustParsePrefix("198.51.100.9/32").Addr()); len(got) != 1 {
 		t.Errorf("Holding: %v", got)
 	}
-	if n := f.List.Exact(); n != 2 {
-		t.Errorf("Exact() = %d, want 2 (the two addresses; the prefixes go elsewhere)", n)
+	if v4, v6 := f.List.Exact(); v4 != 2 || v6 != 1 {
+		t.Errorf("Exact() = %d, %d; want 2 IPv4 and 1 IPv6 address (the prefixes go elsewhere)", v4, v6)
 	}
 }
 

@@ -39,7 +39,7 @@ func TestListCapacity(t *testing.T) {
 	if err := refused.wait(20 * time.Second); err == nil {
 		t.Fatal("a list larger than the block map's room was accepted")
 	}
-	want := "the blocklists hold 1000 addresses, more than the 960 the kernel keeps for lists " +
+	want := "the blocklists hold 1000 IPv4 addresses, more than the 960 the kernel keeps for lists " +
 		"(--max-blocks 1024, less room for scan, manual and fleet blocks): raise --max-blocks to 1066 or more"
 	if !strings.Contains(refused.stderrText(), want) {
 		t.Errorf("the refusal does not say %q:\n%s", want, refused.stderrText())

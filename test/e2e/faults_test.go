@@ -185,7 +185,7 @@ func TestUndoneFromOutsideIsRepaired(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the pins restored", func() bool {
-		_, errMap := os.Stat(filepath.Join(d.pinPath, currentLayout, "maps", "blocks"))
+		_, errMap := os.Stat(filepath.Join(d.pinPath, currentLayout, "maps", "blocks4"))
 		_, errLink := os.Stat(pinned)
 		return errMap == nil && errLink == nil
 	})

@@ -16,15 +16,17 @@ import (
 // The last commits whose hbf pins each earlier layout; the upgrade test
 // runs them. v1: scan_states of 2^16 entries; v2: ports without their
 // protocol; v3: no block filter; v4: no allowlist bits in it; v5: no
-// IPv6 /64 bits in them.
-var earlierLayoutCommits = map[string]string{"v1": "b8d8cd1", "v2": "44254c6", "v3": "6a0c199", "v4": "0db7857", "v5": "cb72e48"}
+// IPv6 /64 bits in them; v6: one exact-block map for both families.
+var earlierLayoutCommits = map[string]string{
+	"v1": "b8d8cd1", "v2": "44254c6", "v3": "6a0c199", "v4": "0db7857", "v5": "cb72e48", "v6": "0884948",
+}
 
 // currentLayout is the layout folder this hbf pins in, and pinnedMapCount
-// the maps it pins there: blocks, block_prefixes, allow_prefixes,
-// scan_states, counters, block_filter.
+// the maps it pins there: blocks4, blocks6, block_prefixes,
+// allow_prefixes, scan_states, counters, block_filter.
 const (
-	currentLayout  = "v6"
-	pinnedMapCount = 6
+	currentLayout  = "v7"
+	pinnedMapCount = 7
 )
 
 // buildCommit builds cmd/hbf as it was at commit, from this repository's
@@ -61,13 +63,16 @@ func buildCommit(t testing.TB, commit string) string {
 // force and listed, and a scanner half-way through its ports when the old
 // hbf stopped is blocked at its next one.
 func TestUpgradeUnderLoad(t *testing.T) {
-	for _, layout := range []string{"v1", "v2", "v3", "v4", "v5"} {
+	for _, layout := range []string{"v1", "v2", "v3", "v4", "v5", "v6"} {
 		t.Run("from "+layout, func(t *testing.T) {
 			t.Parallel()
 			testUpgradeUnderLoad(t, layout)
 		})
 	}
 }
+
+// blockedV6 is an IPv6 address the upgrade test blocks.
+const blockedV6 = "2001:db8:ffff::9"
 
 func testUpgradeUnderLoad(t *testing.T, layout string) {
 	testenv.RequireCommand(t, "hping3")
@@ -80,6 +85,7 @@ func testUpgradeUnderLoad(t *testing.T, layout string) {
 
 	a := waitReady(t, tryDaemonBin(t, lab, old, pinPath, stateDir, "--detach-on-exit=false"))
 	a.mustCLI("block", flooder.Addr4.String(), "--reason", "flood")
+	a.mustCLI("block", blockedV6, "--reason", "an IPv6 address") // to the IPv6 map of its own
 	for port := 8080; port <= 8083; port++ {
 		dialOutcome(scanner, hostPort(host, port), time.Second)
 	}
@@ -119,6 +125,9 @@ func testUpgradeUnderLoad(t *testing.T, layout string) {
 	blocks := b.listJSON()
 	if findBlock(blocks, flooder.Addr4.String()+"/32", "manual") == nil || findBlock(blocks, scanner.Addr4.String()+"/32", "scan") == nil {
 		t.Errorf("after the upgrade hbf lists %+v, want the manual and the scan block", blocks)
+	}
+	if findBlock(blocks, blockedV6+"/128", "manual") == nil {
+		t.Errorf("after the upgrade hbf lists %+v, want the IPv6 block", blocks)
 	}
 	if got := dialOutcome(scanner, hostPort(host, 8080), time.Second); got != "filtered" {
 		t.Errorf("the scanner blocked before the upgrade connects: %s", got)
