@@ -339,8 +339,9 @@ static __always_inline int decide(void *ctx, int xdp, void *data, void *end, __u
 
 	/* The source check needs only the IP header: whatever follows, a blocked
 	 * source goes no further. */
-	if (blocked(&pkt.saddr)) {
-		if (!allowlisted(&pkt.saddr))
+	const __u64 *filter = filter_words();
+	if (blocked(filter, &pkt.saddr)) {
+		if (!allowlisted(filter, &pkt.saddr))
 			return drop(COUNTER_DROP_BLOCKED);
 		count(COUNTER_ALLOWLIST_OVERRIDES);
 		allowed = 1;

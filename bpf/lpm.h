@@ -75,37 +75,41 @@ static __always_inline __u32 filter_bit(const struct addr *a)
 	return ((w[0] ^ w[1]) * 0x9E3779B97F4A7C15ULL) >> (64 - FILTER_BITS_SHIFT);
 }
 
-/* filter_has reports whether bit is set, counting from the word base of
- * block_filter: true, too, when the word cannot be read. */
-static __always_inline int filter_has(__u32 base, __u32 bit)
+/* filter_words is block_filter's words; NULL cannot happen (a one-entry
+ * array), and the checks below take it for a set bit. */
+static __always_inline __u64 *filter_words(void)
 {
-	__u32 k = base + (bit >> 6);
-	__u64 *w = bpf_map_lookup_elem(&block_filter, &k);
-	return !w || ((READ_ONCE(*w) >> (bit & 63)) & 1);
+	__u32 zero = 0;
+	struct filter_words *f = bpf_map_lookup_elem(&block_filter, &zero);
+	return f ? f->w : NULL;
+}
+
+/* filter_has reports whether bit is set, counting from the word base of
+ * the filter f. */
+static __always_inline int filter_has(const __u64 *f, __u32 base, __u32 bit)
+{
+	return !f || ((READ_ONCE(f[base + (bit >> 6)]) >> (bit & 63)) & 1);
 }
 
 /* filter_may_hold reports whether blocks4 or blocks6 may hold the
  * address: false only when the live side's bit is clear. */
-static __always_inline int filter_may_hold(const struct addr *a)
+static __always_inline int filter_may_hold(const __u64 *f, const struct addr *a)
 {
-	__u32 k = FILTER_SIDE_WORD;
-	__u64 *side = bpf_map_lookup_elem(&block_filter, &k);
-	if (!side)
+	if (!f)
 		return 1;
-	return filter_has((READ_ONCE(*side) & 1) * FILTER_WORDS, filter_bit(a));
+	return filter_has(f, (READ_ONCE(f[FILTER_SIDE_WORD]) & 1) * FILTER_WORDS, filter_bit(a));
 }
 
 /* filter_add sets the address's bit on both sides, before it goes into
  * blocks4 or blocks6. */
 static __always_inline void filter_add(const struct addr *a)
 {
+	__u64 *f = filter_words();
+	if (!f)
+		return;
 	__u32 bit = filter_bit(a);
-	for (__u32 side = 0; side < 2; side++) {
-		__u32 k = side * FILTER_WORDS + (bit >> 6);
-		__u64 *w = bpf_map_lookup_elem(&block_filter, &k);
-		if (w)
-			__sync_fetch_and_or(w, 1ULL << (bit & 63));
-	}
+	for (__u32 side = 0; side < 2; side++)
+		__sync_fetch_and_or(&f[side * FILTER_WORDS + (bit >> 6)], 1ULL << (bit & 63));
 }
 
 static __always_inline int ipv4_mapped(const struct addr *a)
@@ -121,10 +125,10 @@ static __always_inline __u32 v4_slash16(const struct addr *a)
 }
 
 /* v4_prefix_may_hold reports whether a prefix block may hold the
- * IPv4-mapped address: its /16's bit in block_filter. */
-static __always_inline int v4_prefix_may_hold(const struct addr *a)
+ * IPv4-mapped address: its /16's bit in the filter f. */
+static __always_inline int v4_prefix_may_hold(const __u64 *f, const struct addr *a)
 {
-	return filter_has(FILTER_V4_BASE, v4_slash16(a));
+	return filter_has(f, FILTER_V4_BASE, v4_slash16(a));
 }
 
 /* count_block counts a dropped packet against its rule. Not atomic: a
@@ -158,31 +162,32 @@ static __always_inline struct rule *exact_rule(const struct addr *addr, int v4)
 }
 
 /* blocked reports whether a live block holds the address, and counts the
- * packet against it. The exact lookup is inlined: every packet asks, and
- * the call cost a blocked packet a tenth of its time. */
-static __always_inline int blocked(const struct addr *addr)
+ * packet against it; f is block_filter's words. The exact lookup is
+ * inlined: every packet asks, and the call cost a blocked packet a tenth
+ * of its time. */
+static __always_inline int blocked(const __u64 *f, const struct addr *addr)
 {
 	int v4 = ipv4_mapped(addr);
-	if (filter_may_hold(addr)) {
+	if (filter_may_hold(f, addr)) {
 		struct rule *r = exact_rule(addr, v4);
 		if (r && rule_live(r))
 			return count_block(r);
 	}
-	if ((READ_ONCE(hbf_have_block_prefixes) || READ_ONCE(hbf_scan_prefixes)) && (!v4 || v4_prefix_may_hold(addr)))
+	if ((READ_ONCE(hbf_have_block_prefixes) || READ_ONCE(hbf_scan_prefixes)) && (!v4 || v4_prefix_may_hold(f, addr)))
 		return prefix_blocked(addr);
 	return 0;
 }
 
 /* allow_may_hold reports whether an allow prefix may hold the address:
  * its IPv4 /16's bit, or the hash of its first 32 bits or of its /64, in
- * block_filter. */
-static __always_inline int allow_may_hold(const struct addr *a)
+ * the filter f. */
+static __always_inline int allow_may_hold(const __u64 *f, const struct addr *a)
 {
 	if (ipv4_mapped(a))
-		return filter_has(FILTER_ALLOW_V4_BASE, v4_slash16(a));
-	if (filter_has(FILTER_ALLOW_V6_BASE, (*(const __u32 *)a->b * 0x9E3779B1U) >> 16))
+		return filter_has(f, FILTER_ALLOW_V4_BASE, v4_slash16(a));
+	if (filter_has(f, FILTER_ALLOW_V6_BASE, (*(const __u32 *)a->b * 0x9E3779B1U) >> 16))
 		return 1;
-	return filter_has(FILTER_ALLOW_V6_BASE + FILTER_ALLOW_V6_HASH_WORDS,
+	return filter_has(f, FILTER_ALLOW_V6_BASE + FILTER_ALLOW_V6_HASH_WORDS,
 			  (*(const __u64 *)a->b * 0x9E3779B97F4A7C15ULL) >> 48);
 }
 
@@ -195,12 +200,12 @@ __noinline int allow_prefix_holds(const struct addr *addr)
 	return lpm_live(&allow_prefixes, allow_retry_step, addr) != NULL;
 }
 
-/* allowlisted reports whether a live allow prefix holds the address. The
- * filter's check is inlined: a blocked source far from every allow, the
- * common case, pays no call. */
-static __always_inline int allowlisted(const struct addr *addr)
+/* allowlisted reports whether a live allow prefix holds the address; f
+ * is block_filter's words. The filter's check is inlined: a blocked
+ * source far from every allow, the common case, pays no call. */
+static __always_inline int allowlisted(const __u64 *f, const struct addr *addr)
 {
-	return allow_may_hold(addr) && allow_prefix_holds(addr);
+	return allow_may_hold(f, addr) && allow_prefix_holds(addr);
 }
 
 #endif

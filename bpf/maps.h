@@ -79,10 +79,15 @@ struct {
 
 /*
  * A filter in front of blocks4 and blocks6: one bit per hash of an
- * address (IPv4 as IPv4-mapped), set for every address they hold. A clear bit says the address is not there
- * without touching the map, whose buckets alone are 16 MiB: a source
- * never blocked costs one word of 1 MiB instead of a cache and TLB miss
- * into a map. A set bit only sends the lookup on to the map.
+ * address (IPv4 as IPv4-mapped), set for every address they hold. A clear
+ * bit says the address is not there without touching the maps, whose
+ * buckets alone are 16 MiB each: a source never blocked costs one word of
+ * 1 MiB instead of a cache and TLB miss into a map. A set bit only sends
+ * the lookup on to the map.
+ *
+ * One array element holds every word: a packet looks it up once, then
+ * reads its words with plain loads, where a lookup a word cost a packet
+ * a tenth of its time.
  *
  * Two sides: the daemon rebuilds the idle one from the maps, then makes it
  * live (the control word), so that removed blocks stop costing a lookup.
@@ -112,12 +117,15 @@ struct {
 #define FILTER_ALLOW_V6_BASE (FILTER_ALLOW_V4_BASE + FILTER_V4_WORDS)
 #define FILTER_ALLOW_V6_HASH_WORDS (65536 / 64)
 #define FILTER_ALLOW_V6_WORDS (2 * FILTER_ALLOW_V6_HASH_WORDS)
+struct filter_words {
+	__u64 w[FILTER_ALLOW_V6_BASE + FILTER_ALLOW_V6_WORDS];
+};
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, FILTER_ALLOW_V6_BASE + FILTER_ALLOW_V6_WORDS);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct filter_words);
 } block_filter SEC(".maps");
 
 struct {

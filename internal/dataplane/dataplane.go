@@ -37,7 +37,7 @@ const MinIPv6ScanPrefix = 48
 // v5: block_filter holds the allowlist's bits too.
 // v6: block_filter holds the IPv6 allowlist by /64 too.
 // v7: exact blocks in a map per family, IPv4's keyed by 4 bytes: blocks
-// split into blocks4 and blocks6.
+// split into blocks4 and blocks6; block_filter's words in one element.
 const layoutVersion = "v7"
 
 // earlierLayouts are the layouts Load migrates from, newest first.

@@ -105,6 +105,11 @@ const (
 	hbfEventTypeEVENT_SCAN       hbfEventType = 2
 )
 
+type hbfFilterWords struct {
+	_ structs.HostLayout
+	W [266241]uint64
+}
+
 type hbfFirstAttempt struct {
 	_      structs.HostLayout
 	Lock   uint32
