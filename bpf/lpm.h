@@ -75,6 +75,14 @@ static __always_inline __u32 filter_bit(const struct addr *a)
 	return ((w[0] ^ w[1]) * 0x9E3779B97F4A7C15ULL) >> (64 - FILTER_BITS_SHIFT);
 }
 
+/* filter_mask is bit's mask in its word of either side: the top bit is the
+ * side's live bit, so bit 63 shares bit 62. */
+static __always_inline __u64 filter_mask(__u32 bit)
+{
+	__u32 pos = bit & 63;
+	return 1ULL << (pos == 63 ? 62 : pos);
+}
+
 /* filter_words is block_filter's words; NULL cannot happen (a one-entry
  * array), and the checks below take it for a set bit. */
 static __always_inline __u64 *filter_words(void)
@@ -92,12 +100,18 @@ static __always_inline int filter_has(const __u64 *f, __u32 base, __u32 bit)
 }
 
 /* filter_may_hold reports whether blocks4 or blocks6 may hold the
- * address: false only when the live side's bit is clear. */
+ * address: false only when its bit is clear on every live side. */
 static __always_inline int filter_may_hold(const __u64 *f, const struct addr *a)
 {
 	if (!f)
 		return 1;
-	return filter_has(f, (READ_ONCE(f[FILTER_SIDE_WORD]) & 1) * FILTER_WORDS, filter_bit(a));
+	__u32 bit = filter_bit(a);
+	__u32 i = 2 * (bit >> 6);
+	__u64 w0 = READ_ONCE(f[i]), w1 = READ_ONCE(f[i + 1]);
+	if (!((w0 | w1) & FILTER_LIVE))
+		return 1;
+	__u64 m = filter_mask(bit);
+	return ((w0 & FILTER_LIVE) && (w0 & m)) || ((w1 & FILTER_LIVE) && (w1 & m));
 }
 
 /* filter_add sets the address's bit on both sides, before it goes into
@@ -108,8 +122,10 @@ static __always_inline void filter_add(const struct addr *a)
 	if (!f)
 		return;
 	__u32 bit = filter_bit(a);
-	for (__u32 side = 0; side < 2; side++)
-		__sync_fetch_and_or(&f[side * FILTER_WORDS + (bit >> 6)], 1ULL << (bit & 63));
+	__u32 i = 2 * (bit >> 6);
+	__u64 m = filter_mask(bit);
+	__sync_fetch_and_or(&f[i], m);
+	__sync_fetch_and_or(&f[i + 1], m);
 }
 
 static __always_inline int ipv4_mapped(const struct addr *a)

@@ -90,21 +90,26 @@ struct {
  * a tenth of its time.
  *
  * Two sides: the daemon rebuilds the idle one from the maps, then makes it
- * live (the control word), so that removed blocks stop costing a lookup.
- * Every insertion, the program's and the daemon's, sets its bit on both
- * sides before the entry goes into its map, so the live side never misses
- * an entry. The daemon writes through mmap, with atomic ORs like the
- * program's.
+ * live, so that removed blocks stop costing a lookup. Every insertion, the
+ * program's and the daemon's, sets its bit on both sides before the entry
+ * goes into its map, so a live side never misses an entry. The sides'
+ * words sit in pairs, word 2w of side 0 beside word 2w+1 of side 1, and
+ * the top bit of each word says whether its side is live: a packet reads
+ * one cache line, where a control word cost it another, cold on a quiet
+ * host. The daemon makes a side live word by word before it retires the
+ * other, so a pair always has a live word but for an instant, or when
+ * never built: with neither live, the bit counts as set. The daemon writes
+ * through mmap, with atomic operations like the program's.
  */
-#define FILTER_BITS_SHIFT 23 /* 8 Mi bits a side */
-#define FILTER_WORDS (1 << (FILTER_BITS_SHIFT - 6))
-#define FILTER_SIDE_WORD (2 * FILTER_WORDS) /* bit 0: the live side */
+#define FILTER_BITS_SHIFT 23 /* 8 Mi bits a side, 63 of every 64 used */
+#define FILTER_WORDS (1 << (FILTER_BITS_SHIFT - 6)) /* a side */
+#define FILTER_LIVE (1ULL << 63)
 /* Then a bit per IPv4 /16, set where a prefix block may hold addresses:
  * an IPv4 source outside them skips the prefix trie, where the IPv4-mapped
  * prefix's 96 common bits make every IPv4 lookup walk deep. The daemon
  * alone writes IPv4 prefixes (the program's are IPv6), and rewrites
  * these words whole, atomically, after removals. */
-#define FILTER_V4_BASE (FILTER_SIDE_WORD + 1)
+#define FILTER_V4_BASE (2 * FILTER_WORDS)
 #define FILTER_V4_WORDS (65536 / 64)
 /* Then the same for allow_prefixes: a bit per IPv4 /16; a bit per hash of
  * an IPv6 address's first 32 bits, set by allow prefixes shorter than /64;

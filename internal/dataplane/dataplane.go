@@ -371,6 +371,9 @@ func Load(opts Options) (*Dataplane, error) {
 			d.Close()
 			return nil, err
 		}
+	}
+	if !d.adopted {
+		// New maps: the filter's bits of what was copied, and a live side.
 		if err := d.rebuildFilter(); err != nil {
 			d.Close()
 			return nil, err

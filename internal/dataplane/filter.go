@@ -15,9 +15,9 @@ import (
 // The block filter's shape, as bpf/maps.h declares it.
 const (
 	filterBitsShift = 23
-	filterWords     = 1 << (filterBitsShift - 6)
-	filterSideWord  = 2 * filterWords
-	filterV4Base    = filterSideWord + 1
+	filterWords     = 1 << (filterBitsShift - 6) // a side, in pairs with the other's
+	filterLive      = 1 << 63                    // in a word of a live side
+	filterV4Base    = 2 * filterWords
 	filterV4Words   = 65536 / 64
 	// The allow filter: IPv4 /16 bits, then the hashes of IPv6 /32s, then
 	// of IPv6 /64s, in one range.
@@ -31,7 +31,7 @@ const (
 // memory, mapped into the process, where bits are set with atomic ORs as
 // the program sets them.
 type blockFilter struct {
-	words []uint64 // 2*filterWords words of the two sides, then the control word
+	words []uint64 // the two sides' 2*filterWords words, in pairs, then the prefix bits
 	mem   []byte
 	// mu serialises rebuilds with the daemon's insertions: an entry the
 	// daemon adds while the idle side is rebuilt must not be missed.
@@ -67,43 +67,71 @@ func filterBit(a hbfAddr) uint32 {
 	return uint32((x * 0x9E3779B97F4A7C15) >> (64 - filterBitsShift))
 }
 
+// filterMask is a bit's mask in its word, as filter_mask() computes it:
+// bit 63 is the live bit, and bit 62 stands in for it.
+func filterMask(bit uint32) uint64 {
+	return 1 << min(bit&63, 62)
+}
+
+// pair is the index of the side-0 word of bit's pair; side 1's follows.
+func pair(bit uint32) int { return 2 * int(bit>>6) }
+
 // add sets the address's bit on both sides. The caller holds f.mu.
 func (f *blockFilter) add(a hbfAddr) {
 	bit := filterBit(a)
 	for side := range 2 {
-		atomic.OrUint64(&f.words[side*filterWords+int(bit>>6)], 1<<(bit&63))
+		atomic.OrUint64(&f.words[pair(bit)+side], filterMask(bit))
 	}
 }
 
 // mayHold reports what the program's filter_may_hold would.
 func (f *blockFilter) mayHold(a hbfAddr) bool {
 	bit := filterBit(a)
-	live := int(atomic.LoadUint64(&f.words[filterSideWord]) & 1)
-	return atomic.LoadUint64(&f.words[live*filterWords+int(bit>>6)])>>(bit&63)&1 == 1
+	w0, w1 := atomic.LoadUint64(&f.words[pair(bit)]), atomic.LoadUint64(&f.words[pair(bit)+1])
+	if (w0|w1)&filterLive == 0 {
+		return true
+	}
+	m := filterMask(bit)
+	return w0&filterLive != 0 && w0&m != 0 || w1&filterLive != 0 && w1&m != 0
+}
+
+// liveSide is the side the first pair says is live; side 0 when it says
+// neither or both (a filter never built, or a rebuild cut short).
+func (f *blockFilter) liveSide() int {
+	if atomic.LoadUint64(&f.words[0])&filterLive == 0 && atomic.LoadUint64(&f.words[1])&filterLive != 0 {
+		return 1
+	}
+	return 0
 }
 
 // rebuild clears the idle side, sets the bits of every address each
-// yields (the exact blocks), and makes it live. The program sets the bits
-// of its own insertions on both sides, so none made meanwhile is missed;
-// the daemon's wait on f.mu.
+// yields (the exact blocks), makes it live word by word, then retires the
+// other side. The program sets the bits of its own insertions on both
+// sides, so none made meanwhile is missed; the daemon's wait on f.mu. A
+// pair is without a live word only if a rebuild stopped half-way, and
+// such a pair sends every lookup on to the maps.
 func (f *blockFilter) rebuild(each func(func(*hbfAddr, *hbfRule) error) error) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	idle := 1 - int(atomic.LoadUint64(&f.words[filterSideWord])&1)
-	side := f.words[idle*filterWords : (idle+1)*filterWords]
-	for i := range side {
-		atomic.StoreUint64(&side[i], 0)
+	idle := 1 - f.liveSide()
+	for i := idle; i < 2*filterWords; i += 2 {
+		atomic.StoreUint64(&f.words[i], 0)
 	}
 	stale := f.stale.Load()
 	err := each(func(a *hbfAddr, _ *hbfRule) error {
 		bit := filterBit(*a)
-		atomic.OrUint64(&side[bit>>6], 1<<(bit&63))
+		atomic.OrUint64(&f.words[pair(bit)+idle], filterMask(bit))
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("rebuild the block filter: %w", err)
 	}
-	atomic.StoreUint64(&f.words[filterSideWord], uint64(idle))
+	for i := idle; i < 2*filterWords; i += 2 {
+		atomic.OrUint64(&f.words[i], filterLive)
+	}
+	for i := 1 - idle; i < 2*filterWords; i += 2 {
+		atomic.AndUint64(&f.words[i], ^uint64(filterLive))
+	}
 	f.stale.Add(-stale)
 	return nil
 }

@@ -178,3 +178,48 @@ func testAllowFilterNeverHidesAnAllow(t *testing.T, h Hook) {
 		t.Errorf("the disallowed /8's /16s are still marked: %#x", w)
 	}
 }
+
+// The two sides trade places word by word: after a rebuild one side is
+// live and holds exactly the entries then, bits added since count, and a
+// pair whose live bits a rebuild cut short never hides an entry.
+func TestBlockFilterSides(t *testing.T) {
+	f := &blockFilter{words: make([]uint64, filterV4Base)}
+	addr := func(s string) hbfAddr { return hbfAddr{B: netip.MustParseAddr(s).As16()} }
+	kept, gone := addr("192.0.2.7"), addr("2001:db8::9")
+	if filterBit(kept)>>6 == filterBit(gone)>>6 {
+		t.Fatal("the test's addresses share a word")
+	}
+	if !f.mayHold(gone) {
+		t.Error("a filter never built hides an address")
+	}
+	entries := []hbfAddr{kept}
+	each := func(fn func(*hbfAddr, *hbfRule) error) error {
+		for i := range entries {
+			if err := fn(&entries[i], &hbfRule{}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for round, wantSide := range []int{1, 0} {
+		f.add(gone)
+		if !f.mayHold(gone) {
+			t.Errorf("round %d: an added address is hidden", round)
+		}
+		if err := f.rebuild(each); err != nil {
+			t.Fatal(err)
+		}
+		if side := f.liveSide(); side != wantSide {
+			t.Errorf("round %d: side %d live after the rebuild, want %d", round, side, wantSide)
+		}
+		if !f.mayHold(kept) || f.mayHold(gone) {
+			t.Errorf("round %d: after the rebuild, holds %v: %v, %v: %v", round, kept, f.mayHold(kept), gone, f.mayHold(gone))
+		}
+	}
+	for i := range 2 * filterWords {
+		f.words[i] &^= filterLive // as if a rebuild stopped between its two passes and the next
+	}
+	if !f.mayHold(gone) {
+		t.Error("a pair with no live word hides an address")
+	}
+}

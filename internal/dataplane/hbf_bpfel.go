@@ -107,7 +107,7 @@ const (
 
 type hbfFilterWords struct {
 	_ structs.HostLayout
-	W [266241]uint64
+	W [266240]uint64
 }
 
 type hbfFirstAttempt struct {
