@@ -340,8 +340,10 @@ static __always_inline int decide(void *ctx, int xdp, void *data, void *end, __u
 	/* The source check needs only the IP header: whatever follows, a blocked
 	 * source goes no further. */
 	const __u64 *filter = filter_words();
-	if (blocked(filter, &pkt.saddr)) {
-		if (!allowlisted(filter, &pkt.saddr))
+	/* An IPv4 packet's source is IPv4-mapped without a look. */
+	int v4 = pkt.family == 4 || ipv4_mapped(&pkt.saddr);
+	if (blocked(filter, &pkt.saddr, v4)) {
+		if (!allowlisted(filter, &pkt.saddr, v4))
 			return drop(COUNTER_DROP_BLOCKED);
 		count(COUNTER_ALLOWLIST_OVERRIDES);
 		allowed = 1;

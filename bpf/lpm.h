@@ -178,12 +178,12 @@ static __always_inline struct rule *exact_rule(const struct addr *addr, int v4)
 }
 
 /* blocked reports whether a live block holds the address, and counts the
- * packet against it; f is block_filter's words. The exact lookup is
+ * packet against it; f is block_filter's words, v4 whether the address is
+ * IPv4-mapped (the caller knows it from the packet). The exact lookup is
  * inlined: every packet asks, and the call cost a blocked packet a tenth
  * of its time. */
-static __always_inline int blocked(const __u64 *f, const struct addr *addr)
+static __always_inline int blocked(const __u64 *f, const struct addr *addr, int v4)
 {
-	int v4 = ipv4_mapped(addr);
 	if (filter_may_hold(f, addr)) {
 		struct rule *r = exact_rule(addr, v4);
 		if (r && rule_live(r))
@@ -195,11 +195,11 @@ static __always_inline int blocked(const __u64 *f, const struct addr *addr)
 }
 
 /* allow_may_hold reports whether an allow prefix may hold the address:
- * its IPv4 /16's bit, or the hash of its first 32 bits or of its /64, in
- * the filter f. */
-static __always_inline int allow_may_hold(const __u64 *f, const struct addr *a)
+ * its IPv4 /16's bit (v4: it is IPv4-mapped), or the hash of its first 32
+ * bits or of its /64, in the filter f. */
+static __always_inline int allow_may_hold(const __u64 *f, const struct addr *a, int v4)
 {
-	if (ipv4_mapped(a))
+	if (v4)
 		return filter_has(f, FILTER_ALLOW_V4_BASE, v4_slash16(a));
 	if (filter_has(f, FILTER_ALLOW_V6_BASE, (*(const __u32 *)a->b * 0x9E3779B1U) >> 16))
 		return 1;
@@ -217,11 +217,11 @@ __noinline int allow_prefix_holds(const struct addr *addr)
 }
 
 /* allowlisted reports whether a live allow prefix holds the address; f
- * is block_filter's words. The filter's check is inlined: a blocked
+ * and v4 are as for blocked. The filter's check is inlined: a blocked
  * source far from every allow, the common case, pays no call. */
-static __always_inline int allowlisted(const __u64 *f, const struct addr *addr)
+static __always_inline int allowlisted(const __u64 *f, const struct addr *addr, int v4)
 {
-	return allow_may_hold(f, addr) && allow_prefix_holds(addr);
+	return allow_may_hold(f, addr, v4) && allow_prefix_holds(addr);
 }
 
 #endif

@@ -256,7 +256,7 @@ static __always_inline __u32 track(struct scan_state *st, const struct addr *key
 	 * reported and let be. One that loses its allowlisting mid-burst
 	 * crosses again, and is stopped. */
 	if (forget_bounds(st->len) > READ_ONCE(hbf_config.max_ports)) {
-		allowed = allowed || allowlisted(filter_words(), &pkt->saddr);
+		allowed = allowed || allowlisted(filter_words(), &pkt->saddr, ipv4_mapped(&pkt->saddr));
 		int passive = allowed || report_only(pkt);
 		__u8 bit = passive ? SCAN_REPORTED : SCAN_FLAGGED;
 		if (allowed)
