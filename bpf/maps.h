@@ -44,12 +44,9 @@ __u64 hbf_ignored_udp[65536 / 64];
 __u64 hbf_served_tcp[65536 / 64];
 __u64 hbf_served_udp[65536 / 64];
 
-/* Added to every clock reading (now_ns) where hbf_movable_clock is set:
- * in tests, which move it forward instead of sleeping through a window or
- * an expiry. Elsewhere the verifier drops the read, and a packet is spared
- * its cache line. */
+/* Added to every clock reading (now_ns). 0 but in tests, which move it
+ * forward instead of sleeping through a window or an expiry. */
 __u64 hbf_clock_offset = 0;
-const volatile __u32 hbf_movable_clock = 0;
 
 /* Exact addresses: one hash lookup is cheaper than any LPM walk. A map
  * for each family: an IPv4 key of 4 bytes instead of 16 costs a blocked
@@ -274,11 +271,10 @@ static __always_inline void count(__u32 idx)
 }
 
 /* now_ns is the program's clock: CLOCK_MONOTONIC, read cheaply (windows are
- * seconds long), plus the offset of tests. */
+ * seconds long), plus the test offset. */
 static __always_inline __u64 now_ns(void)
 {
-	__u64 t = bpf_ktime_get_coarse_ns();
-	return hbf_movable_clock ? t + hbf_clock_offset : t;
+	return bpf_ktime_get_coarse_ns() + hbf_clock_offset;
 }
 
 static __always_inline int drop(__u32 reason)

@@ -134,10 +134,6 @@ type Options struct {
 	// earlier layout is.
 	Capacity Capacity
 
-	// movableClock lets tests move the program's clock (hbf_clock_offset);
-	// without it the program never reads the offset.
-	movableClock bool
-
 	// firstAttemptSlots sizes the tracker's first tier (a power of two; 0:
 	// the program's own size). Tests make it small, to empty it cheaply.
 	firstAttemptSlots uint32
@@ -316,11 +312,6 @@ func Load(opts Options) (*Dataplane, error) {
 	spec.Maps[hbfMapBlocks6].MaxEntries = uint32(capacity.Blocks)
 	spec.Maps[hbfMapBlockPrefixes].MaxEntries = uint32(capacity.BlockPrefixes)
 
-	if opts.movableClock {
-		if err := spec.Variables[hbfVarHbfMovableClock].Set(uint32(1)); err != nil {
-			return nil, fmt.Errorf("make the clock movable: %w", err)
-		}
-	}
 	if n := opts.firstAttemptSlots; n != 0 {
 		if n&(n-1) != 0 {
 			return nil, fmt.Errorf("first-attempt slots %d: not a power of two", n)

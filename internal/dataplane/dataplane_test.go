@@ -89,7 +89,6 @@ func newTestDP(t testing.TB, s Settings) *testDP {
 func newTestDPWith(t testing.TB, s Settings, opts Options) *testDP {
 	t.Helper()
 	testenv.RequirePrivileged(t)
-	opts.movableClock = true // advance moves it
 	dp, err := Load(opts)
 	if err != nil {
 		t.Fatal(err)

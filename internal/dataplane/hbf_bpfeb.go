@@ -238,7 +238,6 @@ const (
 	hbfVarHbfHaveBlockPrefixes = "hbf_have_block_prefixes"
 	hbfVarHbfIgnoredTcp        = "hbf_ignored_tcp"
 	hbfVarHbfIgnoredUdp        = "hbf_ignored_udp"
-	hbfVarHbfMovableClock      = "hbf_movable_clock"
 	hbfVarHbfScanPrefixes      = "hbf_scan_prefixes"
 	hbfVarHbfServedTcp         = "hbf_served_tcp"
 	hbfVarHbfServedUdp         = "hbf_served_udp"
@@ -334,7 +333,6 @@ type hbfVariableSpecs struct {
 	HbfHaveBlockPrefixes *ebpf.VariableSpec `ebpf:"hbf_have_block_prefixes"`
 	HbfIgnoredTcp        *ebpf.VariableSpec `ebpf:"hbf_ignored_tcp"`
 	HbfIgnoredUdp        *ebpf.VariableSpec `ebpf:"hbf_ignored_udp"`
-	HbfMovableClock      *ebpf.VariableSpec `ebpf:"hbf_movable_clock"`
 	HbfScanPrefixes      *ebpf.VariableSpec `ebpf:"hbf_scan_prefixes"`
 	HbfServedTcp         *ebpf.VariableSpec `ebpf:"hbf_served_tcp"`
 	HbfServedUdp         *ebpf.VariableSpec `ebpf:"hbf_served_udp"`
@@ -420,7 +418,6 @@ type hbfVariables struct {
 	HbfHaveBlockPrefixes *ebpf.Variable `ebpf:"hbf_have_block_prefixes"`
 	HbfIgnoredTcp        *ebpf.Variable `ebpf:"hbf_ignored_tcp"`
 	HbfIgnoredUdp        *ebpf.Variable `ebpf:"hbf_ignored_udp"`
-	HbfMovableClock      *ebpf.Variable `ebpf:"hbf_movable_clock"`
 	HbfScanPrefixes      *ebpf.Variable `ebpf:"hbf_scan_prefixes"`
 	HbfServedTcp         *ebpf.Variable `ebpf:"hbf_served_tcp"`
 	HbfServedUdp         *ebpf.Variable `ebpf:"hbf_served_udp"`
