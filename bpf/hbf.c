@@ -302,15 +302,25 @@ static __always_inline int late_answer(const struct packet *pkt)
 	       pkt->dport <= READ_ONCE(hbf_config.ephemeral_hi);
 }
 
+/* ingress_ifindex is the device the packet arrived on, read only where an
+ * event needs it: at XDP it takes two dependent loads (the receive queue,
+ * then its device), which every packet paid up front. */
+static __always_inline __u32 ingress_ifindex(void *ctx, int xdp)
+{
+	if (xdp)
+		return ((struct xdp_md *)ctx)->ingress_ifindex;
+	return ((struct __sk_buff *)ctx)->ingress_ifindex;
+}
+
 /* udp_datagram decides a UDP datagram of a source not blocked: only one to
  * a closed port of the host counts. */
-static __always_inline int udp_datagram(void *ctx, int xdp, __u32 ifindex, const struct packet *pkt, int allowed)
+static __always_inline int udp_datagram(void *ctx, int xdp, const struct packet *pkt, int allowed)
 {
 	if (READ_ONCE(hbf_config.flags) & CONFIG_UDP_OFF)
 		return XDP_PASS;
 	if (late_answer(pkt) || !closed_port(ctx, xdp, pkt, hbf_ignored_udp, hbf_served_udp))
 		return XDP_PASS;
-	return attempt(ifindex, pkt, ATTEMPT_UDP, allowed);
+	return attempt(ingress_ifindex(ctx, xdp), pkt, ATTEMPT_UDP, allowed);
 }
 
 /* syn_kind says whether a SYN counts: on any port but an ignored one, or
@@ -322,11 +332,11 @@ static __always_inline int syn_kind(void *ctx, int xdp, const struct packet *pkt
 	return port_in(hbf_ignored_tcp, pkt->dport) ? ATTEMPT_UNCOUNTED : ATTEMPT_SYN;
 }
 
-/* decide is the verdict on the frame from data to end, which arrived on
- * ifindex with stripped VLAN tags already taken out: XDP_PASS or XDP_DROP,
- * whichever hook runs it. ctx is the hook's, for the socket lookups: XDP's
- * when xdp is set, else TC's. */
-static __always_inline int decide(void *ctx, int xdp, void *data, void *end, __u32 ifindex, __u32 stripped)
+/* decide is the verdict on the frame from data to end, with stripped VLAN
+ * tags already taken out: XDP_PASS or XDP_DROP, whichever hook runs it.
+ * ctx is the hook's, for the socket lookups and the device: XDP's when xdp
+ * is set, else TC's. */
+static __always_inline int decide(void *ctx, int xdp, void *data, void *end, __u32 stripped)
 {
 	struct packet pkt = {};
 	int allowed = 0;
@@ -353,17 +363,17 @@ static __always_inline int decide(void *ctx, int xdp, void *data, void *end, __u
 	if (r != PARSE_OK)
 		return parse_verdict(r);
 	if (pkt.proto == PROTO_UDP)
-		return udp_datagram(ctx, xdp, ifindex, &pkt, allowed);
+		return udp_datagram(ctx, xdp, &pkt, allowed);
 
 	__u8 f = pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN);
 	if (f == TCP_SYN)
-		return attempt(ifindex, &pkt, syn_kind(ctx, xdp, &pkt), allowed);
+		return attempt(ingress_ifindex(ctx, xdp), &pkt, syn_kind(ctx, xdp, &pkt), allowed);
 	/* Stealth probes are dropped; they count on any port but an ignored
 	 * one, open or not: no client sends them. */
 	if (!(f & (TCP_SYN | TCP_ACK | TCP_RST)) || ((f & TCP_SYN) && (f & (TCP_FIN | TCP_RST)))) {
 		if (port_in(hbf_ignored_tcp, pkt.dport))
 			return drop(COUNTER_DROP_STEALTH);
-		return attempt(ifindex, &pkt, ATTEMPT_PROBE, allowed);
+		return attempt(ingress_ifindex(ctx, xdp), &pkt, ATTEMPT_PROBE, allowed);
 	}
 	return XDP_PASS;
 }
@@ -371,7 +381,7 @@ static __always_inline int decide(void *ctx, int xdp, void *data, void *end, __u
 SEC("xdp")
 int hbf_xdp(struct xdp_md *ctx)
 {
-	int verdict = decide(ctx, 1, (void *)(long)ctx->data, (void *)(long)ctx->data_end, ctx->ingress_ifindex, 0);
+	int verdict = decide(ctx, 1, (void *)(long)ctx->data, (void *)(long)ctx->data_end, 0);
 	/* With the drops by reason, this accounts for every packet. */
 	if (verdict == XDP_PASS)
 		count(COUNTER_PASSED);
@@ -396,7 +406,7 @@ int hbf_tc(struct __sk_buff *skb)
 	/* With rx VLAN offload, or the stack's own untagging before TC, the
 	 * outer tag is in vlan_tci, no longer in the frame. */
 	__u32 stripped = skb->vlan_present ? 1 : 0;
-	int verdict = decide(skb, 0, (void *)(long)skb->data, (void *)(long)skb->data_end, skb->ingress_ifindex, stripped);
+	int verdict = decide(skb, 0, (void *)(long)skb->data, (void *)(long)skb->data_end, stripped);
 	if (verdict == XDP_DROP)
 		return TC_ACT_SHOT;
 	count(COUNTER_PASSED);

@@ -226,6 +226,10 @@ func TestNewConnectionIsReported(t *testing.T) {
 			if c.Src != wantSrc || c.Dst != wantDst {
 				t.Errorf("connection %v -> %v, want %v -> %v", c.Src, c.Dst, wantSrc, wantDst)
 			}
+			// BPF_PROG_TEST_RUN hands XDP the loopback's receive queue.
+			if c.Ifindex != 1 {
+				t.Errorf("connection on interface %d, want the loopback's, 1", c.Ifindex)
+			}
 			if age := time.Since(c.Time); age < 0 || age > 5*time.Second {
 				t.Errorf("event time %v is %v from now", c.Time, age)
 			}
