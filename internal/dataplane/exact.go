@@ -52,7 +52,7 @@ type exactBatch struct {
 
 func (b exactBatch) len() int { return len(b.v4) + len(b.v6) }
 
-// write puts the batch into its map with values (at least as many), and
+// writeBatch puts the batch into its map with values (at least as many), and
 // returns what the kernel took.
 func (d *Dataplane) writeBatch(b exactBatch, values []hbfRule) (exactBatch, error) {
 	if b.v4 != nil {
