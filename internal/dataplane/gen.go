@@ -5,7 +5,7 @@ package dataplane
 //go:generate go tool bpf2go -tags linux -type conn_event -type scan_event -type counter -type event_type -type scan_event_flags -type rule_origin -type config_flags -type port_proto hbf ../../bpf/hbf.c
 
 // The benchmarks' semantic reference, built into the tests only.
-//go:generate go tool bpf2go -tags linux -no-global-types -output-suffix _test reference ../../bpf/reference.c
+//go:generate go tool bpf2go -tags linux -no-global-types -output-suffix _test reference ../../bpf/testdata/reference.c
 
 // The event generator of the reader's benchmark, built into the tests only.
-//go:generate go tool bpf2go -tags linux -no-global-types -output-suffix _test eventgen ../../bpf/eventgen.c
+//go:generate go tool bpf2go -tags linux -no-global-types -output-suffix _test eventgen ../../bpf/testdata/eventgen.c

@@ -12,7 +12,7 @@ import (
 )
 
 // BenchmarkEventReader measures the daemon's reader of connection events:
-// a generator program (bpf/eventgen.c) fills hbf's ring as fast as one CPU
+// a generator program (bpf/testdata/eventgen.c) fills hbf's ring as fast as one CPU
 // can, 256 events a run, and the reader decodes them on the other. It
 // reports the events a second that reached the reader and the events lost
 // to a full ring; the goal is a million a second with none lost.

@@ -16,15 +16,34 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	referenceMapAllowPrefixes   = "allow_prefixes"
-	referenceMapBlockPrefixes   = "block_prefixes"
-	referenceMapBlocks4         = "blocks4"
-	referenceMapBlocks6         = "blocks6"
-	referenceMapCounters        = "counters"
-	referenceMapEvents          = "events"
-	referenceMapRefSources      = "ref_sources"
-	referenceProgReference      = "reference"
-	referenceVarRefHavePrefixes = "ref_have_prefixes"
+	referenceMapAllowPrefixes        = "allow_prefixes"
+	referenceMapBlockFilter          = "block_filter"
+	referenceMapBlockPrefixes        = "block_prefixes"
+	referenceMapBlocks4              = "blocks4"
+	referenceMapBlocks6              = "blocks6"
+	referenceMapCounters             = "counters"
+	referenceMapEvents               = "events"
+	referenceMapFirstAttempts        = "first_attempts"
+	referenceMapIgnoredAttempts      = "ignored_attempts"
+	referenceMapLocalAddrs           = "local_addrs"
+	referenceMapOnlinkPrefixes       = "onlink_prefixes"
+	referenceMapOpenPorts            = "open_ports"
+	referenceMapRefSources           = "ref_sources"
+	referenceMapScanEvidence         = "scan_evidence"
+	referenceMapScanStates           = "scan_states"
+	referenceMapScanZero             = "scan_zero"
+	referenceProgReference           = "reference"
+	referenceVarHbfBlockBudget       = "hbf_block_budget"
+	referenceVarHbfClockOffset       = "hbf_clock_offset"
+	referenceVarHbfConfig            = "hbf_config"
+	referenceVarHbfFirstAttemptMask  = "hbf_first_attempt_mask"
+	referenceVarHbfHaveBlockPrefixes = "hbf_have_block_prefixes"
+	referenceVarHbfIgnoredTcp        = "hbf_ignored_tcp"
+	referenceVarHbfIgnoredUdp        = "hbf_ignored_udp"
+	referenceVarHbfScanPrefixes      = "hbf_scan_prefixes"
+	referenceVarHbfServedTcp         = "hbf_served_tcp"
+	referenceVarHbfServedUdp         = "hbf_served_udp"
+	referenceVarRefHavePrefixes      = "ref_have_prefixes"
 )
 
 // loadReference returns the embedded CollectionSpec for reference.
@@ -76,20 +95,39 @@ type referenceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type referenceMapSpecs struct {
-	AllowPrefixes *ebpf.MapSpec `ebpf:"allow_prefixes"`
-	BlockPrefixes *ebpf.MapSpec `ebpf:"block_prefixes"`
-	Blocks4       *ebpf.MapSpec `ebpf:"blocks4"`
-	Blocks6       *ebpf.MapSpec `ebpf:"blocks6"`
-	Counters      *ebpf.MapSpec `ebpf:"counters"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	RefSources    *ebpf.MapSpec `ebpf:"ref_sources"`
+	AllowPrefixes   *ebpf.MapSpec `ebpf:"allow_prefixes"`
+	BlockFilter     *ebpf.MapSpec `ebpf:"block_filter"`
+	BlockPrefixes   *ebpf.MapSpec `ebpf:"block_prefixes"`
+	Blocks4         *ebpf.MapSpec `ebpf:"blocks4"`
+	Blocks6         *ebpf.MapSpec `ebpf:"blocks6"`
+	Counters        *ebpf.MapSpec `ebpf:"counters"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	FirstAttempts   *ebpf.MapSpec `ebpf:"first_attempts"`
+	IgnoredAttempts *ebpf.MapSpec `ebpf:"ignored_attempts"`
+	LocalAddrs      *ebpf.MapSpec `ebpf:"local_addrs"`
+	OnlinkPrefixes  *ebpf.MapSpec `ebpf:"onlink_prefixes"`
+	OpenPorts       *ebpf.MapSpec `ebpf:"open_ports"`
+	RefSources      *ebpf.MapSpec `ebpf:"ref_sources"`
+	ScanEvidence    *ebpf.MapSpec `ebpf:"scan_evidence"`
+	ScanStates      *ebpf.MapSpec `ebpf:"scan_states"`
+	ScanZero        *ebpf.MapSpec `ebpf:"scan_zero"`
 }
 
 // referenceVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type referenceVariableSpecs struct {
-	RefHavePrefixes *ebpf.VariableSpec `ebpf:"ref_have_prefixes"`
+	HbfBlockBudget       *ebpf.VariableSpec `ebpf:"hbf_block_budget"`
+	HbfClockOffset       *ebpf.VariableSpec `ebpf:"hbf_clock_offset"`
+	HbfConfig            *ebpf.VariableSpec `ebpf:"hbf_config"`
+	HbfFirstAttemptMask  *ebpf.VariableSpec `ebpf:"hbf_first_attempt_mask"`
+	HbfHaveBlockPrefixes *ebpf.VariableSpec `ebpf:"hbf_have_block_prefixes"`
+	HbfIgnoredTcp        *ebpf.VariableSpec `ebpf:"hbf_ignored_tcp"`
+	HbfIgnoredUdp        *ebpf.VariableSpec `ebpf:"hbf_ignored_udp"`
+	HbfScanPrefixes      *ebpf.VariableSpec `ebpf:"hbf_scan_prefixes"`
+	HbfServedTcp         *ebpf.VariableSpec `ebpf:"hbf_served_tcp"`
+	HbfServedUdp         *ebpf.VariableSpec `ebpf:"hbf_served_udp"`
+	RefHavePrefixes      *ebpf.VariableSpec `ebpf:"ref_have_prefixes"`
 }
 
 // referenceObjects contains all objects after they have been loaded into the kernel.
@@ -112,24 +150,42 @@ func (o *referenceObjects) Close() error {
 //
 // It can be passed to loadReferenceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type referenceMaps struct {
-	AllowPrefixes *ebpf.Map `ebpf:"allow_prefixes"`
-	BlockPrefixes *ebpf.Map `ebpf:"block_prefixes"`
-	Blocks4       *ebpf.Map `ebpf:"blocks4"`
-	Blocks6       *ebpf.Map `ebpf:"blocks6"`
-	Counters      *ebpf.Map `ebpf:"counters"`
-	Events        *ebpf.Map `ebpf:"events"`
-	RefSources    *ebpf.Map `ebpf:"ref_sources"`
+	AllowPrefixes   *ebpf.Map `ebpf:"allow_prefixes"`
+	BlockFilter     *ebpf.Map `ebpf:"block_filter"`
+	BlockPrefixes   *ebpf.Map `ebpf:"block_prefixes"`
+	Blocks4         *ebpf.Map `ebpf:"blocks4"`
+	Blocks6         *ebpf.Map `ebpf:"blocks6"`
+	Counters        *ebpf.Map `ebpf:"counters"`
+	Events          *ebpf.Map `ebpf:"events"`
+	FirstAttempts   *ebpf.Map `ebpf:"first_attempts"`
+	IgnoredAttempts *ebpf.Map `ebpf:"ignored_attempts"`
+	LocalAddrs      *ebpf.Map `ebpf:"local_addrs"`
+	OnlinkPrefixes  *ebpf.Map `ebpf:"onlink_prefixes"`
+	OpenPorts       *ebpf.Map `ebpf:"open_ports"`
+	RefSources      *ebpf.Map `ebpf:"ref_sources"`
+	ScanEvidence    *ebpf.Map `ebpf:"scan_evidence"`
+	ScanStates      *ebpf.Map `ebpf:"scan_states"`
+	ScanZero        *ebpf.Map `ebpf:"scan_zero"`
 }
 
 func (m *referenceMaps) Close() error {
 	return _ReferenceClose(
 		m.AllowPrefixes,
+		m.BlockFilter,
 		m.BlockPrefixes,
 		m.Blocks4,
 		m.Blocks6,
 		m.Counters,
 		m.Events,
+		m.FirstAttempts,
+		m.IgnoredAttempts,
+		m.LocalAddrs,
+		m.OnlinkPrefixes,
+		m.OpenPorts,
 		m.RefSources,
+		m.ScanEvidence,
+		m.ScanStates,
+		m.ScanZero,
 	)
 }
 
@@ -137,7 +193,17 @@ func (m *referenceMaps) Close() error {
 //
 // It can be passed to loadReferenceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type referenceVariables struct {
-	RefHavePrefixes *ebpf.Variable `ebpf:"ref_have_prefixes"`
+	HbfBlockBudget       *ebpf.Variable `ebpf:"hbf_block_budget"`
+	HbfClockOffset       *ebpf.Variable `ebpf:"hbf_clock_offset"`
+	HbfConfig            *ebpf.Variable `ebpf:"hbf_config"`
+	HbfFirstAttemptMask  *ebpf.Variable `ebpf:"hbf_first_attempt_mask"`
+	HbfHaveBlockPrefixes *ebpf.Variable `ebpf:"hbf_have_block_prefixes"`
+	HbfIgnoredTcp        *ebpf.Variable `ebpf:"hbf_ignored_tcp"`
+	HbfIgnoredUdp        *ebpf.Variable `ebpf:"hbf_ignored_udp"`
+	HbfScanPrefixes      *ebpf.Variable `ebpf:"hbf_scan_prefixes"`
+	HbfServedTcp         *ebpf.Variable `ebpf:"hbf_served_tcp"`
+	HbfServedUdp         *ebpf.Variable `ebpf:"hbf_served_udp"`
+	RefHavePrefixes      *ebpf.Variable `ebpf:"ref_have_prefixes"`
 }
 
 // referencePrograms contains all programs after they have been loaded into the kernel.

@@ -15,7 +15,7 @@ import (
 )
 
 // BenchmarkVersus runs each frame through hbf, the semantic reference
-// (bpf/reference.c: the least code that keeps hbf's promises, on hbf's own
+// (bpf/testdata/reference.c: the least code that keeps hbf's promises, on hbf's own
 // maps), xdp-tools' xdp-filter with every feature, and a bare XDP_PASS,
 // in interleaved rounds, and reports each one's median beside the
 // others. hbf holds a million blocked addresses and one /15; xdp-filter

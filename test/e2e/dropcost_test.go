@@ -115,7 +115,7 @@ func BenchmarkDropCost(b *testing.B) {
 }
 
 // softirqClock adds up the time every CPU spends in the network receive
-// softirq (bpf/softirq.c).
+// softirq (bpf/testdata/softirq.c).
 type softirqClock struct{ objs softirqObjects }
 
 func newSoftirqClock(b *testing.B) *softirqClock {

@@ -112,7 +112,7 @@ func (d *doc) versus(chart string) {
 	d.p("`BenchmarkVersus` runs each frame, a million times over `BPF_PROG_TEST_RUN`, through four programs " +
 		"in five interleaved rounds, and takes each one's median: **hbf** holding a million blocked addresses " +
 		"(half IPv4, half IPv6), one /15 and the allowlist a daemon always keeps (loopback, the host's " +
-		"addresses, its gateways); the **semantic reference** (`bpf/reference.c`), the least code that keeps " +
+		"addresses, its gateways); the **semantic reference** (`bpf/testdata/reference.c`), the least code that keeps " +
 		"hbf's promises, on hbf's own maps; xdp-tools' **xdp-filter** with every feature, holding 10,000 " +
 		"addresses per family (what its maps take); and a **bare** `XDP_PASS`. *Excess* is " +
 		"(hbf − bare) / (ref − bare): the work hbf does for each unit of work the reference does.")
@@ -209,7 +209,7 @@ func (d *doc) dropCost(chart string) {
 	d.p("## Dropping a flood, in the receive softirq")
 	d.p("`BenchmarkDropCost` floods the host from a blocked source over a veth pair (no switch between), "+
 		"20,000 SYNs per run at a fixed offered rate (median %s packets/s), and adds up, to the nanosecond, "+
-		"the CPU time every CPU spends in the network receive softirq (`bpf/softirq.c` on the "+
+		"the CPU time every CPU spends in the network receive softirq (`bpf/testdata/softirq.c` on the "+
 		"`irq:softirq_entry`/`softirq_exit` tracepoints), divided by the packets sent: seven interleaved "+
 		"rounds, medians; the goal's ratio is the median of each round's own. Each filter drops the "+
 		"same source with one rule; the host's TCP counters show that none of them reached TCP.",

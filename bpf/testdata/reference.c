@@ -3,9 +3,9 @@
 
 /*
  * The semantic reference of the benchmarks: the least code that keeps the
- * promises hbf makes of every packet, on hbf's own maps (the loader shares
- * them), so that hbf is measured against what its promises cost and no
- * more. Per packet: the packet and passed counters; the source's exact
+ * promises hbf makes of every packet, on hbf's own maps (maps.h's
+ * declarations; the loader shares the rules' maps with a loaded hbf), so
+ * that hbf is measured against what its promises cost and no more. Per packet: the packet and passed counters; the source's exact
  * block, with its expiry and its drop counter; the prefix blocks only when
  * there are any; the allowlist only on a hit. Per SYN, in addition: one
  * ring-buffer event and one update of the source's state.
@@ -19,58 +19,15 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
-#include "hbf.h"
-#include "common.h"
-#include "parse.h"
+#include "../hbf.h"
+#include "../common.h"
+#include "../parse.h"
+#include "../maps.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
 /* Set when block_prefixes holds an entry, as hbf's hint is. */
 __u32 ref_have_prefixes = 0;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 20);
-	__type(key, struct addr4);
-	__type(value, struct rule);
-} blocks4 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 20);
-	__type(key, struct addr);
-	__type(value, struct rule);
-} blocks6 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 18);
-	__type(key, struct lpm_key);
-	__type(value, struct rule);
-} block_prefixes SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 14);
-	__type(key, struct lpm_key);
-	__type(value, struct rule);
-} allow_prefixes SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, HBF_COUNTER_SLOTS);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22);
-} events SEC(".maps");
 
 /* One word of state per source: its last attempt's time. */
 struct {
@@ -79,13 +36,6 @@ struct {
 	__type(key, struct addr);
 	__type(value, __u64);
 } ref_sources SEC(".maps");
-
-static __always_inline void ref_count(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
-	if (v)
-		*v += 1;
-}
 
 static __always_inline int ref_live(const struct rule *r)
 {
@@ -121,7 +71,7 @@ int reference(struct xdp_md *ctx)
 	struct addr src = {}, dst = {};
 	__u8 *l4;
 
-	ref_count(COUNTER_PACKETS);
+	count(COUNTER_PACKETS);
 	__u8 *eth = data;
 	if ((void *)(eth + 14) > end)
 		goto drop;
@@ -171,9 +121,9 @@ int reference(struct xdp_md *ctx)
 		bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
 	}
 pass:
-	ref_count(COUNTER_PASSED);
+	count(COUNTER_PASSED);
 	return XDP_PASS;
 drop:
-	ref_count(COUNTER_DROP_BLOCKED);
+	count(COUNTER_DROP_BLOCKED);
 	return XDP_DROP;
 }

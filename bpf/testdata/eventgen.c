@@ -10,7 +10,7 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
-#include "hbf.h"
+#include "../hbf.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
