@@ -267,6 +267,24 @@ static __always_inline enum parse_result ipv4_upper(void *data, void *end, struc
 	return PARSE_OK;
 }
 
+/* ipv6_walk_ends says whether the walk of the extension headers ends at
+ * nexthdr, found at off: at TCP or UDP (PARSE_OK, the upper layer at off,
+ * which parse_l4 bounds), at a header that is no extension (PARSE_PASS),
+ * or not there (PARSE_EXT_DEPTH: one more extension, which is one too
+ * many once the walk has taken IPV6_EXT_MAX). */
+static __always_inline enum parse_result ipv6_walk_ends(__u8 nexthdr, __u32 off, struct packet *pkt, __u32 *l4_off)
+{
+	if (transport(nexthdr)) {
+		pkt->proto = nexthdr;
+		*l4_off = off;
+		return PARSE_OK;
+	}
+	if (nexthdr != NEXTHDR_HOP && nexthdr != NEXTHDR_ROUTING && nexthdr != NEXTHDR_DEST &&
+	    nexthdr != NEXTHDR_AUTH && nexthdr != NEXTHDR_FRAGMENT)
+		return PARSE_PASS;
+	return PARSE_EXT_DEPTH;
+}
+
 /* ipv6_upper walks the extension headers that may precede TCP or UDP. Unknown
  * next-header values are an upper layer, never walked as extensions. */
 static __always_inline enum parse_result ipv6_upper(void *data, void *end, struct packet *pkt, __u32 *l4_off)
@@ -282,14 +300,9 @@ static __always_inline enum parse_result ipv6_upper(void *data, void *end, struc
 
 #pragma unroll
 	for (int i = 0; i < IPV6_EXT_MAX; i++) {
-		if (transport(nexthdr)) {
-			pkt->proto = nexthdr;
-			*l4_off = off;
-			return PARSE_OK;
-		}
-		if (nexthdr != NEXTHDR_HOP && nexthdr != NEXTHDR_ROUTING && nexthdr != NEXTHDR_DEST &&
-		    nexthdr != NEXTHDR_AUTH && nexthdr != NEXTHDR_FRAGMENT)
-			return PARSE_PASS;
+		enum parse_result r = ipv6_walk_ends(nexthdr, off, pkt, l4_off);
+		if (r != PARSE_EXT_DEPTH)
+			return r;
 		if (off > MAX_HDR_OFF)
 			return PARSE_EXT_DEPTH;
 		struct ipv6_ext_hdr *ext = data + off;
@@ -318,15 +331,7 @@ static __always_inline enum parse_result ipv6_upper(void *data, void *end, struc
 			off += ((__u32)ext->len + 1) * 8;
 		}
 	}
-	if (transport(nexthdr)) {
-		pkt->proto = nexthdr;
-		*l4_off = off; /* parse_l4 bounds it */
-		return PARSE_OK;
-	}
-	if (nexthdr != NEXTHDR_HOP && nexthdr != NEXTHDR_ROUTING && nexthdr != NEXTHDR_DEST &&
-	    nexthdr != NEXTHDR_AUTH && nexthdr != NEXTHDR_FRAGMENT)
-		return PARSE_PASS;
-	return PARSE_EXT_DEPTH;
+	return ipv6_walk_ends(nexthdr, off, pkt, l4_off);
 }
 
 /* parse_udp reads the UDP header, which must lie whole inside both the
