@@ -59,6 +59,7 @@ const enum scan_event_flags *unused_scan_event_flags __attribute__((unused));
 const enum rule_origin *unused_rule_origin __attribute__((unused));
 const enum config_flags *unused_config_flags __attribute__((unused));
 const enum port_proto *unused_port_proto __attribute__((unused));
+const enum filter_layout *unused_filter_layout __attribute__((unused));
 
 /* ignored_retransmission reports whether a SYN the tracker does not count
  * repeats the source's last attempt there, and remembers it. */

@@ -72,7 +72,7 @@ static __always_inline struct rule *lpm_live(void *map, void *retry_step, const 
 static __always_inline __u32 filter_bit(const struct addr *a)
 {
 	const __u64 *w = (const __u64 *)a->b;
-	return ((w[0] ^ w[1]) * 0x9E3779B97F4A7C15ULL) >> (64 - FILTER_BITS_SHIFT);
+	return ((w[0] ^ w[1]) * FILTER_HASH64) >> (64 - FILTER_BITS_SHIFT);
 }
 
 /* filter_mask is bit's mask in its word of either side: the top bit is the
@@ -201,10 +201,10 @@ static __always_inline int allow_may_hold(const __u64 *f, const struct addr *a, 
 {
 	if (v4)
 		return filter_has(f, FILTER_ALLOW_V4_BASE, v4_slash16(a));
-	if (filter_has(f, FILTER_ALLOW_V6_BASE, (*(const __u32 *)a->b * 0x9E3779B1U) >> 16))
+	if (filter_has(f, FILTER_ALLOW_V6_BASE, (*(const __u32 *)a->b * FILTER_HASH32) >> 16))
 		return 1;
 	return filter_has(f, FILTER_ALLOW_V6_BASE + FILTER_ALLOW_V6_HASH_WORDS,
-			  (*(const __u64 *)a->b * 0x9E3779B97F4A7C15ULL) >> 48);
+			  (*(const __u64 *)a->b * FILTER_HASH64) >> 48);
 }
 
 /* allow_prefix_holds is allowlisted's trie lookup, a function the verifier

@@ -100,28 +100,39 @@ struct {
  * other, so a pair always has a live word but for an instant, or when
  * never built: with neither live, the bit counts as set. The daemon writes
  * through mmap, with atomic operations like the program's.
+ *
+ * The shape is an enum, so that bpf2go carries it to the daemon's side
+ * (internal/dataplane/filter.go).
  */
-#define FILTER_BITS_SHIFT 23 /* 8 Mi bits a side, 63 of every 64 used */
-#define FILTER_WORDS (1 << (FILTER_BITS_SHIFT - 6)) /* a side */
-#define FILTER_LIVE (1ULL << 63)
-/* Then a bit per IPv4 /16, set where a prefix block may hold addresses:
- * an IPv4 source outside them skips the prefix trie, where the IPv4-mapped
- * prefix's 96 common bits make every IPv4 lookup walk deep. The daemon
- * alone writes IPv4 prefixes (the program's are IPv6), and rewrites
- * these words whole, atomically, after removals. */
-#define FILTER_V4_BASE (2 * FILTER_WORDS)
-#define FILTER_V4_WORDS (65536 / 64)
-/* Then the same for allow_prefixes: a bit per IPv4 /16; a bit per hash of
- * an IPv6 address's first 32 bits, set by allow prefixes shorter than /64;
- * and a bit per hash of its /64, set by the longer ones. A blocked source
- * outside them skips the allowlist trie, which the host's own addresses
- * and gateways always populate: with the /64s, a host's /128 no longer
- * sends every source of its /32 there. The daemon alone writes the
- * allowlist, and these words. */
-#define FILTER_ALLOW_V4_BASE (FILTER_V4_BASE + FILTER_V4_WORDS)
-#define FILTER_ALLOW_V6_BASE (FILTER_ALLOW_V4_BASE + FILTER_V4_WORDS)
-#define FILTER_ALLOW_V6_HASH_WORDS (65536 / 64)
-#define FILTER_ALLOW_V6_WORDS (2 * FILTER_ALLOW_V6_HASH_WORDS)
+enum filter_layout {
+	FILTER_BITS_SHIFT = 23, /* 8 Mi bits a side, 63 of every 64 used */
+	FILTER_WORDS = 1 << (FILTER_BITS_SHIFT - 6), /* a side */
+	FILTER_LIVE_BIT = 63,
+	/* Then a bit per IPv4 /16, set where a prefix block may hold
+	 * addresses: an IPv4 source outside them skips the prefix trie, where
+	 * the IPv4-mapped prefix's 96 common bits make every IPv4 lookup walk
+	 * deep. The daemon alone writes IPv4 prefixes (the program's are
+	 * IPv6), and rewrites these words whole, atomically, after removals. */
+	FILTER_V4_BASE = 2 * FILTER_WORDS,
+	FILTER_V4_WORDS = 65536 / 64,
+	/* Then the same for allow_prefixes: a bit per IPv4 /16; a bit per
+	 * hash of an IPv6 address's first 32 bits, set by allow prefixes
+	 * shorter than /64; and a bit per hash of its /64, set by the longer
+	 * ones. A blocked source outside them skips the allowlist trie, which
+	 * the host's own addresses and gateways always populate: with the
+	 * /64s, a host's /128 no longer sends every source of its /32 there.
+	 * The daemon alone writes the allowlist, and these words. */
+	FILTER_ALLOW_V4_BASE = FILTER_V4_BASE + FILTER_V4_WORDS,
+	FILTER_ALLOW_V6_BASE = FILTER_ALLOW_V4_BASE + FILTER_V4_WORDS,
+	FILTER_ALLOW_V6_HASH_WORDS = 65536 / 64,
+	FILTER_ALLOW_V6_WORDS = 2 * FILTER_ALLOW_V6_HASH_WORDS,
+};
+#define FILTER_LIVE (1ULL << FILTER_LIVE_BIT)
+/* The hashes' multipliers (Fibonacci hashing): 64 bits wide, which clang
+ * 14 truncates in an enum's BTF; TestFilterHashesAreTheProgramsOwn reads
+ * them from the compiled program. */
+#define FILTER_HASH64 0x9E3779B97F4A7C15ULL
+#define FILTER_HASH32 0x9E3779B1U
 struct filter_words {
 	__u64 w[FILTER_ALLOW_V6_BASE + FILTER_ALLOW_V6_WORDS];
 };

@@ -12,19 +12,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The block filter's shape, as bpf/maps.h declares it.
+// The block filter's shape: bpf/maps.h's enum filter_layout, which
+// bpf2go carries here.
 const (
-	filterBitsShift = 23
-	filterWords     = 1 << (filterBitsShift - 6) // a side, in pairs with the other's
-	filterLive      = 1 << 63                    // in a word of a live side
-	filterV4Base    = 2 * filterWords
-	filterV4Words   = 65536 / 64
+	filterBitsShift = int(hbfFilterLayoutFILTER_BITS_SHIFT)
+	filterWords     = int(hbfFilterLayoutFILTER_WORDS)    // a side, in pairs with the other's
+	filterLive      = 1 << hbfFilterLayoutFILTER_LIVE_BIT // in a word of a live side
+	filterV4Base    = int(hbfFilterLayoutFILTER_V4BASE)
+	filterV4Words   = int(hbfFilterLayoutFILTER_V4WORDS)
 	// The allow filter: IPv4 /16 bits, then the hashes of IPv6 /32s, then
 	// of IPv6 /64s, in one range.
-	filterAllowBase   = filterV4Base + filterV4Words
-	filterAllowWords  = 3 * 65536 / 64
-	filterAllowV6Bits = 65536 // the IPv6 /32 bits start past the IPv4 ones
-	filterAllowV64    = 2 * 65536
+	filterAllowBase   = int(hbfFilterLayoutFILTER_ALLOW_V4BASE)
+	filterAllowWords  = filterV4Words + int(hbfFilterLayoutFILTER_ALLOW_V6WORDS)
+	filterAllowV6Bits = 64 * filterV4Words                                                   // the IPv6 /32 bits start past the IPv4 ones
+	filterAllowV64    = filterAllowV6Bits + 64*int(hbfFilterLayoutFILTER_ALLOW_V6HASH_WORDS) // then the /64 ones
+)
+
+// The filter hashes' multipliers, FILTER_HASH64 and FILTER_HASH32 of
+// bpf/maps.h: too wide for the enum, held to the program's by
+// TestFilterHashesAreTheProgramsOwn.
+const (
+	filterHash64 = 0x9E3779B97F4A7C15
+	filterHash32 = 0x9E3779B1
 )
 
 // blockFilter is the daemon's side of block_filter (bpf/maps.h): the map's
@@ -64,7 +73,7 @@ func (f *blockFilter) close() error {
 // bpf/lpm.h, on the address's two words as the program loads them.
 func filterBit(a hbfAddr) uint32 {
 	x := binary.NativeEndian.Uint64(a.B[:8]) ^ binary.NativeEndian.Uint64(a.B[8:])
-	return uint32((x * 0x9E3779B97F4A7C15) >> (64 - filterBitsShift))
+	return uint32((x * filterHash64) >> (64 - filterBitsShift))
 }
 
 // filterMask is a bit's mask in its word, as filter_mask() computes it:
@@ -220,11 +229,11 @@ func (f *blockFilter) rewrite(prefixes *ebpf.Map, base, n int, mark func(hbfLpmK
 // filter, as allow_may_hold() of bpf/lpm.h computes them: hashes of its
 // first 32 and 64 bits, as the program loads them.
 func allowV6Bit(a hbfAddr) int {
-	return int((binary.NativeEndian.Uint32(a.B[:4]) * 0x9E3779B1) >> 16)
+	return int((binary.NativeEndian.Uint32(a.B[:4]) * filterHash32) >> 16)
 }
 
 func allowV64Bit(a hbfAddr) int {
-	return int((binary.NativeEndian.Uint64(a.B[:8]) * 0x9E3779B97F4A7C15) >> 48)
+	return int((binary.NativeEndian.Uint64(a.B[:8]) * filterHash64) >> 48)
 }
 
 // eachAllowBit calls set with every bit of the allow filter (counted from

@@ -5,6 +5,8 @@ import (
 	"iter"
 	"net/netip"
 	"testing"
+
+	"github.com/cilium/ebpf/asm"
 )
 
 // Whatever path puts an address into blocks — Block, BlockMany, the
@@ -221,5 +223,30 @@ func TestBlockFilterSides(t *testing.T) {
 	}
 	if !f.mayHold(gone) {
 		t.Error("a pair with no live word hides an address")
+	}
+}
+
+// The hashes' multipliers are too wide for the enum that carries the
+// filter's shape: the daemon's copies must be the ones the compiled
+// program multiplies by, or it sets bits the program never reads.
+func TestFilterHashesAreTheProgramsOwn(t *testing.T) {
+	spec, err := loadHbf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{hbfProgHbfXdp, hbfProgHbfTc} {
+		var wide, narrow bool
+		for _, ins := range spec.Programs[name].Instructions {
+			switch {
+			case ins.OpCode.IsDWordLoad() && uint64(ins.Constant) == filterHash64:
+				wide = true
+			case ins.OpCode.ALUOp() == asm.Mul && ins.OpCode.Source() == asm.ImmSource && uint32(ins.Constant) == filterHash32:
+				narrow = true
+			}
+		}
+		if !wide || !narrow {
+			t.Errorf("%s: multiplies by %#x: %v, by %#x: %v; filter.go's multipliers are not the program's",
+				name, uint64(filterHash64), wide, uint32(filterHash32), narrow)
+		}
 	}
 }

@@ -105,6 +105,20 @@ const (
 	hbfEventTypeEVENT_SCAN       hbfEventType = 2
 )
 
+type hbfFilterLayout uint32
+
+const (
+	hbfFilterLayoutFILTER_BITS_SHIFT         hbfFilterLayout = 23
+	hbfFilterLayoutFILTER_WORDS              hbfFilterLayout = 131072
+	hbfFilterLayoutFILTER_LIVE_BIT           hbfFilterLayout = 63
+	hbfFilterLayoutFILTER_V4BASE             hbfFilterLayout = 262144
+	hbfFilterLayoutFILTER_V4WORDS            hbfFilterLayout = 1024
+	hbfFilterLayoutFILTER_ALLOW_V4BASE       hbfFilterLayout = 263168
+	hbfFilterLayoutFILTER_ALLOW_V6BASE       hbfFilterLayout = 264192
+	hbfFilterLayoutFILTER_ALLOW_V6HASH_WORDS hbfFilterLayout = 1024
+	hbfFilterLayoutFILTER_ALLOW_V6WORDS      hbfFilterLayout = 2048
+)
+
 type hbfFilterWords struct {
 	_ structs.HostLayout
 	W [266240]uint64
@@ -245,6 +259,7 @@ const (
 	hbfVarUnusedConnEvent      = "unused_conn_event"
 	hbfVarUnusedCounter        = "unused_counter"
 	hbfVarUnusedEventType      = "unused_event_type"
+	hbfVarUnusedFilterLayout   = "unused_filter_layout"
 	hbfVarUnusedPortProto      = "unused_port_proto"
 	hbfVarUnusedRuleOrigin     = "unused_rule_origin"
 	hbfVarUnusedScanEvent      = "unused_scan_event"
@@ -340,6 +355,7 @@ type hbfVariableSpecs struct {
 	UnusedConnEvent      *ebpf.VariableSpec `ebpf:"unused_conn_event"`
 	UnusedCounter        *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEventType      *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	UnusedFilterLayout   *ebpf.VariableSpec `ebpf:"unused_filter_layout"`
 	UnusedPortProto      *ebpf.VariableSpec `ebpf:"unused_port_proto"`
 	UnusedRuleOrigin     *ebpf.VariableSpec `ebpf:"unused_rule_origin"`
 	UnusedScanEvent      *ebpf.VariableSpec `ebpf:"unused_scan_event"`
@@ -425,6 +441,7 @@ type hbfVariables struct {
 	UnusedConnEvent      *ebpf.Variable `ebpf:"unused_conn_event"`
 	UnusedCounter        *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEventType      *ebpf.Variable `ebpf:"unused_event_type"`
+	UnusedFilterLayout   *ebpf.Variable `ebpf:"unused_filter_layout"`
 	UnusedPortProto      *ebpf.Variable `ebpf:"unused_port_proto"`
 	UnusedRuleOrigin     *ebpf.Variable `ebpf:"unused_rule_origin"`
 	UnusedScanEvent      *ebpf.Variable `ebpf:"unused_scan_event"`
