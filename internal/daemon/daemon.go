@@ -252,6 +252,14 @@ func (d *daemon) loadProgram() error {
 	dp, err := dataplane.Load(dataplane.Options{PinPath: d.start.PinPath, ReplaceForeign: d.start.Replace, Hook: hook,
 		TCXTail: d.start.TCXTail, Capacity: d.start.capacity()})
 	read := <-listsDone
+	if ce, ok := errors.AsType[*dataplane.CapacityError](err); ok {
+		flag := "--max-blocks"
+		if ce.Prefixes {
+			flag = "--max-block-prefixes"
+		}
+		return fmt.Errorf("%s holds %d entries, more than %s %d: raise %s to %d or more, or unblock first",
+			ce.Path, ce.Entries, flag, ce.Capacity, flag, ce.Entries)
+	}
 	if err != nil {
 		return err
 	}

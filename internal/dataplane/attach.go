@@ -269,52 +269,6 @@ func (a *Attachment) Release() error {
 	return a.link.Close()
 }
 
-// Uninstall removes what hbf pinned under pinPath while no daemon holds it:
-// each pinned link is unpinned (which detaches its program) and the maps'
-// pins are removed. It returns the interfaces it detached.
-func Uninstall(pinPath string) ([]string, error) {
-	var detached []string
-	for _, v := range append([]string{layoutVersion, resizedLayout}, earlierLayouts...) {
-		d, err := uninstallLayout(filepath.Join(pinPath, v))
-		detached = append(detached, d...)
-		if err != nil {
-			return detached, err
-		}
-	}
-	_ = os.Remove(pinPath) // ours too when nothing else lives there
-	return detached, nil
-}
-
-func uninstallLayout(dir string) ([]string, error) {
-	var paths []string
-	for _, sub := range linkDirs {
-		entries, err := os.ReadDir(filepath.Join(dir, sub))
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("read pinned links: %w", err)
-		}
-		for _, e := range entries {
-			paths = append(paths, filepath.Join(dir, sub, e.Name()))
-		}
-	}
-	var detached []string
-	for _, path := range paths {
-		l, err := link.LoadPinnedLink(path, nil)
-		if err != nil {
-			return detached, fmt.Errorf("open pinned link %s: %w", path, err)
-		}
-		err = l.Unpin()
-		l.Close()
-		if err != nil {
-			return detached, fmt.Errorf("unpin %s: %w", path, err)
-		}
-		detached = append(detached, filepath.Base(path))
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return detached, fmt.Errorf("remove pins: %w", err)
-	}
-	return detached, nil
-}
-
 // checkFraming refuses interfaces whose frames do not start with an Ethernet
 // header: on a layer-3 device (tun, WireGuard, IP tunnels) the parser would
 // read the IP header as MAC addresses and let every packet through.

@@ -353,7 +353,7 @@ func TestCapacityChangeKeepsEveryBlock(t *testing.T) {
 	old.Close()
 
 	_, err = Load(Options{PinPath: pin, Capacity: Capacity{Blocks: 1024}})
-	if err == nil || !strings.Contains(err.Error(), "holds 1500 entries, more than the new capacity 1024: raise --max-blocks to 1500") {
+	if err == nil || !strings.Contains(err.Error(), "holds 1500 entries, more than the new capacity 1024: raise the capacity to 1500") {
 		t.Fatalf("shrinking below the blocks in force: %v", err)
 	}
 

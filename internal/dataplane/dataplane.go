@@ -7,115 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math"
-	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
-
-	"github.com/hbf-firewall/hbf/internal/ports"
 )
-
-// MaxPortsLimit is the largest threshold the program's tracker can hold: it
-// keeps one port more than the threshold (HBF_SCAN_SLOTS).
-const MaxPortsLimit = len(hbfScanEvent{}.Ports) - 1
-
-// MinIPv6ScanPrefix is the widest prefix a scan may block: an ISP's customer
-// gets a /48 to /64; wider would take in other customers.
-const MinIPv6ScanPrefix = 48
-
-// layoutVersion names the pinned-object folder. Bump it when a pinned map's
-// key, value, type or size changes, so an old pin is never read with a new
-// layout, and list the old one in earlierLayouts: Load migrates from it.
-//
-// v2: scan_states grew from 2^16 to 2^18 entries.
-// v3: a tracked port holds its protocol (scan_states' slots grew).
-// v4: block_filter, pinned beside blocks.
-// v5: block_filter holds the allowlist's bits too.
-// v6: block_filter holds the IPv6 allowlist by /64 too.
-// v7: exact blocks in a map per family, IPv4's keyed by 4 bytes: blocks
-// split into blocks4 and blocks6; block_filter's words in one element.
-const layoutVersion = "v7"
-
-// earlierLayouts are the layouts Load migrates from, newest first.
-var earlierLayouts = []string{"v6", "v5", "v4", "v3", "v2", "v1"}
-
-// Settings are the program's runtime knobs; SetSettings changes them without
-// reloading.
-type Settings struct {
-	// MaxPorts: a source that tries more distinct ports than this within
-	// Window is a scanner.
-	MaxPorts int
-	Window   time.Duration
-	// BlockDuration of the block the program inserts for a scanner; 0 means
-	// the block never expires.
-	BlockDuration time.Duration
-	// Monitor: scans are reported as "would block"; the program blocks and
-	// drops nothing for them. Blocks already made stay in force.
-	Monitor bool
-	// IgnorePorts never count toward a scan, nor are a reason to block.
-	IgnorePorts ports.List
-	// UDPScans: whether UDP datagrams to closed ports count, and what a
-	// scan they take past the threshold gets.
-	UDPScans UDPScans
-	// CountClosed: a SYN counts only on a closed port of the host (no
-	// socket, not served by SetServed, not ignored). Otherwise every SYN
-	// counts, but to an ignored port.
-	CountClosed bool
-	// Ephemeral is the host's ephemeral port range (ip_local_port_range):
-	// a datagram from a port below 1024 into it is a late answer to the
-	// host's own query, never an attempt. Zero: none.
-	Ephemeral [2]uint16
-	// MaxBlocksPerMinute bounds the scan blocks the program makes in a
-	// minute, so spoofed scans (nmap -D RND:100) cannot buy a block each.
-	// Past it a scanner is reported and its attempts dropped for the rest of
-	// its window, unblocked. 0: no limit.
-	MaxBlocksPerMinute int
-	// IPv6ScanPrefix: off-link IPv6 sources are counted and blocked per
-	// prefix of this length (one host owns a /64 and can rotate addresses
-	// in it); on-link ones (SetOnLink) per address. 128: per address.
-	IPv6ScanPrefix int
-}
-
-// UDPScans is what UDP datagrams to closed ports count for.
-type UDPScans string
-
-const (
-	UDPBlock  UDPScans = "block"  // they count, and a UDP scan is blocked as a TCP one
-	UDPReport UDPScans = "report" // they count; a scan they complete is reported, never blocked
-	UDPOff    UDPScans = "off"    // they never count
-)
-
-// Validate reports the first setting the program cannot honour.
-func (s Settings) Validate() error {
-	if s.MaxPorts < 1 || s.MaxPorts > MaxPortsLimit {
-		return fmt.Errorf("max ports %d: must be between 1 and %d", s.MaxPorts, MaxPortsLimit)
-	}
-	if s.Window < time.Millisecond || s.Window > 24*time.Hour {
-		return fmt.Errorf("window %s: must be between 1ms and 24h", s.Window)
-	}
-	if s.BlockDuration < 0 {
-		return fmt.Errorf("block duration %s: must not be negative (0 means no expiry)", s.BlockDuration)
-	}
-	if s.MaxBlocksPerMinute < 0 || s.MaxBlocksPerMinute > math.MaxUint32 {
-		return fmt.Errorf("scan blocks per minute %d: must be between 0 (no limit) and %d", s.MaxBlocksPerMinute, uint32(math.MaxUint32))
-	}
-	switch s.UDPScans {
-	case "", UDPBlock, UDPReport, UDPOff:
-	default:
-		return fmt.Errorf("UDP scans %q: must be block, report or off", s.UDPScans)
-	}
-	if s.Ephemeral[0] > s.Ephemeral[1] {
-		return fmt.Errorf("ephemeral ports %d-%d: the first must not be above the last", s.Ephemeral[0], s.Ephemeral[1])
-	}
-	if s.IPv6ScanPrefix < MinIPv6ScanPrefix || s.IPv6ScanPrefix > 128 {
-		return fmt.Errorf("IPv6 scan prefix /%d: must be between /%d and /128 (per address)", s.IPv6ScanPrefix, MinIPv6ScanPrefix)
-	}
-	return nil
-}
 
 // Options for Load.
 type Options struct {
@@ -146,59 +43,6 @@ type Options struct {
 	// it. The head is kept (keepHead) only when asked for.
 	TCXTail bool
 }
-
-// Capacity is how many entries the block maps hold.
-type Capacity struct {
-	Blocks        int // exact addresses of each family (blocks4, blocks6)
-	BlockPrefixes int // prefixes (block_prefixes)
-}
-
-// DefaultCapacity: a million exact addresses of each family (16 MiB of
-// buckets a map from the start, ~100 bytes an entry as entries are added)
-// and 2^18 prefixes.
-var DefaultCapacity = Capacity{Blocks: 1 << 20, BlockPrefixes: 1 << 18}
-
-// Capacity bounds.
-const (
-	MinCapacity = 1024
-	MaxCapacity = 1 << 26
-)
-
-// withDefaults fills the zero fields.
-func (c Capacity) withDefaults() Capacity {
-	if c.Blocks == 0 {
-		c.Blocks = DefaultCapacity.Blocks
-	}
-	if c.BlockPrefixes == 0 {
-		c.BlockPrefixes = DefaultCapacity.BlockPrefixes
-	}
-	return c
-}
-
-// Validate says which size the kernel's maps cannot take.
-func (c Capacity) Validate() error {
-	c = c.withDefaults()
-	if c.Blocks < MinCapacity || c.Blocks > MaxCapacity {
-		return fmt.Errorf("block map capacity %d: must be between %d and %d", c.Blocks, MinCapacity, MaxCapacity)
-	}
-	if c.BlockPrefixes < MinCapacity || c.BlockPrefixes > MaxCapacity {
-		return fmt.Errorf("prefix map capacity %d: must be between %d and %d", c.BlockPrefixes, MinCapacity, MaxCapacity)
-	}
-	return nil
-}
-
-// ForLists is how much of the capacity lists may take: a sixteenth, at
-// most 32,768 entries, stays free for the blocks the program makes of
-// scanners (30 a minute by default, each for an hour) and for manual and
-// fleet blocks, so that a list that fills its room never leaves a scanner
-// unblockable. The default capacity takes a million-address list.
-func (c Capacity) ForLists() Capacity {
-	room := func(n int) int { return n - min(n/16, listReserveMax) }
-	return Capacity{Blocks: room(c.Blocks), BlockPrefixes: room(c.BlockPrefixes)}
-}
-
-// listReserveMax bounds what ForLists keeps free.
-const listReserveMax = 32768
 
 // Hook is where the program decides: one source, a build for each.
 type Hook string
@@ -251,18 +95,6 @@ func (o *objects) Close() error {
 	return err
 }
 
-// pinnedMaps are the maps whose content is state worth keeping; the ring
-// buffer, the settings and the tracker template belong to one program.
-var pinnedMaps = []string{
-	hbfMapBlocks4,
-	hbfMapBlocks6,
-	hbfMapBlockPrefixes,
-	hbfMapAllowPrefixes,
-	hbfMapScanStates,
-	hbfMapCounters,
-	hbfMapBlockFilter,
-}
-
 // Dataplane is the loaded program and its maps. Its methods are safe for
 // concurrent use.
 type Dataplane struct {
@@ -289,7 +121,7 @@ type Dataplane struct {
 	allowMu sync.Mutex
 }
 
-// Load loads the XDP program into the kernel, adopting the maps pinned under
+// Load loads the program, built for opts.Hook, adopting the maps pinned under
 // opts.PinPath when there are any. It does not attach the program.
 func Load(opts Options) (*Dataplane, error) {
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK. Raising it
@@ -438,15 +270,6 @@ func (d *Dataplane) loadCopy() (*ebpf.Program, error) {
 	return coll.DetachProgram(d.hook.program()), nil
 }
 
-func (d *Dataplane) mapDir() string { return filepath.Join(d.pinDir, "maps") }
-
-// linkDir holds the links of the hook this program runs at: an XDP link
-// never has a TC program swapped in, nor a TCX link an XDP one.
-func (d *Dataplane) linkDir() string { return filepath.Join(d.pinDir, linkDirs[d.hook]) }
-
-// linkDirs are the folders of each hook's pinned links.
-var linkDirs = map[Hook]string{HookXDP: "links", HookTCX: "tcx-links"}
-
 // Hook is where this program decides.
 func (d *Dataplane) Hook() Hook { return d.hook }
 
@@ -464,154 +287,11 @@ func (d *Dataplane) ProgramID() uint32 {
 	return uint32(id)
 }
 
-// Capacity is how many entries the block maps hold.
-func (d *Dataplane) Capacity() Capacity {
-	return Capacity{Blocks: int(d.objs.Blocks4.MaxEntries()), BlockPrefixes: int(d.objs.BlockPrefixes.MaxEntries())}
-}
-
 // Adopted reports whether Load reused maps pinned by an earlier process.
 func (d *Dataplane) Adopted() bool { return d.adopted }
-
-// adoptMaps opens the maps pinned in dir. All or none: a partial set means an
-// interrupted pin or unpin, and mixing old and new maps would split the state.
-func adoptMaps(spec *ebpf.CollectionSpec, dir string) (map[string]*ebpf.Map, error) {
-	out := make(map[string]*ebpf.Map)
-	closeAll := func() {
-		for _, m := range out {
-			m.Close()
-		}
-	}
-	var missing []string
-	for _, name := range pinnedMaps {
-		path := filepath.Join(dir, name)
-		m, err := ebpf.LoadPinnedMap(path, nil)
-		if errors.Is(err, os.ErrNotExist) {
-			missing = append(missing, name)
-			continue
-		}
-		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("open pinned map %s: %w", path, err)
-		}
-		if err := spec.Maps[name].Compatible(m); err != nil {
-			m.Close()
-			closeAll()
-			return nil, fmt.Errorf("pinned map %s does not match this hbf's layout (%w); "+
-				"remove %s to start with empty state", path, err, dir)
-		}
-		out[name] = m
-	}
-	if len(out) > 0 && len(missing) > 0 {
-		closeAll()
-		return nil, fmt.Errorf("pinned maps in %s are incomplete (missing %v); "+
-			"remove the folder to start with empty state", dir, missing)
-	}
-	return out, nil
-}
-
-func (d *Dataplane) pinMaps() error {
-	for _, name := range pinnedMaps {
-		if err := d.pinMap(name); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// pinMap pins the named map in the map folder, where it may have been
-// before (the earlier pin removed from outside).
-func (d *Dataplane) pinMap(name string) error {
-	m, err := d.mapByName(name)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(d.mapDir(), 0o700); err != nil {
-		return fmt.Errorf("create pin folder: %w", err)
-	}
-	_ = m.Unpin() // forgets a removed path; Pin would take it for still pinned
-	if err := m.Pin(filepath.Join(d.mapDir(), name)); err != nil {
-		return fmt.Errorf("pin map %s: %w", name, err)
-	}
-	return nil
-}
-
-func (d *Dataplane) mapByName(name string) (*ebpf.Map, error) {
-	switch name {
-	case hbfMapBlocks4:
-		return d.objs.Blocks4, nil
-	case hbfMapBlocks6:
-		return d.objs.Blocks6, nil
-	case hbfMapBlockPrefixes:
-		return d.objs.BlockPrefixes, nil
-	case hbfMapAllowPrefixes:
-		return d.objs.AllowPrefixes, nil
-	case hbfMapScanStates:
-		return d.objs.ScanStates, nil
-	case hbfMapCounters:
-		return d.objs.Counters, nil
-	case hbfMapBlockFilter:
-		return d.objs.BlockFilter, nil
-	}
-	return nil, fmt.Errorf("no map %q", name)
-}
-
-// SetSettings changes the program's knobs; packets see the new values at once.
-func (d *Dataplane) SetSettings(s Settings) error {
-	if err := s.Validate(); err != nil {
-		return err
-	}
-	cfg := hbfConfig{
-		MaxPorts: uint32(s.MaxPorts),
-		WindowMs: uint32(s.Window.Milliseconds()),
-		BlockNs:  uint64(s.BlockDuration.Nanoseconds()),
-
-		MaxBlocksPerMin: uint32(s.MaxBlocksPerMinute),
-		HashKey:         d.hashKey,
-		V6PrefixLen:     uint8(s.IPv6ScanPrefix),
-		EphemeralLo:     s.Ephemeral[0],
-		EphemeralHi:     s.Ephemeral[1],
-	}
-	if s.Monitor {
-		cfg.Flags |= uint32(hbfConfigFlagsCONFIG_MONITOR)
-	}
-	switch s.UDPScans {
-	case UDPOff:
-		cfg.Flags |= uint32(hbfConfigFlagsCONFIG_UDP_OFF)
-	case UDPReport:
-		cfg.Flags |= uint32(hbfConfigFlagsCONFIG_UDP_REPORT)
-	}
-	if s.CountClosed {
-		cfg.Flags |= uint32(hbfConfigFlagsCONFIG_COUNT_CLOSED)
-	}
-	// The ports first: a new threshold must not meet the old exemptions.
-	if err := d.objs.HbfIgnoredTcp.Set(s.IgnorePorts.Bits(ports.TCP)); err != nil {
-		return fmt.Errorf("write ignored TCP ports: %w", err)
-	}
-	if err := d.objs.HbfIgnoredUdp.Set(s.IgnorePorts.Bits(ports.UDP)); err != nil {
-		return fmt.Errorf("write ignored UDP ports: %w", err)
-	}
-	if err := d.objs.HbfConfig.Set(cfg); err != nil {
-		return fmt.Errorf("write settings: %w", err)
-	}
-	return nil
-}
 
 // Close releases the process's handles. Pinned maps and links stay, and with
 // them enforcement; Unpin removes them.
 func (d *Dataplane) Close() error {
 	return errors.Join(d.filter.close(), d.objs.Close())
-}
-
-// Unpin removes everything Load and Attach pinned: links (which detaches the
-// program once this process closes its handles) and maps.
-func (d *Dataplane) Unpin() error {
-	if d.pinDir == "" {
-		return nil
-	}
-	if err := os.RemoveAll(d.pinDir); err != nil {
-		return fmt.Errorf("remove pins: %w", err)
-	}
-	// The parent is ours too when nothing else lives there.
-	_ = os.Remove(filepath.Dir(d.pinDir))
-	return nil
 }

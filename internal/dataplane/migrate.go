@@ -7,36 +7,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 )
-
-// resizedLayout is the folder this layout's pins move to when the block
-// maps' capacity changes across a restart: from there they migrate into
-// maps of the new size as an earlier layout's do.
-const resizedLayout = layoutVersion + "-resized"
-
-// earlierLayout returns the folder of the newest earlier layout pinned under
-// pinPath, or "".
-func earlierLayout(pinPath string) string {
-	for _, v := range append([]string{resizedLayout}, earlierLayouts...) {
-		dir := filepath.Join(pinPath, v)
-		if _, err := os.Stat(filepath.Join(dir, "maps")); err == nil {
-			return dir
-		}
-	}
-	return ""
-}
-
-// Migrating names the earlier layout this Dataplane took its state from,
-// or "".
-func (d *Dataplane) Migrating() string { return d.migrating }
-
-// Resizing reports whether the migration is a change of the block maps'
-// capacity.
-func (d *Dataplane) Resizing() bool { return filepath.Base(d.migrating) == resizedLayout }
 
 // copyState copies every pinned map of an earlier layout into this
 // program's maps. The maps' keys and values are the same bytes in both
@@ -315,75 +289,4 @@ func copyScanStatesV2(old, m *ebpf.Map, onlyMissing bool) (int, error) {
 		return n, fmt.Errorf("migrate: walk the earlier layout's %s: %w", hbfMapScanStates, err)
 	}
 	return n, nil
-}
-
-// resizeAside moves this layout's pins aside when the pinned block maps
-// differ from spec's in size alone, so that Load migrates their entries
-// into maps of the new size. A capacity below the entries pinned is
-// refused before anything moves.
-func resizeAside(spec *ebpf.CollectionSpec, pinPath string) error {
-	dir := filepath.Join(pinPath, layoutVersion)
-	resized := false
-	for _, name := range blockMaps {
-		path := filepath.Join(dir, "maps", name)
-		m, err := ebpf.LoadPinnedMap(path, nil)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("open pinned map %s: %w", path, err)
-		}
-		want := spec.Maps[name]
-		sizeOnly := m.Type() == want.Type && m.KeySize() == want.KeySize && m.ValueSize() == want.ValueSize &&
-			m.MaxEntries() != want.MaxEntries
-		if sizeOnly {
-			n, err := countEntries(m)
-			if err == nil && n > int(want.MaxEntries) {
-				err = fmt.Errorf("%s holds %d entries, more than the new capacity %d: raise %s to %d or more, "+
-					"or unblock first", path, n, want.MaxEntries, capacityFlags[name], n)
-			}
-			if err != nil {
-				m.Close()
-				return err
-			}
-			resized = true
-		}
-		m.Close()
-	}
-	if !resized {
-		return nil
-	}
-	if _, err := os.Stat(filepath.Join(pinPath, resizedLayout)); err == nil {
-		return fmt.Errorf("a resize of %s was left half-way in %s: start with the capacity it had, "+
-			"or remove %s to start with empty state", dir, filepath.Join(pinPath, resizedLayout), pinPath)
-	}
-	if err := os.Rename(dir, filepath.Join(pinPath, resizedLayout)); err != nil {
-		return fmt.Errorf("move the pins aside to resize the block maps: %w", err)
-	}
-	return nil
-}
-
-// blockMaps are the maps a capacity sizes.
-var blockMaps = []string{hbfMapBlocks4, hbfMapBlocks6, hbfMapBlockPrefixes}
-
-// capacityFlags are the daemon's settings of each map's capacity.
-var capacityFlags = map[string]string{
-	hbfMapBlocks4: "--max-blocks", hbfMapBlocks6: "--max-blocks", hbfMapBlockPrefixes: "--max-block-prefixes",
-}
-
-func countEntries(m *ebpf.Map) (int, error) {
-	n := 0
-	var prev any // nil: the first key
-	key := make([]byte, m.KeySize())
-	for {
-		err := m.NextKey(prev, &key)
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return n, nil
-		}
-		if err != nil {
-			return n, fmt.Errorf("count the entries of %v: %w", m, err)
-		}
-		n++
-		prev = slices.Clone(key)
-	}
 }
