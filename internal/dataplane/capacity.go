@@ -6,6 +6,9 @@ import "fmt"
 type Capacity struct {
 	Blocks        int // exact addresses of each family (blocks4, blocks6)
 	BlockPrefixes int // prefixes (block_prefixes)
+	// Allows is the allowlist's (allow_prefixes): fixed by the program,
+	// never sized by Load.
+	Allows int
 }
 
 // DefaultCapacity: a million exact addresses of each family (16 MiB of
@@ -57,5 +60,6 @@ const listReserveMax = 32768
 
 // Capacity is how many entries the block maps hold.
 func (d *Dataplane) Capacity() Capacity {
-	return Capacity{Blocks: int(d.objs.Blocks4.MaxEntries()), BlockPrefixes: int(d.objs.BlockPrefixes.MaxEntries())}
+	return Capacity{Blocks: int(d.objs.Blocks4.MaxEntries()), BlockPrefixes: int(d.objs.BlockPrefixes.MaxEntries()),
+		Allows: int(d.objs.AllowPrefixes.MaxEntries())}
 }

@@ -328,6 +328,10 @@ func fullMap(t *testing.T, s Subject) {
 
 func allowlist(t *testing.T, s Subject) {
 	k := s.Rules
+	// The daemon fits its protected set to this room.
+	if n := k.Capacity().Allows; n != AllowCapacity {
+		t.Errorf("the allowlist holds %d entries, want the program's %d", n, AllowCapacity)
+	}
 	hour := time.Now().Add(time.Hour)
 	for p, exp := range map[string]time.Time{"192.0.2.0/24": never, "2001:db8::1/128": hour} {
 		if err := k.Allow(pfx(p), exp); err != nil {

@@ -67,12 +67,18 @@ func NewFake(now func() time.Time) *Fake {
 func (f *Fake) Capacity() dataplane.Capacity {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return dataplane.Capacity{Blocks: f.exactCap, BlockPrefixes: f.prefixCap}
+	return dataplane.Capacity{Blocks: f.exactCap, BlockPrefixes: f.prefixCap, Allows: f.allowCap}
 }
 
 // WithCapacity sizes the exact-address block maps (tests fill them).
 func (f *Fake) WithCapacity(exact int) *Fake {
 	f.exactCap = exact
+	return f
+}
+
+// WithAllowCapacity sizes the allowlist (tests fill it).
+func (f *Fake) WithAllowCapacity(n int) *Fake {
+	f.allowCap = n
 	return f
 }
 
