@@ -30,7 +30,7 @@ export BPF2GO_CFLAGS
 help:
 	@echo "make build            build ./hbf (no clang needed: the BPF objects are committed)"
 	@echo "make test             run every test (root runs the kernel and network tests)"
-	@echo "make test-unprivileged the daemon's core as an ordinary user (nobody when root), none skipped"
+	@echo "make test-unprivileged the decision engine and the daemon as an ordinary user (nobody when root), none skipped"
 	@echo "make fuzz             fuzz the XDP parser against its oracle for FUZZTIME (default 10m; root)"
 	@echo "make bench            every benchmark beside its baselines; writes docs/performance.md (root)"
 	@echo "make demo             build and run 'hbf demo' (root)"
@@ -78,18 +78,22 @@ deps-generate:
 test: deps
 	$(GO) test -count=1 -timeout 20m ./...
 
-# The daemon's decisions, lists and reconciliation need no root: they run
-# against the in-memory data plane (internal/kerneltest). As root, the test
-# binary runs as nobody to show it; any skipped or failed test fails.
+# The decision engine, the protected set and the daemon's wiring need no
+# root: they run against the in-memory data plane (internal/kerneltest). As
+# root, the test binaries run as nobody to show it; any skipped or failed
+# test fails.
+UNPRIVILEGED_PKGS := decision protect daemon
 test-unprivileged:
 	@dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && chmod 755 "$$dir" && \
-	$(GO) test -c -o "$$dir/daemon.test" ./internal/daemon && \
 	if [ "$$(id -u)" -eq 0 ]; then as="setpriv --reuid=nobody --regid=nogroup --clear-groups"; else as=""; fi && \
-	(cd "$$dir" && $$as env -i PATH=/usr/bin:/bin HOME="$$dir" TMPDIR=/tmp ./daemon.test -test.count=1 -test.v) > "$$dir/out" 2>&1; \
-	rc=$$?; grep -E '^(--- (FAIL|SKIP)|FAIL|panic)' "$$dir/out"; \
-	passed=$$(grep -c '^--- PASS' "$$dir/out"); \
-	if [ $$rc -ne 0 ] || grep -q '^--- SKIP' "$$dir/out"; then tail -50 "$$dir/out"; exit 1; fi; \
-	echo "internal/daemon as $$(if [ -n "$$as" ]; then echo nobody; else id -un; fi): $$passed tests passed, none skipped"
+	for pkg in $(UNPRIVILEGED_PKGS); do \
+		$(GO) test -c -o "$$dir/$$pkg.test" ./internal/$$pkg || exit 1; \
+		(cd "$$dir" && $$as env -i PATH=/usr/bin:/bin HOME="$$dir" TMPDIR=/tmp ./$$pkg.test -test.count=1 -test.v) > "$$dir/out" 2>&1; \
+		rc=$$?; grep -E '^(--- (FAIL|SKIP)|FAIL|panic)' "$$dir/out"; \
+		passed=$$(grep -c '^--- PASS' "$$dir/out"); \
+		if [ $$rc -ne 0 ] || grep -q '^--- SKIP' "$$dir/out"; then tail -50 "$$dir/out"; exit 1; fi; \
+		echo "internal/$$pkg as $$(if [ -n "$$as" ]; then echo nobody; else id -un; fi): $$passed tests passed, none skipped"; \
+	done
 
 # Failing inputs land in internal/dataplane/testdata/fuzz/FuzzXDP: commit
 # them once fixed, and every `make test` replays them.

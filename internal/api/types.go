@@ -63,12 +63,18 @@ type Block struct {
 
 // Allow is one allowlist entry.
 type Allow struct {
-	Prefix  netip.Prefix `json:"prefix"`
-	Origin  string       `json:"origin"` // manual, flag, host, loopback, ssh
-	Reason  string       `json:"reason,omitempty"`
-	By      string       `json:"by,omitempty"`
-	Created time.Time    `json:"created,omitzero"`
-	Expires time.Time    `json:"expires,omitzero"`
+	Prefix netip.Prefix `json:"prefix"`
+	// Origin is why it is never blocked: manual, fleet (the fleet's
+	// allowlist), loopback, host, gateway, resolver, etcd, ssh, flag, ntp,
+	// metadata, member.
+	Origin  string    `json:"origin"`
+	Reason  string    `json:"reason,omitempty"`
+	By      string    `json:"by,omitempty"`
+	Created time.Time `json:"created,omitzero"`
+	Expires time.Time `json:"expires,omitzero"`
+	// Unenforced: the kernel's allowlist has no room for it, so a forged
+	// scan could block it; no decision does.
+	Unenforced bool `json:"unenforced,omitempty"`
 }
 
 // Why explains what hbf does with one address.

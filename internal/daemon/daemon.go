@@ -9,17 +9,18 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/decision"
 	"github.com/hbf-firewall/hbf/internal/hostnet"
 	"github.com/hbf-firewall/hbf/internal/metrics"
 	"github.com/hbf-firewall/hbf/internal/natports"
 	"github.com/hbf-firewall/hbf/internal/ports"
+	"github.com/hbf-firewall/hbf/internal/protect"
 	"github.com/hbf-firewall/hbf/internal/store"
 )
 
@@ -46,9 +47,9 @@ type daemon struct {
 	log   *slog.Logger
 
 	k       kernel
-	state   *state
+	state   *decision.Engine
 	st      *store.Store
-	audit   *auditLog
+	audit   *decision.Audit
 	out     *outputs
 	hub     *hub
 	conns   *connLimiter
@@ -186,10 +187,10 @@ func (d *daemon) openState() error {
 		d.storeStatus = recovery.String()
 	}
 	d.recovering = recovery.Empty
-	if d.audit, err = openAudit(d.start.StateDir); err != nil {
+	if d.audit, err = decision.OpenAudit(d.start.StateDir); err != nil {
 		return err
 	}
-	d.closeLater(func() { d.audit.close() })
+	d.closeLater(func() { d.audit.Close() })
 	return nil
 }
 
@@ -234,15 +235,15 @@ func (d *daemon) progress(step string) {
 // Then it writes every decision to the kernel.
 func (d *daemon) loadProgram() error {
 	d.progress("starting: reading the lists and loading the program")
-	fixed := fixedAllows(d.start.SSHConnection, d.live, d.host)
+	base := d.protectedBase(d.live, d.host)
 	allows, err := d.st.Allows()
 	if err != nil {
 		return fmt.Errorf("read the store: %w", err)
 	}
 	listsDone := make(chan listsRead, 1)
 	go func() {
-		check := checker(d.live.Rules, protectedFrom(fixed, slices.Values(allows), time.Now()))
-		listsDone <- d.loader(check).readAll(specsOf(d.live))
+		set := protect.NewSet(base, decision.AllowEntries(allows, time.Now()))
+		listsDone <- readAll(d.loader(decision.Checker(d.live.Rules, set, explain)), specsOf(d.live))
 	}()
 	hook, err := d.chooseHook()
 	if err != nil {
@@ -264,9 +265,9 @@ func (d *daemon) loadProgram() error {
 		return err
 	}
 	if read.err == nil {
-		if err := listsFit(read.lists, dp.Capacity()); err != nil {
+		if err := decision.ListsFit(read.lists, dp.Capacity()); err != nil {
 			dp.Close()
-			return err
+			return explain(err)
 		}
 	}
 	d.dp, d.k = dp, dp
@@ -292,7 +293,9 @@ func (d *daemon) loadProgram() error {
 	}
 	d.natReader = natports.NewReader()
 	d.readServed()
-	if d.state, err = newState(dp, d.st, d.live.Rules, fixed, d.audit, d.publish, d.log); err != nil {
+	d.state, err = decision.New(decision.Config{Kernel: dp, Store: d.st, Rules: d.live.Rules, Protected: base,
+		Audit: d.audit, Publish: d.publish, Log: d.log, Explain: explain})
+	if err != nil {
 		return err
 	}
 	d.state.SetEscalation(d.live.Escalation, d.live.BlockDuration)
@@ -450,16 +453,6 @@ func (d *daemon) backup() {
 	}
 }
 
-// fixedAllows are the entries never blocked: loopback, the host's own
-// addresses, gateways and resolvers, the SSH client, and --allow.
-func fixedAllows(sshConnection string, set Settings, host hostnet.Snapshot) []fixedAllow {
-	out := neverBlock(host, set.ResolvConf, sshConnection)
-	for _, p := range set.Allow {
-		out = append(out, fixedAllow{prefix: p, origin: "flag", why: "allowed by --allow"})
-	}
-	return out
-}
-
 // settings are the settings in force.
 func (d *daemon) settings() Settings {
 	d.mu.Lock()
@@ -487,7 +480,7 @@ func (d *daemon) setProgram(s dataplane.Settings) error {
 
 func (d *daemon) listHealth() (ok, degraded int) {
 	for _, l := range d.state.Lists() {
-		if l.degraded != "" {
+		if l.Degraded != "" {
 			degraded++
 		} else {
 			ok++

@@ -16,9 +16,11 @@ import (
 	"time"
 
 	"github.com/hbf-firewall/hbf/internal/api"
+	"github.com/hbf-firewall/hbf/internal/decision"
 	"github.com/hbf-firewall/hbf/internal/fleet"
 	"github.com/hbf-firewall/hbf/internal/metrics"
 	"github.com/hbf-firewall/hbf/internal/policy"
+	"github.com/hbf-firewall/hbf/internal/protect"
 	"github.com/hbf-firewall/hbf/internal/report"
 )
 
@@ -91,7 +93,7 @@ func (d *daemon) openFleet() error {
 			fl.recv.Known(origin, p, created)
 		}
 	}
-	d.state.changed = func() { signalNow(fl.decided) }
+	d.state.OnChange(func() { signalNow(fl.decided) })
 	d.fleet = fl
 	return nil
 }
@@ -219,7 +221,7 @@ func (fl *fleetLink) apply() {
 		// before stays, as the kernel and the store hold it.
 		return
 	}
-	now := s.now()
+	now := s.Now()
 	allows := map[netip.Prefix]fleet.Allow{}
 	for p, a := range v.Allows {
 		if !a.Expired(now) {
@@ -279,20 +281,21 @@ func (fl *fleetLink) warnSkew(members map[string]fleet.Member) {
 func (fl *fleetLink) check(v fleet.View) func(netip.Prefix) error {
 	d := fl.d
 	set := d.settings()
-	fixed := fixedAllows(d.start.SSHConnection, set, d.hostSnapshot())
+	members := map[string][]netip.Addr{}
 	for node, m := range v.Members {
-		for _, a := range m.Addrs {
-			if a.IsLoopback() || a.IsUnspecified() {
-				continue
-			}
-			fixed = append(fixed, fixedAllow{prefix: netip.PrefixFrom(a, a.BitLen()), origin: "fleet",
-				why: "an address of " + node + ", a member of the fleet"})
-		}
+		members[node] = m.Addrs
 	}
-	for _, a := range fl.endpoints {
-		fixed = append(fixed, fixedAllow{prefix: netip.PrefixFrom(a, a.BitLen()), origin: "fleet", why: "an etcd endpoint of the fleet"})
+	memberEntries, _ := protect.Members(members, nil)
+	base := slices.Concat(d.protectedBase(set, d.hostSnapshot()), memberEntries, protect.Etcd(fl.endpoints))
+	return d.state.Checker(set.Rules, base)
+}
+
+// expiresAfter is when a decision made at now for d ends (0: never).
+func expiresAfter(now time.Time, d time.Duration) time.Time {
+	if d == 0 {
+		return time.Time{}
 	}
-	return d.state.Checker(set.Rules, fixed)
+	return now.Add(d)
 }
 
 // fleetStats are the hbf_fleet_ metrics.
@@ -339,7 +342,7 @@ func (d *daemon) refuseAll(c api.Caller, action string, req api.ChangeRequest, e
 	out := make([]api.Result, 0, len(req.Targets))
 	for _, t := range req.Targets {
 		r := api.Result{Target: t, Error: err.Error()}
-		d.audit.write(c, action+" --fleet", t, r, req.For, req.Reason)
+		d.audit.Write(c, action+" --fleet", t, r, req.For, req.Reason)
 		out = append(out, r)
 	}
 	return out
@@ -359,16 +362,16 @@ func (d *daemon) fleetChange(ctx context.Context, c api.Caller, action string, r
 		return d.refuseAll(c, action, req, errors.New("--all and --fleet do not go together: name the prefixes"))
 	}
 	by := fmt.Sprintf("%s (%s)", d.start.Fleet.Node, c)
-	now := d.state.now()
+	now := d.state.Now()
 	out := make([]api.Result, 0, len(req.Targets))
 	for _, t := range req.Targets {
 		res := api.Result{Target: t}
 		check := map[string]func(netip.Prefix) error{"allow": policy.CheckAllow}[action]
-		if p, ok := parseTarget(&res, req.For, check); ok {
+		if p, ok := decision.ParseTarget(&res, req.For, check); ok {
 			var err error
 			switch action {
 			case "allow":
-				err = fl.admin.Allow(ctx, fleet.Allow{Prefix: p, Reason: req.Reason, By: by, Created: now, ExpiresAt: expiry(now, req.For)})
+				err = fl.admin.Allow(ctx, fleet.Allow{Prefix: p, Reason: req.Reason, By: by, Created: now, ExpiresAt: expiresAfter(now, req.For)})
 			case "disallow":
 				var found bool
 				if found, err = fl.admin.Disallow(ctx, p); err == nil && !found {
@@ -384,7 +387,7 @@ func (d *daemon) fleetChange(ctx context.Context, c api.Caller, action string, r
 				d.log.Info("fleet-wide decision written", "action", action, "prefix", p, "by", by)
 			}
 		}
-		d.audit.write(c, action+" --fleet", t, res, req.For, req.Reason)
+		d.audit.Write(c, action+" --fleet", t, res, req.For, req.Reason)
 		out = append(out, res)
 	}
 	return out

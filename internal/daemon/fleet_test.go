@@ -75,7 +75,7 @@ func fleetBlock(p string, created time.Time, d time.Duration) fleet.Block {
 
 func TestFleetBlocksApplyThroughThisHostsPolicy(t *testing.T) {
 	h := newHarness(t)
-	h.clock.now = time.Now()
+	h.clock.Set(time.Now())
 	etcd := etcdtest.Start(t, etcdtest.Options{})
 	member := netip.MustParseAddr("203.0.113.9")
 	a := remote(t, etcd, "a", member)
@@ -117,7 +117,7 @@ func TestFleetBlocksApplyThroughThisHostsPolicy(t *testing.T) {
 // others' here, and this host's own.
 func TestFleetUnblockEndsBlocksEverywhere(t *testing.T) {
 	h := newHarness(t)
-	h.clock.now = time.Now()
+	h.clock.Set(time.Now())
 	etcd := etcdtest.Start(t, etcdtest.Options{})
 	a := remote(t, etcd, "a")
 	h.joinFleet(etcd, nil)

@@ -1,67 +1,32 @@
 package daemon
 
 import (
-	"bytes"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/decision"
 	"github.com/hbf-firewall/hbf/internal/hostnet"
 	"github.com/hbf-firewall/hbf/internal/kerneltest"
 	"github.com/hbf-firewall/hbf/internal/ports"
 	"github.com/hbf-firewall/hbf/internal/report"
 	"github.com/hbf-firewall/hbf/internal/sources"
 	"github.com/hbf-firewall/hbf/internal/store"
+	"github.com/hbf-firewall/hbf/internal/testenv"
 )
 
-// The tests here run the daemon's decisions, lists and reconciliation
-// against kerneltest.Fake, without root and without a kernel: the fake is
-// held to the kernel's behaviour by kerneltest's contract.
+// The tests here run the daemon's wiring around its decision engine —
+// lists followed, the fleet, lost events — against kerneltest.Fake,
+// without root and without a kernel. The engine's own decisions are
+// internal/decision's tests.
 
 var root = api.Caller{UID: 0}
-
-// testClock is a test's time: it moves only when told.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-// syncBuffer is the log the daemon writes while tests read it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // The host of every harness: these addresses are never blocked.
 var testHost = hostnet.Snapshot{
@@ -69,131 +34,62 @@ var testHost = hostnet.Snapshot{
 	Prefixes: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/64")},
 }
 
-// harness is a daemon's decisions over a fake kernel and a real store in
-// a folder of the test's.
+// harness is a daemon with its engine over a fake kernel and a real store
+// in a folder of the test's, as far as its start takes it before the
+// program would attach.
 type harness struct {
 	t     *testing.T
 	dir   string
-	clock *testClock
+	clock *testenv.Clock
 	k     *kerneltest.Fake
 	st    *store.Store
-	s     *state
+	s     *decision.Engine
 	d     *daemon
-	log   *syncBuffer
-	// What the reconciliation of the last open did.
-	started reconcileStats
-
-	mu     sync.Mutex
-	events []report.Event
+	log   *testenv.Log
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: t.TempDir(), clock: &testClock{now: time.Date(2026, 11, 27, 15, 28, 5, 0, time.UTC)},
-		log: &syncBuffer{}}
+	h := &harness{t: t, dir: t.TempDir(), clock: testenv.NewClock(time.Date(2026, 11, 27, 15, 28, 5, 0, time.UTC)),
+		log: &testenv.Log{}}
 	h.k = kerneltest.NewFake(h.clock.Now)
-	h.open()
-	return h
-}
-
-// open starts the decisions on the store in the harness's folder, as a
-// daemon's start does, and brings the kernel in step with them.
-func (h *harness) open(lists ...*listSource) store.Recovery {
-	h.t.Helper()
-	st, rec, err := store.Open(h.dir)
+	st, _, err := store.Open(h.dir)
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
-	h.t.Cleanup(func() { st.Close() })
-	audit, err := openAudit(h.dir)
+	t.Cleanup(func() { st.Close() })
+	audit, err := decision.OpenAudit(h.dir)
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
-	h.t.Cleanup(func() { audit.close() })
+	t.Cleanup(func() { audit.Close() })
 	log := slog.New(slog.NewTextHandler(h.log, nil))
-	set := Defaults.Settings
-	set.FeedRefresh = time.Hour
-	fixed := fixedAllows("", set, testHost)
-	s, err := newState(h.k, st, set.Rules, fixed, audit, h.publish, log)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	s.now = h.clock.Now
-	s.SetEscalation(set.Escalation, set.BlockDuration)
-	h.st, h.s = st, s
 	out, err := openOutputs(log, report.Text, nil, "")
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
-	h.t.Cleanup(out.close)
-	h.d = &daemon{start: Start{StateDir: h.dir}, deps: Deps{Version: "test"}, log: log, k: h.k, state: s, st: st,
+	t.Cleanup(out.close)
+	set := Defaults.Settings
+	h.d = &daemon{start: Start{StateDir: h.dir}, deps: Deps{Version: "test"}, log: log, k: h.k, st: st,
 		audit: audit, live: set, host: testHost, hub: newHub(), conns: &connLimiter{}, out: out}
-	s.SetLists(lists)
-	if h.started, err = s.Reconcile(rec.Empty); err != nil {
-		h.t.Fatal(err)
+	s, err := decision.New(decision.Config{Kernel: h.k, Store: st, Rules: set.Rules, Protected: h.d.protectedBase(set, testHost),
+		Audit: audit, Publish: h.d.publish, Log: log, Explain: explain, Now: h.clock.Now})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return rec
-}
-
-// reboot is the daemon starting again on its store with a kernel that
-// lost every entry, with lists read at the start.
-func (h *harness) reboot(lists ...*listSource) {
-	h.t.Helper()
-	h.k = kerneltest.NewFake(h.clock.Now)
-	h.st.Close()
-	h.open(lists...)
-}
-
-func (h *harness) publish(ev report.Event) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.events = append(h.events, ev)
-}
-
-// published returns the events of type T published so far.
-func published[T report.Event](h *harness) []T {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var out []T
-	for _, ev := range h.events {
-		if e, ok := ev.(T); ok {
-			out = append(out, e)
-		}
+	s.SetEscalation(set.Escalation, set.BlockDuration)
+	if _, err := s.Reconcile(false); err != nil {
+		t.Fatal(err)
 	}
-	return out
+	h.st, h.s, h.d.state = st, s, s
+	return h
 }
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
-// one runs a change on one target and returns its result.
-func one(rs []api.Result) api.Result {
-	if len(rs) != 1 {
-		panic("one result expected")
-	}
-	return rs[0]
-}
-
-func (h *harness) block(target string, d time.Duration) api.Result {
-	return one(h.s.Block(root, []string{target}, d, "", false))
-}
-
-func (h *harness) mustBlock(target string, d time.Duration) {
-	h.t.Helper()
-	if r := h.block(target, d); !r.OK {
-		h.t.Fatalf("block %s: %s", target, r.Error)
-	}
-}
-
 func (h *harness) unblock(target string) api.Result {
-	return one(h.s.Unblock(root, []string{target}, false))
-}
-
-func (h *harness) allow(target string, d time.Duration) api.Result {
-	return one(h.s.Allow(root, []string{target}, d, ""))
-}
-
-func (h *harness) disallow(target string) api.Result {
-	return one(h.s.Disallow(root, []string{target}))
+	rs := h.s.Unblock(root, []string{target}, false)
+	return rs[0]
 }
 
 // kernel returns the fake kernel's entry of exactly p.
@@ -204,20 +100,6 @@ func (h *harness) kernel(p string) (dataplane.Rule, bool) {
 		h.t.Fatal(err)
 	}
 	return r, ok
-}
-
-// kernelAllows lists the prefixes on the kernel's allowlist.
-func (h *harness) kernelAllows() []netip.Prefix {
-	h.t.Helper()
-	rules, err := h.k.Allows()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var out []netip.Prefix
-	for _, r := range rules {
-		out = append(out, r.Prefix)
-	}
-	return out
 }
 
 // stored returns the store's records of p.
@@ -236,22 +118,6 @@ func (h *harness) stored(p string) []store.Block {
 	return out
 }
 
-// history returns the actions the store's history holds for p, oldest first.
-func (h *harness) history(p string) []string {
-	h.t.Helper()
-	changes, err := h.st.History(1000)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var out []string
-	for _, c := range changes {
-		if c.Prefix == pfx(p) {
-			out = append(out, c.Action)
-		}
-	}
-	return out
-}
-
 // writeList writes a list file in the harness's folder.
 func (h *harness) writeList(name, content string) string {
 	h.t.Helper()
@@ -262,47 +128,23 @@ func (h *harness) writeList(name, content string) string {
 	return path
 }
 
-// list reads a list file as the daemon does.
-func (h *harness) list(path string) *listSource {
-	h.t.Helper()
-	f, err := sources.ReadFile(path, nil)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return &listSource{spec: sourceSpec{where: path}, list: f.List, loaded: h.clock.Now()}
-}
-
 // setLists puts lists in force as a reload does.
-func (h *harness) setLists(lists ...*listSource) {
+func (h *harness) setLists(lists ...*sources.Source) {
 	h.t.Helper()
 	if _, _, err := h.s.ReplaceLists(lists); err != nil {
 		h.t.Fatal(err)
 	}
 }
 
-func (h *harness) reconcile(recovering bool) reconcileStats {
-	h.t.Helper()
-	st, err := h.s.Reconcile(recovering)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return st
-}
-
-// scanEvent is the program's event for a scanner it blocked at at.
-func scanEvent(src string, at, expires time.Time) *dataplane.Scan {
-	p := pfx(src)
-	return &dataplane.Scan{Time: at, Src: p.Addr(), Source: p, Blocked: true, Expires: expires,
-		Ports: []dataplane.PortTry{{Port: ports.Port{Num: 22}, Seen: at}, {Port: ports.Port{Num: 80}, Seen: at},
-			{Port: ports.Port{Num: 443}, Seen: at}, {Port: ports.Port{Num: 53, Proto: ports.UDP}, Seen: at}}}
-}
-
 // scan is the kernel blocking a scanner for the first offence's hour, and
-// the daemon hearing of it; it returns the block's expiry and reason.
-func (h *harness) scan(src string) (time.Time, string) {
+// the daemon hearing of it.
+func (h *harness) scan(src string) {
 	now := h.clock.Now()
-	h.k.ScanBlock(pfx(src), now, now.Add(time.Hour))
-	return h.s.OnScan(scanEvent(src, now, now.Add(time.Hour)))
+	p := pfx(src)
+	h.k.ScanBlock(p, now, now.Add(time.Hour))
+	h.s.OnScan(&dataplane.Scan{Time: now, Src: p.Addr(), Source: p, Blocked: true, Expires: now.Add(time.Hour),
+		Ports: []dataplane.PortTry{{Port: ports.Port{Num: 22}, Seen: now}, {Port: ports.Port{Num: 80}, Seen: now},
+			{Port: ports.Port{Num: 443}, Seen: now}, {Port: ports.Port{Num: 53, Proto: ports.UDP}, Seen: now}}})
 }
 
 func wantError(t *testing.T, r api.Result, want string) {
@@ -312,9 +154,7 @@ func wantError(t *testing.T, r api.Result, want string) {
 	}
 }
 
-func sameExpiry(t *testing.T, what string, got, want time.Time) {
-	t.Helper()
-	if !sameTime(got, want) {
-		t.Errorf("%s expires %v, want %v", what, got, want)
-	}
+func sameTime(a, b time.Time) bool {
+	d := a.Sub(b)
+	return a.IsZero() == b.IsZero() && d < time.Second && d > -time.Second
 }

@@ -71,7 +71,7 @@ func (d *daemon) refreshHost() {
 	if err := d.k.SetLocalAddrs(next.Addrs); err != nil {
 		d.log.Error("cannot update the host's addresses in the kernel; closed ports are judged on the old ones", "err", err)
 	}
-	if err := d.state.SetPolicy(set.Rules, fixedAllows(d.start.SSHConnection, set, next)); err != nil {
+	if err := d.state.SetPolicy(set.Rules, d.protectedBase(set, next)); err != nil {
 		d.log.Error("cannot update the never-block list in the kernel", "err", err)
 	}
 	d.log.Info("the host's network changed; the never-block list follows",

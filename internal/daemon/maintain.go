@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"time"
+
+	"github.com/hbf-firewall/hbf/internal/decision"
 )
 
 const (
@@ -73,7 +75,7 @@ func (d *daemon) reconcile() {
 	stats, err := d.state.Reconcile(false)
 	if err != nil {
 		d.log.Warn("reconciliation failed", "err", err)
-	} else if stats != (reconcileStats{}) {
+	} else if stats != (decision.ReconcileStats{}) {
 		d.log.Info("kernel and store brought in step", "written", stats.Written, "removed", stats.Removed,
 			"adopted", stats.Adopted, "fixed", stats.Fixed)
 	}

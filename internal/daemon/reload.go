@@ -3,7 +3,9 @@ package daemon
 import (
 	"errors"
 	"fmt"
-	"time"
+
+	"github.com/hbf-firewall/hbf/internal/decision"
+	"github.com/hbf-firewall/hbf/internal/sources"
 )
 
 // reload re-reads the configuration and every list, and reopens the log
@@ -25,11 +27,11 @@ func (d *daemon) reload(by string) error {
 		return refuse(err)
 	}
 	set := next.Settings
-	fixed := fixedAllows(d.start.SSHConnection, set, d.hostSnapshot())
-	ld := d.loader(d.state.Checker(set.Rules, fixed))
-	var lists []*listSource
+	base := d.protectedBase(set, d.hostSnapshot())
+	ld := d.loader(d.state.Checker(set.Rules, base))
+	var lists []*sources.Source
 	for _, spec := range specsOf(set) {
-		src, save, err := ld.load(spec, d.listByID(spec.id()))
+		src, save, err := ld.Load(spec, d.listByID(spec.ID()))
 		if err != nil {
 			return refuse(fmt.Errorf("list %w", err))
 		}
@@ -38,8 +40,8 @@ func (d *daemon) reload(by string) error {
 			d.wg.Go(save)
 		}
 	}
-	if err := listsFit(lists, d.k.Capacity()); err != nil {
-		return refuse(err)
+	if err := decision.ListsFit(lists, d.k.Capacity()); err != nil {
+		return refuse(explain(err))
 	}
 	if err := d.out.reopen(set.LogFile); err != nil {
 		return refuse(err)
@@ -51,7 +53,7 @@ func (d *daemon) reload(by string) error {
 		return refuse(err)
 	}
 	d.state.SetEscalation(set.Escalation, set.BlockDuration)
-	if err := d.state.SetPolicy(set.Rules, fixed); err != nil {
+	if err := d.state.SetPolicy(set.Rules, base); err != nil {
 		d.log.Error("reload: the allowlist could not be written whole", "err", err)
 	}
 	added, removed, err := d.state.ReplaceLists(lists)
@@ -70,9 +72,9 @@ func (d *daemon) reload(by string) error {
 	return nil
 }
 
-func (d *daemon) listByID(id string) *listSource {
+func (d *daemon) listByID(id string) *sources.Source {
 	for _, l := range d.state.Lists() {
-		if l.spec.id() == id {
+		if l.Spec.ID() == id {
 			return l
 		}
 	}
@@ -87,29 +89,24 @@ func (d *daemon) watchLists() {
 	defer d.reloadMu.Unlock()
 	set := d.settings()
 	lists := d.state.Lists()
-	var ld *loader
+	var ld *sources.Loader
 	changed := false
 	for i, src := range lists {
-		if src.spec.feed {
-			if time.Since(src.checked) < set.FeedRefresh {
-				continue
-			}
-		} else if now, err := stampOf(src.spec.where); (err == nil && now == src.stamp) || (err != nil && src.degraded != "") {
-			continue // unchanged, or its loss already reported
+		if !src.Due(set.FeedRefresh) {
+			continue
 		}
 		if ld == nil {
-			fixed := fixedAllows(d.start.SSHConnection, set, d.hostSnapshot())
-			l := d.loader(d.state.Checker(set.Rules, fixed))
+			l := d.loader(d.state.Checker(set.Rules, d.protectedBase(set, d.hostSnapshot())))
 			ld = &l
 		}
-		next, save, err := ld.load(src.spec, src)
+		next, save, err := ld.Load(src.Spec, src)
 		if err != nil {
 			continue // cannot happen with a version in force
 		}
 		if save != nil {
 			d.wg.Go(save)
 		}
-		changed = changed || next.list != src.list
+		changed = changed || next.List != src.List
 		lists[i] = next
 	}
 	if ld == nil {
@@ -120,16 +117,12 @@ func (d *daemon) watchLists() {
 		return
 	}
 	added, removed, err := d.state.ReplaceLists(lists)
-	var tooBig *errListsTooBig
-	if errors.As(err, &tooBig) {
+	if _, tooBig := errors.AsType[*decision.ListsTooBigError](err); tooBig {
 		// The lists that grew keep their version in force, and say why.
 		prev := d.state.Lists()
 		for i, l := range lists {
-			if i < len(prev) && l.list != prev[i].list {
-				kept := *prev[i]
-				kept.degraded = fmt.Sprintf("degraded: %v; the version read %s stays in force", err, prev[i].loaded.Format(time.RFC3339))
-				kept.stamp, kept.checked = l.stamp, l.checked // read again once it changes again
-				lists[i] = &kept
+			if i < len(prev) && l.List != prev[i].List {
+				lists[i] = prev[i].Kept(l, err)
 			}
 		}
 		d.state.SetLists(lists)

@@ -68,7 +68,7 @@ func (s *service) SetMode(_ context.Context, c api.Caller, mode string) error {
 		set.Monitor = monitor
 		err = s.d.setProgram(set)
 	}
-	s.d.audit.change(c, "mode", mode, err)
+	s.d.audit.Change(c, "mode", mode, err)
 	if err != nil {
 		return err
 	}
@@ -78,18 +78,18 @@ func (s *service) SetMode(_ context.Context, c api.Caller, mode string) error {
 
 func (s *service) Reload(_ context.Context, c api.Caller) error {
 	err := s.d.reload(c.String())
-	s.d.audit.change(c, "reload", "", err)
+	s.d.audit.Change(c, "reload", "", err)
 	return err
 }
 
 func (s *service) Stop(_ context.Context, c api.Caller) error {
-	s.d.audit.event(c, "stop")
+	s.d.audit.Event(c, "stop")
 	s.cancel(fmt.Errorf("hbf stop (%s)", c))
 	return nil
 }
 
 func (s *service) Uninstall(_ context.Context, c api.Caller) error {
-	s.d.audit.event(c, "uninstall")
+	s.d.audit.Event(c, "uninstall")
 	s.cancel(fmt.Errorf("%w (%s)", errUninstall, c))
 	return nil
 }

@@ -49,7 +49,7 @@ func (s *service) Status(context.Context) (api.Status, error) {
 			"scan_prefix_v6":         "/" + strconv.Itoa(set.IPv6ScanPrefix),
 		},
 		Counters: map[string]uint64{},
-		Entries:  d.state.counts(),
+		Entries:  d.state.Counts(),
 	}
 	for _, c := range dataplane.CounterTable() {
 		if c.Status != "" {
@@ -74,10 +74,10 @@ func (s *service) Status(context.Context) (api.Status, error) {
 	}
 	for _, l := range d.state.Lists() {
 		status := "ok"
-		if l.degraded != "" {
-			status = l.degraded
+		if l.Degraded != "" {
+			status = l.Degraded
 		}
-		st.Lists = append(st.Lists, api.ListStatus{Source: l.spec.where, Entries: l.list.Len(), Loaded: l.loaded, Status: status})
+		st.Lists = append(st.Lists, api.ListStatus{Source: l.Spec.Where, Entries: l.List.Len(), Loaded: l.Loaded, Status: status})
 	}
 	return st, nil
 }

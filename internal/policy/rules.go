@@ -5,12 +5,6 @@ import (
 	"net/netip"
 )
 
-// Protected is a prefix that may never be blocked, with why.
-type Protected struct {
-	Prefix netip.Prefix
-	Why    string // "loopback", "an address of this host", "the allowlist entry 192.0.2.0/24 (office)"
-}
-
 // Rules say what an operator may block.
 type Rules struct {
 	// Blocks shorter than these are refused: too easy to cut off half the
@@ -43,23 +37,15 @@ func (e *TooWideError) Error() string {
 	return fmt.Sprintf("%s is wider than /%d, the narrowest %s block allowed", e.Prefix, e.MinBits, family(e.Prefix))
 }
 
-// CheckBlock refuses a block of p when it is everything, wider than the
-// minimum, or overlaps anything protected (either way round: a range that
-// contains an allowlisted address is refused too). The error names the rule.
-func (r Rules) CheckBlock(p netip.Prefix, protected []Protected) error {
+// CheckBlock refuses a block of p when it is everything, or wider than the
+// minimum. The error names the rule. What is protected is another check:
+// internal/protect's.
+func (r Rules) CheckBlock(p netip.Prefix) error {
 	if err := CheckBlock(p); err != nil {
 		return err
 	}
 	if min := r.MinBits(p); p.Bits() < min {
 		return &TooWideError{Prefix: p, MinBits: min}
-	}
-	for _, pr := range protected {
-		if p.Overlaps(pr.Prefix) {
-			if pr.Prefix.Contains(p.Addr()) && pr.Prefix.Bits() <= p.Bits() {
-				return fmt.Errorf("%s is %s: never blocked", p, pr.Why)
-			}
-			return fmt.Errorf("%s contains %s, %s: never blocked", p, pr.Prefix, pr.Why)
-		}
 	}
 	return nil
 }

@@ -87,7 +87,7 @@ func TestRefusedEntriesAreSkippedAlone(t *testing.T) {
 }
 
 func TestTooWideEntriesAreSkipped(t *testing.T) {
-	check := func(p netip.Prefix) error { return policy.DefaultRules.CheckBlock(p, nil) }
+	check := func(p netip.Prefix) error { return policy.DefaultRules.CheckBlock(p) }
 	l, skipped, err := ParseList(strings.NewReader("192.0.2.1\n0.0.0.0/0\n10.0.0.0/7\n"), check)
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package daemon
+package decision
 
 import (
 	"errors"
@@ -12,8 +12,8 @@ import (
 	"github.com/hbf-firewall/hbf/internal/store"
 )
 
-// reconcileStats counts what a reconciliation changed.
-type reconcileStats struct {
+// ReconcileStats counts what a reconciliation changed.
+type ReconcileStats struct {
 	Written, Removed, Adopted, Fixed int
 }
 
@@ -24,19 +24,19 @@ type reconcileStats struct {
 //     (its decision ended while no daemon ran) and removed;
 //   - a decision the kernel lacks (after a reboot) is written to it;
 //   - the allowlist is made exact.
-func (s *state) Reconcile(recovering bool) (reconcileStats, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var st reconcileStats
-	swept, err := s.k.SweepRules()
+func (e *Engine) Reconcile(recovering bool) (ReconcileStats, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var st ReconcileStats
+	swept, err := e.k.SweepRules()
 	st.Removed += swept.Blocks
 	if err != nil {
 		return st, err
 	}
-	if err := s.syncAllows(); err != nil {
+	if err := e.syncAllows(); err != nil {
 		return st, fmt.Errorf("allowlist: %w", err)
 	}
-	now := s.now()
+	now := e.now()
 	var stale []netip.Prefix
 	var adopt []store.Block
 	type fix struct {
@@ -45,8 +45,8 @@ func (s *state) Reconcile(recovering bool) (reconcileStats, error) {
 	}
 	var fixes []fix
 	present := 0
-	err = s.k.EachBlock(func(r dataplane.Rule) error {
-		exp, ok := s.effective(r.Prefix)
+	err = e.k.EachBlock(func(r dataplane.Rule) error {
+		exp, ok := e.effective(r.Prefix)
 		switch {
 		case ok:
 			present++
@@ -58,7 +58,7 @@ func (s *state) Reconcile(recovering bool) (reconcileStats, error) {
 		case r.Origin == dataplane.OriginScan:
 			// Made while no daemon ran or its event was lost: it counts as
 			// an offence all the same.
-			expires, offence := s.escalate(r.Prefix, r.Created, r.Expires)
+			expires, offence := e.escalate(r.Prefix, r.Created, r.Expires)
 			adopt = append(adopt, store.Block{Prefix: r.Prefix, Origin: store.OriginScan, Reason: scanReason(offence),
 				By: "kernel", Created: r.Created, Expires: expires})
 		case recovering:
@@ -73,25 +73,25 @@ func (s *state) Reconcile(recovering bool) (reconcileStats, error) {
 		return st, err
 	}
 	if len(adopt) > 0 {
-		if err := s.st.PutBlocks(adopt...); err != nil {
+		if err := e.st.PutBlocks(adopt...); err != nil {
 			return st, fmt.Errorf("store: %w", err)
 		}
 		for _, b := range adopt {
-			s.cacheBlock(b)
-			s.history(store.Change{Time: now, Action: "block", Prefix: b.Prefix, Origin: b.Origin, Reason: b.Reason, By: b.By})
+			e.cacheBlock(b)
+			e.history(store.Change{Time: now, Action: "block", Prefix: b.Prefix, Origin: b.Origin, Reason: b.Reason, By: b.By})
 		}
 		st.Adopted = len(adopt)
 		present += len(adopt)
-		s.changed()
+		e.changed()
 	}
 	for _, f := range fixes {
-		if err := s.k.Block(f.p, f.exp); err != nil {
+		if err := e.k.Block(f.p, f.exp); err != nil {
 			return st, err
 		}
 		st.Fixed++
 	}
 	if len(stale) > 0 {
-		n, err := s.k.UnblockMany(slices.Values(stale))
+		n, err := e.k.UnblockMany(slices.Values(stale))
 		st.Removed += n
 		if err != nil {
 			return st, err
@@ -99,7 +99,7 @@ func (s *state) Reconcile(recovering bool) (reconcileStats, error) {
 	}
 
 	// What the decisions hold that the kernel lacks.
-	if present >= s.desiredCount() {
+	if present >= e.desiredCount() {
 		return st, nil
 	}
 	kernelEmpty := present == 0
@@ -107,9 +107,9 @@ func (s *state) Reconcile(recovering bool) (reconcileStats, error) {
 	// written one by one, the permanent ones in bulk.
 	var timed []netip.Prefix
 	permanent := func(yield func(netip.Prefix) bool) {
-		for p, exp := range s.desired() {
+		for p, exp := range e.desired() {
 			if !kernelEmpty {
-				if _, ok, _ := s.k.LookupBlock(p); ok {
+				if _, ok, _ := e.k.LookupBlock(p); ok {
 					continue
 				}
 			}
@@ -122,14 +122,14 @@ func (s *state) Reconcile(recovering bool) (reconcileStats, error) {
 			}
 		}
 	}
-	n, err := s.k.BlockMany(permanent, time.Time{})
+	n, err := e.k.BlockMany(permanent, time.Time{})
 	st.Written += n
 	if err != nil {
 		return st, err
 	}
 	for _, p := range timed {
-		exp, _ := s.effective(p)
-		if err := s.k.Block(p, exp); err != nil {
+		exp, _ := e.effective(p)
+		if err := e.k.Block(p, exp); err != nil {
 			return st, err
 		}
 		st.Written++
@@ -139,18 +139,18 @@ func (s *state) Reconcile(recovering bool) (reconcileStats, error) {
 
 // desired yields every prefix some live decision blocks, once, with the
 // expiry the kernel should hold (zero: never).
-func (s *state) desired() iter.Seq2[netip.Prefix, time.Time] {
+func (e *Engine) desired() iter.Seq2[netip.Prefix, time.Time] {
 	return func(yield func(netip.Prefix, time.Time) bool) {
 		inLists := func(p netip.Prefix, upto int) bool {
-			for _, l := range s.lists[:upto] {
-				if l.list.Has(p) {
+			for _, l := range e.lists[:upto] {
+				if l.List.Has(p) {
 					return true
 				}
 			}
 			return false
 		}
-		for i, l := range s.lists {
-			for p := range l.list.All() {
+		for i, l := range e.lists {
+			for p := range l.List.All() {
 				if i > 0 && inLists(p, i) {
 					continue
 				}
@@ -159,20 +159,20 @@ func (s *state) desired() iter.Seq2[netip.Prefix, time.Time] {
 				}
 			}
 		}
-		for p := range s.blocks {
-			if inLists(p, len(s.lists)) {
+		for p := range e.blocks {
+			if inLists(p, len(e.lists)) {
 				continue
 			}
-			if exp, ok := s.effective(p); ok && !yield(p, exp) {
+			if exp, ok := e.effective(p); ok && !yield(p, exp) {
 				return
 			}
 		}
 	}
 }
 
-func (s *state) desiredCount() int {
+func (e *Engine) desiredCount() int {
 	n := 0
-	for range s.desired() {
+	for range e.desired() {
 		n++
 	}
 	return n
@@ -190,45 +190,45 @@ func sameTime(a, b time.Time) bool {
 // Sweep ends the decisions that expired: the store forgets them and the
 // history notes them (the kernel already ignores them; Reconcile clears its
 // entries). It also clears the scan state of idle sources.
-func (s *state) Sweep(window time.Duration) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := s.now()
+func (e *Engine) Sweep(window time.Duration) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.now()
 	var errs []error
-	for p, recs := range s.blocks {
+	for p, recs := range e.blocks {
 		for origin, b := range recs {
 			if !b.Expired(now) {
 				continue
 			}
-			if _, err := s.st.DeleteBlock(origin, p); err != nil {
+			if _, err := e.st.DeleteBlock(origin, p); err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			s.uncacheBlock(origin, p)
-			s.history(store.Change{Time: now, Action: "expire", Prefix: p, Origin: origin, Reason: b.Reason})
-			s.changed()
+			e.uncacheBlock(origin, p)
+			e.history(store.Change{Time: now, Action: "expire", Prefix: p, Origin: origin, Reason: b.Reason})
+			e.changed()
 		}
 	}
-	for p, a := range s.allows {
+	for p, a := range e.allows {
 		if a.Expired(now) {
-			if _, err := s.st.DeleteAllow(store.OriginManual, p); err != nil {
+			if _, err := e.st.DeleteAllow(store.OriginManual, p); err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			delete(s.allows, p)
-			s.history(store.Change{Time: now, Action: "expire", Prefix: p, Origin: store.OriginManual, Reason: "allow"})
+			delete(e.allows, p)
+			e.history(store.Change{Time: now, Action: "expire", Prefix: p, Origin: store.OriginManual, Reason: "allow"})
 		}
 	}
-	for p, a := range s.fleetAllows {
+	for p, a := range e.fleetAllows {
 		if a.Expired(now) {
-			if _, err := s.st.DeleteAllow(store.OriginFleetAllow, p); err != nil {
+			if _, err := e.st.DeleteAllow(store.OriginFleetAllow, p); err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			delete(s.fleetAllows, p)
+			delete(e.fleetAllows, p)
 		}
 	}
-	if _, err := s.k.SweepTrackers(window); err != nil {
+	if _, err := e.k.SweepTrackers(window); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -1,4 +1,4 @@
-package daemon
+package decision
 
 import (
 	"errors"
@@ -21,9 +21,9 @@ import (
 // SetFleet makes the fleet's blocks applied here exactly applied, in one
 // store transaction, then in the kernel. It returns how many records it
 // added and removed.
-func (s *state) SetFleet(applied []fleet.Applied) (added, removed int, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (e *Engine) SetFleet(applied []fleet.Applied) (added, removed int, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	want := map[netip.Prefix]map[store.Origin]store.Block{}
 	for _, a := range applied {
 		b := a.Block
@@ -40,9 +40,9 @@ func (s *state) SetFleet(applied []fleet.Applied) (added, removed int, err error
 	}
 	var changes, undo []store.Replacement
 	var history []store.Change
-	now := s.now()
-	for _, p := range s.fleetPrefixes(want) {
-		before, after := s.fleetRecords(p), want[p]
+	now := e.now()
+	for _, p := range e.fleetPrefixes(want) {
+		before, after := e.fleetRecords(p), want[p]
 		var drop []store.Origin
 		for o := range before {
 			if _, ok := after[o]; !ok {
@@ -70,43 +70,43 @@ func (s *state) SetFleet(applied []fleet.Applied) (added, removed int, err error
 	if len(changes) == 0 {
 		return 0, 0, nil
 	}
-	if err := s.st.ReplaceMany(changes); err != nil {
+	if err := e.st.ReplaceMany(changes); err != nil {
 		return 0, 0, fmt.Errorf("store: %w", err)
 	}
 	for _, c := range changes {
-		s.cacheReplace(c)
+		e.cacheReplace(c)
 	}
 	// The kernel follows prefix by prefix; those it refuses go back as
 	// they were, in the store too.
 	var refused []store.Replacement
 	for i, c := range changes {
-		if kerr := s.syncKernel(c.Prefix); kerr != nil {
+		if kerr := e.syncKernel(c.Prefix); kerr != nil {
 			err = errors.Join(err, kerr)
 			refused = append(refused, undo[i])
 		}
 	}
 	if len(refused) > 0 {
-		if uerr := s.st.ReplaceMany(refused); uerr != nil {
-			s.undoFailures++
-			s.log.Error("fleet blocks the kernel refused could not be undone; the store and the kernel disagree until the next reconciliation",
+		if uerr := e.st.ReplaceMany(refused); uerr != nil {
+			e.undoFailures++
+			e.log.Error("fleet blocks the kernel refused could not be undone; the store and the kernel disagree until the next reconciliation",
 				"prefixes", len(refused), "undo", uerr)
 		} else {
 			for _, r := range refused {
-				s.cacheReplace(r)
-				err = errors.Join(err, s.syncKernel(r.Prefix))
+				e.cacheReplace(r)
+				err = errors.Join(err, e.syncKernel(r.Prefix))
 			}
 		}
 	}
-	if herr := s.st.Record(history...); herr != nil {
-		s.log.Warn("cannot record history", "err", herr)
+	if herr := e.st.Record(history...); herr != nil {
+		e.log.Warn("cannot record history", "err", herr)
 	}
 	return added, removed, err
 }
 
 // fleetPrefixes are the prefixes with fleet records now or in want.
-func (s *state) fleetPrefixes(want map[netip.Prefix]map[store.Origin]store.Block) []netip.Prefix {
+func (e *Engine) fleetPrefixes(want map[netip.Prefix]map[store.Origin]store.Block) []netip.Prefix {
 	seen := maps.Clone(want)
-	for p, recs := range s.blocks {
+	for p, recs := range e.blocks {
 		for o := range recs {
 			if o.FleetNode() != "" {
 				seen[p] = nil
@@ -117,9 +117,9 @@ func (s *state) fleetPrefixes(want map[netip.Prefix]map[store.Origin]store.Block
 }
 
 // fleetRecords are p's records of fleet origins.
-func (s *state) fleetRecords(p netip.Prefix) map[store.Origin]store.Block {
+func (e *Engine) fleetRecords(p netip.Prefix) map[store.Origin]store.Block {
 	out := map[store.Origin]store.Block{}
-	for o, b := range s.blocks[p] {
+	for o, b := range e.blocks[p] {
 		if o.FleetNode() != "" {
 			out[o] = b
 		}
@@ -128,12 +128,12 @@ func (s *state) fleetRecords(p netip.Prefix) map[store.Origin]store.Block {
 }
 
 // cacheReplace does to the cache what r did to the store.
-func (s *state) cacheReplace(r store.Replacement) {
+func (e *Engine) cacheReplace(r store.Replacement) {
 	for _, o := range r.Drop {
-		s.uncacheBlock(o, r.Prefix)
+		e.uncacheBlock(o, r.Prefix)
 	}
 	for _, b := range r.Put {
-		s.cacheBlock(b)
+		e.cacheBlock(b)
 	}
 }
 
@@ -144,12 +144,12 @@ func sameRecord(a, b store.Block) bool {
 
 // Shareable are this host's decisions the fleet shares: scan blocks when
 // scans, manual blocks given with --fleet when manual.
-func (s *state) Shareable(scans, manual bool) []fleet.Block {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := s.now()
+func (e *Engine) Shareable(scans, manual bool) []fleet.Block {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.now()
 	var out []fleet.Block
-	for _, recs := range s.blocks {
+	for _, recs := range e.blocks {
 		for _, b := range recs {
 			if b.Expired(now) || !(scans && b.Origin == store.OriginScan || manual && b.Origin == store.OriginManual && b.Fleet) {
 				continue
@@ -167,14 +167,14 @@ func (s *state) Shareable(scans, manual bool) []fleet.Block {
 
 // EndByFleet ends this host's own blocks that an unblock of the fleet ends:
 // those made before it. It returns how many prefixes it unblocked.
-func (s *state) EndByFleet(unblocks map[netip.Prefix]fleet.Unblock) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (e *Engine) EndByFleet(unblocks map[netip.Prefix]fleet.Unblock) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	n := 0
 	for p, u := range unblocks {
 		after := map[store.Origin]store.Block{}
 		ended := false
-		for o, b := range s.blocks[p] {
+		for o, b := range e.blocks[p] {
 			if o.FleetNode() == "" && !b.Created.After(u.At) {
 				ended = true
 				continue
@@ -184,59 +184,59 @@ func (s *state) EndByFleet(unblocks map[netip.Prefix]fleet.Unblock) int {
 		if !ended {
 			continue
 		}
-		if err := s.commit(s.blocksEdit("fleet unblock", p, after)); err != nil {
-			s.log.Error("the fleet's unblock could not be applied here", "prefix", p, "err", err)
+		if err := e.commit(e.blocksEdit("fleet unblock", p, after)); err != nil {
+			e.log.Error("the fleet's unblock could not be applied here", "prefix", p, "err", err)
 			continue
 		}
 		n++
-		now := s.now()
+		now := e.now()
 		by := "fleet: " + u.By
-		s.history(store.Change{Time: now, Action: "unblock", Prefix: p, By: by})
-		s.publish(&report.Unblock{Time: now, Prefix: p, By: by})
+		e.history(store.Change{Time: now, Action: "unblock", Prefix: p, By: by})
+		e.publish(&report.Unblock{Time: now, Prefix: p, By: by})
 	}
 	if n > 0 {
-		s.changed()
+		e.changed()
 	}
 	return n
 }
 
 // SetFleetAllows makes the fleet's allowlist here exactly allows: in the
 // store, then in the kernel's allowlist.
-func (s *state) SetFleetAllows(allows map[netip.Prefix]fleet.Allow) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (e *Engine) SetFleetAllows(allows map[netip.Prefix]fleet.Allow) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	want := map[netip.Prefix]store.Allow{}
 	for p, a := range allows {
 		want[p] = store.Allow{Prefix: p, Origin: store.OriginFleetAllow, Reason: a.Reason, By: a.By,
 			Created: a.Created, Expires: a.ExpiresAt}
 	}
-	if maps.EqualFunc(want, s.fleetAllows, func(a, b store.Allow) bool {
+	if maps.EqualFunc(want, e.fleetAllows, func(a, b store.Allow) bool {
 		return a.Reason == b.Reason && a.Expires.Equal(b.Expires) && a.By == b.By
 	}) {
 		return nil
 	}
 	var errs []error
-	for p := range s.fleetAllows {
+	for p := range e.fleetAllows {
 		if _, ok := want[p]; !ok {
-			_, err := s.st.DeleteAllow(store.OriginFleetAllow, p)
+			_, err := e.st.DeleteAllow(store.OriginFleetAllow, p)
 			errs = append(errs, err)
 		}
 	}
 	if len(want) > 0 {
-		errs = append(errs, s.st.PutAllows(slices.Collect(maps.Values(want))...))
+		errs = append(errs, e.st.PutAllows(slices.Collect(maps.Values(want))...))
 	}
-	s.fleetAllows = want
-	errs = append(errs, s.syncAllows())
+	e.fleetAllows = want
+	errs = append(errs, e.syncAllows())
 	return errors.Join(errs...)
 }
 
 // FleetApplied are the fleet's blocks applied here, by origin node, with
 // when each was made.
-func (s *state) FleetApplied() map[string]map[netip.Prefix]time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (e *Engine) FleetApplied() map[string]map[netip.Prefix]time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	out := map[string]map[netip.Prefix]time.Time{}
-	for p, recs := range s.blocks {
+	for p, recs := range e.blocks {
 		for o, b := range recs {
 			if node := o.FleetNode(); node != "" {
 				if out[node] == nil {
@@ -250,12 +250,12 @@ func (s *state) FleetApplied() map[string]map[netip.Prefix]time.Time {
 }
 
 // FleetEntries counts the fleet's blocks applied here, by origin node.
-func (s *state) FleetEntries() map[string]int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (e *Engine) FleetEntries() map[string]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	out := map[string]int{}
-	now := s.now()
-	for _, recs := range s.blocks {
+	now := e.now()
+	for _, recs := range e.blocks {
 		for o, b := range recs {
 			if node := o.FleetNode(); node != "" && !b.Expired(now) {
 				out[node]++

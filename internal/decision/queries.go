@@ -1,4 +1,4 @@
-package daemon
+package decision
 
 import (
 	"cmp"
@@ -7,23 +7,24 @@ import (
 	"slices"
 
 	"github.com/hbf-firewall/hbf/internal/api"
+	"github.com/hbf-firewall/hbf/internal/protect"
 	"github.com/hbf-firewall/hbf/internal/store"
 )
 
 // Blocks calls fn for every live block, records first, then list entries.
-func (s *state) Blocks(ctx context.Context, fn func(api.Block) error) error {
-	s.mu.Lock()
-	now := s.now()
+func (e *Engine) Blocks(ctx context.Context, fn func(api.Block) error) error {
+	e.mu.Lock()
+	now := e.now()
 	var recs []store.Block
-	for _, m := range s.blocks {
+	for _, m := range e.blocks {
 		for _, b := range m {
 			if !b.Expired(now) {
 				recs = append(recs, b)
 			}
 		}
 	}
-	lists := slices.Clone(s.lists)
-	s.mu.Unlock()
+	lists := slices.Clone(e.lists)
+	e.mu.Unlock()
 
 	slices.SortFunc(recs, func(a, b store.Block) int {
 		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
@@ -35,17 +36,17 @@ func (s *state) Blocks(ctx context.Context, fn func(api.Block) error) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := fn(s.apiBlock(b)); err != nil {
+		if err := fn(e.apiBlock(b)); err != nil {
 			return err
 		}
 	}
 	for _, l := range lists {
-		for p := range l.list.All() {
+		for p := range l.List.All() {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			b := api.Block{Prefix: p, Origin: string(store.OriginFile), Reason: "blocklist", Source: l.spec.where}
-			if r, ok, _ := s.k.LookupBlock(p); ok {
+			b := api.Block{Prefix: p, Origin: string(store.OriginFile), Reason: "blocklist", Source: l.Spec.Where}
+			if r, ok, _ := e.k.LookupBlock(p); ok {
 				b.Created, b.Packets = r.Created, r.Packets
 			}
 			if err := fn(b); err != nil {
@@ -56,43 +57,48 @@ func (s *state) Blocks(ctx context.Context, fn func(api.Block) error) error {
 	return nil
 }
 
-func (s *state) apiBlock(b store.Block) api.Block {
+func (e *Engine) apiBlock(b store.Block) api.Block {
 	out := api.Block{Prefix: b.Prefix, Origin: string(b.Origin), Reason: b.Reason, By: b.By,
 		Created: b.Created, Expires: b.Expires}
 	for _, p := range b.Ports {
 		out.Ports = append(out.Ports, api.PortSeen{Port: p.Port, Proto: p.Proto, Seen: p.Seen})
 	}
-	if r, ok, _ := s.k.LookupBlock(b.Prefix); ok {
+	if r, ok, _ := e.k.LookupBlock(b.Prefix); ok {
 		out.Packets = r.Packets
 	}
 	return out
 }
 
-// Allows lists the allowlist: fixed entries first.
-func (s *state) Allows() []api.Allow {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// Allows lists what is never blocked, in the order its entries win a
+// place in the kernel's allowlist.
+func (e *Engine) Allows() []api.Allow {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	in, _ := e.protected.Kernel(e.k.Capacity().Allows)
 	var out []api.Allow
-	for _, f := range s.fixed {
-		out = append(out, api.Allow{Prefix: f.prefix, Origin: f.origin, Reason: f.why})
+	for i, en := range e.protected.Entries() {
+		out = append(out, apiAllow(en, i >= len(in)))
 	}
-	now := s.now()
-	for a := range s.allAllows() {
-		if !a.Expired(now) {
-			out = append(out, api.Allow{Prefix: a.Prefix, Origin: string(a.Origin), Reason: a.Reason, By: a.By,
-				Created: a.Created, Expires: a.Expires})
-		}
-	}
-	slices.SortStableFunc(out[len(s.fixed):], func(a, b api.Allow) int { return a.Prefix.Addr().Compare(b.Prefix.Addr()) })
 	return out
 }
 
+// apiAllow is a protected entry as the API shows it: an allowlist entry
+// with its own reason, the others with why they are protected.
+func apiAllow(en protect.Entry, unenforced bool) api.Allow {
+	a := api.Allow{Prefix: en.Prefix, Origin: en.Kind.String(), Reason: en.Why, By: en.By, Created: en.Created,
+		Expires: en.Expires, Unenforced: unenforced}
+	if en.Kind == protect.KindAllow || en.Kind == protect.KindFleetAllow {
+		a.Reason = en.Reason
+	}
+	return a
+}
+
 // Why explains what hbf does with addr.
-func (s *state) Why(addr netip.Addr) api.Why {
-	s.mu.Lock()
-	now := s.now()
+func (e *Engine) Why(addr netip.Addr) api.Why {
+	e.mu.Lock()
+	now := e.now()
 	var recs []store.Block
-	for p, m := range s.blocks {
+	for p, m := range e.blocks {
 		if p.Contains(addr) {
 			for _, b := range m {
 				if !b.Expired(now) {
@@ -101,27 +107,27 @@ func (s *state) Why(addr netip.Addr) api.Why {
 			}
 		}
 	}
-	lists := slices.Clone(s.lists)
-	s.mu.Unlock()
+	lists := slices.Clone(e.lists)
+	e.mu.Unlock()
 
 	why := api.Why{Addr: addr}
 	for _, b := range recs {
-		why.Blocks = append(why.Blocks, s.apiBlock(b))
+		why.Blocks = append(why.Blocks, e.apiBlock(b))
 	}
 	for _, l := range lists {
-		for _, p := range l.list.Holding(addr) {
-			b := api.Block{Prefix: p, Origin: string(store.OriginFile), Reason: "blocklist", Source: l.spec.where}
-			if r, ok, _ := s.k.LookupBlock(p); ok {
+		for _, p := range l.List.Holding(addr) {
+			b := api.Block{Prefix: p, Origin: string(store.OriginFile), Reason: "blocklist", Source: l.Spec.Where}
+			if r, ok, _ := e.k.LookupBlock(p); ok {
 				b.Created, b.Packets = r.Created, r.Packets
 			}
 			why.Blocks = append(why.Blocks, b)
 		}
 	}
-	for _, a := range s.Allows() {
-		if a.Prefix.Contains(addr) {
-			why.Allows = append(why.Allows, a)
-		}
+	e.mu.Lock()
+	for _, en := range e.protected.Holding(addr) {
+		why.Allows = append(why.Allows, apiAllow(en, false))
 	}
+	e.mu.Unlock()
 	slices.SortFunc(why.Blocks, func(a, b api.Block) int { return cmp.Compare(b.Prefix.Bits(), a.Prefix.Bits()) })
 	switch {
 	case len(why.Blocks) > 0 && len(why.Allows) > 0:
@@ -136,13 +142,13 @@ func (s *state) Why(addr netip.Addr) api.Why {
 	return why
 }
 
-// counts reports the entries by kind, for status.
-func (s *state) counts() map[string]int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// Counts reports the entries by kind, for status.
+func (e *Engine) Counts() map[string]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	out := map[string]int{}
-	now := s.now()
-	for _, m := range s.blocks {
+	now := e.now()
+	for _, m := range e.blocks {
 		for _, b := range m {
 			if !b.Expired(now) {
 				kind := string(b.Origin)
@@ -153,22 +159,17 @@ func (s *state) counts() map[string]int {
 			}
 		}
 	}
-	for _, l := range s.lists {
-		out["blocks_file"] += l.list.Len()
+	for _, l := range e.lists {
+		out["blocks_file"] += l.List.Len()
 	}
-	out["allows"] = len(s.fixed)
-	for a := range s.allAllows() {
-		if !a.Expired(now) {
-			out["allows"]++
-		}
-	}
+	out["allows"] = e.protected.Len()
 	return out
 }
 
 // UndoFailures counts the changes the kernel refused whose undo in the
 // store failed too.
-func (s *state) UndoFailures() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.undoFailures
+func (e *Engine) UndoFailures() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.undoFailures
 }

@@ -1,4 +1,4 @@
-package daemon
+package decision
 
 import (
 	"fmt"
@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/kerneltest"
 	"github.com/hbf-firewall/hbf/internal/store"
 )
@@ -208,27 +207,6 @@ func TestReconcileBothWays(t *testing.T) {
 	stats = h.reconcile(false)
 	if _, ok := h.kernel("198.51.100.3/32"); !ok || stats.Written != 1 {
 		t.Errorf("the missing entry was not written back: %+v", stats)
-	}
-}
-
-// The program reports a scan it blocked while the ring buffer was full as
-// a lost event; the daemon then looks in the kernel and finds the block.
-func TestLostEventsAreCaughtUpInTheKernel(t *testing.T) {
-	h := newHarness(t)
-	lost := h.d.catchUpLost(0)
-	if lost != 0 {
-		t.Fatalf("lost %d with nothing lost", lost)
-	}
-	h.k.ScanBlock(pfx("198.51.100.66/32"), h.clock.Now(), h.clock.Now().Add(time.Hour))
-	h.k.SetCounters(dataplane.Counters{EventsLost: 3})
-	if lost = h.d.catchUpLost(lost); lost != 3 {
-		t.Errorf("lost count %d, want 3", lost)
-	}
-	if recs := h.stored("198.51.100.66/32"); len(recs) != 1 || recs[0].Origin != store.OriginScan {
-		t.Errorf("the scan behind the lost event: %+v", recs)
-	}
-	if !strings.Contains(h.log.String(), "events were lost (ring buffer full); reconciling with the kernel") {
-		t.Errorf("not logged:\n%s", h.log)
 	}
 }
 

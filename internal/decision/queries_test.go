@@ -1,4 +1,4 @@
-package daemon
+package decision
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 
 	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/hostnet"
+	"github.com/hbf-firewall/hbf/internal/policy"
+	"github.com/hbf-firewall/hbf/internal/protect"
 )
 
 func TestWhyNamesEveryBlockAndAllowOfAnAddress(t *testing.T) {
@@ -65,8 +67,8 @@ func TestCountsByOrigin(t *testing.T) {
 	h.mustBlock("198.51.100.9", 0)
 	h.scan("198.51.100.8/32")
 	h.allow("198.51.100.0/28", 0)
-	got := h.s.counts()
-	fixed := len(fixedAllows("", h.d.live, testHost))
+	got := h.s.Counts()
+	fixed := protect.NewSet(testBase).Len()
 	want := map[string]int{"blocks_file": 2, "blocks_manual": 1, "blocks_scan": 1, "allows": fixed + 1}
 	for k, v := range want {
 		if got[k] != v {
@@ -80,7 +82,7 @@ func TestCountsByOrigin(t *testing.T) {
 func TestNeverBlockFollowsTheHost(t *testing.T) {
 	h := newHarness(t)
 	moved := hostnet.Snapshot{Addrs: []netip.Addr{netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("2001:db8::1")}}
-	if err := h.s.SetPolicy(h.d.live.Rules, fixedAllows("", h.d.live, moved)); err != nil {
+	if err := h.s.SetPolicy(policy.DefaultRules, protect.Host(moved, "/etc/resolv.conf")); err != nil {
 		t.Fatal(err)
 	}
 	allows := h.kernelAllows()
@@ -93,8 +95,8 @@ func TestNeverBlockFollowsTheHost(t *testing.T) {
 
 func TestSSHClientIsNeverBlocked(t *testing.T) {
 	h := newHarness(t)
-	fixed := fixedAllows("198.51.100.22 50022 192.0.2.1 22", h.d.live, testHost)
-	if err := h.s.SetPolicy(h.d.live.Rules, fixed); err != nil {
+	base := slices.Concat(testBase, protect.SSHClient("198.51.100.22 50022 192.0.2.1 22"))
+	if err := h.s.SetPolicy(policy.DefaultRules, base); err != nil {
 		t.Fatal(err)
 	}
 	wantError(t, h.block("198.51.100.0/24", 0), "the SSH client hbf was started from")

@@ -1,4 +1,4 @@
-package daemon
+package decision
 
 import (
 	"os"
@@ -184,10 +184,10 @@ func TestBlockOfEverythingIsRefused(t *testing.T) {
 	wantError(t, h.block("::/0", 0), "::/0 would block every IPv6 source")
 }
 
-func TestBlockWiderThanTheMinimumNamesTheSetting(t *testing.T) {
+func TestBlockWiderThanTheMinimumIsRefused(t *testing.T) {
 	h := newHarness(t)
-	wantError(t, h.block("10.0.0.0/7", 0), "10.0.0.0/7 is wider than /8, the narrowest IPv4 block allowed (--min-prefix-v4)")
-	wantError(t, h.block("2001:db8::/31", 0), "2001:db8::/31 is wider than /32, the narrowest IPv6 block allowed (--min-prefix-v6)")
+	wantError(t, h.block("10.0.0.0/7", 0), "10.0.0.0/7 is wider than /8, the narrowest IPv4 block allowed")
+	wantError(t, h.block("2001:db8::/31", 0), "2001:db8::/31 is wider than /32, the narrowest IPv6 block allowed")
 }
 
 func TestBlockOfLoopbackIsRefused(t *testing.T) {

@@ -1,4 +1,4 @@
-package daemon
+package decision
 
 import (
 	"encoding/json"
@@ -11,9 +11,9 @@ import (
 	"github.com/hbf-firewall/hbf/internal/api"
 )
 
-// auditLog is the append-only record of every change asked through the
-// API: who, what, when, and whether hbf did it.
-type auditLog struct {
+// Audit is the append-only record of every change asked through the API:
+// who, what, when, and whether hbf did it.
+type Audit struct {
 	mu sync.Mutex
 	f  *os.File
 }
@@ -31,15 +31,17 @@ type auditRecord struct {
 	Error  string    `json:"error,omitempty"`
 }
 
-func openAudit(dir string) (*auditLog, error) {
+// OpenAudit opens the audit log in the state folder dir.
+func OpenAudit(dir string) (*Audit, error) {
 	f, err := os.OpenFile(filepath.Join(dir, "audit.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
-	return &auditLog{f: f}, nil
+	return &Audit{f: f}, nil
 }
 
-func (a *auditLog) write(c api.Caller, action, target string, r api.Result, d time.Duration, reason string) {
+// Write records a change of target asked by c, and its result.
+func (a *Audit) Write(c api.Caller, action, target string, r api.Result, d time.Duration, reason string) {
 	rec := auditRecord{Time: time.Now(), UID: c.UID, PID: c.PID, Action: action, Target: target,
 		Reason: reason, Result: "accepted"}
 	if r.Prefix.IsValid() {
@@ -54,8 +56,8 @@ func (a *auditLog) write(c api.Caller, action, target string, r api.Result, d ti
 	a.append(rec)
 }
 
-// change records a setting changed through the API.
-func (a *auditLog) change(c api.Caller, action, value string, err error) {
+// Change records a setting changed through the API.
+func (a *Audit) Change(c api.Caller, action, value string, err error) {
 	rec := auditRecord{Time: time.Now(), UID: c.UID, PID: c.PID, Action: action, Target: value, Result: "accepted"}
 	if err != nil {
 		rec.Result, rec.Error = "refused", err.Error()
@@ -63,15 +65,17 @@ func (a *auditLog) change(c api.Caller, action, value string, err error) {
 	a.append(rec)
 }
 
-func (a *auditLog) event(c api.Caller, action string) {
+// Event records an action without a target: a stop, an uninstall.
+func (a *Audit) Event(c api.Caller, action string) {
 	a.append(auditRecord{Time: time.Now(), UID: c.UID, PID: c.PID, Action: action, Result: "accepted"})
 }
 
-func (a *auditLog) append(rec auditRecord) {
+func (a *Audit) append(rec auditRecord) {
 	line, _ := json.Marshal(rec)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	_, _ = a.f.Write(append(line, '\n'))
 }
 
-func (a *auditLog) close() error { return a.f.Close() }
+// Close closes the log.
+func (a *Audit) Close() error { return a.f.Close() }
