@@ -3,6 +3,7 @@ package protect
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"slices"
@@ -11,6 +12,12 @@ import (
 // Lookup resolves a name to its addresses, as net.Resolver's LookupNetIP
 // with network "ip" does.
 type Lookup func(ctx context.Context, host string) ([]netip.Addr, error)
+
+// SystemLookup resolves names as the host does (its hosts file, its
+// resolvers).
+func SystemLookup(ctx context.Context, host string) ([]netip.Addr, error) {
+	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+}
 
 // Resolve turns hosts into addresses: an address stands for itself, a name
 // is looked up. It returns every address found, sorted, and what could

@@ -1,0 +1,239 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+)
+
+// Reading and watching: the view is the fleet read whole at one revision,
+// then followed from the next; a value that does not decode or does not
+// belong is refused, counted, and logged once.
+
+// resumeFrom is the revision after which a new session's watch starts:
+// the view's, so that a reconnection costs the events missed, not a read
+// of the whole fleet; 0 when the fleet must be read whole: at the first
+// session, after a compaction past the view, or when etcd is behind the
+// view (it lost its data).
+func (n *Node) resumeFrom(now int64) int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.compacted || now <= n.view.Revision {
+		return 0
+	}
+	return n.view.Revision
+}
+
+// read reads the whole fleet at one revision, in place of what the node
+// held: what was removed while it was away goes from its view too.
+func (n *Node) read(ctx context.Context, cli *clientv3.Client) (int64, error) {
+	c, cancel := context.WithTimeout(ctx, 2*opTimeout)
+	defer cancel()
+	resp, err := cli.Get(c, n.cfg.Layout.Prefix+"/", clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("read the fleet: %w", err)
+	}
+	view := newView()
+	var refused []refusal
+	for _, kv := range resp.Kvs {
+		k, err := n.cfg.Layout.Parse(string(kv.Key))
+		if err == nil {
+			err = n.take(&view, k, kv.Value)
+		}
+		if err != nil {
+			refused = append(refused, refusal{string(kv.Key), kv.ModRevision, err})
+		}
+	}
+	view.Revision = resp.Header.Revision
+	n.mu.Lock()
+	old := n.view
+	n.view = view
+	n.status.Revision = view.Revision
+	n.compacted = false
+	n.mu.Unlock()
+	n.refuse(refused)
+	if n.cfg.Observe != nil {
+		for node, blocks := range view.Blocks {
+			for p, b := range blocks {
+				if _, had := old.Blocks[node][p]; !had {
+					n.cfg.Observe(node, b)
+				}
+			}
+		}
+	}
+	signal(n.changed)
+	signal(n.ownSet) // the subtree as read may differ from what the node publishes
+	return view.Revision, nil
+}
+
+// refusal is a key refused, at its revision.
+type refusal struct {
+	key string
+	rev int64
+	err error
+}
+
+// refuse counts what was refused, and logs each key once per revision.
+func (n *Node) refuse(refused []refusal) {
+	for _, r := range refused {
+		reason := RejectOutside
+		var rej *Rejection
+		if errors.As(r.err, &rej) {
+			reason = rej.Reason
+		}
+		n.mu.Lock()
+		n.counts.Rejected[reason]++
+		logged := n.rejected[r.key] == r.rev
+		n.rejected[r.key] = r.rev
+		n.mu.Unlock()
+		if !logged {
+			n.cfg.Log.Warn("a fleet entry is refused and skipped", "key", r.key, "reason", reason, "err", r.err)
+		}
+	}
+}
+
+// take puts a key and its value into v, or says why not.
+func (n *Node) take(v *View, k Key, value []byte) error {
+	switch k.Kind {
+	case KindMember:
+		m, err := DecodeMember(value)
+		if err == nil {
+			m.Seen = n.cfg.Now()
+			v.Members[k.Node] = m
+		}
+		return err
+	case KindBlock:
+		b, err := DecodeBlock(value, k.Prefix)
+		if err != nil {
+			return err
+		}
+		if b.Expired(n.cfg.Now()) {
+			return reject(RejectExpired, "expired at %s", b.ExpiresAt.Format(time.RFC3339))
+		}
+		if v.Blocks[k.Node] == nil {
+			v.Blocks[k.Node] = map[netip.Prefix]Block{}
+		}
+		v.Blocks[k.Node][k.Prefix] = b
+		return nil
+	case KindAllow:
+		a, err := DecodeAllow(value, k.Prefix)
+		if err == nil {
+			v.Allows[k.Prefix] = a
+		}
+		return err
+	default:
+		u, err := DecodeUnblock(value, k.Prefix)
+		if err == nil {
+			v.Unblocks[k.Prefix] = u
+		}
+		return err
+	}
+}
+
+// drop removes a deleted key, or one whose new value is refused, from v.
+func (n *Node) drop(v *View, k Key) {
+	switch k.Kind {
+	case KindMember:
+		delete(v.Members, k.Node)
+	case KindBlock:
+		delete(v.Blocks[k.Node], k.Prefix)
+		if len(v.Blocks[k.Node]) == 0 {
+			delete(v.Blocks, k.Node)
+		}
+	case KindAllow:
+		delete(v.Allows, k.Prefix)
+	case KindUnblock:
+		delete(v.Unblocks, k.Prefix)
+	}
+}
+
+// errCompacted: etcd no longer holds the events after the view's revision.
+var errCompacted = errors.New("the fleet's history was compacted past this node's view")
+
+// follow keeps the view in step with the fleet from the revision after
+// rev: when etcd compacted its history past it, it reads the fleet whole
+// and follows on from there. Any other failure ends the session.
+func (n *Node) follow(ctx context.Context, cli *clientv3.Client, rev int64) error {
+	for {
+		err := n.watch(ctx, cli, rev)
+		if !errors.Is(err, errCompacted) {
+			return err
+		}
+		n.mu.Lock()
+		n.compacted = true // should the read fail, the next session reads whole
+		n.mu.Unlock()
+		n.cfg.Log.Info("the fleet's history was compacted past this node's view: reading it whole", "revision", rev)
+		if rev, err = n.read(ctx, cli); err != nil {
+			n.countError("read")
+			return err
+		}
+	}
+}
+
+// watch follows the fleet from the revision after rev, until it fails.
+// It asks for rev's events too, which the view holds already: etcd
+// compacted at rev+1 has dropped the deletions made at rev+1 yet lets a
+// watch start there, and only a start before the compaction says so.
+// Events applied twice change nothing.
+func (n *Node) watch(ctx context.Context, cli *clientv3.Client, rev int64) error {
+	ownPrefix := n.cfg.Layout.NodeBlocks(n.cfg.Node)
+	wch := cli.Watch(clientv3.WithRequireLeader(ctx), n.cfg.Layout.Prefix+"/", clientv3.WithPrefix(), clientv3.WithRev(rev))
+	for resp := range wch {
+		if resp.CompactRevision != 0 {
+			return fmt.Errorf("%w (revision %d)", errCompacted, rev)
+		}
+		if err := resp.Err(); err != nil {
+			n.countError("watch")
+			return fmt.Errorf("watch the fleet: %w", err)
+		}
+		var refused []refusal
+		var observed []Applied
+		own := false
+		n.mu.Lock()
+		for _, ev := range resp.Events {
+			key := string(ev.Kv.Key)
+			own = own || strings.HasPrefix(key, ownPrefix)
+			k, err := n.cfg.Layout.Parse(key)
+			if err == nil {
+				n.drop(&n.view, k)
+				if ev.Type != mvccpb.PUT {
+					continue
+				}
+				err = n.take(&n.view, k, ev.Kv.Value)
+			}
+			switch {
+			case err != nil && ev.Type == mvccpb.PUT:
+				refused = append(refused, refusal{key, ev.Kv.ModRevision, err})
+			case err == nil && k.Kind == KindBlock && n.cfg.Observe != nil:
+				observed = append(observed, Applied{Origin: k.Node, Block: n.view.Blocks[k.Node][k.Prefix]})
+			}
+		}
+		// The view holds every event up to the last one's revision. Not up
+		// to the header's: etcd sends a watch that lags its events in
+		// batches, each under the header of its current revision.
+		if len(resp.Events) > 0 {
+			rev = max(rev, resp.Events[len(resp.Events)-1].Kv.ModRevision)
+			n.view.Revision, n.status.Revision = rev, rev
+		}
+		n.mu.Unlock()
+		for _, o := range observed {
+			n.cfg.Observe(o.Origin, o.Block)
+		}
+		n.refuse(refused)
+		signal(n.changed)
+		if own {
+			signal(n.ownSet) // someone touched this node's subtree: put it right
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return errors.New("the fleet's watch ended")
+}
