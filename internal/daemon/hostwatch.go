@@ -24,22 +24,33 @@ func (d *daemon) hostSnapshot() hostnet.Snapshot {
 // with the host: an address added, a gateway changed, a resolver edited in
 // are protected within moments, and an address removed stops being.
 func (d *daemon) followHost(ctx context.Context) {
-	tick := time.NewTicker(hostRecheck)
+	follow(ctx, hostRecheck, d.hostChanges.C(), func() {
+		d.log.Warn("host changes are no longer notified; reading them every few seconds instead")
+	}, d.refreshHost)
+}
+
+// follow calls refresh each time changed says so, and every interval,
+// until ctx ends: some changes are never notified (resolv.conf, IPVS), and
+// notifications can be lost. Once changed is closed, lost (if not nil) is
+// told, and the interval alone goes on.
+func follow(ctx context.Context, every time.Duration, changed <-chan struct{}, lost func(), refresh func()) {
+	tick := time.NewTicker(every)
 	defer tick.Stop()
-	notified := d.hostChanges.C()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case _, ok := <-notified:
+		case _, ok := <-changed:
 			if !ok {
-				d.log.Warn("host changes are no longer notified; reading them every few seconds instead")
-				notified = nil
+				if lost != nil {
+					lost()
+				}
+				changed = nil
 				continue
 			}
 		case <-tick.C:
 		}
-		d.refreshHost()
+		refresh()
 	}
 }
 

@@ -55,8 +55,6 @@ func (d *daemon) readServed() {
 // followServed reads the NAT rules again when nftables changes, and every
 // servedRecheck.
 func (d *daemon) followServed(ctx context.Context) {
-	tick := time.NewTicker(servedRecheck)
-	defer tick.Stop()
 	var changed <-chan struct{}
 	if ch, err := d.natReader.Subscribe(); err != nil {
 		d.log.Warn("nftables changes are not notified; the NAT rules are read every few seconds instead", "err", err)
@@ -64,17 +62,5 @@ func (d *daemon) followServed(ctx context.Context) {
 		defer ch.Close()
 		changed = ch.C()
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case _, ok := <-changed:
-			if !ok {
-				changed = nil
-				continue
-			}
-		case <-tick.C:
-		}
-		d.readServed()
-	}
+	follow(ctx, servedRecheck, changed, nil, d.readServed)
 }
