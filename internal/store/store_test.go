@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -249,5 +250,27 @@ func TestReplaceBlocks(t *testing.T) {
 	}
 	if blocks, _ := s.Blocks(); len(blocks) != 2 {
 		t.Errorf("a refused replace changed the records: %+v", blocks)
+	}
+}
+
+func TestMembersAreKeptAsLastSeen(t *testing.T) {
+	st, _, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if got, err := st.Members(); err != nil || len(got) != 0 {
+		t.Fatalf("members before any were seen: %v %v", got, err)
+	}
+	b := []netip.Addr{netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("2001:db8::2")}
+	if err := st.SaveMembers(map[string][]netip.Addr{"a": nil, "b": b}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SaveMembers(map[string][]netip.Addr{"b": b}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Members()
+	if err != nil || len(got) != 1 || !slices.Equal(got["b"], b) {
+		t.Errorf("members %v %v: want b alone, with its addresses", got, err)
 	}
 }
