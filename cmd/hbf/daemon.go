@@ -81,6 +81,7 @@ func newDaemonFlags(fs *pflag.FlagSet) *daemonFlags {
 	fs.StringVar(&fl.AdminUser, "fleet-admin-user", "", "the fleet's admin etcd user, instead of a certificate [HBF_FLEET_ADMIN_USER]")
 	fs.StringVar(&fl.AdminPasswordFile, "fleet-admin-password-file", "", "file holding the password of --fleet-admin-user [HBF_FLEET_ADMIN_PASSWORD_FILE]")
 	fs.StringVar(&d.fleetShare, "fleet-share", "scans,manual", "what this host publishes: scans,manual, manual, or none [HBF_FLEET_SHARE]")
+	fs.Var(prefixesValue{&fl.MemberPrefixes}, "fleet-member-prefixes", "the fleet's members' addresses are never blocked here only inside these prefixes (CIDRs, repeatable); none: any global unicast address a member publishes, 16 a member at most [HBF_FLEET_MEMBER_PREFIXES]")
 	fs.IntVar(&fl.MinReporters, "fleet-min-reporters", fl.MinReporters, "a scan block of the fleet applies here once this many nodes saw the source scan [HBF_FLEET_MIN_REPORTERS]")
 	fs.IntVar(&fl.AcceptPerMinute, "fleet-accept-per-minute", fl.AcceptPerMinute, "new fleet blocks applied here per minute from any one node at most; 0: no limit [HBF_FLEET_ACCEPT_PER_MINUTE]")
 	fs.IntVar(&fl.Quota, "fleet-quota", fl.Quota, "fleet blocks of any one node in force here at most; 0: no limit [HBF_FLEET_QUOTA]")

@@ -18,6 +18,7 @@ import (
 	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/fleet"
 	"github.com/hbf-firewall/hbf/internal/metrics"
+	"github.com/hbf-firewall/hbf/internal/protect"
 )
 
 // The reference parts of docs/ are made from what they describe: the
@@ -138,9 +139,16 @@ func metricsTable() string {
 		Repairs:      func() map[string]uint64 { return nil },
 		Dropped:      func() uint64 { return 0 },
 		UndoFailures: func() uint64 { return 0 },
+		Protected:    func() (map[string]int, map[string]int) { return nil, nil },
+		ProtectedKinds: func() (out []string) {
+			for _, k := range protect.Kinds() {
+				out = append(out, k.String())
+			}
+			return out
+		}(),
 		Fleet: func() metrics.FleetStats {
 			st := metrics.FleetStats{Rejected: map[string]uint64{}, Errors: map[string]uint64{}}
-			for _, r := range fleet.RejectReasons {
+			for _, r := range slices.Concat(fleet.RejectReasons, protect.MemberRejects) {
 				st.Rejected[r] = 0
 			}
 			for _, op := range fleet.Ops {

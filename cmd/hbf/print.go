@@ -45,7 +45,11 @@ func printAllows(w io.Writer, allows []api.Allow) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PREFIX\tORIGIN\tREASON\tCREATED\tEXPIRES")
 	for _, a := range allows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", report.PrefixString(a.Prefix), a.Origin, dash(a.Reason),
+		reason := dash(a.Reason)
+		if a.Unenforced {
+			reason += " (not in the kernel: its allowlist is full)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", report.PrefixString(a.Prefix), a.Origin, reason,
 			stamp(a.Created), expires(a.Expires))
 	}
 	return tw.Flush()

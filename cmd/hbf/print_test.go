@@ -148,7 +148,8 @@ func TestListPrintsATableOrJSON(t *testing.T) {
 		{Prefix: netip.MustParsePrefix("192.0.2.66/32"), Origin: "scan", Reason: "port scan", Created: created,
 			Expires: created.Add(time.Hour), Packets: 212, Ports: []api.PortSeen{{Port: 22}, {Port: 80}}},
 		{Prefix: netip.MustParsePrefix("10.66.0.0/16"), Origin: "file", Reason: "blocklist", Source: "/etc/hbf/blocklist.txt", Packets: 9},
-	}, allows: []api.Allow{{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Origin: "manual", Reason: "office", Created: created}}}
+	}, allows: []api.Allow{{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Origin: "manual", Reason: "office", Created: created},
+		{Prefix: netip.MustParsePrefix("198.51.100.9/32"), Origin: "member", Reason: "an address of b, a member of the fleet", Unenforced: true}}}
 	sock := f.serve(t)
 	_, out, _ := runClient(sock, "list")
 	want := `PREFIX        ORIGIN  REASON                            CREATED              EXPIRES              DROPPED  PORTS
@@ -164,7 +165,8 @@ func TestListPrintsATableOrJSON(t *testing.T) {
 		t.Errorf("list -o json: %v, %q", err, out)
 	}
 	_, out, _ = runClient(sock, "list", "--allowed")
-	if !strings.Contains(out, "203.0.113.0/24  manual  office  2026-11-27 15:28:07  never") {
+	if !strings.Contains(out, "203.0.113.0/24  manual  office") || !strings.Contains(out, "2026-11-27 15:28:07  never") ||
+		!strings.Contains(out, "198.51.100.9    member  an address of b, a member of the fleet (not in the kernel: its allowlist is full)") {
 		t.Errorf("list --allowed:\n%s", out)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"reflect"
@@ -18,6 +19,7 @@ import (
 	"github.com/hbf-firewall/hbf/internal/fleet"
 	"github.com/hbf-firewall/hbf/internal/policy"
 	"github.com/hbf-firewall/hbf/internal/ports"
+	"github.com/hbf-firewall/hbf/internal/protect"
 	"github.com/hbf-firewall/hbf/internal/report"
 )
 
@@ -79,6 +81,9 @@ type Fleet struct {
 	// What this host publishes: its scan blocks, its --fleet manual ones.
 	ShareScans  bool `flag:"fleet-share"`
 	ShareManual bool `flag:"fleet-share"`
+	// MemberPrefixes bound the addresses of the members this host
+	// protects; none: any global unicast address.
+	MemberPrefixes []netip.Prefix `flag:"fleet-member-prefixes"`
 	// What it accepts of each other node.
 	MinReporters    int `flag:"fleet-min-reporters"`
 	AcceptPerMinute int `flag:"fleet-accept-per-minute"`
@@ -130,6 +135,12 @@ type Deps struct {
 	// Reload rebuilds the configuration as the start did, for SIGHUP and
 	// hbf reload.
 	Reload func() (Config, error)
+	// Lookup resolves names: etcd's endpoints, the NTP servers. Nil: as
+	// the host does.
+	Lookup protect.Lookup
+	// Root is the host's file system, where the time daemons' configuration
+	// and the firmware's names are read. Nil: the host's own.
+	Root fs.FS
 }
 
 // Defaults are the settings a bare `hbf daemon` runs with.

@@ -77,6 +77,8 @@ type daemon struct {
 	program     dataplane.Settings // what the program runs with now
 	host        hostnet.Snapshot   // the host's addresses, gateways and resolvers now
 	hostErr     string             // the last failure to read the host's network, logged once
+	guard       guarded            // what else is never blocked: NTP, metadata, etcd, members
+	namesErr    string             // the last failure to resolve those names, logged once
 	served      natports.Snapshot  // the ports the host serves without sockets (DNAT, IPVS)
 	storeStatus string
 	recovering  bool // the store was lost: the kernel's entries become its records
@@ -235,6 +237,9 @@ func (d *daemon) progress(step string) {
 // Then it writes every decision to the kernel.
 func (d *daemon) loadProgram() error {
 	d.progress("starting: reading the lists and loading the program")
+	if err := d.findProtected(); err != nil {
+		return err
+	}
 	base := d.protectedBase(d.live, d.host)
 	allows, err := d.st.Allows()
 	if err != nil {
@@ -320,7 +325,11 @@ func (d *daemon) writeDecisions() error {
 		"adopted", stats.Adopted, "took", time.Since(began).Round(time.Millisecond))
 	d.backup()
 	in := metrics.Inputs{Dataplane: d.k, Attached: d.links.attached, Lists: d.listHealth,
-		Repairs: d.links.repairCounts, Dropped: d.out.Dropped, UndoFailures: d.state.UndoFailures}
+		Repairs: d.links.repairCounts, Dropped: d.out.Dropped, UndoFailures: d.state.UndoFailures,
+		Protected: d.protectedCounts}
+	for _, k := range protect.Kinds() {
+		in.ProtectedKinds = append(in.ProtectedKinds, k.String())
+	}
 	if d.start.Fleet.Enabled() {
 		in.Fleet = d.fleetStats
 	}
@@ -406,6 +415,7 @@ func (d *daemon) serve(ctx context.Context, cancel context.CancelCauseFunc) {
 	d.wg.Go(func() { d.readEvents(ctx) })
 	d.wg.Go(func() { d.maintain(ctx) })
 	d.wg.Go(func() { d.followHost(ctx) })
+	d.wg.Go(func() { d.followNames(ctx) })
 	d.wg.Go(func() { d.followServed(ctx) })
 	d.wg.Go(func() { d.links.watch(ctx) })
 	if d.fleet != nil {

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -26,11 +27,11 @@ type fleetLink struct {
 	node  *fleet.Node
 	admin *fleet.Admin // nil without the admin credential
 	recv  *fleet.Receiver
-	// endpoints are etcd's addresses: never blocked, or the fleet could
-	// cut itself off.
-	endpoints []netip.Addr
 
 	skewed map[string]bool // members whose clock skew was logged
+	// members are the fleet's members and the addresses each publishes,
+	// as last seen (and stored).
+	members map[string][]netip.Addr
 
 	mu       sync.Mutex
 	rejected map[string]uint64 // by the receiver, by reason
@@ -54,10 +55,12 @@ func (d *daemon) openFleet() error {
 	if err != nil {
 		return fmt.Errorf("--fleet-password-file: %w", err)
 	}
-	endpoints, _ := protect.Resolve(context.Background(), protect.SystemLookup, protect.EndpointHosts(f.Etcd))
-	fl := &fleetLink{d: d, cfg: f, rejected: map[string]uint64{}, skewed: map[string]bool{},
-		recv:      fleet.NewReceiver(f.Node, fleet.Limits{MinReporters: f.MinReporters, PerMinute: f.AcceptPerMinute, Quota: f.Quota}),
-		endpoints: endpoints}
+	members, err := d.st.Members()
+	if err != nil {
+		return fmt.Errorf("read the store: %w", err)
+	}
+	fl := &fleetLink{d: d, cfg: f, rejected: map[string]uint64{}, skewed: map[string]bool{}, members: members,
+		recv: fleet.NewReceiver(f.Node, fleet.Limits{MinReporters: f.MinReporters, PerMinute: f.AcceptPerMinute, Quota: f.Quota})}
 	fl.node, err = fleet.NewNode(fleet.Config{Endpoints: f.Etcd, Layout: layout, Node: f.Node, TLS: tlsCfg,
 		Username: f.User, Password: password, Member: fl.member, Log: d.log.With("fleet", f.Node),
 		Own: func() []fleet.Block { return d.state.Shareable(f.ShareScans, f.ShareManual) }})
@@ -88,9 +91,12 @@ func (d *daemon) openFleet() error {
 	return nil
 }
 
-// member is what this host says of itself in the fleet.
+// member is what this host says of itself in the fleet: its global
+// unicast addresses, which the others protect (a loopback or link-local
+// one is no one's to protect, and they would refuse it).
 func (fl *fleetLink) member() fleet.Member {
-	return fleet.Member{HBF: fl.d.deps.Version, Interfaces: fl.d.start.Ifaces, Addrs: fl.d.hostSnapshot().Addrs}
+	addrs := slices.DeleteFunc(slices.Clone(fl.d.hostSnapshot().Addrs), func(a netip.Addr) bool { return !a.IsGlobalUnicast() })
+	return fleet.Member{HBF: fl.d.deps.Version, Interfaces: fl.d.start.Ifaces, Addrs: addrs}
 }
 
 // run works with the fleet until ctx ends.
@@ -138,7 +144,8 @@ func (fl *fleetLink) apply() {
 		d.log.Error("the fleet's allowlist could not be applied whole", "err", err)
 	}
 	s.EndByFleet(v.Unblocks)
-	dec := fl.recv.Decide(v, fl.check(v), now)
+	fl.followMembers(v.Members) // before the blocks: a member that joined is protected from them
+	dec := fl.recv.Decide(v, s.CheckBlock, now)
 	added, removed, err := s.SetFleet(dec.Apply)
 	if err != nil {
 		d.log.Error("the fleet's blocks could not all be applied here", "err", err)
@@ -182,16 +189,63 @@ func (fl *fleetLink) warnSkew(members map[string]fleet.Member) {
 	}
 }
 
-// check is this host's policy for the fleet's blocks: its own rules and
-// never-block list, and never a member of the fleet or etcd.
-func (fl *fleetLink) check(v fleet.View) func(netip.Prefix) error {
+// followMembers protects the addresses the fleet's members publish now,
+// as this host's policy takes them (protect.Members), and keeps them for
+// the next start: a member that joins is protected, one that leaves is
+// not any more. A member's addresses refused are counted and logged when
+// it publishes them.
+func (fl *fleetLink) followMembers(view map[string]fleet.Member) {
 	d := fl.d
-	set := d.settings()
-	members := map[string][]netip.Addr{}
-	for node, m := range v.Members {
-		members[node] = m.Addrs
+	now := make(map[string][]netip.Addr, len(view))
+	for name, m := range view {
+		if name != fl.cfg.Node { // this host's own are protected as its own
+			now[name] = m.Addrs
+		}
 	}
-	memberEntries, _ := protect.Members(members, nil)
-	base := slices.Concat(d.protectedBase(set, d.hostSnapshot()), memberEntries, protect.Etcd(fl.endpoints))
-	return d.state.Checker(set.Rules, base)
+	if maps.EqualFunc(now, fl.members, slices.Equal) {
+		return
+	}
+	for name, addrs := range now {
+		if old, ok := fl.members[name]; ok && slices.Equal(old, addrs) {
+			continue
+		}
+		_, refused := protect.Members(map[string][]netip.Addr{name: addrs}, fl.cfg.MemberPrefixes)
+		if len(refused) == 0 {
+			continue
+		}
+		d.log.Warn("a fleet member publishes addresses this host does not protect", "member", name, "refused", refused,
+			"limits", fmt.Sprintf("global unicast, at most %d, inside --fleet-member-prefixes when set", protect.MaxMemberAddrs))
+		fl.mu.Lock()
+		for reason, n := range refused {
+			fl.rejected[reason] += uint64(n)
+		}
+		fl.mu.Unlock()
+	}
+	var joined, left []string
+	for name := range now {
+		if _, ok := fl.members[name]; !ok {
+			joined = append(joined, name)
+		}
+	}
+	for name := range fl.members {
+		if _, ok := now[name]; !ok {
+			left = append(left, name)
+		}
+	}
+	entries, _ := protect.Members(now, fl.cfg.MemberPrefixes)
+	fl.members = now
+	d.reloadMu.Lock()
+	d.mu.Lock()
+	d.guard.members = entries
+	d.mu.Unlock()
+	err := d.protect()
+	d.reloadMu.Unlock()
+	if err != nil {
+		d.log.Error("cannot update the never-block list in the kernel", "err", err)
+	}
+	if err := d.st.SaveMembers(now); err != nil {
+		d.log.Warn("cannot keep the fleet's members for the next start", "err", err)
+	}
+	d.log.Info("the fleet's members changed; the addresses they publish are never blocked", "joined", joined, "left", left,
+		"protected", len(entries))
 }

@@ -1,8 +1,11 @@
 package daemon
 
 import (
+	"slices"
+
 	"github.com/hbf-firewall/hbf/internal/fleet"
 	"github.com/hbf-firewall/hbf/internal/metrics"
+	"github.com/hbf-firewall/hbf/internal/protect"
 )
 
 // fleetStats are the hbf_fleet_ metrics, and what hbf status counts of
@@ -14,7 +17,7 @@ func (d *daemon) fleetStats() metrics.FleetStats {
 	}
 	counts := fl.node.Counts()
 	rejected, errs := map[string]uint64{}, map[string]uint64{}
-	for _, r := range fleet.RejectReasons {
+	for _, r := range slices.Concat(fleet.RejectReasons, protect.MemberRejects) {
 		rejected[r] = counts.Rejected[r]
 	}
 	for _, op := range fleet.Ops {

@@ -1,15 +1,162 @@
 package daemon
 
 import (
+	"context"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
 	"slices"
+	"time"
 
 	"github.com/hbf-firewall/hbf/internal/hostnet"
 	"github.com/hbf-firewall/hbf/internal/protect"
 )
 
+const (
+	// namesRecheck is how often the time daemon's servers and etcd's
+	// endpoints are resolved again: a pool's and a DNS name's addresses
+	// change without a word.
+	namesRecheck = time.Minute
+	// nameTimeout bounds the lookups of one resolution: at a start, it is
+	// all they may delay protection by.
+	nameTimeout = 3 * time.Second
+)
+
+// guarded is what the daemon protects besides the host and its settings,
+// as it last found it.
+type guarded struct {
+	cloud   string          // the cloud the host runs in, or ""
+	ntp     []netip.Addr    // the time daemon's servers, resolved
+	etcd    []netip.Addr    // the fleet's etcd endpoints, resolved
+	members []protect.Entry // the addresses of the fleet's members this host protects
+}
+
 // protectedBase is what is never blocked besides the allowlist, under set
 // with the host as host: loopback, the host's addresses, gateways and
-// resolvers, the SSH client hbf was started from, and --allow.
+// resolvers, the SSH client hbf was started from, --allow, the time
+// daemon's servers, the cloud's metadata service, and in a fleet etcd and
+// the members.
 func (d *daemon) protectedBase(set Settings, host hostnet.Snapshot) []protect.Entry {
-	return slices.Concat(protect.Host(host, set.ResolvConf), protect.SSHClient(d.start.SSHConnection), protect.Flags(set.Allow))
+	d.mu.Lock()
+	g := d.guard
+	d.mu.Unlock()
+	return slices.Concat(protect.Host(host, set.ResolvConf), protect.SSHClient(d.start.SSHConnection),
+		protect.Flags(set.Allow), protect.Etcd(g.etcd), protect.NTP(g.ntp), protect.Metadata(g.cloud), g.members)
+}
+
+// protect brings what the engine protects, and the kernel's allowlist, in
+// step with what the daemon found. Callers hold reloadMu, as a reload
+// computes the same from the same.
+func (d *daemon) protect() error {
+	set := d.settings()
+	return d.state.SetPolicy(set.Rules, d.protectedBase(set, d.hostSnapshot()))
+}
+
+// protectedCounts are hbf_protected_entries and hbf_protected_unenforced.
+func (d *daemon) protectedCounts() (entries, unenforced map[string]int) {
+	e, u := d.state.Protected()
+	entries, unenforced = map[string]int{}, map[string]int{}
+	for k, n := range e {
+		entries[k.String()] = n
+	}
+	for k, n := range u {
+		unenforced[k.String()] = n
+	}
+	return entries, unenforced
+}
+
+func (d *daemon) root() fs.FS {
+	if d.deps.Root != nil {
+		return d.deps.Root
+	}
+	return os.DirFS("/")
+}
+
+func (d *daemon) lookup() protect.Lookup {
+	if d.deps.Lookup != nil {
+		return d.deps.Lookup
+	}
+	return protect.SystemLookup
+}
+
+// findProtected finds, at start, what is protected besides the host and
+// its settings: the cloud the host runs in, the time daemon's servers,
+// etcd's endpoints, and the fleet's members as last seen, so that they are
+// protected from the first packet, etcd answering or not.
+func (d *daemon) findProtected() error {
+	g := guarded{cloud: protect.Cloud(d.root())}
+	g.ntp, g.etcd = d.resolveNames(guarded{})
+	if f := d.start.Fleet; f.Enabled() {
+		members, err := d.st.Members()
+		if err != nil {
+			return fmt.Errorf("read the store: %w", err)
+		}
+		g.members, _ = protect.Members(members, f.MemberPrefixes)
+	}
+	if g.cloud != "" {
+		d.log.Info("running in a cloud: its metadata service is never blocked", "cloud", g.cloud)
+	}
+	d.guard = g
+	return nil
+}
+
+// resolveNames reads the time daemon's servers and resolves them and the
+// fleet's etcd endpoints, within nameTimeout. A name that does not resolve
+// keeps the addresses it had (prev), and is said once per problem.
+func (d *daemon) resolveNames(prev guarded) (ntp, etcd []netip.Addr) {
+	ctx, cancel := context.WithTimeout(context.Background(), nameTimeout)
+	defer cancel()
+	ntp, ntpErrs := protect.Resolve(ctx, d.lookup(), protect.Hosts(protect.TimeServers(d.root())))
+	etcd, etcdErrs := protect.Resolve(ctx, d.lookup(), protect.EndpointHosts(d.start.Fleet.Etcd))
+	if len(ntpErrs) > 0 {
+		ntp = merge(ntp, prev.ntp)
+	}
+	if len(etcdErrs) > 0 {
+		etcd = merge(etcd, prev.etcd)
+	}
+	msg := ""
+	for _, err := range slices.Concat(ntpErrs, etcdErrs) {
+		msg += err.Error() + "; "
+	}
+	if msg != d.namesErr { // once per problem, not every minute
+		d.namesErr = msg
+		if msg != "" {
+			d.log.Warn("cannot resolve every NTP server and etcd endpoint; the addresses last resolved stay protected",
+				"err", msg)
+		}
+	}
+	return ntp, etcd
+}
+
+func merge(a, b []netip.Addr) []netip.Addr {
+	out := slices.Concat(a, b)
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
+
+// followNames resolves the time daemon's servers and etcd's endpoints again
+// every namesRecheck, and protects what they resolve to now.
+func (d *daemon) followNames(ctx context.Context) {
+	follow(ctx, namesRecheck, nil, nil, d.refreshNames)
+}
+
+func (d *daemon) refreshNames() {
+	d.mu.Lock()
+	prev := d.guard
+	d.mu.Unlock()
+	ntp, etcd := d.resolveNames(prev)
+	if slices.Equal(ntp, prev.ntp) && slices.Equal(etcd, prev.etcd) {
+		return
+	}
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	d.mu.Lock()
+	d.guard.ntp, d.guard.etcd = ntp, etcd
+	d.mu.Unlock()
+	if err := d.protect(); err != nil {
+		d.log.Error("cannot update the never-block list in the kernel", "err", err)
+	}
+	d.log.Info("the NTP servers or etcd endpoints resolve to other addresses; the never-block list follows",
+		"ntp", diff(prev.ntp, ntp), "etcd", diff(prev.etcd, etcd))
 }

@@ -64,6 +64,11 @@ func (s *service) Status(context.Context) (api.Status, error) {
 	st.Store = d.storeStatus
 	d.mu.Unlock()
 	st.Counters["undo_failures"] = d.state.UndoFailures()
+	_, unenforced := d.state.Protected()
+	st.Counters["protected_unenforced"] = 0
+	for _, n := range unenforced {
+		st.Counters["protected_unenforced"] += uint64(n)
+	}
 	if d.fleet != nil {
 		f := d.fleetStats()
 		st.Settings["fleet"] = d.start.Fleet.Node + " in " + strings.Join(d.start.Fleet.Etcd, ",")

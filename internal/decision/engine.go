@@ -387,11 +387,15 @@ func (e *Engine) ReplaceLists(next []*sources.Source) (added, removed int, err e
 	return added, removed, err
 }
 
-// Unenforced counts, by kind, the protected entries the kernel's allowlist
-// has no room for: they are never blocked by a decision, but the kernel
-// does not exempt them from a scan block.
-func (e *Engine) Unenforced() map[protect.Kind]int {
+// Protected counts the protected entries by kind, and those the kernel's
+// allowlist has no room for: they are never blocked by a decision, but the
+// kernel does not exempt them from a scan block.
+func (e *Engine) Protected() (entries, unenforced map[protect.Kind]int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return maps.Clone(e.unenforced)
+	entries = map[protect.Kind]int{}
+	for _, en := range e.protected.Entries() {
+		entries[en.Kind]++
+	}
+	return entries, maps.Clone(e.unenforced)
 }

@@ -47,6 +47,11 @@ type Inputs struct {
 	UndoFailures func() uint64
 	// Fleet is the fleet's side; nil when the host is in no fleet.
 	Fleet func() FleetStats
+	// Protected counts what is never blocked by kind (host, etcd,
+	// member …), and what of it the kernel's allowlist has no room for.
+	Protected func() (entries, unenforced map[string]int)
+	// ProtectedKinds are every kind, shown from the start.
+	ProtectedKinds []string
 }
 
 // FleetStats are what the hbf_fleet_ families show.
@@ -99,6 +104,8 @@ var (
 	descRejected  = prometheus.NewDesc("hbf_fleet_rejected_total", "Entries of the fleet not applied here, by reason.", []string{"reason"}, nil)
 	descFleetErr  = prometheus.NewDesc("hbf_fleet_errors_total", "Failed operations with the fleet's etcd, by operation.", []string{"op"}, nil)
 	descLists     = prometheus.NewDesc("hbf_blocklist_sources", "Blocklist files and feeds, by state: ok, or degraded (an older version or copy in force).", []string{"state"}, nil)
+	descProtected = prometheus.NewDesc("hbf_protected_entries", "What hbf never blocks, by why: loopback, host, gateway, resolver, etcd, ssh, flag, ntp, metadata, manual (hbf allow), fleet (hbf allow --fleet), member.", []string{"kind"}, nil)
+	descUnenforce = prometheus.NewDesc("hbf_protected_unenforced", "Protected entries the kernel's allowlist has no room for, by kind: no decision blocks them, but a forged scan could.", []string{"kind"}, nil)
 )
 
 // order puts the families people look at first at the top of /metrics:
@@ -126,7 +133,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	for _, d := range []*prometheus.Desc{descBlocked, descRepairs, descScrapeErr, descAttached, descLists, descUndo,
-		descFleetUp, descMembers, descFleetN, descPublished, descRejected, descFleetErr} {
+		descFleetUp, descMembers, descFleetN, descPublished, descRejected, descFleetErr, descProtected, descUnenforce} {
 		ch <- d
 	}
 }
@@ -190,6 +197,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for op, n := range f.Errors {
 			counter(descFleetErr, n, op)
+		}
+	}
+	if c.Protected != nil {
+		entries, unenforced := c.Protected()
+		for _, kind := range c.ProtectedKinds {
+			ch <- prometheus.MustNewConstMetric(descProtected, prometheus.GaugeValue, float64(entries[kind]), kind)
+			ch <- prometheus.MustNewConstMetric(descUnenforce, prometheus.GaugeValue, float64(unenforced[kind]), kind)
 		}
 	}
 	counter(descScrapeErr, c.scrapeErrors.Load())
