@@ -10,8 +10,8 @@ import (
 	"github.com/hbf-firewall/hbf/internal/ports"
 )
 
-// ErrNoFleet: the daemon is in no fleet.
-var ErrNoFleet = errors.New("this hbf is in no fleet: start the daemon with --fleet-etcd")
+// ErrNoFleet: the daemon is in no fleet. The daemon says how to join one.
+var ErrNoFleet = errors.New("this hbf is in no fleet")
 
 // DefaultSocket is where the daemon listens and the CLI looks.
 const DefaultSocket = "/run/hbf/hbf.sock"

@@ -154,22 +154,6 @@ func (d *daemon) openHost() error {
 	return nil
 }
 
-// linuxEphemeral is Linux's default ephemeral port range, for a host whose
-// own cannot be read.
-var linuxEphemeral = [2]uint16{32768, 60999}
-
-// ephemeralPorts is the host's ephemeral port range, read again at every
-// start and reload: late answers into it never count.
-func (d *daemon) ephemeralPorts() [2]uint16 {
-	r, err := hostnet.EphemeralPorts(hostnet.EphemeralPortsFile)
-	if err != nil {
-		d.log.Warn("cannot read the ephemeral port range; late answers are judged against Linux's default",
-			"default", fmt.Sprintf("%d-%d", linuxEphemeral[0], linuxEphemeral[1]), "err", err)
-		return linuxEphemeral
-	}
-	return r
-}
-
 // openState takes the state folder's lock and opens the store and the
 // audit log.
 func (d *daemon) openState() error {
@@ -258,16 +242,8 @@ func (d *daemon) loadProgram() error {
 	dp, err := dataplane.Load(dataplane.Options{PinPath: d.start.PinPath, ReplaceForeign: d.start.Replace, Hook: hook,
 		TCXTail: d.start.TCXTail, Capacity: d.start.capacity()})
 	read := <-listsDone
-	if ce, ok := errors.AsType[*dataplane.CapacityError](err); ok {
-		flag := "--max-blocks"
-		if ce.Prefixes {
-			flag = "--max-block-prefixes"
-		}
-		return fmt.Errorf("%s holds %d entries, more than %s %d: raise %s to %d or more, or unblock first",
-			ce.Path, ce.Entries, flag, ce.Capacity, flag, ce.Entries)
-	}
 	if err != nil {
-		return err
+		return explain(err)
 	}
 	if read.err == nil {
 		if err := decision.ListsFit(read.lists, dp.Capacity()); err != nil {

@@ -26,6 +26,9 @@ func expiresAfter(now time.Time, d time.Duration) time.Time {
 	return now.Add(d)
 }
 
+// errNoFleet refuses what needs a fleet, saying how to join one.
+var errNoFleet = fmt.Errorf("%w: start the daemon with --fleet-etcd", api.ErrNoFleet)
+
 // errNoAdmin refuses a fleet-wide change on a node without the credential.
 var errNoAdmin = errors.New("this node holds no fleet admin credential (--fleet-admin-cert and --fleet-admin-key, " +
 	"or --fleet-admin-user): issue it on a node that has one")
@@ -34,7 +37,7 @@ var errNoAdmin = errors.New("this node holds no fleet admin credential (--fleet-
 func (d *daemon) canShare() error {
 	switch {
 	case d.fleet == nil:
-		return api.ErrNoFleet
+		return errNoFleet
 	case !d.start.Fleet.ShareManual:
 		return errors.New("--fleet-share says this host publishes no manual blocks: block without --fleet")
 	}
@@ -59,7 +62,7 @@ func (d *daemon) fleetChange(ctx context.Context, c api.Caller, action string, r
 	fl := d.fleet
 	switch {
 	case fl == nil:
-		return d.refuseAll(c, action, req, api.ErrNoFleet)
+		return d.refuseAll(c, action, req, errNoFleet)
 	case fl.admin == nil:
 		return d.refuseAll(c, action, req, errNoAdmin)
 	case req.All:
@@ -101,7 +104,7 @@ func (d *daemon) fleetChange(ctx context.Context, c api.Caller, action string, r
 func (d *daemon) fleetStatus() (api.FleetStatus, error) {
 	fl := d.fleet
 	if fl == nil {
-		return api.FleetStatus{}, api.ErrNoFleet
+		return api.FleetStatus{}, errNoFleet
 	}
 	st, v := fl.node.Status(), fl.node.View()
 	out := api.FleetStatus{Node: fl.cfg.Node, Prefix: fl.cfg.Prefix, Endpoints: fl.cfg.Etcd, Connected: st.Connected,

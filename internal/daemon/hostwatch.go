@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
@@ -107,4 +108,20 @@ func diff[T interface {
 		}
 	}
 	return out
+}
+
+// linuxEphemeral is Linux's default ephemeral port range, for a host whose
+// own cannot be read.
+var linuxEphemeral = [2]uint16{32768, 60999}
+
+// ephemeralPorts is the host's ephemeral port range, read again at every
+// start and reload: late answers into it never count.
+func (d *daemon) ephemeralPorts() [2]uint16 {
+	r, err := hostnet.EphemeralPorts(hostnet.EphemeralPortsFile)
+	if err != nil {
+		d.log.Warn("cannot read the ephemeral port range; late answers are judged against Linux's default",
+			"default", fmt.Sprintf("%d-%d", linuxEphemeral[0], linuxEphemeral[1]), "err", err)
+		return linuxEphemeral
+	}
+	return r
 }

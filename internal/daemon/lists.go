@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/decision"
 	"github.com/hbf-firewall/hbf/internal/policy"
 	"github.com/hbf-firewall/hbf/internal/sources"
@@ -19,6 +20,14 @@ func explain(err error) error {
 			v = "6"
 		}
 		return fmt.Errorf("%w (--min-prefix-v%s)", err, v)
+	}
+	if ce, ok := errors.AsType[*dataplane.CapacityError](err); ok {
+		flag := "--max-blocks"
+		if ce.Prefixes {
+			flag = "--max-block-prefixes"
+		}
+		return fmt.Errorf("%s holds %d entries, more than %s %d: raise %s to %d or more, or unblock first",
+			ce.Path, ce.Entries, flag, ce.Capacity, flag, ce.Entries)
 	}
 	if big, ok := errors.AsType[*decision.ListsTooBigError](err); ok && big.Setting == "" {
 		named := *big

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/decision"
 	"github.com/hbf-firewall/hbf/internal/sources"
 )
@@ -139,5 +140,9 @@ func TestExplainNamesTheSetting(t *testing.T) {
 	err := explain(&decision.ListsTooBigError{What: "prefixes", Prefixes: true, Need: 2000, Room: 960, Capacity: 1024, MinCapacity: 2134})
 	if want := "(--max-block-prefixes 1024, less room for scan, manual and fleet blocks): raise --max-block-prefixes to 2134 or more"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("lists too big: %v, want it to say %q", err, want)
+	}
+	err = explain(&dataplane.CapacityError{Path: "/sys/fs/bpf/hbf/v7/maps/blocks4", Entries: 1500, Capacity: 1024})
+	if want := "blocks4 holds 1500 entries, more than --max-blocks 1024: raise --max-blocks to 1500 or more"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("a capacity below the blocks pinned: %v, want it to say %q", err, want)
 	}
 }

@@ -46,10 +46,16 @@ func (d *daemon) readServed() {
 	d.served = next
 	d.mu.Unlock()
 	if next.Unread != "" && next.Unread != prev.Unread {
-		d.log.Warn(next.Unread)
+		d.log.Warn(unreadAdvice(next))
 	}
 	d.log.Info("ports the host serves without a socket (DNAT, IPVS): never counted as closed",
 		"ports", ports.Compact(next.Ports))
+}
+
+// unreadAdvice says what the host serves that hbf cannot read, and what
+// to do about it.
+func unreadAdvice(s natports.Snapshot) string {
+	return s.Unread + "; name them with --ignore-ports, or move the rules to iptables-nft"
 }
 
 // followServed reads the NAT rules again when nftables changes, and every

@@ -102,7 +102,7 @@ func servedText(s natports.Snapshot) string {
 		text = ports.Compact(s.Ports)
 	}
 	if s.Unread != "" {
-		text += " (" + s.Unread + ")"
+		text += " (" + unreadAdvice(s) + ")"
 	}
 	return text
 }

@@ -128,7 +128,7 @@ var counterTable = []Counter{
 		Help:  "UDP datagrams counted toward a scan: to a closed port of the host.",
 		index: hbfCounterCOUNTER_UDP_ATTEMPTS, field: func(k *Counters) *uint64 { return &k.UDPAttempts }},
 	{Status: "syns_uncounted", Metric: "hbf_syns_uncounted_total",
-		Help:  "SYNs not counted toward a scan: to an ignored port, or with --count-ports closed to one the host serves.",
+		Help:  "SYNs not counted toward a scan: to an ignored port, or, where only closed ports count, to one the host serves.",
 		index: hbfCounterCOUNTER_SYNS_UNCOUNTED, field: func(k *Counters) *uint64 { return &k.SYNsUncounted }},
 	{Status: "scans_monitored", Metric: "hbf_port_scans_monitored_total",
 		Help:  "Port scans in monitor mode: reported as would-block, not blocked.",

@@ -53,8 +53,7 @@ func (r *Reader) Read() (Snapshot, error) {
 	slices.SortFunc(s.Ports, ports.Port.Compare)
 	s.Ports = slices.Compact(s.Ports)
 	if r.legacyNAT() {
-		s.Unread = "iptables-legacy has a nat table, whose rules hbf cannot read: " +
-			"ports they forward count as closed; name them with --ignore-ports, or move the rules to iptables-nft"
+		s.Unread = "iptables-legacy has a nat table, whose rules hbf cannot read: ports they forward count as closed"
 	}
 	return s, nil
 }
