@@ -1,6 +1,6 @@
 // Command perfreport turns the output of `make bench` into
 // docs/performance.md and its charts: every figure of one run, with the
-// issue's goals judged against it, so the document never holds a number
+// performance goals judged against it, so the document never holds a number
 // typed by hand.
 //
 //	perfreport -docs docs -commit $(git describe) bench.txt...

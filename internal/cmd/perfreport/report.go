@@ -6,8 +6,8 @@ import (
 	"strings"
 )
 
-// A goal is one of issue 15's targets for a metric: at most (or at least)
-// limit.
+// A goal is a performance target hbf holds itself to for a metric, as
+// docs/performance.md states it: at most (or at least) limit.
 type goal struct {
 	label  string // as the table shows it, e.g. "≤ 1.15× ref"
 	limit  float64
