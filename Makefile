@@ -25,11 +25,12 @@ GENERATE_DEBS := clang llvm libbpf-dev linux-libc-dev
 
 export BPF2GO_CFLAGS
 
-.PHONY: help build test test-unprivileged fuzz bench generate check-generated lint deps deps-generate demo clean image dist
+.PHONY: help build test test-race test-unprivileged fuzz bench generate check-generated lint deps deps-generate demo clean image dist
 
 help:
 	@echo "make build            build ./hbf (no clang needed: the BPF objects are committed)"
 	@echo "make test             run every test (root runs the kernel and network tests)"
+	@echo "make test-race        the package tests under the race detector (all but the end-to-end ones)"
 	@echo "make test-unprivileged the decision engine and the daemon as an ordinary user (nobody when root), none skipped"
 	@echo "make fuzz             fuzz the XDP parser against its oracle for FUZZTIME (default 10m; root)"
 	@echo "make bench            every benchmark beside its baselines; writes docs/performance.md (root)"
@@ -77,6 +78,12 @@ deps-generate:
 
 test: deps
 	$(GO) test -count=1 -timeout 20m ./...
+
+# The daemon runs many goroutines over shared state (followers, the fleet,
+# the API); the end-to-end tests run the binary, which the detector would
+# only slow down.
+test-race: deps
+	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/test/')
 
 # The decision engine, the protected set and the daemon's wiring need no
 # root: they run against the in-memory data plane (internal/kerneltest). As
