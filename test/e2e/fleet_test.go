@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -116,16 +117,21 @@ func TestFleetSharesScanBlocks(t *testing.T) {
 		t.Errorf("hbf why on B:\n%s", out)
 	}
 
-	// A fleet block of B's own address: A publishes it, B refuses it and
-	// keeps serving.
-	a.mustCLI("block", "--fleet", hostB.Addr4.String(), "--reason", "a mistake")
+	// A fleet block of B's own address: A refuses to make it (B is a
+	// member), and one published all the same (written straight into
+	// etcd, as a node that does not check would) B refuses, and keeps
+	// serving.
+	a.refused(1, "is an address of b, a member of the fleet: never blocked", "block", "--fleet", hostB.Addr4.String())
+	key := "/hbf/blocks/x/" + hostB.Addr4.String() + "%2F32"
+	etcd.MustCtl("put", key, fmt.Sprintf(`{"version":1,"prefix":"%s/32","origin":"manual","reason":"a mistake","created":%q}`,
+		hostB.Addr4, time.Now().UTC().Format(time.RFC3339Nano)))
 	eventually(t, "B refused the block of its own address", func() bool {
 		return scrape(t, b).value(t, "hbf_fleet_rejected_total", "protected") >= 1
 	})
 	if got := dialOutcome(client, hostPort(hostB.Addr4, 8080), 2*time.Second); got != "open" {
 		t.Errorf("the client at B after a fleet block of B: %s, want open", got)
 	}
-	a.mustCLI("unblock", hostB.Addr4.String())
+	etcd.MustCtl("del", key)
 
 	// Fleet-wide: released everywhere; B holds no admin credential.
 	b.refused(1, "this node holds no fleet admin credential", "unblock", "--fleet", src)
