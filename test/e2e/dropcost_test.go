@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/hbf-firewall/hbf/internal/netlab"
 	"github.com/hbf-firewall/hbf/internal/testenv"
@@ -125,6 +127,13 @@ func newSoftirqClock(b *testing.B) *softirqClock {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { c.objs.Close() })
+	// Tracepoints are named through tracefs, which a machine without
+	// systemd's mounts lacks: mount it where the kernel documents it.
+	if _, err := os.Stat("/sys/kernel/tracing/events"); err != nil {
+		if err := unix.Mount("nodev", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
+			b.Fatalf("mount tracefs on /sys/kernel/tracing for the softirq tracepoints: %v", err)
+		}
+	}
 	for name, p := range map[string]*ebpf.Program{"softirq_entry": c.objs.SoftirqEntry, "softirq_exit": c.objs.SoftirqExit} {
 		l, err := link.Tracepoint("irq", name, p, nil)
 		if err != nil {
