@@ -19,20 +19,6 @@ import (
 	"github.com/hbf-firewall/hbf/internal/protect"
 )
 
-// kernelAllows lists the prefixes on the kernel's allowlist.
-func (h *harness) kernelAllows() []netip.Prefix {
-	h.t.Helper()
-	rules, err := h.k.Allows()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var out []netip.Prefix
-	for _, r := range rules {
-		out = append(out, r.Prefix)
-	}
-	return out
-}
-
 // lookups is a resolver the test controls.
 type lookups struct {
 	mu    sync.Mutex
@@ -70,8 +56,8 @@ func TestEtcdEndpointByNameIsFollowed(t *testing.T) {
 	h.d.deps.Lookup, h.d.deps.Root = dns.lookup, fstest.MapFS{}
 	h.d.start.Fleet = Fleet{Etcd: []string{"https://etcd.fleet.test:2379"}}
 	h.d.refreshNames()
-	if !slices.Contains(h.kernelAllows(), pfx("198.51.100.50/32")) {
-		t.Fatalf("etcd's address is not on the kernel's allowlist: %v", h.kernelAllows())
+	if !slices.Contains(h.k.AllowPrefixes(), pfx("198.51.100.50/32")) {
+		t.Fatalf("etcd's address is not on the kernel's allowlist: %v", h.k.AllowPrefixes())
 	}
 	wantError(t, h.s.Block(root, []string{"198.51.100.50"}, 0, "", false)[0], "an etcd endpoint of the fleet: never blocked")
 	why := h.s.Why(netip.MustParseAddr("198.51.100.50"))
@@ -81,7 +67,7 @@ func TestEtcdEndpointByNameIsFollowed(t *testing.T) {
 
 	dns.set("etcd.fleet.test", "198.51.100.51")
 	h.d.refreshNames()
-	allows := h.kernelAllows()
+	allows := h.k.AllowPrefixes()
 	if !slices.Contains(allows, pfx("198.51.100.51/32")) || slices.Contains(allows, pfx("198.51.100.50/32")) {
 		t.Errorf("the kernel's allowlist %v: want etcd's new address in and its old one out", allows)
 	}
@@ -93,8 +79,8 @@ func TestEtcdEndpointByNameIsFollowed(t *testing.T) {
 	dns.set("etcd.fleet.test")
 	delete(dns.names, "etcd.fleet.test")
 	h.d.refreshNames()
-	if !slices.Contains(h.kernelAllows(), pfx("198.51.100.51/32")) {
-		t.Errorf("etcd's address was dropped when its name stopped resolving: %v", h.kernelAllows())
+	if !slices.Contains(h.k.AllowPrefixes(), pfx("198.51.100.51/32")) {
+		t.Errorf("etcd's address was dropped when its name stopped resolving: %v", h.k.AllowPrefixes())
 	}
 	if !strings.Contains(h.log.String(), "cannot resolve every NTP server and etcd endpoint") {
 		t.Errorf("the failure is not logged:\n%s", h.log)
@@ -125,8 +111,8 @@ func TestTimeServersAndMetadataAreProtected(t *testing.T) {
 	}
 	for p, origin := range map[string]string{"198.51.100.123/32": "ntp", "2001:db8:123::123/128": "ntp", "192.0.2.123/32": "ntp",
 		"169.254.169.254/32": "metadata", "fd00:ec2::254/128": "metadata"} {
-		if origins[p] != origin || !slices.Contains(h.kernelAllows(), pfx(p)) {
-			t.Errorf("%s: %q, in the kernel %v; want %s", p, origins[p], slices.Contains(h.kernelAllows(), pfx(p)), origin)
+		if origins[p] != origin || !slices.Contains(h.k.AllowPrefixes(), pfx(p)) {
+			t.Errorf("%s: %q, in the kernel %v; want %s", p, origins[p], slices.Contains(h.k.AllowPrefixes(), pfx(p)), origin)
 		}
 	}
 	wantError(t, h.s.Block(root, []string{"198.51.100.0/24"}, 0, "", false)[0],
@@ -175,7 +161,7 @@ func TestFleetMembersAreProtected(t *testing.T) {
 		f.MemberPrefixes = []netip.Prefix{pfx("198.51.100.0/24"), pfx("2001:db8::/32")}
 	})
 	eventuallyTrue(t, "b's addresses in the kernel's allowlist", func() bool {
-		allows := h.kernelAllows()
+		allows := h.k.AllowPrefixes()
 		return slices.Contains(allows, pfx("198.51.100.2/32")) && slices.Contains(allows, pfx("2001:db8:2::2/128"))
 	})
 	for _, a := range []netip.Addr{b4, b6} {
@@ -204,17 +190,17 @@ func TestFleetMembersAreProtected(t *testing.T) {
 		return r[protect.RejectMemberNotGlobal] == 2 && r[protect.RejectMemberOutside] == 1 && r[protect.RejectMemberTooMany] == 1
 	})
 	for _, p := range []string{"fe80::1/128", "203.0.113.7/32", "198.51.100.26/32"} {
-		if slices.Contains(h.kernelAllows(), pfx(p)) {
+		if slices.Contains(h.k.AllowPrefixes(), pfx(p)) {
 			t.Errorf("%s, which a member may not make this host protect, is on the kernel's allowlist", p)
 		}
 	}
-	if !slices.Contains(h.kernelAllows(), pfx("198.51.100.25/32")) {
+	if !slices.Contains(h.k.AllowPrefixes(), pfx("198.51.100.25/32")) {
 		t.Error("the 16 addresses of a member that published 17 are not protected")
 	}
 
 	// b leaves: its addresses are ordinary again.
 	stopB()
-	eventuallyTrue(t, "b's protection gone", func() bool { return !slices.Contains(h.kernelAllows(), pfx("198.51.100.2/32")) })
+	eventuallyTrue(t, "b's protection gone", func() bool { return !slices.Contains(h.k.AllowPrefixes(), pfx("198.51.100.2/32")) })
 	if r := h.s.Block(root, []string{b4.String()}, time.Hour, "", false)[0]; !r.OK {
 		t.Errorf("the address of a member that left: %+v", r)
 	}
@@ -237,7 +223,7 @@ func TestFleetMembersLastSeenAreProtectedAtStart(t *testing.T) {
 	if err := h.d.protect(); err != nil {
 		t.Fatal(err)
 	}
-	allows := h.kernelAllows()
+	allows := h.k.AllowPrefixes()
 	if !slices.Contains(allows, pfx("198.51.100.2/32")) || !slices.Contains(allows, pfx("192.0.2.50/32")) {
 		t.Errorf("the kernel's allowlist %v: want the member last seen and etcd", allows)
 	}

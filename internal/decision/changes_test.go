@@ -138,8 +138,8 @@ func TestAllowIsInStoreAndKernel(t *testing.T) {
 	if r := h.allow("198.51.100.0/24", time.Hour); !r.OK {
 		t.Fatalf("allow: %+v", r)
 	}
-	if !slices.Contains(h.kernelAllows(), pfx("198.51.100.0/24")) {
-		t.Errorf("kernel allowlist %v", h.kernelAllows())
+	if !slices.Contains(h.k.AllowPrefixes(), pfx("198.51.100.0/24")) {
+		t.Errorf("kernel allowlist %v", h.k.AllowPrefixes())
 	}
 	var found bool
 	for _, a := range h.s.Allows() {
@@ -161,7 +161,7 @@ func TestDisallowTakesTheEntryOut(t *testing.T) {
 	if r := h.disallow("198.51.100.0/24"); !r.OK {
 		t.Fatalf("disallow: %+v", r)
 	}
-	if slices.Contains(h.kernelAllows(), pfx("198.51.100.0/24")) {
+	if slices.Contains(h.k.AllowPrefixes(), pfx("198.51.100.0/24")) {
 		t.Error("still on the kernel's allowlist")
 	}
 	h.mustBlock("198.51.100.7", 0)

@@ -163,20 +163,6 @@ func (h *harness) kernel(p string) (dataplane.Rule, bool) {
 	return r, ok
 }
 
-// kernelAllows lists the prefixes on the kernel's allowlist.
-func (h *harness) kernelAllows() []netip.Prefix {
-	h.t.Helper()
-	rules, err := h.k.Allows()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	var out []netip.Prefix
-	for _, r := range rules {
-		out = append(out, r.Prefix)
-	}
-	return out
-}
-
 // stored returns the store's records of p.
 func (h *harness) stored(p string) []store.Block {
 	h.t.Helper()

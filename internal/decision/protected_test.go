@@ -28,7 +28,7 @@ func TestAllowlistRoomGoesToTheFirstKinds(t *testing.T) {
 		t.Fatal(err)
 	}
 	// loopback (2), the host (2) and etcd take five; three members fit.
-	allows := h.kernelAllows()
+	allows := h.k.AllowPrefixes()
 	if len(allows) != 8 || !slices.Contains(allows, pfx("203.0.113.50/32")) || !slices.Contains(allows, pfx("192.0.2.1/32")) {
 		t.Errorf("the kernel's allowlist %v: want the host's own and etcd first", allows)
 	}
@@ -67,7 +67,7 @@ func TestAllowlistRoomGoesToTheFirstKinds(t *testing.T) {
 		}
 	}
 	wantError(t, h.allow("192.0.2.90", 0), "the kernel's allowlist is full (8 entries")
-	if slices.Contains(h.kernelAllows(), pfx("192.0.2.90/32")) {
+	if slices.Contains(h.k.AllowPrefixes(), pfx("192.0.2.90/32")) {
 		t.Error("the refused allow is in the kernel")
 	}
 	if stored, _ := h.st.Allows(); len(stored) != 3 {

@@ -73,7 +73,7 @@ func TestUnblockTheKernelRefusesIsUndone(t *testing.T) {
 
 func TestAllowTheKernelRefusesIsUndone(t *testing.T) {
 	h := newHarness(t)
-	before := h.kernelAllows()
+	before := h.k.AllowPrefixes()
 	h.refuse("Allow", "198.51.100.0/24")
 	wantError(t, h.allow("198.51.100.0/24", 0), "kernel: allow 198.51.100.0/24: refused by the test")
 	h.k.Refuse(nil)
@@ -83,7 +83,7 @@ func TestAllowTheKernelRefusesIsUndone(t *testing.T) {
 	if allows, _ := h.st.Allows(); len(allows) != 0 {
 		t.Errorf("the store claims an allow the kernel refused: %+v", allows)
 	}
-	if got := h.kernelAllows(); !slices.Equal(got, before) {
+	if got := h.k.AllowPrefixes(); !slices.Equal(got, before) {
 		t.Errorf("the kernel's allowlist %v, want %v as before", got, before)
 	}
 	h.mustBlock("198.51.100.7", 0)

@@ -383,6 +383,17 @@ func (f *Fake) Allows() ([]dataplane.Rule, error) {
 	return sorted(f.allows), nil
 }
 
+// AllowPrefixes lists the allowlist's prefixes, sorted.
+func (f *Fake) AllowPrefixes() []netip.Prefix {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]netip.Prefix, 0, len(f.allows))
+	for _, r := range sorted(f.allows) {
+		out = append(out, r.Prefix)
+	}
+	return out
+}
+
 // Counters returns the counters SetCounters set.
 func (f *Fake) Counters() (dataplane.Counters, error) {
 	f.mu.Lock()
