@@ -1,0 +1,112 @@
+package kerneltest
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/ports"
+)
+
+// What the fake keeps of the program besides its rules: the counters, the
+// settings, the host's addresses and served ports, and what only the
+// program does (a scan block, a dropped packet), for tests to do.
+
+// Counters returns the counters SetCounters set.
+func (f *Fake) Counters() (dataplane.Counters, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.counters, nil
+}
+
+// SetCounters sets what Counters returns, as the program's packets would.
+func (f *Fake) SetCounters(c dataplane.Counters) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.counters = c
+}
+
+// SetSettings checks and keeps the program's settings.
+func (f *Fake) SetSettings(s dataplane.Settings) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.settings = s
+	return nil
+}
+
+// Settings returns what SetSettings set.
+func (f *Fake) Settings() dataplane.Settings {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.settings
+}
+
+// SetOnLink keeps the on-link prefixes.
+func (f *Fake) SetOnLink(prefixes []netip.Prefix) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onLink = slices.Clone(prefixes)
+	return nil
+}
+
+// SetLocalAddrs keeps the host's addresses.
+func (f *Fake) SetLocalAddrs(addrs []netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.local = slices.Clone(addrs)
+	return nil
+}
+
+// LocalAddrs returns what SetLocalAddrs set.
+func (f *Fake) LocalAddrs() []netip.Addr {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.local)
+}
+
+// SetServed keeps the ports served without a socket.
+func (f *Fake) SetServed(served []ports.Port) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.served = slices.Clone(served)
+	return nil
+}
+
+// Served returns what SetServed set.
+func (f *Fake) Served() []ports.Port {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.served)
+}
+
+// OnLink returns what SetOnLink set.
+func (f *Fake) OnLink() []netip.Prefix {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.onLink)
+}
+
+// ScanBlock does what the program does when a source crosses the scan
+// threshold: it blocks the source itself, with origin scan.
+func (f *Fake) ScanBlock(p netip.Prefix, created, expires time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m, _, _ := f.blocksOf(p)
+	m[p] = dataplane.Rule{Prefix: p, Created: created, Expires: expires, Origin: dataplane.OriginScan}
+}
+
+// Drop counts n packets against the block of exactly p, as the program
+// does for each packet it drops.
+func (f *Fake) Drop(p netip.Prefix, n uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m, _, _ := f.blocksOf(p)
+	if r, ok := m[p]; ok {
+		r.Packets += n
+		m[p] = r
+	}
+}
