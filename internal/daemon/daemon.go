@@ -221,17 +221,18 @@ func (d *daemon) progress(step string) {
 // Then it writes every decision to the kernel.
 func (d *daemon) loadProgram() error {
 	d.progress("starting: reading the lists and loading the program")
-	if err := d.findProtected(); err != nil {
-		return err
-	}
-	base := d.protectedBase(d.live, d.host)
 	allows, err := d.st.Allows()
 	if err != nil {
 		return fmt.Errorf("read the store: %w", err)
 	}
 	listsDone := make(chan listsRead, 1)
 	go func() {
-		set := protect.NewSet(base, decision.AllowEntries(allows, time.Now()))
+		// The lists are checked against what is protected, names resolved.
+		if err := d.findProtected(); err != nil {
+			listsDone <- listsRead{err: err}
+			return
+		}
+		set := protect.NewSet(d.protectedBase(d.live, d.host), decision.AllowEntries(allows, time.Now()))
 		listsDone <- readAll(d.loader(decision.Checker(d.live.Rules, set, explain)), specsOf(d.live))
 	}()
 	hook, err := d.chooseHook()
@@ -274,7 +275,7 @@ func (d *daemon) loadProgram() error {
 	}
 	d.natReader = natports.NewReader()
 	d.readServed()
-	d.state, err = decision.New(decision.Config{Kernel: dp, Store: d.st, Rules: d.live.Rules, Protected: base,
+	d.state, err = decision.New(decision.Config{Kernel: dp, Store: d.st, Rules: d.live.Rules, Protected: d.protectedBase(d.live, d.host),
 		Audit: d.audit, Publish: d.publish, Log: d.log, Explain: explain})
 	if err != nil {
 		return err

@@ -238,7 +238,7 @@ func (fl *fleetLink) followMembers(view map[string]fleet.Member) {
 	d.mu.Lock()
 	d.guard.members = entries
 	d.mu.Unlock()
-	err := d.protect()
+	err := d.applyProtected()
 	d.reloadMu.Unlock()
 	if err != nil {
 		d.log.Error("cannot update the never-block list in the kernel", "err", err)

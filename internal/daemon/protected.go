@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
-	"net/netip"
 	"os"
 	"slices"
 	"time"
@@ -26,10 +25,10 @@ const (
 // guarded is what the daemon protects besides the host and its settings,
 // as it last found it.
 type guarded struct {
-	cloud   string          // the cloud the host runs in, or ""
-	ntp     []netip.Addr    // the time daemon's servers, resolved
-	etcd    []netip.Addr    // the fleet's etcd endpoints, resolved
-	members []protect.Entry // the addresses of the fleet's members this host protects
+	cloud   string           // the cloud the host runs in, or ""
+	ntp     protect.Resolved // the time daemon's servers
+	etcd    protect.Resolved // the fleet's etcd endpoints
+	members []protect.Entry  // the addresses of the fleet's members this host protects
 }
 
 // protectedBase is what is never blocked besides the allowlist, under set
@@ -42,13 +41,13 @@ func (d *daemon) protectedBase(set Settings, host hostnet.Snapshot) []protect.En
 	g := d.guard
 	d.mu.Unlock()
 	return slices.Concat(protect.Host(host, set.ResolvConf), protect.SSHClient(d.start.SSHConnection),
-		protect.Flags(set.Allow), protect.Etcd(g.etcd), protect.NTP(g.ntp), protect.Metadata(g.cloud), g.members)
+		protect.Flags(set.Allow), protect.Etcd(g.etcd.Addrs()), protect.NTP(g.ntp.Addrs()), protect.Metadata(g.cloud), g.members)
 }
 
-// protect brings what the engine protects, and the kernel's allowlist, in
-// step with what the daemon found. Callers hold reloadMu, as a reload
-// computes the same from the same.
-func (d *daemon) protect() error {
+// applyProtected brings what the engine protects, and the kernel's
+// allowlist, in step with what the daemon found. Callers hold reloadMu, as
+// a reload computes the same from the same.
+func (d *daemon) applyProtected() error {
 	set := d.settings()
 	return d.state.SetPolicy(set.Rules, d.protectedBase(set, d.hostSnapshot()))
 }
@@ -83,7 +82,8 @@ func (d *daemon) lookup() protect.Lookup {
 // findProtected finds, at start, what is protected besides the host and
 // its settings: the cloud the host runs in, the time daemon's servers,
 // etcd's endpoints, and the fleet's members as last seen, so that they are
-// protected from the first packet, etcd answering or not.
+// protected from the first packet, etcd answering or not. It runs while the
+// program loads: the lookups wait on the network, not on the CPU.
 func (d *daemon) findProtected() error {
 	g := guarded{cloud: protect.Cloud(d.root())}
 	g.ntp, g.etcd = d.resolveNames(guarded{})
@@ -97,24 +97,20 @@ func (d *daemon) findProtected() error {
 	if g.cloud != "" {
 		d.log.Info("running in a cloud: its metadata service is never blocked", "cloud", g.cloud)
 	}
+	d.mu.Lock()
 	d.guard = g
+	d.mu.Unlock()
 	return nil
 }
 
 // resolveNames reads the time daemon's servers and resolves them and the
 // fleet's etcd endpoints, within nameTimeout. A name that does not resolve
-// keeps the addresses it had (prev), and is said once per problem.
-func (d *daemon) resolveNames(prev guarded) (ntp, etcd []netip.Addr) {
+// keeps the addresses it had in prev, and is said once per problem.
+func (d *daemon) resolveNames(prev guarded) (ntp, etcd protect.Resolved) {
 	ctx, cancel := context.WithTimeout(context.Background(), nameTimeout)
 	defer cancel()
-	ntp, ntpErrs := protect.Resolve(ctx, d.lookup(), protect.Hosts(protect.TimeServers(d.root())))
-	etcd, etcdErrs := protect.Resolve(ctx, d.lookup(), protect.EndpointHosts(d.start.Fleet.Etcd))
-	if len(ntpErrs) > 0 {
-		ntp = merge(ntp, prev.ntp)
-	}
-	if len(etcdErrs) > 0 {
-		etcd = merge(etcd, prev.etcd)
-	}
+	ntp, ntpErrs := protect.Resolve(ctx, d.lookup(), protect.Hosts(protect.TimeServers(d.root())), prev.ntp)
+	etcd, etcdErrs := protect.Resolve(ctx, d.lookup(), protect.EndpointHosts(d.start.Fleet.Etcd), prev.etcd)
 	msg := ""
 	for _, err := range slices.Concat(ntpErrs, etcdErrs) {
 		msg += err.Error() + "; "
@@ -129,12 +125,6 @@ func (d *daemon) resolveNames(prev guarded) (ntp, etcd []netip.Addr) {
 	return ntp, etcd
 }
 
-func merge(a, b []netip.Addr) []netip.Addr {
-	out := slices.Concat(a, b)
-	slices.SortFunc(out, netip.Addr.Compare)
-	return slices.Compact(out)
-}
-
 // followNames resolves the time daemon's servers and etcd's endpoints again
 // every namesRecheck, and protects what they resolve to now.
 func (d *daemon) followNames(ctx context.Context) {
@@ -146,7 +136,7 @@ func (d *daemon) refreshNames() {
 	prev := d.guard
 	d.mu.Unlock()
 	ntp, etcd := d.resolveNames(prev)
-	if slices.Equal(ntp, prev.ntp) && slices.Equal(etcd, prev.etcd) {
+	if slices.Equal(ntp.Addrs(), prev.ntp.Addrs()) && slices.Equal(etcd.Addrs(), prev.etcd.Addrs()) {
 		return
 	}
 	d.reloadMu.Lock()
@@ -154,9 +144,9 @@ func (d *daemon) refreshNames() {
 	d.mu.Lock()
 	d.guard.ntp, d.guard.etcd = ntp, etcd
 	d.mu.Unlock()
-	if err := d.protect(); err != nil {
+	if err := d.applyProtected(); err != nil {
 		d.log.Error("cannot update the never-block list in the kernel", "err", err)
 	}
 	d.log.Info("the NTP servers or etcd endpoints resolve to other addresses; the never-block list follows",
-		"ntp", diff(prev.ntp, ntp), "etcd", diff(prev.etcd, etcd))
+		"ntp", diff(prev.ntp.Addrs(), ntp.Addrs()), "etcd", diff(prev.etcd.Addrs(), etcd.Addrs()))
 }

@@ -102,7 +102,7 @@ func TestTimeServersAndMetadataAreProtected(t *testing.T) {
 	if err := h.d.findProtected(); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.d.protect(); err != nil {
+	if err := h.d.applyProtected(); err != nil {
 		t.Fatal(err)
 	}
 	origins := map[string]string{}
@@ -220,7 +220,7 @@ func TestFleetMembersLastSeenAreProtectedAtStart(t *testing.T) {
 	if err := h.d.findProtected(); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.d.protect(); err != nil {
+	if err := h.d.applyProtected(); err != nil {
 		t.Fatal(err)
 	}
 	allows := h.k.AllowPrefixes()

@@ -173,10 +173,17 @@ func TestResolve(t *testing.T) {
 		return nil, errors.New("no such host")
 	}
 	hosts := EndpointHosts([]string{"https://etcd.example:2379", "http://192.0.2.61:2379", "http://[2001:db8::61]:2379", "http://nowhere.example:2379"})
-	got, errs := Resolve(context.Background(), lookup, hosts)
+	got, errs := Resolve(context.Background(), lookup, hosts, nil)
 	want := []netip.Addr{addr("192.0.2.60"), addr("192.0.2.61"), addr("2001:db8::60"), addr("2001:db8::61")}
-	if !slices.Equal(got, want) || len(errs) != 1 || !strings.Contains(errs[0].Error(), "nowhere.example") {
+	if !slices.Equal(got.Addrs(), want) || len(errs) != 1 || !strings.Contains(errs[0].Error(), "nowhere.example") {
 		t.Errorf("resolved %v, %v; want %v and nowhere.example unresolved", got, errs, want)
+	}
+	// A name that stops resolving keeps its addresses; the others' are
+	// what they resolve to now.
+	prev := Resolved{"nowhere.example": {addr("192.0.2.62")}, "etcd.example": {addr("192.0.2.59")}}
+	got, _ = Resolve(context.Background(), lookup, hosts, prev)
+	if !slices.Contains(got.Addrs(), addr("192.0.2.62")) || slices.Contains(got.Addrs(), addr("192.0.2.59")) {
+		t.Errorf("resolved %v from %v: want the failed name's kept, the other's replaced", got.Addrs(), prev)
 	}
 }
 

@@ -19,28 +19,45 @@ func SystemLookup(ctx context.Context, host string) ([]netip.Addr, error) {
 	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 }
 
-// Resolve turns hosts into addresses: an address stands for itself, a name
-// is looked up. It returns every address found, sorted, and what could
-// not be resolved.
-func Resolve(ctx context.Context, lookup Lookup, hosts []string) ([]netip.Addr, []error) {
+// Resolved are the addresses of hosts, by host.
+type Resolved map[string][]netip.Addr
+
+// Addrs are every address, sorted, once.
+func (r Resolved) Addrs() []netip.Addr {
 	var out []netip.Addr
+	for _, addrs := range r {
+		out = append(out, addrs...)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
+
+// Resolve turns hosts into addresses: an address stands for itself, a name
+// is looked up. A name that does not resolve keeps what it had in prev
+// (nil: nothing), and is said in the errors: a resolver that fails for a
+// while must not unprotect what it named, nor keep another name's old
+// addresses.
+func Resolve(ctx context.Context, lookup Lookup, hosts []string, prev Resolved) (Resolved, []error) {
+	out := Resolved{}
 	var errs []error
 	for _, h := range hosts {
 		if a, err := netip.ParseAddr(h); err == nil {
-			out = append(out, a.Unmap().WithZone(""))
+			out[h] = []netip.Addr{a.Unmap().WithZone("")}
 			continue
 		}
 		addrs, err := lookup(ctx, h)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("resolve %s: %w", h, err))
+			if old, ok := prev[h]; ok {
+				out[h] = old
+			}
 			continue
 		}
 		for _, a := range addrs {
-			out = append(out, a.Unmap().WithZone(""))
+			out[h] = append(out[h], a.Unmap().WithZone(""))
 		}
 	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return slices.Compact(out), errs
+	return out, errs
 }
 
 // EndpointHosts are the hosts of etcd's endpoint URLs, addresses or names.
