@@ -145,7 +145,7 @@ func (fl *fleetLink) apply() {
 	}
 	s.EndByFleet(v.Unblocks)
 	fl.followMembers(v.Members) // before the blocks: a member that joined is protected from them
-	dec := fl.recv.Decide(v, s.CheckBlock, now)
+	dec := fl.recv.Decide(v, s.BlockChecker(), now)
 	added, removed, err := s.SetFleet(dec.Apply)
 	if err != nil {
 		d.log.Error("the fleet's blocks could not all be applied here", "err", err)

@@ -223,12 +223,14 @@ func Checker(rules policy.Rules, set *protect.Set, explain func(error) error) fu
 // checkBlock is the policy check for a block of p now.
 func (e *Engine) checkBlock(p netip.Prefix) error { return Checker(e.rules, e.protected, e.explain)(p) }
 
-// CheckBlock is the policy check for a block of p now: what a source of
-// blocks outside the engine (the fleet's receiver) decides with.
-func (e *Engine) CheckBlock(p netip.Prefix) error {
+// BlockChecker is the policy check for blocks as it stands now: what a
+// source of blocks outside the engine (the fleet's receiver) decides a
+// batch with. The protected set is never changed in place, so the check
+// needs no lock.
+func (e *Engine) BlockChecker() func(netip.Prefix) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.checkBlock(p)
+	return Checker(e.rules, e.protected, e.explain)
 }
 
 // Checker is the policy check for list entries under rules, with base
