@@ -18,14 +18,6 @@ import (
 // What the API does with the fleet: fleet-wide decisions, written with
 // the fleet's admin credential, and hbf fleet status.
 
-// expiresAfter is when a decision made at now for d ends (0: never).
-func expiresAfter(now time.Time, d time.Duration) time.Time {
-	if d == 0 {
-		return time.Time{}
-	}
-	return now.Add(d)
-}
-
 // errNoFleet refuses what needs a fleet, saying how to join one.
 var errNoFleet = fmt.Errorf("%w: start the daemon with --fleet-etcd", api.ErrNoFleet)
 
@@ -78,7 +70,7 @@ func (d *daemon) fleetChange(ctx context.Context, c api.Caller, action string, r
 			var err error
 			switch action {
 			case "allow":
-				err = fl.admin.Allow(ctx, fleet.Allow{Prefix: p, Reason: req.Reason, By: by, Created: now, ExpiresAt: expiresAfter(now, req.For)})
+				err = fl.admin.Allow(ctx, fleet.Allow{Prefix: p, Reason: req.Reason, By: by, Created: now, ExpiresAt: decision.Expiry(now, req.For)})
 			case "disallow":
 				var found bool
 				if found, err = fl.admin.Disallow(ctx, p); err == nil && !found {

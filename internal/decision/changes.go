@@ -68,7 +68,7 @@ func (e *Engine) block(c api.Caller, target string, d time.Duration, reason stri
 	if reason == "" {
 		reason = "manual block"
 	}
-	b := store.Block{Prefix: p, Origin: store.OriginManual, Reason: reason, By: c.String(), Created: now, Expires: expiry(now, d),
+	b := store.Block{Prefix: p, Origin: store.OriginManual, Reason: reason, By: c.String(), Created: now, Expires: Expiry(now, d),
 		Fleet: shared}
 	after := maps.Clone(e.blocks[p])
 	if after == nil {
@@ -162,7 +162,7 @@ func (e *Engine) allow(c api.Caller, target string, d time.Duration, reason stri
 		return res
 	}
 	now := e.now()
-	a := store.Allow{Prefix: p, Origin: store.OriginManual, Reason: reason, By: c.String(), Created: now, Expires: expiry(now, d)}
+	a := store.Allow{Prefix: p, Origin: store.OriginManual, Reason: reason, By: c.String(), Created: now, Expires: Expiry(now, d)}
 	if err := e.commit(e.allowEdit("allow", p, &a)); err != nil {
 		res.Error = err.Error()
 		return res
@@ -403,7 +403,7 @@ func (e *Engine) escalate(p netip.Prefix, created, expires time.Time) (time.Time
 	if offence <= 1 || expires.IsZero() {
 		return expires, offence
 	}
-	longer := expiry(created, e.esc.Duration(offence, e.blockDuration))
+	longer := Expiry(created, e.esc.Duration(offence, e.blockDuration))
 	if sameTime(longer, expires) {
 		return expires, offence
 	}

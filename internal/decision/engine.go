@@ -294,7 +294,8 @@ func (e *Engine) syncKernel(p netip.Prefix) error {
 	return err
 }
 
-func expiry(now time.Time, d time.Duration) time.Time {
+// Expiry is when a decision made at now for d ends; d 0: never (zero).
+func Expiry(now time.Time, d time.Duration) time.Time {
 	if d == 0 {
 		return time.Time{}
 	}
