@@ -8,10 +8,14 @@ import (
 	"github.com/hbf-firewall/hbf/internal/ports"
 )
 
-// servedRecheck is how often the NAT rules and IPVS services are read
-// again without a notification: IPVS sends none, and notifications can be
-// lost.
-const servedRecheck = 10 * time.Second
+const (
+	// servedPoll is how often nftables' generation is read: a DNAT port
+	// published counts as open within it (docs/security.md).
+	servedPoll = time.Second
+	// servedRecheck is how often the NAT rules and IPVS services are read
+	// with no generation moved: IPVS tells nothing of its changes.
+	servedRecheck = 10 * time.Second
+)
 
 // servedPorts is what the host serves without sockets, as last read.
 func (d *daemon) servedPorts() natports.Snapshot {
@@ -58,15 +62,30 @@ func unreadAdvice(s natports.Snapshot) string {
 	return s.Unread + "; name them with --ignore-ports, or move the rules to iptables-nft"
 }
 
-// followServed reads the NAT rules again when nftables changes, and every
-// servedRecheck.
+// followServed reads the NAT rules again within servedPoll of an nftables
+// commit, and every servedRecheck for IPVS, which tells nothing of its
+// changes. At most one read per servedPoll, however often other tools
+// commit: a kube-proxy or CrowdSec loading sets in a loop costs hbf one
+// read a second, and costs the kernel nothing on hbf's account.
 func (d *daemon) followServed(ctx context.Context) {
-	var changed <-chan struct{}
-	if ch, err := d.natReader.Subscribe(); err != nil {
-		d.log.Warn("nftables changes are not notified; the NAT rules are read every few seconds instead", "err", err)
-	} else {
-		defer ch.Close()
-		changed = ch.C()
+	poll := time.NewTicker(servedPoll)
+	defer poll.Stop()
+	gen, genErr := d.natReader.Generation()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-poll.C:
+			next, err := d.natReader.Generation()
+			// A generation that cannot be read leaves the recheck alone to read.
+			moved := err == nil && (genErr != nil || next != gen)
+			gen, genErr = next, err
+			if !moved && now.Sub(last) < servedRecheck {
+				continue
+			}
+			last = now
+			d.readServed()
+		}
 	}
-	follow(ctx, servedRecheck, changed, nil, d.readServed)
 }

@@ -1,6 +1,7 @@
 package natports
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/cloudflare/ipvs"
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/hbf-firewall/hbf/internal/ports"
 )
@@ -149,45 +152,42 @@ func (r *Reader) legacyNAT() bool {
 	return slices.Contains(strings.Fields(string(b)), "nat")
 }
 
-// Changes notifies of nftables changes (a rule, chain, table or set
-// added or removed): a cue to Read again.
-type Changes struct {
-	c       chan struct{}
-	monitor *nftables.Monitor
-}
-
-// Subscribe follows nftables' changes in the reader's namespace.
-func (r *Reader) Subscribe() (*Changes, error) {
-	c, err := r.conn()
+// Generation is the nftables ruleset's generation: the kernel moves it on
+// every commit, so an unchanged generation means an unchanged ruleset. One
+// small message, whatever the ruleset holds: polling it costs the host
+// nothing, where a change monitor makes the kernel write a notification
+// for every element of every set anyone loads.
+func (r *Reader) Generation() (uint32, error) {
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: r.netns})
 	if err != nil {
-		return nil, fmt.Errorf("open nftables: %w", err)
+		return 0, fmt.Errorf("open nftables: %w", err)
 	}
-	m := nftables.NewMonitor(nftables.WithMonitorEventBuffer(64))
-	events, err := c.AddMonitor(m)
+	defer c.Close()
+	msgs, err := c.Execute(netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN),
+			Flags: netlink.Request,
+		},
+		// struct nfgenmsg: any family, version 0, resource 0
+		Data: []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
+	})
 	if err != nil {
-		return nil, fmt.Errorf("follow nftables changes: %w", err)
+		return 0, fmt.Errorf("read the nftables generation: %w", err)
 	}
-	ch := &Changes{c: make(chan struct{}, 1), monitor: m}
-	go func() {
-		defer close(ch.c)
-		for range events {
-			select {
-			case ch.c <- struct{}{}:
-			default: // one pending cue covers any number of changes
+	for _, m := range msgs {
+		if len(m.Data) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			return 0, fmt.Errorf("read the nftables generation: %w", err)
+		}
+		ad.ByteOrder = binary.BigEndian
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_GEN_ID {
+				return ad.Uint32(), nil
 			}
 		}
-	}()
-	return ch, nil
-}
-
-// C delivers a value after changes; it is closed when they are no
-// longer followed.
-func (ch *Changes) C() <-chan struct{} { return ch.c }
-
-// Close stops following changes.
-func (ch *Changes) Close() error {
-	if err := ch.monitor.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
-		return err
 	}
-	return nil
+	return 0, errors.New("read the nftables generation: the kernel's answer holds none")
 }
