@@ -129,11 +129,10 @@ func writeCommand(b *strings.Builder, c *cobra.Command) {
 type idleSource struct{}
 
 func (idleSource) Counters() (dataplane.Counters, error) { return dataplane.Counters{}, nil }
-func (idleSource) BlockedSources() (int, error)          { return 0, nil }
 
 // metricsTable is every hbf_ family the daemon serves, with its labels.
 func metricsTable() string {
-	m := metrics.New(metrics.Inputs{Dataplane: idleSource{},
+	m := metrics.New(metrics.Inputs{Dataplane: idleSource{}, Blocked: func() int { return 0 },
 		Attached:     func() []metrics.Attachment { return []metrics.Attachment{{Iface: "eth0", Mode: "native"}} },
 		Lists:        func() (int, int) { return 0, 0 },
 		Repairs:      func() map[string]uint64 { return nil },

@@ -34,7 +34,6 @@ var errUninstall = errors.New("hbf uninstall")
 type kernel interface {
 	dataplane.Rules
 	Counters() (dataplane.Counters, error)
-	BlockedSources() (int, error)
 	SetSettings(dataplane.Settings) error
 	SetOnLink([]netip.Prefix) error
 	SetLocalAddrs([]netip.Addr) error
@@ -301,7 +300,7 @@ func (d *daemon) writeDecisions() error {
 	d.log.Info("kernel in step with the store", "written", stats.Written, "removed", stats.Removed,
 		"adopted", stats.Adopted, "took", time.Since(began).Round(time.Millisecond))
 	d.backup()
-	in := metrics.Inputs{Dataplane: d.k, Attached: d.links.attached, Lists: d.listHealth,
+	in := metrics.Inputs{Dataplane: d.k, Blocked: d.state.InForce, Attached: d.links.attached, Lists: d.listHealth,
 		Repairs: d.links.repairCounts, Dropped: d.out.Dropped, UndoFailures: d.state.UndoFailures,
 		Protected: d.protectedCounts}
 	for _, k := range protect.Kinds() {

@@ -377,35 +377,6 @@ func (d *Dataplane) SweepTrackers(window time.Duration) (int, error) {
 	return n, nil
 }
 
-// BlockedSources counts the block entries in force (expired ones excluded).
-// It runs at every metrics scrape: exact entries are read in batches.
-func (d *Dataplane) BlockedSources() (int, error) {
-	now := d.clock.mono()
-	live := func(r hbfRule) bool { return r.ExpiresNs == 0 || r.ExpiresNs > now }
-	n := 0
-	err := d.eachExact(func(_ *hbfAddr, r *hbfRule) error {
-		if live(*r) {
-			n++
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("count blocks: %w", err)
-	}
-	var key hbfLpmKey
-	var rule hbfRule
-	it := d.objs.BlockPrefixes.Iterate()
-	for it.Next(&key, &rule) {
-		if live(rule) {
-			n++
-		}
-	}
-	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("count block prefixes: %w", err)
-	}
-	return n, nil
-}
-
 // Extend gives the block of exactly p a new expiry (zero: never), keeping
 // the rest of the entry: who made it, and its counter.
 func (d *Dataplane) Extend(p netip.Prefix, expires time.Time) error {

@@ -197,8 +197,8 @@ func TestUDPScansReportOnly(t *testing.T) {
 	if len(scans) != 1 || !scans[0].ReportOnly || scans[0].Blocked || portList(scans[0]) != "1/udp,2/udp,3/udp,4/udp" {
 		t.Fatalf("scans %+v, want one report-only scan on 1-4/udp", scans)
 	}
-	if n, _ := d.BlockedSources(); n != 0 {
-		t.Fatalf("%d blocks with --udp-scans report", n)
+	if blocks, err := d.Blocks(); err != nil || len(blocks) != 0 {
+		t.Fatalf("blocks %v (%v) with --udp-scans report, want none", blocks, err)
 	}
 	// TCP is not UDP: a SYN past the threshold is a TCP scan, and blocked.
 	expectVerdict(t, d.run(tcpSYN(src, host4, 40000, 80)), xdpDrop, "a SYN past the threshold")

@@ -266,10 +266,14 @@ func (e *Engine) blocksEdit(action string, p netip.Prefix, after map[store.Origi
 		if err := e.st.ReplaceBlocks(p, drop, slices.Collect(maps.Values(recs))...); err != nil {
 			return err
 		}
+		had := len(e.blocks[p]) > 0
 		if len(recs) == 0 {
 			delete(e.blocks, p)
 		} else {
 			e.blocks[p] = maps.Clone(recs)
+		}
+		if has := len(recs) > 0; has != had {
+			e.counted(p, has)
 		}
 		return nil
 	}

@@ -74,6 +74,10 @@ type Engine struct {
 	allows map[netip.Prefix]store.Allow
 	// The fleet's allowlist, as this host applies it (fleet.go).
 	fleetAllows map[netip.Prefix]store.Allow
+	// The prefixes blocked, counted as they change so that a metrics scrape
+	// costs the same with one block or a million: those the lists hold,
+	// and those only records of e.blocks hold.
+	listed, decided int
 
 	// base is the protected set but the allowlist; protected is all of it.
 	base      []protect.Entry
@@ -161,15 +165,61 @@ func (e *Engine) cacheBlock(b store.Block) {
 	if m == nil {
 		m = map[store.Origin]store.Block{}
 		e.blocks[b.Prefix] = m
+		e.counted(b.Prefix, true)
 	}
 	m[b.Origin] = b
 }
 
 func (e *Engine) uncacheBlock(origin store.Origin, p netip.Prefix) {
 	delete(e.blocks[p], origin)
-	if len(e.blocks[p]) == 0 {
+	if m, ok := e.blocks[p]; ok && len(m) == 0 {
 		delete(e.blocks, p)
+		e.counted(p, false)
 	}
+}
+
+// counted tells the count in force that p gained its first record (true)
+// or lost its last one.
+func (e *Engine) counted(p netip.Prefix, held bool) {
+	switch {
+	case inLists(e.lists, p):
+	case held:
+		e.decided++
+	default:
+		e.decided--
+	}
+}
+
+// recount counts the prefixes in force again, after the lists changed.
+// One list costs nothing: a list holds each entry once.
+func (e *Engine) recount() {
+	e.listed, e.decided = 0, 0
+	for i, l := range e.lists {
+		if i == 0 {
+			e.listed += l.List.Len()
+			continue
+		}
+		for p := range l.List.All() {
+			if !inLists(e.lists[:i], p) {
+				e.listed++
+			}
+		}
+	}
+	for p := range e.blocks {
+		if !inLists(e.lists, p) {
+			e.decided++
+		}
+	}
+}
+
+// InForce counts the prefixes blocked (addresses and ranges), as the
+// engine knows them: kept as decisions change, not read from the kernel.
+// Expired decisions leave it at the next sweep; a scan block the kernel
+// made whose event was lost joins it at the next reconciliation.
+func (e *Engine) InForce() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.listed + e.decided
 }
 
 // protectedWith is the protected set of base and the allowlist's live
@@ -313,6 +363,7 @@ func (e *Engine) SetLists(lists []*sources.Source) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.lists = lists
+	e.recount()
 }
 
 // Lists returns the lists in force.
@@ -345,6 +396,7 @@ func (e *Engine) ReplaceLists(next []*sources.Source) (added, removed int, err e
 	}
 	prev := e.lists
 	e.lists = next
+	defer e.recount()
 	var decided []netip.Prefix // new to the lists, and blocked for another reason too
 	added, err = e.k.BlockMany(func(yield func(netip.Prefix) bool) {
 		for _, l := range next {

@@ -21,8 +21,6 @@ import (
 // Source is what the collector reads at scrape time.
 type Source interface {
 	Counters() (dataplane.Counters, error)
-	// BlockedSources counts the block entries in force.
-	BlockedSources() (int, error)
 }
 
 // Attachment is an interface hbf protects, for hbf_xdp_attached.
@@ -34,7 +32,10 @@ type Attachment struct {
 // Inputs are what the collector reads besides the data plane's counters.
 type Inputs struct {
 	Dataplane Source
-	Attached  func() []Attachment
+	// Blocked counts the prefixes blocked, as the daemon keeps the count:
+	// a scrape never walks the kernel's maps.
+	Blocked  func() int
+	Attached func() []Attachment
 	// Lists counts the list sources in good shape and degraded.
 	Lists func() (ok, degraded int)
 	// Repairs counts what the watchdog repaired, by kind.
@@ -92,7 +93,7 @@ var (
 )
 
 var (
-	descBlocked   = prometheus.NewDesc("hbf_blocked_sources", "Block entries (addresses and prefixes) in force.", nil, nil)
+	descBlocked   = prometheus.NewDesc("hbf_blocked_sources", "Blocks (addresses and prefixes) in force, counted as the daemon makes and ends them. Expired blocks leave it at the next sweep (10 s at most); a scan block the kernel made whose event was lost joins it at the next reconciliation, which follows lost events within 10 s.", nil, nil)
 	descRepairs   = prometheus.NewDesc("hbf_repairs_total", "What hbf noticed undone from outside and repaired: link (program detached), interface (re-created), pin (removed), head (a program put ahead of hbf at TC ingress).", []string{"kind"}, nil)
 	descScrapeErr = prometheus.NewDesc("hbf_scrape_errors_total", "Failures to read the data plane while serving a scrape.", nil, nil)
 	descAttached  = prometheus.NewDesc("hbf_xdp_attached", "Interfaces the XDP program is attached to, with the attach mode.", []string{"iface", "mode"}, nil)
@@ -160,11 +161,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			counter(counterDesc[kc.Metric], v, labels...)
 		}
 	}
-	if n, err := c.Dataplane.BlockedSources(); err != nil {
-		c.scrapeErrors.Add(1)
-	} else {
-		ch <- prometheus.MustNewConstMetric(descBlocked, prometheus.GaugeValue, float64(n))
-	}
+	ch <- prometheus.MustNewConstMetric(descBlocked, prometheus.GaugeValue, float64(c.Blocked()))
 	for _, a := range c.Attached() {
 		ch <- prometheus.MustNewConstMetric(descAttached, prometheus.GaugeValue, 1, a.Iface, a.Mode)
 	}

@@ -14,7 +14,6 @@ import (
 type fakeSource struct{ c dataplane.Counters }
 
 func (f fakeSource) Counters() (dataplane.Counters, error) { return f.c, nil }
-func (f fakeSource) BlockedSources() (int, error)          { return 7, nil }
 
 func TestExposition(t *testing.T) {
 	k := dataplane.Counters{Packets: 100, NewConnections: 5, ScansDetected: 1, EventsLost: 4}
@@ -26,6 +25,7 @@ func TestExposition(t *testing.T) {
 	src := fakeSource{k}
 	m := New(Inputs{
 		Dataplane: src,
+		Blocked:   func() int { return 7 },
 		Attached:  func() []Attachment { return []Attachment{{Iface: "eth0", Mode: "native"}} },
 		Lists:     func() (int, int) { return 2, 1 },
 	}, "test")
