@@ -33,6 +33,11 @@ type fleetLink struct {
 	// as last seen (and stored).
 	members map[string][]netip.Addr
 
+	// allows are the fleet's allowlist as last read; allowsUntil is when
+	// the next of those applied ends (zero: none ends).
+	allows      map[netip.Prefix]fleet.Allow
+	allowsUntil time.Time
+
 	mu       sync.Mutex
 	rejected map[string]uint64 // by the receiver, by reason
 	pending  int
@@ -122,33 +127,41 @@ func (fl *fleetLink) receive(ctx context.Context) {
 	}
 }
 
-// apply brings this host's fleet decisions in step with the view: the
-// fleet's allowlist first (it protects), its unblocks, then the blocks
-// the receiver accepts.
+// apply brings this host's fleet decisions in step with what changed in
+// the view: the fleet's allowlist first (it protects), its unblocks, the
+// members, then the blocks the receiver decides. Its cost follows the
+// changes, not the fleet's size: the once-a-second call with nothing
+// changed looks only at what expires or waits for a budget.
 func (fl *fleetLink) apply() {
 	d, s := fl.d, fl.d.state
-	v := fl.node.View()
-	if v.Revision == 0 {
+	c := fl.node.Take()
+	if c.Revision == 0 {
 		// Not read yet (etcd away since the start): what this host applied
 		// before stays, as the kernel and the store hold it.
 		return
 	}
 	now := s.Now()
-	allows := map[netip.Prefix]fleet.Allow{}
-	for p, a := range v.Allows {
-		if !a.Expired(now) {
-			allows[p] = a
+	if c.Allows != nil {
+		fl.allows = c.Allows
+	}
+	if c.Allows != nil || !fl.allowsUntil.IsZero() && !now.Before(fl.allowsUntil) {
+		fl.applyAllows(now)
+	}
+	if c.Unblocks != nil {
+		s.EndByFleet(c.Unblocks)
+	}
+	if c.Members != nil {
+		fl.followMembers(c.Members) // before the blocks: a member that joined is protected from them
+		fl.warnSkew(c.Members)
+	}
+	check, generation := s.BlockChecker()
+	dec := fl.recv.Update(c, fl.node.Block, fleet.Policy{Check: check, Generation: generation}, now)
+	var added, removed int
+	if len(dec.Apply)+len(dec.Remove) > 0 {
+		var err error
+		if added, removed, err = s.ApplyFleet(dec.Apply, dec.Remove); err != nil {
+			d.log.Error("the fleet's blocks could not all be applied here", "err", err)
 		}
-	}
-	if err := s.SetFleetAllows(allows); err != nil {
-		d.log.Error("the fleet's allowlist could not be applied whole", "err", err)
-	}
-	s.EndByFleet(v.Unblocks)
-	fl.followMembers(v.Members) // before the blocks: a member that joined is protected from them
-	dec := fl.recv.Decide(v, s.BlockChecker(), now)
-	added, removed, err := s.SetFleet(dec.Apply)
-	if err != nil {
-		d.log.Error("the fleet's blocks could not all be applied here", "err", err)
 	}
 	for _, a := range dec.New {
 		if d.metrics != nil {
@@ -165,11 +178,29 @@ func (fl *fleetLink) apply() {
 	for reason, n := range dec.Refused {
 		fl.rejected[reason] += uint64(n)
 	}
-	fl.pending, fl.applied = dec.Pending, len(dec.Apply)
+	fl.pending, fl.applied = dec.Pending, dec.Applied
 	fl.mu.Unlock()
-	fl.warnSkew(v.Members)
 	if added+removed > 0 {
-		d.log.Info("the fleet's blocks applied here", "added", added, "removed", removed, "revision", v.Revision)
+		d.log.Info("the fleet's blocks applied here", "added", added, "removed", removed, "revision", c.Revision)
+	}
+}
+
+// applyAllows applies the fleet's allowlist entries live at now, and
+// notes when the next of them ends.
+func (fl *fleetLink) applyAllows(now time.Time) {
+	live := map[netip.Prefix]fleet.Allow{}
+	fl.allowsUntil = time.Time{}
+	for p, a := range fl.allows {
+		if a.Expired(now) {
+			continue
+		}
+		live[p] = a
+		if !a.ExpiresAt.IsZero() && (fl.allowsUntil.IsZero() || a.ExpiresAt.Before(fl.allowsUntil)) {
+			fl.allowsUntil = a.ExpiresAt
+		}
+	}
+	if err := fl.d.state.SetFleetAllows(live); err != nil {
+		fl.d.log.Error("the fleet's allowlist could not be applied whole", "err", err)
 	}
 }
 

@@ -98,11 +98,12 @@ func (d *daemon) fleetStatus() (api.FleetStatus, error) {
 	if fl == nil {
 		return api.FleetStatus{}, errNoFleet
 	}
-	st, v := fl.node.Status(), fl.node.View()
+	st := fl.node.Status()
+	members, published := fl.node.Members()
 	out := api.FleetStatus{Node: fl.cfg.Node, Prefix: fl.cfg.Prefix, Endpoints: fl.cfg.Etcd, Connected: st.Connected,
 		Why: st.Why, Since: st.Since, Revision: st.Revision, Admin: fl.admin != nil, Entries: d.state.FleetEntries(),
-		Published: len(v.Blocks[fl.cfg.Node])}
-	for name, m := range v.Members {
+		Published: published}
+	for name, m := range members {
 		out.Members = append(out.Members, api.FleetMember{Node: name, HBF: m.HBF, Addrs: m.Addrs, Clock: m.Clock,
 			Skew: m.Skew().Round(100 * time.Millisecond).String()})
 	}

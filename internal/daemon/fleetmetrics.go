@@ -29,6 +29,7 @@ func (d *daemon) fleetStats() metrics.FleetStats {
 	}
 	applied := fl.applied
 	fl.mu.Unlock()
-	return metrics.FleetStats{Connected: fl.node.Status().Connected, Members: len(fl.node.View().Members),
+	members, _ := fl.node.Members()
+	return metrics.FleetStats{Connected: fl.node.Status().Connected, Members: len(members),
 		Entries: applied, Published: counts.Published, Rejected: rejected, Errors: errs}
 }

@@ -323,7 +323,11 @@ func (e *Engine) allowEdit(action string, p netip.Prefix, after *store.Allow) ed
 // that changed must not keep exempting anyone. New entries go in before
 // old ones go, but where that would overfill the map.
 func (e *Engine) syncAllows() error {
-	e.protected = e.protectedWith(e.base)
+	next := e.protectedWith(e.base)
+	if !next.Protects(e.protected) {
+		e.policy++
+	}
+	e.protected = next
 	in, left := e.protected.Kernel(e.k.Capacity().Allows)
 	unenforced := map[protect.Kind]int{}
 	for _, l := range left {

@@ -82,6 +82,9 @@ type Engine struct {
 	// base is the protected set but the allowlist; protected is all of it.
 	base      []protect.Entry
 	protected *protect.Set
+	// policy moves each time the rules or the protected set change: the
+	// fleet's receiver decides every block again then.
+	policy uint64
 	// unenforced counts, by kind, the protected entries the kernel's
 	// allowlist has no room for.
 	unenforced map[protect.Kind]int
@@ -273,14 +276,15 @@ func Checker(rules policy.Rules, set *protect.Set, explain func(error) error) fu
 // checkBlock is the policy check for a block of p now.
 func (e *Engine) checkBlock(p netip.Prefix) error { return Checker(e.rules, e.protected, e.explain)(p) }
 
-// BlockChecker is the policy check for blocks as it stands now: what a
-// source of blocks outside the engine (the fleet's receiver) decides a
-// batch with. The protected set is never changed in place, so the check
-// needs no lock.
-func (e *Engine) BlockChecker() func(netip.Prefix) error {
+// BlockChecker is the policy check for blocks as it stands now, and its
+// generation: what a source of blocks outside the engine (the fleet's
+// receiver) decides a batch with, deciding everything again when the
+// generation moved. The protected set is never changed in place, so the
+// check needs no lock.
+func (e *Engine) BlockChecker() (check func(netip.Prefix) error, generation uint64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return Checker(e.rules, e.protected, e.explain)
+	return Checker(e.rules, e.protected, e.explain), e.policy
 }
 
 // Checker is the policy check for list entries under rules, with base
@@ -297,6 +301,9 @@ func (e *Engine) Checker(rules policy.Rules, base []protect.Entry) func(netip.Pr
 func (e *Engine) SetPolicy(rules policy.Rules, base []protect.Entry) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if rules != e.rules {
+		e.policy++
+	}
 	e.rules, e.base = rules, base
 	return e.syncAllows()
 }

@@ -18,14 +18,26 @@ import (
 // this host applies (origin fleet:<node>), the fleet's allowlist and
 // unblocks, and what this host publishes.
 
-// SetFleet makes the fleet's blocks applied here exactly applied, in one
-// store transaction, then in the kernel. It returns how many records it
-// added and removed.
-func (e *Engine) SetFleet(applied []fleet.Applied) (added, removed int, err error) {
+// ApplyFleet applies the fleet's blocks of apply here (again, when their
+// values changed) and ends those of remove, in one store transaction,
+// then in the kernel. It touches only their prefixes, whatever else the
+// fleet holds, and returns how many records it added and removed.
+func (e *Engine) ApplyFleet(apply []fleet.Applied, remove []fleet.Ref) (added, removed int, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	want := map[netip.Prefix]map[store.Origin]store.Block{}
-	for _, a := range applied {
+	after := func(p netip.Prefix) map[store.Origin]store.Block {
+		m, ok := want[p]
+		if !ok {
+			m = e.fleetRecords(p)
+			want[p] = m
+		}
+		return m
+	}
+	for _, r := range remove {
+		delete(after(r.Prefix), store.OriginFleet(r.Origin))
+	}
+	for _, a := range apply {
 		b := a.Block
 		rec := store.Block{Prefix: b.Prefix, Origin: store.OriginFleet(a.Origin), Reason: b.Reason,
 			By: "fleet", Created: b.Created, Expires: b.ExpiresAt}
@@ -33,16 +45,13 @@ func (e *Engine) SetFleet(applied []fleet.Applied) (added, removed int, err erro
 			proto, _ := ports.ParseProto(p.Proto) // evidence only: an unknown protocol shows as TCP
 			rec.Ports = append(rec.Ports, store.PortSeen{Port: p.Port, Proto: proto, Seen: p.Seen})
 		}
-		if want[b.Prefix] == nil {
-			want[b.Prefix] = map[store.Origin]store.Block{}
-		}
-		want[b.Prefix][rec.Origin] = rec
+		after(b.Prefix)[rec.Origin] = rec
 	}
 	var changes, undo []store.Replacement
 	var history []store.Change
 	now := e.now()
-	for _, p := range e.fleetPrefixes(want) {
-		before, after := e.fleetRecords(p), want[p]
+	for p, after := range want {
+		before := e.fleetRecords(p)
 		var drop []store.Origin
 		for o := range before {
 			if _, ok := after[o]; !ok {
@@ -101,19 +110,6 @@ func (e *Engine) SetFleet(applied []fleet.Applied) (added, removed int, err erro
 		e.log.Warn("cannot record history", "err", herr)
 	}
 	return added, removed, err
-}
-
-// fleetPrefixes are the prefixes with fleet records now or in want.
-func (e *Engine) fleetPrefixes(want map[netip.Prefix]map[store.Origin]store.Block) []netip.Prefix {
-	seen := maps.Clone(want)
-	for p, recs := range e.blocks {
-		for o := range recs {
-			if o.FleetNode() != "" {
-				seen[p] = nil
-			}
-		}
-	}
-	return slices.Collect(maps.Keys(seen))
 }
 
 // fleetRecords are p's records of fleet origins.

@@ -41,7 +41,7 @@ var testBase = protect.Host(testHost, "/etc/resolv.conf")
 // harness is an engine over a fake kernel and a real store in a folder
 // of the test's.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	clock *testenv.Clock
 	k     *kerneltest.Fake
@@ -55,7 +55,7 @@ type harness struct {
 	events []report.Event
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: t.TempDir(), clock: testenv.NewClock(time.Date(2026, 11, 27, 15, 28, 5, 0, time.UTC)),
 		log: &testenv.Log{}}

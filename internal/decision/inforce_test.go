@@ -36,10 +36,10 @@ func TestInForceFollowsTheKernel(t *testing.T) {
 	h.setLists(h.list(a), h.list(b))
 	check("a list shrunk")
 	now := h.clock.Now()
-	if _, _, err := h.s.SetFleet([]fleet.Applied{
+	if _, _, err := h.s.ApplyFleet([]fleet.Applied{
 		{Origin: "b", Block: fleet.Block{Prefix: pfx("192.0.2.200/32"), Origin: "scan", Created: now, ExpiresAt: now.Add(time.Minute)}},
 		{Origin: "c", Block: fleet.Block{Prefix: pfx("203.0.113.51/32"), Origin: "manual", Created: now}},
-	}); err != nil {
+	}, nil); err != nil {
 		t.Fatal(err)
 	}
 	check("fleet blocks, one listed")

@@ -97,6 +97,7 @@ type Node struct {
 	// compacted: etcd's history no longer reaches the view; the next
 	// session reads the fleet whole.
 	compacted bool
+	touched   touched // since the last Take
 }
 
 // Counts are what a node did, for its metrics.
@@ -133,7 +134,7 @@ func NewNode(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// Changed receives after the view changed; read View then. Changes come in
+// Changed receives after the view changed; Take what changed then. Changes come in
 // bursts and are not queued one by one.
 func (n *Node) Changed() <-chan struct{} { return n.changed }
 

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"cmp"
+	"container/heap"
 	"errors"
 	"net/netip"
 	"slices"
@@ -47,21 +48,40 @@ type Applied struct {
 }
 
 // Receiver decides which of the fleet's blocks this host applies. It
-// remembers what it applied, so that an origin's budget is spent by new
-// entries only, and what it refused, so that each refusal counts once.
+// follows the view by its changes, and decides again only what a change
+// touched: the blocks changed, those of a prefix whose reporters changed,
+// those expired, those waiting for their origin's budget when it refills,
+// and all of them only when this host's policy changed. It remembers
+// what it applied, so that an origin's budget is spent by new entries
+// only, and what it refused, so that each refusal counts once.
 type Receiver struct {
 	self   string
 	limits Limits
 
-	applied map[string]map[netip.Prefix]time.Time // by origin: when first applied
-	spent   map[string][]time.Time                // by origin: applications in the last minute
-	refused map[string]map[netip.Prefix]string    // by origin: the reason last counted
+	applied  map[string]map[netip.Prefix]time.Time // by origin: when first applied
+	nApplied int
+	spent    map[string][]time.Time           // by origin: applications in the last minute
+	refused  map[Ref]string                   // the reason last counted
+	pending  map[Ref]struct{}                 // scan blocks waiting for more reporters
+	waiting  map[string]map[netip.Prefix]bool // by origin: refused for its budget, tried as it refills
+	holders  map[netip.Prefix][]holder        // who publishes each prefix
+	unblocks map[netip.Prefix]Unblock
+	expiries expiries
+	policy   uint64 // the generation of the check last decided with; 0: none yet
+}
+
+// holder is a node that publishes a prefix, and whether its block is a
+// live scan report, which counts toward --fleet-min-reporters.
+type holder struct {
+	origin  string
+	reports bool
 }
 
 // NewReceiver returns a receiver for the node self.
 func NewReceiver(self string, limits Limits) *Receiver {
 	return &Receiver{self: self, limits: limits, applied: map[string]map[netip.Prefix]time.Time{},
-		spent: map[string][]time.Time{}, refused: map[string]map[netip.Prefix]string{}}
+		spent: map[string][]time.Time{}, refused: map[Ref]string{}, pending: map[Ref]struct{}{},
+		waiting: map[string]map[netip.Prefix]bool{}, holders: map[netip.Prefix][]holder{}}
 }
 
 // Known tells the receiver that origin's block of p was applied here since
@@ -70,93 +90,259 @@ func (r *Receiver) Known(origin string, p netip.Prefix, first time.Time) {
 	if r.applied[origin] == nil {
 		r.applied[origin] = map[netip.Prefix]time.Time{}
 	}
+	if _, ok := r.applied[origin][p]; !ok {
+		r.nApplied++
+	}
 	r.applied[origin][p] = first
 }
 
-// Decision is what a receiver decided for one view.
+// Decision is what a receiver decided after changes: what to apply or
+// apply again (its value changed), and what to apply no more.
 type Decision struct {
-	Apply []Applied
+	Apply  []Applied
+	Remove []Ref
 	// New are the entries of Apply this host did not apply before.
 	New []Applied
 	// Refused counts the refusals not counted before, by reason.
 	Refused map[string]int
-	// Pending are scan blocks waiting for more reporters.
-	Pending int
+	// Pending are scan blocks waiting for more reporters; Applied the
+	// blocks applied here, both after the decision.
+	Pending, Applied int
 }
 
-// Decide says which blocks of v this host applies at now; check is its
-// policy for a block of a prefix (policy.TooWideError when too wide).
-func (r *Receiver) Decide(v View, check func(netip.Prefix) error, now time.Time) Decision {
-	d := Decision{Refused: map[string]int{}}
-	reporters := map[netip.Prefix]int{}
-	for _, blocks := range v.Blocks {
-		for p, b := range blocks {
-			if b.Origin == "scan" && !b.Expired(now) {
-				reporters[p]++
+// Policy is this host's check of a block of a prefix (policy.TooWideError
+// when too wide), and its generation: a new generation decides every
+// block again.
+type Policy struct {
+	Check      func(netip.Prefix) error
+	Generation uint64
+}
+
+// Update follows c and decides again what it touched at now; block reads
+// a block of the view as it is now (Node.Block).
+func (r *Receiver) Update(c Changes, block func(Ref) (Block, bool), pol Policy, now time.Time) Decision {
+	dirty := map[Ref]bool{} // true: its value changed
+	mark := func(ref Ref) {
+		if _, ok := dirty[ref]; !ok {
+			dirty[ref] = false
+		}
+	}
+	markPrefix := func(p netip.Prefix) {
+		for _, h := range r.holders[p] {
+			mark(Ref{h.origin, p})
+		}
+	}
+	if c.Whole {
+		for p := range r.holders {
+			markPrefix(p)
+		}
+		for origin, ps := range r.applied {
+			for p := range ps {
+				mark(Ref{origin, p})
+			}
+		}
+		r.holders, r.expiries = map[netip.Prefix][]holder{}, nil
+	}
+	if c.Unblocks != nil {
+		for p, u := range c.Unblocks {
+			if old, ok := r.unblocks[p]; !ok || !old.At.Equal(u.At) {
+				markPrefix(p)
+			}
+		}
+		for p := range r.unblocks {
+			if _, ok := c.Unblocks[p]; !ok {
+				markPrefix(p)
+			}
+		}
+		r.unblocks = c.Unblocks
+	}
+	for _, ref := range c.Blocks {
+		b, ok := block(ref)
+		if r.hold(ref, b, ok, now) {
+			markPrefix(ref.Prefix)
+		}
+		dirty[ref] = true
+	}
+	for len(r.expiries) > 0 && !r.expiries[0].at.After(now) {
+		e := heap.Pop(&r.expiries).(expiry)
+		if b, ok := block(e.ref); ok && b.ExpiresAt.Equal(e.at) {
+			if r.hold(e.ref, b, true, now) {
+				markPrefix(e.ref.Prefix)
+			}
+			mark(e.ref)
+		}
+	}
+	if pol.Generation != r.policy {
+		r.policy = pol.Generation
+		for p := range r.holders {
+			markPrefix(p)
+		}
+	}
+	for origin, ps := range r.waiting {
+		if r.budgetLeft(origin, now) {
+			for p := range ps {
+				mark(Ref{origin, p})
 			}
 		}
 	}
-	applied := map[string]map[netip.Prefix]time.Time{}
-	for origin, blocks := range v.Blocks {
-		if origin == r.self {
+	return r.decide(dirty, block, pol.Check, now)
+}
+
+// hold notes origin's block of a prefix as the view holds it now (ok:
+// it exists), and reports whether the prefix's reporters changed.
+func (r *Receiver) hold(ref Ref, b Block, ok bool, now time.Time) bool {
+	hs := r.holders[ref.Prefix]
+	i := slices.IndexFunc(hs, func(h holder) bool { return h.origin == ref.Origin })
+	was := i >= 0 && hs[i].reports
+	reports := ok && b.Origin == "scan" && !b.Expired(now)
+	switch {
+	case !ok && i >= 0:
+		hs = slices.Delete(hs, i, i+1)
+	case ok && i < 0:
+		hs = append(hs, holder{origin: ref.Origin, reports: reports})
+	case ok:
+		hs[i].reports = reports
+	}
+	if len(hs) == 0 {
+		delete(r.holders, ref.Prefix)
+	} else {
+		r.holders[ref.Prefix] = hs
+	}
+	if ok && !b.ExpiresAt.IsZero() && b.ExpiresAt.After(now) {
+		heap.Push(&r.expiries, expiry{at: b.ExpiresAt, ref: ref})
+	}
+	return reports != was
+}
+
+// reporters counts the live scan reports of p.
+func (r *Receiver) reporters(p netip.Prefix) int {
+	n := 0
+	for _, h := range r.holders[p] {
+		if h.reports {
+			n++
+		}
+	}
+	return n
+}
+
+// decide decides the blocks named, true for those whose value changed.
+func (r *Receiver) decide(refs map[Ref]bool, block func(Ref) (Block, bool), check func(netip.Prefix) error, now time.Time) Decision {
+	d := Decision{Refused: map[string]int{}}
+	fresh := map[string][]Block{}
+	for ref, changed := range refs {
+		if ref.Origin == r.self {
 			continue
 		}
-		var fresh []Block
-		for p, b := range blocks {
-			switch u, unblocked := v.Unblocks[p]; {
-			case b.Expired(now), unblocked && u.Ends(b):
-				continue
-			case b.Origin == "scan" && reporters[p] < max(r.limits.MinReporters, 1):
-				d.Pending++
-				continue
-			}
-			if err := check(p); err != nil {
-				reason := RejectProtected
-				if _, wide := errors.AsType[*policy.TooWideError](err); wide {
-					reason = RejectTooWide
-				}
-				r.count(&d, origin, p, reason)
-				continue
-			}
-			first, known := r.applied[origin][p]
-			if !known {
-				fresh = append(fresh, b)
-				continue
-			}
-			r.keep(&d, applied, origin, b, first)
+		delete(r.pending, ref)
+		r.unwait(ref)
+		b, ok := block(ref)
+		_, known := r.applied[ref.Origin][ref.Prefix]
+		u, unblocked := r.unblocks[ref.Prefix]
+		switch {
+		case !ok || b.Expired(now) || unblocked && u.Ends(b):
+			delete(r.refused, ref)
+			r.unapply(&d, ref, known)
+			continue
+		case b.Origin == "scan" && r.reporters(ref.Prefix) < max(r.limits.MinReporters, 1):
+			r.pending[ref] = struct{}{}
+			r.unapply(&d, ref, known)
+			continue
 		}
-		// New entries in the order they were made, while the origin's
-		// quota and budget last.
-		slices.SortFunc(fresh, func(a, b Block) int {
-			return cmp.Or(a.Created.Compare(b.Created), a.Prefix.Addr().Compare(b.Prefix.Addr()))
-		})
-		for _, b := range fresh {
-			if reason := r.budget(origin, len(applied[origin]), now); reason != "" {
-				r.count(&d, origin, b.Prefix, reason)
-				continue
+		if err := check(ref.Prefix); err != nil {
+			reason := RejectProtected
+			if _, wide := errors.AsType[*policy.TooWideError](err); wide {
+				reason = RejectTooWide
 			}
-			d.New = append(d.New, Applied{Origin: origin, Block: b})
-			r.keep(&d, applied, origin, b, now)
+			r.count(&d, ref, reason)
+			r.unapply(&d, ref, known)
+			continue
+		}
+		delete(r.refused, ref)
+		switch {
+		case !known:
+			fresh[ref.Origin] = append(fresh[ref.Origin], b)
+		case changed:
+			d.Apply = append(d.Apply, Applied{Origin: ref.Origin, Block: b})
 		}
 	}
-	r.applied = applied
+	// New entries in the order they were made, while the origin's quota
+	// and budget last.
+	for origin, bs := range fresh {
+		slices.SortFunc(bs, func(a, b Block) int {
+			return cmp.Or(a.Created.Compare(b.Created), a.Prefix.Addr().Compare(b.Prefix.Addr()))
+		})
+		for _, b := range bs {
+			ref := Ref{origin, b.Prefix}
+			if reason := r.spend(origin, now); reason != "" {
+				r.count(&d, ref, reason)
+				r.wait(ref)
+				continue
+			}
+			delete(r.refused, ref)
+			if r.applied[origin] == nil {
+				r.applied[origin] = map[netip.Prefix]time.Time{}
+			}
+			r.applied[origin][b.Prefix] = now
+			r.nApplied++
+			a := Applied{Origin: origin, Block: b}
+			d.Apply = append(d.Apply, a)
+			d.New = append(d.New, a)
+		}
+	}
+	d.Pending, d.Applied = len(r.pending), r.nApplied
 	return d
 }
 
-// keep applies b of origin, first applied at first.
-func (r *Receiver) keep(d *Decision, applied map[string]map[netip.Prefix]time.Time, origin string, b Block, first time.Time) {
-	if applied[origin] == nil {
-		applied[origin] = map[netip.Prefix]time.Time{}
+// unapply stops applying ref, when it was.
+func (r *Receiver) unapply(d *Decision, ref Ref, known bool) {
+	if !known {
+		return
 	}
-	applied[origin][b.Prefix] = first
-	delete(r.refused[origin], b.Prefix)
-	d.Apply = append(d.Apply, Applied{Origin: origin, Block: b})
+	delete(r.applied[ref.Origin], ref.Prefix)
+	if len(r.applied[ref.Origin]) == 0 {
+		delete(r.applied, ref.Origin)
+	}
+	r.nApplied--
+	d.Remove = append(d.Remove, ref)
 }
 
-// budget says why an origin that holds held entries here cannot have one
-// more now, or "" when it can, and spends it.
-func (r *Receiver) budget(origin string, held int, now time.Time) string {
-	if r.limits.Quota > 0 && held >= r.limits.Quota {
+func (r *Receiver) wait(ref Ref) {
+	if r.waiting[ref.Origin] == nil {
+		r.waiting[ref.Origin] = map[netip.Prefix]bool{}
+	}
+	r.waiting[ref.Origin][ref.Prefix] = true
+}
+
+func (r *Receiver) unwait(ref Ref) {
+	if w := r.waiting[ref.Origin]; w != nil {
+		delete(w, ref.Prefix)
+		if len(w) == 0 {
+			delete(r.waiting, ref.Origin)
+		}
+	}
+}
+
+// budgetLeft reports whether origin could have one more entry now.
+func (r *Receiver) budgetLeft(origin string, now time.Time) bool {
+	if r.limits.Quota > 0 && len(r.applied[origin]) >= r.limits.Quota {
+		return false
+	}
+	if r.limits.PerMinute > 0 {
+		recent := 0
+		for _, at := range r.spent[origin] {
+			if now.Sub(at) < time.Minute {
+				recent++
+			}
+		}
+		return recent < r.limits.PerMinute
+	}
+	return true
+}
+
+// spend says why origin cannot have one more entry now, or "" when it
+// can, and spends it.
+func (r *Receiver) spend(origin string, now time.Time) string {
+	if r.limits.Quota > 0 && len(r.applied[origin]) >= r.limits.Quota {
 		return RejectQuota
 	}
 	if r.limits.PerMinute > 0 {
@@ -170,14 +356,31 @@ func (r *Receiver) budget(origin string, held int, now time.Time) string {
 	return ""
 }
 
-// count counts a refusal once per origin, prefix and reason.
-func (r *Receiver) count(d *Decision, origin string, p netip.Prefix, reason string) {
-	if r.refused[origin] == nil {
-		r.refused[origin] = map[netip.Prefix]string{}
-	}
-	if r.refused[origin][p] == reason {
+// count counts a refusal once per block and reason.
+func (r *Receiver) count(d *Decision, ref Ref, reason string) {
+	if r.refused[ref] == reason {
 		return
 	}
-	r.refused[origin][p] = reason
+	r.refused[ref] = reason
 	d.Refused[reason]++
+}
+
+// expiries are the blocks' ends, soonest first: the once-a-second look
+// decides again only what ended.
+type expiries []expiry
+
+type expiry struct {
+	at  time.Time
+	ref Ref
+}
+
+func (h expiries) Len() int           { return len(h) }
+func (h expiries) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h expiries) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiries) Push(x any)        { *h = append(*h, x.(expiry)) }
+func (h *expiries) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }

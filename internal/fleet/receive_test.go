@@ -43,14 +43,14 @@ func TestReceiverAppliesWhatOthersPublish(t *testing.T) {
 		"a":  {block(addr(2), t0, time.Hour), block(addr(3), t0.Add(-2*time.Hour), time.Hour)},
 		"b":  {block(addr(4), t0, 0)},
 	})
-	d := r.Decide(v, allowAll, t0.Add(time.Minute))
+	d := decide(r, v, allowAll, t0.Add(time.Minute))
 	if got := applied(d); len(got) != 2 || !got["a 198.51.100.2/32"] || !got["b 198.51.100.4/32"] {
 		t.Errorf("applied %v: want a's live block and b's, neither its own nor an expired one", got)
 	}
 	if len(d.New) != 2 {
 		t.Errorf("new %+v", d.New)
 	}
-	if d := r.Decide(v, allowAll, t0.Add(2*time.Minute)); len(d.New) != 0 || len(d.Apply) != 2 {
+	if d := decide(r, v, allowAll, t0.Add(2*time.Minute)); len(d.New) != 0 || len(d.Apply) != 2 {
 		t.Errorf("the second look: %d applied, %d new; want 2 and none", len(d.Apply), len(d.New))
 	}
 }
@@ -59,7 +59,7 @@ func TestReceiverHonoursTheFleetsUnblocks(t *testing.T) {
 	r := NewReceiver("me", Limits{MinReporters: 1})
 	v := viewOf(map[string][]Block{"a": {block(addr(2), t0, time.Hour)}, "b": {block(addr(2), t0.Add(time.Hour), 2*time.Hour)}})
 	v.Unblocks[addr(2)] = Unblock{Prefix: addr(2), At: t0.Add(time.Minute)}
-	got := applied(r.Decide(v, allowAll, t0.Add(90*time.Minute)))
+	got := applied(decide(r, v, allowAll, t0.Add(90*time.Minute)))
 	if got["a 198.51.100.2/32"] || !got["b 198.51.100.2/32"] {
 		t.Errorf("applied %v: want the block made after the unblock only", got)
 	}
@@ -72,12 +72,12 @@ func TestReceiverWaitsForEnoughReporters(t *testing.T) {
 	manual := block(addr(9), t0, time.Hour)
 	manual.Origin = "manual"
 	v := viewOf(map[string][]Block{"a": {block(addr(2), t0, time.Hour), manual}})
-	d := r.Decide(v, allowAll, t0)
+	d := decide(r, v, allowAll, t0)
 	if got := applied(d); len(got) != 1 || !got["a 198.51.100.9/32"] || d.Pending != 1 {
 		t.Errorf("one reporter: applied %v, %d pending", got, d.Pending)
 	}
 	v.Blocks["b"] = map[netip.Prefix]Block{addr(2): block(addr(2), t0, time.Hour)}
-	if got := applied(r.Decide(v, allowAll, t0)); !got["a 198.51.100.2/32"] || !got["b 198.51.100.2/32"] {
+	if got := applied(decide(r, v, allowAll, t0)); !got["a 198.51.100.2/32"] || !got["b 198.51.100.2/32"] {
 		t.Errorf("two reporters: applied %v", got)
 	}
 }
@@ -94,11 +94,11 @@ func TestReceiverAppliesThisHostsPolicy(t *testing.T) {
 		}
 		return nil
 	}
-	d := r.Decide(v, check, t0)
+	d := decide(r, v, check, t0)
 	if len(d.Apply) != 0 || d.Refused[RejectProtected] != 1 || d.Refused[RejectTooWide] != 1 {
 		t.Errorf("applied %v, refused %v", applied(d), d.Refused)
 	}
-	if d := r.Decide(v, check, t0); len(d.Refused) != 0 {
+	if d := decide(r, v, check, t0); len(d.Refused) != 0 {
 		t.Errorf("refusals counted again: %v", d.Refused)
 	}
 }
@@ -110,14 +110,129 @@ func TestReceiverLimitsEachOrigin(t *testing.T) {
 		bs = append(bs, block(addr(i+1), t0.Add(time.Duration(i)*time.Second), time.Hour))
 	}
 	v := viewOf(map[string][]Block{"a": bs, "b": {block(addr(100), t0, time.Hour)}})
-	d := r.Decide(v, allowAll, t0.Add(10*time.Second))
+	d := decide(r, v, allowAll, t0.Add(10*time.Second))
 	got := applied(d)
 	if len(got) != 4 || !got["a 198.51.100.1/32"] || !got["a 198.51.100.3/32"] || !got["b 198.51.100.100/32"] ||
 		d.Refused[RejectRateLimited] != 5 {
 		t.Errorf("the first minute: applied %v, refused %v; want a's 3 oldest and b's", got, d.Refused)
 	}
-	d = r.Decide(v, allowAll, t0.Add(80*time.Second))
+	d = decide(r, v, allowAll, t0.Add(80*time.Second))
 	if got := applied(d); len(got) != 6 || d.Refused[RejectQuota] != 3 {
 		t.Errorf("the next minute: applied %v, refused %v; want a at its quota of 5", got, d.Refused)
+	}
+}
+
+// decide gives r the view v read whole, as a node's first session does,
+// under check as the first policy.
+func decide(r *Receiver, v View, check func(netip.Prefix) error, now time.Time) Decision {
+	c := Changes{Revision: 1, Whole: true}
+	for origin, blocks := range v.Blocks {
+		for p := range blocks {
+			c.Blocks = append(c.Blocks, Ref{origin, p})
+		}
+	}
+	c.Unblocks = v.Unblocks
+	return r.Update(c, lookup(v), Policy{Check: check, Generation: 1}, now)
+}
+
+func lookup(v View) func(Ref) (Block, bool) {
+	return func(ref Ref) (Block, bool) {
+		b, ok := v.Blocks[ref.Origin][ref.Prefix]
+		return b, ok
+	}
+}
+
+// TestReceiverDecidesOnlyWhatChanged follows a view by its changes: one
+// new block is decided alone, whatever the view holds, and what the once-
+// a-second look finds (an expiry, a refilled budget, a second reporter, a
+// new policy) is decided as it comes.
+func TestReceiverDecidesOnlyWhatChanged(t *testing.T) {
+	r := NewReceiver("me", Limits{MinReporters: 2, PerMinute: 1000})
+	var bs []Block
+	for i := range 200 {
+		b := block(addr(i), t0, time.Hour)
+		b.Origin = "manual"
+		bs = append(bs, b)
+	}
+	v := viewOf(map[string][]Block{"a": bs})
+	allow := Policy{Check: allowAll, Generation: 1}
+	if d := decide(r, v, allowAll, t0); len(d.New) != 200 || d.Applied != 200 {
+		t.Fatalf("whole: %d new, %d applied", len(d.New), d.Applied)
+	}
+	update := func(now time.Time, pol Policy, refs ...Ref) Decision {
+		return r.Update(Changes{Revision: 2, Blocks: refs}, lookup(v), pol, now)
+	}
+	// One new block, expiring in a minute: decided alone.
+	short := block(netip.MustParsePrefix("203.0.113.1/32"), t0, time.Minute)
+	short.Origin = "manual"
+	v.Blocks["b"] = map[netip.Prefix]Block{short.Prefix: short}
+	d := update(t0, allow, Ref{"b", short.Prefix})
+	if len(d.Apply) != 1 || len(d.New) != 1 || len(d.Remove) != 0 || d.Applied != 201 {
+		t.Fatalf("one new block: %+v", d)
+	}
+	// Nothing changed: nothing decided.
+	if d := update(t0.Add(time.Second), allow); len(d.Apply)+len(d.Remove) != 0 {
+		t.Fatalf("nothing changed, yet %+v", d)
+	}
+	// Its expiry, found by the look a second later, with no change.
+	if d := update(t0.Add(time.Minute), allow); len(d.Remove) != 1 || d.Remove[0] != (Ref{"b", short.Prefix}) {
+		t.Fatalf("expired: removed %v, want b's block", d.Remove)
+	}
+	// A scan block of one reporter waits; a second reporter applies both.
+	scan := block(netip.MustParsePrefix("203.0.113.2/32"), t0, time.Hour)
+	v.Blocks["b"] = map[netip.Prefix]Block{scan.Prefix: scan}
+	if d := update(t0.Add(time.Minute), allow, Ref{"b", scan.Prefix}); len(d.Apply) != 0 || d.Pending != 1 {
+		t.Fatalf("one reporter: %+v", d)
+	}
+	v.Blocks["c"] = map[netip.Prefix]Block{scan.Prefix: scan}
+	if d := update(t0.Add(time.Minute), allow, Ref{"c", scan.Prefix}); len(d.New) != 2 || d.Pending != 0 {
+		t.Fatalf("two reporters: %+v", d)
+	}
+	// A new policy decides every block again: one is now protected.
+	protect := Policy{Generation: 2, Check: func(p netip.Prefix) error {
+		if p == addr(7) {
+			return errors.New("protected")
+		}
+		return nil
+	}}
+	if d := update(t0.Add(time.Minute), protect); len(d.Remove) != 1 || d.Remove[0] != (Ref{"a", addr(7)}) ||
+		d.Refused[RejectProtected] != 1 {
+		t.Fatalf("new policy: %+v", d)
+	}
+}
+
+// TestReceiverTriesWaitingBlocksAsTheBudgetRefills: blocks refused for
+// their origin's rate are applied once the minute has passed, with no
+// change in the view.
+func TestReceiverTriesWaitingBlocksAsTheBudgetRefills(t *testing.T) {
+	r := NewReceiver("me", Limits{MinReporters: 1, PerMinute: 2})
+	var bs []Block
+	for i := range 3 {
+		bs = append(bs, block(addr(i), t0.Add(time.Duration(i)*time.Second), time.Hour))
+	}
+	v := viewOf(map[string][]Block{"a": bs})
+	if d := decide(r, v, allowAll, t0); len(d.New) != 2 || d.Refused[RejectRateLimited] != 1 {
+		t.Fatalf("first: %+v", d)
+	}
+	pol := Policy{Check: allowAll, Generation: 1}
+	if d := r.Update(Changes{Revision: 2}, lookup(v), pol, t0.Add(30*time.Second)); len(d.New) != 0 {
+		t.Fatalf("within the minute: %+v", d)
+	}
+	d := r.Update(Changes{Revision: 2}, lookup(v), pol, t0.Add(61*time.Second))
+	if len(d.New) != 1 || d.New[0].Block.Prefix != addr(2) {
+		t.Fatalf("after the minute: %+v, want the third block", d)
+	}
+}
+
+// TestReceiverDropsWhatAWholeReadNoLongerHolds: blocks applied before a
+// restart that are gone from the fleet when it is read are removed.
+func TestReceiverDropsWhatAWholeReadNoLongerHolds(t *testing.T) {
+	r := NewReceiver("me", Limits{MinReporters: 1})
+	r.Known("a", addr(1), t0)
+	r.Known("a", addr(2), t0)
+	v := viewOf(map[string][]Block{"a": {block(addr(2), t0, time.Hour)}})
+	d := decide(r, v, allowAll, t0)
+	if len(d.Remove) != 1 || d.Remove[0] != (Ref{"a", addr(1)}) || len(d.New) != 0 || d.Applied != 1 {
+		t.Fatalf("%+v: want a's first block removed, the second kept and not new", d)
 	}
 }

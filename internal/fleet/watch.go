@@ -55,6 +55,7 @@ func (n *Node) read(ctx context.Context, cli *clientv3.Client) (int64, error) {
 	n.mu.Lock()
 	old := n.view
 	n.view = view
+	n.touched = touched{whole: true}
 	n.status.Revision = view.Revision
 	n.compacted = false
 	n.mu.Unlock()
@@ -202,6 +203,7 @@ func (n *Node) watch(ctx context.Context, cli *clientv3.Client, rev int64) error
 			own = own || strings.HasPrefix(key, ownPrefix)
 			k, err := n.cfg.Layout.Parse(key)
 			if err == nil {
+				n.touched.note(k)
 				n.drop(&n.view, k)
 				if ev.Type != mvccpb.PUT {
 					continue

@@ -156,6 +156,20 @@ func (s *Set) Len() int {
 	return len(s.entries)
 }
 
+// Protects reports whether s and o protect the same prefixes: whether
+// a check against either says the same.
+func (s *Set) Protects(o *Set) bool {
+	prefixes := func(s *Set) []netip.Prefix {
+		out := make([]netip.Prefix, 0, s.Len())
+		for _, e := range s.Entries() {
+			out = append(out, e.Prefix)
+		}
+		slices.SortFunc(out, netip.Prefix.Compare)
+		return slices.Compact(out)
+	}
+	return slices.Equal(prefixes(s), prefixes(o))
+}
+
 // Entries are the entries, in the order they win a place in the kernel.
 func (s *Set) Entries() []Entry {
 	if s == nil {

@@ -1,0 +1,110 @@
+package fleet
+
+import (
+	"maps"
+	"net/netip"
+)
+
+// Following the view by what changed: a node notes which keys an event
+// touched, and Take hands over those, so that applying one new block costs
+// the same with a thousand blocks in the fleet or a hundred thousand.
+
+// Ref names one node's block of a prefix.
+type Ref struct {
+	Origin string // the publishing node
+	Prefix netip.Prefix
+}
+
+// Changes are what changed in a node's view since the last Take.
+type Changes struct {
+	Revision int64
+	// Whole: the view was read whole (the first session, or after
+	// etcd's history was compacted past it); Blocks names every block
+	// it holds, and what the taker holds besides is gone.
+	Whole bool
+	// Blocks changed, added or removed: read them with Block.
+	Blocks []Ref
+	// Every member, allow or unblock, when any of them changed; nil
+	// when none did. They are few beside the blocks.
+	Members  map[string]Member
+	Allows   map[netip.Prefix]Allow
+	Unblocks map[netip.Prefix]Unblock
+}
+
+// Empty reports whether nothing changed.
+func (c Changes) Empty() bool {
+	return !c.Whole && len(c.Blocks) == 0 && c.Members == nil && c.Allows == nil && c.Unblocks == nil
+}
+
+// touched is what changed since the last Take, kept under the node's lock.
+type touched struct {
+	whole                     bool
+	blocks                    map[Ref]struct{}
+	members, allows, unblocks bool
+}
+
+// note marks what an event under key k touched.
+func (t *touched) note(k Key) {
+	switch k.Kind {
+	case KindMember:
+		t.members = true
+	case KindBlock:
+		if t.blocks == nil {
+			t.blocks = map[Ref]struct{}{}
+		}
+		t.blocks[Ref{Origin: k.Node, Prefix: k.Prefix}] = struct{}{}
+	case KindAllow:
+		t.allows = true
+	case KindUnblock:
+		t.unblocks = true
+	}
+}
+
+// Take returns what changed in the view since the last Take, and starts
+// noting afresh.
+func (n *Node) Take() Changes {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	t := n.touched
+	n.touched = touched{}
+	c := Changes{Revision: n.view.Revision, Whole: t.whole}
+	if t.whole {
+		for origin, blocks := range n.view.Blocks {
+			for p := range blocks {
+				c.Blocks = append(c.Blocks, Ref{Origin: origin, Prefix: p})
+			}
+		}
+		t.members, t.allows, t.unblocks = true, true, true
+	} else {
+		for r := range t.blocks {
+			c.Blocks = append(c.Blocks, r)
+		}
+	}
+	// Copied into maps never nil: nil says unchanged.
+	if t.members {
+		c.Members = maps.Collect(maps.All(n.view.Members))
+	}
+	if t.allows {
+		c.Allows = maps.Collect(maps.All(n.view.Allows))
+	}
+	if t.unblocks {
+		c.Unblocks = maps.Collect(maps.All(n.view.Unblocks))
+	}
+	return c
+}
+
+// Block returns origin's block of p as the view holds it now.
+func (n *Node) Block(r Ref) (Block, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	b, ok := n.view.Blocks[r.Origin][r.Prefix]
+	return b, ok
+}
+
+// Members returns the members as the view holds them now, and how many
+// blocks this node has in the fleet.
+func (n *Node) Members() (members map[string]Member, published int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return maps.Clone(n.view.Members), len(n.view.Blocks[n.cfg.Node])
+}
