@@ -163,7 +163,7 @@ func (fl *fleetLink) apply() {
 			d.log.Error("the fleet's blocks could not all be applied here", "err", err)
 		}
 	}
-	for _, a := range dec.New {
+	for _, a := range dec.New() {
 		if d.metrics != nil {
 			d.metrics.ObserveFleetDelay(now.Sub(a.Block.Created))
 		}

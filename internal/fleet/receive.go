@@ -2,7 +2,6 @@ package fleet
 
 import (
 	"cmp"
-	"container/heap"
 	"errors"
 	"net/netip"
 	"slices"
@@ -64,9 +63,13 @@ type Receiver struct {
 	refused  map[Ref]string                   // the reason last counted
 	pending  map[Ref]struct{}                 // scan blocks waiting for more reporters
 	waiting  map[string]map[netip.Prefix]bool // by origin: refused for its budget, tried as it refills
-	holders  map[netip.Prefix][]holder        // who publishes each prefix
+	holders  map[netip.Prefix]holders         // who publishes each prefix
 	unblocks map[netip.Prefix]Unblock
-	expiries expiries
+	// expiries are the blocks' ends by the second they are over in,
+	// looked at up to looked: the once-a-second look decides again only
+	// what ended.
+	expiries map[int64][]Ref
+	looked   int64
 	policy   uint64 // the generation of the check last decided with; 0: none yet
 }
 
@@ -77,11 +80,59 @@ type holder struct {
 	reports bool
 }
 
+// holders are the holders of one prefix: nearly always one, kept inline.
+type holders struct {
+	first holder
+	more  []holder
+}
+
+func (hs *holders) all(yield func(*holder) bool) {
+	if hs.first.origin != "" && !yield(&hs.first) {
+		return
+	}
+	for i := range hs.more {
+		if !yield(&hs.more[i]) {
+			return
+		}
+	}
+}
+
+// find returns origin's entry, or nil.
+func (hs *holders) find(origin string) *holder {
+	for h := range hs.all {
+		if h.origin == origin {
+			return h
+		}
+	}
+	return nil
+}
+
+func (hs *holders) add(h holder) {
+	if hs.first.origin == "" {
+		hs.first = h
+	} else {
+		hs.more = append(hs.more, h)
+	}
+}
+
+func (hs *holders) remove(origin string) {
+	if hs.first.origin == origin {
+		hs.first = holder{}
+		if len(hs.more) > 0 {
+			hs.first, hs.more = hs.more[0], hs.more[1:]
+		}
+		return
+	}
+	hs.more = slices.DeleteFunc(hs.more, func(h holder) bool { return h.origin == origin })
+}
+
+func (hs *holders) empty() bool { return hs.first.origin == "" }
+
 // NewReceiver returns a receiver for the node self.
 func NewReceiver(self string, limits Limits) *Receiver {
 	return &Receiver{self: self, limits: limits, applied: map[string]map[netip.Prefix]time.Time{},
 		spent: map[string][]time.Time{}, refused: map[Ref]string{}, pending: map[Ref]struct{}{},
-		waiting: map[string]map[netip.Prefix]bool{}, holders: map[netip.Prefix][]holder{}}
+		waiting: map[string]map[netip.Prefix]bool{}, holders: map[netip.Prefix]holders{}, expiries: map[int64][]Ref{}}
 }
 
 // Known tells the receiver that origin's block of p was applied here since
@@ -101,14 +152,16 @@ func (r *Receiver) Known(origin string, p netip.Prefix, first time.Time) {
 type Decision struct {
 	Apply  []Applied
 	Remove []Ref
-	// New are the entries of Apply this host did not apply before.
-	New []Applied
+	fresh  int // the last of Apply are new
 	// Refused counts the refusals not counted before, by reason.
 	Refused map[string]int
 	// Pending are scan blocks waiting for more reporters; Applied the
 	// blocks applied here, both after the decision.
 	Pending, Applied int
 }
+
+// New are the entries of Apply this host did not apply before.
+func (d Decision) New() []Applied { return d.Apply[len(d.Apply)-d.fresh:] }
 
 // Policy is this host's check of a block of a prefix (policy.TooWideError
 // when too wide), and its generation: a new generation decides every
@@ -128,7 +181,8 @@ func (r *Receiver) Update(c Changes, block func(Ref) (Block, bool), pol Policy, 
 		}
 	}
 	markPrefix := func(p netip.Prefix) {
-		for _, h := range r.holders[p] {
+		hs := r.holders[p]
+		for h := range hs.all {
 			mark(Ref{h.origin, p})
 		}
 	}
@@ -141,7 +195,7 @@ func (r *Receiver) Update(c Changes, block func(Ref) (Block, bool), pol Policy, 
 				mark(Ref{origin, p})
 			}
 		}
-		r.holders, r.expiries = map[netip.Prefix][]holder{}, nil
+		r.holders, r.expiries = map[netip.Prefix]holders{}, map[int64][]Ref{}
 	}
 	if c.Unblocks != nil {
 		for p, u := range c.Unblocks {
@@ -163,13 +217,12 @@ func (r *Receiver) Update(c Changes, block func(Ref) (Block, bool), pol Policy, 
 		}
 		dirty[ref] = true
 	}
-	for len(r.expiries) > 0 && !r.expiries[0].at.After(now) {
-		e := heap.Pop(&r.expiries).(expiry)
-		if b, ok := block(e.ref); ok && b.ExpiresAt.Equal(e.at) {
-			if r.hold(e.ref, b, true, now) {
-				markPrefix(e.ref.Prefix)
+	for _, ref := range r.expired(now) {
+		if b, ok := block(ref); ok && b.Expired(now) { // not published again since
+			if r.hold(ref, b, true, now) {
+				markPrefix(ref.Prefix)
 			}
-			mark(e.ref)
+			mark(ref)
 		}
 	}
 	if pol.Generation != r.policy {
@@ -192,32 +245,60 @@ func (r *Receiver) Update(c Changes, block func(Ref) (Block, bool), pol Policy, 
 // it exists), and reports whether the prefix's reporters changed.
 func (r *Receiver) hold(ref Ref, b Block, ok bool, now time.Time) bool {
 	hs := r.holders[ref.Prefix]
-	i := slices.IndexFunc(hs, func(h holder) bool { return h.origin == ref.Origin })
-	was := i >= 0 && hs[i].reports
+	h := hs.find(ref.Origin)
+	was := h != nil && h.reports
 	reports := ok && b.Origin == "scan" && !b.Expired(now)
 	switch {
-	case !ok && i >= 0:
-		hs = slices.Delete(hs, i, i+1)
-	case ok && i < 0:
-		hs = append(hs, holder{origin: ref.Origin, reports: reports})
+	case !ok && h != nil:
+		hs.remove(ref.Origin)
+	case ok && h == nil:
+		hs.add(holder{origin: ref.Origin, reports: reports})
 	case ok:
-		hs[i].reports = reports
+		h.reports = reports
 	}
-	if len(hs) == 0 {
+	if hs.empty() {
 		delete(r.holders, ref.Prefix)
 	} else {
 		r.holders[ref.Prefix] = hs
 	}
 	if ok && !b.ExpiresAt.IsZero() && b.ExpiresAt.After(now) {
-		heap.Push(&r.expiries, expiry{at: b.ExpiresAt, ref: ref})
+		// In the bucket of the second it is over by: looked at once
+		// now has reached it.
+		sec := b.ExpiresAt.Unix()
+		if b.ExpiresAt.Nanosecond() > 0 {
+			sec++
+		}
+		r.expiries[sec] = append(r.expiries[sec], ref)
 	}
 	return reports != was
+}
+
+// expired takes the blocks whose seconds are over by now: one bucket a
+// second as time goes, or those due when a clock jumped far ahead.
+func (r *Receiver) expired(now time.Time) []Ref {
+	var out []Ref
+	if r.looked == 0 || now.Unix()-r.looked > int64(len(r.expiries)) {
+		for sec, refs := range r.expiries {
+			if sec <= now.Unix() {
+				out = append(out, refs...)
+				delete(r.expiries, sec)
+			}
+		}
+	} else {
+		for sec := r.looked + 1; sec <= now.Unix(); sec++ {
+			out = append(out, r.expiries[sec]...)
+			delete(r.expiries, sec)
+		}
+	}
+	r.looked = now.Unix()
+	return out
 }
 
 // reporters counts the live scan reports of p.
 func (r *Receiver) reporters(p netip.Prefix) int {
 	n := 0
-	for _, h := range r.holders[p] {
+	hs := r.holders[p]
+	for h := range hs.all {
 		if h.reports {
 			n++
 		}
@@ -284,9 +365,8 @@ func (r *Receiver) decide(refs map[Ref]bool, block func(Ref) (Block, bool), chec
 			}
 			r.applied[origin][b.Prefix] = now
 			r.nApplied++
-			a := Applied{Origin: origin, Block: b}
-			d.Apply = append(d.Apply, a)
-			d.New = append(d.New, a)
+			d.Apply = append(d.Apply, Applied{Origin: origin, Block: b})
+			d.fresh++
 		}
 	}
 	d.Pending, d.Applied = len(r.pending), r.nApplied
@@ -363,24 +443,4 @@ func (r *Receiver) count(d *Decision, ref Ref, reason string) {
 	}
 	r.refused[ref] = reason
 	d.Refused[reason]++
-}
-
-// expiries are the blocks' ends, soonest first: the once-a-second look
-// decides again only what ended.
-type expiries []expiry
-
-type expiry struct {
-	at  time.Time
-	ref Ref
-}
-
-func (h expiries) Len() int           { return len(h) }
-func (h expiries) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h expiries) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *expiries) Push(x any)        { *h = append(*h, x.(expiry)) }
-func (h *expiries) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
 }

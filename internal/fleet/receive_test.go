@@ -47,11 +47,11 @@ func TestReceiverAppliesWhatOthersPublish(t *testing.T) {
 	if got := applied(d); len(got) != 2 || !got["a 198.51.100.2/32"] || !got["b 198.51.100.4/32"] {
 		t.Errorf("applied %v: want a's live block and b's, neither its own nor an expired one", got)
 	}
-	if len(d.New) != 2 {
-		t.Errorf("new %+v", d.New)
+	if len(d.New()) != 2 {
+		t.Errorf("new %+v", d.New())
 	}
-	if d := decide(r, v, allowAll, t0.Add(2*time.Minute)); len(d.New) != 0 || len(d.Apply) != 2 {
-		t.Errorf("the second look: %d applied, %d new; want 2 and none", len(d.Apply), len(d.New))
+	if d := decide(r, v, allowAll, t0.Add(2*time.Minute)); len(d.New()) != 0 || len(d.Apply) != 2 {
+		t.Errorf("the second look: %d applied, %d new; want 2 and none", len(d.Apply), len(d.New()))
 	}
 }
 
@@ -156,8 +156,8 @@ func TestReceiverDecidesOnlyWhatChanged(t *testing.T) {
 	}
 	v := viewOf(map[string][]Block{"a": bs})
 	allow := Policy{Check: allowAll, Generation: 1}
-	if d := decide(r, v, allowAll, t0); len(d.New) != 200 || d.Applied != 200 {
-		t.Fatalf("whole: %d new, %d applied", len(d.New), d.Applied)
+	if d := decide(r, v, allowAll, t0); len(d.New()) != 200 || d.Applied != 200 {
+		t.Fatalf("whole: %d new, %d applied", len(d.New()), d.Applied)
 	}
 	update := func(now time.Time, pol Policy, refs ...Ref) Decision {
 		return r.Update(Changes{Revision: 2, Blocks: refs}, lookup(v), pol, now)
@@ -167,7 +167,7 @@ func TestReceiverDecidesOnlyWhatChanged(t *testing.T) {
 	short.Origin = "manual"
 	v.Blocks["b"] = map[netip.Prefix]Block{short.Prefix: short}
 	d := update(t0, allow, Ref{"b", short.Prefix})
-	if len(d.Apply) != 1 || len(d.New) != 1 || len(d.Remove) != 0 || d.Applied != 201 {
+	if len(d.Apply) != 1 || len(d.New()) != 1 || len(d.Remove) != 0 || d.Applied != 201 {
 		t.Fatalf("one new block: %+v", d)
 	}
 	// Nothing changed: nothing decided.
@@ -185,7 +185,7 @@ func TestReceiverDecidesOnlyWhatChanged(t *testing.T) {
 		t.Fatalf("one reporter: %+v", d)
 	}
 	v.Blocks["c"] = map[netip.Prefix]Block{scan.Prefix: scan}
-	if d := update(t0.Add(time.Minute), allow, Ref{"c", scan.Prefix}); len(d.New) != 2 || d.Pending != 0 {
+	if d := update(t0.Add(time.Minute), allow, Ref{"c", scan.Prefix}); len(d.New()) != 2 || d.Pending != 0 {
 		t.Fatalf("two reporters: %+v", d)
 	}
 	// A new policy decides every block again: one is now protected.
@@ -211,15 +211,15 @@ func TestReceiverTriesWaitingBlocksAsTheBudgetRefills(t *testing.T) {
 		bs = append(bs, block(addr(i), t0.Add(time.Duration(i)*time.Second), time.Hour))
 	}
 	v := viewOf(map[string][]Block{"a": bs})
-	if d := decide(r, v, allowAll, t0); len(d.New) != 2 || d.Refused[RejectRateLimited] != 1 {
+	if d := decide(r, v, allowAll, t0); len(d.New()) != 2 || d.Refused[RejectRateLimited] != 1 {
 		t.Fatalf("first: %+v", d)
 	}
 	pol := Policy{Check: allowAll, Generation: 1}
-	if d := r.Update(Changes{Revision: 2}, lookup(v), pol, t0.Add(30*time.Second)); len(d.New) != 0 {
+	if d := r.Update(Changes{Revision: 2}, lookup(v), pol, t0.Add(30*time.Second)); len(d.New()) != 0 {
 		t.Fatalf("within the minute: %+v", d)
 	}
 	d := r.Update(Changes{Revision: 2}, lookup(v), pol, t0.Add(61*time.Second))
-	if len(d.New) != 1 || d.New[0].Block.Prefix != addr(2) {
+	if len(d.New()) != 1 || d.New()[0].Block.Prefix != addr(2) {
 		t.Fatalf("after the minute: %+v, want the third block", d)
 	}
 }
@@ -232,7 +232,7 @@ func TestReceiverDropsWhatAWholeReadNoLongerHolds(t *testing.T) {
 	r.Known("a", addr(2), t0)
 	v := viewOf(map[string][]Block{"a": {block(addr(2), t0, time.Hour)}})
 	d := decide(r, v, allowAll, t0)
-	if len(d.Remove) != 1 || d.Remove[0] != (Ref{"a", addr(1)}) || len(d.New) != 0 || d.Applied != 1 {
+	if len(d.Remove) != 1 || d.Remove[0] != (Ref{"a", addr(1)}) || len(d.New()) != 0 || d.Applied != 1 {
 		t.Fatalf("%+v: want a's first block removed, the second kept and not new", d)
 	}
 }
