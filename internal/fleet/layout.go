@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -93,18 +94,22 @@ type Key struct {
 // ErrOutside: a key under the fleet's prefix that no layout rule makes.
 var ErrOutside = errors.New("not a key of the fleet's layout")
 
-// Parse reads a key of the fleet.
+// Parse reads a key of the fleet. Every member parses every key the fleet
+// writes: a good key costs no allocation.
 func (l Layout) Parse(key string) (Key, error) {
 	bad := func(why string) (Key, error) { return Key{}, fmt.Errorf("%s: %w: %s", key, ErrOutside, why) }
-	switch {
-	case strings.HasPrefix(key, l.members()):
-		node := strings.TrimPrefix(key, l.members())
+	rest, ok := strings.CutPrefix(key, l.Prefix)
+	if !ok {
+		return bad("unknown subtree")
+	}
+	if node, ok := strings.CutPrefix(rest, "/members/"); ok {
 		if CheckNodeName(node) != nil {
 			return bad("no node name")
 		}
 		return Key{Kind: KindMember, Node: node}, nil
-	case strings.HasPrefix(key, l.blocks()):
-		node, cidr, ok := strings.Cut(strings.TrimPrefix(key, l.blocks()), "/")
+	}
+	if rest, ok := strings.CutPrefix(rest, "/blocks/"); ok {
+		node, cidr, ok := strings.Cut(rest, "/")
 		if !ok || CheckNodeName(node) != nil {
 			return bad("no node name")
 		}
@@ -113,26 +118,43 @@ func (l Layout) Parse(key string) (Key, error) {
 			return bad(err.Error())
 		}
 		return Key{Kind: KindBlock, Node: node, Prefix: p}, nil
-	case strings.HasPrefix(key, l.allows()), strings.HasPrefix(key, l.unblocks()):
-		kind, rest := KindAllow, strings.TrimPrefix(key, l.allows())
-		if strings.HasPrefix(key, l.unblocks()) {
-			kind, rest = KindUnblock, strings.TrimPrefix(key, l.unblocks())
-		}
-		p, err := unescape(rest)
-		if err != nil {
-			return bad(err.Error())
-		}
-		return Key{Kind: kind, Prefix: p}, nil
 	}
-	return bad("unknown subtree")
+	kind := KindAllow
+	admin, ok := strings.CutPrefix(rest, "/admin/allows/")
+	if !ok {
+		if admin, ok = strings.CutPrefix(rest, "/admin/unblocks/"); !ok {
+			return bad("unknown subtree")
+		}
+		kind = KindUnblock
+	}
+	p, err := unescape(admin)
+	if err != nil {
+		return bad(err.Error())
+	}
+	return Key{Kind: kind, Prefix: p}, nil
 }
 
-// unescape reads a key's last element as a prefix, written as escape does.
+// unescape reads a key's last element as a prefix, written as escape does
+// and nothing else: "10.0.0.0%2F8", never "10.0.0.0%2F08".
 func unescape(s string) (netip.Prefix, error) {
-	raw := strings.Replace(s, "%2F", "/", 1)
-	p, err := netip.ParsePrefix(raw)
-	if err != nil || p.Masked() != p || escape(p) != s {
-		return netip.Prefix{}, fmt.Errorf("%q is not a prefix as hbf writes one", raw)
+	addr, bits, _ := strings.Cut(s, "%2F")
+	bad := func() (netip.Prefix, error) {
+		return netip.Prefix{}, fmt.Errorf("%q is not a prefix as hbf writes one", strings.Replace(s, "%2F", "/", 1))
+	}
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return bad()
+	}
+	n, err := strconv.Atoi(bits)
+	if err != nil {
+		return bad()
+	}
+	p := netip.PrefixFrom(a, n)
+	var buf [64]byte
+	canonical := p.AppendTo(buf[:0]) // "addr/bits"
+	if !p.IsValid() || p.Masked() != p || len(canonical) != len(addr)+1+len(bits) ||
+		string(canonical[:len(addr)]) != addr || string(canonical[len(addr)+1:]) != bits {
+		return bad()
 	}
 	return p, nil
 }

@@ -53,6 +53,12 @@ func TestKeysOutsideTheLayoutAreRefused(t *testing.T) {
 		"/hbf/blocks/a/198.51.100.007%2F32",
 		"/hbf/blocks/a/198.51.100.7%2f32", // not as hbf escapes it
 		"/hbf/blocks/a/198.51.100.7%2F32%2F32",
+		"/hbf/blocks/a/198.51.100.7%2F032",
+		"/hbf/blocks/a/198.51.100.7%2F+32",
+		"/hbf/blocks/a/198.51.100.7",
+		"/hbf/blocks/a/fe80::1%eth0%2F128",
+		"/hbf/blocks/a/2001:DB8::1%2F128", // not as netip writes it
+		"/hbfx/blocks/a/198.51.100.7%2F32",
 		"/hbf/members/",
 		"/hbf/admin/allows/x",
 	} {
