@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,7 +19,8 @@ import (
 )
 
 // The fleet at scale, in one process and without XDP: members, each its own
-// client and watch, on one etcd, directly or through etcd grpc-proxy. A
+// client, watch and receiver, on one etcd, directly or through etcd
+// grpc-proxy. A
 // benchmark that reports, not a timed test: run it with
 // go test -run '^$' -bench FleetScale -benchtime 1x ./internal/fleet/
 const (
@@ -81,6 +83,7 @@ func runScale(b *testing.B, members int, viaProxy bool) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	cpuBefore := processCPU(b)
 	var wg sync.WaitGroup
 	records := make([]*scaleRecord, members)
 	nodes := make([]*Node, members)
@@ -117,6 +120,7 @@ func runScale(b *testing.B, members int, viaProxy bool) {
 		}
 		nodes[i] = n
 		wg.Go(func() { n.Run(ctx) })
+		wg.Go(func() { receive(ctx, n) })
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for _, n := range nodes {
@@ -176,6 +180,7 @@ func runScale(b *testing.B, members int, viaProxy bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	cpu := processCPU(b) - cpuBefore // the members' and publishers', not etcd's: it is a child
 	runtime.GC()
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
@@ -190,6 +195,7 @@ func runScale(b *testing.B, members int, viaProxy bool) {
 	b.ReportMetric(float64(all[len(all)/2].Milliseconds()), "ms-p50")
 	b.ReportMetric(float64(all[len(all)*99/100].Milliseconds()), "ms-p99")
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(members)/(1<<20), "MiB-per-member")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(len(all)), "us-cpu/delivery")
 	var failures uint64
 	for _, c := range failedOps(nodes) {
 		failures += c
@@ -200,6 +206,30 @@ func runScale(b *testing.B, members int, viaProxy bool) {
 	b.ReportMetric(float64(failures), "failed-ops")
 	cancel()
 	wg.Wait()
+}
+
+// receive does what a daemon does with each change of a member's view:
+// takes what changed to its receiver, which decides what applies.
+func receive(ctx context.Context, n *Node) {
+	r := NewReceiver(n.cfg.Node, Limits{MinReporters: 1})
+	pol := Policy{Check: func(netip.Prefix) error { return nil }, Generation: 1}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.Changed():
+			r.Update(n.Take(), n.Block, pol, time.Now())
+		}
+	}
+}
+
+// processCPU is the CPU time this process has used, user and system.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // ownBlocks is how many of the blocks member i publishes itself.
