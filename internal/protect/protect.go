@@ -85,6 +85,49 @@ type Set struct {
 	index   map[netip.Prefix]int // into entries
 	byAddr  []int                // entries by address, for ranges that hold some
 	lengths [2][]int             // prefix lengths held, IPv4's and IPv6's, ascending
+	// near marks, for each family, the /16s some entry holds or lies in:
+	// a block of a /16 or narrower whose /16 is clear touches nothing,
+	// which is what a list of a million addresses checks on nearly every
+	// line.
+	near [2]*[1 << 16 / 64]uint64
+}
+
+// top16 is the first 16 bits of a.
+func top16(a netip.Addr) int {
+	if a.Is4() {
+		b := a.As4()
+		return int(b[0])<<8 | int(b[1])
+	}
+	b := a.As16()
+	return int(b[0])<<8 | int(b[1])
+}
+
+// mark notes that p holds or lies in the /16s it touches.
+func (s *Set) mark(p netip.Prefix) {
+	f := family(p.Addr())
+	if s.near[f] == nil {
+		s.near[f] = new([1 << 16 / 64]uint64)
+	}
+	first, n := top16(p.Addr()), 1
+	if p.Bits() < 16 {
+		n = 1 << (16 - p.Bits())
+	}
+	for b := first; b < first+n; b++ {
+		s.near[f][b/64] |= 1 << (b % 64)
+	}
+}
+
+// far reports whether p, a /16 or narrower, touches no entry.
+func (s *Set) far(p netip.Prefix) bool {
+	near := s.near[family(p.Addr())]
+	if p.Bits() < 16 {
+		return false
+	}
+	if near == nil {
+		return true
+	}
+	b := top16(p.Addr())
+	return near[b/64]&(1<<(b%64)) == 0
 }
 
 // NewSet builds a set of entries. A prefix given more than once keeps the
@@ -118,6 +161,7 @@ func NewSet(entries ...[]Entry) *Set {
 	for i, e := range s.entries {
 		s.index[e.Prefix] = i
 		s.byAddr = append(s.byAddr, i)
+		s.mark(e.Prefix)
 		f := family(e.Prefix.Addr())
 		if !seen[f][e.Prefix.Bits()] {
 			seen[f][e.Prefix.Bits()] = true
@@ -196,6 +240,9 @@ func (s *Set) Check(p netip.Prefix) error {
 		return nil
 	}
 	p = p.Masked()
+	if s.far(p) {
+		return nil
+	}
 	for _, bits := range s.lengths[family(p.Addr())] {
 		if bits > p.Bits() {
 			break

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -233,5 +234,49 @@ func TestCloud(t *testing.T) {
 	}
 	if e := Metadata(""); len(e) != 0 {
 		t.Errorf("outside a cloud: %v", e)
+	}
+}
+
+// TestCheckAgreesWithAWalk holds Check, with its shortcut for blocks far
+// from every entry, to a walk over the entries, on prefixes near them and
+// far, of both families and every length.
+func TestCheckAgreesWithAWalk(t *testing.T) {
+	members, _ := Members(map[string][]netip.Addr{"b": {addr("198.51.100.9"), addr("2001:db8:9::9")}}, nil)
+	s := NewSet(Host(hostnet.Snapshot{Addrs: []netip.Addr{addr("192.0.2.1"), addr("2001:db8::1")},
+		Prefixes: []netip.Prefix{pfx("192.0.2.0/24")}}, ""),
+		Flags([]netip.Prefix{pfx("203.0.113.0/24"), pfx("100.0.0.0/10"), pfx("fc00::/7")}), members)
+	walk := func(p netip.Prefix) bool {
+		for _, e := range s.Entries() {
+			if e.Prefix.Addr().Is4() != p.Addr().Is4() {
+				continue
+			}
+			if e.Prefix.Bits() <= p.Bits() && e.Prefix.Contains(p.Addr()) ||
+				e.Prefix.Bits() > p.Bits() && p.Contains(e.Prefix.Addr()) && e.Kind.vetoesRanges() {
+				return true
+			}
+		}
+		return false
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	near := []netip.Addr{addr("192.0.2.77"), addr("203.0.113.1"), addr("100.63.255.255"), addr("100.64.0.1"),
+		addr("198.51.100.9"), addr("127.0.0.1"), addr("2001:db8::1"), addr("fd00::1"), addr("2001:db8:9::9")}
+	for i := range 20000 {
+		var a netip.Addr
+		switch i % 3 {
+		case 0:
+			a = near[rng.IntN(len(near))]
+		case 1:
+			a = netip.AddrFrom4([4]byte{byte(rng.Uint32()), byte(rng.Uint32()), byte(rng.Uint32()), byte(rng.Uint32())})
+		default:
+			var b [16]byte
+			for j := range b {
+				b[j] = byte(rng.Uint32())
+			}
+			a = netip.AddrFrom16(b)
+		}
+		p := netip.PrefixFrom(a, rng.IntN(a.BitLen()+1)).Masked()
+		if refused := s.Check(p) != nil; refused != walk(p) {
+			t.Fatalf("block %s: refused %v, the walk says %v", p, refused, walk(p))
+		}
 	}
 }
