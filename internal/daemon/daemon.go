@@ -239,7 +239,8 @@ func (d *daemon) loadProgram() error {
 		<-listsDone
 		return err
 	}
-	dp, err := dataplane.Load(dataplane.Options{PinPath: d.start.PinPath, ReplaceForeign: d.start.Replace, Hook: hook,
+	// The program is verified while the decisions are written (Ready).
+	dp, err := dataplane.Open(dataplane.Options{PinPath: d.start.PinPath, ReplaceForeign: d.start.Replace, Hook: hook,
 		TCXTail: d.start.TCXTail, Capacity: d.start.capacity()})
 	read := <-listsDone
 	if err != nil {
@@ -285,7 +286,10 @@ func (d *daemon) loadProgram() error {
 	}
 	d.state.SetLists(read.lists)
 	d.saveCopies = read.saveCopies
-	return d.writeDecisions()
+	if err := d.writeDecisions(); err != nil {
+		return err
+	}
+	return dp.Ready()
 }
 
 // writeDecisions brings the kernel in step with the store before anything

@@ -128,14 +128,22 @@ func (d *Dataplane) attachXDP(ifindex int, mode XDPMode) (link.Link, error) {
 	if mode == XDPGeneric {
 		flags = link.XDPGenericMode
 	}
-	return link.AttachXDP(link.XDPOptions{Program: d.objs.Program, Interface: ifindex, Flags: flags})
+	prog, err := d.program()
+	if err != nil {
+		return nil, err
+	}
+	return link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: flags})
 }
 
 // attachTCX puts the program at the head of the interface's TC ingress
 // programs, where one that redirects or drops cannot hide traffic from
 // hbf; at the tail when asked (Options.TCXTail).
 func (d *Dataplane) attachTCX(ifindex int) (link.Link, error) {
-	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: d.objs.Program,
+	prog, err := d.program()
+	if err != nil {
+		return nil, err
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog,
 		Attach: ebpf.AttachTCXIngress, Anchor: d.tcxAnchor()})
 	if errors.Is(err, ebpf.ErrNotSupported) {
 		return nil, fmt.Errorf("TCX needs Linux 6.6 or later, and this kernel is %s: use the XDP hook (%w)", kernelRelease(), err)
@@ -184,7 +192,10 @@ func (d *Dataplane) adoptLink(a *Attachment) (bool, error) {
 		err = unix.ENOLINK
 	}
 	if err == nil {
-		err = l.Update(d.objs.Program)
+		var prog *ebpf.Program
+		if prog, err = d.program(); err == nil {
+			err = l.Update(prog)
+		}
 	}
 	if errors.Is(err, unix.ENOLINK) {
 		// Defunct link (its interface went away): start afresh.

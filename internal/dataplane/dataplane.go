@@ -66,7 +66,11 @@ func (h Hook) program() string {
 // objects are the program of one hook and what every build shares.
 type objects struct {
 	shared
-	Program *ebpf.Program
+	// Program is verified while the maps are written to (Open): read it
+	// with Dataplane.program, which waits for verified.
+	Program   *ebpf.Program
+	verified  chan struct{}
+	verifyErr error
 	// spec and maps load another copy of Program on the same maps, the
 	// global variables' included (keepHead); globals are those of maps
 	// no field above holds, closed with them.
@@ -85,6 +89,9 @@ type shared struct {
 }
 
 func (o *objects) Close() error {
+	if o.verified != nil {
+		<-o.verified
+	}
 	if o.Program != nil {
 		o.Program.Close()
 	}
@@ -124,6 +131,22 @@ type Dataplane struct {
 // Load loads the program, built for opts.Hook, adopting the maps pinned under
 // opts.PinPath when there are any. It does not attach the program.
 func Load(opts Options) (*Dataplane, error) {
+	d, err := Open(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.Ready(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Open is Load but for the program, which the kernel's verifier checks
+// meanwhile (a quarter of a second on a 2-core machine): the maps can be
+// written to at once, and Ready waits for the program. A start with a big
+// list writes it while the program is verified.
+func Open(opts Options) (*Dataplane, error) {
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK. Raising it
 	// needs CAP_SYS_RESOURCE, which a container may not have and newer
 	// kernels do not need: a refusal is reported only if the load fails.
@@ -181,16 +204,19 @@ func Load(opts Options) (*Dataplane, error) {
 		}()
 	}
 
-	if err := d.loadObjects(spec, collOpts); err != nil {
+	loadErr := func(err error) error {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load XDP program: the kernel's verifier refused it: %+v", ve)
+			return fmt.Errorf("load XDP program: the kernel's verifier refused it: %+v", ve)
 		}
 		if memlockErr != nil {
-			return nil, fmt.Errorf("load XDP program: %w (RLIMIT_MEMLOCK could not be raised: %v; "+
+			return fmt.Errorf("load XDP program: %w (RLIMIT_MEMLOCK could not be raised: %v; "+
 				"on kernels before 5.11 hbf needs CAP_SYS_RESOURCE)", err, memlockErr)
 		}
-		return nil, fmt.Errorf("load XDP program: %w", err)
+		return fmt.Errorf("load XDP program: %w", err)
+	}
+	if err := d.loadObjects(spec, collOpts, loadErr); err != nil {
+		return nil, loadErr(err)
 	}
 	if d.filter, err = openFilter(d.objs.BlockFilter); err != nil {
 		d.objs.Close()
@@ -230,17 +256,20 @@ func Load(opts Options) (*Dataplane, error) {
 	return d, nil
 }
 
-// loadObjects loads the maps, the variables and the build of the program
-// for this hook: the other build is never loaded, nor checked by the
-// verifier.
-func (d *Dataplane) loadObjects(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) error {
+// loadObjects loads the maps and the variables, and starts loading the
+// build of the program for this hook on them: the other build is never
+// loaded, nor checked by the verifier. wrap says what a failure to load
+// the program means.
+func (d *Dataplane) loadObjects(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, wrap func(error) error) error {
 	name := d.hook.program()
 	for n := range spec.Programs {
 		if n != name {
 			delete(spec.Programs, n)
 		}
 	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, *opts)
+	mapsOnly := *spec
+	mapsOnly.Programs = nil
+	coll, err := ebpf.NewCollectionWithOptions(&mapsOnly, *opts)
 	if err != nil {
 		return err
 	}
@@ -253,9 +282,28 @@ func (d *Dataplane) loadObjects(spec *ebpf.CollectionSpec, opts *ebpf.Collection
 	for n := range coll.Maps {
 		globals = append(globals, coll.DetachMap(n)) // the global variables': kept for copies
 	}
-	d.objs.Program = coll.DetachProgram(name)
 	d.objs.spec, d.objs.maps, d.objs.globals, d.objs.formerIDs = spec, all, globals, map[uint32]bool{}
+	d.objs.verified = make(chan struct{})
+	go func() {
+		defer close(d.objs.verified)
+		if d.objs.Program, err = d.loadCopy(); err != nil {
+			d.objs.verifyErr = wrap(err)
+		}
+	}()
 	return nil
+}
+
+// Ready waits until the kernel verified the program, and says why not
+// when it refused it.
+func (d *Dataplane) Ready() error {
+	_, err := d.program()
+	return err
+}
+
+// program is the program once verified.
+func (d *Dataplane) program() (*ebpf.Program, error) {
+	<-d.objs.verified
+	return d.objs.Program, d.objs.verifyErr
 }
 
 // loadCopy loads another copy of the program, on the same maps: the
@@ -279,7 +327,11 @@ func (d *Dataplane) Own(id uint32) bool { return id == d.ProgramID() || d.objs.f
 
 // ProgramID is the kernel's id of this program; 0 when it cannot be read.
 func (d *Dataplane) ProgramID() uint32 {
-	info, err := d.objs.Program.Info()
+	prog, err := d.program()
+	if err != nil {
+		return 0
+	}
+	info, err := prog.Info()
 	if err != nil {
 		return 0
 	}

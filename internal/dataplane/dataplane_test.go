@@ -858,3 +858,30 @@ func TestIgnoredPortsNeverCount(t *testing.T) {
 		t.Errorf("scan %+v, want the counted ports 22,25,53,110", scan)
 	}
 }
+
+// TestOpenWritesWhileTheProgramIsVerified: Open hands back maps that take
+// blocks at once, and the program Ready waits for enforces them.
+func TestOpenWritesWhileTheProgramIsVerified(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	dp, err := Open(Options{firstAttemptSlots: testFirstAttemptSlots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dp.Close() })
+	blocked := []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32"), netip.MustParsePrefix("2001:db8:7::7/128")}
+	if n, err := dp.BlockMany(slices.Values(blocked), noExpiry); n != 2 || err != nil {
+		t.Fatalf("BlockMany before the program is ready: %d, %v", n, err)
+	}
+	if err := dp.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dp.SetSettings(defaults); err != nil {
+		t.Fatal(err)
+	}
+	d := &testDP{Dataplane: dp, t: t}
+	expectVerdict(t, d.run(tcpSYN("198.51.100.7", host4, 40000, 80)), xdpDrop, "a SYN from a source blocked before Ready")
+	expectVerdict(t, d.run(tcpSYN("198.51.100.8", host4, 40000, 80)), xdpPass, "a SYN from another source")
+	if dp.ProgramID() == 0 {
+		t.Error("no program id once ready")
+	}
+}
