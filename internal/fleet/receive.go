@@ -153,7 +153,8 @@ type Decision struct {
 	Apply  []Applied
 	Remove []Ref
 	fresh  int // the last of Apply are new
-	// Refused counts the refusals not counted before, by reason.
+	// Refused counts the refusals not counted before, by reason; nil
+	// when there are none.
 	Refused map[string]int
 	// Pending are scan blocks waiting for more reporters; Applied the
 	// blocks applied here, both after the decision.
@@ -174,7 +175,7 @@ type Policy struct {
 // Update follows c and decides again what it touched at now; block reads
 // a block of the view as it is now (Node.Block).
 func (r *Receiver) Update(c Changes, block func(Ref) (Block, bool), pol Policy, now time.Time) Decision {
-	dirty := map[Ref]bool{} // true: its value changed
+	dirty := make(map[Ref]bool, len(c.Blocks)) // true: its value changed
 	mark := func(ref Ref) {
 		if _, ok := dirty[ref]; !ok {
 			dirty[ref] = false
@@ -308,7 +309,7 @@ func (r *Receiver) reporters(p netip.Prefix) int {
 
 // decide decides the blocks named, true for those whose value changed.
 func (r *Receiver) decide(refs map[Ref]bool, block func(Ref) (Block, bool), check func(netip.Prefix) error, now time.Time) Decision {
-	d := Decision{Refused: map[string]int{}}
+	var d Decision
 	fresh := map[string][]Block{}
 	for ref, changed := range refs {
 		if ref.Origin == r.self {
@@ -442,5 +443,8 @@ func (r *Receiver) count(d *Decision, ref Ref, reason string) {
 		return
 	}
 	r.refused[ref] = reason
+	if d.Refused == nil {
+		d.Refused = map[string]int{}
+	}
 	d.Refused[reason]++
 }
