@@ -50,10 +50,11 @@ type Server struct {
 
 	root string // "root:password" once authentication is on
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *os.File
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	proxies []*exec.Cmd
+	done    chan struct{}
+	log     *os.File
 }
 
 // Start runs an etcd and waits until it answers.
@@ -300,6 +301,9 @@ func (s *Server) Proxy() string {
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start etcd grpc-proxy: %v", err)
 	}
+	s.mu.Lock()
+	s.proxies = append(s.proxies, cmd)
+	s.mu.Unlock()
 	s.t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -315,4 +319,31 @@ func (s *Server) Proxy() string {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// CPU is the CPU time etcd and its grpc-proxies have used so far, user
+// and system, at the kernel's clock tick (10 ms).
+func (s *Server) CPU() time.Duration {
+	s.t.Helper()
+	s.mu.Lock()
+	cmds := append([]*exec.Cmd{s.cmd}, s.proxies...)
+	s.mu.Unlock()
+	var total time.Duration
+	for _, c := range cmds {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.Process.Pid))
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		// After the command's name in parentheses: utime and stime are
+		// the 12th and 13th fields.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		for _, v := range f[11:13] {
+			ticks, err := strconv.Atoi(v)
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			total += time.Duration(ticks) * 10 * time.Millisecond
+		}
+	}
+	return total
 }

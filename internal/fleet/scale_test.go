@@ -83,7 +83,7 @@ func runScale(b *testing.B, members int, viaProxy bool) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cpuBefore := processCPU(b)
+	cpuBefore, etcdBefore := processCPU(b), etcd.CPU()
 	var wg sync.WaitGroup
 	records := make([]*scaleRecord, members)
 	nodes := make([]*Node, members)
@@ -181,6 +181,7 @@ func runScale(b *testing.B, members int, viaProxy bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	cpu := processCPU(b) - cpuBefore // the members' and publishers', not etcd's: it is a child
+	etcdCPU := etcd.CPU() - etcdBefore
 	runtime.GC()
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
@@ -196,6 +197,7 @@ func runScale(b *testing.B, members int, viaProxy bool) {
 	b.ReportMetric(float64(all[len(all)*99/100].Milliseconds()), "ms-p99")
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(members)/(1<<20), "MiB-per-member")
 	b.ReportMetric(float64(cpu.Microseconds())/float64(len(all)), "us-cpu/delivery")
+	b.ReportMetric(float64(etcdCPU.Microseconds())/float64(len(all)), "us-etcd-cpu/delivery")
 	var failures uint64
 	for _, c := range failedOps(nodes) {
 		failures += c
