@@ -20,7 +20,7 @@ LDFLAGS       := -s -w -X main.version=$(VERSION)
 
 # Debian packages: to run the tests (iproute2, nsenter from util-linux, and
 # the real clients), and to regenerate the BPF objects.
-TEST_DEBS     := iproute2 util-linux nmap curl hping3 masscan nftables iptables ethtool xdp-tools git podman runc prometheus etcd-server etcd-client
+TEST_DEBS     := iproute2 util-linux nmap curl hping3 masscan nftables iptables ipset ethtool xdp-tools git podman runc prometheus etcd-server etcd-client
 GENERATE_DEBS := clang llvm libbpf-dev linux-libc-dev
 
 export BPF2GO_CFLAGS
@@ -113,7 +113,9 @@ bench: SHELL := /bin/bash
 bench: deps
 	@mkdir -p build
 	set -o pipefail; { $(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./internal/dataplane/ && \
-		$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/sources/ ./test/e2e/; } | tee build/bench.txt
+		$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/sources/ ./test/e2e/ && \
+		$(GO) test -run '^$$' -bench FleetChange -benchtime 2000x ./internal/decision/ && \
+		$(GO) test -run '^$$' -bench FleetScale -benchtime 1x -timeout 60m ./internal/fleet/; } | tee build/bench.txt
 	$(GO) run ./internal/cmd/perfreport -docs docs -commit $(VERSION) build/bench.txt
 	@echo "wrote docs/performance.md"
 

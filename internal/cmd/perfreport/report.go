@@ -282,6 +282,109 @@ func (d *doc) daemon() {
 	d.p("The round trip is timed from the command's start to its exit, so it includes starting the " +
 		"client; `hbf status` beside it writes nothing, and the difference is what a block costs.")
 	d.latency()
+	d.host()
+	d.fleet()
+}
+
+// host is what hbf costs the tools and the host around it.
+func (d *doc) host() {
+	const load, nft, change = "BlocklistLoad", "NftBesideHBF", "FleetChange"
+	d.p("## What hbf costs the host around it")
+	d.p("`BenchmarkBlocklistLoad` loads the same 1,000,000 addresses with `nft -f` into one set and with " +
+		"`ipset restore`, before any hbf runs, then starts the daemon with them as a blocklist, timed from " +
+		"its exec to its \"hbf is running\" line (the list enforced). It scrapes `/metrics` ten times with " +
+		"that list and with an empty one. `BenchmarkNftBesideHBF` loads the set with `nft -f` without hbf " +
+		"and with a daemon holding the 1M list, twice each, after checking in `/proc/net/netlink` that no " +
+		"nftables listener is open on the machine. `BenchmarkFleetChange` applies one new fleet block, " +
+		"receiver and engine as the daemon does, with 1,000 and with 100,000 fleet blocks held.")
+	ratio := func(a, b string) (float64, bool) {
+		x, okA := d.r.get(a, "ns/op")
+		y, okB := d.r.get(b, "ns/op")
+		return x / y, okA && okB && y > 0
+	}
+	enforced, eOK := d.r.get(load, "x-faster-tool")
+	nftX, nOK := d.r.get(nft, "x-without-hbf")
+	scrapeX, sOK := d.r.get(load, "x-scrape-empty")
+	changeX, cOK := ratio(change+"/held=100000/change", change+"/held=1000/change")
+	perChange := func(bench string) string {
+		v, ok := d.r.get(bench, "ns/op")
+		if !ok {
+			return ""
+		}
+		return format(v/1e3, "us") + " µs"
+	}
+	d.table([]string{"what", "measured", "goal"}, [][]string{
+		{"exec to a 1M list enforced, against the faster of `nft -f` and `ipset restore`",
+			d.num(load, "s-exec-to-enforced") + " s; nft " + d.num(load, "s-nft") + " s, ipset " + d.num(load, "s-ipset") +
+				" s: " + d.num(load, "x-faster-tool") + "×", atMost("≤ 0.5×", 0.5).judge(enforced, eOK)},
+		{"`nft -f` of a 1M set with hbf running, against without",
+			d.num(nft, "s-nft-with-hbf") + " s against " + d.num(nft, "s-nft-without-hbf") + " s: " + d.num(nft, "x-without-hbf") +
+				"×; nftables listeners while hbf runs: " + d.num(nft, "nft-listeners-with-hbf"), atMost("≤ 1.2×", 1.2).judge(nftX, nOK)},
+		{"one scrape with the 1M list, against an empty one",
+			d.num(load, "ms-scrape") + " ms against " + d.num(load, "ms-scrape-empty-list") + " ms: " + d.num(load, "x-scrape-empty") + "×",
+			atMost("≤ 2×", 2).judge(scrapeX, sOK)},
+		{"one fleet change with 100,000 fleet blocks held, against 1,000",
+			perChange(change+"/held=100000/change") + " against " + perChange(change+"/held=1000/change") + ": " +
+				fmt.Sprintf("%.2f×", changeX) + "; the once-a-second look with nothing changed " + perChange(change+"/held=100000/recheck"),
+			atMost("≤ 2×", 2).judge(changeX, cOK)},
+	})
+}
+
+// afterLast is how long after the last block was published every member
+// held every block.
+func (d *doc) afterLast(bench string) string {
+	converged, ok1 := d.r.get(bench, "s-to-converge")
+	published, ok2 := d.r.get(bench, "s-publishing")
+	if !ok1 || !ok2 {
+		return ""
+	}
+	return format(converged-published, "s") + " s"
+}
+
+// fleetRuns are BenchmarkFleetScale's runs, as the table names them.
+var fleetRuns = []struct{ bench, members, via string }{
+	{"FleetScale/members=500/direct", "500", "direct"},
+	{"FleetScale/members=500/grpc-proxy", "500", "grpc-proxy"},
+	{"FleetScale/members=250/direct", "250", "direct"},
+	{"FleetScale/members=250/grpc-proxy", "250", "grpc-proxy"},
+	{"FleetScale/members=100/direct", "100", "direct"},
+	{"FleetScale/members=100/grpc-proxy", "100", "grpc-proxy"},
+}
+
+// fleet is the fleet at scale.
+func (d *doc) fleet() {
+	d.p("## The fleet at scale")
+	d.p("`BenchmarkFleetScale` runs members in one process, each its own etcd client, watch and receiver, on " +
+		"one etcd on the same machine, directly or through `etcd grpc-proxy`; 10,000 blocks are published by " +
+		"50 of them at 200 a second with a burst of 500 every tenth second, ten blocks of a node to a " +
+		"transaction. The delay is from a block's creation on its node to its arrival in another member's " +
+		"view, over every (block, member) pair; CPU is the members' process (etcd's apart) per delivered " +
+		"block. See [fleet.md](fleet.md#measured) for where a delivery's time goes.")
+	cpuGoal := atMost("≤ 8.3 µs (a third of the 25 µs measured before deltas)", 8.3)
+	p99Goal := atMost("< 1 s", 1000)
+	var rows [][]string
+	for _, f := range fleetRuns {
+		var goals []string
+		if f.members == "250" && f.via == "grpc-proxy" {
+			v, ok := d.r.get(f.bench, "ms-p99")
+			goals = append(goals, "p99 "+p99Goal.judge(v, ok))
+		}
+		if f.members == "100" && f.via == "grpc-proxy" {
+			v, ok := d.r.get(f.bench, "us-cpu/delivery")
+			goals = append(goals, "CPU "+cpuGoal.judge(v, ok))
+		}
+		in := func(unit, suffix string) string {
+			if v := d.num(f.bench, unit); v != "" {
+				return v + suffix
+			}
+			return ""
+		}
+		rows = append(rows, []string{f.members + ", " + f.via, in("ms-p50", " ms"), in("ms-p99", " ms"),
+			d.afterLast(f.bench), in("MiB-per-member", " MiB"), in("us-cpu/delivery", " µs"),
+			in("us-etcd-cpu/delivery", " µs"), d.num(f.bench, "failed-ops"), strings.Join(goals, "; ")})
+	}
+	d.table([]string{"members, via", "p50", "p99", "last block to full convergence", "memory per member", "member CPU per delivery",
+		"etcd CPU per delivery", "failed operations", "goal"}, rows)
 }
 
 func (d *doc) latency() {
