@@ -31,11 +31,6 @@ type Changes struct {
 	Unblocks map[netip.Prefix]Unblock
 }
 
-// Empty reports whether nothing changed.
-func (c Changes) Empty() bool {
-	return !c.Whole && len(c.Blocks) == 0 && c.Members == nil && c.Allows == nil && c.Unblocks == nil
-}
-
 // touched is what changed since the last Take, kept under the node's lock.
 type touched struct {
 	whole                     bool
