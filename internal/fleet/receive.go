@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/hbf-firewall/hbf/internal/policy"
@@ -176,10 +175,12 @@ type Policy struct {
 // Update follows c and decides again what it touched at now; block reads
 // a block of the view as it is now (Node.Block).
 func (r *Receiver) Update(c Changes, block func(Ref) (Block, bool), pol Policy, now time.Time) Decision {
-	// What to decide again, with whether its value changed: a slice,
-	// sorted and merged at the end, costs less than a map per update.
-	dirty := make([]touch, 0, len(c.Blocks))
-	mark := func(ref Ref) { dirty = append(dirty, touch{ref: ref}) }
+	dirty := make(map[Ref]bool, len(c.Blocks)) // true: its value changed
+	mark := func(ref Ref) {
+		if _, ok := dirty[ref]; !ok {
+			dirty[ref] = false
+		}
+	}
 	markPrefix := func(p netip.Prefix) {
 		hs := r.holders[p]
 		for h := range hs.all {
@@ -215,7 +216,7 @@ func (r *Receiver) Update(c Changes, block func(Ref) (Block, bool), pol Policy, 
 		if r.hold(ref, b, ok, now) {
 			markPrefix(ref.Prefix)
 		}
-		dirty = append(dirty, touch{ref: ref, changed: true})
+		dirty[ref] = true
 	}
 	for _, ref := range r.expired(now) {
 		if b, ok := block(ref); ok && b.Expired(now) { // not published again since
@@ -238,33 +239,7 @@ func (r *Receiver) Update(c Changes, block func(Ref) (Block, bool), pol Policy, 
 			}
 		}
 	}
-	return r.decide(merge(dirty), block, pol.Check, now)
-}
-
-// touch is a block to decide again, and whether its value changed.
-type touch struct {
-	ref     Ref
-	changed bool
-}
-
-func compareRefs(a, b Ref) int {
-	return cmp.Or(strings.Compare(a.Origin, b.Origin), a.Prefix.Addr().Compare(b.Prefix.Addr()),
-		cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()))
-}
-
-// merge sorts ts and makes each block appear once, changed if any of its
-// touches says so.
-func merge(ts []touch) []touch {
-	slices.SortFunc(ts, func(a, b touch) int { return compareRefs(a.ref, b.ref) })
-	out := ts[:0]
-	for _, t := range ts {
-		if n := len(out); n > 0 && out[n-1].ref == t.ref {
-			out[n-1].changed = out[n-1].changed || t.changed
-			continue
-		}
-		out = append(out, t)
-	}
-	return out
+	return r.decide(dirty, block, pol.Check, now)
 }
 
 // hold notes origin's block of a prefix as the view holds it now (ok:
@@ -333,11 +308,10 @@ func (r *Receiver) reporters(p netip.Prefix) int {
 }
 
 // decide decides the blocks named, true for those whose value changed.
-func (r *Receiver) decide(ts []touch, block func(Ref) (Block, bool), check func(netip.Prefix) error, now time.Time) Decision {
-	d := Decision{Apply: make([]Applied, 0, len(ts))}
-	fresh := make([]Applied, 0, len(ts))
-	for _, t := range ts {
-		ref, changed := t.ref, t.changed
+func (r *Receiver) decide(refs map[Ref]bool, block func(Ref) (Block, bool), check func(netip.Prefix) error, now time.Time) Decision {
+	var d Decision
+	fresh := map[string][]Block{}
+	for ref, changed := range refs {
 		if ref.Origin == r.self {
 			continue
 		}
@@ -368,32 +342,33 @@ func (r *Receiver) decide(ts []touch, block func(Ref) (Block, bool), check func(
 		delete(r.refused, ref)
 		switch {
 		case !known:
-			fresh = append(fresh, Applied{Origin: ref.Origin, Block: b})
+			fresh[ref.Origin] = append(fresh[ref.Origin], b)
 		case changed:
 			d.Apply = append(d.Apply, Applied{Origin: ref.Origin, Block: b})
 		}
 	}
 	// New entries in the order they were made, while the origin's quota
 	// and budget last.
-	slices.SortFunc(fresh, func(a, b Applied) int {
-		return cmp.Or(strings.Compare(a.Origin, b.Origin), a.Block.Created.Compare(b.Block.Created),
-			a.Block.Prefix.Addr().Compare(b.Block.Prefix.Addr()))
-	})
-	for _, a := range fresh {
-		ref := Ref{a.Origin, a.Block.Prefix}
-		if reason := r.spend(a.Origin, now); reason != "" {
-			r.count(&d, ref, reason)
-			r.wait(ref)
-			continue
+	for origin, bs := range fresh {
+		slices.SortFunc(bs, func(a, b Block) int {
+			return cmp.Or(a.Created.Compare(b.Created), a.Prefix.Addr().Compare(b.Prefix.Addr()))
+		})
+		for _, b := range bs {
+			ref := Ref{origin, b.Prefix}
+			if reason := r.spend(origin, now); reason != "" {
+				r.count(&d, ref, reason)
+				r.wait(ref)
+				continue
+			}
+			delete(r.refused, ref)
+			if r.applied[origin] == nil {
+				r.applied[origin] = map[netip.Prefix]time.Time{}
+			}
+			r.applied[origin][b.Prefix] = now
+			r.nApplied++
+			d.Apply = append(d.Apply, Applied{Origin: origin, Block: b})
+			d.fresh++
 		}
-		delete(r.refused, ref)
-		if r.applied[a.Origin] == nil {
-			r.applied[a.Origin] = map[netip.Prefix]time.Time{}
-		}
-		r.applied[a.Origin][ref.Prefix] = now
-		r.nApplied++
-		d.Apply = append(d.Apply, a)
-		d.fresh++
 	}
 	d.Pending, d.Applied = len(r.pending), r.nApplied
 	return d
