@@ -58,12 +58,11 @@ type Receiver struct {
 	limits Limits
 
 	applied  map[string]map[netip.Prefix]time.Time // by origin: when first applied
-	nApplied int
-	spent    map[string][]time.Time           // by origin: applications in the last minute
-	refused  map[Ref]string                   // the reason last counted
-	pending  map[Ref]struct{}                 // scan blocks waiting for more reporters
-	waiting  map[string]map[netip.Prefix]bool // by origin: refused for its budget, tried as it refills
-	holders  map[netip.Prefix]holders         // who publishes each prefix
+	spent    map[string][]time.Time                // by origin: applications in the last minute
+	refused  map[Ref]string                        // the reason last counted
+	pending  map[Ref]struct{}                      // scan blocks waiting for more reporters
+	waiting  map[string]map[netip.Prefix]struct{}  // by origin: refused for its budget, tried as it refills
+	holders  map[netip.Prefix]holders              // who publishes each prefix
 	unblocks map[netip.Prefix]Unblock
 	// expiries are the blocks' ends by the second they are over in,
 	// looked at up to looked: the once-a-second look decides again only
@@ -132,7 +131,7 @@ func (hs *holders) empty() bool { return hs.first.origin == "" }
 func NewReceiver(self string, limits Limits) *Receiver {
 	return &Receiver{self: self, limits: limits, applied: map[string]map[netip.Prefix]time.Time{},
 		spent: map[string][]time.Time{}, refused: map[Ref]string{}, pending: map[Ref]struct{}{},
-		waiting: map[string]map[netip.Prefix]bool{}, holders: map[netip.Prefix]holders{}, expiries: map[int64][]Ref{}}
+		waiting: map[string]map[netip.Prefix]struct{}{}, holders: map[netip.Prefix]holders{}, expiries: map[int64][]Ref{}}
 }
 
 // Known tells the receiver that origin's block of p was applied here since
@@ -140,9 +139,6 @@ func NewReceiver(self string, limits Limits) *Receiver {
 func (r *Receiver) Known(origin string, p netip.Prefix, first time.Time) {
 	if r.applied[origin] == nil {
 		r.applied[origin] = map[netip.Prefix]time.Time{}
-	}
-	if _, ok := r.applied[origin][p]; !ok {
-		r.nApplied++
 	}
 	r.applied[origin][p] = first
 }
@@ -233,7 +229,7 @@ func (r *Receiver) Update(c Changes, block func(Ref) (Block, bool), pol Policy, 
 		}
 	}
 	for origin, ps := range r.waiting {
-		if r.budgetLeft(origin, now) {
+		if r.over(origin, now) == "" {
 			for p := range ps {
 				mark(Ref{origin, p})
 			}
@@ -365,12 +361,14 @@ func (r *Receiver) decide(refs map[Ref]bool, block func(Ref) (Block, bool), chec
 				r.applied[origin] = map[netip.Prefix]time.Time{}
 			}
 			r.applied[origin][b.Prefix] = now
-			r.nApplied++
 			d.Apply = append(d.Apply, Applied{Origin: origin, Block: b})
 			d.fresh++
 		}
 	}
-	d.Pending, d.Applied = len(r.pending), r.nApplied
+	d.Pending = len(r.pending)
+	for _, ps := range r.applied {
+		d.Applied += len(ps)
+	}
 	return d
 }
 
@@ -383,15 +381,14 @@ func (r *Receiver) unapply(d *Decision, ref Ref, known bool) {
 	if len(r.applied[ref.Origin]) == 0 {
 		delete(r.applied, ref.Origin)
 	}
-	r.nApplied--
 	d.Remove = append(d.Remove, ref)
 }
 
 func (r *Receiver) wait(ref Ref) {
 	if r.waiting[ref.Origin] == nil {
-		r.waiting[ref.Origin] = map[netip.Prefix]bool{}
+		r.waiting[ref.Origin] = map[netip.Prefix]struct{}{}
 	}
-	r.waiting[ref.Origin][ref.Prefix] = true
+	r.waiting[ref.Origin][ref.Prefix] = struct{}{}
 }
 
 func (r *Receiver) unwait(ref Ref) {
@@ -403,38 +400,27 @@ func (r *Receiver) unwait(ref Ref) {
 	}
 }
 
-// budgetLeft reports whether origin could have one more entry now.
-func (r *Receiver) budgetLeft(origin string, now time.Time) bool {
-	if r.limits.Quota > 0 && len(r.applied[origin]) >= r.limits.Quota {
-		return false
-	}
-	if r.limits.PerMinute > 0 {
-		recent := 0
-		for _, at := range r.spent[origin] {
-			if now.Sub(at) < time.Minute {
-				recent++
-			}
-		}
-		return recent < r.limits.PerMinute
-	}
-	return true
-}
-
-// spend says why origin cannot have one more entry now, or "" when it
-// can, and spends it.
-func (r *Receiver) spend(origin string, now time.Time) string {
+// over says why origin cannot have one more entry now, or "" when it can.
+func (r *Receiver) over(origin string, now time.Time) string {
 	if r.limits.Quota > 0 && len(r.applied[origin]) >= r.limits.Quota {
 		return RejectQuota
 	}
 	if r.limits.PerMinute > 0 {
-		recent := slices.DeleteFunc(r.spent[origin], func(at time.Time) bool { return now.Sub(at) >= time.Minute })
-		if len(recent) >= r.limits.PerMinute {
-			r.spent[origin] = recent
+		r.spent[origin] = slices.DeleteFunc(r.spent[origin], func(at time.Time) bool { return now.Sub(at) >= time.Minute })
+		if len(r.spent[origin]) >= r.limits.PerMinute {
 			return RejectRateLimited
 		}
-		r.spent[origin] = append(recent, now)
 	}
 	return ""
+}
+
+// spend spends one entry of origin's budget now, or says why it cannot.
+func (r *Receiver) spend(origin string, now time.Time) string {
+	reason := r.over(origin, now)
+	if reason == "" && r.limits.PerMinute > 0 {
+		r.spent[origin] = append(r.spent[origin], now)
+	}
+	return reason
 }
 
 // count counts a refusal once per block and reason.
