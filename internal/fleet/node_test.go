@@ -244,10 +244,13 @@ func TestBadEntriesAreRefusedAndCounted(t *testing.T) {
 		"/hbf/blocks/x/198.51.100.4%2F32": `{"version":1,"prefix":"198.51.100.5/32","created":"` + past + `"}`,
 		"/hbf/blocks/x/198.51.100.6%2F32": `{"version":1,"prefix":"198.51.100.6/32","created":"` + past + `","expires_at":"` + past + `"}`,
 		"/hbf/nowhere/198.51.100.7%2F32":  `{"version":1,"prefix":"198.51.100.7/32"}`,
-		"/hbf/blocks/x/198.51.100.8%2F32": `{"version":1,"prefix":"198.51.100.8/32","origin":"scan","created":"` + past + `","expires_at":"` + future + `"}`,
 	} {
 		etcd.MustCtl("put", key, value)
 	}
+	// The good entry last: the watch delivers in order, so once it is in
+	// the view every bad one before it has been counted.
+	etcd.MustCtl("put", "/hbf/blocks/x/198.51.100.8%2F32",
+		`{"version":1,"prefix":"198.51.100.8/32","origin":"scan","created":"`+past+`","expires_at":"`+future+`"}`)
 	v := waitView(t, b, "the good entry read", func(v View) bool { return has(v, "x", netip.MustParsePrefix("198.51.100.8/32")) })
 	if n := len(v.Blocks["x"]); n != 1 {
 		t.Errorf("%d blocks of x applied, want only the good one: %+v", n, v.Blocks["x"])

@@ -58,8 +58,9 @@ func (n *Node) read(ctx context.Context, cli *clientv3.Client) (int64, error) {
 	n.touched = touched{whole: true}
 	n.status.Revision = view.Revision
 	n.compacted = false
+	log := n.refuse(refused)
 	n.mu.Unlock()
-	n.refuse(refused)
+	n.logRefused(log)
 	if n.cfg.Observe != nil {
 		for node, blocks := range view.Blocks {
 			for p, b := range blocks {
@@ -81,22 +82,34 @@ type refusal struct {
 	err error
 }
 
-// refuse counts what was refused, and logs each key once per revision.
-func (n *Node) refuse(refused []refusal) {
+// refuse counts what was refused, under the node's lock: whoever sees the
+// view sees the refusals of the same events counted. It returns those to
+// log, each key once per revision.
+func (n *Node) refuse(refused []refusal) []refusal {
+	var log []refusal
 	for _, r := range refused {
-		reason := RejectOutside
-		var rej *Rejection
-		if errors.As(r.err, &rej) {
-			reason = rej.Reason
+		n.counts.Rejected[r.reason()]++
+		if n.rejected[r.key] != r.rev {
+			log = append(log, r)
 		}
-		n.mu.Lock()
-		n.counts.Rejected[reason]++
-		logged := n.rejected[r.key] == r.rev
 		n.rejected[r.key] = r.rev
-		n.mu.Unlock()
-		if !logged {
-			n.cfg.Log.Warn("a fleet entry is refused and skipped", "key", r.key, "reason", reason, "err", r.err)
-		}
+	}
+	return log
+}
+
+// reason is the metric's reason of a refusal.
+func (r refusal) reason() string {
+	var rej *Rejection
+	if errors.As(r.err, &rej) {
+		return rej.Reason
+	}
+	return RejectOutside
+}
+
+// logRefused logs refusals, outside the node's lock.
+func (n *Node) logRefused(refused []refusal) {
+	for _, r := range refused {
+		n.cfg.Log.Warn("a fleet entry is refused and skipped", "key", r.key, "reason", r.reason(), "err", r.err)
 	}
 }
 
@@ -224,11 +237,12 @@ func (n *Node) watch(ctx context.Context, cli *clientv3.Client, rev int64) error
 			rev = max(rev, resp.Events[len(resp.Events)-1].Kv.ModRevision)
 			n.view.Revision, n.status.Revision = rev, rev
 		}
+		log := n.refuse(refused)
 		n.mu.Unlock()
 		for _, o := range observed {
 			n.cfg.Observe(o.Origin, o.Block)
 		}
-		n.refuse(refused)
+		n.logRefused(log)
 		signal(n.changed)
 		if own {
 			signal(n.ownSet) // someone touched this node's subtree: put it right
