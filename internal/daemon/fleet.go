@@ -236,6 +236,16 @@ func (fl *fleetLink) followMembers(view map[string]fleet.Member) {
 	if maps.EqualFunc(now, fl.members, slices.Equal) {
 		return
 	}
+	// Counted once the kernel protects what was accepted: whoever reads
+	// the counts finds the allowlist in step.
+	rejected := map[string]int{}
+	defer func() {
+		fl.mu.Lock()
+		for reason, n := range rejected {
+			fl.rejected[reason] += uint64(n)
+		}
+		fl.mu.Unlock()
+	}()
 	for name, addrs := range now {
 		if old, ok := fl.members[name]; ok && slices.Equal(old, addrs) {
 			continue
@@ -246,11 +256,9 @@ func (fl *fleetLink) followMembers(view map[string]fleet.Member) {
 		}
 		d.log.Warn("a fleet member publishes addresses this host does not protect", "member", name, "refused", refused,
 			"limits", fmt.Sprintf("global unicast, at most %d, inside --fleet-member-prefixes when set", protect.MaxMemberAddrs))
-		fl.mu.Lock()
 		for reason, n := range refused {
-			fl.rejected[reason] += uint64(n)
+			rejected[reason] += n
 		}
-		fl.mu.Unlock()
 	}
 	var joined, left []string
 	for name := range now {
