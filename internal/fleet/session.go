@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 )
 
@@ -111,6 +112,10 @@ func probe(endpoint string, cfg *tls.Config) error {
 	return nil
 }
 
+// watchWindow is how much etcd may send a member ahead of its reading:
+// a burst of the fleet's blocks, far more than one watch response.
+const watchWindow = 1 << 20
+
 func (n *Node) client() (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{
 		Endpoints: n.cfg.Endpoints, DialTimeout: opTimeout, TLS: n.cfg.TLS,
@@ -118,7 +123,11 @@ func (n *Node) client() (*clientv3.Client, error) {
 		// etcd refuses pings more often than every 5 s; a silent peer is
 		// then noticed within 10, a busy one (a loaded etcd) is given time.
 		DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: 5 * time.Second,
-		Logger: zap.NewNop(),
+		// Fixed windows: gRPC's default measures the link with a ping for
+		// each burst it receives, and a member's watch is a stream of
+		// small bursts, so every delivery paid for a ping and its ack.
+		DialOptions: []grpc.DialOption{grpc.WithInitialWindowSize(watchWindow), grpc.WithInitialConnWindowSize(watchWindow)},
+		Logger:      zap.NewNop(),
 	})
 }
 
