@@ -38,21 +38,25 @@ type touched struct {
 	members, allows, unblocks bool
 }
 
-// note marks what an event under key k touched.
+// note marks what an event under key k touched; the blocks of a key are
+// marked as they are dropped and put (block).
 func (t *touched) note(k Key) {
 	switch k.Kind {
 	case KindMember:
 		t.members = true
-	case KindBlock:
-		if t.blocks == nil {
-			t.blocks = map[Ref]struct{}{}
-		}
-		t.blocks[Ref{Origin: k.Node, Prefix: k.Prefix}] = struct{}{}
 	case KindAllow:
 		t.allows = true
 	case KindUnblock:
 		t.unblocks = true
 	}
+}
+
+// block marks a block touched.
+func (t *touched) block(r Ref) {
+	if t.blocks == nil {
+		t.blocks = map[Ref]struct{}{}
+	}
+	t.blocks[r] = struct{}{}
 }
 
 // Take returns what changed in the view since the last Take, and starts

@@ -5,6 +5,7 @@
 //
 //	<prefix>/members/<node>             membership, kept alive by a lease
 //	<prefix>/blocks/<node>/<cidr>       a block the node publishes
+//	<prefix>/blocks/<node>/pack-<id>    blocks the node published together
 //	<prefix>/admin/allows/<cidr>        a fleet-wide allowlist entry
 //	<prefix>/admin/unblocks/<cidr>      a fleet-wide unblock: a tombstone
 //
@@ -63,6 +64,13 @@ func (l Layout) NodeBlocks(node string) string { return l.blocks() + node + "/" 
 // Block is the key of node's block of p.
 func (l Layout) Block(node string, p netip.Prefix) string { return l.NodeBlocks(node) + escape(p) }
 
+// Pack is the key of node's pack id: blocks published together, in one
+// value, so that a burst costs every member one key to read, not one a
+// block.
+func (l Layout) Pack(node, id string) string { return l.NodeBlocks(node) + packPrefix + id }
+
+const packPrefix = "pack-"
+
 // AdminAllow is the key of a fleet-wide allow of p.
 func (l Layout) AdminAllow(p netip.Prefix) string { return l.allows() + escape(p) }
 
@@ -82,6 +90,7 @@ const (
 	KindBlock
 	KindAllow
 	KindUnblock
+	KindPack
 )
 
 // Key is a key of the fleet, parsed.
@@ -89,6 +98,7 @@ type Key struct {
 	Kind   Kind
 	Node   string       // members and blocks
 	Prefix netip.Prefix // blocks, allows and unblocks
+	Pack   string       // packs: the id
 }
 
 // ErrOutside: a key under the fleet's prefix that no layout rule makes.
@@ -113,6 +123,12 @@ func (l Layout) Parse(key string) (Key, error) {
 		if !ok || CheckNodeName(node) != nil {
 			return bad("no node name")
 		}
+		if id, ok := strings.CutPrefix(cidr, packPrefix); ok {
+			if !validPackID(id) {
+				return bad("a pack is named by letters and digits")
+			}
+			return Key{Kind: KindPack, Node: node, Pack: id}, nil
+		}
 		p, err := unescape(cidr)
 		if err != nil {
 			return bad(err.Error())
@@ -132,6 +148,18 @@ func (l Layout) Parse(key string) (Key, error) {
 		return bad(err.Error())
 	}
 	return Key{Kind: kind, Prefix: p}, nil
+}
+
+func validPackID(id string) bool {
+	if id == "" || len(id) > 32 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // unescape reads a key's last element as a prefix, written as escape does

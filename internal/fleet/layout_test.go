@@ -37,6 +37,9 @@ func TestKeysRoundTrip(t *testing.T) {
 	if got, err := testLayout.Parse(testLayout.Member("a")); err != nil || got != (Key{Kind: KindMember, Node: "a"}) {
 		t.Errorf("member key: %+v, %v", got, err)
 	}
+	if got, err := testLayout.Parse(testLayout.Pack("a", "18f3a2b4c5d6e7f8")); err != nil || got != (Key{Kind: KindPack, Node: "a", Pack: "18f3a2b4c5d6e7f8"}) {
+		t.Errorf("pack key: %+v, %v", got, err)
+	}
 	if testLayout.Block("a", netip.MustParsePrefix("198.51.100.0/24")) != "/hbf/blocks/a/198.51.100.0%2F24" {
 		t.Errorf("block key %s", testLayout.Block("a", netip.MustParsePrefix("198.51.100.0/24")))
 	}
@@ -56,6 +59,10 @@ func TestKeysOutsideTheLayoutAreRefused(t *testing.T) {
 		"/hbf/blocks/a/198.51.100.7%2F032",
 		"/hbf/blocks/a/198.51.100.7%2F+32",
 		"/hbf/blocks/a/198.51.100.7",
+		"/hbf/blocks/a/pack-",
+		"/hbf/blocks/a/pack-A1",
+		"/hbf/blocks/a/pack-1%2F2",
+		"/hbf/blocks/a/pack-012345678901234567890123456789012",
 		"/hbf/blocks/a/fe80::1%eth0%2F128",
 		"/hbf/blocks/a/2001:DB8::1%2F128", // not as netip writes it
 		"/hbfx/blocks/a/198.51.100.7%2F32",

@@ -34,7 +34,7 @@ func (n *Node) join(ctx context.Context, cli *clientv3.Client) (clientv3.LeaseID
 // putMember writes m, the membership as of now, with the clock, and says
 // at which revision.
 func (n *Node) putMember(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID, m Member) (int64, error) {
-	m.Version, m.Clock = Version, n.cfg.Now()
+	m.Version, m.Clock, m.Packs = Version, n.cfg.Now(), true
 	data, err := json.Marshal(m)
 	if err != nil {
 		return 0, err

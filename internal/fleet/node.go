@@ -56,16 +56,22 @@ type View struct {
 	Blocks   map[string]map[netip.Prefix]Block // by the node that publishes them
 	Allows   map[netip.Prefix]Allow
 	Unblocks map[netip.Prefix]Unblock
+	// packs are the prefixes each pack holds, to drop them with it.
+	packs map[packRef][]netip.Prefix
 }
+
+// packRef names one node's pack.
+type packRef struct{ node, id string }
 
 func newView() View {
 	return View{Members: map[string]Member{}, Blocks: map[string]map[netip.Prefix]Block{},
-		Allows: map[netip.Prefix]Allow{}, Unblocks: map[netip.Prefix]Unblock{}}
+		Allows: map[netip.Prefix]Allow{}, Unblocks: map[netip.Prefix]Unblock{}, packs: map[packRef][]netip.Prefix{}}
 }
 
 func (v View) clone() View {
 	out := View{Revision: v.Revision, Members: maps.Clone(v.Members), Allows: maps.Clone(v.Allows),
-		Unblocks: maps.Clone(v.Unblocks), Blocks: make(map[string]map[netip.Prefix]Block, len(v.Blocks))}
+		Unblocks: maps.Clone(v.Unblocks), Blocks: make(map[string]map[netip.Prefix]Block, len(v.Blocks)),
+		packs: maps.Clone(v.packs)}
 	for n, b := range v.Blocks {
 		out.Blocks[n] = maps.Clone(b)
 	}

@@ -199,8 +199,11 @@ func TestNodesSeeEachOthersBlocksAndMembers(t *testing.T) {
 	// outside.
 	a.SetOwn([]Block{block(scanner, now, time.Hour)})
 	waitView(t, b, "the dropped block gone", func(v View) bool { return !has(v, "a", other) })
-	etcd.MustCtl("del", testLayout.Block("a", scanner))
-	waitView(t, b, "the deleted block republished", func(v View) bool { return has(v, "a", scanner) })
+	published := a.Counts().Published
+	etcd.MustCtl("del", "--prefix", testLayout.NodeBlocks("a"))
+	waitView(t, b, "the deleted block republished", func(v View) bool {
+		return has(v, "a", scanner) && a.Counts().Published > published
+	})
 
 	// A member that stops leaves the fleet; its blocks stay until they
 	// expire.
@@ -388,5 +391,70 @@ func TestWritesTheViewHasNotSeenCountAsDone(t *testing.T) {
 	}
 	if got := w.known(view, 11); len(got) != 1 || !sameBlock(got[other], b) || len(w.pending) != 0 {
 		t.Errorf("the view past every write: %v, pending %v; want the view's", got, w.pending)
+	}
+}
+
+// keysOf lists the keys of node's subtree in etcd.
+func keysOf(etcd *etcdtest.Server, node string) []string {
+	return strings.Fields(etcd.MustCtl("get", "--prefix", "--keys-only", testLayout.NodeBlocks(node)))
+}
+
+// Blocks published together go out in one key, and each block of it
+// changes or leaves alone.
+func TestBlocksPublishedTogetherShareAKey(t *testing.T) {
+	etcd := etcdtest.Start(t, etcdtest.Options{})
+	a := startNode(t, "a", etcd.Endpoint())
+	b := startNode(t, "b", etcd.Endpoint())
+	waitView(t, a, "a sees both members", func(v View) bool { return len(v.Members) == 2 })
+	now := time.Now().Truncate(time.Second)
+	third := netip.MustParsePrefix("2001:db8::/48")
+	a.SetOwn([]Block{block(scanner, now, time.Hour), block(other, now, time.Hour), block(third, now, 0)})
+	waitView(t, b, "b sees a's three blocks", func(v View) bool { return len(v.Blocks["a"]) == 3 })
+	if keys := keysOf(etcd, "a"); len(keys) != 1 || !strings.Contains(keys[0], "/pack-") {
+		t.Fatalf("a's keys: %v, want one pack", keys)
+	}
+
+	// One block longer, one gone: the pack is written again, and only
+	// the block gone leaves b's view.
+	longer := block(scanner, now, 2*time.Hour)
+	a.SetOwn([]Block{longer, block(third, now, 0)})
+	v := waitView(t, b, "b sees the change", func(v View) bool {
+		return len(v.Blocks["a"]) == 2 && v.Blocks["a"][scanner].ExpiresAt.Equal(longer.ExpiresAt)
+	})
+	if !has(v, "a", third) {
+		t.Errorf("b's view of a: %+v", v.Blocks["a"])
+	}
+	// One block changed alone goes to a key of its own.
+	if keys := keysOf(etcd, "a"); len(keys) != 2 {
+		t.Errorf("a's keys: %v, want the pack and one block", keys)
+	}
+	a.SetOwn(nil)
+	waitView(t, b, "a's blocks gone", func(v View) bool { return len(v.Blocks["a"]) == 0 })
+	if keys := keysOf(etcd, "a"); len(keys) != 0 {
+		t.Errorf("a's keys after it published nothing: %v", keys)
+	}
+}
+
+// A member of an hbf that does not read packs gets every block under a
+// key of its own, those in packs before it joined too.
+func TestPacksWaitForEveryMemberToReadThem(t *testing.T) {
+	etcd := etcdtest.Start(t, etcdtest.Options{})
+	a := startNode(t, "a", etcd.Endpoint())
+	waitView(t, a, "a sees itself", func(v View) bool { return len(v.Members) == 1 })
+	now := time.Now().Truncate(time.Second)
+	a.SetOwn([]Block{block(scanner, now, time.Hour), block(other, now, time.Hour)})
+	waitView(t, a, "a's pack", func(View) bool { return len(keysOf(etcd, "a")) == 1 })
+
+	old := `{"version":1,"hbf":"v0.9","addrs":[],"clock":"` + now.UTC().Format(time.RFC3339) + `"}`
+	etcd.MustCtl("put", testLayout.Member("old"), old)
+	waitView(t, a, "a writes each block alone", func(v View) bool {
+		keys := keysOf(etcd, "a")
+		return len(keys) == 2 && !strings.Contains(strings.Join(keys, " "), "/pack-") && len(v.Blocks["a"]) == 2
+	})
+	third := netip.MustParsePrefix("2001:db8::/48")
+	a.SetOwn([]Block{block(scanner, now, time.Hour), block(other, now, time.Hour), block(third, now, time.Hour)})
+	waitView(t, a, "the new block alone too", func(v View) bool { return has(v, "a", third) })
+	if keys := keysOf(etcd, "a"); len(keys) != 3 {
+		t.Errorf("a's keys: %v", keys)
 	}
 }

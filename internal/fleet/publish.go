@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -54,6 +55,8 @@ type writes struct {
 	// round write again what the last one did, and the load grows with
 	// the lag.
 	pending map[netip.Prefix]pendingWrite
+	// lastPack is the time that named the last pack written.
+	lastPack int64
 }
 
 type pendingWrite struct {
@@ -116,52 +119,140 @@ func slow(ctx context.Context, err error) bool {
 	return ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded)
 }
 
+// packSize bounds the blocks of one pack: a value of some 200 bytes a
+// block stays far below etcd's request limit of 1.5 MiB.
+const packSize = 100
+
+// packsRead says whether every member reads packs, under the node's lock.
+func (n *Node) packsRead() bool {
+	for _, m := range n.view.Members {
+		if !m.Packs {
+			return false
+		}
+	}
+	return len(n.view.Members) > 0
+}
+
 func (n *Node) publishOnce(ctx context.Context, cli *clientv3.Client, w *writes) error {
 	want := n.ownBlocks()
 	n.mu.Lock()
 	have := w.known(n.view.Blocks[n.cfg.Node], n.view.Revision)
 	unblocks := maps.Clone(n.view.Unblocks)
+	readers := n.packsRead()
 	n.mu.Unlock()
 	now := n.cfg.Now()
-	type change struct {
-		op     clientv3.Op
-		prefix netip.Prefix
-		block  *Block // nil: deleted
-	}
-	var changes []change
-	puts := 0
+	var puts []Block
 	for p, b := range want {
 		if u, ok := unblocks[p]; ok && u.Ends(b) || b.Expired(now) {
 			delete(want, p)
 			continue
 		}
-		if old, ok := have[p]; ok && sameBlock(old, b) {
+		// A member that does not read packs joined: what they hold is
+		// written again, each under a key of its own.
+		if old, ok := have[p]; ok && sameBlock(old, b) && (old.pack == "" || readers) {
 			continue
 		}
-		data, err := json.Marshal(b)
+		puts = append(puts, b)
+	}
+	// Several new blocks go out in packs when every member reads them:
+	// each member then reads one key for up to a hundred blocks.
+	var alone, packed []Block
+	for _, b := range puts {
+		if readers && len(puts) > 1 && packable(b) {
+			packed = append(packed, b)
+		} else {
+			alone = append(alone, b)
+		}
+	}
+	var changes []change
+	for _, b := range alone {
+		c, err := n.putBlock(ctx, cli, w, b)
 		if err != nil {
 			return err
 		}
-		var opts []clientv3.OpOption
-		if !b.ExpiresAt.IsZero() {
-			lease, err := n.lease(ctx, cli, w.leases, b.ExpiresAt)
-			if err != nil {
-				return err
+		changes = append(changes, c)
+	}
+	for pk := range slices.Chunk(packed, packSize) {
+		c, err := n.putPack(ctx, cli, w, w.packID(have, now), pk)
+		if err != nil {
+			return err
+		}
+		changes = append(changes, c)
+	}
+	// Then what is put elsewhere or no more is taken from where it was:
+	// never absent between the two. A pack is written again without it,
+	// but for its blocks over already: they stay until its lease ends,
+	// rather than costing every member a read of the rest.
+	moved := make(map[netip.Prefix]bool, len(puts))
+	for _, b := range puts {
+		moved[b.Prefix] = true
+	}
+	inPack := make(map[netip.Prefix]bool, len(packed))
+	for _, b := range packed {
+		inPack[b.Prefix] = true
+	}
+	repack := map[string]bool{}
+	for p, old := range have {
+		_, wanted := want[p]
+		switch {
+		case old.pack != "" && (moved[p] || !wanted && !old.Expired(now)):
+			repack[old.pack] = true
+		case old.pack == "" && !wanted:
+			changes = append(changes, change{ops: []clientv3.Op{clientv3.OpDelete(n.cfg.Layout.Block(n.cfg.Node, p))},
+				removed: []netip.Prefix{p}})
+		case old.pack == "" && moved[p] && inPack[p]:
+			changes = append(changes, change{ops: []clientv3.Op{clientv3.OpDelete(n.cfg.Layout.Block(n.cfg.Node, p))}})
+		}
+	}
+	for id := range repack {
+		var keep []Block
+		var removed []netip.Prefix
+		for p, old := range have {
+			if _, wanted := want[p]; old.pack != id || moved[p] {
+				continue // elsewhere, or put again: pending as such
+			} else if wanted {
+				keep = append(keep, old)
+			} else {
+				removed = append(removed, p)
 			}
-			opts = append(opts, clientv3.WithLease(lease))
 		}
-		changes = append(changes, change{clientv3.OpPut(n.cfg.Layout.Block(n.cfg.Node, p), string(data), opts...), p, &b})
-		puts++
-	}
-	for p := range have {
-		if _, ok := want[p]; !ok {
-			changes = append(changes, change{clientv3.OpDelete(n.cfg.Layout.Block(n.cfg.Node, p)), p, nil})
+		if len(keep) == 0 {
+			changes = append(changes, change{ops: []clientv3.Op{clientv3.OpDelete(n.cfg.Layout.Pack(n.cfg.Node, id))}, removed: removed})
+			continue
 		}
+		c, err := n.putPack(ctx, cli, w, id, keep)
+		if err != nil {
+			return err
+		}
+		c.removed = removed
+		changes = append(changes, c)
 	}
-	for batch := range slices.Chunk(changes, txnOps) {
-		ops := make([]clientv3.Op, len(batch))
-		for i, c := range batch {
-			ops[i] = c.op
+	if err := n.commit(ctx, cli, w, changes); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.counts.Published += uint64(len(puts))
+	n.mu.Unlock()
+	return nil
+}
+
+// change is a write of the subtree: its operations, the blocks it puts
+// and those it removes for good.
+type change struct {
+	ops     []clientv3.Op
+	put     []Block
+	removed []netip.Prefix
+}
+
+// commit makes changes in their order, a transaction of at most txnOps
+// operations at a time, and notes them pending until the watch brings
+// them back.
+func (n *Node) commit(ctx context.Context, cli *clientv3.Client, w *writes, changes []change) error {
+	for len(changes) > 0 {
+		var ops []clientv3.Op
+		i := 0
+		for ; i < len(changes) && len(ops)+len(changes[i].ops) <= txnOps; i++ {
+			ops = append(ops, changes[i].ops...)
 		}
 		c, cancel := context.WithTimeout(ctx, opTimeout)
 		resp, err := cli.Txn(c).Then(ops...).Commit()
@@ -169,14 +260,77 @@ func (n *Node) publishOnce(ctx context.Context, cli *clientv3.Client, w *writes)
 		if err != nil {
 			return fmt.Errorf("publish this node's blocks: %w", err)
 		}
-		for _, c := range batch {
-			w.pending[c.prefix] = pendingWrite{block: c.block, revision: resp.Header.Revision}
+		for _, ch := range changes[:i] {
+			for _, b := range ch.put {
+				w.pending[b.Prefix] = pendingWrite{block: &b, revision: resp.Header.Revision}
+			}
+			for _, p := range ch.removed {
+				w.pending[p] = pendingWrite{revision: resp.Header.Revision}
+			}
 		}
+		changes = changes[i:]
 	}
-	n.mu.Lock()
-	n.counts.Published += uint64(puts)
-	n.mu.Unlock()
 	return nil
+}
+
+// putBlock writes b under a key of its own.
+func (n *Node) putBlock(ctx context.Context, cli *clientv3.Client, w *writes, b Block) (change, error) {
+	data, err := json.Marshal(b)
+	if err != nil {
+		return change{}, err
+	}
+	opts, err := n.leaseFor(ctx, cli, w, b)
+	if err != nil {
+		return change{}, err
+	}
+	return change{ops: []clientv3.Op{clientv3.OpPut(n.cfg.Layout.Block(n.cfg.Node, b.Prefix), string(data), opts...)},
+		put: []Block{b}}, nil
+}
+
+// putPack writes blocks as the pack id, on the lease of the last to end.
+func (n *Node) putPack(ctx context.Context, cli *clientv3.Client, w *writes, id string, blocks []Block) (change, error) {
+	last := blocks[0]
+	put := make([]Block, len(blocks))
+	for i, b := range blocks {
+		if b.ExpiresAt.IsZero() || !last.ExpiresAt.IsZero() && b.ExpiresAt.After(last.ExpiresAt) {
+			last = b
+		}
+		b.pack = id
+		put[i] = b
+	}
+	opts, err := n.leaseFor(ctx, cli, w, last)
+	if err != nil {
+		return change{}, err
+	}
+	return change{ops: []clientv3.Op{clientv3.OpPut(n.cfg.Layout.Pack(n.cfg.Node, id), string(encodePack(blocks)), opts...)}, put: put}, nil
+}
+
+// leaseFor is the options that put a key holding b on a lease that ends
+// after it; none for a block that never ends.
+func (n *Node) leaseFor(ctx context.Context, cli *clientv3.Client, w *writes, b Block) ([]clientv3.OpOption, error) {
+	if b.ExpiresAt.IsZero() {
+		return nil, nil
+	}
+	lease, err := n.lease(ctx, cli, w.leases, b.ExpiresAt)
+	if err != nil {
+		return nil, err
+	}
+	return []clientv3.OpOption{clientv3.WithLease(lease)}, nil
+}
+
+// packID names a new pack by the time, in base 36: never a pack this node
+// holds, nor one it named before in this session.
+func (w *writes) packID(have map[netip.Prefix]Block, now time.Time) string {
+	next := max(now.UnixNano(), w.lastPack+1)
+	held := map[string]bool{}
+	for _, b := range have {
+		held[b.pack] = true
+	}
+	for held[strconv.FormatInt(next, 36)] {
+		next++
+	}
+	w.lastPack = next
+	return strconv.FormatInt(next, 36)
 }
 
 // lease is the lease of keys expiring within the minute of expires: it

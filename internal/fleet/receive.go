@@ -21,7 +21,7 @@ const (
 
 // RejectReasons are every reason an entry is not applied, for metrics
 // that show each from the start.
-var RejectReasons = []string{RejectNotJSON, RejectVersion, RejectPrefix, RejectMismatch, RejectOutside, RejectExpired,
+var RejectReasons = []string{RejectNotJSON, RejectBadPack, RejectVersion, RejectPrefix, RejectMismatch, RejectOutside, RejectExpired,
 	RejectProtected, RejectTooWide, RejectRateLimited, RejectQuota}
 
 // Ops are the operations with etcd whose failures a node counts.

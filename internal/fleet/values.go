@@ -55,6 +55,9 @@ type Block struct {
 	// ExpiresAt is when the block ends; zero: never. A lease only cleans
 	// the key up after it.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// pack is the id of the pack the view read it from; "": a key of its
+	// own.
+	pack string
 }
 
 // Expired reports whether the block no longer applies at now.
@@ -93,6 +96,9 @@ type Member struct {
 	Interfaces []string     `json:"interfaces"`
 	Addrs      []netip.Addr `json:"addrs"` // never blocked by the others
 	Clock      time.Time    `json:"clock"` // when it wrote the key, for skew
+	// Packs: the node reads packs. A node writes them only when every
+	// member does: an hbf before them refuses their keys.
+	Packs bool `json:"packs,omitempty"`
 	// Seen is when this host read the key: Clock - Seen is the member's
 	// skew, give or take etcd's delay.
 	Seen time.Time `json:"-"`

@@ -45,7 +45,7 @@ func (n *Node) read(ctx context.Context, cli *clientv3.Client) (int64, error) {
 	for _, kv := range resp.Kvs {
 		k, err := n.cfg.Layout.Parse(string(kv.Key))
 		if err == nil {
-			err = n.take(&view, k, kv.Value)
+			err = n.take(&view, k, kv.Value, nil)
 		}
 		if err != nil {
 			refused = append(refused, refusal{string(kv.Key), kv.ModRevision, err})
@@ -113,8 +113,9 @@ func (n *Node) logRefused(refused []refusal) {
 	}
 }
 
-// take puts a key and its value into v, or says why not.
-func (n *Node) take(v *View, k Key, value []byte) error {
+// take puts a key and its value into v, or says why not; note, when
+// set, is told of each block it puts.
+func (n *Node) take(v *View, k Key, value []byte, note func(Ref)) error {
 	switch k.Kind {
 	case KindMember:
 		m, err := DecodeMember(value)
@@ -131,10 +132,29 @@ func (n *Node) take(v *View, k Key, value []byte) error {
 		if b.Expired(n.cfg.Now()) {
 			return reject(RejectExpired, "expired at %s", b.ExpiresAt.Format(time.RFC3339))
 		}
-		if v.Blocks[k.Node] == nil {
-			v.Blocks[k.Node] = map[netip.Prefix]Block{}
+		v.putBlock(k.Node, b)
+		return nil
+	case KindPack:
+		pk, err := DecodePack(value)
+		if err != nil {
+			return err
 		}
-		v.Blocks[k.Node][k.Prefix] = b
+		// A pack keeps the blocks of it that expired until its lease ends
+		// with the last: they are skipped, not refused.
+		now := n.cfg.Now()
+		held := make([]netip.Prefix, 0, len(pk.Blocks))
+		for _, b := range pk.Blocks {
+			if b.Expired(now) {
+				continue
+			}
+			b.pack = k.Pack
+			v.putBlock(k.Node, b)
+			held = append(held, b.Prefix)
+			if note != nil {
+				note(Ref{k.Node, b.Prefix})
+			}
+		}
+		v.packs[packRef{k.Node, k.Pack}] = held
 		return nil
 	case KindAllow:
 		a, err := DecodeAllow(value, k.Prefix)
@@ -151,21 +171,65 @@ func (n *Node) take(v *View, k Key, value []byte) error {
 	}
 }
 
-// drop removes a deleted key, or one whose new value is refused, from v.
-func (n *Node) drop(v *View, k Key) {
+func (v *View) putBlock(node string, b Block) {
+	if v.Blocks[node] == nil {
+		v.Blocks[node] = map[netip.Prefix]Block{}
+	}
+	v.Blocks[node][b.Prefix] = b
+}
+
+// drop removes a deleted key, or one whose new value is refused, from v;
+// note, when set, is told of each block it removes.
+func (n *Node) drop(v *View, k Key, note func(Ref)) {
 	switch k.Kind {
 	case KindMember:
 		delete(v.Members, k.Node)
 	case KindBlock:
-		delete(v.Blocks[k.Node], k.Prefix)
-		if len(v.Blocks[k.Node]) == 0 {
-			delete(v.Blocks, k.Node)
+		v.dropBlock(k.Node, k.Prefix, "")
+		if note != nil {
+			note(Ref{k.Node, k.Prefix})
 		}
+	case KindPack:
+		pr := packRef{k.Node, k.Pack}
+		for _, p := range v.packs[pr] {
+			v.dropBlock(k.Node, p, k.Pack)
+			if note != nil {
+				note(Ref{k.Node, p})
+			}
+		}
+		delete(v.packs, pr)
 	case KindAllow:
 		delete(v.Allows, k.Prefix)
 	case KindUnblock:
 		delete(v.Unblocks, k.Prefix)
 	}
+}
+
+// dropBlock removes node's block of p if it came from the pack named
+// ("": a key of its own). A node writes a block in one place at a time,
+// yet a block moved from one key to another may be written before it is
+// removed from the first: the newer stays.
+func (v *View) dropBlock(node string, p netip.Prefix, pack string) {
+	if b, ok := v.Blocks[node][p]; !ok || b.pack != pack {
+		return
+	}
+	delete(v.Blocks[node], p)
+	if len(v.Blocks[node]) == 0 {
+		delete(v.Blocks, node)
+	}
+}
+
+// observed appends the blocks key k brought into the view, for Observe.
+func (n *Node) observed(to []Applied, k Key) []Applied {
+	switch k.Kind {
+	case KindBlock:
+		to = append(to, Applied{Origin: k.Node, Block: n.view.Blocks[k.Node][k.Prefix]})
+	case KindPack:
+		for _, p := range n.view.packs[packRef{k.Node, k.Pack}] {
+			to = append(to, Applied{Origin: k.Node, Block: n.view.Blocks[k.Node][p]})
+		}
+	}
+	return to
 }
 
 // errCompacted: etcd no longer holds the events after the view's revision.
@@ -217,17 +281,20 @@ func (n *Node) watch(ctx context.Context, cli *clientv3.Client, rev int64) error
 			k, err := n.cfg.Layout.Parse(key)
 			if err == nil {
 				n.touched.note(k)
-				n.drop(&n.view, k)
+				n.drop(&n.view, k, n.touched.block)
 				if ev.Type != mvccpb.PUT {
 					continue
 				}
-				err = n.take(&n.view, k, ev.Kv.Value)
+				err = n.take(&n.view, k, ev.Kv.Value, n.touched.block)
 			}
+			// A member that does not read packs: this node's are written
+			// again for it.
+			own = own || err == nil && k.Kind == KindMember && !n.view.Members[k.Node].Packs
 			switch {
 			case err != nil && ev.Type == mvccpb.PUT:
 				refused = append(refused, refusal{key, ev.Kv.ModRevision, err})
-			case err == nil && k.Kind == KindBlock && n.cfg.Observe != nil:
-				observed = append(observed, Applied{Origin: k.Node, Block: n.view.Blocks[k.Node][k.Prefix]})
+			case err == nil && n.cfg.Observe != nil:
+				observed = n.observed(observed, k)
 			}
 		}
 		// The view holds every event up to the last one's revision. Not up
