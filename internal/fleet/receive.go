@@ -62,7 +62,9 @@ type Receiver struct {
 	refused  map[Ref]string                        // the reason last counted
 	pending  map[Ref]struct{}                      // scan blocks waiting for more reporters
 	waiting  map[string]map[netip.Prefix]struct{}  // by origin: refused for its budget, tried as it refills
-	holders  map[netip.Prefix]holders              // who publishes each prefix
+	holders  map[netip.Prefix]holders              // who publishes each prefix, when counting reporters
+	origins  map[string]struct{}                   // the nodes that publish, when not
+	inForce  int                                   // the blocks applied
 	unblocks map[netip.Prefix]Unblock
 	// expiries are the blocks' ends by the second they are over in,
 	// looked at up to looked: the once-a-second look decides again only
@@ -70,80 +72,38 @@ type Receiver struct {
 	expiries map[int64][]Ref
 	looked   int64
 	policy   uint64 // the generation of the check last decided with; 0: none yet
-	// again and fresh are decide's lists, kept for the next: a member
-	// decides ten blocks at a time, a hundred thousand times a minute.
+	// dirty, again and fresh are a decision's work, kept for the next: a
+	// member decides ten blocks at a time, a hundred thousand times a
+	// minute.
+	dirty        map[Ref]bool
 	again, fresh []Applied
 }
-
-// holder is a node that publishes a prefix, and whether its block is a
-// live scan report, which counts toward --fleet-min-reporters.
-type holder struct {
-	origin  string
-	reports bool
-}
-
-// holders are the holders of one prefix: nearly always one, kept inline.
-type holders struct {
-	first holder
-	more  []holder
-}
-
-func (hs *holders) all(yield func(*holder) bool) {
-	if hs.first.origin != "" && !yield(&hs.first) {
-		return
-	}
-	for i := range hs.more {
-		if !yield(&hs.more[i]) {
-			return
-		}
-	}
-}
-
-// find returns origin's entry, or nil.
-func (hs *holders) find(origin string) *holder {
-	for h := range hs.all {
-		if h.origin == origin {
-			return h
-		}
-	}
-	return nil
-}
-
-func (hs *holders) add(h holder) {
-	if hs.first.origin == "" {
-		hs.first = h
-	} else {
-		hs.more = append(hs.more, h)
-	}
-}
-
-func (hs *holders) remove(origin string) {
-	if hs.first.origin == origin {
-		hs.first = holder{}
-		if len(hs.more) > 0 {
-			hs.first, hs.more = hs.more[0], hs.more[1:]
-		}
-		return
-	}
-	hs.more = slices.DeleteFunc(hs.more, func(h holder) bool { return h.origin == origin })
-}
-
-func (hs *holders) empty() bool { return hs.first.origin == "" }
 
 // NewReceiver returns a receiver for the node self.
 func NewReceiver(self string, limits Limits) *Receiver {
 	return &Receiver{self: self, limits: limits, applied: map[string]map[netip.Prefix]time.Time{},
 		spent: map[string][]time.Time{}, refused: map[Ref]string{}, pending: map[Ref]struct{}{},
-		waiting: map[string]map[netip.Prefix]struct{}{}, holders: map[netip.Prefix]holders{}, expiries: map[int64][]Ref{}}
+		waiting: map[string]map[netip.Prefix]struct{}{}, holders: map[netip.Prefix]holders{}, origins: map[string]struct{}{},
+		expiries: map[int64][]Ref{}, dirty: map[Ref]bool{}}
 }
 
 // Known tells the receiver that origin's block of p was applied here since
 // first, before it started: it is not new, and spends no budget.
 func (r *Receiver) Known(origin string, p netip.Prefix, first time.Time) {
-	if r.applied[origin] == nil {
-		r.applied[origin] = map[netip.Prefix]time.Time{}
+	r.apply(Ref{origin, p}, first)
+}
+
+// apply notes ref applied since first.
+func (r *Receiver) apply(ref Ref, first time.Time) {
+	ps := r.applied[ref.Origin]
+	if ps == nil {
+		ps = map[netip.Prefix]time.Time{}
+		r.applied[ref.Origin] = ps
 	}
-	r.applied[origin][p] = first
+	if _, had := ps[ref.Prefix]; !had {
+		r.inForce++
+	}
+	ps[ref.Prefix] = first
 }
 
 // Decision is what a receiver decided after changes: what to apply or
@@ -174,62 +134,43 @@ type Policy struct {
 // Update follows c and decides again what it touched at now; block reads
 // a block of the view as it is now (Node.Block).
 func (r *Receiver) Update(c Changes, block func(Ref) (Block, bool), pol Policy, now time.Time) Decision {
-	dirty := make(map[Ref]bool, len(c.Blocks)) // true: its value changed
+	dirty := r.dirty // true: its value changed
 	mark := func(ref Ref) {
 		if _, ok := dirty[ref]; !ok {
 			dirty[ref] = false
 		}
 	}
-	markPrefix := func(p netip.Prefix) {
-		hs := r.holders[p]
-		for h := range hs.all {
-			mark(Ref{h.origin, p})
-		}
-	}
 	if c.Whole {
-		for p := range r.holders {
-			markPrefix(p)
-		}
-		for origin, ps := range r.applied {
-			for p := range ps {
-				mark(Ref{origin, p})
-			}
-		}
-		r.holders, r.expiries = map[netip.Prefix]holders{}, map[int64][]Ref{}
+		r.markAll(mark)
+		r.holders, r.origins, r.expiries = map[netip.Prefix]holders{}, map[string]struct{}{}, map[int64][]Ref{}
 	}
 	if c.Unblocks != nil {
 		for p, u := range c.Unblocks {
 			if old, ok := r.unblocks[p]; !ok || !old.At.Equal(u.At) {
-				markPrefix(p)
+				r.markPrefix(p, mark)
 			}
 		}
 		for p := range r.unblocks {
 			if _, ok := c.Unblocks[p]; !ok {
-				markPrefix(p)
+				r.markPrefix(p, mark)
 			}
 		}
 		r.unblocks = c.Unblocks
 	}
 	for _, ref := range c.Blocks {
 		b, ok := block(ref)
-		if r.hold(ref, b, ok, now) {
-			markPrefix(ref.Prefix)
-		}
+		r.hold(ref, b, ok, now, mark)
 		dirty[ref] = true
 	}
 	for _, ref := range r.expired(now) {
 		if b, ok := block(ref); ok && b.Expired(now) { // not published again since
-			if r.hold(ref, b, true, now) {
-				markPrefix(ref.Prefix)
-			}
+			r.hold(ref, b, true, now, mark)
 			mark(ref)
 		}
 	}
 	if pol.Generation != r.policy {
 		r.policy = pol.Generation
-		for p := range r.holders {
-			markPrefix(p)
-		}
+		r.markAll(mark)
 	}
 	for origin, ps := range r.waiting {
 		if r.over(origin, now) == "" {
@@ -238,39 +179,26 @@ func (r *Receiver) Update(c Changes, block func(Ref) (Block, bool), pol Policy, 
 			}
 		}
 	}
-	return r.decide(dirty, block, pol.Check, now)
+	d := r.decide(dirty, block, pol.Check, now)
+	if len(dirty) > 1024 { // a whole read's: not iterated again at its size
+		r.dirty = map[Ref]bool{}
+	} else {
+		clear(dirty)
+	}
+	return d
 }
 
-// hold notes origin's block of a prefix as the view holds it now (ok:
-// it exists), and reports whether the prefix's reporters changed.
-func (r *Receiver) hold(ref Ref, b Block, ok bool, now time.Time) bool {
-	hs := r.holders[ref.Prefix]
-	h := hs.find(ref.Origin)
-	was := h != nil && h.reports
-	reports := ok && b.Origin == "scan" && !b.Expired(now)
-	switch {
-	case !ok && h != nil:
-		hs.remove(ref.Origin)
-	case ok && h == nil:
-		hs.add(holder{origin: ref.Origin, reports: reports})
-	case ok:
-		h.reports = reports
+// expire notes when b, ref's block, is over: in the bucket of the second
+// it is over by, looked at once now has reached it.
+func (r *Receiver) expire(ref Ref, b Block, now time.Time) {
+	if b.ExpiresAt.IsZero() || !b.ExpiresAt.After(now) {
+		return
 	}
-	if hs.empty() {
-		delete(r.holders, ref.Prefix)
-	} else {
-		r.holders[ref.Prefix] = hs
+	sec := b.ExpiresAt.Unix()
+	if b.ExpiresAt.Nanosecond() > 0 {
+		sec++
 	}
-	if ok && !b.ExpiresAt.IsZero() && b.ExpiresAt.After(now) {
-		// In the bucket of the second it is over by: looked at once
-		// now has reached it.
-		sec := b.ExpiresAt.Unix()
-		if b.ExpiresAt.Nanosecond() > 0 {
-			sec++
-		}
-		r.expiries[sec] = append(r.expiries[sec], ref)
-	}
-	return reports != was
+	r.expiries[sec] = append(r.expiries[sec], ref)
 }
 
 // expired takes the blocks whose seconds are over by now: one bucket a
@@ -294,18 +222,6 @@ func (r *Receiver) expired(now time.Time) []Ref {
 	return out
 }
 
-// reporters counts the live scan reports of p.
-func (r *Receiver) reporters(p netip.Prefix) int {
-	n := 0
-	hs := r.holders[p]
-	for h := range hs.all {
-		if h.reports {
-			n++
-		}
-	}
-	return n
-}
-
 // decide decides the blocks named, true for those whose value changed.
 func (r *Receiver) decide(refs map[Ref]bool, block func(Ref) (Block, bool), check func(netip.Prefix) error, now time.Time) Decision {
 	var d Decision
@@ -324,7 +240,7 @@ func (r *Receiver) decide(refs map[Ref]bool, block func(Ref) (Block, bool), chec
 			delete(r.refused, ref)
 			r.unapply(&d, ref, known)
 			continue
-		case b.Origin == "scan" && r.reporters(ref.Prefix) < max(r.limits.MinReporters, 1):
+		case b.Origin == "scan" && r.counting() && r.reporters(ref.Prefix) < r.limits.MinReporters:
 			r.pending[ref] = struct{}{}
 			r.unapply(&d, ref, known)
 			continue
@@ -348,11 +264,14 @@ func (r *Receiver) decide(refs map[Ref]bool, block func(Ref) (Block, bool), chec
 	}
 	d.Apply = append(make([]Applied, 0, len(again)+len(fresh)), again...)
 	// New entries in the order they were made, while the origin's quota
-	// and budget last.
-	slices.SortFunc(fresh, func(a, b Applied) int {
+	// and budget last. A pack comes in that order already.
+	order := func(a, b Applied) int {
 		return cmp.Or(cmp.Compare(a.Origin, b.Origin), a.Block.Created.Compare(b.Block.Created),
 			a.Block.Prefix.Addr().Compare(b.Block.Prefix.Addr()))
-	})
+	}
+	if !slices.IsSortedFunc(fresh, order) {
+		slices.SortFunc(fresh, order)
+	}
 	for _, a := range fresh {
 		ref := Ref{a.Origin, a.Block.Prefix}
 		if reason := r.spend(a.Origin, now); reason != "" {
@@ -361,18 +280,12 @@ func (r *Receiver) decide(refs map[Ref]bool, block func(Ref) (Block, bool), chec
 			continue
 		}
 		delete(r.refused, ref)
-		if r.applied[a.Origin] == nil {
-			r.applied[a.Origin] = map[netip.Prefix]time.Time{}
-		}
-		r.applied[a.Origin][ref.Prefix] = now
+		r.apply(ref, now)
 		d.Apply = append(d.Apply, a)
 		d.fresh++
 	}
 	r.again, r.fresh = scratch(again), scratch(fresh)
-	d.Pending = len(r.pending)
-	for _, ps := range r.applied {
-		d.Applied += len(ps)
-	}
+	d.Pending, d.Applied = len(r.pending), r.inForce
 	return d
 }
 
@@ -392,6 +305,7 @@ func (r *Receiver) unapply(d *Decision, ref Ref, known bool) {
 		return
 	}
 	delete(r.applied[ref.Origin], ref.Prefix)
+	r.inForce--
 	if len(r.applied[ref.Origin]) == 0 {
 		delete(r.applied, ref.Origin)
 	}
