@@ -264,13 +264,12 @@ func (r *Receiver) decide(refs map[Ref]bool, block func(Ref) (Block, bool), chec
 	}
 	d.Apply = append(make([]Applied, 0, len(again)+len(fresh)), again...)
 	// New entries in the order they were made, while the origin's quota
-	// and budget last. A pack comes in that order already.
-	order := func(a, b Applied) int {
-		return cmp.Or(cmp.Compare(a.Origin, b.Origin), a.Block.Created.Compare(b.Block.Created),
-			a.Block.Prefix.Addr().Compare(b.Block.Prefix.Addr()))
-	}
-	if !slices.IsSortedFunc(fresh, order) {
-		slices.SortFunc(fresh, order)
+	// and budget last; in any order when nothing bounds them.
+	if r.limits.PerMinute > 0 || r.limits.Quota > 0 {
+		slices.SortFunc(fresh, func(a, b Applied) int {
+			return cmp.Or(cmp.Compare(a.Origin, b.Origin), a.Block.Created.Compare(b.Block.Created),
+				a.Block.Prefix.Addr().Compare(b.Block.Prefix.Addr()))
+		})
 	}
 	for _, a := range fresh {
 		ref := Ref{a.Origin, a.Block.Prefix}
