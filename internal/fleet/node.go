@@ -26,9 +26,6 @@ type Config struct {
 	Own func() []Block
 	Log *slog.Logger
 	Now func() time.Time // nil: time.Now
-	// Observe, when set, is told of each block a watch brings into the
-	// view, as it does: for measurements (the scale benchmark).
-	Observe func(node string, b Block)
 }
 
 // Timing of a node's work with etcd.

@@ -95,32 +95,28 @@ func runScale(b *testing.B, members int, viaProxy bool) {
 		records[i] = rec
 		name := "m" + strconv.Itoa(i)
 		n, err := NewNode(Config{Endpoints: []string{endpoint}, Layout: testLayout, Node: name,
-			Log: slog.New(slog.DiscardHandler),
-			Observe: func(origin string, blk Block) {
-				if origin == name {
-					return // its own: no propagation
-				}
-				at := time.Now()
-				rec.mu.Lock()
-				defer rec.mu.Unlock()
-				if rec.seen[scaleIndex(blk.Prefix)] {
-					return
-				}
-				rec.seen[scaleIndex(blk.Prefix)] = true
-				rec.count++
-				rec.delays = append(rec.delays, at.Sub(blk.Created))
-				if rec.count == scaleBlocks-ownBlocks(i) {
-					if converged.Add(1) == int64(members) {
-						doneOnce.Do(func() { done = at })
-					}
-				}
-			}})
+			Log: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			b.Fatal(err)
 		}
 		nodes[i] = n
 		wg.Go(func() { n.Run(ctx) })
-		wg.Go(func() { receive(ctx, n) })
+		arrived := func(blk Block, at time.Time) {
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			if rec.seen[scaleIndex(blk.Prefix)] {
+				return
+			}
+			rec.seen[scaleIndex(blk.Prefix)] = true
+			rec.count++
+			rec.delays = append(rec.delays, at.Sub(blk.Created))
+			if rec.count == scaleBlocks-ownBlocks(i) {
+				if converged.Add(1) == int64(members) {
+					doneOnce.Do(func() { done = at })
+				}
+			}
+		}
+		wg.Go(func() { receive(ctx, n, arrived) })
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for _, n := range nodes {
@@ -211,8 +207,9 @@ func runScale(b *testing.B, members int, viaProxy bool) {
 }
 
 // receive does what a daemon does with each change of a member's view:
-// takes what changed to its receiver, which decides what applies.
-func receive(ctx context.Context, n *Node) {
+// takes what changed to its receiver, which decides what applies; a block
+// has arrived when it is decided new here.
+func receive(ctx context.Context, n *Node, arrived func(Block, time.Time)) {
 	r := NewReceiver(n.cfg.Node, Limits{MinReporters: 1})
 	pol := Policy{Check: func(netip.Prefix) error { return nil }, Generation: 1}
 	for {
@@ -220,7 +217,10 @@ func receive(ctx context.Context, n *Node) {
 		case <-ctx.Done():
 			return
 		case <-n.Changed():
-			r.Update(n.Take(), n.Block, pol, time.Now())
+			now := time.Now()
+			for _, a := range r.Update(n.Take(), n.Block, pol, now).New() {
+				arrived(a.Block, now)
+			}
 		}
 	}
 }

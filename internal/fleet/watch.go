@@ -53,7 +53,6 @@ func (n *Node) read(ctx context.Context, cli *clientv3.Client) (int64, error) {
 	}
 	view.Revision = resp.Header.Revision
 	n.mu.Lock()
-	old := n.view
 	n.view = view
 	n.touched = touched{whole: true}
 	n.status.Revision = view.Revision
@@ -61,15 +60,6 @@ func (n *Node) read(ctx context.Context, cli *clientv3.Client) (int64, error) {
 	log := n.refuse(refused)
 	n.mu.Unlock()
 	n.logRefused(log)
-	if n.cfg.Observe != nil {
-		for node, blocks := range view.Blocks {
-			for p, b := range blocks {
-				if _, had := old.Blocks[node][p]; !had {
-					n.cfg.Observe(node, b)
-				}
-			}
-		}
-	}
 	signal(n.changed)
 	signal(n.ownSet) // the subtree as read may differ from what the node publishes
 	return view.Revision, nil
@@ -219,19 +209,6 @@ func (v *View) dropBlock(node string, p netip.Prefix, pack string) {
 	}
 }
 
-// observed appends the blocks key k brought into the view, for Observe.
-func (n *Node) observed(to []Applied, k Key) []Applied {
-	switch k.Kind {
-	case KindBlock:
-		to = append(to, Applied{Origin: k.Node, Block: n.view.Blocks[k.Node][k.Prefix]})
-	case KindPack:
-		for _, p := range n.view.packs[packRef{k.Node, k.Pack}] {
-			to = append(to, Applied{Origin: k.Node, Block: n.view.Blocks[k.Node][p]})
-		}
-	}
-	return to
-}
-
 // errCompacted: etcd no longer holds the events after the view's revision.
 var errCompacted = errors.New("the fleet's history was compacted past this node's view")
 
@@ -272,7 +249,6 @@ func (n *Node) watch(ctx context.Context, cli *clientv3.Client, rev int64) error
 			return fmt.Errorf("watch the fleet: %w", err)
 		}
 		var refused []refusal
-		var observed []Applied
 		own := false
 		n.mu.Lock()
 		for _, ev := range resp.Events {
@@ -290,11 +266,8 @@ func (n *Node) watch(ctx context.Context, cli *clientv3.Client, rev int64) error
 			// A member that does not read packs: this node's are written
 			// again for it.
 			own = own || err == nil && k.Kind == KindMember && !n.view.Members[k.Node].Packs
-			switch {
-			case err != nil && ev.Type == mvccpb.PUT:
+			if err != nil && ev.Type == mvccpb.PUT {
 				refused = append(refused, refusal{key, ev.Kv.ModRevision, err})
-			case err == nil && n.cfg.Observe != nil:
-				observed = n.observed(observed, k)
 			}
 		}
 		// The view holds every event up to the last one's revision. Not up
@@ -306,9 +279,6 @@ func (n *Node) watch(ctx context.Context, cli *clientv3.Client, rev int64) error
 		}
 		log := n.refuse(refused)
 		n.mu.Unlock()
-		for _, o := range observed {
-			n.cfg.Observe(o.Origin, o.Block)
-		}
 		n.logRefused(log)
 		signal(n.changed)
 		if own {
