@@ -22,7 +22,8 @@ type Changes struct {
 	// etcd's history was compacted past it); Blocks names every block
 	// it holds, and what the taker holds besides is gone.
 	Whole bool
-	// Blocks changed, added or removed: read them with Block.
+	// Blocks changed, added or removed: read them with Block. A block
+	// changed twice may be named twice.
 	Blocks []Ref
 	// Every member, allow or unblock, when any of them changed; nil
 	// when none did. They are few beside the blocks.
@@ -33,10 +34,16 @@ type Changes struct {
 
 // touched is what changed since the last Take, kept under the node's lock.
 type touched struct {
-	whole                     bool
-	blocks                    map[Ref]struct{}
+	whole bool
+	// blocks are named as events touch them, once or more: the receiver
+	// takes each once, and a set here cost a delivery a map insert more.
+	blocks                    []Ref
 	members, allows, unblocks bool
 }
+
+// maxTouched bounds the blocks noted between two Takes: past it, the view
+// is taken whole, which costs its size, no more than the list would.
+const maxTouched = 1 << 16
 
 // note marks what an event under key k touched; the blocks of a key are
 // marked as they are dropped and put (block).
@@ -53,10 +60,13 @@ func (t *touched) note(k Key) {
 
 // block marks a block touched.
 func (t *touched) block(r Ref) {
-	if t.blocks == nil {
-		t.blocks = map[Ref]struct{}{}
+	switch {
+	case t.whole:
+	case len(t.blocks) == maxTouched:
+		t.whole, t.blocks = true, nil
+	default:
+		t.blocks = append(t.blocks, r)
 	}
-	t.blocks[r] = struct{}{}
 }
 
 // Take returns what changed in the view since the last Take, and starts
@@ -75,9 +85,7 @@ func (n *Node) Take() Changes {
 		}
 		t.members, t.allows, t.unblocks = true, true, true
 	} else {
-		for r := range t.blocks {
-			c.Blocks = append(c.Blocks, r)
-		}
+		c.Blocks = t.blocks
 	}
 	// Copied into maps never nil: nil says unchanged.
 	if t.members {

@@ -280,3 +280,55 @@ func BenchmarkReceiverUpdate(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*10), "ns/block")
 }
+
+// Without counting reporters the receiver keeps no holders of each
+// prefix: a new policy, an unblock and its end still reach every node's
+// block of a prefix, by change and not by a whole read.
+func TestReceiverFollowsChangesWithoutCountingReporters(t *testing.T) {
+	r := NewReceiver("me", Limits{MinReporters: 1})
+	v := viewOf(map[string][]Block{"a": {block(addr(1), t0, time.Hour), block(addr(2), t0, time.Hour)},
+		"b": {block(addr(2), t0, time.Hour)}})
+	refuse1 := Policy{Generation: 1, Check: func(p netip.Prefix) error {
+		if p == addr(1) {
+			return errors.New("protected")
+		}
+		return nil
+	}}
+	c := Changes{Revision: 1, Whole: true, Blocks: []Ref{{"a", addr(1)}, {"a", addr(2)}, {"b", addr(2)}}}
+	if d := r.Update(c, lookup(v), refuse1, t0); d.Applied != 2 || d.Refused[RejectProtected] != 1 {
+		t.Fatalf("first read: %+v", d)
+	}
+	update := func(c Changes, pol Policy) Decision { return r.Update(c, lookup(v), pol, t0) }
+	allow := Policy{Generation: 2, Check: allowAll}
+	if d := update(Changes{Revision: 2}, allow); len(d.New()) != 1 || d.New()[0].Block.Prefix != addr(1) || d.Applied != 3 {
+		t.Fatalf("a new policy: %+v", d)
+	}
+	unblock := map[netip.Prefix]Unblock{addr(2): {Prefix: addr(2), At: t0.Add(time.Second)}}
+	d := update(Changes{Revision: 3, Unblocks: unblock}, allow)
+	if len(d.Remove) != 2 || d.Applied != 1 {
+		t.Fatalf("an unblock of both nodes' block: %+v", d)
+	}
+	if d := update(Changes{Revision: 4, Unblocks: map[netip.Prefix]Unblock{}}, allow); len(d.New()) != 2 || d.Applied != 3 {
+		t.Fatalf("the unblock gone: %+v", d)
+	}
+	// A block named twice in one change is decided once.
+	v.Blocks["b"][addr(3)] = block(addr(3), t0, time.Hour)
+	if d := update(Changes{Revision: 5, Blocks: []Ref{{"b", addr(3)}, {"b", addr(3)}}}, allow); len(d.Apply) != 1 || d.Applied != 4 {
+		t.Fatalf("a block named twice: %+v", d)
+	}
+}
+
+// Past maxTouched blocks between two Takes, the view is taken whole.
+func TestManyChangesBetweenTakesAreTakenWhole(t *testing.T) {
+	var tc touched
+	for i := range maxTouched {
+		tc.block(Ref{"a", addr(i % 256)})
+	}
+	if tc.whole || len(tc.blocks) != maxTouched {
+		t.Fatalf("whole %v after %d", tc.whole, len(tc.blocks))
+	}
+	tc.block(Ref{"a", addr(1)})
+	if !tc.whole || tc.blocks != nil {
+		t.Fatalf("one more: whole %v, %d noted", tc.whole, len(tc.blocks))
+	}
+}
