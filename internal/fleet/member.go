@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -63,7 +64,8 @@ func (n *Node) keepMember(ctx context.Context, cli *clientv3.Client, lease clien
 	}
 	tick := time.NewTicker(memberCheck)
 	defer tick.Stop()
-	writtenAt := time.Now()
+	refresh := time.NewTimer(jitter(memberRefresh))
+	defer refresh.Stop()
 	silence := time.NewTimer(memberTTL)
 	defer silence.Stop()
 	for {
@@ -75,24 +77,33 @@ func (n *Node) keepMember(ctx context.Context, cli *clientv3.Client, lease clien
 				return errors.New("the membership lease was lost")
 			}
 			silence.Reset(memberTTL)
+			continue
 		case <-silence.C:
 			return fmt.Errorf("etcd did not answer for %s", memberTTL)
 		case <-tick.C:
-			m := n.cfg.Member()
-			if sameMember(m, written) && time.Since(writtenAt) < memberRefresh {
+			if sameMember(n.cfg.Member(), written) {
 				continue
 			}
-			c, cancel := context.WithTimeout(ctx, opTimeout)
-			_, err := n.putMember(c, cli, lease, m)
-			cancel()
-			if err != nil {
-				n.countError("member")
-				if slow(ctx, err) {
-					continue // the lease says whether etcd is gone
-				}
-				return err
-			}
-			written, writtenAt = m, time.Now()
+		case <-refresh.C:
 		}
+		m := n.cfg.Member()
+		c, cancel := context.WithTimeout(ctx, opTimeout)
+		_, err := n.putMember(c, cli, lease, m)
+		cancel()
+		if err != nil {
+			n.countError("member")
+			if slow(ctx, err) {
+				refresh.Reset(memberCheck) // the lease says whether etcd is gone
+				continue
+			}
+			return err
+		}
+		written = m
+		refresh.Reset(jitter(memberRefresh))
 	}
 }
+
+// jitter spreads d by up to half again: members started together, as a
+// fleet often is, would otherwise write their keys in the same second,
+// and every member read all of them at once.
+func jitter(d time.Duration) time.Duration { return d + rand.N(d/2) }

@@ -32,7 +32,7 @@ type Config struct {
 const (
 	memberTTL     = 10 * time.Second // the membership lease: a dead node leaves within this
 	memberCheck   = 5 * time.Second  // its addresses are looked at, and written when they changed
-	memberRefresh = 30 * time.Second // its key is written anyway: the clock, for skew
+	memberRefresh = 30 * time.Second // its key is written anyway, 30 to 45 s apart: the clock, for skew
 	// Every write of a key goes to every member's watch: 500 members
 	// writing theirs every 5 s cost the fleet as much as 100 new blocks a
 	// second.
