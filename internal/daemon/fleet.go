@@ -150,10 +150,9 @@ func (fl *fleetLink) apply() {
 	if c.Unblocks != nil {
 		s.EndByFleet(c.Unblocks)
 	}
-	if c.Members != nil {
-		fl.followMembers(c.Members) // before the blocks: a member that joined is protected from them
-		fl.warnSkew(c.Members)
-	}
+	// Before the blocks: a member that joined is protected from them.
+	fl.followMembers(c.Members, c.Left, c.Whole)
+	fl.warnSkew(c.Members, c.Left)
 	check, generation := s.BlockChecker()
 	dec := fl.recv.Update(c, fl.node.Block, fleet.Policy{Check: check, Generation: generation}, now)
 	var added, removed int
@@ -208,8 +207,12 @@ func (fl *fleetLink) applyAllows(now time.Time) {
 // and delays are absolute times, which assume the clocks agree.
 const maxSkew = 3 * time.Second
 
-// warnSkew logs, once while it lasts, a member whose clock is off.
-func (fl *fleetLink) warnSkew(members map[string]fleet.Member) {
+// warnSkew logs, once while it lasts, a member whose clock is off, as
+// members write their keys.
+func (fl *fleetLink) warnSkew(members map[string]fleet.Member, left []string) {
+	for _, name := range left {
+		delete(fl.skewed, name)
+	}
 	for name, m := range members {
 		off := m.Skew().Abs() > maxSkew
 		if off && !fl.skewed[name] {
@@ -223,17 +226,40 @@ func (fl *fleetLink) warnSkew(members map[string]fleet.Member) {
 // followMembers protects the addresses the fleet's members publish now,
 // as this host's policy takes them (protect.Members), and keeps them for
 // the next start: a member that joins is protected, one that leaves is
-// not any more. A member's addresses refused are counted and logged when
-// it publishes them.
-func (fl *fleetLink) followMembers(view map[string]fleet.Member) {
+// not any more. changed are the members that wrote their keys, gone
+// those that left; whole: changed are all of them. A member's addresses refused
+// are counted and logged when it publishes them.
+func (fl *fleetLink) followMembers(changed map[string]fleet.Member, gone []string, whole bool) {
 	d := fl.d
-	now := make(map[string][]netip.Addr, len(view))
-	for name, m := range view {
-		if name != fl.cfg.Node { // this host's own are protected as its own
+	now, copied := fl.members, false
+	edit := func() {
+		if !copied {
+			now, copied = maps.Clone(now), true
+			if now == nil {
+				now = map[string][]netip.Addr{}
+			}
+		}
+	}
+	if whole {
+		now, copied = map[string][]netip.Addr{}, true
+	}
+	for name, m := range changed {
+		if name == fl.cfg.Node {
+			continue // this host's own are protected as its own
+		}
+		if old, ok := now[name]; !ok || !slices.Equal(old, m.Addrs) {
+			edit()
 			now[name] = m.Addrs
 		}
 	}
-	if maps.EqualFunc(now, fl.members, slices.Equal) {
+	for _, name := range gone {
+		if _, ok := now[name]; ok {
+			edit()
+			delete(now, name)
+		}
+	}
+	// Most often a member wrote its key again with its clock alone.
+	if !copied || maps.EqualFunc(now, fl.members, slices.Equal) {
 		return
 	}
 	// Counted once the kernel protects what was accepted: whoever reads

@@ -25,9 +25,14 @@ type Changes struct {
 	// Blocks changed, added or removed: read them with Block. A block
 	// changed twice may be named twice.
 	Blocks []Ref
-	// Every member, allow or unblock, when any of them changed; nil
-	// when none did. They are few beside the blocks.
-	Members  map[string]Member
+	// Members are those that joined or wrote their key again, Left those
+	// that left; on a whole read, Members are all of them. Every member
+	// writes its key every half minute or so: a change costs what
+	// changed, not the fleet's size.
+	Members map[string]Member
+	Left    []string
+	// Every allow or unblock, when any of them changed; nil when none
+	// did. They are few beside the blocks.
 	Allows   map[netip.Prefix]Allow
 	Unblocks map[netip.Prefix]Unblock
 }
@@ -37,8 +42,9 @@ type touched struct {
 	whole bool
 	// blocks are named as events touch them, once or more: the receiver
 	// takes each once, and a set here cost a delivery a map insert more.
-	blocks                    []Ref
-	members, allows, unblocks bool
+	blocks           []Ref
+	members          map[string]struct{} // by name
+	allows, unblocks bool
 }
 
 // maxTouched bounds the blocks noted between two Takes: past it, the view
@@ -50,7 +56,10 @@ const maxTouched = 1 << 16
 func (t *touched) note(k Key) {
 	switch k.Kind {
 	case KindMember:
-		t.members = true
+		if t.members == nil {
+			t.members = map[string]struct{}{}
+		}
+		t.members[k.Node] = struct{}{}
 	case KindAllow:
 		t.allows = true
 	case KindUnblock:
@@ -83,14 +92,22 @@ func (n *Node) Take() Changes {
 				c.Blocks = append(c.Blocks, Ref{Origin: origin, Prefix: p})
 			}
 		}
-		t.members, t.allows, t.unblocks = true, true, true
+		c.Members = maps.Clone(n.view.Members)
+		t.allows, t.unblocks = true, true
 	} else {
 		c.Blocks = t.blocks
+		for name := range t.members {
+			if m, ok := n.view.Members[name]; !ok {
+				c.Left = append(c.Left, name)
+			} else {
+				if c.Members == nil {
+					c.Members = map[string]Member{}
+				}
+				c.Members[name] = m
+			}
+		}
 	}
 	// Copied into maps never nil: nil says unchanged.
-	if t.members {
-		c.Members = maps.Collect(maps.All(n.view.Members))
-	}
 	if t.allows {
 		c.Allows = maps.Collect(maps.All(n.view.Allows))
 	}
