@@ -30,6 +30,11 @@ const (
 	scaleBurst      = 500 // and every tenth second this many at once
 )
 
+// goalRounds: a run whose figures a goal judges is made this many times,
+// and each figure is the median: one run's CPU per delivery on this
+// 2-core machine moves by a fifth from one to the next.
+const goalRounds = 3
+
 // The fleet is 500 members. Every event reaches every member, and
 // in one process beside etcd, 500 members need about 4 cores at this
 // rate: on a 2-core machine, 250 and 100 show where the CPU runs out.
@@ -40,9 +45,24 @@ func BenchmarkFleetScale(b *testing.B) {
 			if viaProxy {
 				name = fmt.Sprintf("members=%d/grpc-proxy", members)
 			}
+			rounds := 1
+			if viaProxy && members <= 250 { // the runs the goals judge
+				rounds = goalRounds
+			}
 			b.Run(name, func(b *testing.B) {
 				for range b.N {
-					runScale(b, members, viaProxy)
+					var runs []map[string]float64
+					for range rounds {
+						runs = append(runs, runScale(b, members, viaProxy))
+					}
+					for unit := range runs[0] {
+						var vs []float64
+						for _, r := range runs {
+							vs = append(vs, r[unit])
+						}
+						slices.Sort(vs)
+						b.ReportMetric(vs[len(vs)/2], unit)
+					}
 				}
 			})
 		}
@@ -68,7 +88,8 @@ func scaleIndex(p netip.Prefix) int {
 	return int(a[1])<<16 | int(a[2])<<8 | int(a[3])
 }
 
-func runScale(b *testing.B, members int, viaProxy bool) {
+// runScale runs the fleet once, and returns its figures by unit.
+func runScale(b *testing.B, members int, viaProxy bool) map[string]float64 {
 	etcd := etcdtest.Start(b, etcdtest.Options{})
 	endpoint := etcd.Endpoint()
 	if viaProxy {
@@ -187,13 +208,6 @@ func runScale(b *testing.B, members int, viaProxy bool) {
 		all = append(all, rec.delays...)
 	}
 	slices.Sort(all)
-	b.ReportMetric(done.Sub(start).Seconds(), "s-to-converge")
-	b.ReportMetric(published.Seconds(), "s-publishing")
-	b.ReportMetric(float64(all[len(all)/2].Milliseconds()), "ms-p50")
-	b.ReportMetric(float64(all[len(all)*99/100].Milliseconds()), "ms-p99")
-	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(members)/(1<<20), "MiB-per-member")
-	b.ReportMetric(float64(cpu.Microseconds())/float64(len(all)), "us-cpu/delivery")
-	b.ReportMetric(float64(etcdCPU.Microseconds())/float64(len(all)), "us-etcd-cpu/delivery")
 	var failures uint64
 	for _, c := range failedOps(nodes) {
 		failures += c
@@ -201,9 +215,18 @@ func runScale(b *testing.B, members int, viaProxy bool) {
 	if failures > 0 {
 		b.Logf("failed operations: %v", failedOps(nodes))
 	}
-	b.ReportMetric(float64(failures), "failed-ops")
 	cancel()
 	wg.Wait()
+	return map[string]float64{
+		"s-to-converge":        done.Sub(start).Seconds(),
+		"s-publishing":         published.Seconds(),
+		"ms-p50":               float64(all[len(all)/2].Milliseconds()),
+		"ms-p99":               float64(all[len(all)*99/100].Milliseconds()),
+		"MiB-per-member":       float64(after.HeapAlloc-before.HeapAlloc) / float64(members) / (1 << 20),
+		"us-cpu/delivery":      float64(cpu.Microseconds()) / float64(len(all)),
+		"us-etcd-cpu/delivery": float64(etcdCPU.Microseconds()) / float64(len(all)),
+		"failed-ops":           float64(failures),
+	}
 }
 
 // receive does what a daemon does with each change of a member's view:
