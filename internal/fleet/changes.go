@@ -3,6 +3,7 @@ package fleet
 import (
 	"maps"
 	"net/netip"
+	"slices"
 )
 
 // Following the view by what changed: a node notes which keys an event
@@ -67,14 +68,21 @@ func (t *touched) note(k Key) {
 	}
 }
 
-// block marks a block touched.
+// block marks a block touched; a nil t notes nothing.
 func (t *touched) block(r Ref) {
 	switch {
-	case t.whole:
+	case t == nil || t.whole:
 	case len(t.blocks) == maxTouched:
 		t.whole, t.blocks = true, nil
 	default:
 		t.blocks = append(t.blocks, r)
+	}
+}
+
+// room readies t for n more blocks: a pack's.
+func (t *touched) room(n int) {
+	if t != nil && !t.whole {
+		t.blocks = slices.Grow(t.blocks, n)
 	}
 }
 

@@ -55,6 +55,8 @@ type View struct {
 	Unblocks map[netip.Prefix]Unblock
 	// packs are the prefixes each pack holds, to drop them with it.
 	packs map[packRef][]netip.Prefix
+	// packed is room to decode packs in, kept from one to the next.
+	packed []Block
 }
 
 // packRef names one node's pack.

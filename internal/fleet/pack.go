@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -101,9 +102,10 @@ func appendTime(b []byte, num protowire.Number, t time.Time) []byte {
 	return appendVarint(b, num, protowire.EncodeZigZag(t.UnixNano()))
 }
 
-// DecodePack reads a pack's value: every block in it is good, or the pack
-// is refused whole, as a key of one block would be.
-func DecodePack(data []byte) (Pack, error) {
+// DecodePack reads a pack's value into the room of into: every block in
+// it is good, or the pack is refused whole, as a key of one block would
+// be.
+func DecodePack(data []byte, into []Block) (Pack, error) {
 	pk := Pack{}
 	n := 0
 	err := packSchema.fields(data, func(f field) error {
@@ -121,7 +123,7 @@ func DecodePack(data []byte) (Pack, error) {
 	if pk.Version != Version {
 		return Pack{}, reject(RejectVersion, "a pack of version %d: this hbf reads %d", pk.Version, Version)
 	}
-	pk.Blocks = make([]Block, 0, n)
+	pk.Blocks = slices.Grow(into[:0], n)
 	err = packSchema.fields(data, func(f field) error {
 		if f.num != packBlock {
 			return nil

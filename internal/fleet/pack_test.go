@@ -18,7 +18,7 @@ func TestPacksRoundTrip(t *testing.T) {
 		block(netip.MustParsePrefix("::ffff:203.0.113.9/128"), at, 24*time.Hour),
 	}
 	blocks[0].Ports = append(blocks[0].Ports, Port{Port: 65535, Proto: "udp", Seen: at.Add(time.Second)})
-	pk, err := DecodePack(encodePack(blocks))
+	pk, err := DecodePack(encodePack(blocks), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,10 +58,10 @@ func TestBadPacksAreRefusedWhole(t *testing.T) {
 
 	// Fields of a later hbf are skipped.
 	later := append(slices.Clone(good), msg(15, 7, 16, []byte("x"))...)
-	if pk, err := DecodePack(later); err != nil || len(pk.Blocks) != 1 {
+	if pk, err := DecodePack(later, nil); err != nil || len(pk.Blocks) != 1 {
 		t.Errorf("a pack with fields of a later hbf: %+v, %v", pk, err)
 	}
-	if pk, err := DecodePack(pack(msg(1, v4, 2, 32, 9, 1))); err != nil || pk.Blocks[0].Prefix != netip.MustParsePrefix("198.51.100.7/32") {
+	if pk, err := DecodePack(pack(msg(1, v4, 2, 32, 9, 1)), nil); err != nil || pk.Blocks[0].Prefix != netip.MustParsePrefix("198.51.100.7/32") {
 		t.Errorf("a block with a field of a later hbf: %+v, %v", pk, err)
 	}
 	for name, c := range map[string]struct {
@@ -81,7 +81,7 @@ func TestBadPacksAreRefusedWhole(t *testing.T) {
 		"a port past 65535":   {pack(msg(1, v4, 2, 32, 7, msg(1, 65536))), RejectBadPack},
 		"a bad block of many": {append(slices.Clone(good), msg(2, msg(1, v4, 2, 8))...), RejectPrefix},
 	} {
-		_, err := DecodePack(c.value)
+		_, err := DecodePack(c.value, nil)
 		var r *Rejection
 		if !errors.As(err, &r) || r.Reason != c.reason {
 			t.Errorf("%s: %v, want %s", name, err, c.reason)
@@ -97,11 +97,14 @@ func BenchmarkDecodePack(b *testing.B) {
 			Origin: "scan", Reason: "port scan", Created: at, ExpiresAt: at.Add(time.Hour)})
 	}
 	value := encodePack(blocks)
+	var room []Block
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := DecodePack(value); err != nil {
+		pk, err := DecodePack(value, room)
+		if err != nil {
 			b.Fatal(err)
 		}
+		room = pk.Blocks
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(blocks)), "ns/block")
 }

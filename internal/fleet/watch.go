@@ -103,9 +103,9 @@ func (n *Node) logRefused(refused []refusal) {
 	}
 }
 
-// take puts a key and its value into v, or says why not; note, when
-// set, is told of each block it puts.
-func (n *Node) take(v *View, k Key, value []byte, note func(Ref)) error {
+// take puts a key and its value into v, or says why not; t, when set,
+// notes each block it puts.
+func (n *Node) take(v *View, k Key, value []byte, t *touched) error {
 	switch k.Kind {
 	case KindMember:
 		m, err := DecodeMember(value)
@@ -125,10 +125,13 @@ func (n *Node) take(v *View, k Key, value []byte, note func(Ref)) error {
 		v.putBlock(k.Node, b)
 		return nil
 	case KindPack:
-		pk, err := DecodePack(value)
+		pk, err := DecodePack(value, v.packed[:0])
+		v.packed = pk.Blocks[:0]
+		defer clear(pk.Blocks) // nothing kept alive by the room
 		if err != nil {
 			return err
 		}
+		t.room(len(pk.Blocks))
 		// A pack keeps the blocks of it that expired until its lease ends
 		// with the last: they are skipped, not refused.
 		now := n.cfg.Now()
@@ -140,9 +143,7 @@ func (n *Node) take(v *View, k Key, value []byte, note func(Ref)) error {
 			b.pack = k.Pack
 			v.putBlock(k.Node, b)
 			held = append(held, b.Prefix)
-			if note != nil {
-				note(Ref{k.Node, b.Prefix})
-			}
+			t.block(Ref{k.Node, b.Prefix})
 		}
 		v.packs[packRef{k.Node, k.Pack}] = held
 		return nil
@@ -169,23 +170,19 @@ func (v *View) putBlock(node string, b Block) {
 }
 
 // drop removes a deleted key, or one whose new value is refused, from v;
-// note, when set, is told of each block it removes.
-func (n *Node) drop(v *View, k Key, note func(Ref)) {
+// t, when set, notes each block it removes.
+func (n *Node) drop(v *View, k Key, t *touched) {
 	switch k.Kind {
 	case KindMember:
 		delete(v.Members, k.Node)
 	case KindBlock:
 		v.dropBlock(k.Node, k.Prefix, "")
-		if note != nil {
-			note(Ref{k.Node, k.Prefix})
-		}
+		t.block(Ref{k.Node, k.Prefix})
 	case KindPack:
 		pr := packRef{k.Node, k.Pack}
 		for _, p := range v.packs[pr] {
 			v.dropBlock(k.Node, p, k.Pack)
-			if note != nil {
-				note(Ref{k.Node, p})
-			}
+			t.block(Ref{k.Node, p})
 		}
 		delete(v.packs, pr)
 	case KindAllow:
@@ -257,11 +254,11 @@ func (n *Node) watch(ctx context.Context, cli *clientv3.Client, rev int64) error
 			k, err := n.cfg.Layout.Parse(key)
 			if err == nil {
 				n.touched.note(k)
-				n.drop(&n.view, k, n.touched.block)
+				n.drop(&n.view, k, &n.touched)
 				if ev.Type != mvccpb.PUT {
 					continue
 				}
-				err = n.take(&n.view, k, ev.Kv.Value, n.touched.block)
+				err = n.take(&n.view, k, ev.Kv.Value, &n.touched)
 			}
 			// A member that does not read packs: this node's are written
 			// again for it.
