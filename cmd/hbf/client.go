@@ -79,7 +79,11 @@ func changeCmd(e env, c *cli, verb, use, short, long string, timed bool) *cobra.
 		cmd.Flags().StringVar(&req.Reason, "reason", "", "why, for hbf list and the audit log")
 	}
 	if verb == "unblock" {
-		cmd.Flags().BoolVar(&req.All, "all", false, "unblock every manual and scan block (list entries stay)")
+		cmd.Flags().BoolVar(&req.All, "all", false, "unblock every manual and scan block (list entries stay); with --origin, every block of that origin")
+		cmd.Flags().StringVar(&req.Origin, "origin", "", "end only the blocks of this origin (fail2ban:<jail>); other blocks of the address stay")
+	}
+	if verb == "block" {
+		cmd.Flags().StringVar(&req.Origin, "origin", "", "whose block this is: manual, or fail2ban:<jail> for fail2ban's action, which unblock --origin ends alone")
 	}
 	fleetUsage := map[string]string{
 		"block":    "publish the block to the fleet too: every node applies it, through its own policy",

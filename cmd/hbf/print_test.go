@@ -28,7 +28,7 @@ type fakeDaemon struct {
 func (f *fakeDaemon) change(verb string, req api.ChangeRequest) []api.Result {
 	var out []api.Result
 	for _, t := range req.Targets {
-		f.changes = append(f.changes, verb+" "+t)
+		f.changes = append(f.changes, strings.TrimSpace(verb+" "+t+" "+req.Origin))
 		p, err := netip.ParsePrefix(t)
 		if err != nil {
 			out = append(out, api.Result{Target: t, Error: `"` + t + `" is not an IP or CIDR`})
@@ -140,6 +140,11 @@ func TestChangeCommandsPrintEachResult(t *testing.T) {
 	}
 	if want := []string{"block 198.51.100.7/32", "block 203.0.113.0/24", "allow 198.51.100.7/32", "allow nonsense", "unblock 198.51.100.7/32"}; strings.Join(f.changes, ";") != strings.Join(want, ";") {
 		t.Errorf("the daemon was asked %v", f.changes)
+	}
+	runClient(sock, "block", "--origin", "fail2ban:sshd", "198.51.100.9")
+	runClient(sock, "unblock", "--origin", "fail2ban:sshd", "198.51.100.9")
+	if got := f.changes[len(f.changes)-2:]; got[0] != "block 198.51.100.9 fail2ban:sshd" || got[1] != "unblock 198.51.100.9 fail2ban:sshd" {
+		t.Errorf("--origin: the daemon got %q", got)
 	}
 }
 

@@ -28,6 +28,10 @@ type ChangeRequest struct {
 	// allow, a disallow and an unblock are fleet-wide decisions, which need
 	// the fleet's admin credential.
 	Fleet bool `json:"fleet,omitempty"`
+	// Origin: whose blocks these are, for block and unblock: manual
+	// (none), or fail2ban:<jail>. An unblock with an origin ends only
+	// that origin's blocks.
+	Origin string `json:"origin,omitempty"`
 }
 
 // Result is the answer for one target.

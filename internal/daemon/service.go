@@ -3,10 +3,12 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 
 	"github.com/hbf-firewall/hbf/internal/api"
+	"github.com/hbf-firewall/hbf/internal/store"
 )
 
 // service answers the API.
@@ -16,19 +18,47 @@ type service struct {
 }
 
 func (s *service) Block(_ context.Context, c api.Caller, req api.ChangeRequest) []api.Result {
+	origin, err := store.ParseCallerOrigin(req.Origin)
+	if err != nil {
+		return s.refuse(c, "block", req, err)
+	}
 	if req.Fleet {
 		if err := s.d.canShare(); err != nil {
 			return s.d.refuseAll(c, "block", req, err)
 		}
 	}
-	return s.d.state.Block(c, req.Targets, req.For, req.Reason, req.Fleet)
+	return s.d.state.BlockAs(c, origin, req.Targets, req.For, req.Reason, req.Fleet)
 }
 
 func (s *service) Unblock(ctx context.Context, c api.Caller, req api.ChangeRequest) []api.Result {
-	if req.Fleet {
+	switch {
+	case req.Fleet && req.Origin != "":
+		return s.refuse(c, "unblock", req, errors.New("--fleet ends every node's block of a prefix, whatever its origin: give --origin or --fleet"))
+	case req.Fleet:
 		return s.d.fleetChange(ctx, c, "unblock", req)
+	case req.Origin != "":
+		origin, err := store.ParseCallerOrigin(req.Origin)
+		if err != nil {
+			return s.refuse(c, "unblock", req, err)
+		}
+		return s.d.state.UnblockAs(c, origin, req.Targets, req.All)
 	}
 	return s.d.state.Unblock(c, req.Targets, req.All)
+}
+
+// refuse answers each target of req, or --all, with err, and audits it.
+func (s *service) refuse(c api.Caller, action string, req api.ChangeRequest, err error) []api.Result {
+	targets := req.Targets
+	if req.All {
+		targets = []string{"--all"}
+	}
+	out := make([]api.Result, 0, len(targets))
+	for _, t := range targets {
+		r := api.Result{Target: t, Error: err.Error()}
+		s.d.audit.Write(c, action, t, r, req.For, req.Reason)
+		out = append(out, r)
+	}
+	return out
 }
 
 func (s *service) Allow(ctx context.Context, c api.Caller, req api.ChangeRequest) []api.Result {

@@ -55,31 +55,41 @@ func ParseTarget(res *api.Result, d time.Duration, check func(netip.Prefix) erro
 // Block blocks each target for d (0: no expiry).
 // With shared, the fleet gets the blocks too.
 func (e *Engine) Block(c api.Caller, targets []string, d time.Duration, reason string, shared bool) []api.Result {
-	return e.each(c, "block", targets, d, reason, func(t string) api.Result { return e.block(c, t, d, reason, shared) })
+	return e.BlockAs(c, store.OriginManual, targets, d, reason, shared)
 }
 
-func (e *Engine) block(c api.Caller, target string, d time.Duration, reason string, shared bool) api.Result {
+// BlockAs blocks each target for d as origin's: a caller's origin
+// (store.ParseCallerOrigin), whose blocks UnblockAs ends alone.
+func (e *Engine) BlockAs(c api.Caller, origin store.Origin, targets []string, d time.Duration, reason string, shared bool) []api.Result {
+	return e.each(c, "block", targets, d, reason, func(t string) api.Result { return e.block(c, origin, t, d, reason, shared) })
+}
+
+func (e *Engine) block(c api.Caller, origin store.Origin, target string, d time.Duration, reason string, shared bool) api.Result {
 	res := api.Result{Target: target}
 	p, ok := ParseTarget(&res, d, e.checkBlock)
 	if !ok {
 		return res
 	}
 	now := e.now()
-	if reason == "" {
+	switch {
+	case reason != "":
+	case origin == store.OriginManual:
 		reason = "manual block"
+	default:
+		reason = "banned by " + string(origin)
 	}
-	b := store.Block{Prefix: p, Origin: store.OriginManual, Reason: reason, By: c.String(), Created: now, Expires: Expiry(now, d),
+	b := store.Block{Prefix: p, Origin: origin, Reason: reason, By: c.String(), Created: now, Expires: Expiry(now, d),
 		Fleet: shared}
 	after := maps.Clone(e.blocks[p])
 	if after == nil {
 		after = map[store.Origin]store.Block{}
 	}
-	after[store.OriginManual] = b
+	after[origin] = b
 	if err := e.commit(e.blocksEdit("block", p, after)); err != nil {
 		res.Error = err.Error()
 		return res
 	}
-	e.history(store.Change{Time: now, Action: "block", Prefix: p, Origin: store.OriginManual, Reason: reason, By: c.String()})
+	e.history(store.Change{Time: now, Action: "block", Prefix: p, Origin: origin, Reason: reason, By: c.String()})
 	e.publish(&report.Block{Time: now, Prefix: p, Reason: reason, Duration: d, Expires: b.Expires})
 	res.OK = true
 	return res

@@ -147,7 +147,8 @@ func (e *Engine) Shareable(scans, manual bool) []fleet.Block {
 	var out []fleet.Block
 	for _, recs := range e.blocks {
 		for _, b := range recs {
-			if b.Expired(now) || !(scans && b.Origin == store.OriginScan || manual && b.Origin == store.OriginManual && b.Fleet) {
+			caller := b.Origin == store.OriginManual || b.Origin.Fail2banJail() != "" // a decision given through the API
+			if b.Expired(now) || !(scans && b.Origin == store.OriginScan || manual && caller && b.Fleet) {
 				continue
 			}
 			fb := fleet.Block{Version: fleet.Version, Prefix: b.Prefix, Origin: string(b.Origin), Reason: b.Reason,

@@ -69,6 +69,39 @@ func (o Origin) FleetNode() string {
 	return node
 }
 
+// fail2banOrigin begins the origin of the blocks a fail2ban jail made
+// through hbf.
+const fail2banOrigin = "fail2ban:"
+
+// ParseCallerOrigin reads the origin a caller of the API names for its
+// blocks: manual (or nothing), or fail2ban:<jail>, a jail named by
+// letters, digits, '.', '-' and '_'. The daemon's own origins (scan, file,
+// fleet:<node>) are never a caller's.
+func ParseCallerOrigin(s string) (Origin, error) {
+	if s == "" || s == string(OriginManual) {
+		return OriginManual, nil
+	}
+	jail, ok := strings.CutPrefix(s, fail2banOrigin)
+	if !ok {
+		return "", fmt.Errorf("origin %q: a caller's blocks are manual or fail2ban:<jail>", s)
+	}
+	if jail == "" || len(jail) > 64 || strings.IndexFunc(jail, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_')
+	}) >= 0 {
+		return "", fmt.Errorf("origin %q: a jail is named by 1 to 64 letters, digits, '.', '-' and '_'", s)
+	}
+	return Origin(s), nil
+}
+
+// Fail2banJail is the jail of a fail2ban origin, or "" for another origin.
+func (o Origin) Fail2banJail() string {
+	jail, _ := strings.CutPrefix(string(o), fail2banOrigin)
+	if jail == string(o) {
+		return ""
+	}
+	return jail
+}
+
 // PortSeen is one port of a scan's evidence.
 type PortSeen struct {
 	Port  uint16      `json:"port"`
