@@ -278,9 +278,11 @@ func (d *doc) daemon() {
 			atMost("< 64 MiB", 64).judge(rss, rOK)},
 		{"`hbf block` round trip, p50 / p99 (`BenchmarkBlockRoundTrip`)", d.num(trip, "ms-block-p50") + " / " + d.num(trip, "ms-block-p99") + " ms", ""},
 		{"`hbf status` in the same run, p50 / p99", d.num(trip, "ms-status-p50") + " / " + d.num(trip, "ms-status-p99") + " ms", ""},
+		{"`true` in the same run, p50 / p99", d.num(trip, "ms-true-p50") + " / " + d.num(trip, "ms-true-p99") + " ms", ""},
 	})
 	d.p("The round trip is timed from the command's start to its exit, so it includes starting the " +
-		"client; `hbf status` beside it writes nothing, and the difference is what a block costs.")
+		"client; `hbf status` beside it writes nothing, and the difference is what a block costs. `true`, " +
+		"a process that does nothing, is the floor of a tool that starts a command for each decision.")
 	d.latency()
 	d.host()
 	d.fleet()
