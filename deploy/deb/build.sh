@@ -1,6 +1,6 @@
 #!/bin/sh
 # build.sh BINARY VERSION ARCH OUTDIR: a .deb of hbf with dpkg-deb: the
-# binary, the systemd unit, the example configuration.
+# binary, the systemd unit, the example configuration, fail2ban's action.
 set -eu
 bin=$1 version=$2 arch=$3 out=$4
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,8 +23,10 @@ install -D -m 0644 "$root/deploy/systemd/hbf.service" "$pkg/lib/systemd/system/h
 install -D -m 0644 "$root/examples/hbf.yaml" "$pkg/usr/share/doc/hbf/examples/hbf.yaml"
 install -D -m 0644 "$root/README.md" "$pkg/usr/share/doc/hbf/README.md"
 install -D -m 0644 "$root/docs/operations.md" "$pkg/usr/share/doc/hbf/operations.md"
+install -D -m 0644 "$root/deploy/fail2ban/action.d/hbf.py" "$pkg/etc/fail2ban/action.d/hbf.py"
 mkdir -p "$pkg/DEBIAN"
-size=$(du -sk "$pkg/usr" "$pkg/lib" | awk '{s += $1} END {print s}')
+echo /etc/fail2ban/action.d/hbf.py > "$pkg/DEBIAN/conffiles"
+size=$(du -sk "$pkg/usr" "$pkg/lib" "$pkg/etc" | awk '{s += $1} END {print s}')
 cat > "$pkg/DEBIAN/control" <<CONTROL
 Package: hbf
 Version: $debversion

@@ -55,7 +55,7 @@ func (p PortSeen) String() string { return ports.Port{Num: p.Port, Proto: p.Prot
 // Block is one block as `hbf list` shows it.
 type Block struct {
 	Prefix  netip.Prefix `json:"prefix"`
-	Origin  string       `json:"origin"` // manual, scan, file, kernel
+	Origin  string       `json:"origin"` // manual, scan, file, kernel, fleet:<node>, fail2ban:<jail>
 	Reason  string       `json:"reason,omitempty"`
 	Source  string       `json:"source,omitempty"` // the list file, for origin file
 	By      string       `json:"by,omitempty"`

@@ -1,0 +1,198 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hbf-firewall/hbf/internal/api"
+	"github.com/hbf-firewall/hbf/internal/netlab"
+	"github.com/hbf-firewall/hbf/internal/testenv"
+)
+
+// fail2ban is a fail2ban-server of the test's own: its configuration,
+// socket and database in a folder of the test's, one jail (sshd) reading a
+// log the test writes, banning through the shipped action.
+type fail2ban struct {
+	t   *testing.T
+	dir string
+	log string
+	cmd *exec.Cmd
+}
+
+func startFail2ban(t *testing.T, hbfSocket string) *fail2ban {
+	t.Helper()
+	testenv.RequireCommand(t, "fail2ban-server")
+	dir := t.TempDir()
+	f := &fail2ban{t: t, dir: filepath.Join(dir, "etc"), log: filepath.Join(dir, "auth.log")}
+	// Debian's filters and paths, none of its jails.
+	if err := os.CopyFS(f.dir, os.DirFS("/etc/fail2ban")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(f.dir, "jail.d")); err != nil {
+		t.Fatal(err)
+	}
+	action, err := os.ReadFile("../../deploy/fail2ban/action.d/hbf.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{
+		"action.d/hbf.py": string(action),
+		"fail2ban.local": fmt.Sprintf("[Definition]\nsocket = %s/f2b.sock\npidfile = %s/f2b.pid\ndbfile = %s/f2b.sqlite3\nlogtarget = %s/f2b.log\n",
+			dir, dir, dir, dir),
+		"jail.local": fmt.Sprintf("[sshd]\nenabled = true\nbackend = polling\nlogpath = %s\nmaxretry = 3\nfindtime = 600\nbantime = 600\n"+
+			"action = hbf.py[socket=\"%s\"]\n", f.log, hbfSocket),
+	} {
+		if err := os.WriteFile(filepath.Join(f.dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(f.log, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.start()
+	t.Cleanup(f.stop)
+	return f
+}
+
+func (f *fail2ban) start() {
+	f.t.Helper()
+	f.cmd = exec.Command("fail2ban-server", "-f", "-x", "-c", f.dir)
+	f.cmd.Stdout, f.cmd.Stderr = os.Stderr, os.Stderr
+	if err := f.cmd.Start(); err != nil {
+		f.t.Fatal(err)
+	}
+	eventually(f.t, "fail2ban's sshd jail up", func() bool { _, err := f.client("status", "sshd"); return err == nil })
+}
+
+// stop stops the server as an operator does, and waits for it.
+func (f *fail2ban) stop() {
+	if f.cmd == nil {
+		return
+	}
+	f.client("stop")
+	done := make(chan struct{})
+	go func() { f.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		f.cmd.Process.Kill()
+		<-done
+	}
+	f.cmd = nil
+}
+
+func (f *fail2ban) client(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "fail2ban-client", append([]string{"-c", f.dir}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// fail writes n failed sshd logins from addr, as sshd logs them through
+// syslog: the prefix is what fail2ban's sshd filter expects.
+func (f *fail2ban) fail(addr netip.Addr, n int) {
+	f.t.Helper()
+	log, err := os.OpenFile(f.log, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer log.Close()
+	for i := range n {
+		fmt.Fprintf(log, "%s lab sshd[%d]: Failed password for root from %s port %d ssh2\n",
+			time.Now().Format("Jan _2 15:04:05"), 1000+i, addr, 40000+i)
+	}
+}
+
+// blocksOf returns hbf's blocks of addr, by origin.
+func blocksOf(d *daemonProc, addr netip.Addr) map[string]api.Block {
+	out := map[string]api.Block{}
+	for _, b := range d.listJSON() {
+		if b.Prefix == netip.PrefixFrom(addr, addr.BitLen()) {
+			out[b.Origin] = b
+		}
+	}
+	return out
+}
+
+func connects(ns *netlab.NS, to netip.AddrPort) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c, err := ns.DialContext(ctx, "tcp", to.String())
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
+}
+
+// fail2ban bans through hbf with the shipped action: in the kernel, as
+// the jail's, alone in what its unban ends, never a protected address,
+// and its bans outlive fail2ban's stop and start.
+func TestFail2banBansThroughHBF(t *testing.T) {
+	lab := newLab(t, netlab.Options{Peers: []string{"client"}})
+	d := startDaemon(t, lab)
+	serveHTTP(t, lab.Host, 8080)
+	f := startFail2ban(t, d.socket())
+	client := lab.Peers["client"]
+	web := netip.AddrPortFrom(lab.Host.Addr4, 8080)
+	if !connects(client, web) {
+		t.Fatal("the client cannot connect before any ban")
+	}
+
+	f.fail(client.Addr4, 3)
+	eventually(t, "the jail's ban in hbf", func() bool { _, ok := blocksOf(d, client.Addr4)["fail2ban:sshd"]; return ok })
+	b := blocksOf(d, client.Addr4)["fail2ban:sshd"]
+	if left := time.Until(b.Expires); left < 9*time.Minute || left > 10*time.Minute || !strings.Contains(b.Reason, "3 failures") {
+		t.Errorf("the ban: %+v; want the jail's bantime of 10 minutes and its failures", b)
+	}
+	if connects(client, web) {
+		t.Error("the banned client still connects")
+	}
+
+	// An operator's block of the same address stays when the jail unbans.
+	d.mustCLI("block", client.Addr4.String(), "--reason", "the operator's")
+	if out, err := f.client("set", "sshd", "unbanip", client.Addr4.String()); err != nil {
+		t.Fatalf("unbanip: %v: %s", err, out)
+	}
+	eventually(t, "the jail's ban ended", func() bool { _, ok := blocksOf(d, client.Addr4)["fail2ban:sshd"]; return !ok })
+	if _, ok := blocksOf(d, client.Addr4)["manual"]; !ok || connects(client, web) {
+		t.Error("the jail's unban ended the operator's block too")
+	}
+	d.mustCLI("unblock", client.Addr4.String())
+	eventually(t, "the client connects again", func() bool { return connects(client, web) })
+
+	// A protected address: refused by hbf, and fail2ban runs on.
+	f.fail(lab.Host.Addr4, 3)
+	eventually(t, "fail2ban's ban of the host's own address", func() bool {
+		out, _ := f.client("status", "sshd")
+		return strings.Contains(out, lab.Host.Addr4.String())
+	})
+	if got := blocksOf(d, lab.Host.Addr4); len(got) != 0 {
+		t.Errorf("the host's own address blocked: %+v", got)
+	}
+
+	// fail2ban stopped and started with its database: the bans stay in
+	// hbf, and none is made again.
+	other := netip.MustParseAddr("198.51.100.7")
+	f.fail(other, 3)
+	eventually(t, "a second ban", func() bool { _, ok := blocksOf(d, other)["fail2ban:sshd"]; return ok })
+	before := blocksOf(d, other)["fail2ban:sshd"]
+	f.stop()
+	if _, ok := blocksOf(d, other)["fail2ban:sshd"]; !ok {
+		t.Fatal("fail2ban's stop ended its bans in hbf")
+	}
+	f.start()
+	eventually(t, "fail2ban's ban restored from its database", func() bool {
+		out, _ := f.client("status", "sshd")
+		return strings.Contains(out, other.String())
+	})
+	if after := blocksOf(d, other)["fail2ban:sshd"]; !after.Created.Equal(before.Created) {
+		t.Errorf("the ban was made again at the restart: created %v, then %v", before.Created, after.Created)
+	}
+}
