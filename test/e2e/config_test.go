@@ -14,14 +14,14 @@ import (
 )
 
 // eventually polls cond for up to 10 s.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	eventuallyWithin(t, 10*time.Second, what, cond)
 }
 
 // eventuallyWithin is eventually for what takes longer: a lost connection
 // noticed through keepalives.
-func eventuallyWithin(t *testing.T, limit time.Duration, what string, cond func() bool) {
+func eventuallyWithin(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {

@@ -20,13 +20,13 @@ import (
 // socket and database in a folder of the test's, one jail (sshd) reading a
 // log the test writes, banning through the shipped action.
 type fail2ban struct {
-	t   *testing.T
+	t   testing.TB
 	dir string
 	log string
 	cmd *exec.Cmd
 }
 
-func startFail2ban(t *testing.T, hbfSocket string) *fail2ban {
+func startFail2ban(t testing.TB, hbfSocket string) *fail2ban {
 	t.Helper()
 	testenv.RequireCommand(t, "fail2ban-server")
 	dir := t.TempDir()
@@ -89,7 +89,11 @@ func (f *fail2ban) stop() {
 }
 
 func (f *fail2ban) client(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	return f.clientWithin(10*time.Second, args...)
+}
+
+func (f *fail2ban) clientWithin(limit time.Duration, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "fail2ban-client", append([]string{"-c", f.dir}, args...)...).CombinedOutput()
 	return string(out), err
@@ -194,5 +198,37 @@ func TestFail2banBansThroughHBF(t *testing.T) {
 	})
 	if after := blocksOf(d, other)["fail2ban:sshd"]; !after.Created.Equal(before.Created) {
 		t.Errorf("the ban was made again at the restart: created %v, then %v", before.Created, after.Created)
+	}
+}
+
+// BenchmarkFail2banBans gives fail2ban 20,000 addresses to ban at once
+// (fail2ban-client set sshd banip, as a botnet's burst or an imported
+// list does) and times until hbf blocks every one, through the shipped
+// action. IPv6 documentation addresses: there are not 20,000 IPv4 ones.
+func BenchmarkFail2banBans(b *testing.B) {
+	const bans = 20000
+	lab := newLab(b, netlab.Options{})
+	d := startDaemon(b, lab)
+	f := startFail2ban(b, d.socket())
+	for round := range b.N {
+		args := []string{"set", "sshd", "banip"}
+		for i := range bans {
+			args = append(args, netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0x0f, 0x2b, byte(round), 0,
+				0, 0, 0, 0, 0, 0, byte(i >> 8), byte(i)}).String())
+		}
+		start := time.Now()
+		if out, err := f.clientWithin(5*time.Minute, args...); err != nil {
+			b.Fatalf("banip: %v: %.200s", err, out)
+		}
+		eventuallyWithin(b, 5*time.Minute, "every ban in hbf", func() bool {
+			n := 0
+			for _, blk := range d.listJSON() {
+				if blk.Origin == "fail2ban:sshd" {
+					n++
+				}
+			}
+			return n == (round+1)*bans
+		})
+		b.ReportMetric(time.Since(start).Seconds(), "s-20000-bans")
 	}
 }

@@ -264,8 +264,9 @@ func (d *doc) hooks() {
 
 func (d *doc) daemon() {
 	d.p("## The daemon")
-	const events, load, trip = "EventReader", "BlocklistLoad", "BlockRoundTrip"
+	const events, load, trip, bans = "EventReader", "BlocklistLoad", "BlockRoundTrip", "Fail2banBans"
 	ev, evOK := d.r.get(events, "events/s")
+	banned, bOK := d.r.get(bans, "s-20000-bans")
 	lost, lostOK := d.r.get(events, "lost")
 	applied, aOK := d.r.get(load, "s-start-to-applied")
 	rss, rOK := d.r.get(load, "MiB-peak-rss")
@@ -279,6 +280,8 @@ func (d *doc) daemon() {
 		{"`hbf block` round trip, p50 / p99 (`BenchmarkBlockRoundTrip`)", d.num(trip, "ms-block-p50") + " / " + d.num(trip, "ms-block-p99") + " ms", ""},
 		{"`hbf status` in the same run, p50 / p99", d.num(trip, "ms-status-p50") + " / " + d.num(trip, "ms-status-p99") + " ms", ""},
 		{"`true` in the same run, p50 / p99", d.num(trip, "ms-true-p50") + " / " + d.num(trip, "ms-true-p99") + " ms", ""},
+		{"20,000 bans given to fail2ban at once, through `hbf.py`, until all are in the kernel (`BenchmarkFail2banBans`)",
+			d.num(bans, "s-20000-bans") + " s", atMost("< 2 minutes", 120).judge(banned, bOK)},
 	})
 	d.p("The round trip is timed from the command's start to its exit, so it includes starting the " +
 		"client; `hbf status` beside it writes nothing, and the difference is what a block costs. `true`, " +
