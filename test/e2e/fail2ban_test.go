@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
@@ -8,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -231,4 +235,149 @@ func BenchmarkFail2banBans(b *testing.B) {
 		})
 		b.ReportMetric(time.Since(start).Seconds(), "s-20000-bans")
 	}
+}
+
+// sshdLog is a lab sshd's log as syslog writes it, for fail2ban, and the
+// time each line came.
+type sshdLog struct {
+	mu    sync.Mutex
+	lines []string
+	at    []time.Time
+}
+
+// startSSHD runs OpenSSH's sshd in ns with a configuration of the test's
+// own, and writes its log to path with the syslog prefix fail2ban's sshd
+// filter expects (sshd -e writes none). No account is needed: guesses at
+// a user that does not exist fail as any others.
+func startSSHD(t *testing.T, ns *netlab.NS, path string) *sshdLog {
+	t.Helper()
+	testenv.RequireCommand(t, "/usr/sbin/sshd")
+	testenv.RequireCommand(t, "ssh-keygen")
+	dir := t.TempDir()
+	key := filepath.Join(dir, "hostkey")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v: %s", err, out)
+	}
+	config := filepath.Join(dir, "sshd_config")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf("Port 22\nListenAddress 0.0.0.0\nHostKey %s\nPidFile %s/sshd.pid\n"+
+		"PasswordAuthentication yes\nKbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin no\nMaxStartups 100\n", key, dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil { // its privilege separation folder
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := ns.Command(ctx, "/usr/sbin/sshd", "-D", "-e", "-f", config)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); cmd.Wait() })
+	log := &sshdLog{}
+	ready := make(chan struct{})
+	go func() {
+		out, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			return
+		}
+		defer out.Close()
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			now := time.Now()
+			if strings.HasPrefix(sc.Text(), "Server listening") {
+				close(ready)
+			}
+			log.mu.Lock()
+			log.lines, log.at = append(log.lines, sc.Text()), append(log.at, now)
+			log.mu.Unlock()
+			fmt.Fprintf(out, "%s lab sshd[%d]: %s\n", now.Format("Jan _2 15:04:05"), cmd.Process.Pid, sc.Text())
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("sshd not listening after 10 s")
+	}
+	return log
+}
+
+// guesses returns when sshd saw each password guess from addr.
+func (l *sshdLog) guesses(addr netip.Addr) []time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []time.Time
+	for i, line := range l.lines {
+		if strings.HasPrefix(line, "Failed password") && strings.Contains(line, " from "+addr.String()+" ") {
+			out = append(out, l.at[i])
+		}
+	}
+	return out
+}
+
+// hydra guesses passwords over SSH in the lab: fail2ban, reading sshd's
+// log, bans it through hbf, and no guess reaches sshd once the block is in
+// the kernel.
+func TestFail2banStopsHydraAgainstSSHD(t *testing.T) {
+	testenv.RequireCommand(t, "hydra")
+	lab := newLab(t, netlab.Options{Peers: []string{"attacker"}})
+	d := startDaemon(t, lab)
+	f := startFail2ban(t, d.socket())
+	sshd := startSSHD(t, lab.Host, f.log)
+	attacker := lab.Peers["attacker"]
+	passwords := filepath.Join(t.TempDir(), "passwords")
+	var list strings.Builder
+	for i := range 40 {
+		fmt.Fprintf(&list, "guess%d\n", i)
+	}
+	if err := os.WriteFile(passwords, []byte(list.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// -c 1: a second between each task's guesses, so fail2ban, which
+	// reads the log every second, bans while hydra is still at it. Its
+	// tasks are processes of their own: it runs in a process group, killed
+	// whole once it has had its chance after the ban.
+	cmd := attacker.Command(context.Background(), "hydra", "-l", "admin", "-P", passwords, "-t", "4", "-c", "1", "-w", "5", "-I",
+		"ssh://"+lab.Host.Addr4.String())
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopHydra := func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	}
+	defer stopHydra()
+	eventuallyWithin(t, time.Minute, "hydra banned in hbf", func() bool {
+		_, ok := blocksOf(d, attacker.Addr4)["fail2ban:sshd"]
+		return ok
+	})
+	ban := blocksOf(d, attacker.Addr4)["fail2ban:sshd"]
+	time.Sleep(5 * time.Second) // hydra goes on guessing, into the drop
+	stopHydra()
+	guesses := sshd.guesses(attacker.Addr4)
+	var after int
+	for _, at := range guesses {
+		// A guess already in sshd when the block came in may still be
+		// logged within moments; none may come later.
+		if at.After(ban.Created.Add(time.Second)) {
+			after++
+		}
+	}
+	t.Logf("hydra made %d guesses of 40 that sshd saw, %d after the block; hydra: %s", len(guesses), after,
+		strings.TrimSpace(out.String()))
+	if len(guesses) >= 40 || after > 0 {
+		t.Errorf("sshd saw %d guesses, %d a second after the block: want the ban to stop them", len(guesses), after)
+	}
+	if connects(attacker, netip.AddrPortFrom(lab.Host.Addr4, 22)) {
+		t.Error("the banned attacker still reaches sshd")
+	}
+	if out, err := f.client("set", "sshd", "unbanip", attacker.Addr4.String()); err != nil {
+		t.Fatalf("unbanip: %v: %s", err, out)
+	}
+	eventually(t, "the attacker reaches sshd again", func() bool { return connects(attacker, netip.AddrPortFrom(lab.Host.Addr4, 22)) })
 }
