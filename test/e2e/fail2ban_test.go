@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hbf-firewall/hbf/internal/api"
+	"github.com/hbf-firewall/hbf/internal/etcdtest"
 	"github.com/hbf-firewall/hbf/internal/netlab"
 	"github.com/hbf-firewall/hbf/internal/testenv"
 )
@@ -30,7 +31,9 @@ type fail2ban struct {
 	cmd *exec.Cmd
 }
 
-func startFail2ban(t testing.TB, hbfSocket string) *fail2ban {
+// startFail2ban runs the server; options are more of the action's, as
+// `fleet="true"`.
+func startFail2ban(t testing.TB, hbfSocket string, options ...string) *fail2ban {
 	t.Helper()
 	testenv.RequireCommand(t, "fail2ban-server")
 	dir := t.TempDir()
@@ -51,7 +54,7 @@ func startFail2ban(t testing.TB, hbfSocket string) *fail2ban {
 		"fail2ban.local": fmt.Sprintf("[Definition]\nsocket = %s/f2b.sock\npidfile = %s/f2b.pid\ndbfile = %s/f2b.sqlite3\nlogtarget = %s/f2b.log\n",
 			dir, dir, dir, dir),
 		"jail.local": fmt.Sprintf("[sshd]\nenabled = true\nbackend = polling\nlogpath = %s\nmaxretry = 3\nfindtime = 600\nbantime = 600\n"+
-			"action = hbf.py[socket=\"%s\"]\n", f.log, hbfSocket),
+			"action = hbf.py[%s]\n", f.log, strings.Join(append([]string{fmt.Sprintf("socket=%q", hbfSocket)}, options...), ", ")),
 	} {
 		if err := os.WriteFile(filepath.Join(f.dir, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
@@ -380,4 +383,35 @@ func TestFail2banStopsHydraAgainstSSHD(t *testing.T) {
 		t.Fatalf("unbanip: %v: %s", err, out)
 	}
 	eventually(t, "the attacker reaches sshd again", func() bool { return connects(attacker, netip.AddrPortFrom(lab.Host.Addr4, 22)) })
+}
+
+// A jail's ban given with the fleet option reaches every host of the
+// fleet, and its unban withdraws it there too.
+func TestFail2banBansReachTheFleet(t *testing.T) {
+	lab := newLab(t, netlab.Options{Peers: []string{"b", "etcd", "attacker"}})
+	hostB, attacker := lab.Peers["b"], lab.Peers["attacker"]
+	etcd := etcdtest.Start(t, etcdtest.Options{NS: lab.Peers["etcd"], Addr: lab.Peers["etcd"].Addr4})
+	etcd.EnableAuth(fleetUser("a"), fleetUser("b"), adminUser)
+	serveHTTP(t, hostB, 8080)
+	a := startDaemon(t, lab, fleetArgs(t, etcd, "a", false)...)
+	b := startDaemonOn(t, hostB, fleetArgs(t, etcd, "b", false)...)
+	eventually(t, "both nodes in the fleet", func() bool {
+		sa, sb := a.fleetStatus(), b.fleetStatus()
+		return sa.Connected && sb.Connected && len(sa.Members) == 2 && len(sb.Members) == 2
+	})
+	f := startFail2ban(t, a.socket(), `fleet="true"`)
+
+	f.fail(attacker.Addr4, 3)
+	banned := a.blockEvent(attacker.Addr4.String(), "fail2ban sshd")
+	applied := b.blockEvent(attacker.Addr4.String(), "(fleet: a)")
+	t.Logf("the ban on A to B's enforcement: %v", applied.Sub(banned).Round(time.Millisecond))
+	if got := dialOutcome(attacker, hostPort(hostB.Addr4, 8080), time.Second); got != "filtered" {
+		t.Errorf("the attacker at B, which never saw it: %s, want filtered", got)
+	}
+	if out, err := f.client("set", "sshd", "unbanip", attacker.Addr4.String()); err != nil {
+		t.Fatalf("unbanip: %v: %s", err, out)
+	}
+	eventually(t, "the unban withdrawn at B", func() bool {
+		return dialOutcome(attacker, hostPort(hostB.Addr4, 8080), time.Second) == "open"
+	})
 }
