@@ -61,12 +61,15 @@ const fleetOrigin = "fleet:"
 func OriginFleet(node string) Origin { return Origin(fleetOrigin + node) }
 
 // FleetNode is the node of a fleet origin, or "" for another origin.
-func (o Origin) FleetNode() string {
-	node, ok := strings.CutPrefix(string(o), fleetOrigin)
+func (o Origin) FleetNode() string { return o.after(fleetOrigin) }
+
+// after is what follows prefix in o, or "" when o does not begin with it.
+func (o Origin) after(prefix string) string {
+	rest, ok := strings.CutPrefix(string(o), prefix)
 	if !ok {
 		return ""
 	}
-	return node
+	return rest
 }
 
 // fail2banOrigin begins the origin of the blocks a fail2ban jail made
@@ -94,13 +97,7 @@ func ParseCallerOrigin(s string) (Origin, error) {
 }
 
 // Fail2banJail is the jail of a fail2ban origin, or "" for another origin.
-func (o Origin) Fail2banJail() string {
-	jail, _ := strings.CutPrefix(string(o), fail2banOrigin)
-	if jail == string(o) {
-		return ""
-	}
-	return jail
-}
+func (o Origin) Fail2banJail() string { return o.after(fail2banOrigin) }
 
 // PortSeen is one port of a scan's evidence.
 type PortSeen struct {
