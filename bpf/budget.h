@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Scan blocks: the program blocks a scanner itself, within a budget of
- * blocks per minute that spoofed decoys cannot exceed.
+ * The program's own blocks, of scanners and of sources over a connection
+ * limit: made in the kernel, within one budget of blocks per minute that
+ * spoofed decoys cannot exceed.
  */
 #ifndef HBF_BUDGET_H
 #define HBF_BUDGET_H
@@ -31,8 +32,21 @@ static __always_inline int block_budget(__u64 now)
 	return 0; /* that contended, the budget is being spent fast */
 }
 
-static __always_inline __u8 block_scanner(const struct addr *key, __u8 keylen, __u64 now,
-					  __u64 *expires)
+/* outlasts reports whether the rule r (NULL: none) ends at or after
+ * expires (0: never). */
+static __always_inline int outlasts(const struct rule *r, __u64 expires)
+{
+	if (!r)
+		return 0;
+	__u64 end = READ_ONCE(r->expires_ns);
+	return end == 0 || (expires != 0 && end >= expires);
+}
+
+/* block_source blocks key (an address, or the prefix of keylen bits) for
+ * the configured duration, with origin (enum rule_origin), and says how
+ * it went as an event's flag. */
+static __always_inline __u8 block_source(const struct addr *key, __u8 keylen, __u64 now, __u8 origin,
+					 __u64 *expires)
 {
 	if (!block_budget(now)) {
 		count(COUNTER_BLOCKS_RATE_LIMITED);
@@ -41,33 +55,40 @@ static __always_inline __u8 block_scanner(const struct addr *key, __u8 keylen, _
 	struct rule r = {
 		.created_ns = now,
 		.prefixlen = keylen,
-		.origin = ORIGIN_SCAN,
+		.origin = origin,
 	};
 	__u64 duration = READ_ONCE(hbf_config.block_ns);
 	if (duration)
 		r.expires_ns = now + duration;
 	*expires = r.expires_ns;
 
-	/* A live block of this source would have dropped the packet already, so
-	 * an entry already here is an expired one: replace it. */
+	/* A block already here is an expired one, replaced, but for the
+	 * connection tracer's: its connection may have come in through an
+	 * interface hbf does not filter, and a longer block (an operator's)
+	 * must stay as it is. */
 	long err;
+	struct lpm_key k = { .prefixlen = keylen, .addr = *key };
 	if (keylen >= 128) {
+		if (outlasts(exact_rule(key, ipv4_mapped(key)), r.expires_ns))
+			return SCAN_EV_BLOCKED;
 		filter_add(key);
 		if (ipv4_mapped(key))
 			err = bpf_map_update_elem(&blocks4, &key->b[12], &r, BPF_ANY);
 		else
 			err = bpf_map_update_elem(&blocks6, key, &r, BPF_ANY);
 	} else {
+		struct rule *old = bpf_map_lookup_elem(&block_prefixes, &k);
+		if (old && old->prefixlen == keylen && outlasts(old, r.expires_ns))
+			return SCAN_EV_BLOCKED;
 		/* The lookup must be on before the entry can be found. */
 		WRITE_ONCE(hbf_scan_prefixes, 1);
-		struct lpm_key k = { .prefixlen = keylen, .addr = *key };
 		err = bpf_map_update_elem(&block_prefixes, &k, &r, BPF_ANY);
 	}
 	if (err) {
 		count(COUNTER_BLOCK_FAILURES);
 		return SCAN_EV_BLOCK_FAILED;
 	}
-	count(COUNTER_BLOCKS_ADDED);
+	count(origin == ORIGIN_SCAN ? COUNTER_BLOCKS_ADDED : COUNTER_LIMIT_BLOCKS);
 	return SCAN_EV_BLOCKED;
 }
 

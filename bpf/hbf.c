@@ -20,6 +20,8 @@
  *   ignored, not a late answer)
  *   the attempt that makes a source exceed -> blocks it (within the minute's budget
  *   max_ports distinct ports in the window    of blocks), and is dropped
+ *   a SYN or datagram to a port with a     -> dropped while the source is over the
+ *   limit that throttles (limit.h)            limit (UDP datagrams are counted here)
  *   anything else                          -> pass
  *
  * A "source" is an address, or for an off-link IPv6 address its prefix of
@@ -29,7 +31,8 @@
  * This file is the verdict; the steps live by concern: parse.h (headers),
  * maps.h, lpm.h (block and allow lookups), tracker.h (the ports a source
  * tried), budget.h (blocks a minute), events.h, closed.h (whether a port
- * is closed: sockets, conntrack, forwarded ports).
+ * is closed: sockets, conntrack, forwarded ports), limit.h (connection
+ * limits, and the connection tracer that counts TCP's).
  *
  * The larger steps are global functions: the verifier checks each once, on
  * its own, instead of once for every path that leads to it.
@@ -47,6 +50,7 @@
 #include "budget.h"
 #include "events.h"
 #include "closed.h"
+#include "limit.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -59,6 +63,9 @@ const enum scan_event_flags *unused_scan_event_flags __attribute__((unused));
 const enum rule_origin *unused_rule_origin __attribute__((unused));
 const enum config_flags *unused_config_flags __attribute__((unused));
 const enum port_proto *unused_port_proto __attribute__((unused));
+const struct limit_event *unused_limit_event __attribute__((unused));
+const enum limit_flags *unused_limit_flags __attribute__((unused));
+const enum limit_layout *unused_limit_layout __attribute__((unused));
 const enum filter_layout *unused_filter_layout __attribute__((unused));
 
 /* ignored_retransmission reports whether a SYN the tracker does not count
@@ -130,7 +137,7 @@ __noinline int attempt(__u32 ifindex, const struct packet *pkt, int kind, int al
 			report_scan(ifindex, pkt, keylen, now, ports, SCAN_EV_REPORT_ONLY, 0);
 		} else {
 			__u64 expires = 0;
-			__u8 ev = block_scanner(&key, keylen, now, &expires);
+			__u8 ev = block_source(&key, keylen, now, ORIGIN_SCAN, &expires);
 			report_scan(ifindex, pkt, keylen, now, ports, ev, expires);
 			return drop(reason);
 		}
@@ -223,12 +230,18 @@ static __always_inline int decide(void *ctx, int xdp, void *data, void *end, __u
 	r = parse_l4(data, end, &pkt);
 	if (r != PARSE_OK)
 		return parse_verdict(r);
-	if (pkt.proto == PROTO_UDP)
+	if (pkt.proto == PROTO_UDP) {
+		if (port_in(hbf_limited_udp, pkt.dport) && throttled(&pkt, 1, allowed))
+			return drop(COUNTER_DROP_LIMIT);
 		return udp_datagram(ctx, xdp, &pkt, allowed);
+	}
 
 	__u8 f = pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN);
-	if (f == TCP_SYN)
+	if (f == TCP_SYN) {
+		if (port_in(hbf_limited_tcp, pkt.dport) && throttled(&pkt, 0, allowed))
+			return drop(COUNTER_DROP_LIMIT);
 		return attempt(ingress_ifindex(ctx, xdp), &pkt, syn_kind(ctx, xdp, &pkt), allowed);
+	}
 	/* Stealth probes are dropped; they count on any port but an ignored
 	 * one, open or not: no client sends them. */
 	if (!(f & (TCP_SYN | TCP_ACK | TCP_RST)) || ((f & TCP_SYN) && (f & (TCP_FIN | TCP_RST)))) {

@@ -36,6 +36,7 @@ struct lpm_key {
 enum rule_origin {
 	ORIGIN_OPERATOR = 0, /* written by the daemon: CLI, files, flags */
 	ORIGIN_SCAN = 1,     /* written by the XDP program when a scan crossed the threshold */
+	ORIGIN_LIMIT = 2,    /* written by the connection tracer: a source over a connection limit */
 };
 
 /* Value of the block and allow maps. Times are CLOCK_MONOTONIC ns, the clock
@@ -72,6 +73,10 @@ struct config {
 	__u16 ephemeral_lo;
 	__u16 ephemeral_hi;
 	__u8 _pad2[2];
+	/* The network namespace (its inode number) whose connections the
+	 * limits count: the daemon's, where the interfaces it filters are. */
+	__u32 netns_inum;
+	__u32 _pad3;
 };
 
 /* A tracked port is the destination port, | PORT_UDP for UDP: TCP and UDP
@@ -124,6 +129,7 @@ struct scan_state {
 enum event_type {
 	EVENT_CONNECTION = 1,
 	EVENT_SCAN = 2,
+	EVENT_LIMIT = 3,
 };
 
 struct conn_event {
@@ -146,6 +152,69 @@ enum scan_event_flags {
 	SCAN_EV_MONITOR = 8,      /* monitor mode: would have been blocked */
 	SCAN_EV_RATE_LIMITED = 16, /* not blocked: the minute's budget of scan blocks is spent */
 	SCAN_EV_REPORT_ONLY = 32,  /* a UDP datagram crossed with --udp-scans report: reported, not blocked */
+	SCAN_EV_THROTTLED = 64,    /* a limit's :drop (every UDP limit): the source's packets to the port are dropped, it is not blocked */
+};
+
+/*
+ * Connection limits: at most count connections (TCP: completed handshakes;
+ * UDP: datagrams) from one source to one local port in any window.
+ */
+
+/* A limit's count is at most this: the kernel keeps the times of a
+ * source's last HBF_LIMIT_MAX_COUNT connections to a port. */
+#define HBF_LIMIT_MAX_COUNT 64
+
+enum limit_layout {
+	LIMIT_MAX_COUNT = HBF_LIMIT_MAX_COUNT, /* for the daemon, through bpf2go */
+};
+
+enum limit_flags {
+	LIMIT_DROP = 1, /* over the limit: drop the source's SYNs (datagrams) to the port; never block */
+};
+
+/* Value of the limits map, keyed by port | PORT_UDP: the limit, and what
+ * it did (atomic adds; the daemon carries them over when it rewrites the
+ * limit). */
+struct limit_rule {
+	__u32 count;
+	__u32 window_ms;
+	__u32 flags; /* enum limit_flags */
+	__u32 _pad;
+	__u64 counted;  /* connections (datagrams) counted */
+	__u64 exceeded; /* connections over the limit: a burst's first and every later one */
+	__u64 blocked;  /* sources it blocked */
+	__u64 dropped;  /* SYNs and datagrams it dropped (:drop) */
+};
+
+struct limit_key {
+	struct addr src; /* the source: an address, or an off-link IPv6 source's prefix */
+	__u32 port;      /* | PORT_UDP */
+};
+
+/* A source's last connections to a port, a sliding log: slot i % count
+ * holds connection i's time, written as LOG_WRITTEN | i << LOG_INDEX_SHIFT
+ * | ms, so that a CPU can tell the connection it replaces from one another
+ * CPU is logging at that moment. */
+struct conn_log {
+	__u32 n;        /* connections logged: the next one's index */
+	__u32 reported; /* 1 once this burst over the limit was reported */
+	__u64 t[HBF_LIMIT_MAX_COUNT];
+};
+
+struct limit_event {
+	__u64 time_ns;
+	__u8 type;      /* EVENT_LIMIT */
+	__u8 family;
+	__u8 flags;     /* enum scan_event_flags */
+	__u8 prefixlen; /* of the counted (and blocked) source */
+	__u32 port;     /* | PORT_UDP */
+	struct addr saddr;
+	struct addr daddr;
+	__u64 expires_ns; /* of the block; 0: permanent */
+	__u32 count;      /* the limit's */
+	__u32 window_ms;
+	__u16 sport;
+	__u8 _pad[6];
 };
 
 struct scan_event {
@@ -177,7 +246,7 @@ enum counter {
 	COUNTER_SCANS_DETECTED,
 	COUNTER_SCANS_ALLOWLISTED,  /* of which from allowlisted sources */
 	COUNTER_ALLOWLIST_OVERRIDES, /* packets of a blocked source passed because allowlisted */
-	COUNTER_BLOCKS_ADDED,        /* blocks the program inserted itself */
+	COUNTER_BLOCKS_ADDED,        /* blocks the program inserted for scanners */
 	COUNTER_BLOCK_FAILURES,      /* block map full */
 	COUNTER_EVENTS_LOST,         /* ring buffer full */
 	COUNTER_TRACKER_FULL,        /* a new source could not be tracked */
@@ -192,6 +261,10 @@ enum counter {
 	COUNTER_UDP_ATTEMPTS,        /* UDP datagrams counted: to a closed port of the host */
 	COUNTER_UDP_SCANS_DETECTED,  /* scans a UDP datagram took past the threshold */
 	COUNTER_SYNS_UNCOUNTED,      /* SYNs not counted: an open, forwarded or ignored port */
+	COUNTER_DROP_LIMIT,          /* SYNs and datagrams a connection limit's :drop dropped */
+	COUNTER_LIMITS_EXCEEDED,     /* connections (datagrams) over a limit */
+	COUNTER_LIMIT_UNLOGGED,      /* connections not counted: the log map could not take the source */
+	COUNTER_LIMIT_BLOCKS,        /* blocks the connection tracer inserted */
 	COUNTER_MAX,
 };
 

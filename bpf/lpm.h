@@ -10,10 +10,15 @@
 #include "maps.h"
 
 /* The clock is read only on paths that need it: a rule with an expiry, or an
- * attempt to track. */
+ * attempt to track. fine: as for clock_ns. */
+static __always_inline int rule_live_at(const struct rule *r, int fine)
+{
+	return r->expires_ns == 0 || r->expires_ns > clock_ns(fine);
+}
+
 static __always_inline int rule_live(const struct rule *r)
 {
-	return r->expires_ns == 0 || r->expires_ns > now_ns();
+	return rule_live_at(r, 0);
 }
 
 struct lpm_retry {
@@ -21,12 +26,12 @@ struct lpm_retry {
 	__u32 found;
 };
 
-static __always_inline long lpm_retry_step(void *map, struct lpm_retry *c)
+static __always_inline long lpm_retry_step(void *map, struct lpm_retry *c, int fine)
 {
 	struct rule *r = bpf_map_lookup_elem(map, &c->key);
 	if (!r)
 		return 1;
-	if (rule_live(r)) {
+	if (rule_live_at(r, fine)) {
 		c->found = 1;
 		return 1;
 	}
@@ -39,12 +44,17 @@ static __always_inline long lpm_retry_step(void *map, struct lpm_retry *c)
 
 static long block_retry_step(__u64 i, void *ctx)
 {
-	return lpm_retry_step(&block_prefixes, ctx);
+	return lpm_retry_step(&block_prefixes, ctx, 0);
 }
 
 static long allow_retry_step(__u64 i, void *ctx)
 {
-	return lpm_retry_step(&allow_prefixes, ctx);
+	return lpm_retry_step(&allow_prefixes, ctx, 0);
+}
+
+static long allow_retry_step_fine(__u64 i, void *ctx)
+{
+	return lpm_retry_step(&allow_prefixes, ctx, 1);
 }
 
 /* lpm_live finds the longest live prefix holding addr. An expired hit must not
@@ -52,11 +62,11 @@ static long allow_retry_step(__u64 i, void *ctx)
  * expired prefix (an LPM lookup matches no prefix longer than the key's).
  * That is rare, so it runs in bpf_loop, off the common path. The daemon
  * deletes expired entries. */
-static __always_inline struct rule *lpm_live(void *map, void *retry_step, const struct addr *addr)
+static __always_inline struct rule *lpm_live(void *map, void *retry_step, const struct addr *addr, int fine)
 {
 	struct lpm_retry c = { .key = { .prefixlen = 128, .addr = *addr } };
 	struct rule *r = bpf_map_lookup_elem(map, &c.key);
-	if (!r || rule_live(r))
+	if (!r || rule_live_at(r, fine))
 		return r;
 	if (r->prefixlen == 0)
 		return NULL;
@@ -164,7 +174,7 @@ __noinline int prefix_blocked(const struct addr *addr)
 {
 	if (!addr)
 		return 0;
-	struct rule *r = lpm_live(&block_prefixes, block_retry_step, addr);
+	struct rule *r = lpm_live(&block_prefixes, block_retry_step, addr, 0);
 	return r ? count_block(r) : 0;
 }
 
@@ -213,7 +223,16 @@ __noinline int allow_prefix_holds(const struct addr *addr)
 {
 	if (!addr)
 		return 0;
-	return lpm_live(&allow_prefixes, allow_retry_step, addr) != NULL;
+	return lpm_live(&allow_prefixes, allow_retry_step, addr, 0) != NULL;
+}
+
+/* allow_prefix_holds_fine is allow_prefix_holds for the connection tracer,
+ * on its clock. */
+__noinline int allow_prefix_holds_fine(const struct addr *addr)
+{
+	if (!addr)
+		return 0;
+	return lpm_live(&allow_prefixes, allow_retry_step_fine, addr, 1) != NULL;
 }
 
 /* allowlisted reports whether a live allow prefix holds the address; f
@@ -222,6 +241,11 @@ __noinline int allow_prefix_holds(const struct addr *addr)
 static __always_inline int allowlisted(const __u64 *f, const struct addr *addr, int v4)
 {
 	return allow_may_hold(f, addr, v4) && allow_prefix_holds(addr);
+}
+
+static __always_inline int allowlisted_fine(const __u64 *f, const struct addr *addr, int v4)
+{
+	return allow_may_hold(f, addr, v4) && allow_prefix_holds_fine(addr);
 }
 
 #endif

@@ -281,11 +281,19 @@ static __always_inline void count(__u32 idx)
 		*v += 1;
 }
 
-/* now_ns is the program's clock: CLOCK_MONOTONIC, read cheaply (windows are
- * seconds long), plus the test offset. */
+/* clock_ns is the program's clock: CLOCK_MONOTONIC plus the test offset.
+ * The packet path reads it cheaply (fine 0: windows are seconds long); the
+ * connection tracer, a tracepoint, may not call the coarse clock's helper,
+ * and reads the same clock finely. fine must be a constant: the verifier
+ * refuses the tracer a call it could reach. */
+static __always_inline __u64 clock_ns(int fine)
+{
+	return (fine ? bpf_ktime_get_ns() : bpf_ktime_get_coarse_ns()) + hbf_clock_offset;
+}
+
 static __always_inline __u64 now_ns(void)
 {
-	return bpf_ktime_get_coarse_ns() + hbf_clock_offset;
+	return clock_ns(0);
 }
 
 static __always_inline int drop(__u32 reason)

@@ -294,19 +294,20 @@ static __always_inline struct scan_state *new_tracker_entry(const struct addr *s
 	return bpf_map_lookup_elem(&scan_states, src);
 }
 
-/* tracker_key writes the unit the source is counted and blocked by, and
+/* source_key writes the unit a source is counted and blocked by, and
  * returns its prefix length: the address (128), or for an off-link IPv6
- * address its v6_prefix_len prefix. */
-static __always_inline __u8 tracker_key(const struct packet *pkt, struct addr *key)
+ * address (v6: the packet is IPv6) its v6_prefix_len prefix. Scans and
+ * connection limits count the same sources. */
+static __always_inline __u8 source_key(const struct addr *saddr, int v6, struct addr *key)
 {
-	*key = pkt->saddr;
+	*key = *saddr;
 	__u32 bits = READ_ONCE(hbf_config.v6_prefix_len);
 	/* ::/8 is never aggregated: its /64 is ::/64, which holds every
 	 * IPv4-mapped address, and a scan from ::1:2:3:4 must not block all of
 	 * IPv4. */
-	if (pkt->family != 6 || bits == 0 || bits >= 128 || pkt->saddr.b[0] == 0)
+	if (!v6 || bits == 0 || bits >= 128 || saddr->b[0] == 0)
 		return 128;
-	struct lpm_key k = { .prefixlen = 128, .addr = pkt->saddr };
+	struct lpm_key k = { .prefixlen = 128, .addr = *saddr };
 	if (bpf_map_lookup_elem(&onlink_prefixes, &k))
 		return 128;
 #pragma unroll
@@ -318,6 +319,11 @@ static __always_inline __u8 tracker_key(const struct packet *pkt, struct addr *k
 			key->b[i] &= (__u8)(0xff << (8 - keep));
 	}
 	return bits;
+}
+
+static __always_inline __u8 tracker_key(const struct packet *pkt, struct addr *key)
+{
+	return source_key(&pkt->saddr, pkt->family == 6, key);
 }
 
 /*

@@ -18,6 +18,7 @@ const (
 	DropVLANDepth                      // more VLAN tags than the parser skips
 	DropExtDepth                       // a longer IPv6 extension-header chain than the parser walks
 	DropTinyFragment                   // TCP or UDP header not whole in the first fragment, or a fragment overlapping TCP's
+	DropLimit                          // a SYN or datagram of a source over a connection limit that throttles (:drop)
 	numDropReasons
 )
 
@@ -30,6 +31,7 @@ var dropLabels = [numDropReasons]string{
 	DropVLANDepth:    "vlan_depth",
 	DropExtDepth:     "ipv6_ext_depth",
 	DropTinyFragment: "tiny_fragment",
+	DropLimit:        "limit",
 }
 
 // String is the reason's metric label.
@@ -59,6 +61,9 @@ type Counters struct {
 	UDPAttempts        uint64 // UDP datagrams counted: to a closed port of the host
 	UDPScansDetected   uint64 // scans a UDP datagram took past the threshold
 	SYNsUncounted      uint64 // SYNs not counted: to an ignored port, or an open one with CountClosed
+	LimitsExceeded     uint64 // connections (datagrams) over a connection limit
+	LimitBlocks        uint64 // blocks the connection tracer inserted
+	LimitUnlogged      uint64 // connections not counted: the log map could not take the source
 }
 
 // DroppedTotal is the number of packets dropped for any reason.
@@ -116,6 +121,7 @@ var counterTable = []Counter{
 	dropCounter(DropVLANDepth, hbfCounterCOUNTER_DROP_VLAN_DEPTH),
 	dropCounter(DropExtDepth, hbfCounterCOUNTER_DROP_EXT_DEPTH),
 	dropCounter(DropTinyFragment, hbfCounterCOUNTER_DROP_TINY_FRAGMENT),
+	dropCounter(DropLimit, hbfCounterCOUNTER_DROP_LIMIT),
 	{Status: "scans_detected", Metric: "hbf_port_scans_detected_total",
 		Help:  "Port scans detected, allowlisted sources included.",
 		index: hbfCounterCOUNTER_SCANS_DETECTED, field: func(k *Counters) *uint64 { return &k.ScansDetected }},
@@ -135,11 +141,19 @@ var counterTable = []Counter{
 		index: hbfCounterCOUNTER_SCANS_MONITORED, field: func(k *Counters) *uint64 { return &k.ScansMonitored }},
 	{Status: "scan_blocks", Metric: "hbf_scan_blocks_total", Help: "Blocks the XDP program inserted for scanners.",
 		index: hbfCounterCOUNTER_BLOCKS_ADDED, field: func(k *Counters) *uint64 { return &k.BlocksAdded }},
-	{Status: "scan_block_failures", Metric: "hbf_scan_block_failures_total", Help: "Scanner blocks the full block map refused.",
+	{Status: "scan_block_failures", Metric: "hbf_scan_block_failures_total", Help: "Blocks of scanners and of sources over a connection limit the full block map refused.",
 		index: hbfCounterCOUNTER_BLOCK_FAILURES, field: func(k *Counters) *uint64 { return &k.BlockFailures }},
 	{Status: "scan_blocks_rate_limited", Metric: "hbf_scan_blocks_rate_limited_total",
-		Help:  "Scanners not blocked because the minute's budget of scan blocks was spent (their attempts are still dropped for the window).",
+		Help:  "Scanners and sources over a connection limit not blocked because the minute's budget of kernel blocks was spent (a scanner's attempts are still dropped for the window).",
 		index: hbfCounterCOUNTER_BLOCKS_RATE_LIMITED, field: func(k *Counters) *uint64 { return &k.BlocksRateLimited }},
+	{Status: "limits_exceeded", Metric: "hbf_connection_limits_exceeded_total",
+		Help:  "Connections (UDP: datagrams) over a connection limit, of every limit; hbf_connection_limit_* give each limit's.",
+		index: hbfCounterCOUNTER_LIMITS_EXCEEDED, field: func(k *Counters) *uint64 { return &k.LimitsExceeded }},
+	{Status: "limit_blocks", Metric: "hbf_connection_limit_blocks_total", Help: "Blocks the kernel made for sources over a connection limit.",
+		index: hbfCounterCOUNTER_LIMIT_BLOCKS, field: func(k *Counters) *uint64 { return &k.LimitBlocks }},
+	{Status: "limit_unlogged", Metric: "hbf_connection_limit_unlogged_total",
+		Help:  "Connections to a port with a limit not counted: the kernel's log of sources could not take theirs.",
+		index: hbfCounterCOUNTER_LIMIT_UNLOGGED, field: func(k *Counters) *uint64 { return &k.LimitUnlogged }},
 	{Status: "events_lost", Metric: "hbf_events_lost_total", Lost: true,
 		Help:  "Events lost: ring buffer full in the kernel; undecodable, or dropped because the output (stdout, log file) did not keep up, in the daemon.",
 		index: hbfCounterCOUNTER_EVENTS_LOST, field: func(k *Counters) *uint64 { return &k.EventsLost }},

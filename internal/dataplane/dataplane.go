@@ -11,7 +11,9 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
 // Options for Load.
@@ -80,6 +82,9 @@ type objects struct {
 	// formerIDs are earlier copies' ids, still running on links a copy
 	// has not replaced yet.
 	formerIDs map[uint32]bool
+	// tracerSpec is the connection tracer's, loaded only while a TCP port
+	// has a limit (SetLimits).
+	tracerSpec *ebpf.ProgramSpec
 }
 
 // shared are the maps and the variables of every build of the program.
@@ -126,6 +131,13 @@ type Dataplane struct {
 	// allowMu serialises changes of allow_prefixes with the rebuilds of
 	// the allow filter.
 	allowMu sync.Mutex
+
+	// netns is the inode number of the network namespace whose
+	// connections the limits count: this process's.
+	netns uint32
+	// limitMu serialises SetLimits, which owns tracer.
+	limitMu sync.Mutex
+	tracer  link.Link
 }
 
 // Load loads the program, built for opts.Hook, adopting the maps pinned under
@@ -180,6 +192,9 @@ func Open(opts Options) (*Dataplane, error) {
 	d := &Dataplane{replaceForeign: opts.ReplaceForeign, clock: new(clock), hook: cmp.Or(opts.Hook, HookXDP), tcxTail: opts.TCXTail}
 	if err := binary.Read(rand.Reader, binary.NativeEndian, &d.hashKey); err != nil {
 		return nil, fmt.Errorf("draw the tracker's hash key: %w", err)
+	}
+	if d.netns, err = netnsInode(); err != nil {
+		return nil, err
 	}
 	collOpts := &ebpf.CollectionOptions{}
 	if opts.PinPath != "" {
@@ -262,6 +277,7 @@ func Open(opts Options) (*Dataplane, error) {
 // the program means.
 func (d *Dataplane) loadObjects(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, wrap func(error) error) error {
 	name := d.hook.program()
+	d.objs.tracerSpec = spec.Programs[hbfProgHbfConnTracer]
 	for n := range spec.Programs {
 		if n != name {
 			delete(spec.Programs, n)
@@ -345,5 +361,20 @@ func (d *Dataplane) Adopted() bool { return d.adopted }
 // Close releases the process's handles. Pinned maps and links stay, and with
 // them enforcement; Unpin removes them.
 func (d *Dataplane) Close() error {
+	d.limitMu.Lock()
+	if d.tracer != nil {
+		d.tracer.Close()
+		d.tracer = nil
+	}
+	d.limitMu.Unlock()
 	return errors.Join(d.filter.close(), d.objs.Close())
+}
+
+// netnsInode is the inode number of this process's network namespace.
+func netnsInode() (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+		return 0, fmt.Errorf("read this process's network namespace: %w", err)
+	}
+	return uint32(st.Ino), nil
 }

@@ -573,11 +573,7 @@ func TestScanAcrossCPUs(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				runtime.LockOSThread()
-				defer runtime.UnlockOSThread()
-				var set unix.CPUSet
-				set.Set(cpu)
-				_ = unix.SchedSetaffinity(0, &set)
+				defer onCPU(cpu)()
 				<-start
 				for p := range 6 {
 					b := tcpSYN(src, "2001:db8::1", 50000, uint16(1000*cpu+p)).bytes()

@@ -52,11 +52,33 @@ type Scan struct {
 	Expires     time.Time
 }
 
-// Event is *Connection or *Scan.
+// LimitExceeded is a source over a connection limit: the connection
+// (TCP: completed handshake) that crossed it, or with :drop the first SYN
+// or datagram dropped. Reported once a burst, and at each block.
+type LimitExceeded struct {
+	Time   time.Time
+	Src    netip.AddrPort // the client's address and port
+	Source netip.Prefix   // what was counted, and blocked: as Scan's
+	Dst    netip.Addr
+	Port   ports.Port // the limited port
+	Count  int        // the limit: Count in any Window
+	Window time.Duration
+
+	Allowlisted bool // protected: counted and reported only
+	Blocked     bool // the program blocked the source
+	WouldBlock  bool // monitor mode: it would have blocked, or dropped
+	BlockFailed bool // the block map is full
+	RateLimited bool // not blocked: the minute's budget of blocks was spent
+	Throttled   bool // a :drop limit: its SYNs or datagrams to the port are dropped
+	Expires     time.Time
+}
+
+// Event is *Connection, *Scan or *LimitExceeded.
 type Event interface{ isEvent() }
 
-func (*Connection) isEvent() {}
-func (*Scan) isEvent()       {}
+func (*Connection) isEvent()    {}
+func (*Scan) isEvent()          {}
+func (*LimitExceeded) isEvent() {}
 
 // ErrClosed is returned by Read after Close.
 var ErrClosed = ringbuf.ErrClosed
@@ -148,19 +170,9 @@ func decodeEvent(b []byte, ref clockRef) (Event, error) {
 		}
 		slices.SortFunc(ports, func(a, b PortTry) int { return a.Port.Compare(b.Port) })
 		flags := hbfScanEventFlags(ev.Flags)
-		// The block is keyed by the IPv4 address even when the packet
-		// came as IPv4-mapped IPv6, so that is the address reported.
-		src := netip.AddrFrom16(ev.Saddr.B).Unmap()
-		bits := int(ev.Prefixlen)
-		if bits == 0 || bits > 128 {
-			bits = 128
-		}
-		if src.Is4() {
-			bits = 32 // the program aggregates IPv6 only
-		}
-		source, err := src.Prefix(bits)
+		src, source, err := sourceOf(ev.Saddr, ev.Prefixlen)
 		if err != nil {
-			return nil, fmt.Errorf("scan event: prefix length %d of %v: %w", ev.Prefixlen, src, err)
+			return nil, fmt.Errorf("scan event: %w", err)
 		}
 		return &Scan{
 			Time:        at,
@@ -177,8 +189,54 @@ func decodeEvent(b []byte, ref clockRef) (Event, error) {
 			ReportOnly:  flags&hbfScanEventFlagsSCAN_EV_REPORT_ONLY != 0,
 			Expires:     ref.toWall(ev.ExpiresNs),
 		}, nil
+	case uint8(hbfEventTypeEVENT_LIMIT):
+		var ev hbfLimitEvent
+		if err := decodeInto(b, &ev); err != nil {
+			return nil, err
+		}
+		src, source, err := sourceOf(ev.Saddr, ev.Prefixlen)
+		if err != nil {
+			return nil, fmt.Errorf("limit event: %w", err)
+		}
+		flags := hbfScanEventFlags(ev.Flags)
+		return &LimitExceeded{
+			Time:        ref.toWall(ev.TimeNs),
+			Src:         netip.AddrPortFrom(src, ev.Sport),
+			Source:      source,
+			Dst:         eventAddr(ev.Daddr, ev.Family),
+			Port:        portOf(ev.Port),
+			Count:       int(ev.Count),
+			Window:      windowOf(ev.WindowMs),
+			Allowlisted: flags&hbfScanEventFlagsSCAN_EV_ALLOWLISTED != 0,
+			Blocked:     flags&hbfScanEventFlagsSCAN_EV_BLOCKED != 0,
+			BlockFailed: flags&hbfScanEventFlagsSCAN_EV_BLOCK_FAILED != 0,
+			WouldBlock:  flags&hbfScanEventFlagsSCAN_EV_MONITOR != 0,
+			RateLimited: flags&hbfScanEventFlagsSCAN_EV_RATE_LIMITED != 0,
+			Throttled:   flags&hbfScanEventFlagsSCAN_EV_THROTTLED != 0,
+			Expires:     ref.toWall(ev.ExpiresNs),
+		}, nil
 	}
 	return nil, fmt.Errorf("event of unknown type %d", b[8])
+}
+
+// sourceOf reads an event's source address and the source it counted (the
+// address, or an IPv6 prefix of prefixlen bits). The block is keyed by the
+// IPv4 address even when the packet came as IPv4-mapped IPv6, so that is
+// the address reported.
+func sourceOf(a hbfAddr, prefixlen uint8) (netip.Addr, netip.Prefix, error) {
+	src := netip.AddrFrom16(a.B).Unmap()
+	bits := int(prefixlen)
+	if bits == 0 || bits > 128 {
+		bits = 128
+	}
+	if src.Is4() {
+		bits = 32 // the program aggregates IPv6 only
+	}
+	source, err := src.Prefix(bits)
+	if err != nil {
+		return src, source, fmt.Errorf("prefix length %d of %v: %w", prefixlen, src, err)
+	}
+	return src, source, nil
 }
 
 // decodeConnEvent reads a connection event field by field: the reader's

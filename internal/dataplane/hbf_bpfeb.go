@@ -43,6 +43,8 @@ type hbfConfig struct {
 	EphemeralLo     uint16
 	EphemeralHi     uint16
 	Pad2            [2]uint8
+	NetnsInum       uint32
+	Pad3            uint32
 }
 
 type hbfConfigFlags uint32
@@ -66,6 +68,13 @@ type hbfConnEvent struct {
 	Sport   uint16
 	Dport   uint16
 	Pad2    uint32
+}
+
+type hbfConnLog struct {
+	_        structs.HostLayout
+	N        uint32
+	Reported uint32
+	T        [64]uint64
 }
 
 type hbfCounter uint32
@@ -95,7 +104,11 @@ const (
 	hbfCounterCOUNTER_UDP_ATTEMPTS        hbfCounter = 21
 	hbfCounterCOUNTER_UDP_SCANS_DETECTED  hbfCounter = 22
 	hbfCounterCOUNTER_SYNS_UNCOUNTED      hbfCounter = 23
-	hbfCounterCOUNTER_MAX                 hbfCounter = 24
+	hbfCounterCOUNTER_DROP_LIMIT          hbfCounter = 24
+	hbfCounterCOUNTER_LIMITS_EXCEEDED     hbfCounter = 25
+	hbfCounterCOUNTER_LIMIT_UNLOGGED      hbfCounter = 26
+	hbfCounterCOUNTER_LIMIT_BLOCKS        hbfCounter = 27
+	hbfCounterCOUNTER_MAX                 hbfCounter = 28
 )
 
 type hbfEventType uint32
@@ -103,6 +116,7 @@ type hbfEventType uint32
 const (
 	hbfEventTypeEVENT_CONNECTION hbfEventType = 1
 	hbfEventTypeEVENT_SCAN       hbfEventType = 2
+	hbfEventTypeEVENT_LIMIT      hbfEventType = 3
 )
 
 type hbfFilterLayout uint32
@@ -136,6 +150,53 @@ type hbfFirstAttempt struct {
 	Used   uint32
 }
 
+type hbfLimitEvent struct {
+	_         structs.HostLayout
+	TimeNs    uint64
+	Type      uint8
+	Family    uint8
+	Flags     uint8
+	Prefixlen uint8
+	Port      uint32
+	Saddr     hbfAddr
+	Daddr     hbfAddr
+	ExpiresNs uint64
+	Count     uint32
+	WindowMs  uint32
+	Sport     uint16
+	Pad       [6]uint8
+}
+
+type hbfLimitFlags uint32
+
+const (
+	hbfLimitFlagsLIMIT_DROP hbfLimitFlags = 1
+)
+
+type hbfLimitKey struct {
+	_    structs.HostLayout
+	Src  hbfAddr
+	Port uint32
+}
+
+type hbfLimitLayout uint32
+
+const (
+	hbfLimitLayoutLIMIT_MAX_COUNT hbfLimitLayout = 64
+)
+
+type hbfLimitRule struct {
+	_        structs.HostLayout
+	Count    uint32
+	WindowMs uint32
+	Flags    uint32
+	Pad      uint32
+	Counted  uint64
+	Exceeded uint64
+	Blocked  uint64
+	Dropped  uint64
+}
+
 type hbfLpmKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -163,6 +224,7 @@ type hbfRuleOrigin uint32
 const (
 	hbfRuleOriginORIGIN_OPERATOR hbfRuleOrigin = 0
 	hbfRuleOriginORIGIN_SCAN     hbfRuleOrigin = 1
+	hbfRuleOriginORIGIN_LIMIT    hbfRuleOrigin = 2
 )
 
 type hbfScanEvent struct {
@@ -192,6 +254,7 @@ const (
 	hbfScanEventFlagsSCAN_EV_MONITOR      hbfScanEventFlags = 8
 	hbfScanEventFlagsSCAN_EV_RATE_LIMITED hbfScanEventFlags = 16
 	hbfScanEventFlagsSCAN_EV_REPORT_ONLY  hbfScanEventFlags = 32
+	hbfScanEventFlagsSCAN_EV_THROTTLED    hbfScanEventFlags = 64
 )
 
 type hbfScanPorts struct {
@@ -229,16 +292,21 @@ const (
 	hbfMapBlockPrefixes        = "block_prefixes"
 	hbfMapBlocks4              = "blocks4"
 	hbfMapBlocks6              = "blocks6"
+	hbfMapConnLogZero          = "conn_log_zero"
+	hbfMapConnLogs             = "conn_logs"
 	hbfMapCounters             = "counters"
+	hbfMapDatagramLogs         = "datagram_logs"
 	hbfMapEvents               = "events"
 	hbfMapFirstAttempts        = "first_attempts"
 	hbfMapIgnoredAttempts      = "ignored_attempts"
+	hbfMapLimits               = "limits"
 	hbfMapLocalAddrs           = "local_addrs"
 	hbfMapOnlinkPrefixes       = "onlink_prefixes"
 	hbfMapOpenPorts            = "open_ports"
 	hbfMapScanEvidence         = "scan_evidence"
 	hbfMapScanStates           = "scan_states"
 	hbfMapScanZero             = "scan_zero"
+	hbfProgHbfConnTracer       = "hbf_conn_tracer"
 	hbfProgHbfTc               = "hbf_tc"
 	hbfProgHbfXdp              = "hbf_xdp"
 	hbfVarHbfBlockBudget       = "hbf_block_budget"
@@ -252,6 +320,8 @@ const (
 	hbfVarHbfHaveBlockPrefixes = "hbf_have_block_prefixes"
 	hbfVarHbfIgnoredTcp        = "hbf_ignored_tcp"
 	hbfVarHbfIgnoredUdp        = "hbf_ignored_udp"
+	hbfVarHbfLimitedTcp        = "hbf_limited_tcp"
+	hbfVarHbfLimitedUdp        = "hbf_limited_udp"
 	hbfVarHbfScanPrefixes      = "hbf_scan_prefixes"
 	hbfVarHbfServedTcp         = "hbf_served_tcp"
 	hbfVarHbfServedUdp         = "hbf_served_udp"
@@ -260,6 +330,9 @@ const (
 	hbfVarUnusedCounter        = "unused_counter"
 	hbfVarUnusedEventType      = "unused_event_type"
 	hbfVarUnusedFilterLayout   = "unused_filter_layout"
+	hbfVarUnusedLimitEvent     = "unused_limit_event"
+	hbfVarUnusedLimitFlags     = "unused_limit_flags"
+	hbfVarUnusedLimitLayout    = "unused_limit_layout"
 	hbfVarUnusedPortProto      = "unused_port_proto"
 	hbfVarUnusedRuleOrigin     = "unused_rule_origin"
 	hbfVarUnusedScanEvent      = "unused_scan_event"
@@ -308,8 +381,9 @@ type hbfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type hbfProgramSpecs struct {
-	HbfTc  *ebpf.ProgramSpec `ebpf:"hbf_tc"`
-	HbfXdp *ebpf.ProgramSpec `ebpf:"hbf_xdp"`
+	HbfConnTracer *ebpf.ProgramSpec `ebpf:"hbf_conn_tracer"`
+	HbfTc         *ebpf.ProgramSpec `ebpf:"hbf_tc"`
+	HbfXdp        *ebpf.ProgramSpec `ebpf:"hbf_xdp"`
 }
 
 // hbfMapSpecs contains maps before they are loaded into the kernel.
@@ -321,10 +395,14 @@ type hbfMapSpecs struct {
 	BlockPrefixes   *ebpf.MapSpec `ebpf:"block_prefixes"`
 	Blocks4         *ebpf.MapSpec `ebpf:"blocks4"`
 	Blocks6         *ebpf.MapSpec `ebpf:"blocks6"`
+	ConnLogZero     *ebpf.MapSpec `ebpf:"conn_log_zero"`
+	ConnLogs        *ebpf.MapSpec `ebpf:"conn_logs"`
 	Counters        *ebpf.MapSpec `ebpf:"counters"`
+	DatagramLogs    *ebpf.MapSpec `ebpf:"datagram_logs"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	FirstAttempts   *ebpf.MapSpec `ebpf:"first_attempts"`
 	IgnoredAttempts *ebpf.MapSpec `ebpf:"ignored_attempts"`
+	Limits          *ebpf.MapSpec `ebpf:"limits"`
 	LocalAddrs      *ebpf.MapSpec `ebpf:"local_addrs"`
 	OnlinkPrefixes  *ebpf.MapSpec `ebpf:"onlink_prefixes"`
 	OpenPorts       *ebpf.MapSpec `ebpf:"open_ports"`
@@ -348,6 +426,8 @@ type hbfVariableSpecs struct {
 	HbfHaveBlockPrefixes *ebpf.VariableSpec `ebpf:"hbf_have_block_prefixes"`
 	HbfIgnoredTcp        *ebpf.VariableSpec `ebpf:"hbf_ignored_tcp"`
 	HbfIgnoredUdp        *ebpf.VariableSpec `ebpf:"hbf_ignored_udp"`
+	HbfLimitedTcp        *ebpf.VariableSpec `ebpf:"hbf_limited_tcp"`
+	HbfLimitedUdp        *ebpf.VariableSpec `ebpf:"hbf_limited_udp"`
 	HbfScanPrefixes      *ebpf.VariableSpec `ebpf:"hbf_scan_prefixes"`
 	HbfServedTcp         *ebpf.VariableSpec `ebpf:"hbf_served_tcp"`
 	HbfServedUdp         *ebpf.VariableSpec `ebpf:"hbf_served_udp"`
@@ -356,6 +436,9 @@ type hbfVariableSpecs struct {
 	UnusedCounter        *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEventType      *ebpf.VariableSpec `ebpf:"unused_event_type"`
 	UnusedFilterLayout   *ebpf.VariableSpec `ebpf:"unused_filter_layout"`
+	UnusedLimitEvent     *ebpf.VariableSpec `ebpf:"unused_limit_event"`
+	UnusedLimitFlags     *ebpf.VariableSpec `ebpf:"unused_limit_flags"`
+	UnusedLimitLayout    *ebpf.VariableSpec `ebpf:"unused_limit_layout"`
 	UnusedPortProto      *ebpf.VariableSpec `ebpf:"unused_port_proto"`
 	UnusedRuleOrigin     *ebpf.VariableSpec `ebpf:"unused_rule_origin"`
 	UnusedScanEvent      *ebpf.VariableSpec `ebpf:"unused_scan_event"`
@@ -387,10 +470,14 @@ type hbfMaps struct {
 	BlockPrefixes   *ebpf.Map `ebpf:"block_prefixes"`
 	Blocks4         *ebpf.Map `ebpf:"blocks4"`
 	Blocks6         *ebpf.Map `ebpf:"blocks6"`
+	ConnLogZero     *ebpf.Map `ebpf:"conn_log_zero"`
+	ConnLogs        *ebpf.Map `ebpf:"conn_logs"`
 	Counters        *ebpf.Map `ebpf:"counters"`
+	DatagramLogs    *ebpf.Map `ebpf:"datagram_logs"`
 	Events          *ebpf.Map `ebpf:"events"`
 	FirstAttempts   *ebpf.Map `ebpf:"first_attempts"`
 	IgnoredAttempts *ebpf.Map `ebpf:"ignored_attempts"`
+	Limits          *ebpf.Map `ebpf:"limits"`
 	LocalAddrs      *ebpf.Map `ebpf:"local_addrs"`
 	OnlinkPrefixes  *ebpf.Map `ebpf:"onlink_prefixes"`
 	OpenPorts       *ebpf.Map `ebpf:"open_ports"`
@@ -406,10 +493,14 @@ func (m *hbfMaps) Close() error {
 		m.BlockPrefixes,
 		m.Blocks4,
 		m.Blocks6,
+		m.ConnLogZero,
+		m.ConnLogs,
 		m.Counters,
+		m.DatagramLogs,
 		m.Events,
 		m.FirstAttempts,
 		m.IgnoredAttempts,
+		m.Limits,
 		m.LocalAddrs,
 		m.OnlinkPrefixes,
 		m.OpenPorts,
@@ -434,6 +525,8 @@ type hbfVariables struct {
 	HbfHaveBlockPrefixes *ebpf.Variable `ebpf:"hbf_have_block_prefixes"`
 	HbfIgnoredTcp        *ebpf.Variable `ebpf:"hbf_ignored_tcp"`
 	HbfIgnoredUdp        *ebpf.Variable `ebpf:"hbf_ignored_udp"`
+	HbfLimitedTcp        *ebpf.Variable `ebpf:"hbf_limited_tcp"`
+	HbfLimitedUdp        *ebpf.Variable `ebpf:"hbf_limited_udp"`
 	HbfScanPrefixes      *ebpf.Variable `ebpf:"hbf_scan_prefixes"`
 	HbfServedTcp         *ebpf.Variable `ebpf:"hbf_served_tcp"`
 	HbfServedUdp         *ebpf.Variable `ebpf:"hbf_served_udp"`
@@ -442,6 +535,9 @@ type hbfVariables struct {
 	UnusedCounter        *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEventType      *ebpf.Variable `ebpf:"unused_event_type"`
 	UnusedFilterLayout   *ebpf.Variable `ebpf:"unused_filter_layout"`
+	UnusedLimitEvent     *ebpf.Variable `ebpf:"unused_limit_event"`
+	UnusedLimitFlags     *ebpf.Variable `ebpf:"unused_limit_flags"`
+	UnusedLimitLayout    *ebpf.Variable `ebpf:"unused_limit_layout"`
 	UnusedPortProto      *ebpf.Variable `ebpf:"unused_port_proto"`
 	UnusedRuleOrigin     *ebpf.Variable `ebpf:"unused_rule_origin"`
 	UnusedScanEvent      *ebpf.Variable `ebpf:"unused_scan_event"`
@@ -452,12 +548,14 @@ type hbfVariables struct {
 //
 // It can be passed to loadHbfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hbfPrograms struct {
-	HbfTc  *ebpf.Program `ebpf:"hbf_tc"`
-	HbfXdp *ebpf.Program `ebpf:"hbf_xdp"`
+	HbfConnTracer *ebpf.Program `ebpf:"hbf_conn_tracer"`
+	HbfTc         *ebpf.Program `ebpf:"hbf_tc"`
+	HbfXdp        *ebpf.Program `ebpf:"hbf_xdp"`
 }
 
 func (p *hbfPrograms) Close() error {
 	return _HbfClose(
+		p.HbfConnTracer,
 		p.HbfTc,
 		p.HbfXdp,
 	)

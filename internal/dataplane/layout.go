@@ -18,6 +18,8 @@ import (
 //	<pin path>/<version>/maps/<map>          pinnedMaps, adopted whole or not at all
 //	<pin path>/<version>/links/<iface>       XDP links (HookXDP)
 //	<pin path>/<version>/tcx-links/<iface>   TCX links (HookTCX)
+//	<pin path>/<version>/tracer              the connection tracer's link, while a TCP
+//	                                         port has a limit
 //	<pin path>/<version>-resized/            this layout, moved aside while the block
 //	                                         maps take a new capacity
 //	<pin path>/<earlier version>/            an earlier hbf's, migrated (migrate.go)
@@ -25,11 +27,12 @@ import (
 // layoutVersion names this layout's folder. Bump it when a pinned map's
 // key, value, type or size changes, so an old pin is never read with a new
 // layout, and list the old one in earlierLayouts: Load migrates from it.
-const layoutVersion = "v7"
+const layoutVersion = "v8"
 
 // earlierLayouts are the layouts Load migrates from, newest first, each
 // with what the next one changed; migrate.go converts what needs it.
 var earlierLayouts = []string{
+	"v7", // v8: connection limits (limits, conn_logs, datagram_logs)
 	"v6", // v7: exact blocks in a map per family, IPv4's keyed by 4 bytes (blocks split into blocks4 and blocks6); block_filter's words in one element
 	"v5", // v6: block_filter holds the IPv6 allowlist by /64 too
 	"v4", // v5: block_filter holds the allowlist's bits too
@@ -48,6 +51,9 @@ var pinnedMaps = []string{
 	hbfMapScanStates,
 	hbfMapCounters,
 	hbfMapBlockFilter,
+	hbfMapLimits,
+	hbfMapConnLogs,
+	hbfMapDatagramLogs,
 }
 
 func (d *Dataplane) mapDir() string { return filepath.Join(d.pinDir, "maps") }
@@ -138,6 +144,12 @@ func (d *Dataplane) mapByName(name string) (*ebpf.Map, error) {
 		return d.objs.Counters, nil
 	case hbfMapBlockFilter:
 		return d.objs.BlockFilter, nil
+	case hbfMapLimits:
+		return d.objs.Limits, nil
+	case hbfMapConnLogs:
+		return d.objs.ConnLogs, nil
+	case hbfMapDatagramLogs:
+		return d.objs.DatagramLogs, nil
 	}
 	return nil, fmt.Errorf("no map %q", name)
 }

@@ -68,3 +68,13 @@ func (n *nsThread) listenTCP(t testing.TB, network, addr string) {
 	}
 	t.Cleanup(func() { l.Close() })
 }
+
+// onCPU moves the goroutine to an OS thread of its own, on cpu, and
+// returns what lets the thread go.
+func onCPU(cpu int) func() {
+	runtime.LockOSThread()
+	var set unix.CPUSet
+	set.Set(cpu)
+	_ = unix.SchedSetaffinity(0, &set)
+	return runtime.UnlockOSThread
+}

@@ -18,11 +18,17 @@ const (
 	OriginOperator = Origin(hbfRuleOriginORIGIN_OPERATOR)
 	// OriginScan: written by the XDP program for a source that scanned.
 	OriginScan = Origin(hbfRuleOriginORIGIN_SCAN)
+	// OriginLimit: written by the connection tracer for a source over a
+	// connection limit.
+	OriginLimit = Origin(hbfRuleOriginORIGIN_LIMIT)
 )
 
 func (o Origin) String() string {
-	if o == OriginScan {
+	switch o {
+	case OriginScan:
 		return "scan"
+	case OriginLimit:
+		return "limit"
 	}
 	return "operator"
 }

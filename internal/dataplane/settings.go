@@ -105,6 +105,7 @@ func (d *Dataplane) SetSettings(s Settings) error {
 		V6PrefixLen:     uint8(s.IPv6ScanPrefix),
 		EphemeralLo:     s.Ephemeral[0],
 		EphemeralHi:     s.Ephemeral[1],
+		NetnsInum:       d.netns,
 	}
 	if s.Monitor {
 		cfg.Flags |= uint32(hbfConfigFlagsCONFIG_MONITOR)
