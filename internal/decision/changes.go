@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/hbf-firewall/hbf/internal/api"
-	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/policy"
 	"github.com/hbf-firewall/hbf/internal/protect"
 	"github.com/hbf-firewall/hbf/internal/report"
@@ -399,65 +398,4 @@ func (e *Engine) enforced(p netip.Prefix) error {
 	}
 	return fmt.Errorf("the kernel's allowlist is full (%d entries, the host's own, its gateways, resolvers and "+
 		"the fleet's etcd first): disallow another entry first", len(in))
-}
-
-// SetEscalation sets the escalation schedule and the first offence's
-// duration (at start and reload).
-func (e *Engine) SetEscalation(esc policy.Escalation, first time.Duration) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.esc, e.blockDuration = esc, first
-}
-
-// escalate counts the scan block of src made at created, and returns its
-// expiry per the schedule and which offence it is. The kernel made it with
-// the first offence's duration: a later offence lengthens it there.
-func (e *Engine) escalate(p netip.Prefix, created, expires time.Time) (time.Time, int) {
-	offence, err := e.st.Strike(p.Addr(), created, e.esc.Forget)
-	if err != nil {
-		e.log.Warn("cannot count a strike; the block keeps its first duration", "src", p, "err", err)
-		return expires, 1
-	}
-	if offence <= 1 || expires.IsZero() {
-		return expires, offence
-	}
-	longer := Expiry(created, e.esc.Duration(offence, e.blockDuration))
-	if sameTime(longer, expires) {
-		return expires, offence
-	}
-	if err := e.k.Extend(p, longer); err != nil {
-		e.log.Warn("cannot lengthen a repeat scanner's block", "src", p, "offence", offence, "err", err)
-		return expires, offence
-	}
-	return longer, offence
-}
-
-func scanReason(offence int) string {
-	if offence <= 1 {
-		return "port scan"
-	}
-	return fmt.Sprintf("port scan (offence %d)", offence)
-}
-
-// OnScan records a block the kernel made for a scan, with its evidence and
-// its escalation, and returns the block's expiry and reason.
-func (e *Engine) OnScan(ev *dataplane.Scan) (time.Time, string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	p := ev.Source
-	expires, offence := e.escalate(p, ev.Time, ev.Expires)
-	b := store.Block{Prefix: p, Origin: store.OriginScan, Reason: scanReason(offence), By: "kernel",
-		Created: ev.Time, Expires: expires}
-	for _, t := range ev.Ports {
-		b.Ports = append(b.Ports, store.PortSeen{Port: t.Port.Num, Proto: t.Port.Proto, Seen: t.Seen})
-	}
-	if err := e.st.PutBlocks(b); err != nil {
-		e.log.Error("cannot record a scan block; the kernel holds it and the next reconciliation retries",
-			"src", ev.Src, "err", err)
-		return expires, b.Reason
-	}
-	e.cacheBlock(b)
-	e.history(store.Change{Time: ev.Time, Action: "block", Prefix: p, Origin: store.OriginScan, Reason: b.Reason, By: "kernel"})
-	e.changed()
-	return expires, b.Reason
 }

@@ -138,9 +138,15 @@ func sameRecord(a, b store.Block) bool {
 	return a.Reason == b.Reason && a.Created.Equal(b.Created) && a.Expires.Equal(b.Expires) && len(a.Ports) == len(b.Ports)
 }
 
-// Shareable are this host's decisions the fleet shares: scan blocks when
-// scans, manual blocks given with --fleet when manual.
-func (e *Engine) Shareable(scans, manual bool) []fleet.Block {
+// Share says which of this host's decisions the fleet shares.
+type Share struct {
+	Scans  bool // the kernel's scan blocks
+	Limits bool // the kernel's blocks for connection limits
+	Manual bool // blocks given through the API with --fleet (manual, fail2ban's)
+}
+
+// Shareable are this host's decisions the fleet shares, as share says.
+func (e *Engine) Shareable(share Share) []fleet.Block {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	now := e.now()
@@ -148,7 +154,9 @@ func (e *Engine) Shareable(scans, manual bool) []fleet.Block {
 	for _, recs := range e.blocks {
 		for _, b := range recs {
 			caller := b.Origin == store.OriginManual || b.Origin.Fail2banJail() != "" // a decision given through the API
-			if b.Expired(now) || !(scans && b.Origin == store.OriginScan || manual && caller && b.Fleet) {
+			shared := share.Scans && b.Origin == store.OriginScan || share.Limits && b.Origin == store.OriginLimit ||
+				share.Manual && caller && b.Fleet
+			if b.Expired(now) || !shared {
 				continue
 			}
 			fb := fleet.Block{Version: fleet.Version, Prefix: b.Prefix, Origin: string(b.Origin), Reason: b.Reason,

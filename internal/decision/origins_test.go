@@ -65,7 +65,7 @@ func TestAJailsSharedBlocksGoToTheFleet(t *testing.T) {
 	h := newHarness(t)
 	one(h.s.BlockAs(root, "fail2ban:sshd", []string{"198.51.100.7"}, time.Hour, "", true))
 	one(h.s.BlockAs(root, "fail2ban:sshd", []string{"198.51.100.8"}, time.Hour, "", false))
-	shared := h.s.Shareable(false, true)
+	shared := h.s.Shareable(Share{Manual: true})
 	if len(shared) != 1 || shared[0].Prefix != pfx("198.51.100.7/32") || shared[0].Origin != "fail2ban:sshd" {
 		t.Errorf("shared %+v: want the one block given with the fleet option", shared)
 	}

@@ -61,6 +61,10 @@ func (e *Engine) Reconcile(recovering bool) (ReconcileStats, error) {
 			expires, offence := e.escalate(r.Prefix, r.Created, r.Expires)
 			adopt = append(adopt, store.Block{Prefix: r.Prefix, Origin: store.OriginScan, Reason: scanReason(offence),
 				By: "kernel", Created: r.Created, Expires: expires})
+		case r.Origin == dataplane.OriginLimit:
+			// Which port's limit is not in the rule: its event was lost.
+			adopt = append(adopt, store.Block{Prefix: r.Prefix, Origin: store.OriginLimit, Reason: "connection limit",
+				By: "kernel", Created: r.Created, Expires: r.Expires})
 		case recovering:
 			adopt = append(adopt, store.Block{Prefix: r.Prefix, Origin: store.OriginKernel,
 				Reason: "found in the kernel when the store was lost", By: "kernel", Created: r.Created, Expires: r.Expires})

@@ -86,7 +86,7 @@ func (r *Receiver) hold(ref Ref, b Block, ok bool, now time.Time, mark func(Ref)
 	hs := r.holders[ref.Prefix]
 	h := hs.find(ref.Origin)
 	was := h != nil && h.reports
-	reports := ok && b.Origin == "scan" && !b.Expired(now)
+	reports := ok && b.Detected() && !b.Expired(now)
 	switch {
 	case !ok && h != nil:
 		hs.remove(ref.Origin)

@@ -268,6 +268,8 @@ func intern(b []byte) string {
 		return "scan"
 	case "manual":
 		return "manual"
+	case "limit":
+		return "limit"
 	case "port scan":
 		return "port scan"
 	case "tcp":

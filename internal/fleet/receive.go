@@ -240,7 +240,7 @@ func (r *Receiver) decide(refs map[Ref]bool, block func(Ref) (Block, bool), chec
 			delete(r.refused, ref)
 			r.unapply(&d, ref, known)
 			continue
-		case b.Origin == "scan" && r.counting() && r.reporters(ref.Prefix) < r.limits.MinReporters:
+		case b.Detected() && r.counting() && r.reporters(ref.Prefix) < r.limits.MinReporters:
 			r.pending[ref] = struct{}{}
 			r.unapply(&d, ref, known)
 			continue

@@ -48,7 +48,7 @@ type Port struct {
 type Block struct {
 	Version int          `json:"version"`
 	Prefix  netip.Prefix `json:"prefix"`
-	Origin  string       `json:"origin"` // scan or manual
+	Origin  string       `json:"origin"` // scan, limit, manual or fail2ban:<jail>
 	Reason  string       `json:"reason,omitempty"`
 	Ports   []Port       `json:"ports,omitempty"`
 	Created time.Time    `json:"created"`
@@ -59,6 +59,11 @@ type Block struct {
 	// own.
 	pack string
 }
+
+// Detected reports whether the block is a node's detection (a scan, a
+// connection limit) rather than a decision: those wait for
+// --fleet-min-reporters nodes to report the source.
+func (b Block) Detected() bool { return b.Origin == "scan" || b.Origin == "limit" }
 
 // Expired reports whether the block no longer applies at now.
 func (b Block) Expired(now time.Time) bool { return !b.ExpiresAt.IsZero() && !now.Before(b.ExpiresAt) }

@@ -38,6 +38,28 @@ func (f *Fake) SetSettings(s dataplane.Settings) error {
 	return nil
 }
 
+// LimitStats says what each limit of the settings did: what
+// SetLimitStats set, for the limits set.
+func (f *Fake) LimitStats() (map[ports.Port]dataplane.LimitStats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[ports.Port]dataplane.LimitStats)
+	for _, l := range f.settings.Limits {
+		out[l.Port] = f.limitStats[l.Port]
+	}
+	return out, nil
+}
+
+// SetLimitStats sets what a limit did, as the program would.
+func (f *Fake) SetLimitStats(p ports.Port, st dataplane.LimitStats) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.limitStats == nil {
+		f.limitStats = make(map[ports.Port]dataplane.LimitStats)
+	}
+	f.limitStats[p] = st
+}
+
 // Settings returns what SetSettings set.
 func (f *Fake) Settings() dataplane.Settings {
 	f.mu.Lock()
@@ -93,10 +115,16 @@ func (f *Fake) OnLink() []netip.Prefix {
 // ScanBlock does what the program does when a source crosses the scan
 // threshold: it blocks the source itself, with origin scan.
 func (f *Fake) ScanBlock(p netip.Prefix, created, expires time.Time) {
+	f.KernelBlock(p, created, expires, dataplane.OriginScan)
+}
+
+// KernelBlock does what the program does when it blocks a source itself,
+// with origin (scan, limit).
+func (f *Fake) KernelBlock(p netip.Prefix, created, expires time.Time, origin dataplane.Origin) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	m, _, _ := f.blocksOf(p)
-	m[p] = dataplane.Rule{Prefix: p, Created: created, Expires: expires, Origin: dataplane.OriginScan}
+	m[p] = dataplane.Rule{Prefix: p, Created: created, Expires: expires, Origin: origin}
 }
 
 // Drop counts n packets against the block of exactly p, as the program

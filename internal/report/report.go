@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hbf-firewall/hbf/internal/limit"
 	"github.com/hbf-firewall/hbf/internal/ports"
 )
 
@@ -30,7 +31,7 @@ func ParseFormat(s string) (Format, error) {
 	return "", fmt.Errorf("%q is not a log format: use text or json", s)
 }
 
-// Event is *Connection, *Scan, *Block, *Unblock, *Allow, *Disallow or
+// Event is *Connection, *Scan, *Limit, *Block, *Unblock, *Allow, *Disallow or
 // *Suppressed.
 type Event interface{ isEvent() }
 
@@ -55,6 +56,24 @@ type Scan struct {
 	RateLimited bool         // not blocked: the minute's budget of scan blocks was spent
 	// Prefix is what was counted (and blocked) when wider than Src: an
 	// off-link IPv6 scanner's /64. Invalid otherwise.
+	Prefix netip.Prefix
+}
+
+// Limit is a source over a connection limit: Count connections (UDP:
+// datagrams) to Port in any Window, and this one more.
+type Limit struct {
+	Time        time.Time
+	Src         netip.Addr
+	Dst         netip.Addr
+	Port        ports.Port
+	Count       int
+	Window      time.Duration
+	Allowlisted bool // reported, not blocked
+	WouldBlock  bool // monitor mode: reported, not blocked nor dropped
+	RateLimited bool // not blocked: the minute's budget of kernel blocks was spent
+	Throttled   bool // a :drop limit: its connections to the port are dropped, it is not blocked
+	// Prefix is what was counted (and blocked) when wider than Src, as
+	// for a scan.
 	Prefix netip.Prefix
 }
 
@@ -100,6 +119,7 @@ type Suppressed struct {
 func (*Suppressed) isEvent() {}
 func (*Connection) isEvent() {}
 func (*Scan) isEvent()       {}
+func (*Limit) isEvent()      {}
 func (*Block) isEvent()      {}
 func (*Unblock) isEvent()    {}
 func (*Allow) isEvent()      {}
@@ -159,6 +179,28 @@ func appendText(b []byte, ev Event) []byte {
 		}
 		if ev.ReportOnly {
 			b = append(b, " (UDP scans are reported only: not blocked)"...)
+		}
+		return b
+	case *Limit:
+		b = ev.Time.Local().AppendFormat(b, textTime)
+		what := "connections"
+		if ev.Port.Proto == ports.UDP {
+			what = "datagrams"
+		}
+		b = fmt.Appendf(b, ": Connection limit: %s -> %s port %d/%s, %d %s in %s", ev.Src, ev.Dst,
+			ev.Port.Num, ev.Port.Proto, ev.Count+1, what, limit.WindowString(ev.Window))
+		if ev.Prefix.IsValid() {
+			b = fmt.Appendf(b, " (counted over %s)", ev.Prefix)
+		}
+		switch {
+		case ev.Allowlisted:
+			b = append(b, " (allowlisted, not limited)"...)
+		case ev.WouldBlock:
+			b = append(b, " (monitor mode: would limit)"...)
+		case ev.RateLimited:
+			b = append(b, " (block rate limit reached: not blocked)"...)
+		case ev.Throttled:
+			b = fmt.Appendf(b, " (throttled: its %s to the port are dropped)", what)
 		}
 		return b
 	case *Block:
@@ -226,6 +268,22 @@ type jsonScan struct {
 	Prefix      string   `json:"prefix,omitempty"`
 }
 
+type jsonLimit struct {
+	Time        string `json:"time"`
+	Event       string `json:"event"`
+	Src         string `json:"src"`
+	Dst         string `json:"dst"`
+	Port        uint16 `json:"port"`
+	Proto       string `json:"proto"`
+	Limit       int    `json:"limit"`
+	Window      string `json:"window"`
+	Allowlisted bool   `json:"allowlisted,omitempty"`
+	WouldBlock  bool   `json:"would_block,omitempty"`
+	RateLimited bool   `json:"rate_limited,omitempty"`
+	Throttled   bool   `json:"throttled,omitempty"`
+	Prefix      string `json:"prefix,omitempty"`
+}
+
 type jsonBlock struct {
 	Time     string `json:"time"`
 	Event    string `json:"event"`
@@ -263,6 +321,14 @@ func AppendJSON(b []byte, ev Event) ([]byte, error) {
 			js.Prefix = ev.Prefix.String()
 		}
 		v = js
+	case *Limit:
+		jl := jsonLimit{Time: ev.Time.Format(jsonTime), Event: "limit", Src: ev.Src.String(), Dst: ev.Dst.String(),
+			Port: ev.Port.Num, Proto: ev.Port.Proto.String(), Limit: ev.Count, Window: limit.WindowString(ev.Window),
+			Allowlisted: ev.Allowlisted, WouldBlock: ev.WouldBlock, RateLimited: ev.RateLimited, Throttled: ev.Throttled}
+		if ev.Prefix.IsValid() {
+			jl.Prefix = ev.Prefix.String()
+		}
+		v = jl
 	case *Block:
 		jb := jsonBlock{
 			Time: ev.Time.Format(jsonTime), Event: "block", Prefix: PrefixString(ev.Prefix),
@@ -322,6 +388,11 @@ func ParseJSON(line []byte) (Event, error) {
 		Expires     time.Time `json:"expires"`
 		By          string    `json:"by"`
 		Count       int       `json:"count"`
+		Port        uint16    `json:"port"`
+		Proto       string    `json:"proto"`
+		Limit       int       `json:"limit"`
+		Window      string    `json:"window"`
+		Throttled   bool      `json:"throttled"`
 	}
 	if err := json.Unmarshal(line, &v); err != nil {
 		return nil, err
@@ -352,6 +423,15 @@ func ParseJSON(line []byte) (Event, error) {
 			sc.Prefix = prefix(v.Prefix)
 		}
 		return sc, nil
+	case "limit":
+		l := &Limit{Time: v.Time, Src: addr(v.Src), Dst: addr(v.Dst), Port: ports.Port{Num: v.Port}, Count: v.Limit,
+			Window: duration(v.Window), Allowlisted: v.Allowlisted, WouldBlock: v.WouldBlock, RateLimited: v.RateLimited,
+			Throttled: v.Throttled}
+		l.Port.Proto, _ = ports.ParseProto(v.Proto)
+		if v.Prefix != "" {
+			l.Prefix = prefix(v.Prefix)
+		}
+		return l, nil
 	case "block":
 		return &Block{Time: v.Time, Prefix: prefix(v.Prefix), Reason: v.Reason, Duration: duration(v.Duration), Expires: v.Expires}, nil
 	case "unblock":

@@ -48,6 +48,7 @@ type Origin string
 const (
 	OriginManual Origin = "manual" // the CLI or API
 	OriginScan   Origin = "scan"   // the XDP program, for a scan
+	OriginLimit  Origin = "limit"  // the kernel, for a source over a connection limit
 	OriginFile   Origin = "file"   // a blocklist file
 	OriginKernel Origin = "kernel" // found in the kernel with no record: recovered
 	// OriginFleetAllow: an allowlist entry of the fleet's, applied here.
