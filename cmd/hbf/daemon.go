@@ -12,6 +12,7 @@ import (
 	"github.com/hbf-firewall/hbf/internal/daemon"
 	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/hostnet"
+	"github.com/hbf-firewall/hbf/internal/limit"
 	"github.com/hbf-firewall/hbf/internal/report"
 )
 
@@ -41,7 +42,8 @@ func newDaemonFlags(fs *pflag.FlagSet) *daemonFlags {
 	fs.Var(portsValue{&cfg.Settings.IgnorePorts}, "ignore-ports", "ports (and ranges) that never count toward a scan nor are a reason to block, of both protocols or of one: 80,443,53/udp,8000-8100/tcp [HBF_IGNORE_PORTS]")
 	fs.StringVar(&d.udpScans, "udp-scans", string(cfg.Settings.UDPScans), "UDP datagrams to closed ports count toward a scan: block (a UDP scan is blocked as a TCP one), report (reported, never blocked) or off [HBF_UDP_SCANS]")
 	fs.StringVar(&d.countPorts, "count-ports", "all", "which SYNs count toward a scan: all (any port but the ignored ones) or closed (only ports nothing on the host serves) [HBF_COUNT_PORTS]")
-	fs.Var(durationValue{&cfg.Settings.BlockDuration}, "block-duration", "how long a scanner stays blocked; 0 blocks for good [HBF_BLOCK_DURATION]")
+	fs.Var(durationValue{&cfg.Settings.BlockDuration}, "block-duration", "how long a scanner, or a source over a connection limit, stays blocked; 0 blocks for good [HBF_BLOCK_DURATION]")
+	fs.Var(limitsValue{&cfg.Settings.Limits}, "limit", fmt.Sprintf("connection limit of a port, repeatable: at most COUNT connections (TCP: completed handshakes; UDP: datagrams) from one source in any WINDOW, as 22/tcp=6/30s; the next blocks the source for --block-duration, or with :escalate longer at each offence, or with :drop only drops its SYNs to the port while over; UDP limits only drop (%s; COUNT at most %d) [HBF_LIMIT]", limit.Form, limit.MaxCount))
 	fs.IntVar(&cfg.Settings.ScanBlocksPerMinute, "scan-blocks-per-minute", cfg.Settings.ScanBlocksPerMinute, "at most this many scanners are blocked per minute (spoofed decoys cannot buy more); past it they are reported and their attempts dropped for their window; 0: no limit [HBF_SCAN_BLOCKS_PER_MINUTE]")
 	fs.IntVar(&cfg.Settings.ScanPrefixV6, "scan-prefix-v6", cfg.Settings.ScanPrefixV6, fmt.Sprintf("off-link IPv6 scanners are counted and blocked per prefix of this length (%d-128; 128: per address); on-link ones per address [HBF_SCAN_PREFIX_V6]", dataplane.MinIPv6ScanPrefix))
 	fs.StringVar(&cfg.Settings.ResolvConf, "resolv-conf", cfg.Settings.ResolvConf, "file naming the DNS resolvers, which are never blocked; followed as it changes [HBF_RESOLV_CONF]")
@@ -80,7 +82,7 @@ func newDaemonFlags(fs *pflag.FlagSet) *daemonFlags {
 	fs.StringVar(&fl.AdminKey, "fleet-admin-key", "", "the key of --fleet-admin-cert [HBF_FLEET_ADMIN_KEY]")
 	fs.StringVar(&fl.AdminUser, "fleet-admin-user", "", "the fleet's admin etcd user, instead of a certificate [HBF_FLEET_ADMIN_USER]")
 	fs.StringVar(&fl.AdminPasswordFile, "fleet-admin-password-file", "", "file holding the password of --fleet-admin-user [HBF_FLEET_ADMIN_PASSWORD_FILE]")
-	fs.StringVar(&d.fleetShare, "fleet-share", "scans,manual", "what this host publishes: scans,manual, manual, or none [HBF_FLEET_SHARE]")
+	fs.StringVar(&d.fleetShare, "fleet-share", "scans,limits,manual", "what this host publishes: its scan blocks (scans), its blocks for connection limits (limits), its blocks given with --fleet (manual), comma-separated, or none [HBF_FLEET_SHARE]")
 	fs.Var(prefixesValue{&fl.MemberPrefixes}, "fleet-member-prefixes", "the fleet's members' addresses are never blocked here only inside these prefixes (CIDRs, repeatable); none: any global unicast address a member publishes, 16 a member at most [HBF_FLEET_MEMBER_PREFIXES]")
 	fs.IntVar(&fl.MinReporters, "fleet-min-reporters", fl.MinReporters, "a scan block of the fleet applies here once this many nodes saw the source scan [HBF_FLEET_MIN_REPORTERS]")
 	fs.IntVar(&fl.AcceptPerMinute, "fleet-accept-per-minute", fl.AcceptPerMinute, "new fleet blocks applied here per minute from any one node at most; 0: no limit [HBF_FLEET_ACCEPT_PER_MINUTE]")
@@ -137,15 +139,8 @@ func (d *daemonFlags) resolve(getenv func(string) string, findIface bool) (daemo
 		return cfg, fmt.Errorf("--log-connections %w", err)
 	}
 	fl := &cfg.Start.Fleet
-	switch d.fleetShare {
-	case "scans,manual", "manual,scans":
-		fl.ShareScans, fl.ShareManual = true, true
-	case "manual":
-		fl.ShareScans, fl.ShareManual = false, true
-	case "none":
-		fl.ShareScans, fl.ShareManual = false, false
-	default:
-		return cfg, fmt.Errorf("--fleet-share %q: use scans,manual, manual or none", d.fleetShare)
+	if err := daemon.ParseFleetShare(d.fleetShare, fl); err != nil {
+		return cfg, fmt.Errorf("--fleet-share %w", err)
 	}
 	if fl.Node == "" && fl.Enabled() {
 		if fl.Node, err = os.Hostname(); err != nil {

@@ -154,6 +154,9 @@ func metricsTable() string {
 				st.Errors[op] = 0
 			}
 			return st
+		},
+		Limits: func() ([]metrics.LimitStats, error) {
+			return []metrics.LimitStats{{Port: 22, Proto: "tcp"}}, nil
 		}}, "dev")
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/hbf-firewall/hbf/internal/limit"
 	"github.com/hbf-firewall/hbf/internal/policy"
 	"github.com/hbf-firewall/hbf/internal/ports"
 )
@@ -53,6 +54,31 @@ func (v prefixesValue) Set(s string) error {
 		}
 		*v.p = append(*v.p, p)
 	}
+	return nil
+}
+
+// limitsValue collects connection limits, repeatable or comma-separated:
+// "22/tcp=6/30s,5060/udp=50/10s".
+type limitsValue struct{ l *[]limit.Limit }
+
+func (v limitsValue) String() string {
+	s := make([]string, len(*v.l))
+	for i, l := range *v.l {
+		s[i] = l.String()
+	}
+	return strings.Join(s, ",")
+}
+func (v limitsValue) Type() string { return "limit" }
+func (v limitsValue) Set(s string) error {
+	var items []string
+	for _, l := range *v.l {
+		items = append(items, l.String())
+	}
+	ls, err := limit.ParseList(append(items, strings.Split(s, ",")...))
+	if err != nil {
+		return err
+	}
+	*v.l = ls
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/report"
+	"github.com/hbf-firewall/hbf/internal/store"
 )
 
 // The client commands' output: a table (or lines) for people, JSON with
@@ -119,7 +120,7 @@ func printWhy(w io.Writer, why api.Why) {
 		fmt.Fprintf(w, "): %s; since %s, %s; %d packets dropped\n", dash(b.Reason), stamp(b.Created),
 			untilText(b.Expires), b.Packets)
 		if len(b.Ports) > 0 {
-			fmt.Fprintf(w, "    scan evidence:")
+			fmt.Fprintf(w, "    %s:", map[bool]string{false: "scan evidence", true: "over the limit"}[b.Origin == string(store.OriginLimit)])
 			for _, p := range b.Ports {
 				fmt.Fprintf(w, " %s at %s", p, p.Seen.Local().Format("15:04:05.000"))
 			}
@@ -142,6 +143,10 @@ func printStatus(w io.Writer, st api.Status) error {
 	}
 	for _, l := range st.Lists {
 		fmt.Fprintf(tw, "list\t%s\t%d entries, loaded %s: %s\n", l.Source, l.Entries, stamp(l.Loaded), l.Status)
+	}
+	for _, l := range st.Limits {
+		fmt.Fprintf(tw, "limit\t%s\t%s; %d counted, %d over, %d blocked, %d dropped\n", l.Limit, l.Action,
+			l.Counted, l.Exceeded, l.Blocked, l.Dropped)
 	}
 	for _, section := range []struct {
 		name string

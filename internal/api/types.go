@@ -55,7 +55,7 @@ func (p PortSeen) String() string { return ports.Port{Num: p.Port, Proto: p.Prot
 // Block is one block as `hbf list` shows it.
 type Block struct {
 	Prefix  netip.Prefix `json:"prefix"`
-	Origin  string       `json:"origin"` // manual, scan, file, kernel, fleet:<node>, fail2ban:<jail>
+	Origin  string       `json:"origin"` // manual, scan, limit, file, kernel, fleet:<node>, fail2ban:<jail>
 	Reason  string       `json:"reason,omitempty"`
 	Source  string       `json:"source,omitempty"` // the list file, for origin file
 	By      string       `json:"by,omitempty"`
@@ -119,6 +119,22 @@ type Status struct {
 	Entries    map[string]int    `json:"entries"`
 	Store      string            `json:"store"` // "ok" or what recovery found
 	Lists      []ListStatus      `json:"lists,omitempty"`
+	Limits     []LimitStatus     `json:"limits,omitempty"`
+}
+
+// LimitStatus is a connection limit, and what it did since the maps that
+// keep it were made (they outlive restarts).
+type LimitStatus struct {
+	Limit    string `json:"limit"` // as --limit takes it: 22/tcp=6/30s
+	Port     uint16 `json:"port"`
+	Proto    string `json:"proto"`
+	Count    int    `json:"count"`
+	Window   string `json:"window"`
+	Action   string `json:"action"`   // block, escalate or drop
+	Counted  uint64 `json:"counted"`  // connections (UDP: datagrams)
+	Exceeded uint64 `json:"exceeded"` // connections over the limit
+	Blocked  uint64 `json:"blocked"`  // sources blocked
+	Dropped  uint64 `json:"dropped"`  // SYNs and datagrams dropped (:drop)
 }
 
 // ListStatus is a list hbf loads blocks from.

@@ -17,6 +17,7 @@ import (
 	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/fleet"
+	"github.com/hbf-firewall/hbf/internal/limit"
 	"github.com/hbf-firewall/hbf/internal/policy"
 	"github.com/hbf-firewall/hbf/internal/ports"
 	"github.com/hbf-firewall/hbf/internal/protect"
@@ -78,8 +79,10 @@ type Fleet struct {
 	AdminKey          string `flag:"fleet-admin-key"`
 	AdminUser         string `flag:"fleet-admin-user"`
 	AdminPasswordFile string `flag:"fleet-admin-password-file"`
-	// What this host publishes: its scan blocks, its --fleet manual ones.
+	// What this host publishes: its scan blocks, its blocks for
+	// connection limits, its --fleet manual ones.
 	ShareScans  bool `flag:"fleet-share"`
+	ShareLimits bool `flag:"fleet-share"`
 	ShareManual bool `flag:"fleet-share"`
 	// MemberPrefixes bound the addresses of the members this host
 	// protects; none: any global unicast address.
@@ -113,6 +116,8 @@ type Settings struct {
 	// (spoofed decoys); 0: no limit.
 	ScanBlocksPerMinute int
 	ScanPrefixV6        int // off-link IPv6 scanners are counted and blocked per this prefix
+	// Limits are the connection limits, one a port (--limit).
+	Limits []limit.Limit
 	// ResolvConf is read for the DNS resolvers, which are never blocked.
 	ResolvConf    string
 	LogFile       string        // "": events go to Stdout only
@@ -156,7 +161,7 @@ var Defaults = Config{
 		MetricsAddr:      "127.0.0.1:9717",
 		LogFormat:        report.Text,
 		Socket:           api.DefaultSocket,
-		Fleet: Fleet{Prefix: "/hbf", ShareScans: true, ShareManual: true, MinReporters: 1,
+		Fleet: Fleet{Prefix: "/hbf", ShareScans: true, ShareLimits: true, ShareManual: true, MinReporters: 1,
 			AcceptPerMinute: 60, Quota: 10000},
 	},
 	Settings: Settings{
@@ -179,7 +184,30 @@ var Defaults = Config{
 func (s Settings) program(ephemeral [2]uint16) dataplane.Settings {
 	return dataplane.Settings{MaxPorts: s.MaxPorts, Window: s.Window, BlockDuration: s.BlockDuration,
 		Monitor: s.Monitor, IgnorePorts: s.IgnorePorts, UDPScans: s.UDPScans, CountClosed: s.CountClosed,
-		Ephemeral: ephemeral, MaxBlocksPerMinute: s.ScanBlocksPerMinute, IPv6ScanPrefix: s.ScanPrefixV6}
+		Ephemeral: ephemeral, MaxBlocksPerMinute: s.ScanBlocksPerMinute, IPv6ScanPrefix: s.ScanPrefixV6,
+		Limits: s.Limits}
+}
+
+// ParseFleetShare reads --fleet-share: what this host publishes, a list of
+// scans, limits and manual, or none.
+func ParseFleetShare(s string, f *Fleet) error {
+	f.ShareScans, f.ShareLimits, f.ShareManual = false, false, false
+	if s == "none" {
+		return nil
+	}
+	for _, class := range strings.Split(s, ",") {
+		switch strings.TrimSpace(class) {
+		case "scans":
+			f.ShareScans = true
+		case "limits":
+			f.ShareLimits = true
+		case "manual":
+			f.ShareManual = true
+		default:
+			return fmt.Errorf("%q: %q is not a class of blocks; list scans, limits and manual (comma-separated), or none", s, class)
+		}
+	}
+	return nil
 }
 
 // ParseCountPorts reads --count-ports: all or closed.

@@ -35,6 +35,7 @@ type kernel interface {
 	dataplane.Rules
 	Counters() (dataplane.Counters, error)
 	SetSettings(dataplane.Settings) error
+	LimitStats() (map[ports.Port]dataplane.LimitStats, error)
 	SetOnLink([]netip.Prefix) error
 	SetLocalAddrs([]netip.Addr) error
 	SetServed([]ports.Port) error
@@ -306,7 +307,7 @@ func (d *daemon) writeDecisions() error {
 	d.backup()
 	in := metrics.Inputs{Dataplane: d.k, Blocked: d.state.InForce, Attached: d.links.attached, Lists: d.listHealth,
 		Repairs: d.links.repairCounts, Dropped: d.out.Dropped, UndoFailures: d.state.UndoFailures,
-		Protected: d.protectedCounts}
+		Protected: d.protectedCounts, Limits: d.limitMetrics}
 	for _, k := range protect.Kinds() {
 		in.ProtectedKinds = append(in.ProtectedKinds, k.String())
 	}

@@ -3,9 +3,11 @@ package daemon
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"time"
 
 	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/limit"
 	"github.com/hbf-firewall/hbf/internal/ports"
 	"github.com/hbf-firewall/hbf/internal/report"
 )
@@ -63,6 +65,8 @@ func (d *daemon) report(ev dataplane.Event) {
 		if d.conns.allow(ev.Time) {
 			d.publish(&report.Connection{Time: ev.Time, Iface: d.links.ifname(ev.Ifindex), Src: ev.Src, Dst: ev.Dst})
 		}
+	case *dataplane.LimitExceeded:
+		d.reportLimit(ev)
 	case *dataplane.Scan:
 		tried := make([]ports.Port, len(ev.Ports))
 		for i, p := range ev.Ports {
@@ -77,12 +81,7 @@ func (d *daemon) report(ev dataplane.Event) {
 		d.publish(sc)
 		if ev.Blocked {
 			expires, reason := d.state.OnScan(ev)
-			var duration time.Duration
-			if !expires.IsZero() {
-				duration = expires.Sub(ev.Time).Round(time.Second)
-			}
-			d.publish(&report.Block{Time: ev.Time, Prefix: ev.Source,
-				Reason: reason, Duration: duration, Expires: expires})
+			d.publishBlock(ev.Time, ev.Source, expires, reason)
 		}
 		if ev.RateLimited {
 			d.log.Warn("scanner not blocked: the minute's budget of scan blocks is spent (--scan-blocks-per-minute); its attempts are still dropped for the window",
@@ -93,6 +92,50 @@ func (d *daemon) report(ev dataplane.Event) {
 				"src", ev.Src)
 		}
 	}
+}
+
+// reportLimit reports a source over a connection limit, and records the
+// block the kernel made for it.
+func (d *daemon) reportLimit(ev *dataplane.LimitExceeded) {
+	l := &report.Limit{Time: ev.Time, Src: ev.Src.Addr(), Dst: ev.Dst, Port: ev.Port, Count: ev.Count,
+		Window: ev.Window, Allowlisted: ev.Allowlisted, WouldBlock: ev.WouldBlock, RateLimited: ev.RateLimited,
+		Throttled: ev.Throttled}
+	if ev.Source.Bits() < ev.Src.Addr().BitLen() {
+		l.Prefix = ev.Source
+	}
+	d.publish(l)
+	if ev.Blocked {
+		expires, reason := d.state.OnLimit(ev, d.limitOf(ev.Port).Action == limit.Escalate)
+		d.publishBlock(ev.Time, ev.Source, expires, reason)
+	}
+	if ev.RateLimited {
+		d.log.Warn("source over a connection limit not blocked: the minute's budget of kernel blocks is spent (--scan-blocks-per-minute)",
+			"src", ev.Source, "port", ev.Port)
+	}
+	if ev.BlockFailed {
+		d.log.Error("source over a connection limit not blocked: the block map is full", "src", ev.Source, "port", ev.Port)
+	}
+}
+
+// limitOf is the live limit of port; the zero Limit when it has none.
+func (d *daemon) limitOf(port ports.Port) limit.Limit {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, l := range d.live.Limits {
+		if l.Port == port {
+			return l
+		}
+	}
+	return limit.Limit{}
+}
+
+// publishBlock reports a block the kernel made, as the engine recorded it.
+func (d *daemon) publishBlock(at time.Time, p netip.Prefix, expires time.Time, reason string) {
+	var duration time.Duration
+	if !expires.IsZero() {
+		duration = expires.Sub(at).Round(time.Second)
+	}
+	d.publish(&report.Block{Time: at, Prefix: p, Reason: reason, Duration: duration, Expires: expires})
 }
 
 // flushSuppressed writes how many connection lines the limit held back.

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hbf-firewall/hbf/internal/decision"
 	"github.com/hbf-firewall/hbf/internal/fleet"
 	"github.com/hbf-firewall/hbf/internal/protect"
 	"github.com/hbf-firewall/hbf/internal/report"
@@ -68,7 +69,9 @@ func (d *daemon) openFleet() error {
 		recv: fleet.NewReceiver(f.Node, fleet.Limits{MinReporters: f.MinReporters, PerMinute: f.AcceptPerMinute, Quota: f.Quota})}
 	fl.node, err = fleet.NewNode(fleet.Config{Endpoints: f.Etcd, Layout: layout, Node: f.Node, TLS: tlsCfg,
 		Username: f.User, Password: password, Member: fl.member, Log: d.log.With("fleet", f.Node),
-		Own: func() []fleet.Block { return d.state.Shareable(f.ShareScans, f.ShareManual) }})
+		Own: func() []fleet.Block {
+			return d.state.Shareable(decision.Share{Scans: f.ShareScans, Limits: f.ShareLimits, Manual: f.ShareManual})
+		}})
 	if err != nil {
 		return fmt.Errorf("--node-name %w", err)
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/dataplane"
+	"github.com/hbf-firewall/hbf/internal/limit"
+	"github.com/hbf-firewall/hbf/internal/metrics"
 	"github.com/hbf-firewall/hbf/internal/natports"
 	"github.com/hbf-firewall/hbf/internal/ports"
 )
@@ -77,6 +79,9 @@ func (s *service) Status(context.Context) (api.Status, error) {
 		st.Counters["fleet_entries"] = uint64(f.Entries)
 		st.Counters["fleet_published"] = f.Published
 	}
+	if st.Limits, err = d.limitStatus(set.Limits); err != nil {
+		return api.Status{}, err
+	}
 	for _, l := range d.state.Lists() {
 		status := "ok"
 		if l.Degraded != "" {
@@ -105,4 +110,40 @@ func servedText(s natports.Snapshot) string {
 		text += " (" + unreadAdvice(s) + ")"
 	}
 	return text
+}
+
+// limitStatus is each limit with what it did.
+func (d *daemon) limitStatus(ls []limit.Limit) ([]api.LimitStatus, error) {
+	if len(ls) == 0 {
+		return nil, nil
+	}
+	stats, err := d.k.LimitStats()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.LimitStatus, 0, len(ls))
+	for _, l := range ls {
+		st := stats[l.Port]
+		out = append(out, api.LimitStatus{Limit: l.String(), Port: l.Port.Num, Proto: l.Port.Proto.String(),
+			Count: l.Count, Window: limit.WindowString(l.Window), Action: l.Action.String(),
+			Counted: st.Counted, Exceeded: st.Exceeded, Blocked: st.Blocked, Dropped: st.Dropped})
+	}
+	return out, nil
+}
+
+// limitMetrics is each limit with what it did, for /metrics.
+func (d *daemon) limitMetrics() ([]metrics.LimitStats, error) {
+	ls := d.currentProgram().Limits
+	if len(ls) == 0 {
+		return nil, nil
+	}
+	stats, err := d.k.LimitStats()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]metrics.LimitStats, len(ls))
+	for i, l := range ls {
+		out[i] = metrics.LimitStats{Port: l.Port.Num, Proto: l.Port.Proto.String(), LimitStats: stats[l.Port]}
+	}
+	return out, nil
 }

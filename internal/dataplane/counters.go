@@ -147,7 +147,7 @@ var counterTable = []Counter{
 		Help:  "Scanners and sources over a connection limit not blocked because the minute's budget of kernel blocks was spent (a scanner's attempts are still dropped for the window).",
 		index: hbfCounterCOUNTER_BLOCKS_RATE_LIMITED, field: func(k *Counters) *uint64 { return &k.BlocksRateLimited }},
 	{Status: "limits_exceeded", Metric: "hbf_connection_limits_exceeded_total",
-		Help:  "Connections (UDP: datagrams) over a connection limit, of every limit; hbf_connection_limit_* give each limit's.",
+		Help:  "Connections (UDP: datagrams) over a connection limit, of every limit; hbf_limit_exceeded_total gives each limit's.",
 		index: hbfCounterCOUNTER_LIMITS_EXCEEDED, field: func(k *Counters) *uint64 { return &k.LimitsExceeded }},
 	{Status: "limit_blocks", Metric: "hbf_connection_limit_blocks_total", Help: "Blocks the kernel made for sources over a connection limit.",
 		index: hbfCounterCOUNTER_LIMIT_BLOCKS, field: func(k *Counters) *uint64 { return &k.LimitBlocks }},

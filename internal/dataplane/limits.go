@@ -44,8 +44,8 @@ func limitKey(p ports.Port) uint32 {
 // count or window changed starts its sources' logs afresh; what each
 // limit did so far is kept.
 func (d *Dataplane) SetLimits(ls []limit.Limit) error {
-	if len(ls) > MaxLimits {
-		return fmt.Errorf("%d connection limits: at most %d", len(ls), MaxLimits)
+	if err := (Settings{Limits: ls}).validateLimits(); err != nil {
+		return err
 	}
 	d.limitMu.Lock()
 	defer d.limitMu.Unlock()
@@ -53,9 +53,6 @@ func (d *Dataplane) SetLimits(ls []limit.Limit) error {
 	want := make(map[uint32]bool, len(ls))
 	var fresh []uint32
 	for _, l := range ls {
-		if l.Count < 1 || l.Count > MaxLimitCount {
-			return fmt.Errorf("connection limit %s: the count must be 1 to %d", l, MaxLimitCount)
-		}
 		k := limitKey(l.Port)
 		want[k] = true
 		rule := hbfLimitRule{Count: uint32(l.Count), WindowMs: uint32(l.Window.Milliseconds())}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/hbf-firewall/hbf/internal/limit"
 	"github.com/hbf-firewall/hbf/internal/ports"
 )
 
@@ -51,6 +52,8 @@ type Settings struct {
 	// prefix of this length (one host owns a /64 and can rotate addresses
 	// in it); on-link ones (SetOnLink) per address. 128: per address.
 	IPv6ScanPrefix int
+	// Limits are the connection limits, one a port (SetLimits).
+	Limits []limit.Limit
 }
 
 // UDPScans is what UDP datagrams to closed ports count for.
@@ -84,8 +87,23 @@ func (s Settings) Validate() error {
 	if s.Ephemeral[0] > s.Ephemeral[1] {
 		return fmt.Errorf("ephemeral ports %d-%d: the first must not be above the last", s.Ephemeral[0], s.Ephemeral[1])
 	}
+	if err := s.validateLimits(); err != nil {
+		return err
+	}
 	if s.IPv6ScanPrefix < MinIPv6ScanPrefix || s.IPv6ScanPrefix > 128 {
 		return fmt.Errorf("IPv6 scan prefix /%d: must be between /%d and /128 (per address)", s.IPv6ScanPrefix, MinIPv6ScanPrefix)
+	}
+	return nil
+}
+
+func (s Settings) validateLimits() error {
+	if len(s.Limits) > MaxLimits {
+		return fmt.Errorf("%d connection limits: at most %d", len(s.Limits), MaxLimits)
+	}
+	for _, l := range s.Limits {
+		if l.Count < 1 || l.Count > MaxLimitCount {
+			return fmt.Errorf("connection limit %s: the count must be 1 to %d", l, MaxLimitCount)
+		}
 	}
 	return nil
 }
@@ -129,5 +147,5 @@ func (d *Dataplane) SetSettings(s Settings) error {
 	if err := d.objs.HbfConfig.Set(cfg); err != nil {
 		return fmt.Errorf("write settings: %w", err)
 	}
-	return nil
+	return d.SetLimits(s.Limits)
 }

@@ -44,11 +44,12 @@ type Fake struct {
 	allows                   map[netip.Prefix]dataplane.Rule
 	refuse                   func(op string, p netip.Prefix) error
 
-	counters dataplane.Counters
-	settings dataplane.Settings
-	onLink   []netip.Prefix
-	local    []netip.Addr
-	served   []ports.Port
+	counters   dataplane.Counters
+	settings   dataplane.Settings
+	limitStats map[ports.Port]dataplane.LimitStats
+	onLink     []netip.Prefix
+	local      []netip.Addr
+	served     []ports.Port
 }
 
 // NewFake returns an empty data plane whose clock is now (time.Now when

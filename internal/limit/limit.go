@@ -58,15 +58,15 @@ const Form = "PORT/PROTO=COUNT/WINDOW[:drop|:escalate], as 22/tcp=6/30s"
 
 // String writes l as Parse reads it.
 func (l Limit) String() string {
-	s := fmt.Sprintf("%d/%s=%d/%s", l.Port.Num, l.Port.Proto, l.Count, window(l.Window))
+	s := fmt.Sprintf("%d/%s=%d/%s", l.Port.Num, l.Port.Proto, l.Count, WindowString(l.Window))
 	if l.Action != Block && !(l.Port.Proto == ports.UDP && l.Action == Drop) {
 		s += ":" + l.Action.String()
 	}
 	return s
 }
 
-// window writes a duration as its shortest whole unit: 30s, 5m, 2h.
-func window(d time.Duration) string {
+// WindowString writes a window as its shortest whole unit: 30s, 5m, 2h.
+func WindowString(d time.Duration) string {
 	switch {
 	case d%time.Hour == 0:
 		return strconv.Itoa(int(d/time.Hour)) + "h"

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -53,6 +54,16 @@ type Inputs struct {
 	Protected func() (entries, unenforced map[string]int)
 	// ProtectedKinds are every kind, shown from the start.
 	ProtectedKinds []string
+	// Limits are the connection limits with what each did.
+	Limits func() ([]LimitStats, error)
+}
+
+// LimitStats is what one connection limit did; its port and protocol are
+// its labels (one limit a port, so the labels stay as few as the limits).
+type LimitStats struct {
+	Port  uint16
+	Proto string
+	dataplane.LimitStats
 }
 
 // FleetStats are what the hbf_fleet_ families show.
@@ -106,6 +117,11 @@ var (
 	descFleetErr  = prometheus.NewDesc("hbf_fleet_errors_total", "Failed operations with the fleet's etcd, by operation.", []string{"op"}, nil)
 	descLists     = prometheus.NewDesc("hbf_blocklist_sources", "Blocklist files and feeds, by state: ok, or degraded (an older version or copy in force).", []string{"state"}, nil)
 	descProtected = prometheus.NewDesc("hbf_protected_entries", "What hbf never blocks, by why: loopback, host, gateway, resolver, etcd, ssh, flag, ntp, metadata, manual (hbf allow), fleet (hbf allow --fleet), member.", []string{"kind"}, nil)
+	limitLabels   = []string{"port", "proto"}
+	descLimitConn = prometheus.NewDesc("hbf_limit_connections_total", "Connections (UDP: datagrams) a connection limit counted, by the limit's port.", limitLabels, nil)
+	descLimitOver = prometheus.NewDesc("hbf_limit_exceeded_total", "Connections (UDP: datagrams) over a connection limit, by the limit's port.", limitLabels, nil)
+	descLimitBlk  = prometheus.NewDesc("hbf_limit_blocks_total", "Sources a connection limit blocked, by the limit's port.", limitLabels, nil)
+	descLimitDrop = prometheus.NewDesc("hbf_limit_dropped_total", "SYNs and datagrams a connection limit's :drop dropped, by the limit's port.", limitLabels, nil)
 	descUnenforce = prometheus.NewDesc("hbf_protected_unenforced", "Protected entries the kernel's allowlist has no room for, by kind: no decision blocks them, but a forged scan could.", []string{"kind"}, nil)
 )
 
@@ -134,7 +150,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	for _, d := range []*prometheus.Desc{descBlocked, descRepairs, descScrapeErr, descAttached, descLists, descUndo,
-		descFleetUp, descMembers, descFleetN, descPublished, descRejected, descFleetErr, descProtected, descUnenforce} {
+		descFleetUp, descMembers, descFleetN, descPublished, descRejected, descFleetErr, descProtected, descUnenforce,
+		descLimitConn, descLimitOver, descLimitBlk, descLimitDrop} {
 		ch <- d
 	}
 }
@@ -201,6 +218,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for _, kind := range c.ProtectedKinds {
 			ch <- prometheus.MustNewConstMetric(descProtected, prometheus.GaugeValue, float64(entries[kind]), kind)
 			ch <- prometheus.MustNewConstMetric(descUnenforce, prometheus.GaugeValue, float64(unenforced[kind]), kind)
+		}
+	}
+	if c.Limits != nil {
+		ls, err := c.Limits()
+		if err != nil {
+			c.scrapeErrors.Add(1)
+		}
+		for _, l := range ls {
+			port := strconv.Itoa(int(l.Port))
+			counter(descLimitConn, l.Counted, port, l.Proto)
+			counter(descLimitOver, l.Exceeded, port, l.Proto)
+			counter(descLimitBlk, l.Blocked, port, l.Proto)
+			counter(descLimitDrop, l.Dropped, port, l.Proto)
 		}
 	}
 	counter(descScrapeErr, c.scrapeErrors.Load())
