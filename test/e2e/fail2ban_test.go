@@ -251,8 +251,8 @@ func startSSHD(t *testing.T, ns *netlab.NS, path string) *sshdLog {
 		t.Fatalf("ssh-keygen: %v: %s", err, out)
 	}
 	config := filepath.Join(dir, "sshd_config")
-	if err := os.WriteFile(config, []byte(fmt.Sprintf("Port 22\nListenAddress 0.0.0.0\nHostKey %s\nPidFile %s/sshd.pid\n"+
-		"PasswordAuthentication yes\nKbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin no\nMaxStartups 100\n", key, dir)), 0o600); err != nil {
+	if err := os.WriteFile(config, []byte(fmt.Sprintf("Port 22\nListenAddress 0.0.0.0\nListenAddress ::\nHostKey %s\nPidFile %s/sshd.pid\n"+
+		"PasswordAuthentication yes\nKbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin no\nMaxStartups 100\nLogLevel VERBOSE\n", key, dir)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil { // its privilege separation folder
@@ -271,6 +271,7 @@ func startSSHD(t *testing.T, ns *netlab.NS, path string) *sshdLog {
 	log := &sshdLog{}
 	ready := make(chan struct{})
 	go func() {
+		listening := 0
 		out, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 		if err != nil {
 			return
@@ -280,7 +281,10 @@ func startSSHD(t *testing.T, ns *netlab.NS, path string) *sshdLog {
 		for sc.Scan() {
 			now := time.Now()
 			if strings.HasPrefix(sc.Text(), "Server listening") {
-				close(ready)
+				listening++
+				if listening == 2 { // on IPv4 and IPv6
+					close(ready)
+				}
 			}
 			log.mu.Lock()
 			log.lines, log.at = append(log.lines, sc.Text()), append(log.at, now)
@@ -294,6 +298,35 @@ func startSSHD(t *testing.T, ns *netlab.NS, path string) *sshdLog {
 		t.Fatal("sshd not listening after 10 s")
 	}
 	return log
+}
+
+// mark is where the log is now, for connections to read from.
+func (l *sshdLog) mark() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.lines)
+}
+
+// connections returns the client ports of the connections sshd accepted
+// from addr since the mark from, in order, and how many password guesses
+// came on each.
+func (l *sshdLog) connections(addr netip.Addr, from int) (order []int, guesses map[int]int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	guesses = map[int]int{}
+	for _, line := range l.lines[from:] {
+		var port int
+		if rest, ok := strings.CutPrefix(line, "Connection from "+addr.String()+" port "); ok {
+			fmt.Sscanf(rest, "%d", &port)
+			order = append(order, port)
+		} else if strings.HasPrefix(line, "Failed password") {
+			if _, rest, ok := strings.Cut(line, " from "+addr.String()+" port "); ok {
+				fmt.Sscanf(rest, "%d", &port)
+				guesses[port]++
+			}
+		}
+	}
+	return order, guesses
 }
 
 // guesses returns when sshd saw each password guess from addr.

@@ -8,8 +8,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -314,4 +317,108 @@ func TestUDPLimitThrottles(t *testing.T) {
 	if blocks := d.listJSON(); len(blocks) != 0 {
 		t.Errorf("a UDP limit made blocks: %+v", blocks)
 	}
+}
+
+// runHydra guesses the passwords against the host's sshd from ns, until
+// it is done or ctx ends, and returns its output.
+func runHydra(ctx context.Context, t *testing.T, ns *netlab.NS, target netip.Addr, passwords string) string {
+	t.Helper()
+	args := []string{"-l", "admin", "-P", passwords, "-t", "4", "-w", "5", "-I"}
+	host := target.String()
+	if target.Is6() {
+		args, host = append(args, "-6"), "["+host+"]"
+	}
+	cmd := ns.Command(context.Background(), "hydra", append(args, "ssh://"+host)...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	// Its tasks are processes of their own: a process group, killed whole.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+	return out.String()
+}
+
+// hydra against a real sshd: without a limit it makes every guess of its
+// list; with --limit 22/tcp=3/60s its 4th connection is its last, and no
+// password guess comes on it or after. IPv4 and IPv6.
+func TestConnectionLimitStopsHydra(t *testing.T) {
+	testenv.RequireCommand(t, "hydra")
+	lab := newLab(t, netlab.Options{Peers: []string{"attacker"}})
+	logFile := filepath.Join(t.TempDir(), "sshd.log")
+	if err := os.WriteFile(logFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sshd := startSSHD(t, lab.Host, logFile)
+	attacker := lab.Peers["attacker"]
+	passwords := filepath.Join(t.TempDir(), "passwords")
+	var list strings.Builder
+	for i := range 24 {
+		fmt.Fprintf(&list, "guess%d\n", i)
+	}
+	if err := os.WriteFile(passwords, []byte(list.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// Without hbf: the baseline, over IPv4.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	runHydra(ctx, t, attacker, lab.Host.Addr4, passwords)
+	cancel()
+	conns, guesses := sshd.connections(attacker.Addr4, 0)
+	total := 0
+	for _, n := range guesses {
+		total += n
+	}
+	t.Logf("without hbf: hydra made %d connections and %d password guesses", len(conns), total)
+	if total < 24 {
+		t.Fatalf("without hbf, sshd saw %d guesses of 24: the lab's baseline is wrong", total)
+	}
+
+	d := startDaemon(t, lab, "--log-format", "json", "--limit", "22/tcp=3/60s")
+	for _, src := range []netip.Addr{attacker.Addr6, attacker.Addr4} {
+		dst := lab.Host.Addr4
+		if src.Is6() {
+			dst = lab.Host.Addr6
+		}
+		// The IPv4 run comes after the baseline's connections left the
+		// window of a limit that did not exist then: hbf counts from its
+		// start.
+		from := sshd.mark()
+		out := make(chan string, 1)
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { out <- runHydra(ctx, t, attacker, dst, passwords) }()
+		d.blockEvent(src.String(), "connection limit 22/tcp")
+		time.Sleep(5 * time.Second) // hydra goes on, into the drop
+		conns, guesses := sshd.connections(src, from)
+		total, late := 0, 0
+		for i, port := range conns {
+			total += guesses[port]
+			if i >= 3 {
+				late += guesses[port]
+			}
+		}
+		t.Logf("with hbf (%s): sshd accepted %d connections and saw %d guesses, %d after the 3rd connection",
+			src, len(conns), total, late)
+		if late > 0 || len(conns) > 4 {
+			t.Errorf("hydra's guesses reached sshd past its 3rd connection (%d), or its 5th connection did (%d accepted)", late, len(conns))
+		}
+		if n := len(d.limitEvents(src)); n != 1 {
+			t.Errorf("%d limit events from %s, want 1", n, src)
+		}
+		cancel()
+		t.Logf("hydra: %s", lastLines(<-out, 3))
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], " | ")
 }
