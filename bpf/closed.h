@@ -67,27 +67,28 @@ static __always_inline int answers_host(void *ctx, int xdp, struct bpf_sock_tupl
 	return opts.dir == CT_DIR_REPLY;
 }
 
-/* open_port_now is the open_ports clock: now_ns() in its units. */
-static __always_inline __u32 open_port_now(void)
+/* open_port_now is the open_ports clock: now_ns() in its units; now is a
+ * reading an earlier step of the packet took, or 0. */
+static __always_inline __u32 open_port_now(__u64 now)
 {
-	return now_ns() >> OPEN_PORT_UNIT_SHIFT;
+	return (now ? now : now_ns()) >> OPEN_PORT_UNIT_SHIFT;
 }
 
 /* recently_open reports whether a server's socket held the UDP port
  * within OPEN_PORT_TTL. */
-static __always_inline int recently_open(const struct packet *pkt)
+static __always_inline int recently_open(const struct packet *pkt, __u64 now)
 {
 	__u32 idx = port_key(pkt);
 	__u32 *seen = bpf_map_lookup_elem(&open_ports, &idx);
-	return seen && open_port_now() - *seen < OPEN_PORT_TTL;
+	return seen && open_port_now(now) - *seen < OPEN_PORT_TTL;
 }
 
-static __always_inline void remember_open(const struct packet *pkt)
+static __always_inline void remember_open(const struct packet *pkt, __u64 now)
 {
 	__u32 idx = port_key(pkt);
 	__u32 *seen = bpf_map_lookup_elem(&open_ports, &idx);
 	if (seen)
-		*seen = open_port_now();
+		*seen = open_port_now(now);
 }
 
 /* server_socket: bound to every address, connected to none. */
@@ -104,7 +105,7 @@ static __always_inline int server_socket(struct bpf_sock *sk)
  * which hook's ctx it is. A UDP server's port found open is taken for
  * open for OPEN_PORT_TTL more without asking: a busy DNS or QUIC server's
  * datagrams skip the lookup. */
-static __always_inline int socket_holds(void *ctx, int xdp, const struct packet *pkt)
+static __always_inline int socket_holds(void *ctx, int xdp, const struct packet *pkt, __u64 now)
 {
 	struct bpf_sock_tuple t = {};
 	__u32 size;
@@ -132,7 +133,7 @@ static __always_inline int socket_holds(void *ctx, int xdp, const struct packet 
 	struct bpf_sock *sk = bpf_sk_lookup_udp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
 	if (sk) {
 		if (server_socket(sk))
-			remember_open(pkt);
+			remember_open(pkt, now);
 		bpf_sk_release(sk);
 		return 1;
 	}
@@ -142,19 +143,20 @@ static __always_inline int socket_holds(void *ctx, int xdp, const struct packet 
 /* closed_port reports whether the packet tries a closed port of the host:
  * one of the host's own addresses, a port neither ignored, nor served
  * without a socket (DNAT, IPVS), nor held by a socket. The checks go
- * cheapest first; the socket lookup only where nothing else decided. */
+ * cheapest first; the socket lookup only where nothing else decided. now
+ * is the clock as an earlier step read it for the packet, or 0. */
 static __always_inline int closed_port(void *ctx, int xdp, const struct packet *pkt, const __u64 *ignored,
-				       const __u64 *served)
+				       const __u64 *served, __u64 now)
 {
 	if (port_in(ignored, pkt->dport) || port_in(served, pkt->dport))
 		return 0;
 	/* A server's port is open on every address: forwarded traffic to it
 	 * would not count either. */
-	if (pkt->proto == PROTO_UDP && recently_open(pkt))
+	if (pkt->proto == PROTO_UDP && recently_open(pkt, now))
 		return 0;
 	if (!bpf_map_lookup_elem(&local_addrs, &pkt->daddr))
 		return 0;
-	return !socket_holds(ctx, xdp, pkt);
+	return !socket_holds(ctx, xdp, pkt, now);
 }
 
 /* late_answer: a datagram from a well-known port into the host's

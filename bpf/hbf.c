@@ -181,12 +181,12 @@ static __always_inline __u32 ingress_ifindex(void *ctx, int xdp)
 }
 
 /* udp_datagram decides a UDP datagram of a source not blocked: only one to
- * a closed port of the host counts. */
-static __always_inline int udp_datagram(void *ctx, int xdp, const struct packet *pkt, int allowed)
+ * a closed port of the host counts. now: the clock if read, or 0. */
+static __always_inline int udp_datagram(void *ctx, int xdp, const struct packet *pkt, int allowed, __u64 now)
 {
 	if (READ_ONCE(hbf_config.flags) & CONFIG_UDP_OFF)
 		return XDP_PASS;
-	if (late_answer(pkt) || !closed_port(ctx, xdp, pkt, hbf_ignored_udp, hbf_served_udp))
+	if (late_answer(pkt) || !closed_port(ctx, xdp, pkt, hbf_ignored_udp, hbf_served_udp, now))
 		return XDP_PASS;
 	return attempt(ingress_ifindex(ctx, xdp), pkt, ATTEMPT_UDP, allowed);
 }
@@ -196,7 +196,7 @@ static __always_inline int udp_datagram(void *ctx, int xdp, const struct packet 
 static __always_inline int syn_kind(void *ctx, int xdp, const struct packet *pkt)
 {
 	if (READ_ONCE(hbf_config.flags) & CONFIG_COUNT_CLOSED)
-		return closed_port(ctx, xdp, pkt, hbf_ignored_tcp, hbf_served_tcp) ? ATTEMPT_SYN : ATTEMPT_UNCOUNTED;
+		return closed_port(ctx, xdp, pkt, hbf_ignored_tcp, hbf_served_tcp, 0) ? ATTEMPT_SYN : ATTEMPT_UNCOUNTED;
 	return port_in(hbf_ignored_tcp, pkt->dport) ? ATTEMPT_UNCOUNTED : ATTEMPT_SYN;
 }
 
@@ -231,14 +231,19 @@ static __always_inline int decide(void *ctx, int xdp, void *data, void *end, __u
 	if (r != PARSE_OK)
 		return parse_verdict(r);
 	if (pkt.proto == PROTO_UDP) {
-		if (port_in(hbf_limited_udp, pkt.dport) && throttled(&pkt, 1, allowed))
-			return drop(COUNTER_DROP_LIMIT);
-		return udp_datagram(ctx, xdp, &pkt, allowed);
+		__u64 now = 0;
+		if (port_in(hbf_limited_udp, pkt.dport)) {
+			/* Read once, for the limit and the open-port cache. */
+			now = now_ns();
+			if (throttled(&pkt, 1, allowed, now))
+				return drop(COUNTER_DROP_LIMIT);
+		}
+		return udp_datagram(ctx, xdp, &pkt, allowed, now);
 	}
 
 	__u8 f = pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN);
 	if (f == TCP_SYN) {
-		if (port_in(hbf_limited_tcp, pkt.dport) && throttled(&pkt, 0, allowed))
+		if (port_in(hbf_limited_tcp, pkt.dport) && throttled(&pkt, 0, allowed, 0))
 			return drop(COUNTER_DROP_LIMIT);
 		return attempt(ingress_ifindex(ctx, xdp), &pkt, syn_kind(ctx, xdp, &pkt), allowed);
 	}

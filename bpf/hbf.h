@@ -164,22 +164,29 @@ enum scan_event_flags {
  * source's last HBF_LIMIT_MAX_COUNT connections to a port. */
 #define HBF_LIMIT_MAX_COUNT 64
 
-enum limit_layout {
-	LIMIT_MAX_COUNT = HBF_LIMIT_MAX_COUNT, /* for the daemon, through bpf2go */
+/* Ports with a limit at once, at most: the entries of limit_counters. */
+#define HBF_LIMIT_SLOTS 1024
+
+enum limit_layout { /* for the daemon, through bpf2go */
+	LIMIT_MAX_COUNT = HBF_LIMIT_MAX_COUNT,
+	LIMIT_SLOTS = HBF_LIMIT_SLOTS,
+	DATAGRAM_LOG_BITS = 13,
 };
 
 enum limit_flags {
 	LIMIT_DROP = 1, /* over the limit: drop the source's SYNs (datagrams) to the port; never block */
 };
 
-/* Value of the limits map, keyed by port | PORT_UDP: the limit, and what
- * it did (atomic adds; the daemon carries them over when it rewrites the
- * limit). */
+/* Value of the limits map, indexed by port | PORT_UDP. */
 struct limit_rule {
-	__u32 count;
+	__u32 count; /* 0: the port has no limit */
 	__u32 window_ms;
 	__u32 flags; /* enum limit_flags */
-	__u32 _pad;
+	__u32 slot;  /* its entry in limit_counters */
+};
+
+/* What a limit did: per CPU, summed by the daemon. */
+struct limit_stats {
 	__u64 counted;  /* connections (datagrams) counted */
 	__u64 exceeded; /* connections over the limit: a burst's first and every later one */
 	__u64 blocked;  /* sources it blocked */
@@ -198,6 +205,18 @@ struct limit_key {
 struct conn_log {
 	__u32 n;        /* connections logged: the next one's index */
 	__u32 reported; /* 1 once this burst over the limit was reported */
+	__u64 t[HBF_LIMIT_MAX_COUNT];
+};
+
+/* A source's last datagrams to a port, their times in ms in a ring of
+ * count slots (a division a datagram would cost a tenth of its path).
+ * Written without atomics: a UDP limit only throttles, and
+ * two CPUs racing on one source's datagrams may let one more through. */
+struct datagram_log {
+	struct limit_key key; /* whose log it is: another source's replaces it */
+	__u32 filled;         /* slots written, up to the count */
+	__u32 next;           /* the slot of the next datagram: the oldest once filled */
+	__u32 reported;
 	__u64 t[HBF_LIMIT_MAX_COUNT];
 };
 

@@ -31,12 +31,21 @@
 __u64 hbf_limited_tcp[65536 / 64];
 __u64 hbf_limited_udp[65536 / 64];
 
+/* Indexed by port | PORT_UDP: an array, whose lookup costs a datagram a
+ * load where a hash's cost it a hash. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u32); /* port | PORT_UDP */
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * 65536);
+	__type(key, __u32);
 	__type(value, struct limit_rule);
 } limits SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HBF_LIMIT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct limit_stats);
+} limit_counters SEC(".maps");
 
 /* TCP sources' logs. An LRU: a full table reuses the least recently
  * touched log, and only completed handshakes touch it. */
@@ -48,12 +57,15 @@ struct {
 	__type(value, struct conn_log);
 } conn_logs SEC(".maps");
 
-/* UDP sources' logs. */
+/* UDP sources' logs: one slot a hash of the source and port, taken over
+ * by another source that hashes there. A forger can throttle any source
+ * outright, so the hash needs no secret; it is a multiply, where a keyed
+ * hash or an LRU lookup cost a datagram more than the rest of its path. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 1 << 13);
-	__type(key, struct limit_key);
-	__type(value, struct conn_log);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << DATAGRAM_LOG_BITS);
+	__type(key, __u32);
+	__type(value, struct datagram_log);
 } datagram_logs SEC(".maps");
 
 /* An empty log to insert from: it would take half the stack. */
@@ -140,11 +152,11 @@ static __always_inline struct conn_log *log_of(void *map, const struct limit_key
 	return log;
 }
 
-/* first_report reports whether this is the first time the log's burst
- * over the limit is reported. */
-static __always_inline int first_report(struct conn_log *log)
+/* first_report reports whether this is the first time a log's burst
+ * over the limit is reported; reported is the log's flag. */
+static __always_inline int first_report(__u32 *reported)
 {
-	return READ_ONCE(log->reported) == 0 && __sync_lock_test_and_set(&log->reported, 1) == 0;
+	return READ_ONCE(*reported) == 0 && __sync_lock_test_and_set(reported, 1) == 0;
 }
 
 /* under_limit notes that the source is under its limit again: its next
@@ -180,46 +192,103 @@ static __always_inline void report_limit(const struct limit_key *key, __u8 keyle
 	bpf_ringbuf_submit(ev, BPF_RB_FORCE_WAKEUP);
 }
 
+/* stats_of is the limit's statistics on this CPU; NULL cannot happen. */
+static __always_inline struct limit_stats *stats_of(const struct limit_rule *l)
+{
+	__u32 slot = READ_ONCE(l->slot);
+	return bpf_map_lookup_elem(&limit_counters, &slot);
+}
+
+/* datagram_log is key's log, taken over when another source's is there. */
+static __always_inline struct datagram_log *datagram_log(const struct limit_key *key)
+{
+	const __u64 *w = (const __u64 *)key->src.b;
+	__u32 i = ((w[0] ^ w[1] ^ key->port) * FILTER_HASH64) >> (64 - DATAGRAM_LOG_BITS);
+	struct datagram_log *log = bpf_map_lookup_elem(&datagram_logs, &i);
+	if (!log)
+		return NULL;
+	const __u64 *have = (const __u64 *)log->key.src.b;
+	if (have[0] != w[0] || have[1] != w[1] || log->key.port != key->port) {
+		log->key = *key;
+		log->filled = 0;
+		log->next = 0;
+		log->reported = 0;
+	}
+	return log;
+}
+
+/* datagram_over reports whether a datagram at now_ms is over the limit,
+ * and logs it when it is not. */
+static __always_inline int datagram_over(struct datagram_log *log, const struct limit_rule *l, __u64 now_ms)
+{
+	__u32 count = READ_ONCE(l->count), next = log->next, filled = log->filled;
+	if (next >= count || next >= HBF_LIMIT_MAX_COUNT)
+		next = 0; /* the count changed */
+	if (filled >= count && log_age(log->t[next], now_ms) < READ_ONCE(l->window_ms))
+		return 1;
+	log->t[next] = now_ms;
+	log->next = next + 1 < count ? next + 1 : 0;
+	if (filled < count)
+		log->filled = filled + 1;
+	if (log->reported)
+		log->reported = 0;
+	return 0;
+}
+
 /* throttled decides a SYN or a datagram (pkt) to a port with a limit,
  * in the XDP program: whether to drop it. A SYN only reads its source's
  * log (a forged SYN leaves nothing); a datagram that passes is logged.
- * allowed: the source is known to be allowlisted. A function the verifier
- * checks once, for both callers. */
-__noinline int throttled(const struct packet *pkt, int udp, int allowed)
+ * allowed: the source is known to be allowlisted; now: the clock, as the
+ * caller read it for a datagram's later steps too (0 for a SYN). A
+ * function the verifier checks once, for both callers. */
+__noinline int throttled(const struct packet *pkt, int udp, int allowed, __u64 now)
 {
 	if (!pkt)
 		return 0;
 	struct limit_key key = { .port = pkt->dport | (udp ? PORT_UDP : 0) };
 	struct limit_rule *l = bpf_map_lookup_elem(&limits, &key.port);
-	if (!l || !(READ_ONCE(l->flags) & LIMIT_DROP))
+	if (!l || !READ_ONCE(l->count) || !(READ_ONCE(l->flags) & LIMIT_DROP))
+		return 0;
+	struct limit_stats *st = stats_of(l);
+	if (!st)
 		return 0;
 	__u8 keylen = source_key(&pkt->saddr, pkt->family == 6, &key.src);
-	struct conn_log *log = udp ? log_of(&datagram_logs, &key) : bpf_map_lookup_elem(&conn_logs, &key);
-	if (!log)
-		return 0;
-	/* A TCP log is on the tracer's fine clock, which the coarse one lags by
-	 * up to a tick. */
-	__u64 now = udp ? now_ns() : clock_ns(1);
-	if (!log_full(log, l, now / 1000000)) {
-		if (udp) {
-			__sync_fetch_and_add(&l->counted, 1);
-			log_add(log, l, now / 1000000);
+	__u32 *reported;
+	if (udp) {
+		struct datagram_log *log = datagram_log(&key);
+		if (!log)
+			return 0;
+		if (!now)
+			now = now_ns();
+		st->counted++;
+		if (!datagram_over(log, l, now / 1000000))
+			return 0;
+		reported = &log->reported;
+	} else {
+		struct conn_log *log = bpf_map_lookup_elem(&conn_logs, &key);
+		if (!log)
+			return 0;
+		/* A TCP log is on the tracer's fine clock, which the coarse one
+		 * lags by up to a tick. */
+		now = clock_ns(1);
+		if (!log_full(log, l, now / 1000000)) {
+			under_limit(log);
+			return 0;
 		}
-		under_limit(log);
-		return 0;
+		reported = &log->reported;
 	}
-	__sync_fetch_and_add(&l->exceeded, 1);
+	st->exceeded++;
 	count(COUNTER_LIMITS_EXCEEDED);
 	__u8 flags = SCAN_EV_THROTTLED;
 	if (allowed || allowlisted(filter_words(), &pkt->saddr, pkt->family == 4 || ipv4_mapped(&pkt->saddr)))
 		flags = SCAN_EV_ALLOWLISTED;
 	else if (READ_ONCE(hbf_config.flags) & CONFIG_MONITOR)
 		flags = SCAN_EV_MONITOR;
-	if (first_report(log))
+	if (first_report(reported))
 		report_limit(&key, keylen, &pkt->saddr, &pkt->daddr, pkt->family, pkt->sport, l, now, flags, 0);
 	if (flags != SCAN_EV_THROTTLED)
 		return 0;
-	__sync_fetch_and_add(&l->dropped, 1);
+	st->dropped++;
 	return 1;
 }
 
@@ -268,7 +337,10 @@ static __always_inline void conn_over(const struct limit_key *key, __u8 keylen, 
 				      const struct addr *daddr, __u8 family, __u16 sport,
 				      struct limit_rule *l, struct conn_log *log, __u64 now)
 {
-	__sync_fetch_and_add(&l->exceeded, 1);
+	struct limit_stats *st = stats_of(l);
+	if (!st)
+		return;
+	st->exceeded++;
 	count(COUNTER_LIMITS_EXCEEDED);
 	if (READ_ONCE(l->flags) & LIMIT_DROP)
 		return; /* the XDP program drops its next SYNs, and reports them */
@@ -281,10 +353,10 @@ static __always_inline void conn_over(const struct limit_key *key, __u8 keylen, 
 	else
 		flags = block_source(&key->src, keylen, now, ORIGIN_LIMIT, &expires);
 	if (flags == SCAN_EV_BLOCKED)
-		__sync_fetch_and_add(&l->blocked, 1);
+		st->blocked++;
 	/* A block is reported each time it is made; what leaves the source
 	 * free, once a burst. */
-	if (flags == SCAN_EV_BLOCKED || first_report(log))
+	if (flags == SCAN_EV_BLOCKED || first_report(&log->reported))
 		report_limit(key, keylen, saddr, daddr, family, sport, l, now, flags, expires);
 }
 
@@ -303,7 +375,10 @@ int hbf_conn_tracer(struct inet_sock_set_state_args *ctx)
 		return 0;
 	struct limit_key key = { .port = port };
 	struct limit_rule *l = bpf_map_lookup_elem(&limits, &key.port);
-	if (!l)
+	if (!l || !READ_ONCE(l->count))
+		return 0;
+	struct limit_stats *st = stats_of(l);
+	if (!st)
 		return 0;
 
 	struct addr saddr, daddr;
@@ -314,7 +389,7 @@ int hbf_conn_tracer(struct inet_sock_set_state_args *ctx)
 	struct conn_log *log = log_of(&conn_logs, &key);
 	if (!log)
 		return 0;
-	__sync_fetch_and_add(&l->counted, 1);
+	st->counted++;
 	__u64 now = clock_ns(1);
 	if (log_add(log, l, now / 1000000))
 		conn_over(&key, keylen, &saddr, &daddr, family, ctx->dport, l, log, now);

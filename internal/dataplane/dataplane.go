@@ -135,9 +135,13 @@ type Dataplane struct {
 	// netns is the inode number of the network namespace whose
 	// connections the limits count: this process's.
 	netns uint32
-	// limitMu serialises SetLimits, which owns tracer.
+	// limitMu serialises SetLimits, which owns tracer and limitSlots.
 	limitMu sync.Mutex
 	tracer  link.Link
+	// limitSlots are the ports with a limit (port | PORT_UDP) and their
+	// entries in limit_counters; nil until read from the maps.
+	limitSlots   map[uint32]uint32
+	possibleCPUs int
 }
 
 // Load loads the program, built for opts.Hook, adopting the maps pinned under
@@ -195,6 +199,9 @@ func Open(opts Options) (*Dataplane, error) {
 	}
 	if d.netns, err = netnsInode(); err != nil {
 		return nil, err
+	}
+	if d.possibleCPUs, err = ebpf.PossibleCPU(); err != nil {
+		return nil, fmt.Errorf("count the possible CPUs: %w", err)
 	}
 	collOpts := &ebpf.CollectionOptions{}
 	if opts.PinPath != "" {

@@ -111,6 +111,15 @@ const (
 	hbfCounterCOUNTER_MAX                 hbfCounter = 28
 )
 
+type hbfDatagramLog struct {
+	_        structs.HostLayout
+	Key      hbfLimitKey
+	Filled   uint32
+	Next     uint32
+	Reported uint32
+	T        [64]uint64
+}
+
 type hbfEventType uint32
 
 const (
@@ -182,7 +191,9 @@ type hbfLimitKey struct {
 type hbfLimitLayout uint32
 
 const (
-	hbfLimitLayoutLIMIT_MAX_COUNT hbfLimitLayout = 64
+	hbfLimitLayoutLIMIT_MAX_COUNT   hbfLimitLayout = 64
+	hbfLimitLayoutLIMIT_SLOTS       hbfLimitLayout = 1024
+	hbfLimitLayoutDATAGRAM_LOG_BITS hbfLimitLayout = 13
 )
 
 type hbfLimitRule struct {
@@ -190,7 +201,11 @@ type hbfLimitRule struct {
 	Count    uint32
 	WindowMs uint32
 	Flags    uint32
-	Pad      uint32
+	Slot     uint32
+}
+
+type hbfLimitStats struct {
+	_        structs.HostLayout
 	Counted  uint64
 	Exceeded uint64
 	Blocked  uint64
@@ -299,6 +314,7 @@ const (
 	hbfMapEvents               = "events"
 	hbfMapFirstAttempts        = "first_attempts"
 	hbfMapIgnoredAttempts      = "ignored_attempts"
+	hbfMapLimitCounters        = "limit_counters"
 	hbfMapLimits               = "limits"
 	hbfMapLocalAddrs           = "local_addrs"
 	hbfMapOnlinkPrefixes       = "onlink_prefixes"
@@ -402,6 +418,7 @@ type hbfMapSpecs struct {
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	FirstAttempts   *ebpf.MapSpec `ebpf:"first_attempts"`
 	IgnoredAttempts *ebpf.MapSpec `ebpf:"ignored_attempts"`
+	LimitCounters   *ebpf.MapSpec `ebpf:"limit_counters"`
 	Limits          *ebpf.MapSpec `ebpf:"limits"`
 	LocalAddrs      *ebpf.MapSpec `ebpf:"local_addrs"`
 	OnlinkPrefixes  *ebpf.MapSpec `ebpf:"onlink_prefixes"`
@@ -477,6 +494,7 @@ type hbfMaps struct {
 	Events          *ebpf.Map `ebpf:"events"`
 	FirstAttempts   *ebpf.Map `ebpf:"first_attempts"`
 	IgnoredAttempts *ebpf.Map `ebpf:"ignored_attempts"`
+	LimitCounters   *ebpf.Map `ebpf:"limit_counters"`
 	Limits          *ebpf.Map `ebpf:"limits"`
 	LocalAddrs      *ebpf.Map `ebpf:"local_addrs"`
 	OnlinkPrefixes  *ebpf.Map `ebpf:"onlink_prefixes"`
@@ -500,6 +518,7 @@ func (m *hbfMaps) Close() error {
 		m.Events,
 		m.FirstAttempts,
 		m.IgnoredAttempts,
+		m.LimitCounters,
 		m.Limits,
 		m.LocalAddrs,
 		m.OnlinkPrefixes,

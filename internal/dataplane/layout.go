@@ -32,7 +32,7 @@ const layoutVersion = "v8"
 // earlierLayouts are the layouts Load migrates from, newest first, each
 // with what the next one changed; migrate.go converts what needs it.
 var earlierLayouts = []string{
-	"v7", // v8: connection limits (limits, conn_logs, datagram_logs)
+	"v7", // v8: connection limits (limits, limit_counters, conn_logs, datagram_logs)
 	"v6", // v7: exact blocks in a map per family, IPv4's keyed by 4 bytes (blocks split into blocks4 and blocks6); block_filter's words in one element
 	"v5", // v6: block_filter holds the IPv6 allowlist by /64 too
 	"v4", // v5: block_filter holds the allowlist's bits too
@@ -52,6 +52,7 @@ var pinnedMaps = []string{
 	hbfMapCounters,
 	hbfMapBlockFilter,
 	hbfMapLimits,
+	hbfMapLimitCounters,
 	hbfMapConnLogs,
 	hbfMapDatagramLogs,
 }
@@ -146,6 +147,8 @@ func (d *Dataplane) mapByName(name string) (*ebpf.Map, error) {
 		return d.objs.BlockFilter, nil
 	case hbfMapLimits:
 		return d.objs.Limits, nil
+	case hbfMapLimitCounters:
+		return d.objs.LimitCounters, nil
 	case hbfMapConnLogs:
 		return d.objs.ConnLogs, nil
 	case hbfMapDatagramLogs:

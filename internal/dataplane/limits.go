@@ -42,39 +42,66 @@ func limitKey(p ports.Port) uint32 {
 // connection tracer while a TCP port has one (stops it while none does:
 // it costs every TCP state change of the host a call). A limit whose
 // count or window changed starts its sources' logs afresh; what each
-// limit did so far is kept.
+// limit did so far is kept while the port has a limit.
 func (d *Dataplane) SetLimits(ls []limit.Limit) error {
 	if err := (Settings{Limits: ls}).validateLimits(); err != nil {
 		return err
 	}
 	d.limitMu.Lock()
 	defer d.limitMu.Unlock()
+	if d.limitSlots == nil {
+		// The limits an earlier process left in the pinned maps.
+		d.limitSlots = map[uint32]uint32{}
+		err := eachBatch(d.objs.Limits, func(k *uint32, r *hbfLimitRule) error {
+			if r.Count != 0 {
+				d.limitSlots[*k] = r.Slot
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("read the connection limits: %w", err)
+		}
+	}
+	slots := make(map[uint32]uint32, len(ls))
+	taken := make(map[uint32]bool, len(ls))
+	for _, l := range ls {
+		if slot, ok := d.limitSlots[limitKey(l.Port)]; ok {
+			slots[limitKey(l.Port)], taken[slot] = slot, true
+		}
+	}
 	var tcp, udp [65536 / 64]uint64
-	want := make(map[uint32]bool, len(ls))
 	var fresh []uint32
+	next := uint32(0)
 	for _, l := range ls {
 		k := limitKey(l.Port)
-		want[k] = true
 		rule := hbfLimitRule{Count: uint32(l.Count), WindowMs: uint32(l.Window.Milliseconds())}
 		if l.Action == limit.Drop {
 			rule.Flags = uint32(hbfLimitFlagsLIMIT_DROP)
 		}
-		var old hbfLimitRule
-		err := d.objs.Limits.Lookup(k, &old)
-		switch {
-		case err == nil && old.Count == rule.Count && old.WindowMs == rule.WindowMs && old.Flags == rule.Flags:
-		case err == nil || errors.Is(err, ebpf.ErrKeyNotExist):
-			if err == nil {
-				rule.Counted, rule.Exceeded, rule.Blocked, rule.Dropped = old.Counted, old.Exceeded, old.Blocked, old.Dropped
-				if old.Count != rule.Count || old.WindowMs != rule.WindowMs {
-					fresh = append(fresh, k)
-				}
+		slot, kept := slots[k]
+		if !kept {
+			for taken[next] {
+				next++
 			}
+			slot, taken[next] = next, true
+			slots[k] = slot
+			// A new limit starts from nothing, whatever a removed one left.
+			if err := d.objs.LimitCounters.Update(slot, make([]hbfLimitStats, d.possibleCPUs), ebpf.UpdateAny); err != nil {
+				return fmt.Errorf("clear the counters of connection limit %s: %w", l, err)
+			}
+		}
+		rule.Slot = slot
+		var old hbfLimitRule
+		if err := d.objs.Limits.Lookup(k, &old); err != nil {
+			return fmt.Errorf("read connection limit %s: %w", l, err)
+		}
+		if old.Count != 0 && (old.Count != rule.Count || old.WindowMs != rule.WindowMs) {
+			fresh = append(fresh, k)
+		}
+		if old != rule {
 			if err := d.objs.Limits.Update(k, rule, ebpf.UpdateAny); err != nil {
 				return fmt.Errorf("write connection limit %s: %w", l, err)
 			}
-		default:
-			return fmt.Errorf("read connection limit %s: %w", l, err)
 		}
 		set := &tcp
 		if l.Port.Proto == ports.UDP {
@@ -94,25 +121,18 @@ func (d *Dataplane) SetLimits(ls []limit.Limit) error {
 		return fmt.Errorf("write the ports with a UDP limit: %w", err)
 	}
 	var stale []uint32
-	var k uint32
-	var v hbfLimitRule
-	it := d.objs.Limits.Iterate()
-	for it.Next(&k, &v) {
-		if !want[k] {
+	for k := range d.limitSlots {
+		if _, ok := slots[k]; !ok {
+			if err := d.objs.Limits.Update(k, hbfLimitRule{}, ebpf.UpdateAny); err != nil {
+				return fmt.Errorf("remove the connection limit of %s: %w", portOf(k), err)
+			}
 			stale = append(stale, k)
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("walk the connection limits: %w", err)
-	}
-	for _, k := range stale {
-		if err := d.objs.Limits.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("remove the connection limit of %s: %w", portOf(k), err)
 		}
 	}
 	if err := d.forgetLogs(stale); err != nil {
 		return err
 	}
+	d.limitSlots = slots
 	hasTCP := false
 	for _, l := range ls {
 		hasTCP = hasTCP || l.Port.Proto == ports.TCP
@@ -132,23 +152,34 @@ func (d *Dataplane) forgetLogs(keys []uint32) error {
 	for _, k := range keys {
 		drop[k] = true
 	}
-	for _, m := range []*ebpf.Map{d.objs.ConnLogs, d.objs.DatagramLogs} {
-		var key hbfLimitKey
-		var stale []hbfLimitKey
-		it := m.Iterate()
-		var val []byte
-		for it.Next(&key, &val) {
-			if drop[key.Port] {
-				stale = append(stale, key)
-			}
+	var stale []hbfLimitKey
+	err := eachBatch(d.objs.ConnLogs, func(k *hbfLimitKey, _ *hbfConnLog) error {
+		if drop[k.Port] {
+			stale = append(stale, *k)
 		}
-		if err := it.Err(); err != nil {
-			return fmt.Errorf("walk the connection logs: %w", err)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("walk the connection logs: %w", err)
+	}
+	for _, k := range stale {
+		if err := d.objs.ConnLogs.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("remove a connection log: %w", err)
 		}
-		for _, k := range stale {
-			if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				return fmt.Errorf("remove a connection log: %w", err)
-			}
+	}
+	var slots []uint32
+	err = eachBatch(d.objs.DatagramLogs, func(i *uint32, log *hbfDatagramLog) error {
+		if log.Filled != 0 && drop[log.Key.Port] {
+			slots = append(slots, *i)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("walk the datagram logs: %w", err)
+	}
+	for _, i := range slots {
+		if err := d.objs.DatagramLogs.Update(i, hbfDatagramLog{}, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("clear a datagram log: %w", err)
 		}
 	}
 	return nil
@@ -156,15 +187,22 @@ func (d *Dataplane) forgetLogs(keys []uint32) error {
 
 // LimitStats reads what each limit did, by port.
 func (d *Dataplane) LimitStats() (map[ports.Port]LimitStats, error) {
-	out := make(map[ports.Port]LimitStats)
-	var k uint32
-	var v hbfLimitRule
-	it := d.objs.Limits.Iterate()
-	for it.Next(&k, &v) {
-		out[portOf(k)] = LimitStats{Counted: v.Counted, Exceeded: v.Exceeded, Blocked: v.Blocked, Dropped: v.Dropped}
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("read the connection limits: %w", err)
+	d.limitMu.Lock()
+	defer d.limitMu.Unlock()
+	out := make(map[ports.Port]LimitStats, len(d.limitSlots))
+	var perCPU []hbfLimitStats
+	for k, slot := range d.limitSlots {
+		if err := d.objs.LimitCounters.Lookup(slot, &perCPU); err != nil {
+			return nil, fmt.Errorf("read the counters of connection limit %s: %w", portOf(k), err)
+		}
+		var st LimitStats
+		for _, c := range perCPU {
+			st.Counted += c.Counted
+			st.Exceeded += c.Exceeded
+			st.Blocked += c.Blocked
+			st.Dropped += c.Dropped
+		}
+		out[portOf(k)] = st
 	}
 	return out, nil
 }

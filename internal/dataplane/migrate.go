@@ -112,18 +112,10 @@ func (d *Dataplane) copyMap(oldDir, name string, onlyMissing bool) (int, error) 
 	}
 	n := 0
 	if old.Type() == ebpf.PerCPUArray {
-		// Counters: index by index, up to the smaller size.
-		var perCPU []uint64
-		for i := uint32(0); i < min(old.MaxEntries(), m.MaxEntries()); i++ {
-			if err := old.Lookup(i, &perCPU); err != nil {
-				return n, fmt.Errorf("migrate: read %s[%d]: %w", name, i, err)
-			}
-			if err := m.Update(i, perCPU, ebpf.UpdateAny); err != nil {
-				return n, fmt.Errorf("migrate: write %s[%d]: %w", name, i, err)
-			}
-			n++
+		if name == hbfMapLimitCounters {
+			return copyPerCPU[hbfLimitStats](old, m, name)
 		}
-		return n, nil
+		return copyPerCPU[uint64](old, m, name)
 	}
 	key := make([]byte, old.KeySize())
 	val := make([]byte, old.ValueSize())
@@ -167,6 +159,23 @@ func (d *Dataplane) copyMap(oldDir, name string, onlyMissing bool) (int, error) 
 	}
 	if err := it.Err(); err != nil {
 		return n, fmt.Errorf("migrate: walk %s: %w", path, err)
+	}
+	return n, nil
+}
+
+// copyPerCPU copies a per-CPU array of values V index by index, up to the
+// smaller size.
+func copyPerCPU[V any](old, m *ebpf.Map, name string) (int, error) {
+	var perCPU []V
+	n := 0
+	for i := uint32(0); i < min(old.MaxEntries(), m.MaxEntries()); i++ {
+		if err := old.Lookup(i, &perCPU); err != nil {
+			return n, fmt.Errorf("migrate: read %s[%d]: %w", name, i, err)
+		}
+		if err := m.Update(i, perCPU, ebpf.UpdateAny); err != nil {
+			return n, fmt.Errorf("migrate: write %s[%d]: %w", name, i, err)
+		}
+		n++
 	}
 	return n, nil
 }
