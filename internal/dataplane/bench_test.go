@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
+	"github.com/hbf-firewall/hbf/internal/limit"
 	"github.com/hbf-firewall/hbf/internal/ports"
 	"github.com/hbf-firewall/hbf/internal/testenv"
 )
@@ -227,6 +228,7 @@ func benchmarkClosedPorts(b *testing.B, h Hook) {
 			b.Fatal(err)
 		}
 		d.ns.listenUDP(b, "udp4", "0.0.0.0:53")
+		d.ns.listenUDP(b, "udp4", "0.0.0.0:5353")
 		d.ns.listenTCP(b, "tcp4", "0.0.0.0:443")
 		if err := dp.SetServed([]ports.Port{{Num: 4789, Proto: ports.UDP}}); err != nil {
 			b.Fatal(err)
@@ -235,23 +237,34 @@ func benchmarkClosedPorts(b *testing.B, h Hook) {
 	}
 	closed := defaults
 	closed.CountClosed = true
+	// Limits that every packet of a row stays under (see underLimit).
+	limited := defaults
+	limited.Limits = []limit.Limit{{Port: ports.Port{Num: 53, Proto: ports.UDP}, Count: limit.MaxCount, Window: time.Second, Action: limit.Drop},
+		{Port: ports.Port{Num: 443}, Count: limit.MaxCount, Window: time.Second, Action: limit.Drop}}
 	for _, c := range []struct {
 		name string
 		s    Settings
 		f    frame
+		// versus, when set, is measured beside f in the same program
+		// and rounds, for x-versus: what the limit adds to the same packet
+		// to a port without one.
+		versus frame
 	}{
-		{"UDP-open-port", defaults, udpDatagram(src, host, 40000, 53)},
-		{"UDP-closed-port", defaults, udpDatagram(src, host, 40000, 161)},
-		{"UDP-DNAT-port", defaults, udpDatagram(src, host, 40000, 4789)},
-		{"UDP-not-the-host", defaults, udpDatagram(src, "203.0.113.9", 40000, 161)},
-		{"SYN-no-lookup", defaults, tcpSYN(src, host, 40000, 443)},
-		{"SYN-lookup-open-port", closed, tcpSYN(src, host, 40000, 443)},
-		{"SYN-lookup-closed-port", closed, tcpSYN(src, host, 40000, 22)},
+		{"UDP-open-port", defaults, udpDatagram(src, host, 40000, 53), frame{}},
+		{"UDP-limited-port", limited, udpDatagram(src, host, 40000, 53), udpDatagram(src, host, 40000, 5353)},
+		{"SYN-limited-port", limited, tcpSYN(src, host, 40000, 443), tcpSYN(src, host, 40000, 8443)},
+		{"UDP-closed-port", defaults, udpDatagram(src, host, 40000, 161), frame{}},
+		{"UDP-DNAT-port", defaults, udpDatagram(src, host, 40000, 4789), frame{}},
+		{"UDP-not-the-host", defaults, udpDatagram(src, "203.0.113.9", 40000, 161), frame{}},
+		{"SYN-no-lookup", defaults, tcpSYN(src, host, 40000, 443), frame{}},
+		{"SYN-lookup-open-port", closed, tcpSYN(src, host, 40000, 443), frame{}},
+		{"SYN-lookup-closed-port", closed, tcpSYN(src, host, 40000, 22), frame{}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			d := onHost(b, c.s)
+			underLimit(b, d.Dataplane)
 			pass := passProgram(b, h)
-			var hbf, base, acked time.Duration
+			var hbf, base, acked, versus time.Duration
 			err := d.ns.do(func() error {
 				// Once untimed: the first packet of a source takes its
 				// first-attempt slot; the rows measure the packets after.
@@ -267,14 +280,19 @@ func benchmarkClosedPorts(b *testing.B, h Hook) {
 				}
 				// Five interleaved rounds, medians: x-ACK compares two
 				// runs, which one slow moment would skew.
-				var rounds [3][]time.Duration
+				type run struct {
+					p *ebpf.Program
+					f []byte
+				}
+				runs := []run{{d.objs.Program, c.f.bytes()}, {pass, c.f.bytes()}, {d.objs.Program, ack.bytes()}}
+				if c.versus.dport != 0 {
+					runs = append(runs, run{d.objs.Program, c.versus.bytes()})
+				}
+				rounds := make([][]time.Duration, len(runs))
 				b.ResetTimer()
 				for range 5 {
-					for i, run := range []struct {
-						p *ebpf.Program
-						f []byte
-					}{{d.objs.Program, c.f.bytes()}, {pass, c.f.bytes()}, {d.objs.Program, ack.bytes()}} {
-						_, t, err := run.p.Benchmark(run.f, b.N, nil)
+					for i, r := range runs {
+						_, t, err := r.p.Benchmark(r.f, b.N, nil)
 						if err != nil {
 							return err
 						}
@@ -282,6 +300,9 @@ func benchmarkClosedPorts(b *testing.B, h Hook) {
 					}
 				}
 				hbf, base, acked = median(rounds[0]), median(rounds[1]), median(rounds[2])
+				if c.versus.dport != 0 {
+					versus = median(rounds[3])
+				}
 				return nil
 			})
 			if err != nil {
@@ -289,7 +310,33 @@ func benchmarkClosedPorts(b *testing.B, h Hook) {
 			}
 			report(b, hbf, base)
 			b.ReportMetric(float64(hbf)/float64(acked), "x-ACK")
+			if versus != 0 {
+				b.ReportMetric(float64(hbf)/float64(versus), "x-versus")
+			}
 		})
+	}
+}
+
+// underLimit gives every limit a window of 0 ms: a source's log is then
+// never full, so each packet of a row takes the path of one under its
+// limit (the log read, and for a datagram written) however many the
+// benchmark sends.
+func underLimit(b *testing.B, d *Dataplane) {
+	var k uint32
+	var r hbfLimitRule
+	var keys []uint32
+	it := d.objs.Limits.Iterate()
+	for it.Next(&k, &r) {
+		keys = append(keys, k)
+	}
+	for _, k := range keys {
+		if err := d.objs.Limits.Lookup(k, &r); err != nil {
+			b.Fatal(err)
+		}
+		r.WindowMs = 0
+		if err := d.objs.Limits.Update(k, r, ebpf.UpdateExist); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 

@@ -31,35 +31,7 @@ var limitClients = []string{"192.0.2.70", "192.0.2.71", "192.0.2.72", "192.0.2.7
 // namespace of its own, with a listener on each port of ls.
 func newLimitDP(t *testing.T, s Settings, ls ...string) *testDP {
 	t.Helper()
-	d := newTestDPWith(t, s, Options{firstAttemptSlots: testFirstAttemptSlots})
-	d.ns = newNetns(t)
-	err := d.ns.do(func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(lo); err != nil {
-			return err
-		}
-		for _, a := range append([]string{limitHost4, limitHost6}, limitClients...) {
-			addr, _ := netlink.ParseAddr(netip.MustParseAddr(a).String() + map[bool]string{true: "/32", false: "/128"}[netip.MustParseAddr(a).Is4()])
-			if err := netlink.AddrAdd(lo, addr); err != nil {
-				return fmt.Errorf("add %s: %w", a, err)
-			}
-		}
-		var st unix.Stat_t
-		if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
-			return err
-		}
-		d.netns = uint32(st.Ino)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.SetSettings(s); err != nil { // with the namespace's inode
-		t.Fatal(err)
-	}
+	d := newLoopbackDP(t, s, append([]string{limitHost4, limitHost6}, limitClients...)...)
 	if err := d.SetLocalAddrs([]netip.Addr{netip.MustParseAddr(limitHost4), netip.MustParseAddr(limitHost6)}); err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +48,46 @@ func newLimitDP(t *testing.T, s Settings, ls ...string) *testDP {
 		}
 	}
 	return d
+}
+
+// newLoopbackDP is a program whose limits count the connections of a
+// namespace of its own, whose loopback is up and holds addrs.
+func newLoopbackDP(t testing.TB, s Settings, addrs ...string) *testDP {
+	t.Helper()
+	d := newTestDPWith(t, s, Options{firstAttemptSlots: testFirstAttemptSlots})
+	d.ns = newNetns(t)
+	err := d.ns.do(func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(lo); err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			ip := netip.MustParseAddr(a)
+			if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: netipx(netip.PrefixFrom(ip, ip.BitLen()))}); err != nil {
+				return fmt.Errorf("add %s: %w", a, err)
+			}
+		}
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+			return err
+		}
+		d.netns = uint32(st.Ino)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetSettings(s); err != nil { // with the namespace's inode
+		t.Fatal(err)
+	}
+	return d
+}
+
+func netipx(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
 // acceptTCP listens on addr in the namespace, accepting and closing every
@@ -477,4 +489,63 @@ func TestLimitCountBoundIsTheProgramsOwn(t *testing.T) {
 	if limit.MaxCount != MaxLimitCount {
 		t.Fatalf("limit.MaxCount is %d, the program keeps %d connections a source", limit.MaxCount, MaxLimitCount)
 	}
+}
+
+// BenchmarkHandshake times a TCP handshake completed over loopback in a
+// namespace, the path the connection tracer runs on: with no TCP limit
+// (the tracer detached, the baseline), to a port with a limit, and to
+// another port while a limit is set. Interleaved rounds, medians.
+func BenchmarkHandshake(b *testing.B) {
+	d := newLoopbackDP(b, defaults)
+	d.ns.acceptTCP(b, "127.0.0.1:7000")
+	d.ns.acceptTCP(b, "127.0.0.1:7001")
+	limited := []limit.Limit{{Port: ports.Port{Num: 7000}, Count: limit.MaxCount, Window: time.Minute}}
+	handshakes := func(port int) time.Duration {
+		var took time.Duration
+		err := d.ns.do(func() error {
+			start := time.Now()
+			for range b.N {
+				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					return err
+				}
+				// A reset at close: no TIME_WAIT left to run out of ports.
+				unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+				err = unix.Connect(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port})
+				unix.Close(fd)
+				if err != nil {
+					return err
+				}
+			}
+			took = time.Since(start) / time.Duration(b.N)
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return took
+	}
+	var none, limitedPort, otherPort []time.Duration
+	b.ResetTimer()
+	for range 5 {
+		if err := d.SetLimits(nil); err != nil {
+			b.Fatal(err)
+		}
+		none = append(none, handshakes(7001))
+		if err := d.SetLimits(limited); err != nil {
+			b.Fatal(err)
+		}
+		underLimit(b, d.Dataplane)
+		limitedPort = append(limitedPort, handshakes(7000))
+		otherPort = append(otherPort, handshakes(7001))
+	}
+	if st := d.limitStats(ports.Port{Num: 7000}); st.Counted == 0 || st.Exceeded != 0 {
+		b.Fatalf("limit stats %+v: want handshakes counted, none over", st)
+	}
+	base := median(none)
+	b.ReportMetric(float64(base.Nanoseconds()), "ns-no-limit")
+	b.ReportMetric(float64(median(limitedPort).Nanoseconds()), "ns-limited-port")
+	b.ReportMetric(float64(median(otherPort).Nanoseconds()), "ns-other-port")
+	b.ReportMetric(float64(median(limitedPort))/float64(base), "x-limited")
+	b.ReportMetric(float64(median(otherPort))/float64(base), "x-other")
 }

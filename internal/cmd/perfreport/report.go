@@ -260,6 +260,44 @@ func (d *doc) hooks() {
 	d.table([]string{"frame", "XDP ns", "× bare", "× ACK", "TC ns", "× bare", "× ACK"}, rows)
 	v, ok := d.r.get("XDP/UDP-open-port", "x-ACK")
 	d.p("Goal: a datagram to an open port at XDP %s.", atMost("≤ 1.5× an established ACK", 1.5).judge(v, ok))
+	d.limits()
+}
+
+// limits is what connection limits cost: a packet to a port with a limit,
+// beside the same packet to a port without one, and a handshake.
+func (d *doc) limits() {
+	d.p("## Connection limits")
+	d.p("A datagram to a port with a UDP limit and a SYN to a port with a `:drop` limit, each beside the " +
+		"same packet to a port without a limit in the same program (*× without*); every packet stays under its " +
+		"limit, the path of a source that is not throttled. `BenchmarkHandshake` completes TCP handshakes over " +
+		"loopback: with no TCP limit (the connection tracer detached), to a port with a limit, and to another port " +
+		"while one is set.")
+	var rows [][]string
+	for _, sub := range []string{"UDP-limited-port", "SYN-limited-port"} {
+		rows = append(rows, []string{sub,
+			d.num("XDP/"+sub, "ns/pkt"), d.num("XDP/"+sub, "x-versus"),
+			d.num("TC/"+sub, "ns/pkt"), d.num("TC/"+sub, "x-versus")})
+	}
+	d.table([]string{"packet", "XDP ns", "× without", "TC ns", "× without"}, rows)
+	const hs = "Handshake"
+	d.table([]string{"handshake", "µs", "× no limit"}, [][]string{
+		{"no TCP limit", micros(d.r, hs, "ns-no-limit"), ""},
+		{"to a port with a limit", micros(d.r, hs, "ns-limited-port"), d.num(hs, "x-limited")},
+		{"to another port", micros(d.r, hs, "ns-other-port"), d.num(hs, "x-other")},
+	})
+	v, ok := d.r.get("XDP/UDP-limited-port", "x-versus")
+	d.p("Goal: a datagram to a port with a limit at XDP %s. Packets to ports without a limit pay one bit's "+
+		"load: the rows above them are the same as before limits existed, within the noise.",
+		atMost("≤ 1.5× one to an open port", 1.5).judge(v, ok))
+}
+
+// micros formats a metric in ns as µs.
+func micros(r *results, bench, unit string) string {
+	v, ok := r.get(bench, unit)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("%.1f", v/1000)
 }
 
 func (d *doc) daemon() {
