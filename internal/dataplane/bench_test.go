@@ -321,7 +321,7 @@ func benchmarkClosedPorts(b *testing.B, h Hook) {
 // never full, so each packet of a row takes the path of one under its
 // limit (the log read, and for a datagram written) however many the
 // benchmark sends.
-func underLimit(b *testing.B, d *Dataplane) {
+func underLimit(b testing.TB, d *Dataplane) {
 	var k uint32
 	var r hbfLimitRule
 	var keys []uint32

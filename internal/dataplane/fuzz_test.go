@@ -29,6 +29,7 @@ func FuzzXDP(f *testing.F) {
 			d.mustAllow(p)
 		}
 		d.onHost(f)
+		d.unthrottledLimits(f)
 		builds = append(builds, d)
 	}
 	o := oracle{blocked: holds(parseBlocks), allowed: holds(fuzzAllows), local: holds(hostAddrs)}

@@ -485,6 +485,21 @@ func TestSetLimitsKeepsWhatALimitDid(t *testing.T) {
 	}
 }
 
+// unthrottledLimits puts limits on the ports the parser's table and the
+// fuzzer send to, that never throttle (see underLimit): every SYN and
+// datagram there takes the limit's path, which reads the parsed ports
+// and source, without a verdict the oracle does not know.
+func (d *testDP) unthrottledLimits(t testing.TB) {
+	t.Helper()
+	ls := []limit.Limit{{Port: ports.Port{Num: dstPort}, Count: 1, Window: time.Second, Action: limit.Drop},
+		{Port: ports.Port{Num: dstPort, Proto: ports.UDP}, Count: 1, Window: time.Second, Action: limit.Drop},
+		{Port: ports.Port{Num: 161, Proto: ports.UDP}, Count: 1, Window: time.Second, Action: limit.Drop}}
+	if err := d.SetLimits(ls); err != nil {
+		t.Fatal(err)
+	}
+	underLimit(t, d.Dataplane)
+}
+
 func TestLimitCountBoundIsTheProgramsOwn(t *testing.T) {
 	if limit.MaxCount != MaxLimitCount {
 		t.Fatalf("limit.MaxCount is %d, the program keeps %d connections a source", limit.MaxCount, MaxLimitCount)
@@ -548,4 +563,22 @@ func BenchmarkHandshake(b *testing.B) {
 	b.ReportMetric(float64(median(otherPort).Nanoseconds()), "ns-other-port")
 	b.ReportMetric(float64(median(limitedPort))/float64(base), "x-limited")
 	b.ReportMetric(float64(median(otherPort))/float64(base), "x-other")
+}
+
+// A limit counts the connections of the daemon's own namespace only: one
+// completed in another (a container's, reached by DNAT) is not counted.
+func TestConnectionLimitCountsItsNamespaceOnly(t *testing.T) {
+	d := newLimitDP(t, defaults, "2222/tcp=1/60s")
+	other := newLoopbackDP(t, defaults, limitHost4, "192.0.2.70")
+	other.ns.acceptTCP(t, "[::]:2222")
+	for range 3 {
+		other.connect("192.0.2.70", 2222)
+	}
+	if st := d.limitStats(ssh2222); st.Counted != 0 {
+		t.Fatalf("connections in another namespace were counted: %+v", st)
+	}
+	d.connect("192.0.2.70", 2222)
+	if st := d.limitStats(ssh2222); st.Counted != 1 {
+		t.Fatalf("a connection in the limit's namespace: %+v, want 1 counted", st)
+	}
 }

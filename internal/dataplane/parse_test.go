@@ -272,6 +272,7 @@ func testParsingRules(t *testing.T, h Hook) {
 		d.mustBlock(p, noExpiry)
 	}
 	d.onHost(t)
+	d.unthrottledLimits(t)
 	o := oracle{blocked: holds(parseBlocks), allowed: holds(nil), local: holds(hostAddrs)}
 	reported, gopacketAgreed := 0, 0
 	for _, tc := range parseCases() {
