@@ -422,3 +422,40 @@ func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], " | ")
 }
+
+// Limits hold while no daemon runs: the connection tracer's link is
+// pinned, so a client's 4th connection after a kill -9 gets it blocked in
+// the kernel, and the next daemon adopts that block with its origin. The
+// next daemon's tracer replaces the old one: each connection counts once.
+func TestConnectionLimitHoldsWithoutDaemon(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"client", "other"}})
+	serveEcho(t, lab.Host, 7000)
+	args := []string{"--log-format", "json", "--limit", "7000/tcp=3/60s"}
+	a := startDaemon(t, lab, append([]string{"--detach-on-exit=false"}, args...)...)
+	client, other := lab.Peers["client"], lab.Peers["other"]
+	to := netip.AddrPortFrom(lab.Host.Addr4, 7000)
+	echo(client, to)
+	a.kill9()
+	for i := range 2 {
+		if opened, answered := echo(client, to); !opened || !answered {
+			t.Fatalf("connection %d with no daemon: opened %v, answered %v", i+2, opened, answered)
+		}
+	}
+	if opened, answered := echo(client, to); !opened || answered {
+		t.Fatalf("the 4th connection with no daemon: opened %v, answered %v; want it blocked", opened, answered)
+	}
+	b := a.restart(lab, args...)
+	if blk := findBlock(b.listJSON(), host(client.Addr4), "limit"); blk == nil {
+		t.Fatalf("the next daemon's list: %+v, want the client blocked with origin limit", b.listJSON())
+	}
+	// One tracer, not two: 3 connections of another source pass.
+	for i := range 3 {
+		if opened, answered := echo(other, to); !opened || !answered {
+			t.Fatalf("another source's connection %d after the restart: opened %v, answered %v", i+1, opened, answered)
+		}
+	}
+	if st := b.status(); len(st.Limits) != 1 || st.Limits[0].Counted != 7 || st.Limits[0].Blocked != 1 {
+		t.Errorf("status limits %+v, want 7 counted across the restart, 1 blocked", st.Limits)
+	}
+}
