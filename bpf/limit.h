@@ -4,7 +4,7 @@
  * local port in any window.
  *
  * TCP counts completed handshakes, seen by the connection tracer (the
- * sock:inet_sock_set_state tracepoint, SYN_RECV -> ESTABLISHED): a forger
+ * inet_sock_set_state raw tracepoint, SYN_RECV -> ESTABLISHED): a forger
  * who cannot answer the SYN-ACK completes none, so forged SYNs neither
  * count nor create state, and cannot evict or reset a real source's log.
  * Over the limit, the tracer blocks the source in the kernel at once (the
@@ -293,7 +293,7 @@ __noinline int throttled(const struct packet *pkt, int udp, int allowed, __u64 n
 }
 
 /* The kernel's types, as far as the tracer reads them: CO-RE finds their
- * fields in the running kernel's BTF. */
+ * fields in the running kernel's BTF, whatever their layout there. */
 struct ns_common {
 	unsigned int inum;
 } __attribute__((preserve_access_index));
@@ -306,28 +306,29 @@ typedef struct {
 	struct net *net;
 } possible_net_t;
 
+struct in6_addr {
+	__u8 b[16];
+};
+
 struct sock_common {
+	__be32 skc_daddr;     /* the peer's IPv4 address */
+	__be32 skc_rcv_saddr; /* the local one */
+	__be16 skc_dport;     /* the peer's port */
+	__u16 skc_num;        /* the local port */
+	unsigned short skc_family;
 	possible_net_t skc_net;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
 } __attribute__((preserve_access_index));
 
-/* The tracepoint's record (its format file), stable since Linux 4.16. */
-struct inet_sock_set_state_args {
-	__u64 common;
-	const struct sock_common *skaddr;
-	int oldstate;
-	int newstate;
-	__u16 sport; /* the socket's: for a passive open, the local port */
-	__u16 dport;
-	__u16 family;
-	__u16 protocol;
-	__u8 saddr[4];
-	__u8 daddr[4];
-	__u8 saddr_v6[16]; /* IPv4-mapped for IPv4 */
-	__u8 daddr_v6[16];
-};
+struct sock {
+	struct sock_common __sk_common;
+	__u16 sk_protocol; /* a bitfield before Linux 5.6: read with BPF_CORE_READ_BITFIELD_PROBED */
+} __attribute__((preserve_access_index));
 
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_RECV 3
+#define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 
@@ -361,17 +362,24 @@ static __always_inline void conn_over(const struct limit_key *key, __u8 keylen, 
 }
 
 /* hbf_conn_tracer counts every connection a client completes to a port
- * with a limit, in the network namespace of the interfaces hbf filters. */
-SEC("tracepoint/sock/inet_sock_set_state")
-int hbf_conn_tracer(struct inet_sock_set_state_args *ctx)
+ * with a limit, in the network namespace of the interfaces hbf filters:
+ * a socket going from SYN_RECV to ESTABLISHED. A raw tracepoint of
+ * inet_sock_set_state(sk, oldstate, newstate): unlike the tracepoint, it
+ * needs no tracefs mounted, and the kernel builds no trace record. */
+SEC("raw_tracepoint/inet_sock_set_state")
+int hbf_conn_tracer(struct bpf_raw_tracepoint_args *ctx)
 {
-	if (ctx->oldstate != TCP_SYN_RECV || ctx->newstate != TCP_ESTABLISHED || ctx->protocol != IPPROTO_TCP)
+	if (ctx->args[1] != TCP_SYN_RECV || ctx->args[2] != TCP_ESTABLISHED)
 		return 0;
-	__u16 port = ctx->sport;
+	const struct sock *sk = (const struct sock *)ctx->args[0];
+	/* MPTCP's connection sockets go through these states too, beside
+	 * their TCP subflows: each connection counts once, as TCP. */
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	__u16 port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	if (!port_in(hbf_limited_tcp, port))
 		return 0;
-	const struct sock_common *sk = ctx->skaddr;
-	if (BPF_CORE_READ(sk, skc_net.net, ns.inum) != READ_ONCE(hbf_config.netns_inum))
+	if (BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) != READ_ONCE(hbf_config.netns_inum))
 		return 0;
 	struct limit_key key = { .port = port };
 	struct limit_rule *l = bpf_map_lookup_elem(&limits, &key.port);
@@ -381,18 +389,25 @@ int hbf_conn_tracer(struct inet_sock_set_state_args *ctx)
 	if (!st)
 		return 0;
 
-	struct addr saddr, daddr;
-	bpf_probe_read_kernel(&saddr, sizeof(saddr), ctx->daddr_v6); /* the client's */
-	bpf_probe_read_kernel(&daddr, sizeof(daddr), ctx->saddr_v6);
+	struct addr saddr = {}, daddr = {}; /* the client's, and the host's */
+	int v6 = BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6;
+	if (v6) {
+		BPF_CORE_READ_INTO(&saddr, sk, __sk_common.skc_v6_daddr);
+		BPF_CORE_READ_INTO(&daddr, sk, __sk_common.skc_v6_rcv_saddr);
+	} else {
+		map_ipv4(&saddr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
+		map_ipv4(&daddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
+	}
 	__u8 family = ipv4_mapped(&saddr) ? 4 : 6;
-	__u8 keylen = source_key(&saddr, ctx->family == AF_INET6, &key.src);
+	__u8 keylen = source_key(&saddr, v6, &key.src);
 	struct conn_log *log = log_of(&conn_logs, &key);
 	if (!log)
 		return 0;
 	st->counted++;
 	__u64 now = clock_ns(1);
 	if (log_add(log, l, now / 1000000))
-		conn_over(&key, keylen, &saddr, &daddr, family, ctx->dport, l, log, now);
+		conn_over(&key, keylen, &saddr, &daddr, family, bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)),
+			  l, log, now);
 	else
 		under_limit(log);
 	return 0;

@@ -230,9 +230,9 @@ func (d *Dataplane) startTracer() error {
 		return err
 	}
 	defer prog.Close()
-	l, err := link.Tracepoint("sock", "inet_sock_set_state", prog, nil)
+	l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: "inet_sock_set_state", Program: prog})
 	if err != nil {
-		return fmt.Errorf("attach the connection tracer to sock:inet_sock_set_state: %w", err)
+		return fmt.Errorf("attach the connection tracer to the inet_sock_set_state raw tracepoint: %w", err)
 	}
 	if pin := d.tracerPin(); pin != "" {
 		if err := l.Pin(pin); err != nil {
