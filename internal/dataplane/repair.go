@@ -66,8 +66,8 @@ func (d *Dataplane) CheckAttachment(a *Attachment, mode XDPMode) (string, error)
 	return kind, nil
 }
 
-// RepairPins pins again what was unpinned from outside: the state maps and
-// the links of atts. Enforcement never depended on the pins while this
+// RepairPins pins again what was unpinned from outside: the state maps,
+// the links of atts and the connection tracer's. Enforcement never depended on the pins while this
 // process runs; the next start does, to find the state. It returns how
 // many pins it restored.
 func (d *Dataplane) RepairPins(atts []*Attachment) (int, error) {
@@ -104,7 +104,35 @@ func (d *Dataplane) RepairPins(atts []*Attachment) (int, error) {
 		}
 		n++
 	}
+	if ok, err := d.repinTracer(); err != nil {
+		errs = append(errs, err)
+	} else if ok {
+		n++
+	}
 	return n, errors.Join(errs...)
+}
+
+// repinTracer pins the connection tracer's link again when it runs and
+// its pin was removed; it reports whether it did.
+func (d *Dataplane) repinTracer() (bool, error) {
+	d.limitMu.Lock()
+	defer d.limitMu.Unlock()
+	pin := d.tracerPin()
+	if d.tracer == nil || pin == "" {
+		return false, nil
+	}
+	if _, err := os.Stat(pin); !errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	err := os.MkdirAll(d.pinDir, 0o700)
+	if err == nil {
+		_ = d.tracer.Unpin()
+		err = d.tracer.Pin(pin)
+	}
+	if err != nil {
+		return false, fmt.Errorf("pin the connection tracer again: %w", err)
+	}
+	return true, nil
 }
 
 // keepHead moves a TCX attachment back to the head of TC ingress when

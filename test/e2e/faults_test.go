@@ -156,7 +156,7 @@ func TestUndoneFromOutsideIsRepaired(t *testing.T) {
 	lab := newLab(t, netlab.Options{Peers: []string{"client", "blocked"}})
 	serveHTTP(t, lab.Host, 8080)
 	host, client, blocked := lab.Host.Addr4, lab.Peers["client"], lab.Peers["blocked"]
-	d := startDaemon(t, lab)
+	d := startDaemon(t, lab, "--limit", "7000/tcp=3/60s") // with the connection tracer's link
 	d.mustCLI("block", blocked.Addr4.String())
 
 	pinned := filepath.Join(d.pinPath, currentLayout, "links", netlab.Iface)
@@ -187,14 +187,15 @@ func TestUndoneFromOutsideIsRepaired(t *testing.T) {
 	eventually(t, "the pins restored", func() bool {
 		_, errMap := os.Stat(filepath.Join(d.pinPath, currentLayout, "maps", "blocks4"))
 		_, errLink := os.Stat(pinned)
-		return errMap == nil && errLink == nil
+		_, errTracer := os.Stat(filepath.Join(d.pinPath, currentLayout, "tracer"))
+		return errMap == nil && errLink == nil && errTracer == nil
 	})
 	s := scrape(t, d)
 	if n := s.value(t, "hbf_repairs_total", "link"); n != 1 {
 		t.Errorf("hbf_repairs_total{kind=link} %v, want 1", n)
 	}
-	if n := s.value(t, "hbf_repairs_total", "pin"); n != pinnedMapCount+1 {
-		t.Errorf("hbf_repairs_total{kind=pin} %v, want %d (%d maps, 1 link)", n, pinnedMapCount+1, pinnedMapCount)
+	if n := s.value(t, "hbf_repairs_total", "pin"); n != pinnedMapCount+2 {
+		t.Errorf("hbf_repairs_total{kind=pin} %v, want %d (%d maps, the XDP link, the tracer's)", n, pinnedMapCount+2, pinnedMapCount)
 	}
 	if !strings.Contains(d.stderrText(), "pins were removed from outside; pinned again") {
 		t.Errorf("the pin repair is not logged:\n%s", d.stderrText())
