@@ -16,17 +16,20 @@ import (
 // The last commits whose hbf pins each earlier layout; the upgrade test
 // runs them. v1: scan_states of 2^16 entries; v2: ports without their
 // protocol; v3: no block filter; v4: no allowlist bits in it; v5: no
-// IPv6 /64 bits in them; v6: one exact-block map for both families.
+// IPv6 /64 bits in them; v6: one exact-block map for both families; v7:
+// no connection limits.
 var earlierLayoutCommits = map[string]string{
 	"v1": "b8d8cd1", "v2": "44254c6", "v3": "6a0c199", "v4": "0db7857", "v5": "cb72e48", "v6": "0884948",
+	"v7": "1adaf5f",
 }
 
 // currentLayout is the layout folder this hbf pins in, and pinnedMapCount
 // the maps it pins there: blocks4, blocks6, block_prefixes,
-// allow_prefixes, scan_states, counters, block_filter.
+// allow_prefixes, scan_states, counters, block_filter, limits,
+// limit_counters, conn_logs, datagram_logs.
 const (
-	currentLayout  = "v7"
-	pinnedMapCount = 7
+	currentLayout  = "v8"
+	pinnedMapCount = 11
 )
 
 // buildCommit builds cmd/hbf as it was at commit, from this repository's
@@ -63,7 +66,7 @@ func buildCommit(t testing.TB, commit string) string {
 // force and listed, and a scanner half-way through its ports when the old
 // hbf stopped is blocked at its next one.
 func TestUpgradeUnderLoad(t *testing.T) {
-	for _, layout := range []string{"v1", "v2", "v3", "v4", "v5", "v6"} {
+	for _, layout := range []string{"v1", "v2", "v3", "v4", "v5", "v6", "v7"} {
 		t.Run("from "+layout, func(t *testing.T) {
 			t.Parallel()
 			testUpgradeUnderLoad(t, layout)
