@@ -47,17 +47,26 @@ func (e *Engine) ApplyFleet(apply []fleet.Applied, remove []fleet.Ref) (added, r
 		}
 		after(b.Prefix)[rec.Origin] = rec
 	}
+	return e.replaceRecords(want, e.fleetRecords, "fleet")
+}
+
+// replaceRecords makes each prefix's records of a kind (records says which
+// it holds now) those of want, in one store transaction, then in the
+// kernel; by is who changed them, for the history. It returns how many
+// records it added and removed.
+func (e *Engine) replaceRecords(want map[netip.Prefix]map[store.Origin]store.Block,
+	records func(netip.Prefix) map[store.Origin]store.Block, by string) (added, removed int, err error) {
 	var changes, undo []store.Replacement
 	var history []store.Change
 	now := e.now()
 	for p, after := range want {
-		before := e.fleetRecords(p)
+		before := records(p)
 		var drop []store.Origin
 		for o := range before {
 			if _, ok := after[o]; !ok {
 				drop = append(drop, o)
 				removed++
-				history = append(history, store.Change{Time: now, Action: "unblock", Prefix: p, Origin: o, By: "fleet"})
+				history = append(history, store.Change{Time: now, Action: "unblock", Prefix: p, Origin: o, By: by})
 			}
 		}
 		var put []store.Block
@@ -66,7 +75,7 @@ func (e *Engine) ApplyFleet(apply []fleet.Applied, remove []fleet.Ref) (added, r
 				put = append(put, b)
 				if !ok {
 					added++
-					history = append(history, store.Change{Time: now, Action: "block", Prefix: p, Origin: o, Reason: b.Reason, By: "fleet"})
+					history = append(history, store.Change{Time: now, Action: "block", Prefix: p, Origin: o, Reason: b.Reason, By: by})
 				}
 			}
 		}
@@ -97,8 +106,8 @@ func (e *Engine) ApplyFleet(apply []fleet.Applied, remove []fleet.Ref) (added, r
 	if len(refused) > 0 {
 		if uerr := e.st.ReplaceMany(refused); uerr != nil {
 			e.undoFailures++
-			e.log.Error("fleet blocks the kernel refused could not be undone; the store and the kernel disagree until the next reconciliation",
-				"prefixes", len(refused), "undo", uerr)
+			e.log.Error("blocks the kernel refused could not be undone; the store and the kernel disagree until the next reconciliation",
+				"by", by, "prefixes", len(refused), "undo", uerr)
 		} else {
 			for _, r := range refused {
 				e.cacheReplace(r)
