@@ -95,13 +95,14 @@ func (e *Engine) block(c api.Caller, origin store.Origin, target string, d time.
 }
 
 // Unblock removes the manual, scan and recovered blocks of each target, or
-// of everything with all. A list's entries stay: they are the list's.
+// of everything with all. A list's entries stay: they are the list's; so
+// do the fleet's and CrowdSec's, whose sources would not send them again.
 func (e *Engine) Unblock(c api.Caller, targets []string, all bool) []api.Result {
 	if all {
 		e.mu.Lock()
 		targets = nil
 		for p, recs := range e.blocks {
-			if len(recs) > len(e.fleetRecords(p)) { // the fleet's stay: unblock --fleet ends them
+			if len(recs) > len(e.fleetRecords(p))+len(e.crowdsecRecords(p)) { // the fleet's and CrowdSec's stay
 				targets = append(targets, p.String())
 			}
 		}
@@ -117,20 +118,25 @@ func (e *Engine) unblock(c api.Caller, target string) api.Result {
 	if !ok {
 		return res
 	}
-	fleetRecs := e.fleetRecords(p)
-	if len(e.blocks[p]) == len(fleetRecs) {
+	fleetRecs, crowdsecRecs := e.fleetRecords(p), e.crowdsecRecords(p)
+	kept := maps.Clone(fleetRecs)
+	maps.Copy(kept, crowdsecRecs)
+	if len(e.blocks[p]) == len(kept) {
 		switch path := e.listHolding(p); {
 		case path != "":
 			res.Error = fmt.Sprintf("%s is listed in %s: remove it there", p, path)
+		case len(crowdsecRecs) > 0:
+			res.Error = fmt.Sprintf("%s is blocked by CrowdSec's decisions (%s): %s ends them, hbf allow exempts this host",
+				p, originsOf(crowdsecRecs), cscliDelete(p))
 		case len(fleetRecs) > 0:
 			res.Error = fmt.Sprintf("%s is blocked by the fleet (%s): hbf unblock --fleet ends it everywhere, hbf allow exempts this host",
-				p, fleetOrigins(fleetRecs))
+				p, originsOf(fleetRecs))
 		default:
 			res.Error = fmt.Sprintf("%s is not blocked", p)
 		}
 		return res
 	}
-	if err := e.commit(e.blocksEdit("unblock", p, fleetRecs)); err != nil {
+	if err := e.commit(e.blocksEdit("unblock", p, kept)); err != nil {
 		res.Error = err.Error()
 		return res
 	}
@@ -141,16 +147,29 @@ func (e *Engine) unblock(c api.Caller, target string) api.Result {
 		res.Error = fmt.Sprintf("unblocked, but %s also lists %s: it stays blocked until removed there", path, p)
 		return res
 	}
+	if len(crowdsecRecs) > 0 {
+		res.Error = fmt.Sprintf("unblocked here, but CrowdSec's decisions block %s too (%s): %s ends them", p,
+			originsOf(crowdsecRecs), cscliDelete(p))
+		return res
+	}
 	if len(fleetRecs) > 0 {
-		res.Error = fmt.Sprintf("unblocked here, but the fleet blocks %s too (%s): hbf unblock --fleet ends that", p, fleetOrigins(fleetRecs))
+		res.Error = fmt.Sprintf("unblocked here, but the fleet blocks %s too (%s): hbf unblock --fleet ends that", p, originsOf(fleetRecs))
 		return res
 	}
 	res.OK = true
 	return res
 }
 
-// fleetOrigins names the nodes of fleet records: "fleet:a, fleet:b".
-func fleetOrigins(recs map[store.Origin]store.Block) string {
+// cscliDelete is the command that deletes CrowdSec's decisions of p.
+func cscliDelete(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return "cscli decisions delete --ip " + p.Addr().String()
+	}
+	return "cscli decisions delete --range " + p.String()
+}
+
+// originsOf names the origins of records: "fleet:a, fleet:b".
+func originsOf(recs map[store.Origin]store.Block) string {
 	names := make([]string, 0, len(recs))
 	for o := range recs {
 		names = append(names, string(o))

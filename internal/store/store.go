@@ -100,6 +100,17 @@ func ParseCallerOrigin(s string) (Origin, error) {
 // Fail2banJail is the jail of a fail2ban origin, or "" for another origin.
 func (o Origin) Fail2banJail() string { return o.after(fail2banOrigin) }
 
+// crowdsecOrigin begins the origin of the blocks a CrowdSec decision made.
+const crowdsecOrigin = "crowdsec:"
+
+// OriginCrowdSec is the origin of the blocks of CrowdSec's decisions of
+// origin (cscli, CAPI, lists, crowdsec …).
+func OriginCrowdSec(origin string) Origin { return Origin(crowdsecOrigin + origin) }
+
+// CrowdSec is the decisions' origin of a CrowdSec origin, or "" for another
+// origin.
+func (o Origin) CrowdSec() string { return o.after(crowdsecOrigin) }
+
 // PortSeen is one port of a scan's evidence.
 type PortSeen struct {
 	Port  uint16      `json:"port"`

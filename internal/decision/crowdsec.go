@@ -1,0 +1,77 @@
+package decision
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/hbf-firewall/hbf/internal/store"
+)
+
+// CrowdSec's side of the decisions: the blocks of the decisions a CrowdSec
+// Local API holds (origin crowdsec:<origin>), one record per prefix and
+// decision origin, ending when the longest decision of the pair does.
+
+// CrowdSecRef names a prefix's record of one decision origin.
+type CrowdSecRef struct {
+	Prefix netip.Prefix
+	Origin string // the decisions' origin: cscli, CAPI …
+}
+
+// ApplyCrowdSec brings CrowdSec's blocks here in step: the records of put
+// (origins crowdsec:<origin>) are applied, again when their values
+// changed, and those of remove end. whole: put holds every decision in
+// force (a snapshot), and every other CrowdSec record ends too, so that
+// nothing drifts. What put holds has passed the host's policy. It
+// returns how many records it added and removed.
+func (e *Engine) ApplyCrowdSec(put []store.Block, remove []CrowdSecRef, whole bool) (added, removed int, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	want := map[netip.Prefix]map[store.Origin]store.Block{}
+	after := func(p netip.Prefix) map[store.Origin]store.Block {
+		m, ok := want[p]
+		if !ok {
+			m = e.crowdsecRecords(p)
+			want[p] = m
+		}
+		return m
+	}
+	if whole {
+		for p, recs := range e.blocks {
+			for o := range recs {
+				if o.CrowdSec() != "" {
+					delete(after(p), o)
+				}
+			}
+		}
+	}
+	for _, r := range remove {
+		delete(after(r.Prefix), store.OriginCrowdSec(r.Origin))
+	}
+	for _, b := range put {
+		// A decision's expiry is read from the time it has left, a little
+		// later at each read: within a second, the record stays as it is,
+		// so that a snapshot of the same decisions rewrites nothing.
+		if old, ok := e.blocks[b.Prefix][b.Origin]; ok && old.Reason == b.Reason && closeTimes(old.Expires, b.Expires) {
+			b = old
+		}
+		after(b.Prefix)[b.Origin] = b
+	}
+	return e.replaceRecords(want, e.crowdsecRecords, "crowdsec")
+}
+
+// closeTimes reports whether a and b are within a second of each other.
+func closeTimes(a, b time.Time) bool {
+	d := a.Sub(b)
+	return d > -time.Second && d < time.Second
+}
+
+// crowdsecRecords are p's records of CrowdSec origins.
+func (e *Engine) crowdsecRecords(p netip.Prefix) map[store.Origin]store.Block {
+	out := map[store.Origin]store.Block{}
+	for o, b := range e.blocks[p] {
+		if o.CrowdSec() != "" {
+			out[o] = b
+		}
+	}
+	return out
+}
