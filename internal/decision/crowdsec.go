@@ -26,26 +26,18 @@ type CrowdSecRef struct {
 func (e *Engine) ApplyCrowdSec(put []store.Block, remove []CrowdSecRef, whole bool) (added, removed int, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	want := map[netip.Prefix]map[store.Origin]store.Block{}
-	after := func(p netip.Prefix) map[store.Origin]store.Block {
-		m, ok := want[p]
-		if !ok {
-			m = e.crowdsecRecords(p)
-			want[p] = m
-		}
-		return m
-	}
+	after := newPending(e.crowdsecRecords)
 	if whole {
 		for p, recs := range e.blocks {
 			for o := range recs {
 				if o.CrowdSec() != "" {
-					delete(after(p), o)
+					delete(after.of(p), o)
 				}
 			}
 		}
 	}
 	for _, r := range remove {
-		delete(after(r.Prefix), store.OriginCrowdSec(r.Origin))
+		delete(after.of(r.Prefix), store.OriginCrowdSec(r.Origin))
 	}
 	for _, b := range put {
 		// A decision's expiry is read from the time it has left, a little
@@ -54,9 +46,9 @@ func (e *Engine) ApplyCrowdSec(put []store.Block, remove []CrowdSecRef, whole bo
 		if old, ok := e.blocks[b.Prefix][b.Origin]; ok && old.Reason == b.Reason && closeTimes(old.Expires, b.Expires) {
 			b = old
 		}
-		after(b.Prefix)[b.Origin] = b
+		after.of(b.Prefix)[b.Origin] = b
 	}
-	return e.replaceRecords(want, e.crowdsecRecords, "crowdsec")
+	return e.replaceRecords(after, "crowdsec")
 }
 
 // closeTimes reports whether a and b are within a second of each other.

@@ -25,17 +25,9 @@ import (
 func (e *Engine) ApplyFleet(apply []fleet.Applied, remove []fleet.Ref) (added, removed int, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	want := map[netip.Prefix]map[store.Origin]store.Block{}
-	after := func(p netip.Prefix) map[store.Origin]store.Block {
-		m, ok := want[p]
-		if !ok {
-			m = e.fleetRecords(p)
-			want[p] = m
-		}
-		return m
-	}
+	after := newPending(e.fleetRecords)
 	for _, r := range remove {
-		delete(after(r.Prefix), store.OriginFleet(r.Origin))
+		delete(after.of(r.Prefix), store.OriginFleet(r.Origin))
 	}
 	for _, a := range apply {
 		b := a.Block
@@ -45,22 +37,41 @@ func (e *Engine) ApplyFleet(apply []fleet.Applied, remove []fleet.Ref) (added, r
 			proto, _ := ports.ParseProto(p.Proto) // evidence only: an unknown protocol shows as TCP
 			rec.Ports = append(rec.Ports, store.PortSeen{Port: p.Port, Proto: proto, Seen: p.Seen})
 		}
-		after(b.Prefix)[rec.Origin] = rec
+		after.of(b.Prefix)[rec.Origin] = rec
 	}
-	return e.replaceRecords(want, e.fleetRecords, "fleet")
+	return e.replaceRecords(after, "fleet")
 }
 
-// replaceRecords makes each prefix's records of a kind (records says which
-// it holds now) those of want, in one store transaction, then in the
-// kernel; by is who changed them, for the history. It returns how many
-// records it added and removed.
-func (e *Engine) replaceRecords(want map[netip.Prefix]map[store.Origin]store.Block,
-	records func(netip.Prefix) map[store.Origin]store.Block, by string) (added, removed int, err error) {
+// pending are the records of a kind each prefix is to hold, from those it
+// holds now (records).
+type pending struct {
+	want    map[netip.Prefix]map[store.Origin]store.Block
+	records func(netip.Prefix) map[store.Origin]store.Block
+}
+
+func newPending(records func(netip.Prefix) map[store.Origin]store.Block) *pending {
+	return &pending{want: map[netip.Prefix]map[store.Origin]store.Block{}, records: records}
+}
+
+// of is p's records to be, to change in place.
+func (w *pending) of(p netip.Prefix) map[store.Origin]store.Block {
+	m, ok := w.want[p]
+	if !ok {
+		m = w.records(p)
+		w.want[p] = m
+	}
+	return m
+}
+
+// replaceRecords makes each prefix's records of a kind those w holds, in
+// one store transaction, then in the kernel; by is who changed them, for
+// the history. It returns how many records it added and removed.
+func (e *Engine) replaceRecords(w *pending, by string) (added, removed int, err error) {
 	var changes, undo []store.Replacement
 	var history []store.Change
 	now := e.now()
-	for p, after := range want {
-		before := records(p)
+	for p, after := range w.want {
+		before := w.records(p)
 		var drop []store.Origin
 		for o := range before {
 			if _, ok := after[o]; !ok {
