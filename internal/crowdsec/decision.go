@@ -37,10 +37,11 @@ const (
 	SkipScope    Skip = "scope"    // not Ip nor Range: Country, AS, Username …
 	SkipValue    Skip = "value"    // not an address or a prefix
 	SkipDuration Skip = "duration" // not a duration, or not positive
+	SkipOwn      Skip = "own"      // of an alert hbf pushed: its block is hbf's already
 )
 
 // Skips are every reason, in the order metrics list them.
-var Skips = []Skip{SkipType, SkipScope, SkipValue, SkipDuration}
+var Skips = []Skip{SkipType, SkipScope, SkipValue, SkipDuration, SkipOwn}
 
 // SkipError is a decision hbf does not enforce, and why.
 type SkipError struct {

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/hbf-firewall/hbf/internal/crowdsec"
 	"github.com/hbf-firewall/hbf/internal/store"
 )
 
@@ -11,19 +12,13 @@ import (
 // Local API holds (origin crowdsec:<origin>), one record per prefix and
 // decision origin, ending when the longest decision of the pair does.
 
-// CrowdSecRef names a prefix's record of one decision origin.
-type CrowdSecRef struct {
-	Prefix netip.Prefix
-	Origin string // the decisions' origin: cscli, CAPI …
-}
-
 // ApplyCrowdSec brings CrowdSec's blocks here in step: the records of put
 // (origins crowdsec:<origin>) are applied, again when their values
 // changed, and those of remove end. whole: put holds every decision in
 // force (a snapshot), and every other CrowdSec record ends too, so that
 // nothing drifts. What put holds has passed the host's policy. It
 // returns how many records it added and removed.
-func (e *Engine) ApplyCrowdSec(put []store.Block, remove []CrowdSecRef, whole bool) (added, removed int, err error) {
+func (e *Engine) ApplyCrowdSec(put []store.Block, remove []crowdsec.Ref, whole bool) (added, removed int, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	after := newPending(e.crowdsecRecords)

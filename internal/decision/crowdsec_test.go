@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hbf-firewall/hbf/internal/crowdsec"
 	"github.com/hbf-firewall/hbf/internal/store"
 )
 
@@ -15,7 +16,7 @@ func (h *harness) decided(prefix, origin string, left time.Duration) store.Block
 		By: "crowdsec", Created: now, Expires: now.Add(left)}
 }
 
-func (h *harness) applyCrowdSec(put []store.Block, remove []CrowdSecRef, whole bool) (int, int) {
+func (h *harness) applyCrowdSec(put []store.Block, remove []crowdsec.Ref, whole bool) (int, int) {
 	h.t.Helper()
 	added, removed, err := h.s.ApplyCrowdSec(put, remove, whole)
 	if err != nil {
@@ -36,7 +37,7 @@ func TestCrowdSecDecisionsBlockUntilTheLongestEnds(t *testing.T) {
 		t.Fatalf("stored %+v, want a record per decision origin", recs)
 	}
 	// The longer one deleted: the other holds the block.
-	h.applyCrowdSec(nil, []CrowdSecRef{{pfx("203.0.113.7/32"), "CAPI"}}, false)
+	h.applyCrowdSec(nil, []crowdsec.Ref{{Prefix: pfx("203.0.113.7/32"), Origin: "CAPI"}}, false)
 	if k, _ := h.kernel("203.0.113.7/32"); !sameTime(k.Expires, h.clock.Now().Add(time.Hour)) {
 		t.Errorf("after the CAPI decision's deletion the block ends %v, want the cscli one's", k.Expires)
 	}
