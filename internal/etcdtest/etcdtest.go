@@ -53,7 +53,7 @@ type Server struct {
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	proxies []*exec.Cmd
-	done    chan struct{}
+	done    <-chan struct{}
 	log     *os.File
 }
 
@@ -105,25 +105,16 @@ func (s *Server) start() {
 	if f := s.opts.TLS; f != nil {
 		args = append(args, "--cert-file", f.Cert, "--key-file", f.Key, "--trusted-ca-file", f.CA, "--client-cert-auth")
 	}
-	log, err := os.OpenFile(filepath.Join(s.dir, "etcd.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var cmd *exec.Cmd
 	if s.opts.NS != nil {
 		cmd = s.opts.NS.Command(context.Background(), "etcd", args...)
 	} else {
 		cmd = exec.Command("etcd", args...)
 	}
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
+	log, done, err := testenv.StartLogged(cmd, filepath.Join(s.dir, "etcd.log"))
+	if err != nil {
 		t.Fatalf("start etcd: %v", err)
 	}
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
 	s.mu.Lock()
 	s.cmd, s.done, s.log = cmd, done, log
 	s.mu.Unlock()
