@@ -82,7 +82,7 @@ func TestEtcdEndpointByNameIsFollowed(t *testing.T) {
 	if !slices.Contains(h.k.AllowPrefixes(), pfx("198.51.100.51/32")) {
 		t.Errorf("etcd's address was dropped when its name stopped resolving: %v", h.k.AllowPrefixes())
 	}
-	if !strings.Contains(h.log.String(), "cannot resolve every NTP server and etcd endpoint") {
+	if !strings.Contains(h.log.String(), "cannot resolve every NTP server, etcd endpoint and LAPI") {
 		t.Errorf("the failure is not logged:\n%s", h.log)
 	}
 }

@@ -30,6 +30,7 @@ const (
 	KindGateway         // a default gateway
 	KindResolver        // a DNS resolver
 	KindEtcd            // an etcd endpoint of the fleet
+	KindLAPI            // the CrowdSec Local API hbf reads decisions from
 	KindSSH             // the SSH client hbf was started from
 	KindFlag            // --allow
 	KindNTP             // a server of the host's time daemon
@@ -40,8 +41,8 @@ const (
 	numKinds
 )
 
-var kindNames = [numKinds]string{"loopback", "host", "gateway", "resolver", "etcd", "ssh", "flag", "ntp", "metadata",
-	"manual", "fleet", "member"}
+var kindNames = [numKinds]string{"loopback", "host", "gateway", "resolver", "etcd", "crowdsec", "ssh", "flag", "ntp",
+	"metadata", "manual", "fleet", "member"}
 
 // String is the kind as hbf list --allowed shows it in ORIGIN.
 func (k Kind) String() string {

@@ -71,6 +71,13 @@ func EndpointHosts(endpoints []string) []string {
 	return out
 }
 
+// LAPI are the entries of the CrowdSec Local API's address, resolved: a
+// decision, or a forged scan, must not cut the host off from its source of
+// decisions.
+func LAPI(addrs []netip.Addr) []Entry {
+	return Addrs(addrs, KindLAPI, "the CrowdSec Local API")
+}
+
 // Etcd are the entries of etcd's endpoints, resolved: a host that blocked
 // its own etcd on four forged SYNs would be cut off from its fleet.
 func Etcd(addrs []netip.Addr) []Entry {
