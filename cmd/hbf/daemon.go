@@ -87,6 +87,23 @@ func newDaemonFlags(fs *pflag.FlagSet) *daemonFlags {
 	fs.IntVar(&fl.MinReporters, "fleet-min-reporters", fl.MinReporters, "a scan block of the fleet applies here once this many nodes saw the source scan [HBF_FLEET_MIN_REPORTERS]")
 	fs.IntVar(&fl.AcceptPerMinute, "fleet-accept-per-minute", fl.AcceptPerMinute, "new fleet blocks applied here per minute from any one node at most; 0: no limit [HBF_FLEET_ACCEPT_PER_MINUTE]")
 	fs.IntVar(&fl.Quota, "fleet-quota", fl.Quota, "fleet blocks of any one node in force here at most; 0: no limit [HBF_FLEET_QUOTA]")
+	cs := &cfg.Start.CrowdSec
+	fs.StringVar(&cs.LAPI, "crowdsec-lapi", "", "URL of a CrowdSec Local API whose ban decisions hbf enforces, as http://127.0.0.1:8080 [HBF_CROWDSEC_LAPI]")
+	fs.StringVar(&cs.KeyFile, "crowdsec-key-file", "", "file holding this host's bouncer key (cscli bouncers add NAME -o raw); one key per host [HBF_CROWDSEC_KEY_FILE]")
+	fs.StringVar(&cs.CA, "crowdsec-ca", "", "CA certificate (PEM) that signed LAPI's [HBF_CROWDSEC_CA]")
+	fs.StringVar(&cs.Cert, "crowdsec-cert", "", "client certificate (PEM) for LAPI [HBF_CROWDSEC_CERT]")
+	fs.StringVar(&cs.Key, "crowdsec-key", "", "the key of --crowdsec-cert [HBF_CROWDSEC_KEY]")
+	fs.Var(durationValue{&cs.Interval}, "crowdsec-interval", "how often LAPI's decision stream is read [HBF_CROWDSEC_INTERVAL]")
+	fs.Var(durationValue{&cs.Resync}, "crowdsec-resync", "how often the whole snapshot of LAPI's decisions is read again, making good an answer lost on the way [HBF_CROWDSEC_RESYNC]")
+	fs.StringSliceVar(&cs.Origins, "crowdsec-origins", nil, "enforce only decisions of these origins (cscli, crowdsec, CAPI, lists …) [HBF_CROWDSEC_ORIGINS]")
+	fs.StringSliceVar(&cs.ScenariosContaining, "crowdsec-scenarios-containing", nil, "enforce only decisions whose scenario holds one of these [HBF_CROWDSEC_SCENARIOS_CONTAINING]")
+	fs.StringSliceVar(&cs.ScenariosNotContaining, "crowdsec-scenarios-not-containing", nil, "never enforce decisions whose scenario holds one of these [HBF_CROWDSEC_SCENARIOS_NOT_CONTAINING]")
+	fs.IntVar(&cs.MinPrefixV4, "crowdsec-min-prefix-v4", cs.MinPrefixV4, "refuse CrowdSec's IPv4 decisions wider than this prefix length [HBF_CROWDSEC_MIN_PREFIX_V4]")
+	fs.IntVar(&cs.MinPrefixV6, "crowdsec-min-prefix-v6", cs.MinPrefixV6, "refuse CrowdSec's IPv6 decisions wider than this prefix length [HBF_CROWDSEC_MIN_PREFIX_V6]")
+	fs.IntVar(&cs.MaxPerOrigin, "crowdsec-max-per-origin", cs.MaxPerOrigin, "decisions in force of any one origin at most; past it they are refused and counted; 0: no cap [HBF_CROWDSEC_MAX_PER_ORIGIN]")
+	fs.StringVar(&cs.MachineID, "crowdsec-machine-id", "", "a machine registered with cscli machines add: hbf pushes its blocks to LAPI as alerts [HBF_CROWDSEC_MACHINE_ID]")
+	fs.StringVar(&cs.PasswordFile, "crowdsec-password-file", "", "file holding the password of --crowdsec-machine-id [HBF_CROWDSEC_PASSWORD_FILE]")
+	fs.StringSliceVar(&cs.Push, "crowdsec-push", cs.Push, "which of hbf's blocks go to LAPI as alerts: limits (counted on completed handshakes), scans (made of SYNs anyone can forge), or none [HBF_CROWDSEC_PUSH]")
 	fs.Var(prefixesValue{&cfg.Settings.Allow}, "allow", "IP or CIDR never to block, repeatable; the host's own addresses, loopback and the SSH client are always allowed [HBF_ALLOW]")
 	return d
 }

@@ -9,12 +9,14 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/hbf-firewall/hbf/internal/crowdsec"
 	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/fleet"
 	"github.com/hbf-firewall/hbf/internal/metrics"
@@ -157,6 +159,17 @@ func metricsTable() string {
 		},
 		Limits: func() ([]metrics.LimitStats, error) {
 			return []metrics.LimitStats{{Port: 22, Proto: "tcp"}}, nil
+		},
+		CrowdSec: func() metrics.CrowdSecStats {
+			st := metrics.CrowdSecStats{LastPull: time.Now(), Decisions: map[string]int{"cscli": 0},
+				Skipped: map[string]uint64{}, Refused: map[string]uint64{}}
+			for _, s := range crowdsec.Skips {
+				st.Skipped[string(s)] = 0
+			}
+			for _, r := range crowdsec.Refusals {
+				st.Refused[string(r)] = 0
+			}
+			return st
 		}}, "dev")
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

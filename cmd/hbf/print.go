@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -144,6 +145,14 @@ func printStatus(w io.Writer, st api.Status) error {
 	for _, l := range st.Lists {
 		fmt.Fprintf(tw, "list\t%s\t%d entries, loaded %s: %s\n", l.Source, l.Entries, stamp(l.Loaded), l.Status)
 	}
+	if cs := st.CrowdSec; cs != nil {
+		state := "connected"
+		if !cs.Connected {
+			state = "not connected: " + dash(cs.Why)
+		}
+		fmt.Fprintf(tw, "crowdsec\t%s\t%s; last read %s; decisions %s; skipped %s; refused %s\n", cs.LAPI, state,
+			stamp(cs.LastPull), countsText(cs.Decisions), countsText(cs.Skipped), countsText(cs.Refused))
+	}
 	for _, l := range st.Limits {
 		fmt.Fprintf(tw, "limit\t%s\t%s; %d counted, %d over, %d blocked, %d dropped\n", l.Limit, l.Action,
 			l.Counted, l.Exceeded, l.Blocked, l.Dropped)
@@ -247,13 +256,8 @@ func toStrings[V any](m map[string]V) map[string]string {
 	return out
 }
 
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
 }
 
 // attachedAs says how hbf runs on an interface: "native XDP", "tcx".
@@ -285,4 +289,18 @@ func chainText(i api.Interface) string {
 		parts = append(parts, name("TCX", p))
 	}
 	return strings.Join(parts, " -> ")
+}
+
+// countsText writes counts by key, sorted: "CAPI 1200, cscli 3"; "none".
+func countsText[N int | uint64](m map[string]N) string {
+	var parts []string
+	for _, k := range sortedKeys(m) {
+		if m[k] != 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }

@@ -120,6 +120,25 @@ type Status struct {
 	Store      string            `json:"store"` // "ok" or what recovery found
 	Lists      []ListStatus      `json:"lists,omitempty"`
 	Limits     []LimitStatus     `json:"limits,omitempty"`
+	CrowdSec   *CrowdSecStatus   `json:"crowdsec,omitempty"`
+}
+
+// CrowdSecStatus is this host's link to a CrowdSec Local API.
+type CrowdSecStatus struct {
+	LAPI         string            `json:"lapi"`
+	Connected    bool              `json:"connected"`
+	Why          string            `json:"why,omitempty"`      // the last failure, while not connected
+	LastPull     time.Time         `json:"last_pull,omitzero"` // the last read applied
+	LastSnapshot time.Time         `json:"last_snapshot,omitzero"`
+	Decisions    map[string]int    `json:"decisions"`         // in force, by origin
+	Skipped      map[string]uint64 `json:"skipped,omitempty"` // by reason: type, scope, value, duration, own
+	Refused      map[string]uint64 `json:"refused,omitempty"` // by reason: policy, cap
+	Failures     uint64            `json:"failures"`          // reads that failed
+	// The alerts of hbf's blocks, with --crowdsec-machine-id.
+	AlertsPushed  uint64 `json:"alerts_pushed"`
+	AlertsQueued  int    `json:"alerts_queued"`
+	AlertsDropped uint64 `json:"alerts_dropped"` // the oldest, past the queue's bound
+	PushError     string `json:"push_error,omitempty"`
 }
 
 // LimitStatus is a connection limit, and what it did since the maps that

@@ -24,6 +24,9 @@ const (
 	RefusedCap    Refusal = "cap"    // its origin holds the most decisions it may
 )
 
+// Refusals are every reason, in the order metrics list them.
+var Refusals = []Refusal{RefusedPolicy, RefusedCap}
+
 // ownScenarios are the scenarios of the alerts hbf pushes: their
 // decisions are hbf's own blocks, never applied again as new ones.
 const ownScenarios = "hbf/"

@@ -59,7 +59,42 @@ type Start struct {
 	// starting hbf over SSH cannot lock the operator out.
 	SSHConnection string
 	Fleet         Fleet
+	CrowdSec      CrowdSec
 }
+
+// CrowdSec is how this host enforces the decisions of a CrowdSec Local
+// API (LAPI), and reports its own detections to it. Without a LAPI it
+// does neither.
+type CrowdSec struct {
+	LAPI    string `flag:"crowdsec-lapi"`     // http(s)://host:port
+	KeyFile string `flag:"crowdsec-key-file"` // holds the bouncer's API key
+	// TLS, as LAPI serves it.
+	CA   string `flag:"crowdsec-ca"`
+	Cert string `flag:"crowdsec-cert"`
+	Key  string `flag:"crowdsec-key"`
+	// Interval between two reads of the decision stream; Resync between
+	// two reads of the whole snapshot, which makes good what an answer
+	// lost on the way would otherwise lose for good.
+	Interval time.Duration `flag:"crowdsec-interval"`
+	Resync   time.Duration `flag:"crowdsec-resync"`
+	// The stream's filters.
+	Origins                []string `flag:"crowdsec-origins"`
+	ScenariosContaining    []string `flag:"crowdsec-scenarios-containing"`
+	ScenariosNotContaining []string `flag:"crowdsec-scenarios-not-containing"`
+	// What a decision may block: nothing wider than these prefixes, and at
+	// most MaxPerOrigin decisions in force of any one origin.
+	MinPrefixV4  int `flag:"crowdsec-min-prefix-v4"`
+	MinPrefixV6  int `flag:"crowdsec-min-prefix-v6"`
+	MaxPerOrigin int `flag:"crowdsec-max-per-origin"`
+	// A machine registered with cscli machines add, to push hbf's blocks
+	// to LAPI as alerts; which blocks (Push: limits, scans).
+	MachineID    string   `flag:"crowdsec-machine-id"`
+	PasswordFile string   `flag:"crowdsec-password-file"`
+	Push         []string `flag:"crowdsec-push"`
+}
+
+// Enabled says whether this host reads a LAPI's decisions.
+func (c CrowdSec) Enabled() bool { return c.LAPI != "" }
 
 // Fleet is how this host shares blocks with others through etcd. Without
 // endpoints it shares nothing: hbf is the single host's firewall.
@@ -163,6 +198,8 @@ var Defaults = Config{
 		Socket:           api.DefaultSocket,
 		Fleet: Fleet{Prefix: "/hbf", ShareScans: true, ShareLimits: true, ShareManual: true, MinReporters: 1,
 			AcceptPerMinute: 60, Quota: 10000},
+		CrowdSec: CrowdSec{Interval: 10 * time.Second, Resync: 5 * time.Minute, MinPrefixV4: 16, MinPrefixV6: 48,
+			MaxPerOrigin: 200000, Push: []string{"limits"}},
 	},
 	Settings: Settings{
 		MaxPorts:      3,
@@ -362,7 +399,7 @@ func (c Config) Validate() error {
 	if c.Settings.Rules.MinBitsV6 < 1 || c.Settings.Rules.MinBitsV6 > 128 {
 		errs = append(errs, fmt.Errorf("--min-prefix-v6 %d: must be between 1 and 128", c.Settings.Rules.MinBitsV6))
 	}
-	errs = append(errs, c.Start.Fleet.validate())
+	errs = append(errs, c.Start.Fleet.validate(), c.Start.CrowdSec.validate())
 	return errors.Join(errs...)
 }
 

@@ -59,7 +59,8 @@ type daemon struct {
 	// What only a start opens, and the stop closes.
 	dp          *dataplane.Dataplane
 	links       *links
-	fleet       *fleetLink // nil outside a fleet
+	fleet       *fleetLink    // nil outside a fleet
+	crowdsec    *crowdsecLink // nil without a LAPI
 	events      *dataplane.EventReader
 	hostChanges *hostnet.Changes
 	natReader   *natports.Reader
@@ -123,7 +124,7 @@ func start(cfg Config) (d *daemon, err error) {
 			d.abandon()
 		}
 	}()
-	for _, step := range []func() error{d.openHost, d.openState, d.openServers, d.loadProgram, d.openFleet, d.attach} {
+	for _, step := range []func() error{d.openHost, d.openState, d.openServers, d.loadProgram, d.openFleet, d.openCrowdSec, d.attach} {
 		if err := step(); err != nil {
 			return d, err
 		}
@@ -314,6 +315,9 @@ func (d *daemon) writeDecisions() error {
 	if d.start.Fleet.Enabled() {
 		in.Fleet = d.fleetStats
 	}
+	if d.start.CrowdSec.Enabled() {
+		in.CrowdSec = d.crowdsecStats
+	}
 	d.metrics = metrics.New(in, d.deps.Version)
 	return nil
 }
@@ -401,6 +405,12 @@ func (d *daemon) serve(ctx context.Context, cancel context.CancelCauseFunc) {
 	d.wg.Go(func() { d.links.watch(ctx) })
 	if d.fleet != nil {
 		d.wg.Go(func() { d.fleet.run(ctx) })
+	}
+	if d.crowdsec != nil {
+		d.wg.Go(func() { d.crowdsec.run(ctx) })
+		if d.crowdsec.watcher != nil {
+			d.wg.Go(func() { d.crowdsec.pushAlerts(ctx) })
+		}
 	}
 	d.wg.Go(func() {
 		svc := &service{d: d, cancel: cancel}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -82,6 +83,10 @@ func (d *daemon) report(ev dataplane.Event) {
 		if ev.Blocked {
 			expires, reason := d.state.OnScan(ev)
 			d.publishBlock(ev.Time, ev.Source, expires, reason)
+			if d.crowdsec.pushes("scans") {
+				d.crowdsec.enqueue(blockAlert(scenarioScan, fmt.Sprintf("%s scanned %d ports of %s: %s", ev.Src, len(tried), ev.Dst,
+					ports.Join(tried)), ev.Source, oldestTry(ev), ev.Time, durationTo(ev.Time, expires), len(tried), d.settings().Window, tried))
+			}
 		}
 		if ev.RateLimited {
 			d.log.Warn("scanner not blocked: the minute's budget of scan blocks is spent (--scan-blocks-per-minute); its attempts are still dropped for the window",
@@ -107,6 +112,11 @@ func (d *daemon) reportLimit(ev *dataplane.LimitExceeded) {
 	if ev.Blocked {
 		expires, reason := d.state.OnLimit(ev, d.limitOf(ev.Port).Action == limit.Escalate)
 		d.publishBlock(ev.Time, ev.Source, expires, reason)
+		if d.crowdsec.pushes("limits") {
+			d.crowdsec.enqueue(blockAlert(scenarioLimit, fmt.Sprintf("%s made %d connections to port %d/%s in %s, over its limit",
+				ev.Src.Addr(), ev.Count+1, ev.Port.Num, ev.Port.Proto, limit.WindowString(ev.Window)), ev.Source,
+				ev.Time.Add(-ev.Window), ev.Time, durationTo(ev.Time, expires), ev.Count+1, ev.Window, []ports.Port{ev.Port}))
+		}
 	}
 	if ev.RateLimited {
 		d.log.Warn("source over a connection limit not blocked: the minute's budget of kernel blocks is spent (--scan-blocks-per-minute)",
@@ -129,13 +139,29 @@ func (d *daemon) limitOf(port ports.Port) limit.Limit {
 	return limit.Limit{}
 }
 
+// durationTo is how long a block made at at lasts until expires; 0 for
+// good.
+func durationTo(at, expires time.Time) time.Duration {
+	if expires.IsZero() {
+		return 0
+	}
+	return expires.Sub(at).Round(time.Second)
+}
+
+// oldestTry is when a scan's first port of its window was tried.
+func oldestTry(ev *dataplane.Scan) time.Time {
+	oldest := ev.Time
+	for _, p := range ev.Ports {
+		if p.Seen.Before(oldest) {
+			oldest = p.Seen
+		}
+	}
+	return oldest
+}
+
 // publishBlock reports a block the kernel made, as the engine recorded it.
 func (d *daemon) publishBlock(at time.Time, p netip.Prefix, expires time.Time, reason string) {
-	var duration time.Duration
-	if !expires.IsZero() {
-		duration = expires.Sub(at).Round(time.Second)
-	}
-	d.publish(&report.Block{Time: at, Prefix: p, Reason: reason, Duration: duration, Expires: expires})
+	d.publish(&report.Block{Time: at, Prefix: p, Reason: reason, Duration: durationTo(at, expires), Expires: expires})
 }
 
 // flushSuppressed writes how many connection lines the limit held back.

@@ -79,6 +79,9 @@ func (s *service) Status(context.Context) (api.Status, error) {
 		st.Counters["fleet_entries"] = uint64(f.Entries)
 		st.Counters["fleet_published"] = f.Published
 	}
+	if d.crowdsec != nil {
+		st.CrowdSec = d.crowdsec.status()
+	}
 	if st.Limits, err = d.limitStatus(set.Limits); err != nil {
 		return api.Status{}, err
 	}

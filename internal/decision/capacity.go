@@ -3,6 +3,7 @@ package decision
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 
 	"github.com/hbf-firewall/hbf/internal/dataplane"
 	"github.com/hbf-firewall/hbf/internal/sources"
@@ -32,13 +33,24 @@ func (e *ListsTooBigError) Error() string {
 
 // ListsFit says, in one line, when lists would not fit in the room the
 // kernel's block maps of capacity c keep for lists. Entries in several
-// lists are counted once per list: a list fits alone or not at all.
-func ListsFit(lists []*sources.Source, c dataplane.Capacity) error {
+// lists are counted once per list: a list fits alone or not at all. more
+// are entries of other sources sized as lists: CrowdSec's decisions.
+func ListsFit(lists []*sources.Source, c dataplane.Capacity, more ...netip.Prefix) error {
 	v4, v6, prefixes := 0, 0, 0
 	for _, l := range lists {
 		e4, e6 := l.List.Exact()
 		v4, v6 = v4+e4, v6+e6
 		prefixes += l.List.Len() - e4 - e6
+	}
+	for _, p := range more {
+		switch {
+		case !p.IsSingleIP():
+			prefixes++
+		case p.Addr().Is4():
+			v4++
+		default:
+			v6++
+		}
 	}
 	room := c.ForLists()
 	// Each family has a map of its own, of the same capacity.

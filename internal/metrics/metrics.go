@@ -56,6 +56,20 @@ type Inputs struct {
 	ProtectedKinds []string
 	// Limits are the connection limits with what each did.
 	Limits func() ([]LimitStats, error)
+	// CrowdSec is the link to CrowdSec's LAPI; nil without one.
+	CrowdSec func() CrowdSecStats
+}
+
+// CrowdSecStats are what the hbf_crowdsec_ families show.
+type CrowdSecStats struct {
+	Connected bool
+	LastPull  time.Time         // zero: never
+	Decisions map[string]int    // in force, by origin
+	Skipped   map[string]uint64 // by reason: every reason, from the start
+	Refused   map[string]uint64 // by reason: every reason, from the start
+	Failures  uint64
+	// The alerts of hbf's blocks pushed to LAPI, and dropped waiting.
+	AlertsPushed, AlertsDropped uint64
 }
 
 // LimitStats is what one connection limit did; its port and protocol are
@@ -116,7 +130,15 @@ var (
 	descRejected  = prometheus.NewDesc("hbf_fleet_rejected_total", "Entries of the fleet not applied here, by reason.", []string{"reason"}, nil)
 	descFleetErr  = prometheus.NewDesc("hbf_fleet_errors_total", "Failed operations with the fleet's etcd, by operation.", []string{"op"}, nil)
 	descLists     = prometheus.NewDesc("hbf_blocklist_sources", "Blocklist files and feeds, by state: ok, or degraded (an older version or copy in force).", []string{"state"}, nil)
-	descProtected = prometheus.NewDesc("hbf_protected_entries", "What hbf never blocks, by why: loopback, host, gateway, resolver, etcd, ssh, flag, ntp, metadata, manual (hbf allow), fleet (hbf allow --fleet), member.", []string{"kind"}, nil)
+	descProtected = prometheus.NewDesc("hbf_protected_entries", "What hbf never blocks, by why: loopback, host, gateway, resolver, etcd, crowdsec (its LAPI), ssh, flag, ntp, metadata, manual (hbf allow), fleet (hbf allow --fleet), member.", []string{"kind"}, nil)
+	descCSUp      = prometheus.NewDesc("hbf_crowdsec_connected", "1 while the last read of CrowdSec's decision stream succeeded.", nil, nil)
+	descCSAge     = prometheus.NewDesc("hbf_crowdsec_last_pull_age_seconds", "Seconds since the last read of CrowdSec's decision stream that was applied; absent before the first.", nil, nil)
+	descCSHeld    = prometheus.NewDesc("hbf_crowdsec_decisions", "CrowdSec's ban decisions in force here, by their origin (cscli, crowdsec, CAPI, lists …).", []string{"origin"}, nil)
+	descCSSkip    = prometheus.NewDesc("hbf_crowdsec_skipped_total", "CrowdSec decisions not enforced because hbf does not do or read them, by reason: type (not a ban), scope, value, duration, own (of an alert hbf pushed).", []string{"reason"}, nil)
+	descCSRefused = prometheus.NewDesc("hbf_crowdsec_refused_total", "CrowdSec ban decisions refused, by reason: policy (protected, or wider than --crowdsec-min-prefix-v4/-v6), cap (--crowdsec-max-per-origin).", []string{"reason"}, nil)
+	descCSFail    = prometheus.NewDesc("hbf_crowdsec_pull_failures_total", "Reads of CrowdSec's decision stream that failed (unreachable, refused, not JSON).", nil, nil)
+	descCSPushed  = prometheus.NewDesc("hbf_crowdsec_alerts_pushed_total", "Alerts of hbf's blocks pushed to CrowdSec's LAPI (--crowdsec-machine-id).", nil, nil)
+	descCSDropped = prometheus.NewDesc("hbf_crowdsec_alerts_dropped_total", "Alerts of hbf's blocks dropped unsent: the oldest, while LAPI was out of reach and the queue full.", nil, nil)
 	limitLabels   = []string{"port", "proto"}
 	descLimitConn = prometheus.NewDesc("hbf_limit_connections_total", "Connections (UDP: datagrams) a connection limit counted, by the limit's port.", limitLabels, nil)
 	descLimitOver = prometheus.NewDesc("hbf_limit_exceeded_total", "Connections (UDP: datagrams) over a connection limit, by the limit's port.", limitLabels, nil)
@@ -151,7 +173,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	for _, d := range []*prometheus.Desc{descBlocked, descRepairs, descScrapeErr, descAttached, descLists, descUndo,
 		descFleetUp, descMembers, descFleetN, descPublished, descRejected, descFleetErr, descProtected, descUnenforce,
-		descLimitConn, descLimitOver, descLimitBlk, descLimitDrop} {
+		descLimitConn, descLimitOver, descLimitBlk, descLimitDrop, descCSUp, descCSAge, descCSHeld, descCSSkip, descCSRefused, descCSFail,
+		descCSPushed, descCSDropped} {
 		ch <- d
 	}
 }
@@ -198,11 +221,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.Fleet != nil {
 		f := c.Fleet()
-		up := 0.0
-		if f.Connected {
-			up = 1
-		}
-		ch <- prometheus.MustNewConstMetric(descFleetUp, prometheus.GaugeValue, up)
+		ch <- prometheus.MustNewConstMetric(descFleetUp, prometheus.GaugeValue, oneIf(f.Connected))
 		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(f.Members))
 		ch <- prometheus.MustNewConstMetric(descFleetN, prometheus.GaugeValue, float64(f.Entries))
 		counter(descPublished, f.Published)
@@ -233,7 +252,34 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descLimitDrop, l.Dropped, port, l.Proto)
 		}
 	}
+	if c.CrowdSec != nil {
+		cs := c.CrowdSec()
+		ch <- prometheus.MustNewConstMetric(descCSUp, prometheus.GaugeValue, oneIf(cs.Connected))
+		if !cs.LastPull.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descCSAge, prometheus.GaugeValue, time.Since(cs.LastPull).Seconds())
+		}
+		for origin, n := range cs.Decisions {
+			ch <- prometheus.MustNewConstMetric(descCSHeld, prometheus.GaugeValue, float64(n), origin)
+		}
+		for reason, n := range cs.Skipped {
+			counter(descCSSkip, n, reason)
+		}
+		for reason, n := range cs.Refused {
+			counter(descCSRefused, n, reason)
+		}
+		counter(descCSFail, cs.Failures)
+		counter(descCSPushed, cs.AlertsPushed)
+		counter(descCSDropped, cs.AlertsDropped)
+	}
 	counter(descScrapeErr, c.scrapeErrors.Load())
+}
+
+// oneIf is a gauge's 1 for true, 0 for false.
+func oneIf(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // New builds the registry: hbf's metrics, build info, and the Go runtime's.
