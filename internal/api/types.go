@@ -129,6 +129,7 @@ type CrowdSecStatus struct {
 	Connected    bool              `json:"connected"`
 	Why          string            `json:"why,omitempty"`      // the last failure, while not connected
 	LastPull     time.Time         `json:"last_pull,omitzero"` // the last read applied
+	LastPullTook string            `json:"last_pull_took"`     // from its request to its blocks in the kernel
 	LastSnapshot time.Time         `json:"last_snapshot,omitzero"`
 	Decisions    map[string]int    `json:"decisions"`         // in force, by origin
 	Skipped      map[string]uint64 `json:"skipped,omitempty"` // by reason: type, scope, value, duration, own

@@ -77,9 +77,10 @@ type crowdsecLink struct {
 
 	mu        sync.Mutex
 	connected bool
-	why       string    // the last failure, while not connected
-	lastPull  time.Time // the last read that was applied
-	lastWhole time.Time // the last snapshot applied
+	why       string        // the last failure, while not connected
+	lastPull  time.Time     // the last read that was applied
+	pullTook  time.Duration // from its request to its blocks in the kernel
+	lastWhole time.Time     // the last snapshot applied
 	held      map[string]int
 	skipped   map[crowdsec.Skip]uint64
 	refused   map[crowdsec.Refusal]uint64
@@ -160,6 +161,7 @@ func (l *crowdsecLink) run(ctx context.Context) {
 
 // pull reads the stream once and applies it.
 func (l *crowdsecLink) pull(ctx context.Context, whole bool) error {
+	start := time.Now()
 	ch, err := l.client.Stream(ctx, whole)
 	if err != nil {
 		return err
@@ -189,7 +191,7 @@ func (l *crowdsecLink) pull(ctx context.Context, whole bool) error {
 	if !l.connected {
 		l.d.log.Info("reading CrowdSec's decisions", "lapi", l.cfg.LAPI)
 	}
-	l.connected, l.why, l.lastPull = true, "", now
+	l.connected, l.why, l.lastPull, l.pullTook = true, "", now, now.Sub(start)
 	if whole {
 		l.lastWhole = now
 	}
@@ -222,6 +224,7 @@ func (l *crowdsecLink) status() *api.CrowdSecStatus {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := &api.CrowdSecStatus{LAPI: l.cfg.LAPI, Connected: l.connected, Why: l.why, LastPull: l.lastPull,
+		LastPullTook: l.pullTook.String(),
 		LastSnapshot: l.lastWhole, Decisions: maps.Clone(l.held), Skipped: map[string]uint64{}, Refused: map[string]uint64{},
 		Failures: l.failures, AlertsPushed: l.alertsPushed, AlertsQueued: len(l.queue), AlertsDropped: l.alertsDropped,
 		PushError: l.pushErr}

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"log"
+	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,13 +23,19 @@ import (
 
 // crowdsecArgs are a daemon's flags to read lapi's decisions every
 // second, with a bouncer key of its own.
-func crowdsecArgs(t *testing.T, lapi *crowdsectest.LAPI, name string) []string {
+func crowdsecArgs(t testing.TB, lapi *crowdsectest.LAPI, name string) []string {
+	t.Helper()
+	return crowdsecArgsVia(t, lapi, name, lapi.URL())
+}
+
+// crowdsecArgsVia are crowdsecArgs, reaching lapi at url.
+func crowdsecArgsVia(t testing.TB, lapi *crowdsectest.LAPI, name, url string) []string {
 	t.Helper()
 	key := filepath.Join(t.TempDir(), "bouncer.key")
 	if err := os.WriteFile(key, []byte(lapi.BouncerKey(name)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return []string{"--log-format", "json", "--crowdsec-lapi", lapi.URL(), "--crowdsec-key-file", key, "--crowdsec-interval", "1s"}
+	return []string{"--log-format", "json", "--crowdsec-lapi", url, "--crowdsec-key-file", key, "--crowdsec-interval", "1s"}
 }
 
 // CrowdSec's decisions, added and deleted with cscli, are enforced and
@@ -124,7 +134,7 @@ func TestCrowdSecDecisionsOutliveOutages(t *testing.T) {
 
 // startFirewallBouncer runs Debian's crowdsec-firewall-bouncer (nftables)
 // in ns, reading lapi every second with a key of its own.
-func startFirewallBouncer(t *testing.T, ns *netlab.NS, lapi *crowdsectest.LAPI) {
+func startFirewallBouncer(t testing.TB, ns *netlab.NS, lapi *crowdsectest.LAPI) *exec.Cmd {
 	t.Helper()
 	testenv.RequireCommand(t, "crowdsec-firewall-bouncer")
 	dir := t.TempDir()
@@ -174,6 +184,7 @@ prometheus:
 			t.Logf("crowdsec-firewall-bouncer:\n%s", out.String())
 		}
 	})
+	return cmd
 }
 
 // lockedBuffer is a bytes.Buffer written by a process and read by the test.
@@ -261,4 +272,178 @@ func TestCrowdSecGetsHBFsDetections(t *testing.T) {
 		out, err := lapi.TryCscli("alerts", "list", "-o", "json")
 		return err == nil && strings.Contains(out, late.Addr4.String())
 	})
+}
+
+// lossyProxy stands between hbf and LAPI in LAPI's namespace: it passes
+// requests on, and when told, loses the next answer to a stream read that
+// carries decisions — after LAPI wrote it, so LAPI counts it as read.
+type lossyProxy struct {
+	lapi  string
+	ns    *netlab.NS
+	mu    sync.Mutex
+	lose  bool
+	lost  int
+	reads int
+}
+
+func (p *lossyProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	req, _ := http.NewRequestWithContext(r.Context(), r.Method, p.lapi+r.URL.RequestURI(), r.Body)
+	req.Header = r.Header.Clone()
+	resp, err := p.ns.HTTPClient().Do(req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	p.mu.Lock()
+	p.reads++
+	lose := p.lose && strings.Contains(string(body), `"value"`)
+	if lose {
+		p.lose, p.lost = false, p.lost+1
+	}
+	p.mu.Unlock()
+	if lose {
+		panic(http.ErrAbortHandler) // the connection drops: no answer
+	}
+	w.WriteHeader(resp.StatusCode)
+	w.Write(body)
+}
+
+// A stream answer lost between LAPI and hbf loses its changes for good
+// but for the next snapshot, which makes them good. A /8 range, and a
+// decision past the cap of its origin, are refused and counted.
+func TestCrowdSecLostAnswerAndRefusals(t *testing.T) {
+	t.Parallel()
+	lab := newLab(t, netlab.Options{Peers: []string{"lapi", "a", "b"}})
+	ns := lab.Peers["lapi"]
+	lapi := crowdsectest.Start(t, crowdsectest.Options{NS: ns, Addr: ns.Addr4})
+	ln, err := ns.Listen("tcp", netip.AddrPortFrom(ns.Addr4, 8081).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := &lossyProxy{lapi: lapi.URL(), ns: ns}
+	srv := &http.Server{Handler: proxy, ErrorLog: log.New(io.Discard, "", 0)}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	args := crowdsecArgsVia(t, lapi, "hbf", "http://"+netip.AddrPortFrom(ns.Addr4, 8081).String())
+	d := startDaemon(t, lab, append(args, "--crowdsec-resync", "6s", "--crowdsec-max-per-origin", "2")...)
+	eventually(t, "hbf reads LAPI", func() bool { cs := d.status().CrowdSec; return cs != nil && cs.Connected })
+
+	a, b := lab.Peers["a"], lab.Peers["b"]
+	proxy.mu.Lock()
+	proxy.lose = true
+	proxy.mu.Unlock()
+	lapi.Cscli("decisions", "add", "-i", a.Addr4.String(), "-d", "1h", "-R", "e2e")
+	eventually(t, "the answer carrying the decision lost", func() bool {
+		proxy.mu.Lock()
+		defer proxy.mu.Unlock()
+		return proxy.lost == 1
+	})
+	lost := time.Now()
+	eventuallyWithin(t, 20*time.Second, "the next snapshot makes the lost decision good", func() bool {
+		return findBlock(d.listJSON(), host(a.Addr4), "crowdsec:cscli") != nil
+	})
+	t.Logf("a decision whose answer was lost, enforced %v later", time.Since(lost).Round(100*time.Millisecond))
+
+	// Refused: wider than /16, and past the cap of cscli's 2.
+	lapi.Cscli("decisions", "add", "-r", "10.0.0.0/8", "-d", "1h", "-R", "e2e")
+	lapi.Cscli("decisions", "add", "-i", b.Addr4.String(), "-d", "1h", "-R", "e2e")
+	lapi.Cscli("decisions", "add", "-i", "198.51.100.77", "-d", "1h", "-R", "e2e")
+	eventually(t, "the refusals counted", func() bool {
+		cs := d.status().CrowdSec
+		return cs.Refused["policy"] >= 1 && cs.Refused["cap"] >= 1
+	})
+	if blocks := d.listJSON(); findBlock(blocks, "10.0.0.0/8", "crowdsec:cscli") != nil {
+		t.Error("a /8 decision was enforced")
+	}
+	if n := d.status().CrowdSec.Decisions["cscli"]; n != 2 {
+		t.Errorf("%d cscli decisions in force, want the cap's 2", n)
+	}
+}
+
+// BenchmarkCrowdSecScale loads 10,000 and 100,000 ban decisions into a
+// LAPI with cscli decisions import, then starts hbf and Debian's
+// crowdsec-firewall-bouncer (nftables, on another host) beside it, and
+// times each from its start to every address in its kernel set, with
+// the CPU each spent; hbf also reports its first read, from the request
+// to its blocks in the kernel. (Importing while the bouncers poll makes
+// LAPI's SQLite answer "database is locked".) The bouncer's run is cut at
+// ten minutes; it then reports the rate it reached.
+func BenchmarkCrowdSecScale(b *testing.B) {
+	for _, n := range []int{10000, 100000} {
+		b.Run(fmt.Sprintf("decisions=%d", n), func(b *testing.B) { benchCrowdSecScale(b, n) })
+	}
+}
+
+func benchCrowdSecScale(b *testing.B, n int) {
+	testenv.RequireCommand(b, "nft")
+	lab := newLab(b, netlab.Options{Peers: []string{"lapi", "fw"}})
+	ns, fwNS := lab.Peers["lapi"], lab.Peers["fw"]
+	lapi := crowdsectest.Start(b, crowdsectest.Options{NS: ns, Addr: ns.Addr4})
+	csv := filepath.Join(b.TempDir(), "decisions.csv")
+	var list strings.Builder
+	list.WriteString("duration,scope,value\n")
+	for i := range n {
+		fmt.Fprintf(&list, "4h,ip,10.%d.%d.%d\n", i>>16&0xff, i>>8&0xff, i&0xff)
+	}
+	if err := os.WriteFile(csv, []byte(list.String()), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	lapi.Cscli("decisions", "import", "-i", csv)
+	b.ReportMetric(time.Since(start).Seconds(), "s-import")
+	args := append(crowdsecArgs(b, lapi, "hbf"), "--crowdsec-max-per-origin", "0")
+
+	setSize := func() int {
+		out, err := fwNS.Run(context.Background(), "nft", "list", "set", "ip", "crowdsec", "crowdsec-blacklists")
+		if err != nil {
+			return 0
+		}
+		return strings.Count(out, "10.")
+	}
+	hbfStart := time.Now()
+	d := startDaemon(b, lab, args...)
+	var hbfAt time.Time
+	var took string
+	for time.Since(hbfStart) < 2*time.Minute {
+		if cs := d.status().CrowdSec; cs != nil {
+			held := 0
+			for _, k := range cs.Decisions {
+				held += k
+			}
+			if held >= n {
+				hbfAt, took = time.Now(), cs.LastPullTook
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if hbfAt.IsZero() {
+		b.Fatalf("hbf holds %+v of %d decisions after 2 minutes", d.status().CrowdSec, n)
+	}
+	pullTook, _ := time.ParseDuration(took)
+	b.ReportMetric(pullTook.Seconds(), "s-hbf-pull-to-enforced")
+	b.ReportMetric(hbfAt.Sub(hbfStart).Seconds(), "s-hbf-from-start")
+	b.ReportMetric(float64(pidCPU(b, d.cmd.Process.Pid).Milliseconds()), "ms-hbf-cpu")
+
+	fwStart := time.Now()
+	fw := startFirewallBouncer(b, fwNS, lapi)
+	var fwAt time.Time
+	reached := 0
+	for time.Since(fwStart) < 10*time.Minute {
+		if reached = setSize(); reached >= n {
+			fwAt = time.Now()
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	b.ReportMetric(float64(pidCPU(b, fw.Process.Pid).Milliseconds()), "ms-bouncer-cpu")
+	if fwAt.IsZero() {
+		b.ReportMetric(float64(reached)/time.Since(fwStart).Seconds(), "bouncer-decisions/s")
+		b.Logf("the firewall bouncer held %d of %d after ten minutes", reached, n)
+		return
+	}
+	b.ReportMetric(fwAt.Sub(fwStart).Seconds(), "s-bouncer-from-start")
+	b.ReportMetric(fwAt.Sub(fwStart).Seconds()/hbfAt.Sub(hbfStart).Seconds(), "x-bouncer-vs-hbf")
 }

@@ -128,9 +128,15 @@ func timeConnections(b *testing.B, ns *netlab.NS, addr netip.AddrPort, n int, mi
 // (/proc/PID/task/*/schedstat), where /proc/PID/stat counts 10 ms ticks.
 func processCPU(b *testing.B, d *daemonProc) time.Duration {
 	b.Helper()
-	tasks, err := filepath.Glob(filepath.Join("/proc", strconv.Itoa(d.cmd.Process.Pid), "task", "*", "schedstat"))
+	return pidCPU(b, d.cmd.Process.Pid)
+}
+
+// pidCPU is the CPU time process pid's threads have used.
+func pidCPU(b testing.TB, pid int) time.Duration {
+	b.Helper()
+	tasks, err := filepath.Glob(filepath.Join("/proc", strconv.Itoa(pid), "task", "*", "schedstat"))
 	if err != nil || len(tasks) == 0 {
-		b.Fatalf("the daemon's threads: %v", err)
+		b.Fatalf("the threads of pid %d: %v", pid, err)
 	}
 	var total time.Duration
 	for _, task := range tasks {

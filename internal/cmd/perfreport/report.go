@@ -327,6 +327,33 @@ func (d *doc) daemon() {
 	d.latency()
 	d.host()
 	d.fleet()
+	d.crowdsec()
+}
+
+// crowdsec is hbf as a CrowdSec bouncer beside Debian's firewall bouncer.
+func (d *doc) crowdsec() {
+	d.p("## CrowdSec decisions, beside the firewall bouncer")
+	d.p("`BenchmarkCrowdSecScale` imports the decisions into a LAPI (`cscli decisions import`), then starts " +
+		"hbf, and Debian's `crowdsec-firewall-bouncer` (nftables) on another host, each reading that LAPI: each " +
+		"is timed from its start to every address in its kernel set. hbf's first read is also timed from its " +
+		"request to its blocks in the kernel. The bouncer's run is cut at ten minutes.")
+	var rows [][]string
+	for _, n := range []string{"10000", "100000"} {
+		bench := "CrowdSecScale/decisions=" + n
+		bouncer := d.num(bench, "s-bouncer-from-start") + " s"
+		if _, ok := d.r.get(bench, "s-bouncer-from-start"); !ok {
+			bouncer = "unfinished at 10 min: " + d.num(bench, "bouncer-decisions/s") + " decisions/s"
+		}
+		rows = append(rows, []string{n, d.num(bench, "s-hbf-pull-to-enforced") + " s", d.num(bench, "s-hbf-from-start") + " s",
+			bouncer, d.num(bench, "x-bouncer-vs-hbf"), d.num(bench, "ms-hbf-cpu") + " / " + d.num(bench, "ms-bouncer-cpu") + " ms"})
+	}
+	d.table([]string{"decisions", "hbf: read to enforced", "hbf: start to enforced", "firewall bouncer: start to enforced",
+		"× hbf", "CPU hbf / bouncer"}, rows)
+	const big = "CrowdSecScale/decisions=100000"
+	took, tookOK := d.r.get(big, "s-hbf-pull-to-enforced")
+	x, xOK := d.r.get(big, "x-bouncer-vs-hbf")
+	d.p("Goals at 100,000 decisions: enforced within a second of the read that carried them, %s; at least 10× "+
+		"sooner than the firewall bouncer, %s.", atMost("≤ 1 s", 1).judge(took, tookOK), atLeast("≥ 10×", 10).judge(x, xOK))
 }
 
 // host is what hbf costs the tools and the host around it.
