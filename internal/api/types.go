@@ -125,16 +125,17 @@ type Status struct {
 
 // CrowdSecStatus is this host's link to a CrowdSec Local API.
 type CrowdSecStatus struct {
-	LAPI         string            `json:"lapi"`
-	Connected    bool              `json:"connected"`
-	Why          string            `json:"why,omitempty"`      // the last failure, while not connected
-	LastPull     time.Time         `json:"last_pull,omitzero"` // the last read applied
-	LastPullTook string            `json:"last_pull_took"`     // from its request to its blocks in the kernel
-	LastSnapshot time.Time         `json:"last_snapshot,omitzero"`
-	Decisions    map[string]int    `json:"decisions"`         // in force, by origin
-	Skipped      map[string]uint64 `json:"skipped,omitempty"` // by reason: type, scope, value, duration, own
-	Refused      map[string]uint64 `json:"refused,omitempty"` // by reason: policy, cap
-	Failures     uint64            `json:"failures"`          // reads that failed
+	LAPI          string            `json:"lapi"`
+	Connected     bool              `json:"connected"`
+	Why           string            `json:"why,omitempty"`      // the last failure, while not connected
+	LastPull      time.Time         `json:"last_pull,omitzero"` // the last read applied
+	LastPullTook  string            `json:"last_pull_took"`     // from its request to its blocks in the kernel
+	LastApplyTook string            `json:"last_apply_took"`    // of which from LAPI's answer read
+	LastSnapshot  time.Time         `json:"last_snapshot,omitzero"`
+	Decisions     map[string]int    `json:"decisions"`         // in force, by origin
+	Skipped       map[string]uint64 `json:"skipped,omitempty"` // by reason: type, scope, value, duration, own
+	Refused       map[string]uint64 `json:"refused,omitempty"` // by reason: policy, cap
+	Failures      uint64            `json:"failures"`          // reads that failed
 	// The alerts of hbf's blocks, with --crowdsec-machine-id.
 	AlertsPushed  uint64 `json:"alerts_pushed"`
 	AlertsQueued  int    `json:"alerts_queued"`

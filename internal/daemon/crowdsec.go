@@ -80,6 +80,7 @@ type crowdsecLink struct {
 	why       string        // the last failure, while not connected
 	lastPull  time.Time     // the last read that was applied
 	pullTook  time.Duration // from its request to its blocks in the kernel
+	applyTook time.Duration // of which from LAPI's answer read
 	lastWhole time.Time     // the last snapshot applied
 	held      map[string]int
 	skipped   map[crowdsec.Skip]uint64
@@ -166,6 +167,7 @@ func (l *crowdsecLink) pull(ctx context.Context, whole bool) error {
 	if err != nil {
 		return err
 	}
+	answered := time.Now()
 	// The host's policy as it is now (what is protected follows the
 	// host): nothing protected, nothing wider than the CrowdSec minimum
 	// prefixes.
@@ -191,7 +193,7 @@ func (l *crowdsecLink) pull(ctx context.Context, whole bool) error {
 	if !l.connected {
 		l.d.log.Info("reading CrowdSec's decisions", "lapi", l.cfg.LAPI)
 	}
-	l.connected, l.why, l.lastPull, l.pullTook = true, "", now, now.Sub(start)
+	l.connected, l.why, l.lastPull, l.pullTook, l.applyTook = true, "", now, now.Sub(start), now.Sub(answered)
 	if whole {
 		l.lastWhole = now
 	}
@@ -224,7 +226,7 @@ func (l *crowdsecLink) status() *api.CrowdSecStatus {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := &api.CrowdSecStatus{LAPI: l.cfg.LAPI, Connected: l.connected, Why: l.why, LastPull: l.lastPull,
-		LastPullTook: l.pullTook.String(),
+		LastPullTook: l.pullTook.String(), LastApplyTook: l.applyTook.String(),
 		LastSnapshot: l.lastWhole, Decisions: maps.Clone(l.held), Skipped: map[string]uint64{}, Refused: map[string]uint64{},
 		Failures: l.failures, AlertsPushed: l.alertsPushed, AlertsQueued: len(l.queue), AlertsDropped: l.alertsDropped,
 		PushError: l.pushErr}

@@ -405,7 +405,7 @@ func benchCrowdSecScale(b *testing.B, n int) {
 	hbfStart := time.Now()
 	d := startDaemon(b, lab, args...)
 	var hbfAt time.Time
-	var took string
+	var took, applied string
 	for time.Since(hbfStart) < 2*time.Minute {
 		if cs := d.status().CrowdSec; cs != nil {
 			held := 0
@@ -413,7 +413,7 @@ func benchCrowdSecScale(b *testing.B, n int) {
 				held += k
 			}
 			if held >= n {
-				hbfAt, took = time.Now(), cs.LastPullTook
+				hbfAt, took, applied = time.Now(), cs.LastPullTook, cs.LastApplyTook
 				break
 			}
 		}
@@ -423,7 +423,9 @@ func benchCrowdSecScale(b *testing.B, n int) {
 		b.Fatalf("hbf holds %+v of %d decisions after 2 minutes", d.status().CrowdSec, n)
 	}
 	pullTook, _ := time.ParseDuration(took)
+	applyTook, _ := time.ParseDuration(applied)
 	b.ReportMetric(pullTook.Seconds(), "s-hbf-pull-to-enforced")
+	b.ReportMetric(applyTook.Seconds(), "s-hbf-answer-to-enforced")
 	b.ReportMetric(hbfAt.Sub(hbfStart).Seconds(), "s-hbf-from-start")
 	b.ReportMetric(float64(pidCPU(b, d.cmd.Process.Pid).Milliseconds()), "ms-hbf-cpu")
 
