@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hbf-firewall/hbf/internal/crowdsectest"
 	"github.com/hbf-firewall/hbf/internal/etcdtest"
 	"github.com/hbf-firewall/hbf/internal/netlab"
 	"github.com/hbf-firewall/hbf/internal/testenv"
@@ -115,17 +116,19 @@ scrape_configs:
 }
 
 // A real Prometheus scrapes a real hbf in a lab while clients connect, a
-// blocked source sends, a scanner scans and another node of its fleet
-// publishes a block: every panel of the Grafana dashboard returns data, and
-// every alert rule evaluates without error. With HBF_UPDATE_DOCS=1 the
+// blocked source sends, a scanner scans, another node of its fleet
+// publishes a block and CrowdSec's LAPI a decision: every panel of the
+// Grafana dashboard returns data, and every alert rule evaluates without
+// error. With HBF_UPDATE_DOCS=1 the
 // panels' charts in docs/img/ are drawn again from the query results.
 func TestDashboardQueriesReturnData(t *testing.T) {
 	t.Parallel()
-	lab := newLab(t, netlab.Options{Peers: []string{"client", "blocked", "scanner", "etcd"}})
+	lab := newLab(t, netlab.Options{Peers: []string{"client", "blocked", "scanner", "etcd", "lapi"}})
 	host := lab.Host.Addr4
 	serveHTTP(t, lab.Host, 8080, 8081, 8082, 8083)
 	etcd := etcdtest.Start(t, etcdtest.Options{NS: lab.Peers["etcd"], Addr: lab.Peers["etcd"].Addr4})
-	d := startDaemon(t, lab, "--fleet-etcd", etcd.Endpoint(), "--node-name", "a")
+	lapi := crowdsectest.Start(t, crowdsectest.Options{NS: lab.Peers["lapi"], Addr: lab.Peers["lapi"].Addr4})
+	d := startDaemon(t, lab, append(crowdsecArgs(t, lapi, "hbf"), "--fleet-etcd", etcd.Endpoint(), "--node-name", "a")...)
 	d.mustCLI("block", lab.Peers["blocked"].Addr4.String())
 	eventually(t, "a in the fleet", func() bool { return d.fleetStatus().Connected })
 	startPrometheus(t, lab.Host)
@@ -144,8 +147,10 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 	etcd.MustCtl("put", "/hbf/blocks/b/203.0.113.77%2F32", fmt.Sprintf(
 		`{"version":1,"prefix":"203.0.113.77/32","origin":"manual","reason":"by hand","created":%q,"expires_at":%q}`,
 		now.Format(time.RFC3339Nano), now.Add(time.Hour).Format(time.RFC3339Nano)))
+	lapi.Cscli("decisions", "add", "-i", "198.51.100.99", "-d", "1h", "-R", "dashboard")
 	flood()
 	eventually(t, "b's block applied here", func() bool { return d.fleetStatus().Entries["b"] == 1 })
+	eventually(t, "CrowdSec's decision applied here", func() bool { return d.status().CrowdSec.Decisions["cscli"] == 1 })
 	time.Sleep(12 * time.Second)
 	stop()
 	end := time.Now()
