@@ -243,22 +243,20 @@ func (l *crowdsecLink) status() *api.CrowdSecStatus {
 }
 
 // crowdsecStats are the CrowdSec link as /metrics shows it, once it is
-// open: every reason of the skipped and refused counters, from the start.
+// open: what hbf status shows, with every reason of the skipped and
+// refused counters from the start.
 func (d *daemon) crowdsecStats() metrics.CrowdSecStats {
-	l := d.crowdsec
-	if l == nil {
+	if d.crowdsec == nil {
 		return metrics.CrowdSecStats{}
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	st := metrics.CrowdSecStats{Connected: l.connected, LastPull: l.lastPull, Decisions: maps.Clone(l.held),
-		Skipped: map[string]uint64{}, Refused: map[string]uint64{}, Failures: l.failures,
-		AlertsPushed: l.alertsPushed, AlertsDropped: l.alertsDropped}
+	st := d.crowdsec.status()
 	for _, s := range crowdsec.Skips {
-		st.Skipped[string(s)] = l.skipped[s]
+		st.Skipped[string(s)] += 0
 	}
 	for _, r := range crowdsec.Refusals {
-		st.Refused[string(r)] = l.refused[r]
+		st.Refused[string(r)] += 0
 	}
-	return st
+	return metrics.CrowdSecStats{Connected: st.Connected, LastPull: st.LastPull, Decisions: st.Decisions,
+		Skipped: st.Skipped, Refused: st.Refused, Failures: st.Failures,
+		AlertsPushed: st.AlertsPushed, AlertsDropped: st.AlertsDropped}
 }

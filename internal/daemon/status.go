@@ -134,19 +134,14 @@ func (d *daemon) limitStatus(ls []limit.Limit) ([]api.LimitStatus, error) {
 	return out, nil
 }
 
-// limitMetrics is each limit with what it did, for /metrics.
+// limitMetrics is each limit with what it did, for /metrics: what hbf
+// status shows of it.
 func (d *daemon) limitMetrics() ([]metrics.LimitStats, error) {
-	ls := d.currentProgram().Limits
-	if len(ls) == 0 {
-		return nil, nil
-	}
-	stats, err := d.k.LimitStats()
-	if err != nil {
-		return nil, err
-	}
+	ls, err := d.limitStatus(d.currentProgram().Limits)
 	out := make([]metrics.LimitStats, len(ls))
 	for i, l := range ls {
-		out[i] = metrics.LimitStats{Port: l.Port.Num, Proto: l.Port.Proto.String(), LimitStats: stats[l.Port]}
+		out[i] = metrics.LimitStats{Port: l.Port, Proto: l.Proto, LimitStats: dataplane.LimitStats{
+			Counted: l.Counted, Exceeded: l.Exceeded, Blocked: l.Blocked, Dropped: l.Dropped}}
 	}
-	return out, nil
+	return out, err
 }
