@@ -159,12 +159,12 @@ static __always_inline int first_report(__u32 *reported)
 	return READ_ONCE(*reported) == 0 && __sync_lock_test_and_set(reported, 1) == 0;
 }
 
-/* under_limit notes that the source is under its limit again: its next
- * burst is reported. */
-static __always_inline void under_limit(struct conn_log *log)
+/* under_limit notes that a log's source is under its limit again
+ * (reported is the log's flag): its next burst is reported. */
+static __always_inline void under_limit(__u32 *reported)
 {
-	if (READ_ONCE(log->reported))
-		WRITE_ONCE(log->reported, 0);
+	if (READ_ONCE(*reported))
+		WRITE_ONCE(*reported, 0);
 }
 
 static __always_inline void report_limit(const struct limit_key *key, __u8 keylen, const struct addr *saddr,
@@ -230,8 +230,7 @@ static __always_inline int datagram_over(struct datagram_log *log, const struct 
 	log->next = next + 1 < count ? next + 1 : 0;
 	if (filled < count)
 		log->filled = filled + 1;
-	if (log->reported)
-		log->reported = 0;
+	under_limit(&log->reported);
 	return 0;
 }
 
@@ -239,8 +238,8 @@ static __always_inline int datagram_over(struct datagram_log *log, const struct 
  * in the XDP program: whether to drop it. A SYN only reads its source's
  * log (a forged SYN leaves nothing); a datagram that passes is logged.
  * allowed: the source is known to be allowlisted; now: the clock, as the
- * caller read it for a datagram's later steps too (0 for a SYN). A
- * function the verifier checks once, for both callers. */
+ * caller read it for a datagram's later steps too (a SYN reads the
+ * tracer's). A function the verifier checks once, for both callers. */
 __noinline int throttled(const struct packet *pkt, int udp, int allowed, __u64 now)
 {
 	if (!pkt)
@@ -258,8 +257,6 @@ __noinline int throttled(const struct packet *pkt, int udp, int allowed, __u64 n
 		struct datagram_log *log = datagram_log(&key);
 		if (!log)
 			return 0;
-		if (!now)
-			now = now_ns();
 		st->counted++;
 		if (!datagram_over(log, l, now / 1000000))
 			return 0;
@@ -272,7 +269,7 @@ __noinline int throttled(const struct packet *pkt, int udp, int allowed, __u64 n
 		 * lags by up to a tick. */
 		now = clock_ns(1);
 		if (!log_full(log, l, now / 1000000)) {
-			under_limit(log);
+			under_limit(&log->reported);
 			return 0;
 		}
 		reported = &log->reported;
@@ -409,7 +406,7 @@ int hbf_conn_tracer(struct bpf_raw_tracepoint_args *ctx)
 		conn_over(&key, keylen, &saddr, &daddr, family, bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)),
 			  l, log, now);
 	else
-		under_limit(log);
+		under_limit(&log->reported);
 	return 0;
 }
 
