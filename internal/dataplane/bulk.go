@@ -12,42 +12,61 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// batchSize bounds the memory of one batch: 16Ki entries of 48 bytes.
+// batchSize bounds the memory of one batch: 16Ki keys and their values.
 const batchSize = 1 << 14
 
-// BlockMany blocks every prefix until expires (zero: never) with batch map
-// operations, one writer per CPU, and returns how many it wrote. All or
-// nothing: when the kernel refuses an entry (a full map), it removes what it
-// wrote and says so.
-func (d *Dataplane) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time) (int, error) {
+// Forever pairs every prefix with the zero time, as BlockMany takes a
+// block that never expires.
+func Forever(prefixes iter.Seq[netip.Prefix]) iter.Seq2[netip.Prefix, time.Time] {
+	return Until(prefixes, time.Time{})
+}
+
+// Until pairs every prefix with expires, as BlockMany takes it.
+func Until(prefixes iter.Seq[netip.Prefix], expires time.Time) iter.Seq2[netip.Prefix, time.Time] {
+	return func(yield func(netip.Prefix, time.Time) bool) {
+		for p := range prefixes {
+			if !yield(p, expires) {
+				return
+			}
+		}
+	}
+}
+
+// BlockMany blocks every prefix until its expiry (zero: never) with batch
+// map operations, one writer per CPU, and returns how many it wrote. An
+// existing entry for a prefix is replaced. All or nothing: when the kernel
+// refuses an entry (a full map), it removes what it wrote, the entries it
+// replaced too, and says so.
+func (d *Dataplane) BlockMany(entries iter.Seq2[netip.Prefix, time.Time]) (int, error) {
 	d.prefixMu.Lock()
 	defer d.prefixMu.Unlock()
 	d.filter.mu.Lock()
 	defer d.filter.mu.Unlock()
 
 	ref := d.clock.ref()
-	exp, created := ref.toMono(expires), ref.mono
-	rule := func(bits uint32) hbfRule {
-		return hbfRule{ExpiresNs: exp, CreatedNs: created, Prefixlen: uint8(bits), Origin: uint8(OriginOperator)}
-	}
-	// Every exact entry gets the same value: one read-only slice serves all.
-	values := make([]hbfRule, batchSize)
-	for i := range values {
-		values[i] = rule(128)
+	rule := func(bits uint32, expires time.Time) hbfRule {
+		return hbfRule{ExpiresNs: ref.toMono(expires), CreatedNs: ref.mono, Prefixlen: uint8(bits), Origin: uint8(OriginOperator)}
 	}
 
-	// The kernel takes a bucket lock per entry; CPUs write in parallel.
+	// The kernel takes a bucket lock per entry; CPUs write in parallel. A
+	// batch's values go back to free once written: its keys are kept, for
+	// an undo.
 	type result struct {
 		took exactBatch // what the kernel took
 		err  error
 	}
 	work := make(chan exactBatch)
 	results := make(chan result)
+	free := make(chan []hbfRule, runtime.NumCPU())
 	var wg sync.WaitGroup
 	for range runtime.NumCPU() {
 		wg.Go(func() {
 			for b := range work {
-				took, err := d.writeBatch(b, values)
+				took, err := d.writeBatch(b)
+				select {
+				case free <- b.values[:0]:
+				default:
+				}
 				results <- result{took, err}
 			}
 		})
@@ -64,37 +83,53 @@ func (d *Dataplane) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time
 			}
 		}
 	}()
+	values := func() []hbfRule {
+		select {
+		case v := <-free:
+			return v
+		default:
+			return make([]hbfRule, 0, batchSize)
+		}
+	}
 
-	var lpm []hbfLpmKey
-	var v4 []hbfAddr4
-	var v6 []hbfAddr
+	type lpmEntry struct {
+		key  hbfLpmKey
+		rule hbfRule
+	}
+	var lpm []lpmEntry
+	v4 := exactBatch{v4: []hbfAddr4{}, values: values()}
+	v6 := exactBatch{v6: []hbfAddr{}, values: values()}
 	var err error
-	for p := range prefixes {
+	for p, expires := range entries {
 		addr, bits, kerr := key16(p)
 		if kerr != nil {
 			err = kerr
 			break
 		}
+		r := rule(bits, expires)
 		if bits < 128 {
-			lpm = append(lpm, hbfLpmKey{Prefixlen: bits, Addr: addr})
+			lpm = append(lpm, lpmEntry{hbfLpmKey{Prefixlen: bits, Addr: addr}, r})
 			continue
 		}
 		d.filter.add(addr) // the bit before the entry: see block_filter
 		if isMapped(addr) {
-			if v4 = append(v4, addr4Of(addr)); len(v4) == batchSize {
-				work <- exactBatch{v4: v4}
-				v4 = nil
+			v4.v4, v4.values = append(v4.v4, addr4Of(addr)), append(v4.values, r)
+			if v4.len() == batchSize {
+				work <- v4
+				v4 = exactBatch{v4: []hbfAddr4{}, values: values()}
 			}
-		} else if v6 = append(v6, addr); len(v6) == batchSize {
-			work <- exactBatch{v6: v6}
-			v6 = nil
+		} else {
+			v6.v6, v6.values = append(v6.v6, addr), append(v6.values, r)
+			if v6.len() == batchSize {
+				work <- v6
+				v6 = exactBatch{v6: []hbfAddr{}, values: values()}
+			}
 		}
 	}
-	if err == nil && len(v4) > 0 {
-		work <- exactBatch{v4: v4}
-	}
-	if err == nil && len(v6) > 0 {
-		work <- exactBatch{v6: v6}
+	for _, b := range []exactBatch{v4, v6} {
+		if err == nil && b.len() > 0 {
+			work <- b
+		}
 	}
 	close(work)
 	wg.Wait()
@@ -105,12 +140,12 @@ func (d *Dataplane) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time
 	var writtenLPM []hbfLpmKey
 	if err == nil && len(errs) == 0 && len(lpm) > 0 {
 		if err = d.setPrefixHint(true); err == nil {
-			for _, k := range lpm {
-				d.filter.addV4(k)
-				if err = d.objs.BlockPrefixes.Update(k, rule(k.Prefixlen), ebpf.UpdateAny); err != nil {
+			for _, e := range lpm {
+				d.filter.addV4(e.key)
+				if err = d.objs.BlockPrefixes.Update(e.key, e.rule, ebpf.UpdateAny); err != nil {
 					break
 				}
-				writtenLPM = append(writtenLPM, k)
+				writtenLPM = append(writtenLPM, e.key)
 			}
 		}
 	}

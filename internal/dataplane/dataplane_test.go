@@ -756,7 +756,7 @@ func TestBlockManyAllOrNothing(t *testing.T) {
 		prefixes = append(prefixes, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32))
 	}
 	prefixes = append(prefixes, mustPrefix("198.51.100.0/24"), mustPrefix("2001:db8::/48"))
-	n, err := d.BlockMany(slices.Values(prefixes), noExpiry)
+	n, err := d.BlockMany(Until(slices.Values(prefixes), noExpiry))
 	if err != nil || n != len(prefixes) {
 		t.Fatalf("BlockMany: %d, %v", n, err)
 	}
@@ -778,7 +778,7 @@ func TestBlockManyAllOrNothing(t *testing.T) {
 
 	// A bad entry after two full batches: nothing stays.
 	bad := append(slices.Clone(prefixes[:140000]), netip.PrefixFrom(netip.MustParseAddr("192.0.2.7"), 24))
-	if _, err := d.BlockMany(slices.Values(bad), noExpiry); err == nil {
+	if _, err := d.BlockMany(Until(slices.Values(bad), noExpiry)); err == nil {
 		t.Fatal("a prefix with host bits was accepted")
 	}
 	count = 0
@@ -865,7 +865,7 @@ func TestOpenWritesWhileTheProgramIsVerified(t *testing.T) {
 	}
 	t.Cleanup(func() { dp.Close() })
 	blocked := []netip.Prefix{netip.MustParsePrefix("198.51.100.7/32"), netip.MustParsePrefix("2001:db8:7::7/128")}
-	if n, err := dp.BlockMany(slices.Values(blocked), noExpiry); n != 2 || err != nil {
+	if n, err := dp.BlockMany(Until(slices.Values(blocked), noExpiry)); n != 2 || err != nil {
 		t.Fatalf("BlockMany before the program is ready: %d, %v", n, err)
 	}
 	if err := dp.Ready(); err != nil {

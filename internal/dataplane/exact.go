@@ -44,22 +44,24 @@ func (d *Dataplane) eachExact(fn func(*hbfAddr, *hbfRule) error) error {
 }
 
 // exactBatch is a batch of exact addresses of one family, as BlockMany
-// writes them: v4's keys go to blocks4, v6's to blocks6.
+// writes them: v4's keys go to blocks4, v6's to blocks6, each with its
+// value.
 type exactBatch struct {
-	v4 []hbfAddr4
-	v6 []hbfAddr
+	v4     []hbfAddr4
+	v6     []hbfAddr
+	values []hbfRule
 }
 
 func (b exactBatch) len() int { return len(b.v4) + len(b.v6) }
 
-// writeBatch puts the batch into its map with values (at least as many), and
-// returns what the kernel took.
-func (d *Dataplane) writeBatch(b exactBatch, values []hbfRule) (exactBatch, error) {
+// writeBatch puts the batch into its map, and returns the keys the kernel
+// took.
+func (d *Dataplane) writeBatch(b exactBatch) (exactBatch, error) {
 	if b.v4 != nil {
-		n, err := d.objs.Blocks4.BatchUpdate(b.v4, values[:len(b.v4)], nil)
+		n, err := d.objs.Blocks4.BatchUpdate(b.v4, b.values, nil)
 		return exactBatch{v4: b.v4[:n]}, err
 	}
-	n, err := d.objs.Blocks6.BatchUpdate(b.v6, values[:len(b.v6)], nil)
+	n, err := d.objs.Blocks6.BatchUpdate(b.v6, b.values, nil)
 	return exactBatch{v6: b.v6[:n]}, err
 }
 

@@ -41,7 +41,7 @@ func testBlockFilterNeverHidesABlock(t *testing.T, h Hook) {
 			}
 		}
 	}
-	if _, err := d.BlockMany(iter.Seq[netip.Prefix](many), noExpiry); err != nil {
+	if _, err := d.BlockMany(Until(many, noExpiry)); err != nil {
 		t.Fatal(err)
 	}
 	scanner := "198.51.100.99" // blocked by the program, as an exact address
@@ -100,7 +100,7 @@ func testIPv4PrefixFilter(t *testing.T, h Hook) {
 	many := func(yield func(netip.Prefix) bool) {
 		yield(mustPrefix("198.18.7.0/24"))
 	}
-	if _, err := d.BlockMany(iter.Seq[netip.Prefix](many), noExpiry); err != nil {
+	if _, err := d.BlockMany(Until(many, noExpiry)); err != nil {
 		t.Fatal(err)
 	}
 	for src, want := range map[string]uint32{

@@ -38,7 +38,7 @@ func (o Origin) String() string {
 // holds both to the same behaviour.
 type Rules interface {
 	Block(p netip.Prefix, expires time.Time) error
-	BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time) (int, error)
+	BlockMany(entries iter.Seq2[netip.Prefix, time.Time]) (int, error)
 	Extend(p netip.Prefix, expires time.Time) error
 	Unblock(p netip.Prefix) (bool, error)
 	UnblockMany(prefixes iter.Seq[netip.Prefix]) (int, error)

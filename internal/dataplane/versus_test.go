@@ -2,7 +2,6 @@ package dataplane
 
 import (
 	"encoding/binary"
-	"iter"
 	"net/netip"
 	"os"
 	"testing"
@@ -110,7 +109,7 @@ func versusMillion(dp *Dataplane) error {
 			}
 		}
 	}
-	if _, err := dp.BlockMany(iter.Seq[netip.Prefix](million), time.Now().Add(time.Hour)); err != nil {
+	if _, err := dp.BlockMany(Until(million, time.Now().Add(time.Hour))); err != nil {
 		return err
 	}
 	return dp.Block(netip.MustParsePrefix("100.64.0.0/15"), time.Time{})

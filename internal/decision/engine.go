@@ -405,7 +405,7 @@ func (e *Engine) ReplaceLists(next []*sources.Source) (added, removed int, err e
 	e.lists = next
 	defer e.recount()
 	var decided []netip.Prefix // new to the lists, and blocked for another reason too
-	added, err = e.k.BlockMany(func(yield func(netip.Prefix) bool) {
+	added, err = e.k.BlockMany(dataplane.Forever(func(yield func(netip.Prefix) bool) {
 		for _, l := range next {
 			for p := range l.List.All() {
 				if inLists(prev, p) {
@@ -419,7 +419,7 @@ func (e *Engine) ReplaceLists(next []*sources.Source) (added, removed int, err e
 				}
 			}
 		}
-	}, time.Time{})
+	}))
 	if err != nil {
 		// What BlockMany wrote is gone again, the entries of other
 		// decisions it replaced too: those are written back.

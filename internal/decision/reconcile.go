@@ -107,38 +107,21 @@ func (e *Engine) Reconcile(recovering bool) (ReconcileStats, error) {
 		return st, nil
 	}
 	kernelEmpty := present == 0
-	// Entries with an expiry are few (lists are permanent): they are
-	// written one by one, the permanent ones in bulk.
-	var timed []netip.Prefix
-	permanent := func(yield func(netip.Prefix) bool) {
+	missing := func(yield func(netip.Prefix, time.Time) bool) {
 		for p, exp := range e.desired() {
 			if !kernelEmpty {
 				if _, ok, _ := e.k.LookupBlock(p); ok {
 					continue
 				}
 			}
-			if !exp.IsZero() {
-				timed = append(timed, p)
-				continue
-			}
-			if !yield(p) {
+			if !yield(p, exp) {
 				return
 			}
 		}
 	}
-	n, err := e.k.BlockMany(permanent, time.Time{})
+	n, err := e.k.BlockMany(missing)
 	st.Written += n
-	if err != nil {
-		return st, err
-	}
-	for _, p := range timed {
-		exp, _ := e.effective(p)
-		if err := e.k.Block(p, exp); err != nil {
-			return st, err
-		}
-		st.Written++
-	}
-	return st, nil
+	return st, err
 }
 
 // desired yields every prefix some live decision blocks, once, with the

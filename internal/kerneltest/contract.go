@@ -210,22 +210,24 @@ func batchWrites(t *testing.T, s Subject) {
 	}
 	prefixes = append(prefixes, pfx("198.51.100.0/24"), pfx("2001:db8::/48"), pfx("2001:db8:1::7/128"))
 	hour := time.Now().Add(time.Hour)
+	// Each entry has its expiry: every other one two hours.
+	expiry := func(i int) time.Time { return hour.Add(time.Duration(i%2) * time.Hour) }
 	// The iterator may look into the data plane while it writes, as the
 	// daemon's reconciliation does.
-	looked := func(yield func(netip.Prefix) bool) {
-		for _, p := range prefixes {
-			if _, _, err := k.LookupBlock(p); err != nil || !yield(p) {
+	looked := func(yield func(netip.Prefix, time.Time) bool) {
+		for i, p := range prefixes {
+			if _, _, err := k.LookupBlock(p); err != nil || !yield(p, expiry(i)) {
 				return
 			}
 		}
 	}
-	n, err := k.BlockMany(looked, hour)
+	n, err := k.BlockMany(looked)
 	if err != nil || n != len(prefixes) {
 		t.Fatalf("BlockMany: %d, %v; want %d", n, err, len(prefixes))
 	}
-	for _, p := range []netip.Prefix{prefixes[0], prefixes[39999], pfx("198.51.100.0/24"), pfx("2001:db8::/48")} {
-		if r, ok, _ := k.LookupBlock(p); !ok || !near(r.Expires, hour) {
-			t.Errorf("%s after BlockMany: %+v %v", p, r, ok)
+	for _, i := range []int{0, 39999, 40000, len(prefixes) - 2, len(prefixes) - 1} {
+		if r, ok, _ := k.LookupBlock(prefixes[i]); !ok || !near(r.Expires, expiry(i)) {
+			t.Errorf("%s after BlockMany: %+v %v; want it until %v", prefixes[i], r, ok, expiry(i))
 		}
 	}
 	absent := pfx("203.0.113.9/32")
@@ -257,7 +259,7 @@ func batchWritesAreAllOrNothing(t *testing.T, s Subject) {
 		prefixes = append(prefixes, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)}), 32))
 	}
 	prefixes = append(prefixes, pfx("198.51.100.0/24"), netip.PrefixFrom(netip.MustParseAddr("203.0.113.7"), 24))
-	if n, err := k.BlockMany(slices.Values(prefixes), never); err == nil || n != 0 {
+	if n, err := k.BlockMany(dataplane.Until(slices.Values(prefixes), never)); err == nil || n != 0 {
 		t.Fatalf("BlockMany with a prefix with host bits: %d, %v; want 0 and an error", n, err)
 	}
 	if _, ok := lookup(t, k, "192.0.2.8/32"); !ok || count(t, k) != 1 {
@@ -299,7 +301,7 @@ func fullMap(t *testing.T, s Subject) {
 			}
 		}
 	}
-	if n, err := k.BlockMany(fill, never); err != nil || n != s.Capacity-1 {
+	if n, err := k.BlockMany(dataplane.Until(fill, never)); err != nil || n != s.Capacity-1 {
 		t.Fatalf("filling the map: %d, %v", n, err)
 	}
 	if err := k.Block(pfx("192.0.2.8/32"), never); err == nil {
@@ -309,7 +311,7 @@ func fullMap(t *testing.T, s Subject) {
 	if err := k.Block(pfx("192.0.2.7/32"), later); err != nil {
 		t.Errorf("a full map refused to replace an entry: %v", err)
 	}
-	if n, err := k.BlockMany(slices.Values([]netip.Prefix{pfx("192.0.2.8/32"), pfx("192.0.2.9/32")}), never); err == nil || n != 0 {
+	if n, err := k.BlockMany(dataplane.Until(slices.Values([]netip.Prefix{pfx("192.0.2.8/32"), pfx("192.0.2.9/32")}), never)); err == nil || n != 0 {
 		t.Errorf("a full map took a batch: %d, %v", n, err)
 	}
 	if _, ok := lookup(t, k, "192.0.2.8/32"); ok {

@@ -163,18 +163,20 @@ func (f *Fake) Block(p netip.Prefix, expires time.Time) error {
 	return nil
 }
 
-// BlockMany blocks every prefix, all or nothing: on a refusal no entry it
-// wrote stays, not even one it replaced.
-func (f *Fake) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time) (int, error) {
+// BlockMany blocks every prefix until its expiry, all or nothing: on a
+// refusal no entry it wrote stays, not even one it replaced.
+func (f *Fake) BlockMany(entries iter.Seq2[netip.Prefix, time.Time]) (int, error) {
 	// Read before the lock: the caller's iterator may look into the data
 	// plane, as the kernel lets it.
 	var keys []netip.Prefix
+	expiry := map[netip.Prefix]time.Time{}
 	var keyErr error
-	for p := range prefixes {
+	for p, expires := range entries {
 		if p, keyErr = key(p); keyErr != nil {
 			break // the kernel writes what came before, then undoes it
 		}
 		keys = append(keys, p)
+		expiry[p] = expires
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -205,7 +207,7 @@ func (f *Fake) BlockMany(prefixes iter.Seq[netip.Prefix], expires time.Time) (in
 		if err != nil {
 			delete(m, p)
 		} else {
-			m[p] = f.rule(p, expires, dataplane.OriginOperator)
+			m[p] = f.rule(p, expiry[p], dataplane.OriginOperator)
 		}
 	}
 	if err != nil {
