@@ -186,14 +186,18 @@ func (l *crowdsecLink) pull(ctx context.Context, whole bool) error {
 			return fmt.Errorf("CrowdSec's %d decisions with the lists: %w", len(out.Put), explain(ferr))
 		}
 	}
-	added, removed, err := l.d.state.ApplyCrowdSec(out.Put, out.Remove, out.Whole)
+	applied, err := l.d.state.ApplyCrowdSec(out.Put, out.Remove, out.Whole)
 	now := time.Now()
+	enforced := applied.Enforced
+	if enforced.IsZero() {
+		enforced = now
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.connected {
 		l.d.log.Info("reading CrowdSec's decisions", "lapi", l.cfg.LAPI)
 	}
-	l.connected, l.why, l.lastPull, l.pullTook, l.applyTook = true, "", now, now.Sub(start), now.Sub(answered)
+	l.connected, l.why, l.lastPull, l.pullTook, l.applyTook = true, "", now, enforced.Sub(start), enforced.Sub(answered)
 	if whole {
 		l.lastWhole = now
 	}
@@ -204,8 +208,8 @@ func (l *crowdsecLink) pull(ctx context.Context, whole bool) error {
 	for r, n := range out.Refused {
 		l.refused[r] += uint64(n)
 	}
-	if added+removed > 0 {
-		l.d.log.Info("CrowdSec's decisions applied", "added", added, "removed", removed, "snapshot", whole)
+	if applied.Added+applied.Removed > 0 {
+		l.d.log.Info("CrowdSec's decisions applied", "added", applied.Added, "removed", applied.Removed, "snapshot", whole)
 	}
 	return err
 }

@@ -16,9 +16,8 @@ import (
 // (origins crowdsec:<origin>) are applied, again when their values
 // changed, and those of remove end. whole: put holds every decision in
 // force (a snapshot), and every other CrowdSec record ends too, so that
-// nothing drifts. What put holds has passed the host's policy. It
-// returns how many records it added and removed.
-func (e *Engine) ApplyCrowdSec(put []store.Block, remove []crowdsec.Ref, whole bool) (added, removed int, err error) {
+// nothing drifts. What put holds has passed the host's policy.
+func (e *Engine) ApplyCrowdSec(put []store.Block, remove []crowdsec.Ref, whole bool) (Applied, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	after := newPending(e.crowdsecRecords)

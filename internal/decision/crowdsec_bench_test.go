@@ -22,7 +22,7 @@ func BenchmarkApplyCrowdSec(b *testing.B) {
 				Reason: "import", By: "crowdsec", Created: now, Expires: now.Add(4 * time.Hour)}
 		}
 		b.StartTimer()
-		if _, _, err := h.s.ApplyCrowdSec(put, nil, true); err != nil {
+		if _, err := h.s.ApplyCrowdSec(put, nil, true); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -18,11 +18,11 @@ func (h *harness) decided(prefix, origin string, left time.Duration) store.Block
 
 func (h *harness) applyCrowdSec(put []store.Block, remove []crowdsec.Ref, whole bool) (int, int) {
 	h.t.Helper()
-	added, removed, err := h.s.ApplyCrowdSec(put, remove, whole)
+	a, err := h.s.ApplyCrowdSec(put, remove, whole)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return added, removed
+	return a.Added, a.Removed
 }
 
 func TestCrowdSecDecisionsBlockUntilTheLongestEnds(t *testing.T) {
@@ -84,5 +84,44 @@ func TestUnblockOfACrowdSecDecisionSaysHowToEndIt(t *testing.T) {
 	}
 	if recs := h.stored("203.0.113.7/32"); len(recs) != 1 || recs[0].Origin != store.OriginCrowdSec("cscli") {
 		t.Errorf("stored %+v, want the decision's record alone", recs)
+	}
+}
+
+// A read of decisions goes to the kernel before the store: when either
+// refuses, both are as they were before the read, records and kernel
+// entries of other origins of the same prefixes too.
+func TestCrowdSecReadRefusedLeavesEverythingAsItWas(t *testing.T) {
+	for _, refuser := range []string{"kernel", "store"} {
+		t.Run(refuser, func(t *testing.T) {
+			h := newHarness(t)
+			h.applyCrowdSec([]store.Block{h.decided("203.0.113.7/32", "cscli", time.Hour)}, nil, false)
+			h.scan("203.0.113.8/32")
+			read := []store.Block{h.decided("203.0.113.7/32", "cscli", 4*time.Hour),
+				h.decided("203.0.113.8/32", "cscli", 4*time.Hour), h.decided("203.0.113.9/32", "cscli", 4*time.Hour)}
+			if refuser == "kernel" {
+				h.refuse("BlockMany", "203.0.113.9/32")
+			} else {
+				h.st.Close()
+			}
+			if _, err := h.s.ApplyCrowdSec(read, nil, true); err == nil || !strings.Contains(err.Error(), refuser+":") {
+				t.Fatalf("apply: %v, want the %s's refusal", err, refuser)
+			}
+			if n := h.s.UndoFailures(); n != 0 {
+				t.Errorf("%d undo failures, want none", n)
+			}
+			for p, want := range map[string]time.Duration{"203.0.113.7/32": time.Hour, "203.0.113.8/32": time.Hour} {
+				if k, ok := h.kernel(p); !ok || !sameTime(k.Expires, h.clock.Now().Add(want)) {
+					t.Errorf("the kernel's block of %s: %+v (%v), want it as before, until %v", p, k, ok, want)
+				}
+			}
+			if _, ok := h.kernel("203.0.113.9/32"); ok {
+				t.Error("the kernel holds a block of the refused read")
+			}
+			if refuser == "kernel" {
+				if recs := h.stored("203.0.113.8/32"); len(recs) != 1 || recs[0].Origin != store.OriginScan {
+					t.Errorf("203.0.113.8's records %+v, want its scan block alone", recs)
+				}
+			}
+		})
 	}
 }

@@ -39,7 +39,8 @@ func (e *Engine) ApplyFleet(apply []fleet.Applied, remove []fleet.Ref) (added, r
 		}
 		after.of(b.Prefix)[rec.Origin] = rec
 	}
-	return e.replaceRecords(after, "fleet")
+	a, err := e.replaceRecords(after, "fleet")
+	return a.Added, a.Removed, err
 }
 
 // pending are the records of a kind each prefix is to hold, from those it
@@ -63,10 +64,23 @@ func (w *pending) of(p netip.Prefix) map[store.Origin]store.Block {
 	return m
 }
 
-// replaceRecords makes each prefix's records of a kind those w holds, in
-// one store transaction, then in the kernel; by is who changed them, for
-// the history. It returns how many records it added and removed.
-func (e *Engine) replaceRecords(w *pending, by string) (added, removed int, err error) {
+// Applied is what a read of a remote source's decisions changed.
+type Applied struct {
+	Added, Removed int
+	// Enforced is when the kernel held the read's blocks, before the
+	// store did (time.Now's clock, for timings; zero: nothing changed).
+	Enforced time.Time
+}
+
+// replaceRecords makes each prefix's records of a kind those w holds; by
+// is who changed them, for the history. These kinds copy what a remote source holds (the
+// fleet's etcd, CrowdSec's LAPI), and a snapshot of one may hold 100,000
+// decisions: the kernel takes them first, in bulk, and the store after,
+// so enforcement waits for no disk. A crash between loses nothing: the
+// restart's reconciliation removes what the store lacks, and the source's
+// next snapshot writes it again. All or nothing: when the kernel or the
+// store refuses, both go back as they were.
+func (e *Engine) replaceRecords(w *pending, by string) (a Applied, err error) {
 	var changes, undo []store.Replacement
 	var history []store.Change
 	now := e.now()
@@ -76,7 +90,7 @@ func (e *Engine) replaceRecords(w *pending, by string) (added, removed int, err 
 		for o := range before {
 			if _, ok := after[o]; !ok {
 				drop = append(drop, o)
-				removed++
+				a.Removed++
 				history = append(history, store.Change{Time: now, Action: "unblock", Prefix: p, Origin: o, By: by})
 			}
 		}
@@ -85,7 +99,7 @@ func (e *Engine) replaceRecords(w *pending, by string) (added, removed int, err 
 			if old, ok := before[o]; !ok || !sameRecord(old, b) {
 				put = append(put, b)
 				if !ok {
-					added++
+					a.Added++
 					history = append(history, store.Change{Time: now, Action: "block", Prefix: p, Origin: o, Reason: b.Reason, By: by})
 				}
 			}
@@ -97,39 +111,58 @@ func (e *Engine) replaceRecords(w *pending, by string) (added, removed int, err 
 		undo = append(undo, store.Replacement{Prefix: p, Drop: slices.Collect(maps.Keys(after)), Put: slices.Collect(maps.Values(before))})
 	}
 	if len(changes) == 0 {
-		return 0, 0, nil
+		return Applied{}, nil
 	}
-	if err := e.st.ReplaceMany(changes); err != nil {
-		return 0, 0, fmt.Errorf("store: %w", err)
-	}
-	for _, c := range changes {
-		e.cacheReplace(c)
-	}
-	// The kernel follows prefix by prefix; those it refuses go back as
-	// they were, in the store too.
-	var refused []store.Replacement
+	prefixes := make([]netip.Prefix, len(changes))
 	for i, c := range changes {
-		if kerr := e.syncKernel(c.Prefix); kerr != nil {
-			err = errors.Join(err, kerr)
-			refused = append(refused, undo[i])
+		e.cacheReplace(c)
+		prefixes[i] = c.Prefix
+	}
+	err = e.syncKernelMany(prefixes)
+	if err != nil {
+		err = fmt.Errorf("kernel: %w", err)
+	} else {
+		a.Enforced = time.Now()
+		if serr := e.st.ReplaceMany(changes); serr != nil {
+			err = fmt.Errorf("store: %w", serr)
 		}
 	}
-	if len(refused) > 0 {
-		if uerr := e.st.ReplaceMany(refused); uerr != nil {
-			e.undoFailures++
-			e.log.Error("blocks the kernel refused could not be undone; the store and the kernel disagree until the next reconciliation",
-				"by", by, "prefixes", len(refused), "undo", uerr)
-		} else {
-			for _, r := range refused {
-				e.cacheReplace(r)
-				err = errors.Join(err, e.syncKernel(r.Prefix))
-			}
+	if err != nil {
+		for _, u := range undo {
+			e.cacheReplace(u)
 		}
+		if uerr := e.syncKernelMany(prefixes); uerr != nil {
+			e.undoFailures++
+			e.log.Error("blocks the kernel or the store refused could not be undone in the kernel; the two disagree until the next reconciliation",
+				"by", by, "prefixes", len(prefixes), "refused", err, "undo", uerr)
+		}
+		return Applied{}, err
 	}
 	if herr := e.st.Record(history...); herr != nil {
 		e.log.Warn("cannot record history", "err", herr)
 	}
-	return added, removed, err
+	return a, nil
+}
+
+// syncKernelMany brings the kernel in step with the records of prefixes,
+// in bulk.
+func (e *Engine) syncKernelMany(prefixes []netip.Prefix) error {
+	var gone []netip.Prefix
+	_, err := e.k.BlockMany(func(yield func(netip.Prefix, time.Time) bool) {
+		for _, p := range prefixes {
+			exp, ok := e.effective(p)
+			if !ok {
+				gone = append(gone, p)
+			} else if !yield(p, exp) {
+				return
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	_, err = e.k.UnblockMany(slices.Values(gone))
+	return err
 }
 
 // fleetRecords are p's records of fleet origins.
