@@ -13,6 +13,7 @@ import (
 	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/etcdtest"
 	"github.com/hbf-firewall/hbf/internal/netlab"
+	"github.com/hbf-firewall/hbf/internal/testenv"
 )
 
 // fleetUser is the etcd user of node name: it reads the fleet and writes
@@ -283,10 +284,10 @@ func TestFleetOverTLS(t *testing.T) {
 	t.Parallel()
 	lab := newLab(t, netlab.Options{Peers: []string{"b", "etcd"}})
 	etcdAddr := lab.Peers["etcd"].Addr4
-	ca := etcdtest.NewCA(t, "fleet")
-	etcd := etcdtest.Start(t, etcdtest.Options{NS: lab.Peers["etcd"], Addr: etcdAddr, TLS: ca.ServerTLS(etcdAddr)})
+	ca := testenv.NewCA(t, "fleet")
+	etcd := etcdtest.Start(t, etcdtest.Options{NS: lab.Peers["etcd"], Addr: etcdAddr, TLS: etcdtest.ServerTLS(ca, etcdAddr)})
 	etcd.EnableAuth(fleetUser("a"), fleetUser("b"))
-	tlsArgs := func(ca *etcdtest.CA, name string) []string {
+	tlsArgs := func(ca *testenv.CA, name string) []string {
 		cert, key := ca.Issue(name)
 		return []string{"--fleet-etcd", etcd.Endpoint(), "--node-name", name, "--fleet-ca", ca.File,
 			"--fleet-cert", cert, "--fleet-key", key}
@@ -294,7 +295,7 @@ func TestFleetOverTLS(t *testing.T) {
 	a := startDaemon(t, lab, tlsArgs(ca, "a")...)
 	eventually(t, "a in the fleet over TLS", func() bool { return a.fleetStatus().Connected })
 
-	stranger := etcdtest.NewCA(t, "stranger")
+	stranger := testenv.NewCA(t, "stranger")
 	args := tlsArgs(stranger, "b")
 	args[5] = ca.File // it trusts etcd, but etcd does not trust its certificate
 	b := startDaemonOn(t, lab.Peers["b"], args...)
