@@ -89,9 +89,9 @@ func newDaemonFlags(fs *pflag.FlagSet) *daemonFlags {
 	fs.IntVar(&fl.Quota, "fleet-quota", fl.Quota, "fleet blocks of any one node in force here at most; 0: no limit [HBF_FLEET_QUOTA]")
 	cs := &cfg.Start.CrowdSec
 	fs.StringVar(&cs.LAPI, "crowdsec-lapi", "", "URL of a CrowdSec Local API whose ban decisions hbf enforces, as http://127.0.0.1:8080 [HBF_CROWDSEC_LAPI]")
-	fs.StringVar(&cs.KeyFile, "crowdsec-key-file", "", "file holding this host's bouncer key (cscli bouncers add NAME -o raw); one key per host [HBF_CROWDSEC_KEY_FILE]")
+	fs.StringVar(&cs.KeyFile, "crowdsec-key-file", "", "file holding this host's bouncer key (cscli bouncers add NAME -o raw), unless --crowdsec-cert identifies it; one key per host [HBF_CROWDSEC_KEY_FILE]")
 	fs.StringVar(&cs.CA, "crowdsec-ca", "", "CA certificate (PEM) that signed LAPI's [HBF_CROWDSEC_CA]")
-	fs.StringVar(&cs.Cert, "crowdsec-cert", "", "client certificate (PEM) for LAPI [HBF_CROWDSEC_CERT]")
+	fs.StringVar(&cs.Cert, "crowdsec-cert", "", "client certificate (PEM) for LAPI; with one whose OU LAPI takes for bouncers, no key file is needed [HBF_CROWDSEC_CERT]")
 	fs.StringVar(&cs.Key, "crowdsec-key", "", "the key of --crowdsec-cert [HBF_CROWDSEC_KEY]")
 	fs.Var(durationValue{&cs.Interval}, "crowdsec-interval", "how often LAPI's decision stream is read [HBF_CROWDSEC_INTERVAL]")
 	fs.Var(durationValue{&cs.Resync}, "crowdsec-resync", "how often the whole snapshot of LAPI's decisions is read again, making good an answer lost on the way [HBF_CROWDSEC_RESYNC]")

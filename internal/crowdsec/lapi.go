@@ -26,7 +26,7 @@ const maxBody = 512 << 20
 // Config is how to reach a LAPI.
 type Config struct {
 	URL    string // http(s)://host:port
-	APIKey string // a bouncer's key (cscli bouncers add)
+	APIKey string // a bouncer's key (cscli bouncers add); none: the client certificate
 	// TLS, as LAPI serves it: the CA that signed its certificate, and a
 	// client certificate and key where LAPI asks for one.
 	CA, Cert, Key string
@@ -129,11 +129,18 @@ func (c *Client) Stream(ctx context.Context, startup bool) (Changes, error) {
 			q.Set(key, strings.Join(values, ","))
 		}
 	}
+	// Without a key, the client certificate is the bouncer's credential.
+	headers := map[string]string{}
+	if c.cfg.APIKey != "" {
+		headers["X-Api-Key"] = c.cfg.APIKey
+	}
 	var ch Changes
-	err := c.do(ctx, http.MethodGet, "/v1/decisions/stream?"+q.Encode(), nil,
-		map[string]string{"X-Api-Key": c.cfg.APIKey}, &ch)
-	if refused(err) {
+	err := c.do(ctx, http.MethodGet, "/v1/decisions/stream?"+q.Encode(), nil, headers, &ch)
+	switch {
+	case refused(err) && c.cfg.APIKey != "":
 		err = fmt.Errorf("%w: the key is not a bouncer's (cscli bouncers add NAME -o raw prints one)", err)
+	case refused(err):
+		err = fmt.Errorf("%w: LAPI refused the client certificate: it takes those signed by its CA whose OU is in its api.server.tls.bouncers_allowed_ou", err)
 	}
 	return ch, err
 }

@@ -29,6 +29,9 @@ type Options struct {
 	NS   *netlab.NS
 	Addr netip.Addr
 	Port int // 0: 8080
+	// TLS serves HTTPS with a certificate of a CA of the test's own, and
+	// takes client certificates of BouncerOU for bouncers (LAPI.TLS).
+	TLS bool
 }
 
 // LAPI is a running CrowdSec Local API.
@@ -38,6 +41,8 @@ type LAPI struct {
 	dir    string
 	config string
 	cscli  string
+	// TLS are the PEM files of a TLS LAPI.
+	TLS TLSFiles
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -53,6 +58,9 @@ func Start(t testing.TB, opts Options) *LAPI {
 	if l.opts.Port == 0 {
 		l.opts.Port = 8080
 	}
+	if opts.TLS {
+		l.TLS = issueTLS(t, opts.Addr)
+	}
 	l.writeConfig()
 	// cscli talks to the LAPI as a machine: registered before it starts.
 	l.Cscli("machines", "add", "cscli", "--auto", "--force", "-f", filepath.Join(l.dir, "local_api_credentials.yaml"),
@@ -64,12 +72,17 @@ func Start(t testing.TB, opts Options) *LAPI {
 
 // URL is where bouncers and machines reach it.
 func (l *LAPI) URL() string {
-	return "http://" + net.JoinHostPort(l.opts.Addr.String(), strconv.Itoa(l.opts.Port))
+	scheme := "http://"
+	if l.opts.TLS {
+		scheme = "https://"
+	}
+	return scheme + net.JoinHostPort(l.opts.Addr.String(), strconv.Itoa(l.opts.Port))
 }
 
 // writeConfig writes a config.yaml of the test's own: its folders, its
 // database, its address; the package's profiles; no central API, no
-// metrics port, no acquisition.
+// metrics port, no acquisition. With TLS, cscli does not check LAPI's
+// certificate: it is the test's, and cscli is not what the test tests.
 func (l *LAPI) writeConfig() {
 	t := l.t
 	data := filepath.Join(l.dir, "data")
@@ -97,19 +110,34 @@ db_config:
   use_wal: true
 api:
   client:
-    insecure_skip_verify: false
+    insecure_skip_verify: %[4]v
     credentials_path: %[1]s/local_api_credentials.yaml
   server:
     log_level: info
     listen_uri: %[3]s
     profiles_path: /etc/crowdsec/profiles.yaml
-prometheus:
+%[5]sprometheus:
   enabled: false
-`, l.dir, data, net.JoinHostPort(l.opts.Addr.String(), strconv.Itoa(l.opts.Port)))
+`, l.dir, data, net.JoinHostPort(l.opts.Addr.String(), strconv.Itoa(l.opts.Port)), l.opts.TLS, l.tlsConfig())
 	l.config = filepath.Join(l.dir, "config.yaml")
 	if err := os.WriteFile(l.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// tlsConfig is the api.server.tls section of a TLS LAPI.
+func (l *LAPI) tlsConfig() string {
+	if !l.opts.TLS {
+		return ""
+	}
+	return fmt.Sprintf(`    tls:
+      cert_file: %s
+      key_file: %s
+      ca_cert_path: %s
+      client_verification: VerifyClientCertIfGiven
+      bouncers_allowed_ou: [%s]
+      agents_allowed_ou: [agent-ou]
+`, l.TLS.ServerCert, l.TLS.ServerKey, l.TLS.CA, BouncerOU)
 }
 
 // Start runs the LAPI (again, after Kill) and waits until it answers.
@@ -142,6 +170,9 @@ func (l *LAPI) Start() {
 func (l *LAPI) answers() bool {
 	c := l.opts.NS.HTTPClient()
 	c.Timeout = time.Second
+	if l.opts.TLS {
+		c.Transport.(*http.Transport).TLSClientConfig = l.TLS.clientTLS(l.t)
+	}
 	resp, err := c.Get(l.URL() + "/v1/decisions/stream")
 	if err != nil {
 		return false

@@ -67,7 +67,7 @@ type Start struct {
 // does neither.
 type CrowdSec struct {
 	LAPI    string `flag:"crowdsec-lapi"`     // http(s)://host:port
-	KeyFile string `flag:"crowdsec-key-file"` // holds the bouncer's API key
+	KeyFile string `flag:"crowdsec-key-file"` // holds the bouncer's API key; none: Cert identifies it
 	// TLS, as LAPI serves it.
 	CA   string `flag:"crowdsec-ca"`
 	Cert string `flag:"crowdsec-cert"`

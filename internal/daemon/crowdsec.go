@@ -36,8 +36,9 @@ func (c CrowdSec) validate() error {
 	if !strings.HasPrefix(c.LAPI, "http://") && !strings.HasPrefix(c.LAPI, "https://") {
 		errs = append(errs, fmt.Errorf("--crowdsec-lapi %q: must be an http:// or https:// URL, as http://127.0.0.1:8080", c.LAPI))
 	}
-	if c.KeyFile == "" {
-		errs = append(errs, errors.New("--crowdsec-lapi needs --crowdsec-key-file: a file holding the key cscli bouncers add NAME -o raw prints"))
+	if c.KeyFile == "" && c.Cert == "" {
+		errs = append(errs, errors.New("--crowdsec-lapi needs --crowdsec-key-file, a file holding the key cscli bouncers add NAME -o raw prints, "+
+			"or a client certificate LAPI takes for bouncers (--crowdsec-cert and --crowdsec-key)"))
 	}
 	if (c.Cert == "") != (c.Key == "") {
 		errs = append(errs, errors.New("--crowdsec-cert and --crowdsec-key go together: name both or neither"))
@@ -108,12 +109,16 @@ func (d *daemon) openCrowdSec() error {
 	if !cs.Enabled() {
 		return nil
 	}
-	key, err := fleet.ReadSecret(cs.KeyFile)
-	if err != nil {
-		return fmt.Errorf("--crowdsec-key-file: %w", err)
-	}
-	if key == "" {
-		return fmt.Errorf("--crowdsec-key-file %s is empty: put the key cscli bouncers add NAME -o raw prints in it", cs.KeyFile)
+	// Without a key, LAPI knows the bouncer by its client certificate.
+	var key string
+	if cs.KeyFile != "" {
+		var err error
+		if key, err = fleet.ReadSecret(cs.KeyFile); err != nil {
+			return fmt.Errorf("--crowdsec-key-file: %w", err)
+		}
+		if key == "" {
+			return fmt.Errorf("--crowdsec-key-file %s is empty: put the key cscli bouncers add NAME -o raw prints in it", cs.KeyFile)
+		}
 	}
 	client, err := crowdsec.New(crowdsec.Config{URL: cs.LAPI, APIKey: key, CA: cs.CA, Cert: cs.Cert, Key: cs.Key,
 		Origins: cs.Origins, ScenariosContaining: cs.ScenariosContaining, ScenariosNotContaining: cs.ScenariosNotContaining,

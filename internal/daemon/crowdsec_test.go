@@ -213,3 +213,36 @@ func TestCrowdSecPushesLimitBlocks(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 }
+
+// The CrowdSec settings are checked before anything starts: a bouncer
+// needs a key or a client certificate, pairs go together, and every
+// refusal names the flag and what to do.
+func TestCrowdSecSettingsAreChecked(t *testing.T) {
+	base := Defaults.Start.CrowdSec
+	base.LAPI, base.KeyFile = "http://192.0.2.1:8080", "/etc/hbf/bouncer.key"
+	for _, c := range []struct {
+		name string
+		edit func(*CrowdSec)
+		want string // none: accepted
+	}{
+		{"a key", func(*CrowdSec) {}, ""},
+		{"a client certificate alone", func(c *CrowdSec) { c.KeyFile, c.Cert, c.Key = "", "/c.pem", "/k.pem" }, ""},
+		{"neither", func(c *CrowdSec) { c.KeyFile = "" }, "needs --crowdsec-key-file"},
+		{"a certificate without its key", func(c *CrowdSec) { c.Cert = "/c.pem" }, "--crowdsec-cert and --crowdsec-key go together"},
+		{"not a URL", func(c *CrowdSec) { c.LAPI = "192.0.2.1:8080" }, `--crowdsec-lapi "192.0.2.1:8080": must be an http:// or https:// URL`},
+		{"a resync shorter than the interval", func(c *CrowdSec) { c.Resync = time.Second }, "--crowdsec-resync 1s: must be at least"},
+		{"a machine without its password", func(c *CrowdSec) { c.MachineID = "hbf" }, "go together"},
+		{"an unknown push class", func(c *CrowdSec) { c.Push = []string{"manual"} }, `--crowdsec-push "manual"`},
+		{"a key file without a LAPI", func(c *CrowdSec) { c.LAPI = "" }, "need --crowdsec-lapi"},
+	} {
+		cs := base
+		c.edit(&cs)
+		err := cs.validate()
+		if c.want == "" && err != nil {
+			t.Errorf("%s: %v, want it accepted", c.name, err)
+		}
+		if c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s: %v, want a refusal saying %q", c.name, err, c.want)
+		}
+	}
+}
