@@ -119,7 +119,8 @@ func (e *Engine) unblock(c api.Caller, target string) api.Result {
 		return res
 	}
 	fleetRecs, crowdsecRecs := e.fleetRecords(p), e.crowdsecRecords(p)
-	kept := maps.Clone(fleetRecs)
+	kept := map[store.Origin]store.Block{}
+	maps.Copy(kept, fleetRecs)
 	maps.Copy(kept, crowdsecRecs)
 	if len(e.blocks[p]) == len(kept) {
 		switch path := e.listHolding(p); {

@@ -51,13 +51,8 @@ func closeTimes(a, b time.Time) bool {
 	return d > -time.Second && d < time.Second
 }
 
-// crowdsecRecords are p's records of CrowdSec origins.
+// crowdsecRecords are p's records of CrowdSec origins; nil when there are
+// none.
 func (e *Engine) crowdsecRecords(p netip.Prefix) map[store.Origin]store.Block {
-	out := map[store.Origin]store.Block{}
-	for o, b := range e.blocks[p] {
-		if o.CrowdSec() != "" {
-			out[o] = b
-		}
-	}
-	return out
+	return e.recordsOf(p, func(o store.Origin) bool { return o.CrowdSec() != "" })
 }

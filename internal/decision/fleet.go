@@ -44,7 +44,7 @@ func (e *Engine) ApplyFleet(apply []fleet.Applied, remove []fleet.Ref) (added, r
 }
 
 // pending are the records of a kind each prefix is to hold, from those it
-// holds now (records).
+// holds now (records, nil for none).
 type pending struct {
 	want    map[netip.Prefix]map[store.Origin]store.Block
 	records func(netip.Prefix) map[store.Origin]store.Block
@@ -58,7 +58,9 @@ func newPending(records func(netip.Prefix) map[store.Origin]store.Block) *pendin
 func (w *pending) of(p netip.Prefix) map[store.Origin]store.Block {
 	m, ok := w.want[p]
 	if !ok {
-		m = w.records(p)
+		if m = w.records(p); m == nil {
+			m = map[store.Origin]store.Block{}
+		}
 		w.want[p] = m
 	}
 	return m
@@ -81,34 +83,40 @@ type Applied struct {
 // next snapshot writes it again. All or nothing: when the kernel or the
 // store refuses, both go back as they were.
 func (e *Engine) replaceRecords(w *pending, by string) (a Applied, err error) {
-	var changes, undo []store.Replacement
-	var history []store.Change
-	now := e.now()
+	// Only what the kernel needs comes before it: the undo and the
+	// history are made from befores when they are wanted.
+	var changes []store.Replacement
+	var befores []map[store.Origin]store.Block
+	var fresh []int // of each change's Put, how many are new records (the first)
 	for p, after := range w.want {
 		before := w.records(p)
 		var drop []store.Origin
 		for o := range before {
 			if _, ok := after[o]; !ok {
 				drop = append(drop, o)
-				a.Removed++
-				history = append(history, store.Change{Time: now, Action: "unblock", Prefix: p, Origin: o, By: by})
 			}
 		}
 		var put []store.Block
+		n := 0
 		for o, b := range after {
-			if old, ok := before[o]; !ok || !sameRecord(old, b) {
+			old, ok := before[o]
+			switch {
+			case !ok:
 				put = append(put, b)
-				if !ok {
-					a.Added++
-					history = append(history, store.Change{Time: now, Action: "block", Prefix: p, Origin: o, Reason: b.Reason, By: by})
-				}
+				put[n], put[len(put)-1] = put[len(put)-1], put[n]
+				n++
+			case !sameRecord(old, b):
+				put = append(put, b)
 			}
 		}
 		if len(drop)+len(put) == 0 {
 			continue
 		}
 		changes = append(changes, store.Replacement{Prefix: p, Drop: drop, Put: put})
-		undo = append(undo, store.Replacement{Prefix: p, Drop: slices.Collect(maps.Keys(after)), Put: slices.Collect(maps.Values(before))})
+		befores = append(befores, before)
+		fresh = append(fresh, n)
+		a.Added += n
+		a.Removed += len(drop)
 	}
 	if len(changes) == 0 {
 		return Applied{}, nil
@@ -128,8 +136,9 @@ func (e *Engine) replaceRecords(w *pending, by string) (a Applied, err error) {
 		}
 	}
 	if err != nil {
-		for _, u := range undo {
-			e.cacheReplace(u)
+		for i, c := range changes {
+			e.cacheReplace(store.Replacement{Prefix: c.Prefix, Drop: slices.Collect(maps.Keys(w.want[c.Prefix])),
+				Put: slices.Collect(maps.Values(befores[i]))})
 		}
 		if uerr := e.syncKernelMany(prefixes); uerr != nil {
 			e.undoFailures++
@@ -137,6 +146,16 @@ func (e *Engine) replaceRecords(w *pending, by string) (a Applied, err error) {
 				"by", by, "prefixes", len(prefixes), "refused", err, "undo", uerr)
 		}
 		return Applied{}, err
+	}
+	now := e.now()
+	history := make([]store.Change, 0, a.Added+a.Removed)
+	for i, c := range changes {
+		for _, o := range c.Drop {
+			history = append(history, store.Change{Time: now, Action: "unblock", Prefix: c.Prefix, Origin: o, By: by})
+		}
+		for _, b := range c.Put[:fresh[i]] {
+			history = append(history, store.Change{Time: now, Action: "block", Prefix: c.Prefix, Origin: b.Origin, Reason: b.Reason, By: by})
+		}
 	}
 	if herr := e.st.Record(history...); herr != nil {
 		e.log.Warn("cannot record history", "err", herr)
@@ -165,11 +184,20 @@ func (e *Engine) syncKernelMany(prefixes []netip.Prefix) error {
 	return err
 }
 
-// fleetRecords are p's records of fleet origins.
+// fleetRecords are p's records of fleet origins; nil when there are none.
 func (e *Engine) fleetRecords(p netip.Prefix) map[store.Origin]store.Block {
-	out := map[store.Origin]store.Block{}
+	return e.recordsOf(p, func(o store.Origin) bool { return o.FleetNode() != "" })
+}
+
+// recordsOf are p's records of the origins of a kind; nil when there are
+// none, which spares a snapshot of new prefixes a map each.
+func (e *Engine) recordsOf(p netip.Prefix, kind func(store.Origin) bool) map[store.Origin]store.Block {
+	var out map[store.Origin]store.Block
 	for o, b := range e.blocks[p] {
-		if o.FleetNode() != "" {
+		if kind(o) {
+			if out == nil {
+				out = map[store.Origin]store.Block{}
+			}
 			out[o] = b
 		}
 	}
