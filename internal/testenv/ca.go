@@ -98,4 +98,3 @@ func (ca *CA) IssueIn(ou, cn string, ips ...netip.Addr) (cert, key string) {
 	}
 	return ca.write(cn+".crt", "CERTIFICATE", der), ca.write(cn+".key", "EC PRIVATE KEY", keyDER)
 }
-
