@@ -69,14 +69,20 @@ type Outcome struct {
 func (t *Tracker) Apply(ch Changes, whole bool) Outcome {
 	now := t.Now()
 	out := Outcome{Whole: whole, Skipped: map[Skip]int{}, Refused: map[Refusal]int{}}
+	// What changed, when not whole: a snapshot puts every Ref it holds.
 	touched := map[Ref]bool{}
+	touch := func(r Ref) {
+		if !whole {
+			touched[r] = true
+		}
+	}
 	if whole || t.byID == nil {
 		t.byID, t.byRef, t.perOrigin = make(map[int64]held, len(ch.New)), make(map[Ref][]int64, len(ch.New)), map[string]int{}
 	}
 	for _, d := range ch.Deleted {
 		if h, ok := t.byID[d.ID]; ok {
 			t.forget(d.ID, h)
-			touched[h.ref] = true
+			touch(h.ref)
 		}
 	}
 	for _, d := range ch.New {
@@ -100,7 +106,7 @@ func (t *Tracker) Apply(ch Changes, whole bool) Outcome {
 		h := held{ref: Ref{Prefix: p, Origin: d.Origin}, expires: expires, scenario: d.Scenario}
 		if old, ok := t.byID[d.ID]; ok {
 			t.forget(d.ID, old) // LAPI sends a decision again when it changes
-			touched[old.ref] = true
+			touch(old.ref)
 		}
 		if t.MaxPerOrigin > 0 && t.perOrigin[d.Origin] >= t.MaxPerOrigin {
 			out.Refused[RefusedCap]++
@@ -109,17 +115,21 @@ func (t *Tracker) Apply(ch Changes, whole bool) Outcome {
 		t.byID[d.ID] = h
 		t.byRef[h.ref] = append(t.byRef[h.ref], d.ID)
 		t.perOrigin[d.Origin]++
-		touched[h.ref] = true
+		touch(h.ref)
 	}
 	if whole {
+		out.Put = make([]store.Block, 0, len(t.byRef))
 		for ref := range t.byRef {
-			touched[ref] = true
+			if b, ok := t.block(ref, now); ok {
+				out.Put = append(out.Put, b)
+			}
 		}
+		return out
 	}
 	for ref := range touched {
 		if b, ok := t.block(ref, now); ok {
 			out.Put = append(out.Put, b)
-		} else if !whole {
+		} else {
 			out.Remove = append(out.Remove, ref)
 		}
 	}
