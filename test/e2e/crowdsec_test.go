@@ -422,6 +422,11 @@ func benchCrowdSecScale(b *testing.B, n int) {
 	if hbfAt.IsZero() {
 		b.Fatalf("hbf holds %+v of %d decisions after 2 minutes", d.status().CrowdSec, n)
 	}
+	for _, line := range strings.Split(d.stderrText(), "\n") {
+		if strings.Contains(line, "CrowdSec's decisions applied") {
+			b.Log(line)
+		}
+	}
 	pullTook, _ := time.ParseDuration(took)
 	applyTook, _ := time.ParseDuration(applied)
 	b.ReportMetric(pullTook.Seconds(), "s-hbf-pull-to-enforced")
