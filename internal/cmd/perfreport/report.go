@@ -336,7 +336,7 @@ func (d *doc) crowdsec() {
 	d.p("`BenchmarkCrowdSecScale` imports the decisions into a LAPI (`cscli decisions import`), then starts " +
 		"hbf, and Debian's `crowdsec-firewall-bouncer` (nftables) on another host, each reading that LAPI: each " +
 		"is timed from its start to every address in its kernel set. hbf's first read is also timed from its " +
-		"request to its blocks in the kernel, and from LAPI's answer (LAPI takes about 1.5 s to answer " +
+		"request to its blocks in the kernel, and from LAPI's answer (LAPI takes up to 2 s to answer " +
 		"100,000). The bouncer's run is cut at ten minutes.")
 	var rows [][]string
 	for _, n := range []string{"10000", "100000"} {
