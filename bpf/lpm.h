@@ -8,6 +8,7 @@
 
 #include <bpf/bpf_endian.h>
 #include "maps.h"
+#include "hot.h"
 
 /* The clock is read only on paths that need it: a rule with an expiry, or an
  * attempt to track. fine: as for clock_ns. */
@@ -157,13 +158,16 @@ static __always_inline int v4_prefix_may_hold(const __u64 *f, const struct addr 
 	return filter_has(f, FILTER_V4_BASE, v4_slash16(a));
 }
 
-/* count_block counts a dropped packet against its rule. Not atomic: a
+/* count_block counts a packet from addr dropped against its rule, and
+ * notes the rule for a live view at its marks (hot.h). Not atomic: a
  * locked add cost a blocked packet a sixth of its time. Two CPUs dropping
  * for one rule at the same instant can lose an increment here; the drop
  * counters by reason are per CPU and exact. */
-static __always_inline int count_block(struct rule *r)
+static __always_inline int count_block(struct rule *r, const struct addr *addr)
 {
-	r->packets++;
+	__u64 n = r->packets + 1;
+	r->packets = n;
+	note_hot(r, addr, n);
 	return 1;
 }
 
@@ -175,7 +179,7 @@ __noinline int prefix_blocked(const struct addr *addr)
 	if (!addr)
 		return 0;
 	struct rule *r = lpm_live(&block_prefixes, block_retry_step, addr, 0);
-	return r ? count_block(r) : 0;
+	return r ? count_block(r, addr) : 0;
 }
 
 /* exact_rule is the exact block of the address: an IPv4-mapped one's in
@@ -197,7 +201,7 @@ static __always_inline int blocked(const __u64 *f, const struct addr *addr, int 
 	if (filter_may_hold(f, addr)) {
 		struct rule *r = exact_rule(addr, v4);
 		if (r && rule_live(r))
-			return count_block(r);
+			return count_block(r, addr);
 	}
 	if ((READ_ONCE(hbf_have_block_prefixes) || READ_ONCE(hbf_scan_prefixes)) && (!v4 || v4_prefix_may_hold(f, addr)))
 		return prefix_blocked(addr);

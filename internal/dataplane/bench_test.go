@@ -174,6 +174,17 @@ func benchmarkHook(b *testing.B, h Hook) {
 			}
 			benchSame(b, dp, ackFrame, xdpDrop)
 		})
+		b.Run("blocked-address-watched/"+maps, func(b *testing.B) {
+			// hbf top attached: the block is noted at marks of its count.
+			dp := benchDP(b, h, populated)
+			if err := dp.Block(netip.MustParsePrefix(src+"/32"), time.Now().Add(time.Hour)); err != nil {
+				b.Fatal(err)
+			}
+			if err := dp.WatchHot(true); err != nil {
+				b.Fatal(err)
+			}
+			benchSame(b, dp, ackFrame, xdpDrop)
+		})
 		b.Run("blocked-CIDR/"+maps, func(b *testing.B) {
 			dp := benchDP(b, h, populated)
 			if err := dp.Block(netip.MustParsePrefix("198.51.100.0/24"), time.Time{}); err != nil {

@@ -313,6 +313,7 @@ const (
 	hbfMapDatagramLogs         = "datagram_logs"
 	hbfMapEvents               = "events"
 	hbfMapFirstAttempts        = "first_attempts"
+	hbfMapHotRules             = "hot_rules"
 	hbfMapIgnoredAttempts      = "ignored_attempts"
 	hbfMapLimitCounters        = "limit_counters"
 	hbfMapLimits               = "limits"
@@ -334,6 +335,7 @@ const (
 	hbfVarHbfEventsWoken       = "hbf_events_woken"
 	hbfVarHbfFirstAttemptMask  = "hbf_first_attempt_mask"
 	hbfVarHbfHaveBlockPrefixes = "hbf_have_block_prefixes"
+	hbfVarHbfHotWatch          = "hbf_hot_watch"
 	hbfVarHbfIgnoredTcp        = "hbf_ignored_tcp"
 	hbfVarHbfIgnoredUdp        = "hbf_ignored_udp"
 	hbfVarHbfLimitedTcp        = "hbf_limited_tcp"
@@ -417,6 +419,7 @@ type hbfMapSpecs struct {
 	DatagramLogs    *ebpf.MapSpec `ebpf:"datagram_logs"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
 	FirstAttempts   *ebpf.MapSpec `ebpf:"first_attempts"`
+	HotRules        *ebpf.MapSpec `ebpf:"hot_rules"`
 	IgnoredAttempts *ebpf.MapSpec `ebpf:"ignored_attempts"`
 	LimitCounters   *ebpf.MapSpec `ebpf:"limit_counters"`
 	Limits          *ebpf.MapSpec `ebpf:"limits"`
@@ -441,6 +444,7 @@ type hbfVariableSpecs struct {
 	HbfEventsWoken       *ebpf.VariableSpec `ebpf:"hbf_events_woken"`
 	HbfFirstAttemptMask  *ebpf.VariableSpec `ebpf:"hbf_first_attempt_mask"`
 	HbfHaveBlockPrefixes *ebpf.VariableSpec `ebpf:"hbf_have_block_prefixes"`
+	HbfHotWatch          *ebpf.VariableSpec `ebpf:"hbf_hot_watch"`
 	HbfIgnoredTcp        *ebpf.VariableSpec `ebpf:"hbf_ignored_tcp"`
 	HbfIgnoredUdp        *ebpf.VariableSpec `ebpf:"hbf_ignored_udp"`
 	HbfLimitedTcp        *ebpf.VariableSpec `ebpf:"hbf_limited_tcp"`
@@ -493,6 +497,7 @@ type hbfMaps struct {
 	DatagramLogs    *ebpf.Map `ebpf:"datagram_logs"`
 	Events          *ebpf.Map `ebpf:"events"`
 	FirstAttempts   *ebpf.Map `ebpf:"first_attempts"`
+	HotRules        *ebpf.Map `ebpf:"hot_rules"`
 	IgnoredAttempts *ebpf.Map `ebpf:"ignored_attempts"`
 	LimitCounters   *ebpf.Map `ebpf:"limit_counters"`
 	Limits          *ebpf.Map `ebpf:"limits"`
@@ -517,6 +522,7 @@ func (m *hbfMaps) Close() error {
 		m.DatagramLogs,
 		m.Events,
 		m.FirstAttempts,
+		m.HotRules,
 		m.IgnoredAttempts,
 		m.LimitCounters,
 		m.Limits,
@@ -542,6 +548,7 @@ type hbfVariables struct {
 	HbfEventsWoken       *ebpf.Variable `ebpf:"hbf_events_woken"`
 	HbfFirstAttemptMask  *ebpf.Variable `ebpf:"hbf_first_attempt_mask"`
 	HbfHaveBlockPrefixes *ebpf.Variable `ebpf:"hbf_have_block_prefixes"`
+	HbfHotWatch          *ebpf.Variable `ebpf:"hbf_hot_watch"`
 	HbfIgnoredTcp        *ebpf.Variable `ebpf:"hbf_ignored_tcp"`
 	HbfIgnoredUdp        *ebpf.Variable `ebpf:"hbf_ignored_udp"`
 	HbfLimitedTcp        *ebpf.Variable `ebpf:"hbf_limited_tcp"`
