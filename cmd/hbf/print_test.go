@@ -21,6 +21,7 @@ type fakeDaemon struct {
 	allows  []api.Allow
 	why     api.Why
 	status  api.Status
+	top     api.Top
 	events  []string
 	mode    string
 }
@@ -62,6 +63,7 @@ func (f *fakeDaemon) Blocks(_ context.Context, fn func(api.Block) error) error {
 func (f *fakeDaemon) Allows(context.Context) ([]api.Allow, error)      { return f.allows, nil }
 func (f *fakeDaemon) Why(context.Context, netip.Addr) (api.Why, error) { return f.why, nil }
 func (f *fakeDaemon) Status(context.Context) (api.Status, error)       { return f.status, nil }
+func (f *fakeDaemon) Top(context.Context, int) (api.Top, error)        { return f.top, nil }
 func (f *fakeDaemon) Fleet(context.Context) (api.FleetStatus, error) {
 	return api.FleetStatus{}, api.ErrNoFleet
 }

@@ -128,6 +128,12 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return out, c.call(ctx, http.MethodGet, "/v1/status", nil, &out)
 }
 
+// Top reads the busiest sources the kernel drops, at most n.
+func (c *Client) Top(ctx context.Context, n int) (Top, error) {
+	var out Top
+	return out, c.call(ctx, http.MethodGet, fmt.Sprintf("/v1/top?n=%d", n), nil, &out)
+}
+
 // Fleet reads the daemon's view of its fleet.
 func (c *Client) Fleet(ctx context.Context) (FleetStatus, error) {
 	var out FleetStatus

@@ -36,6 +36,9 @@ type Service interface {
 	Allows(ctx context.Context) ([]Allow, error)
 	Why(ctx context.Context, addr netip.Addr) (Why, error)
 	Status(ctx context.Context) (Status, error)
+	// Top is the busiest sources the kernel drops, at most n; asking for
+	// it has the kernel note busy blocks for a while (hbf top).
+	Top(ctx context.Context, n int) (Top, error)
 	// Fleet is this host's view of its fleet; ErrNoFleet outside one.
 	Fleet(ctx context.Context) (FleetStatus, error)
 	// Events calls fn with the recent events, then, when follow is set,
@@ -228,6 +231,22 @@ func handler(svc Service, writeTimeout time.Duration) http.Handler {
 			return
 		}
 		writeJSON(w, st)
+	})
+	mux.HandleFunc("GET /v1/top", func(w http.ResponseWriter, r *http.Request) {
+		n := DefaultTopSources
+		if v := r.URL.Query().Get("n"); v != "" {
+			var err error
+			if n, err = strconv.Atoi(v); err != nil || n < 1 || n > MaxTopSources {
+				httpError(w, http.StatusBadRequest, fmt.Errorf("n=%q: ask for 1 to %d sources", v, MaxTopSources))
+				return
+			}
+		}
+		top, err := svc.Top(r.Context(), n)
+		if err != nil {
+			httpError(w, http.StatusInternalServerError, err)
+			return
+		}
+		writeJSON(w, top)
 	})
 	mux.HandleFunc("GET /v1/fleet", func(w http.ResponseWriter, r *http.Request) {
 		st, err := svc.Fleet(r.Context())

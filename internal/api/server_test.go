@@ -24,7 +24,10 @@ func (s *okService) Blocks(context.Context, func(Block) error) error          { 
 func (s *okService) Allows(context.Context) ([]Allow, error)                  { return nil, nil }
 func (s *okService) Why(context.Context, netip.Addr) (Why, error)             { return Why{}, nil }
 func (s *okService) Status(context.Context) (Status, error)                   { return Status{}, nil }
-func (s *okService) Fleet(context.Context) (FleetStatus, error)               { return FleetStatus{}, nil }
+func (s *okService) Top(_ context.Context, n int) (Top, error) {
+	return Top{Sources: make([]TopSource, 0, n)}, nil
+}
+func (s *okService) Fleet(context.Context) (FleetStatus, error) { return FleetStatus{}, nil }
 func (s *okService) Events(context.Context, bool, func(json.RawMessage) error) error {
 	return nil
 }

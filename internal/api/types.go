@@ -123,6 +123,33 @@ type Status struct {
 	CrowdSec   *CrowdSecStatus   `json:"crowdsec,omitempty"`
 }
 
+// Sources a Top answer holds: by default, and at most.
+const (
+	DefaultTopSources = 100
+	MaxTopSources     = 1000
+)
+
+// Top is the busiest sources the kernel drops packets of.
+type Top struct {
+	Time    time.Time   `json:"time"`
+	Sources []TopSource `json:"sources"` // busiest first
+	// Followed is how many blocks the daemon follows: those the kernel
+	// noted as they dropped, since a view asked.
+	Followed int `json:"followed"`
+}
+
+// TopSource is a block dropping packets, as hbf top shows it.
+type TopSource struct {
+	Prefix netip.Prefix `json:"prefix"`
+	// Origins of the decisions that block it: scan, limit, manual, file,
+	// fleet:<node>, crowdsec:<origin>, fail2ban:<jail> …
+	Origins []string  `json:"origins"`
+	Reason  string    `json:"reason,omitempty"`
+	Expires time.Time `json:"expires,omitzero"` // absent: never
+	Packets uint64    `json:"packets_dropped"`  // since the block was made
+	Rate    float64   `json:"rate"`             // packets/s, over the daemon's last two looks
+}
+
 // CrowdSecStatus is this host's link to a CrowdSec Local API.
 type CrowdSecStatus struct {
 	LAPI          string            `json:"lapi"`

@@ -39,6 +39,8 @@ type kernel interface {
 	SetOnLink([]netip.Prefix) error
 	SetLocalAddrs([]netip.Addr) error
 	SetServed([]ports.Port) error
+	WatchHot(on bool) error
+	DrainHot() ([]dataplane.Hot, error)
 }
 
 type daemon struct {
@@ -61,6 +63,7 @@ type daemon struct {
 	links       *links
 	fleet       *fleetLink    // nil outside a fleet
 	crowdsec    *crowdsecLink // nil without a LAPI
+	hot         topView       // the busiest blocks, while hbf top asks
 	events      *dataplane.EventReader
 	hostChanges *hostnet.Changes
 	natReader   *natports.Reader
@@ -403,6 +406,7 @@ func (d *daemon) serve(ctx context.Context, cancel context.CancelCauseFunc) {
 	d.wg.Go(func() { d.followNames(ctx) })
 	d.wg.Go(func() { d.followServed(ctx) })
 	d.wg.Go(func() { d.links.watch(ctx) })
+	d.wg.Go(func() { d.unwatchIdle(ctx) })
 	if d.fleet != nil {
 		d.wg.Go(func() { d.fleet.run(ctx) })
 	}

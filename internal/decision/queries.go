@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/hbf-firewall/hbf/internal/api"
 	"github.com/hbf-firewall/hbf/internal/protect"
@@ -172,4 +173,33 @@ func (e *Engine) UndoFailures() uint64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.undoFailures
+}
+
+// Describe says what blocks exactly p: the origins of its live decisions
+// (a list's as file), the reason of the one that ends last, and when that
+// is (zero: never). No origins: nothing blocks p now.
+func (e *Engine) Describe(p netip.Prefix) (origins []string, reason string, expires time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.now()
+	last := store.Block{}
+	for _, b := range e.blocks[p] {
+		if b.Expired(now) {
+			continue
+		}
+		origins = append(origins, string(b.Origin))
+		if len(origins) == 1 || (!last.Expires.IsZero() && (b.Expires.IsZero() || b.Expires.After(last.Expires))) {
+			last = b
+		}
+	}
+	reason, expires = last.Reason, last.Expires
+	if path := e.listHolding(p); path != "" {
+		origins = append(origins, string(store.OriginFile))
+		if len(origins) == 1 {
+			reason = "blocklist"
+		}
+		expires = time.Time{}
+	}
+	slices.Sort(origins)
+	return origins, reason, expires
 }

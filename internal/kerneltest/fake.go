@@ -50,6 +50,8 @@ type Fake struct {
 	onLink     []netip.Prefix
 	local      []netip.Addr
 	served     []ports.Port
+	watchHot   bool
+	hot        []dataplane.Hot
 }
 
 // NewFake returns an empty data plane whose clock is now (time.Now when

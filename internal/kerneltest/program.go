@@ -128,7 +128,9 @@ func (f *Fake) KernelBlock(p netip.Prefix, created, expires time.Time, origin da
 }
 
 // Drop counts n packets against the block of exactly p, as the program
-// does for each packet it drops.
+// does for each packet it drops, and notes the block while hot blocks are
+// watched (the program notes it at marks of its count; the fake at every
+// drop).
 func (f *Fake) Drop(p netip.Prefix, n uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -136,5 +138,32 @@ func (f *Fake) Drop(p netip.Prefix, n uint64) {
 	if r, ok := m[p]; ok {
 		r.Packets += n
 		m[p] = r
+		if f.watchHot {
+			f.hot = append(f.hot, dataplane.Hot{Prefix: p, Packets: r.Packets})
+		}
 	}
+}
+
+// WatchHot turns the noting of hot blocks on or off.
+func (f *Fake) WatchHot(on bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.watchHot = on
+	return nil
+}
+
+// WatchingHot reports whether hot blocks are noted.
+func (f *Fake) WatchingHot() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.watchHot
+}
+
+// DrainHot returns the blocks noted since the last drain.
+func (f *Fake) DrainHot() ([]dataplane.Hot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.hot
+	f.hot = nil
+	return out, nil
 }
