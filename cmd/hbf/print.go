@@ -137,9 +137,9 @@ func printStatus(w io.Writer, st api.Status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "version\t%s\npid\t%d\nuptime\t%s\nstore\t%s\n", st.Version, st.PID, st.Uptime, st.Store)
 	for _, i := range st.Interfaces {
-		fmt.Fprintf(tw, "interface\t%s (%s)\n", i.Name, attachedAs(i))
+		fmt.Fprintf(tw, "interface\t%s (%s)\n", i.Name, i.AttachedAs())
 		if i.XDP != nil || len(i.TCX) > 0 {
-			fmt.Fprintf(tw, "  ingress\t%s\n", chainText(i))
+			fmt.Fprintf(tw, "  ingress\t%s\n", i.Chain())
 		}
 	}
 	for _, l := range st.Lists {
@@ -258,37 +258,6 @@ func toStrings[V any](m map[string]V) map[string]string {
 
 func sortedKeys[V any](m map[string]V) []string {
 	return slices.Sorted(maps.Keys(m))
-}
-
-// attachedAs says how hbf runs on an interface: "native XDP", "tcx".
-func attachedAs(i api.Interface) string {
-	if i.Hook == "tcx" {
-		if i.Mode == "adopted" {
-			return "TCX, adopted"
-		}
-		return "TCX"
-	}
-	return i.Mode + " XDP"
-}
-
-// chainText lists what runs on an interface's ingress, in order, hbf's
-// program marked: "XDP xdp_filter (12) -> TCX hbf_tc (40)* -> TCX counter (41)".
-func chainText(i api.Interface) string {
-	name := func(hook string, p api.Program) string {
-		s := fmt.Sprintf("%s %s (%d)", hook, dash(p.Name), p.ID)
-		if p.HBF {
-			s += "*"
-		}
-		return s
-	}
-	var parts []string
-	if i.XDP != nil {
-		parts = append(parts, name("XDP", *i.XDP))
-	}
-	for _, p := range i.TCX {
-		parts = append(parts, name("TCX", p))
-	}
-	return strings.Join(parts, " -> ")
 }
 
 // countsText writes counts by key, sorted: "CAPI 1200, cscli 3"; "none".

@@ -4,7 +4,9 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/hbf-firewall/hbf/internal/ports"
@@ -98,6 +100,41 @@ type Interface struct {
 	// hook's program, then the TCX programs at TC ingress.
 	XDP *Program  `json:"xdp,omitempty"`
 	TCX []Program `json:"tcx,omitempty"`
+}
+
+// AttachedAs says how hbf runs on the interface: "native XDP", "TCX".
+func (i Interface) AttachedAs() string {
+	if i.Hook == "tcx" {
+		if i.Mode == "adopted" {
+			return "TCX, adopted"
+		}
+		return "TCX"
+	}
+	return i.Mode + " XDP"
+}
+
+// Chain lists what runs on the interface's ingress, in order, hbf's
+// program marked: "XDP xdp_filter (12) -> TCX hbf_tc (40)* -> TCX counter (41)".
+func (i Interface) Chain() string {
+	name := func(hook string, p Program) string {
+		n := p.Name
+		if n == "" {
+			n = "-"
+		}
+		s := fmt.Sprintf("%s %s (%d)", hook, n, p.ID)
+		if p.HBF {
+			s += "*"
+		}
+		return s
+	}
+	var parts []string
+	if i.XDP != nil {
+		parts = append(parts, name("XDP", *i.XDP))
+	}
+	for _, p := range i.TCX {
+		parts = append(parts, name("TCX", p))
+	}
+	return strings.Join(parts, " -> ")
 }
 
 // Program is a BPF program attached to an interface.
