@@ -20,7 +20,7 @@ LDFLAGS       := -s -w -X main.version=$(VERSION)
 
 # Debian packages: to run the tests (iproute2, nsenter from util-linux, and
 # the real clients), and to regenerate the BPF objects.
-TEST_DEBS     := iproute2 util-linux nmap curl hping3 masscan nftables iptables ipset ethtool xdp-tools git podman runc prometheus etcd-server etcd-client fail2ban openssh-server hydra crowdsec crowdsec-firewall-bouncer
+TEST_DEBS     := iproute2 util-linux nmap curl hping3 masscan nftables iptables ipset ethtool xdp-tools git podman runc prometheus etcd-server etcd-client fail2ban openssh-server hydra crowdsec crowdsec-firewall-bouncer tmux
 GENERATE_DEBS := clang llvm libbpf-dev linux-libc-dev
 
 export BPF2GO_CFLAGS

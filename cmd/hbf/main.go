@@ -81,7 +81,8 @@ gets through.`,
 	root.AddCommand(newDaemonCmd(e), newDemoCmd(e),
 		newBlockCmd(e, c), newUnblockCmd(e, c), newAllowCmd(e, c), newDisallowCmd(e, c),
 		newListCmd(e, c), newWhyCmd(e, c), newStatusCmd(e, c), newEventsCmd(e, c),
-		newModeCmd(e, c), newReloadCmd(e, c), newStopCmd(e, c), newUninstallCmd(e, c), newFleetCmd(e, c), newConfigCmd(e))
+		newTopCmd(e, c), newModeCmd(e, c), newReloadCmd(e, c), newStopCmd(e, c), newUninstallCmd(e, c), newFleetCmd(e, c),
+		newConfigCmd(e))
 	return root
 }
 

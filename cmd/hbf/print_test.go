@@ -247,3 +247,33 @@ func TestClientErrorsSayWhatToDo(t *testing.T) {
 		t.Errorf("no daemon: exit %d, %q", code, errs)
 	}
 }
+
+// hbf top, its output not a terminal: one snapshot, as text or JSON.
+func TestTopPrintsASnapshot(t *testing.T) {
+	f := &fakeDaemon{status: api.Status{Uptime: "1h0m0s", Settings: map[string]string{"mode": "enforce"},
+		Counters: map[string]uint64{"packets": 10}},
+		top: api.Top{Sources: []api.TopSource{{Prefix: netip.MustParsePrefix("198.51.100.7/32"), Origins: []string{"scan"},
+			Reason: "port scan", Packets: 42}}},
+		events: []string{`{"time":"2026-11-27T15:28:05Z","event":"portscan","src":"198.51.100.7","dst":"10.0.0.5","ports":[80,81,82,83]}`}}
+	sock := f.serve(t)
+	code, out, errs := runClient(sock, "top", "--interval", "100ms")
+	if code != 0 || !strings.Contains(out, "198.51.100.7/32") || !strings.Contains(out, "scan") ||
+		!strings.Contains(out, "15:28:05: Port scan detected: 198.51.100.7 -> 10.0.0.5 on ports 80,81,82,83") {
+		t.Errorf("top: exit %d, %s%s", code, out, errs)
+	}
+	code, out, _ = runClient(sock, "top", "--interval", "100ms", "-o", "json")
+	var snap struct {
+		Sources []struct {
+			Source string `json:"source"`
+			Total  uint64 `json:"dropped_total"`
+		} `json:"sources"`
+		Events []json.RawMessage `json:"events"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &snap) != nil || len(snap.Sources) != 1 || snap.Sources[0].Total != 42 ||
+		len(snap.Events) != 1 {
+		t.Errorf("top -o json: exit %d, %s", code, out)
+	}
+	if code, _, errs := runClient(sock, "top", "--interval", "1ms"); code != 2 || !strings.Contains(errs, "--interval 1ms: must be at least 100ms") {
+		t.Errorf("top --interval 1ms: exit %d, %s", code, errs)
+	}
+}
