@@ -248,6 +248,7 @@ func (d *doc) hooks() {
 	for _, sub := range []string{
 		"established-ACK/empty-maps", "established-ACK/10k-blocks",
 		"blocked-address/empty-maps", "blocked-address/10k-blocks",
+		"blocked-address-watched/empty-maps", "blocked-address-watched/10k-blocks",
 		"blocked-CIDR/empty-maps", "blocked-CIDR/10k-blocks",
 		"SYN-retransmission", "new-SYN-reported", "new-SYN-new-source",
 		"UDP-open-port", "UDP-closed-port", "UDP-DNAT-port", "UDP-not-the-host",
@@ -328,6 +329,25 @@ func (d *doc) daemon() {
 	d.host()
 	d.fleet()
 	d.crowdsec()
+	d.top()
+}
+
+// top is what hbf top costs per refresh: the daemon's CPU and its own,
+// with an empty list and with a million addresses.
+func (d *doc) top() {
+	const bench = "TopRefresh"
+	d.p("## hbf top")
+	d.p("`BenchmarkTopRefresh` runs `hbf top` in tmux, a refresh a second, against a daemon dropping a flood " +
+		"from a blocked source (some 10,000 packets/s), with an empty list and with 1,000,000 addresses: the " +
+		"daemon's CPU over ten refreshes, less its CPU over as long a time of the same flood without a view, and " +
+		"`hbf top`'s own. The *blocked-address-watched* rows above are a blocked packet while a view is attached.")
+	d.table([]string{"list", "daemon, ms per refresh", "hbf top, ms per refresh"}, [][]string{
+		{"empty", d.num(bench, "ms-daemon-per-refresh-empty"), d.num(bench, "ms-top-per-refresh-empty")},
+		{"1,000,000 addresses", d.num(bench, "ms-daemon-per-refresh-1M"), d.num(bench, "ms-top-per-refresh-1M")},
+	})
+	v, ok := d.r.get(bench, "x-1M-vs-empty")
+	d.p("Goal: the daemon's CPU per refresh with the million-address list %s (%s×).",
+		atMost("≤ 2× that with an empty one", 2).judge(v, ok), d.num(bench, "x-1M-vs-empty"))
 }
 
 // crowdsec is hbf as a CrowdSec bouncer beside Debian's firewall bouncer.
