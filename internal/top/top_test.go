@@ -326,3 +326,26 @@ func TestKeysInOneMessageEachCount(t *testing.T) {
 		t.Errorf("after \"sso\": sort %s, origin %q; want source and scan", d.m.sort, d.m.filter.Origin)
 	}
 }
+
+// Sources a limit's :drop throttles have no block: the limit's count of
+// drops shows as one row, origin limit.
+func TestLimitDropsShowAsARow(t *testing.T) {
+	f := &fakeAPI{}
+	d := newDriver(t, f)
+	limits := func(dropped uint64) {
+		f.set(nil)
+		f.status.Limits = []api.LimitStatus{
+			{Limit: "22/tcp=3/1m", Port: 22, Proto: "tcp", Action: "drop", Dropped: dropped},
+			{Limit: "80/tcp=100/1m", Port: 80, Proto: "tcp", Action: "block", Dropped: 0},
+		}
+	}
+	limits(10)
+	d.look(t0)
+	limits(25)
+	d.look(t0.Add(time.Second))
+	rows := d.m.rows()
+	if len(rows) != 1 || rows[0].Source != "over 22/tcp" || rows[0].Origin != "limit" || rows[0].Interval != 15 || rows[0].Total != 25 {
+		t.Fatalf("rows %+v, want one for the :drop limit, 15 in the interval of 25", rows)
+	}
+	wantIn(t, d.screen(), "over 22/tcp", "limit")
+}
