@@ -189,7 +189,7 @@ func BenchmarkBlocklistLoad(b *testing.B) {
 
 		began := time.Now()
 		d := startDaemon(b, lab, "--blocklist", list)
-		at, err := time.Parse(time.RFC3339Nano, running.FindStringSubmatch(d.stderrText())[1])
+		at, err := time.Parse(time.RFC3339Nano, d.waitLog(running)[1])
 		if err != nil {
 			b.Fatal(err)
 		}

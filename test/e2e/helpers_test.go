@@ -322,6 +322,22 @@ func (d *daemonProc) waitLine(re *regexp.Regexp) string {
 	return ""
 }
 
+// waitLog waits for a line of the daemon's log matching re, and returns
+// its submatches: hbf status answers as soon as the API serves, a moment
+// before the daemon logs that it runs.
+func (d *daemonProc) waitLog(re *regexp.Regexp) []string {
+	d.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := re.FindStringSubmatch(d.stderrText()); m != nil {
+			return m
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	d.t.Fatalf("no log line matches %s; got:\n%s", re, d.stderrText())
+	return nil
+}
+
 // stop sends SIGTERM and returns the exit error.
 func (d *daemonProc) stop() error {
 	d.t.Helper()
