@@ -6,6 +6,7 @@ import (
 	"iter"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -49,8 +50,10 @@ func (d *Dataplane) BlockMany(entries iter.Seq2[netip.Prefix, time.Time]) (int, 
 	}
 
 	// The kernel takes a bucket lock per entry; CPUs write in parallel. A
-	// batch's values go back to free once written: its keys are kept, for
-	// an undo.
+	// list's entries share one value: its batches share one slice of it,
+	// as many as a batch holds. Only batches whose values differ (each
+	// CrowdSec decision ends at its own time) carry their own, which go
+	// back to free once written; the keys are kept, for an undo.
 	type result struct {
 		took exactBatch // what the kernel took
 		err  error
@@ -63,9 +66,11 @@ func (d *Dataplane) BlockMany(entries iter.Seq2[netip.Prefix, time.Time]) (int, 
 		wg.Go(func() {
 			for b := range work {
 				took, err := d.writeBatch(b)
-				select {
-				case free <- b.values[:0]:
-				default:
+				if b.own {
+					select {
+					case free <- b.values[:0]:
+					default:
+					}
 				}
 				results <- result{took, err}
 			}
@@ -91,14 +96,28 @@ func (d *Dataplane) BlockMany(entries iter.Seq2[netip.Prefix, time.Time]) (int, 
 			return make([]hbfRule, 0, batchSize)
 		}
 	}
+	var same []hbfRule // batchSize copies of the first uniform batch's value
+	send := func(b *exactBatch) {
+		if !b.own {
+			if same == nil {
+				same = slices.Repeat([]hbfRule{b.rule}, batchSize)
+			}
+			if same[0] != b.rule {
+				b.values, b.own = append(values(), slices.Repeat([]hbfRule{b.rule}, b.len())...), true
+			} else {
+				b.values = same[:b.len()]
+			}
+		}
+		work <- *b
+	}
 
 	type lpmEntry struct {
 		key  hbfLpmKey
 		rule hbfRule
 	}
 	var lpm []lpmEntry
-	v4 := exactBatch{v4: []hbfAddr4{}, values: values()}
-	v6 := exactBatch{v6: []hbfAddr{}, values: values()}
+	v4 := exactBatch{v4: []hbfAddr4{}}
+	v6 := exactBatch{v6: []hbfAddr{}}
 	var err error
 	for p, expires := range entries {
 		addr, bits, kerr := key16(p)
@@ -113,22 +132,22 @@ func (d *Dataplane) BlockMany(entries iter.Seq2[netip.Prefix, time.Time]) (int, 
 		}
 		d.filter.add(addr) // the bit before the entry: see block_filter
 		if isMapped(addr) {
-			v4.v4, v4.values = append(v4.v4, addr4Of(addr)), append(v4.values, r)
-			if v4.len() == batchSize {
-				work <- v4
-				v4 = exactBatch{v4: []hbfAddr4{}, values: values()}
+			v4.add(r, values)
+			if v4.v4 = append(v4.v4, addr4Of(addr)); v4.len() == batchSize {
+				send(&v4)
+				v4 = exactBatch{v4: []hbfAddr4{}}
 			}
 		} else {
-			v6.v6, v6.values = append(v6.v6, addr), append(v6.values, r)
-			if v6.len() == batchSize {
-				work <- v6
-				v6 = exactBatch{v6: []hbfAddr{}, values: values()}
+			v6.add(r, values)
+			if v6.v6 = append(v6.v6, addr); v6.len() == batchSize {
+				send(&v6)
+				v6 = exactBatch{v6: []hbfAddr{}}
 			}
 		}
 	}
-	for _, b := range []exactBatch{v4, v6} {
+	for _, b := range []*exactBatch{&v4, &v6} {
 		if err == nil && b.len() > 0 {
-			work <- b
+			send(b)
 		}
 	}
 	close(work)

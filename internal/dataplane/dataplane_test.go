@@ -881,3 +881,41 @@ func TestOpenWritesWhileTheProgramIsVerified(t *testing.T) {
 		t.Error("no program id once ready")
 	}
 }
+
+// Batches share one slice of a list's value; a batch whose keys share
+// another value, or differ, gets its own: each entry keeps its expiry.
+func TestBlockManyKeepsEachBatchsExpiry(t *testing.T) {
+	d := newTestDP(t, defaults)
+	soon, later := time.Now().Add(time.Hour).Truncate(time.Second), time.Now().Add(2*time.Hour).Truncate(time.Second)
+	expiry := func(i int) time.Time {
+		switch {
+		case i < batchSize: // a batch all of one value
+			return soon
+		case i < 2*batchSize: // a batch all of another
+			return later
+		case i%2 == 0: // a batch of both
+			return soon
+		}
+		return later
+	}
+	addr := func(i int) netip.Prefix {
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
+	}
+	n := 3 * batchSize
+	written, err := d.BlockMany(func(yield func(netip.Prefix, time.Time) bool) {
+		for i := range n {
+			if !yield(addr(i), expiry(i)) {
+				return
+			}
+		}
+	})
+	if err != nil || written != n {
+		t.Fatalf("BlockMany: %d, %v", written, err)
+	}
+	for _, i := range []int{0, batchSize - 1, batchSize, 2*batchSize - 1, 2 * batchSize, 2*batchSize + 1, n - 1} {
+		r, ok, err := d.LookupBlock(addr(i))
+		if !ok || err != nil || r.Expires.Sub(expiry(i)).Abs() > time.Second {
+			t.Errorf("entry %d: %+v %v %v, want it until %v", i, r, ok, err, expiry(i))
+		}
+	}
+}

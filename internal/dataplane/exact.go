@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"net/netip"
+	"slices"
 
 	"github.com/cilium/ebpf"
 )
@@ -44,15 +45,32 @@ func (d *Dataplane) eachExact(fn func(*hbfAddr, *hbfRule) error) error {
 }
 
 // exactBatch is a batch of exact addresses of one family, as BlockMany
-// writes them: v4's keys go to blocks4, v6's to blocks6, each with its
-// value.
+// writes them: v4's keys go to blocks4, v6's to blocks6, with values,
+// one per key when written.
 type exactBatch struct {
 	v4     []hbfAddr4
 	v6     []hbfAddr
-	values []hbfRule
+	rule   hbfRule   // every key's value, while own is false
+	values []hbfRule // each key's value: own, once they differ
+	own    bool
 }
 
-func (b exactBatch) len() int { return len(b.v4) + len(b.v6) }
+func (b *exactBatch) len() int { return len(b.v4) + len(b.v6) }
+
+// add notes the value of the key about to be appended: while every key's
+// is the same, the batch keeps one; once one differs, a slice of its own
+// from alloc.
+func (b *exactBatch) add(r hbfRule, alloc func() []hbfRule) {
+	n := b.len()
+	if !b.own {
+		if n == 0 || r == b.rule {
+			b.rule = r
+			return
+		}
+		b.values, b.own = append(alloc(), slices.Repeat([]hbfRule{b.rule}, n)...), true
+	}
+	b.values = append(b.values, r)
+}
 
 // writeBatch puts the batch into its map, and returns the keys the kernel
 // took.
