@@ -337,10 +337,11 @@ func (d *doc) daemon() {
 func (d *doc) top() {
 	const bench = "TopRefresh"
 	d.p("## hbf top")
-	d.p("`BenchmarkTopRefresh` runs `hbf top` in tmux, a refresh a second, against a daemon dropping a flood " +
-		"from a blocked source (some 10,000 packets/s), with an empty list and with 1,000,000 addresses: the " +
-		"daemon's CPU over ten refreshes, less its CPU over as long a time of the same flood without a view, and " +
-		"`hbf top`'s own. The *blocked-address-watched* rows above are a blocked packet while a view is attached.")
+	d.p("`BenchmarkTopRefresh` measures a refresh of `hbf top` against a daemon dropping a flood from a " +
+		"blocked source (some 10,000 packets/s), with an empty list and with 1,000,000 addresses. The daemon's " +
+		"part: its CPU over 200 refreshes' API calls (status, then the busiest sources) made back to back, the " +
+		"median of three rounds. `hbf top`'s part: its CPU in tmux over ten refreshes a second apart. The " +
+		"*blocked-address-watched* rows above are a blocked packet while a view is attached.")
 	d.table([]string{"list", "daemon, ms per refresh", "hbf top, ms per refresh"}, [][]string{
 		{"empty", d.num(bench, "ms-daemon-per-refresh-empty"), d.num(bench, "ms-top-per-refresh-empty")},
 		{"1,000,000 addresses", d.num(bench, "ms-daemon-per-refresh-1M"), d.num(bench, "ms-top-per-refresh-1M")},
