@@ -1,6 +1,8 @@
 package decision
 
 import (
+	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -91,15 +93,28 @@ func TestUnblockOfACrowdSecDecisionSaysHowToEndIt(t *testing.T) {
 // refuses, both are as they were before the read, records and kernel
 // entries of other origins of the same prefixes too.
 func TestCrowdSecReadRefusedLeavesEverythingAsItWas(t *testing.T) {
-	for _, refuser := range []string{"kernel", "store"} {
-		t.Run(refuser, func(t *testing.T) {
+	for _, c := range []struct {
+		refuser string
+		extra   int // more decisions in the read: past bulkFrom, the kernel takes it in bulk
+	}{{"kernel", 0}, {"kernel", bulkFrom}, {"store", 0}, {"store", bulkFrom}} {
+		refuser := c.refuser
+		t.Run(fmt.Sprintf("%s/%d", refuser, 3+c.extra), func(t *testing.T) {
 			h := newHarness(t)
 			h.applyCrowdSec([]store.Block{h.decided("203.0.113.7/32", "cscli", time.Hour)}, nil, false)
 			h.scan("203.0.113.8/32")
 			read := []store.Block{h.decided("203.0.113.7/32", "cscli", 4*time.Hour),
 				h.decided("203.0.113.8/32", "cscli", 4*time.Hour), h.decided("203.0.113.9/32", "cscli", 4*time.Hour)}
+			for i := range c.extra {
+				read = append(read, h.decided(fmt.Sprintf("198.51.100.%d/32", i), "cscli", 4*time.Hour))
+			}
 			if refuser == "kernel" {
-				h.refuse("BlockMany", "203.0.113.9/32")
+				// Whichever way it writes, one by one or in bulk.
+				h.k.Refuse(func(op string, p netip.Prefix) error {
+					if strings.HasPrefix(op, "Block") && p == pfx("203.0.113.9/32") {
+						return errRefused
+					}
+					return nil
+				})
 			} else {
 				h.st.Close()
 			}
@@ -114,8 +129,10 @@ func TestCrowdSecReadRefusedLeavesEverythingAsItWas(t *testing.T) {
 					t.Errorf("the kernel's block of %s: %+v (%v), want it as before, until %v", p, k, ok, want)
 				}
 			}
-			if _, ok := h.kernel("203.0.113.9/32"); ok {
-				t.Error("the kernel holds a block of the refused read")
+			for _, p := range []string{"203.0.113.9/32", "198.51.100.0/32"} {
+				if _, ok := h.kernel(p); ok {
+					t.Errorf("the kernel holds %s, of the refused read", p)
+				}
 			}
 			if refuser == "kernel" {
 				if recs := h.stored("203.0.113.8/32"); len(recs) != 1 || recs[0].Origin != store.OriginScan {

@@ -163,9 +163,22 @@ func (e *Engine) replaceRecords(w *pending, by string) (a Applied, err error) {
 	return a, nil
 }
 
+// bulkFrom is where syncKernelMany turns to bulk writes: a fleet delivery
+// brings a prefix or two, for which the bulk writers cost more than
+// they save.
+const bulkFrom = 64
+
 // syncKernelMany brings the kernel in step with the records of prefixes,
-// in bulk.
+// in bulk when they are many.
 func (e *Engine) syncKernelMany(prefixes []netip.Prefix) error {
+	if len(prefixes) < bulkFrom {
+		for _, p := range prefixes {
+			if err := e.syncKernel(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	var gone []netip.Prefix
 	_, err := e.k.BlockMany(func(yield func(netip.Prefix, time.Time) bool) {
 		for _, p := range prefixes {
