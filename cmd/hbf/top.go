@@ -28,9 +28,9 @@ Keys: s sorts by another column, o shows one origin, / filters by an address
 or CIDR, up and down select a source and w says why it is blocked, p pauses,
 ? shows help, q or Ctrl-C quits. Nothing in the view changes the firewall.
 
-The sources come from what the kernel notes while a view asks: a block shows at
-its first drops after the view starts, a busy one at each 1024th, without a walk
-of every block.
+The sources come from one walk of the blocks when a view starts (the busiest so
+far), then from what the kernel notes while a view asks: a new block at its
+first drops, a busy one at each 1024th. No refresh walks every block.
 
 When the output is not a terminal, hbf top prints one snapshot, two looks an
 interval apart (rates need two), as text or, with -o json, as JSON.`,

@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,19 +34,24 @@ func (d *daemon) top(n int, now time.Time) (api.Top, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.asked = now
+	var notes []hot.Note
 	if !t.watching {
 		if err := d.k.WatchHot(true); err != nil {
 			return api.Top{}, err
 		}
 		t.watching = true
+		seed, err := d.busiestSoFar(now)
+		if err != nil {
+			return api.Top{}, err
+		}
+		notes = seed
 	}
 	drained, err := d.k.DrainHot()
 	if err != nil {
 		return api.Top{}, err
 	}
-	notes := make([]hot.Note, len(drained))
-	for i, h := range drained {
-		notes[i] = hot.Note{Prefix: h.Prefix, Packets: h.Packets}
+	for _, h := range drained {
+		notes = append(notes, hot.Note{Prefix: h.Prefix, Packets: h.Packets})
 	}
 	count := func(p netip.Prefix) (uint64, bool) {
 		r, ok, err := d.k.LookupBlock(p)
@@ -64,6 +71,31 @@ func (d *daemon) top(n int, now time.Time) (api.Top, error) {
 	}
 	out.Followed = t.follower.Followed()
 	return out, nil
+}
+
+// busiestSoFar are the blocks that dropped the most so far, as many as
+// the follower follows: a view that attaches shows at once the sources
+// that were busy before it, which the kernel notes again only at their
+// next 1024th drop. One walk of every block, when a view attaches, never
+// at a refresh.
+func (d *daemon) busiestSoFar(now time.Time) ([]hot.Note, error) {
+	var notes []hot.Note
+	err := d.k.EachBlock(func(r dataplane.Rule) error {
+		if r.Packets > 0 && !r.Expired(now) {
+			notes = append(notes, hot.Note{Prefix: r.Prefix, Packets: r.Packets})
+			if len(notes) >= 2*hot.DefaultMax {
+				notes = busiest(notes, hot.DefaultMax)
+			}
+		}
+		return nil
+	})
+	return busiest(notes, hot.DefaultMax), err
+}
+
+// busiest keeps the n notes of the most packets.
+func busiest(notes []hot.Note, n int) []hot.Note {
+	slices.SortFunc(notes, func(a, b hot.Note) int { return cmp.Compare(b.Packets, a.Packets) })
+	return notes[:min(n, len(notes))]
 }
 
 // kernelOrigin is the origin of a block only the kernel holds: one the

@@ -17,10 +17,10 @@ func TestTopFollowsTheBlocksTheKernelNotes(t *testing.T) {
 	now := h.clock.Now()
 	h.k.ScanBlock(pfx("198.51.100.9/32"), now, now.Add(time.Hour))
 
-	h.k.Drop(pfx("192.0.2.7/32"), 5) // before any view: not noted
+	h.k.Drop(pfx("192.0.2.7/32"), 5) // before any view: found by the first look's walk
 	top, err := h.d.top(10, h.clock.Now())
-	if err != nil || len(top.Sources) != 0 || !h.k.WatchingHot() {
-		t.Fatalf("first look: %+v, %v, watching %v; want nothing yet, and the kernel noting", top, err, h.k.WatchingHot())
+	if err != nil || len(top.Sources) != 1 || top.Sources[0].Packets != 5 || !h.k.WatchingHot() {
+		t.Fatalf("first look: %+v, %v, watching %v; want the block busy before, and the kernel noting", top, err, h.k.WatchingHot())
 	}
 	h.k.Drop(pfx("192.0.2.7/32"), 10)
 	h.k.Drop(pfx("203.0.113.0/24"), 100)
