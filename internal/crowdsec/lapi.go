@@ -4,15 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
-
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -27,9 +24,9 @@ const maxBody = 512 << 20
 type Config struct {
 	URL    string // http(s)://host:port
 	APIKey string // a bouncer's key (cscli bouncers add); none: the client certificate
-	// TLS, as LAPI serves it: the CA that signed its certificate, and a
-	// client certificate and key where LAPI asks for one.
-	CA, Cert, Key string
+	// TLS, as LAPI serves it (the CA that signed its certificate, a client
+	// certificate where LAPI asks for one); nil: the host's defaults.
+	TLS *tls.Config
 	// The stream's filters: origins to keep, and scenarios whose name
 	// holds (or does not hold) any of these strings.
 	Origins                []string
@@ -55,37 +52,13 @@ func New(cfg Config) (*Client, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // LAPI is local, or at least not behind the host's web proxy
-	if cfg.CA != "" || cfg.Cert != "" {
-		if tr.TLSClientConfig, err = tlsConfig(cfg); err != nil {
-			return nil, err
-		}
+	if cfg.TLS != nil {
+		tr.TLSClientConfig = cfg.TLS
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Second
 	}
 	return &Client{cfg: cfg, base: base, http: &http.Client{Transport: tr, Timeout: cfg.Timeout}}, nil
-}
-
-func tlsConfig(cfg Config) (*tls.Config, error) {
-	c := &tls.Config{MinVersion: tls.VersionTLS12}
-	if cfg.CA != "" {
-		pem, err := os.ReadFile(cfg.CA)
-		if err != nil {
-			return nil, fmt.Errorf("LAPI CA: %w", err)
-		}
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("LAPI CA %s holds no PEM certificate", cfg.CA)
-		}
-	}
-	if cfg.Cert != "" || cfg.Key != "" {
-		pair, err := tls.LoadX509KeyPair(cfg.Cert, cfg.Key)
-		if err != nil {
-			return nil, fmt.Errorf("LAPI client certificate %s and key %s: %w", cfg.Cert, cfg.Key, err)
-		}
-		c.Certificates = []tls.Certificate{pair}
-	}
-	return c, nil
 }
 
 // Changes are what one read of the stream returned: a startup read holds

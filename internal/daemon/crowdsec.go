@@ -120,7 +120,11 @@ func (d *daemon) openCrowdSec() error {
 			return fmt.Errorf("--crowdsec-key-file %s is empty: put the key cscli bouncers add NAME -o raw prints in it", cs.KeyFile)
 		}
 	}
-	client, err := crowdsec.New(crowdsec.Config{URL: cs.LAPI, APIKey: key, CA: cs.CA, Cert: cs.Cert, Key: cs.Key,
+	tlsCfg, err := fleet.TLS([]string{cs.LAPI}, cs.CA, cs.Cert, cs.Key)
+	if err != nil {
+		return fmt.Errorf("--crowdsec-ca/--crowdsec-cert/--crowdsec-key: %w", err)
+	}
+	client, err := crowdsec.New(crowdsec.Config{URL: cs.LAPI, APIKey: key, TLS: tlsCfg,
 		Origins: cs.Origins, ScenariosContaining: cs.ScenariosContaining, ScenariosNotContaining: cs.ScenariosNotContaining,
 		UserAgent: "hbf/" + d.deps.Version})
 	if err != nil {

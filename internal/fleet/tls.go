@@ -8,9 +8,9 @@ import (
 	"strings"
 )
 
-// TLS is the TLS of a connection to the endpoints: ca's certificates to
-// trust etcd by, a client certificate (cert, key) to be known by; nil over
-// plain HTTP, without either.
+// TLS is the TLS of a connection to the endpoints (etcd's, or CrowdSec's
+// LAPI): ca's certificates to trust the server by, a client certificate
+// (cert, key) to be known by; nil over plain HTTP, without either.
 func TLS(endpoints []string, ca, cert, key string) (*tls.Config, error) {
 	secure := ca != "" || cert != ""
 	for _, e := range endpoints {
