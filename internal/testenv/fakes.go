@@ -37,7 +37,7 @@ func (c *Clock) Set(now time.Time) {
 	c.now = now
 }
 
-// Log is a buffer a daemon logs to while a test reads it.
+// Log is a buffer a daemon or a process writes to while a test reads it.
 type Log struct {
 	mu sync.Mutex
 	b  bytes.Buffer

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -172,7 +171,7 @@ prometheus:
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := ns.Command(ctx, "crowdsec-firewall-bouncer", "-c", cfg)
-	var out lockedBuffer
+	var out testenv.Log
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -185,24 +184,6 @@ prometheus:
 		}
 	})
 	return cmd
-}
-
-// lockedBuffer is a bytes.Buffer written by a process and read by the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // hbf's blocks go to LAPI as alerts carrying their bans: a source over a
