@@ -80,10 +80,11 @@ func ratesBetween(a, b sample) Rates {
 	r.Blocks, r.EventsLost = per("scan_blocks", "limit_blocks"), per("events_lost")
 	for k := range b.status.Counters {
 		if reason, ok := strings.CutPrefix(k, "dropped_"); ok {
-			if v := per(k); v > 0 {
+			v := per(k)
+			if v > 0 {
 				r.DroppedBy[reason] = v
 			}
-			r.Dropped += per(k)
+			r.Dropped += v
 		}
 	}
 	return r

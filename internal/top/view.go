@@ -3,6 +3,7 @@ package top
 import (
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -185,7 +186,7 @@ func (m Model) rateLines() []string {
 	}
 	if len(interval.DroppedBy) > 0 {
 		var by []string
-		for _, k := range sortedKeys(interval.DroppedBy) {
+		for _, k := range slices.Sorted(maps.Keys(interval.DroppedBy)) {
 			by = append(by, k+" "+num(interval.DroppedBy[k]))
 		}
 		lines = append(lines, "dropped/s by reason: "+strings.Join(by, ", "))
@@ -293,13 +294,4 @@ func padRight(s string, w int) string {
 		return s + strings.Repeat(" ", w-n)
 	}
 	return s
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
